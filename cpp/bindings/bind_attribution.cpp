@@ -1,0 +1,185 @@
+#include "rif_python.hpp"
+
+#include "rif/fit.hpp"
+#include "rif/glm.hpp"
+
+#include <memory>
+#include <sstream>
+#include <vector>
+
+namespace rif_py {
+
+namespace {
+
+/// The kernel's attribution object plus the Python array X it views, which it keeps alive.
+struct PyAttribution {
+  py::array X;
+  std::unique_ptr<rif::Attribution> core;
+};
+
+rif::Problem make_problem(const py::array& X, const F64Array& y, const py::object& weights,
+                          double l2, const std::string& family, bool fit_intercept) {
+  rif::Problem problem{to_design(X, fit_intercept), rif::parse_family(family),
+                       to_vector(y, "y"), rif::Vector(), l2};
+  if (!weights.is_none()) problem.w = to_vector(weights.cast<F64Array>(), "sample_weight");
+  return problem;
+}
+
+py::array_t<double> copy_vector(const rif::Vector& v) {
+  py::array_t<double> out(v.size());
+  std::copy(v.data(), v.data() + v.size(), out.mutable_data());
+  return out;
+}
+
+/// Directions arrive as an (m, p) C-contiguous array: the memory of a column-major p x m matrix.
+rif::Matrix directions(const F64Array& V) {
+  if (V.ndim() != 2) throw std::invalid_argument("directions must be a 2-D (m, p) array");
+  return Eigen::Map<const rif::Matrix>(V.data(), V.shape(1), V.shape(0));
+}
+
+rif::SetList set_list(const I64Array& indices, const I64Array& offsets) {
+  if (offsets.ndim() != 1 || offsets.shape(0) < 1 || indices.ndim() != 1) {
+    throw std::invalid_argument("sets: indices and offsets must be 1-D, offsets non-empty");
+  }
+  const std::int64_t* off = offsets.data();
+  const auto m = static_cast<rif::Index>(offsets.shape(0) - 1);
+  if (off[0] != 0 || off[m] != indices.shape(0)) {
+    throw std::invalid_argument("sets: offsets must run from 0 to len(indices)");
+  }
+  return rif::SetList{indices.data(), off, m};
+}
+
+py::array_t<double> row_matrix(rif::Index rows, rif::Index cols) {
+  return py::array_t<double>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
+}
+
+Eigen::Map<rif::RowMatrix> as_map(py::array_t<double>& a) {
+  return Eigen::Map<rif::RowMatrix>(a.mutable_data(), a.shape(0), a.shape(1));
+}
+
+}  // namespace
+
+void bind_attribution(py::module_& m) {
+  py::class_<PyAttribution>(m, "Attribution", "Kernel object: factor once, answer many questions.")
+      .def(py::init([](py::array X, const F64Array& y, const F64Array& theta, double l2,
+                       const std::string& family, const py::object& sample_weight,
+                       bool fit_intercept, int num_threads) {
+             auto self = std::make_unique<PyAttribution>();
+             self->X = X;
+             rif::Problem problem = make_problem(X, y, sample_weight, l2, family, fit_intercept);
+             rif::Vector t = to_vector(theta, "theta");
+             // Safe without the GIL: the kernel reads only X's buffer (kept alive by self->X)
+             // and its own copies of y, w and theta.
+             py::gil_scoped_release release;
+             self->core = std::make_unique<rif::Attribution>(std::move(problem), std::move(t),
+                                                             num_threads);
+             return self;
+           }),
+           py::arg("X"), py::arg("y"), py::arg("theta"), py::arg("l2"), py::arg("family"),
+           py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"))
+      .def_property_readonly("leverage",
+                             [](const PyAttribution& s) { return copy_vector(s.core->leverage()); })
+      .def_property_readonly("rescale",
+                             [](const PyAttribution& s) { return copy_vector(s.core->rescale()); })
+      .def_property_readonly(
+          "residuals", [](const PyAttribution& s) { return copy_vector(s.core->residuals()); })
+      .def_property_readonly(
+          "curvature", [](const PyAttribution& s) { return copy_vector(s.core->curvature()); })
+      .def_property_readonly("theta",
+                             [](const PyAttribution& s) { return copy_vector(s.core->theta()); })
+      .def_property_readonly("gradient_norm",
+                             [](const PyAttribution& s) { return s.core->gradient_norm(); })
+      .def_property_readonly("woodbury_limit",
+                             [](const PyAttribution& s) { return s.core->woodbury_limit(); })
+      .def("hessian",
+           [](const PyAttribution& s) {
+             const rif::Index p = s.core->params();
+             auto out = row_matrix(p, p);
+             as_map(out) = s.core->hessian();  // symmetric: row- and column-major agree
+             return out;
+           })
+      .def("solve",
+           [](const PyAttribution& s, const F64Array& V) {
+             rif::Matrix U = directions(V);
+             {
+               py::gil_scoped_release release;
+               s.core->solve(U);
+             }
+             auto out = row_matrix(U.cols(), U.rows());
+             Eigen::Map<rif::Matrix>(out.mutable_data(), U.rows(), U.cols()) = U;
+             return out;
+           },
+           py::arg("V"), "H^{-1} V for V given as (m, p); returns (m, p).")
+      .def("influence_rows",
+           [](const PyAttribution& s, const I64Array& indices, bool rescaled, int num_threads) {
+             if (indices.ndim() != 1) throw std::invalid_argument("indices must be 1-D");
+             const rif::Index k = indices.shape(0);
+             auto out = row_matrix(k, s.core->params());
+             auto map = as_map(out);
+             py::gil_scoped_release release;  // reads X (kept alive) and writes only `out`
+             s.core->influence_rows(indices.data(), k, rescaled, map, num_threads);
+             return out;
+           },
+           py::arg("indices"), py::arg("rescaled"), py::arg("num_threads"))
+      .def("scores",
+           [](const PyAttribution& s, const F64Array& V, bool rescaled, int num_threads) {
+             const rif::Matrix D = directions(V);
+             auto out = row_matrix(s.core->problem().X.rows(), D.cols());
+             auto map = as_map(out);
+             py::gil_scoped_release release;  // reads X (kept alive) and writes only `out`
+             s.core->scores(D, rescaled, map, num_threads);
+             return out;
+           },
+           py::arg("V"), py::arg("rescaled"), py::arg("num_threads"))
+      .def("group_sums",
+           [](const PyAttribution& s, const I64Array& indices, const I64Array& offsets,
+              bool rescaled, int num_threads) {
+             const rif::SetList sets = set_list(indices, offsets);
+             auto out = row_matrix(sets.count, s.core->params());
+             auto map = as_map(out);
+             py::gil_scoped_release release;  // reads X (kept alive) and writes only `out`
+             s.core->group_sums(sets, rescaled, map, num_threads);
+             return out;
+           },
+           py::arg("indices"), py::arg("offsets"), py::arg("rescaled"), py::arg("num_threads"))
+      .def("newton_step",
+           [](const PyAttribution& s, const I64Array& indices, const I64Array& offsets,
+              int num_threads) {
+             const rif::SetList sets = set_list(indices, offsets);
+             auto out = row_matrix(sets.count, s.core->params());
+             auto map = as_map(out);
+             std::vector<rif::Index> singular;
+             {
+               py::gil_scoped_release release;  // reads X (kept alive) and writes only `out`
+               s.core->newton_step(sets, map, singular, num_threads);
+             }
+             return py::make_tuple(out, singular);
+           },
+           py::arg("indices"), py::arg("offsets"), py::arg("num_threads"));
+
+  m.def("fit",
+        [](py::array X, const F64Array& y, const F64Array& theta0, double l2,
+           const std::string& family, const py::object& sample_weight, bool fit_intercept,
+           double tol, int max_iter, int num_threads) {
+          rif::Problem problem = make_problem(X, y, sample_weight, l2, family, fit_intercept);
+          rif::Vector t = to_vector(theta0, "theta0");
+          rif::FitOptions options{tol, max_iter, num_threads};
+          rif::FitResult result;
+          {
+            py::gil_scoped_release release;  // X stays alive through the argument `X`
+            result = rif::fit(problem, std::move(t), options);
+          }
+          py::dict d;
+          d["theta"] = copy_vector(result.theta);
+          d["grad_norm"] = result.grad_norm;
+          d["loss"] = result.loss;
+          d["n_iter"] = result.iterations;
+          d["converged"] = result.converged;
+          return d;
+        },
+        py::arg("X"), py::arg("y"), py::arg("theta0"), py::arg("l2"), py::arg("family"),
+        py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("tol"), py::arg("max_iter"),
+        py::arg("num_threads"));
+}
+
+}  // namespace rif_py

@@ -1,0 +1,78 @@
+#pragma once
+/// The attribution object: given X, labels, weights and fitted parameters theta, it computes the
+/// Hessian, its Cholesky factor and every sample's leverage once, then answers IF / RIF / NS
+/// questions from them. All estimates are removal effects, theta_{-T} - theta_hat.
+
+#include "rif/design.hpp"
+#include "rif/glm.hpp"
+#include "rif/types.hpp"
+
+#include <vector>
+
+namespace rif {
+
+struct Problem {
+  Design X;
+  Family family;
+  Vector y;       ///< n labels
+  Vector w;       ///< n sample weights, or empty for all ones
+  double l2 = 0;  ///< penalty (l2 / 2) ||theta||_P^2, the intercept unpenalised
+};
+
+/// Checks labels, weights, theta's length, l2 and the finiteness of every input; throws
+/// std::invalid_argument with a message that names the argument.
+void validate(const Problem& problem, const Vector& theta, int threads);
+
+/// Gradient of F at theta: X^T r + l2 P theta.
+Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads);
+
+class Attribution {
+ public:
+  /// Validates, then computes z, (r, a), H, its factor L and the leverages.
+  Attribution(Problem problem, Vector theta, int threads);
+
+  const Problem& problem() const { return problem_; }
+  const Vector& theta() const { return theta_; }
+  const Vector& residuals() const { return r_; }
+  const Vector& curvature() const { return a_; }
+  const Vector& leverage() const { return h_; }
+  /// 1 / (1 - h_i), +inf for singular removals (h_i within singular_tolerance of 1).
+  const Vector& rescale() const { return rescale_; }
+  const Matrix& factor() const { return L_; }
+  double gradient_norm() const { return gradient_norm_; }
+  Index params() const { return problem_.X.params(); }
+  /// Full symmetric H (both triangles).
+  Matrix hessian() const;
+
+  /// v <- H^{-1} v, column by column.
+  void solve(Eigen::Ref<Matrix> v) const;
+
+  /// Rows IF_i = r_i H^{-1} x_i (times rescale_i when rescaled) for samples idx[0..k), written
+  /// to out (k x p, row-major).
+  void influence_rows(const std::int64_t* idx, Index k, bool rescaled, Eigen::Ref<RowMatrix> out,
+                      int threads) const;
+
+  /// out(i, j) = <V_j, IF_i> (or RIF_i when rescaled) for every sample i; V is p x m, out n x m.
+  void scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out, int threads) const;
+
+  /// Row j of out (m x p): sum over set j of IF_i (or RIF_i).
+  void group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowMatrix> out,
+                  int threads) const;
+
+  /// Row j of out: the Newton step H_{-T}^{-1} sum_{i in T} g_i for set T = sets[j]. Small sets
+  /// use Woodbury on the cached factor, large ones factor H_{-T}. Sets whose removal makes H
+  /// singular get +inf and are listed in `singular`.
+  void newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out, std::vector<Index>& singular,
+                   int threads) const;
+
+  /// Largest set size for which newton_step uses Woodbury rather than a fresh factorisation.
+  Index woodbury_limit() const { return std::max<Index>(1, params() / 2); }
+
+ private:
+  Problem problem_;
+  Vector theta_, r_, a_, h_, rescale_;
+  Matrix H_, L_;
+  double gradient_norm_ = 0;
+};
+
+}  // namespace rif

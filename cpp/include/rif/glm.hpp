@@ -1,0 +1,28 @@
+#pragma once
+/// GLM families: per-sample loss and its first two derivatives in the linear predictor z.
+
+#include "rif/types.hpp"
+
+#include <string>
+
+namespace rif {
+
+enum class Family { logistic, squared, poisson };
+
+/// Parses "logistic", "squared" or "poisson"; throws std::invalid_argument otherwise.
+Family parse_family(const std::string& name);
+const char* family_name(Family family);
+
+/// Checks labels (finite; logistic: 0 or 1; poisson: >= 0) and weights (finite, >= 0; may be
+/// empty). Throws std::invalid_argument naming the first offending sample.
+void validate_labels(Family family, const Vector& y);
+void validate_weights(const Vector& w, Index n);
+
+/// r_i = w_i dloss/dz and a_i = w_i d2loss/dz2 at z (w empty means all ones).
+void derivatives(Family family, const Vector& z, const Vector& y, const Vector& w, Vector& r,
+                 Vector& a);
+
+/// sum_i w_i loss(y_i, z_i); +inf when it overflows.
+double total_loss(Family family, const Vector& z, const Vector& y, const Vector& w);
+
+}  // namespace rif

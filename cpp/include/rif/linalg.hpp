@@ -1,0 +1,27 @@
+#pragma once
+/// The dense kernels: Hessian by symmetric rank updates over row blocks, a Cholesky factor that
+/// names its failing pivot, and the blocked leverage pass.
+
+#include "rif/design.hpp"
+#include "rif/types.hpp"
+
+namespace rif {
+
+/// H = X^T diag(a) X + l2 P (lower triangle filled; P = identity without the intercept).
+/// Threaded over row blocks, each thread its own partial sum.
+void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads);
+
+/// Lower Cholesky factor of the lower triangle of A, in place (upper triangle zeroed).
+/// Throws not_positive_definite naming the first non-positive pivot and `what_hint`.
+void cholesky_in_place(Matrix& A, const std::string& what_hint);
+
+/// Like cholesky_in_place, but returns false instead of throwing (A is then left undefined).
+bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pivot = nullptr);
+
+/// h_i = a_i ||L^{-1} x_i||^2 for every sample, by row blocks.
+void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads);
+
+/// v <- H^{-1} v with H = L L^T, for each column of v.
+void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v);
+
+}  // namespace rif

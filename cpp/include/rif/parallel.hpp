@@ -1,0 +1,74 @@
+#pragma once
+/// Threading over row blocks: one Eigen call per thread, never Eigen's own threads.
+
+#include "rif/types.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <mutex>
+
+#ifdef RIF_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace rif {
+
+/// Number of threads to use: `requested` if positive, otherwise every core.
+int resolve_threads(int requested);
+
+/// Index of the calling thread inside a parallel region (0 outside one).
+inline int thread_index() {
+#ifdef RIF_HAVE_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Rows per block for a pass over X with p parameters: about 2 MiB of doubles, at least 32 rows.
+inline Index block_rows(Index p) {
+  const Index target = (Index{1} << 18) / std::max<Index>(p, 1);
+  return std::clamp<Index>(target, 32, 4096);
+}
+
+/// Calls f(thread, begin, count) for consecutive chunks of [0, n) of at most `block` items, on up
+/// to `threads` threads. The first exception thrown by f is rethrown after the loop.
+template <class F>
+void parallel_chunks(Index n, Index block, int threads, F&& f) {
+  const Index chunks = (n + block - 1) / block;
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto run = [&](Index c) {
+    try {
+      const Index begin = c * block;
+      f(thread_index(), begin, std::min(block, n - begin));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  };
+#ifdef RIF_HAVE_OPENMP
+  const int t = static_cast<int>(std::min<Index>(threads, std::max<Index>(chunks, 1)));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(t)
+  for (Index c = 0; c < chunks; ++c) run(c);
+#else
+  (void)threads;
+  for (Index c = 0; c < chunks; ++c) run(c);
+#endif
+  if (error) std::rethrow_exception(error);
+}
+
+/// The number of threads parallel_chunks will actually use (sizes per-thread accumulators).
+inline int chunk_threads(Index n, Index block, int threads) {
+#ifdef RIF_HAVE_OPENMP
+  const Index chunks = (n + block - 1) / block;
+  return static_cast<int>(std::max<Index>(1, std::min<Index>(threads, chunks)));
+#else
+  (void)n;
+  (void)block;
+  (void)threads;
+  return 1;
+#endif
+}
+
+}  // namespace rif

@@ -1,0 +1,242 @@
+#include "rif/attribution.hpp"
+
+#include "rif/linalg.hpp"
+#include "rif/parallel.hpp"
+
+#include <Eigen/Dense>
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+namespace rif {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+void check_sets(const SetList& sets, Index n) {
+  for (Index j = 0; j < sets.count; ++j) {
+    if (sets.offsets[j + 1] < sets.offsets[j]) throw std::invalid_argument("sets: bad offsets");
+    for (const std::int64_t* it = sets.begin(j); it != sets.begin(j) + sets.size(j); ++it) {
+      if (*it < 0 || *it >= n) {
+        std::ostringstream msg;
+        msg << "sets: set " << j << " holds index " << *it << ", outside [0, " << n << ")";
+        throw std::invalid_argument(msg.str());
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void validate(const Problem& problem, const Vector& theta, int threads) {
+  const Design& X = problem.X;
+  std::ostringstream msg;
+  if (X.rows() < 1) throw std::invalid_argument("X is empty: it needs at least one sample (row)");
+  if (X.features() < 1 && !X.intercept()) {
+    throw std::invalid_argument("X has no features (d = 0) and there is no intercept");
+  }
+  if (problem.y.size() != X.rows()) {
+    msg << "y must have one label per row of X (" << X.rows() << "), got " << problem.y.size();
+    throw std::invalid_argument(msg.str());
+  }
+  if (theta.size() != X.params()) {
+    msg << "theta must have " << X.params() << " entries (" << X.features() << " features"
+        << (X.intercept() ? " + intercept, last" : "") << "), got " << theta.size();
+    throw std::invalid_argument(msg.str());
+  }
+  if (!std::isfinite(problem.l2) || problem.l2 < 0) {
+    msg << "l2 must be a finite number >= 0, got " << problem.l2;
+    throw std::invalid_argument(msg.str());
+  }
+  for (Index i = 0; i < theta.size(); ++i) {
+    if (!std::isfinite(theta[i])) {
+      msg << "theta contains NaN or inf (entry " << i << ")";
+      throw std::invalid_argument(msg.str());
+    }
+  }
+  validate_labels(problem.family, problem.y);
+  validate_weights(problem.w, X.rows());
+  const auto bad = X.first_nonfinite(threads);
+  if (bad.first >= 0) {
+    msg << "X contains NaN or inf (first at row " << bad.first << ", column " << bad.second
+        << ")";
+    throw std::invalid_argument(msg.str());
+  }
+}
+
+Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads) {
+  Vector g;
+  problem.X.multiply_transposed(r, g, threads);
+  g.head(problem.X.features()) += problem.l2 * theta.head(problem.X.features());
+  return g;
+}
+
+Attribution::Attribution(Problem problem, Vector theta, int threads)
+    : problem_(std::move(problem)), theta_(std::move(theta)) {
+  threads = resolve_threads(threads);
+  validate(problem_, theta_, threads);
+  Vector z;
+  problem_.X.multiply(theta_, z, threads);
+  derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
+  gradient_norm_ = gradient(problem_, theta_, r_, threads).norm();
+  rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
+  L_ = H_;
+  cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta");
+  rif::leverage(problem_.X, a_, L_, h_, threads);
+  rescale_.resize(h_.size());
+  for (Index i = 0; i < h_.size(); ++i) {
+    const double gap = 1.0 - h_[i];
+    rescale_[i] = gap <= singular_tolerance ? kInf : 1.0 / gap;
+  }
+}
+
+Matrix Attribution::hessian() const {
+  Matrix full = H_.selfadjointView<Eigen::Lower>();
+  return full;
+}
+
+void Attribution::solve(Eigen::Ref<Matrix> v) const {
+  if (v.rows() != params()) {
+    std::ostringstream msg;
+    msg << "the vector to solve with must have " << params() << " rows, got " << v.rows();
+    throw std::invalid_argument(msg.str());
+  }
+  solve_factored(L_, v);
+}
+
+void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled,
+                                 Eigen::Ref<RowMatrix> out, int threads) const {
+  const Index p = params(), n = problem_.X.rows();
+  for (Index j = 0; j < k; ++j) {
+    if (idx[j] < 0 || idx[j] >= n) throw std::invalid_argument("indices: out of range");
+  }
+  threads = resolve_threads(threads);
+  const Index block = block_rows(p);
+  std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(k, block, threads)));
+  parallel_chunks(k, block, threads, [&](int t, Index begin, Index count) {
+    Matrix& buf = buffers[static_cast<size_t>(t)];
+    buf.resize(p, count);
+    problem_.X.gather(idx + begin, count, buf);
+    solve_factored(L_, buf);
+    for (Index j = 0; j < count; ++j) {
+      const Index i = static_cast<Index>(idx[begin + j]);
+      if (rescaled && std::isinf(rescale_[i])) {
+        out.row(begin + j).setConstant(kInf);
+      } else {
+        out.row(begin + j) = (r_[i] * (rescaled ? rescale_[i] : 1.0)) * buf.col(j).transpose();
+      }
+    }
+  });
+}
+
+void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out,
+                         int threads) const {
+  const Index p = params(), n = problem_.X.rows(), m = V.cols();
+  if (V.rows() != p) {
+    std::ostringstream msg;
+    msg << "direction must have " << p << " rows (one per parameter), got " << V.rows();
+    throw std::invalid_argument(msg.str());
+  }
+  threads = resolve_threads(threads);
+  Matrix U = V;
+  solve_factored(L_, U);
+  const Index block = block_rows(p);
+  std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
+  parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
+    auto Xt = problem_.X.block(begin, count, buffers[static_cast<size_t>(t)]);
+    auto rows = out.block(begin, 0, count, m);
+    rows.noalias() = Xt.transpose() * U;
+    for (Index j = 0; j < count; ++j) {
+      const Index i = begin + j;
+      if (rescaled && std::isinf(rescale_[i])) {
+        rows.row(j).setConstant(kInf);
+      } else {
+        rows.row(j) *= r_[i] * (rescaled ? rescale_[i] : 1.0);
+      }
+    }
+  });
+}
+
+void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowMatrix> out,
+                             int threads) const {
+  const Index p = params(), n = problem_.X.rows();
+  check_sets(sets, n);
+  threads = resolve_threads(threads);
+  Vector coef = rescaled ? Vector(r_.cwiseProduct(rescale_)) : r_;
+  Matrix G = Matrix::Zero(p, sets.count);
+  std::vector<char> infinite(static_cast<size_t>(sets.count), 0);
+  parallel_chunks(sets.count, 1, threads, [&](int, Index j, Index) {
+    for (Index e = 0; e < sets.size(j); ++e) {
+      if (rescaled && std::isinf(rescale_[sets.begin(j)[e]])) infinite[static_cast<size_t>(j)] = 1;
+    }
+    if (!infinite[static_cast<size_t>(j)]) {
+      problem_.X.accumulate(sets.begin(j), sets.size(j), coef.data(), G.col(j));
+    }
+  });
+  solve_factored(L_, G);
+  out = G.transpose();
+  for (Index j = 0; j < sets.count; ++j) {
+    if (infinite[static_cast<size_t>(j)]) out.row(j).setConstant(kInf);
+  }
+}
+
+void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
+                              std::vector<Index>& singular, int threads) const {
+  const Index p = params(), n = problem_.X.rows();
+  check_sets(sets, n);
+  threads = resolve_threads(threads);
+  const Vector root = a_.cwiseSqrt();
+  std::vector<char> is_singular(static_cast<size_t>(sets.count), 0);
+  parallel_chunks(sets.count, 1, threads, [&](int, Index j, Index) {
+    const Index k = sets.size(j);
+    const std::int64_t* idx = sets.begin(j);
+    Vector g = Vector::Zero(p);
+    problem_.X.accumulate(idx, k, r_.data(), g);
+    if (k == 0) {
+      out.row(j).setZero();
+      return;
+    }
+    Matrix U(p, k);
+    problem_.X.gather(idx, k, U, root.data());
+    bool ok = true;
+    if (k <= woodbury_limit()) {
+      // H_{-T}^{-1} g = L^{-T} (b + B M^{-1} B^T b), B = L^{-1} U, b = L^{-1} g, M = I - B^T B.
+      L_.triangularView<Eigen::Lower>().solveInPlace(U);
+      L_.triangularView<Eigen::Lower>().solveInPlace(g);
+      Matrix M = Matrix::Identity(k, k);
+      M.selfadjointView<Eigen::Lower>().rankUpdate(U.transpose(), -1.0);
+      Index column = 0;
+      double pivot = 0;
+      ok = try_cholesky_in_place(M, &column, &pivot) &&
+           M.diagonal().minCoeff() > std::sqrt(singular_tolerance);
+      if (ok) {
+        Vector c = U.transpose() * g;
+        M.triangularView<Eigen::Lower>().solveInPlace(c);
+        M.transpose().triangularView<Eigen::Upper>().solveInPlace(c);
+        g.noalias() += U * c;
+        L_.transpose().triangularView<Eigen::Upper>().solveInPlace(g);
+      }
+    } else {
+      // Large sets: factor H_{-T} = H - U U^T afresh.
+      Matrix Hm = H_;
+      Hm.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
+      ok = try_cholesky_in_place(Hm);
+      if (ok) solve_factored(Hm, g);
+    }
+    if (ok) {
+      out.row(j) = g.transpose();
+    } else {
+      out.row(j).setConstant(kInf);
+      is_singular[static_cast<size_t>(j)] = 1;
+    }
+  });
+  singular.clear();
+  for (Index j = 0; j < sets.count; ++j) {
+    if (is_singular[static_cast<size_t>(j)]) singular.push_back(j);
+  }
+}
+
+}  // namespace rif

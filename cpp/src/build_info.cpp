@@ -1,0 +1,51 @@
+#include "rif/build_info.hpp"
+
+#include "rif/parallel.hpp"
+
+#include <Eigen/Core>
+
+#include <string>
+#include <thread>
+
+#ifndef RIF_VERSION
+#define RIF_VERSION "unknown"
+#endif
+#ifndef RIF_CXX_FLAGS
+#define RIF_CXX_FLAGS ""
+#endif
+#ifndef RIF_COMPILER
+#define RIF_COMPILER "unknown"
+#endif
+
+namespace rif {
+
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+#ifdef RIF_HAVE_OPENMP
+  return omp_get_num_procs();
+#else
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw ? static_cast<int>(hw) : 1;
+#endif
+}
+
+BuildInfo build_info() {
+  BuildInfo info;
+  info.version = RIF_VERSION;
+  info.compiler = RIF_COMPILER;
+  info.flags = RIF_CXX_FLAGS;
+  info.simd = Eigen::SimdInstructionSetsInUse();
+  info.eigen_version = std::to_string(EIGEN_WORLD_VERSION) + "." +
+                       std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                       std::to_string(EIGEN_MINOR_VERSION);
+#ifdef RIF_HAVE_OPENMP
+  info.openmp = true;
+#endif
+  info.cuda = false;
+  info.max_threads = resolve_threads(0);
+  return info;
+}
+
+void initialize() { Eigen::setNbThreads(1); }
+
+}  // namespace rif

@@ -1,0 +1,120 @@
+#include "rif/design.hpp"
+
+#include "rif/parallel.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace rif {
+
+template <class T>
+void Design::load_impl(const T* data, Index begin, Index count, double* out,
+                       const double* scale) const {
+  const Index p = params();
+  for (Index j = 0; j < count; ++j) {
+    const T* src = data + (begin + j) * d_;
+    double* dst = out + j * p;
+    const double s = scale ? scale[j] : 1.0;
+    if (scale) {
+      for (Index k = 0; k < d_; ++k) dst[k] = s * static_cast<double>(src[k]);
+    } else {
+      for (Index k = 0; k < d_; ++k) dst[k] = static_cast<double>(src[k]);
+    }
+    if (intercept_) dst[d_] = s;
+  }
+}
+
+void Design::load(Index begin, Index count, Matrix& buffer, const double* scale) const {
+  buffer.resize(params(), count);
+  if (f64_) {
+    load_impl(f64_, begin, count, buffer.data(), scale);
+  } else {
+    load_impl(f32_, begin, count, buffer.data(), scale);
+  }
+}
+
+Eigen::Map<const Matrix> Design::block(Index begin, Index count, Matrix& buffer) const {
+  if (f64_ && !intercept_) return Eigen::Map<const Matrix>(f64_ + begin * d_, d_, count);
+  load(begin, count, buffer);
+  return Eigen::Map<const Matrix>(buffer.data(), params(), count);
+}
+
+void Design::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
+                    const double* scale) const {
+  for (Index j = 0; j < k; ++j) {
+    const Index i = static_cast<Index>(idx[j]);
+    const double s = scale ? scale[i] : 1.0;
+    double* dst = out.col(j).data();
+    if (f64_) {
+      const double* src = f64_ + i * d_;
+      for (Index c = 0; c < d_; ++c) dst[c] = s * src[c];
+    } else {
+      const float* src = f32_ + i * d_;
+      for (Index c = 0; c < d_; ++c) dst[c] = s * static_cast<double>(src[c]);
+    }
+    if (intercept_) dst[d_] = s;
+  }
+}
+
+void Design::accumulate(const std::int64_t* idx, Index k, const double* coef,
+                        Eigen::Ref<Vector> out) const {
+  double* dst = out.data();
+  for (Index j = 0; j < k; ++j) {
+    const Index i = static_cast<Index>(idx[j]);
+    const double s = coef[i];
+    if (f64_) {
+      const double* src = f64_ + i * d_;
+      for (Index c = 0; c < d_; ++c) dst[c] += s * src[c];
+    } else {
+      const float* src = f32_ + i * d_;
+      for (Index c = 0; c < d_; ++c) dst[c] += s * static_cast<double>(src[c]);
+    }
+    if (intercept_) dst[d_] += s;
+  }
+}
+
+void Design::multiply(const Vector& theta, Vector& z, int threads) const {
+  z.resize(n_);
+  const Index block = block_rows(params());
+  std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n_, block, threads)));
+  parallel_chunks(n_, block, threads, [&](int t, Index begin, Index count) {
+    auto Xt = this->block(begin, count, buffers[static_cast<size_t>(t)]);
+    z.segment(begin, count).noalias() = Xt.transpose() * theta;
+  });
+}
+
+void Design::multiply_transposed(const Vector& c, Vector& g, int threads) const {
+  const Index block = block_rows(params());
+  const int nt = chunk_threads(n_, block, threads);
+  std::vector<Matrix> buffers(static_cast<size_t>(nt));
+  std::vector<Vector> partial(static_cast<size_t>(nt), Vector::Zero(params()));
+  parallel_chunks(n_, block, threads, [&](int t, Index begin, Index count) {
+    auto Xt = this->block(begin, count, buffers[static_cast<size_t>(t)]);
+    partial[static_cast<size_t>(t)].noalias() += Xt * c.segment(begin, count);
+  });
+  g = partial[0];
+  for (size_t t = 1; t < partial.size(); ++t) g += partial[t];
+}
+
+std::pair<Index, Index> Design::first_nonfinite(int threads) const {
+  const Index block = block_rows(params());
+  const int nt = chunk_threads(n_, block, threads);
+  std::vector<Index> first(static_cast<size_t>(nt), n_ * d_);
+  parallel_chunks(n_, block, threads, [&](int t, Index begin, Index count) {
+    Index& best = first[static_cast<size_t>(t)];
+    const Index lo = begin * d_, hi = (begin + count) * d_;
+    for (Index e = lo; e < hi && e < best; ++e) {
+      const double v = f64_ ? f64_[e] : static_cast<double>(f32_[e]);
+      if (!std::isfinite(v)) {
+        best = e;
+        break;
+      }
+    }
+  });
+  Index e = n_ * d_;
+  for (Index f : first) e = std::min(e, f);
+  if (e == n_ * d_) return {-1, -1};
+  return {e / d_, e % d_};
+}
+
+}  // namespace rif

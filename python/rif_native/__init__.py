@@ -1,0 +1,48 @@
+"""rif-native: rescaled influence functions (RIF) and friends for GLMs, with a compiled core.
+
+Every estimate this package returns is a *removal effect*: the predicted change
+``theta_{-T} - theta_hat`` when the samples ``T`` are removed from the training set.
+See ``Attribution`` for the object that factors the Hessian once and answers many questions.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "rif_native's compiled module _core failed to import. Reinstall with "
+        "`pip install --force-reinstall --no-cache-dir .` from the source tree, and check that "
+        f"the C++ build succeeded. Original error: {exc}"
+    ) from exc
+
+from ._api import (
+    Attribution,
+    ConvergenceWarning,
+    FitResult,
+    NotPositiveDefiniteError,
+    SingularRemovalWarning,
+    build_info,
+    fit,
+    influence,
+    leverage,
+    newton_step,
+    rescaled_influence,
+)
+
+__version__: str = _core.build_info()["version"]
+
+__all__ = [
+    "Attribution",
+    "ConvergenceWarning",
+    "FitResult",
+    "NotPositiveDefiniteError",
+    "SingularRemovalWarning",
+    "__version__",
+    "build_info",
+    "fit",
+    "influence",
+    "leverage",
+    "newton_step",
+    "rescaled_influence",
+]

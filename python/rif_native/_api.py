@@ -1,0 +1,451 @@
+"""The public Python API: input checks and conversions, then calls into the compiled kernel.
+
+Sign convention: every estimate is a removal effect ``theta_{-T} - theta_hat`` (positive means
+"removing T increases this parameter"). Objective:
+``F(theta) = sum_i w_i loss(y_i, x_i . theta) + (l2 / 2) ||theta||_P^2`` with the intercept, when
+``fit_intercept=True``, stored last in ``theta`` and left unpenalised.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+
+NotPositiveDefiniteError = _core.NotPositiveDefiniteError
+NotPositiveDefiniteError.__doc__ = (
+    "The Hessian (or H_{-T}) is not positive definite; a subclass of numpy.linalg.LinAlgError. "
+    "Attributes `column` (failing pivot's column) and `pivot` (its value)."
+)
+
+ArrayLike = Any
+SetsLike = Union[ArrayLike, Sequence[ArrayLike]]
+
+_METHODS = ("if", "rif", "ns")
+_MAX_NAMED = 10
+
+
+class SingularRemovalWarning(RuntimeWarning):
+    """Removing the named sample(s) or set(s) makes the Hessian singular: the estimate is inf."""
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """fit() stopped before reaching its gradient tolerance."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Result of :func:`fit`.
+
+    Attributes:
+        theta: fitted parameters (p,), the intercept last when ``fit_intercept=True``.
+        grad_norm: Euclidean norm of the gradient of F at ``theta``.
+        n_iter: Newton iterations taken.
+        converged: whether ``grad_norm <= tol * max(1, ||grad F(0)||)``.
+        loss: F(theta), penalty included.
+    """
+
+    theta: np.ndarray
+    grad_norm: float
+    n_iter: int
+    converged: bool
+    loss: float
+
+
+def build_info() -> dict:
+    """What the compiled core was built with: version, compiler, flags, OpenMP, SIMD, Eigen, CUDA."""
+    return dict(_core.build_info())
+
+
+# ----------------------------------------------------------------------------- input handling
+
+
+def _check_numeric(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (float, int or bool), got dtype {arr.dtype}"
+        )
+
+
+def _as_design(X: ArrayLike, fit_intercept: bool) -> np.ndarray:
+    """X as a 2-D C-contiguous float64 or float32 array, converting at most once."""
+    if hasattr(X, "tocsr") and hasattr(X, "nnz"):
+        raise TypeError("X is a sparse matrix; rif_native needs a dense array (X.toarray())")
+    arr = np.asarray(X)
+    _check_numeric(arr, "X")
+    if arr.ndim != 2:
+        raise ValueError(f"X must be 2-D (n samples x d features), got shape {arr.shape}")
+    if arr.dtype not in (np.float64, np.float32) or not arr.dtype.isnative:
+        arr = arr.astype(np.float64)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    if arr.shape[0] == 0:
+        raise ValueError(f"X is empty: it needs at least one sample (row), got shape {arr.shape}")
+    if arr.shape[1] == 0 and not fit_intercept:
+        raise ValueError(f"X has no features (d = 0), got shape {arr.shape}")
+    return arr
+
+
+def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
+    arr = np.asarray(v)
+    _check_numeric(arr, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D with {length} entries ({what}), got shape {arr.shape}")
+    if arr.shape[0] != length:
+        raise ValueError(f"{name} must have {length} entries ({what}), got {arr.shape[0]}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def _threads(num_threads: Optional[int]) -> int:
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int or None, got {num_threads}")
+    return int(num_threads)
+
+
+def _method(method: str, allowed: Sequence[str]) -> str:
+    if method not in allowed:
+        raise ValueError(f"method must be one of {', '.join(map(repr, allowed))}, got {method!r}")
+    return method
+
+
+def _one_set(s: ArrayLike, n: int, label: str) -> np.ndarray:
+    arr = np.asarray(s)
+    if arr.ndim != 1:
+        raise ValueError(f"{label} must be 1-D (indices or a boolean mask), got shape {arr.shape}")
+    if arr.dtype == bool:
+        if arr.shape[0] != n:
+            raise ValueError(f"{label} is a boolean mask of length {arr.shape[0]}, expected {n}")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{label} must hold integer sample indices or be a boolean mask, "
+                        f"got dtype {arr.dtype}")
+    idx = arr.astype(np.int64)
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        raise ValueError(f"{label} holds index {idx[bad][0]}, outside [0, {n})")
+    if np.unique(idx).size != idx.size:
+        raise ValueError(f"{label} holds a sample index more than once")
+    return idx
+
+
+def _is_scalar_index(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(indices, offsets, single): sets as compressed lists; single when one set was given."""
+    if isinstance(sets, np.ndarray) and sets.ndim == 2:
+        parts = [_one_set(row, n, f"set {j}") for j, row in enumerate(sets)]
+        single = False
+    elif isinstance(sets, np.ndarray) or (
+        isinstance(sets, (list, tuple)) and len(sets) > 0 and all(map(_is_scalar_index, sets))
+    ):
+        parts = [_one_set(sets, n, "the set")]
+        single = True
+    elif isinstance(sets, (list, tuple)):
+        parts = [_one_set(s, n, f"set {j}") for j, s in enumerate(sets)]
+        single = False
+    else:
+        raise TypeError("sets must be one set (indices or a boolean mask) or a list of sets, "
+                        f"got {type(sets).__name__}")
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in parts])
+    indices = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return np.ascontiguousarray(indices, dtype=np.int64), offsets, single
+
+
+def _name_some(items: np.ndarray) -> str:
+    shown = ", ".join(str(int(i)) for i in items[:_MAX_NAMED])
+    return shown + (f" and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else "")
+
+
+# ----------------------------------------------------------------------------- the object
+
+
+class Attribution:
+    """Factor the Hessian once at ``theta``, then answer removal questions from the factor.
+
+    Builds ``H = X^T diag(a) X + l2 P`` (P: identity, 0 on the intercept), its Cholesky factor and
+    every sample's leverage ``h_i = a_i x_i^T H^{-1} x_i``. Every estimate it returns is a removal
+    effect ``theta_{-T} - theta_hat``:
+
+    * IF_i  = H^{-1} g_i with g_i = r_i x_i (first order);
+    * RIF_i = IF_i / (1 - h_i) (the exact Newton step of leaving i out);
+    * NS_T  = H_{-T}^{-1} sum_{i in T} g_i (the Newton step of leaving the set T out).
+
+    Args:
+        X: (n, d) features. float64 and float32 C-contiguous arrays are used without a copy
+            (float32 values are used exactly, arithmetic in float64); other inputs are
+            converted once.
+        y: (n,) labels: 0/1 for "logistic", real for "squared", counts >= 0 for "poisson".
+        theta: (p,) parameters, p = d + fit_intercept, the intercept last. Usually a minimiser
+            of F (see :func:`fit`); ``gradient_norm`` says how close it is.
+        l2: ridge penalty in F = sum_i w_i loss_i + l2/2 ||theta||_P^2 (a sum, not a mean: the
+            paper's mean-loss ``lambda`` is ``l2 = n * lambda``; scikit-learn's ``C`` is
+            ``l2 = 1 / C``).
+        family: "logistic", "squared" or "poisson".
+        sample_weight: (n,) weights >= 0, default all ones.
+        fit_intercept: treat X as having a trailing column of ones that the penalty skips.
+        num_threads: threads for every computation of this object; None uses all cores.
+    """
+
+    def __init__(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        theta: ArrayLike,
+        *,
+        l2: float = 0.0,
+        family: str = "logistic",
+        sample_weight: Optional[ArrayLike] = None,
+        fit_intercept: bool = False,
+        num_threads: Optional[int] = None,
+    ) -> None:
+        fit_intercept = bool(fit_intercept)
+        Xa = _as_design(X, fit_intercept)
+        n, d = Xa.shape
+        p = d + int(fit_intercept)
+        ya = _as_vector(y, "y", n, "one label per row of X")
+        ta = _as_vector(theta, "theta", p,
+                        f"{d} features" + (" + intercept, last" if fit_intercept else ""))
+        wa = None if sample_weight is None else _as_vector(
+            sample_weight, "sample_weight", n, "one weight per row of X")
+        self._threads = _threads(num_threads)
+        self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa, fit_intercept,
+                                       self._threads)
+        self.n, self.n_features, self.n_params = n, d, p
+        self.family, self.l2, self.fit_intercept = str(family), float(l2), fit_intercept
+        self._leverage = self._frozen(self._core.leverage)
+        self._rescale = self._frozen(self._core.rescale)
+
+    @staticmethod
+    def _frozen(a: np.ndarray) -> np.ndarray:
+        a.setflags(write=False)
+        return a
+
+    # -- per-sample quantities
+    @property
+    def theta(self) -> np.ndarray:
+        """The parameters the object was built at (a copy)."""
+        return self._core.theta
+
+    @property
+    def leverage(self) -> np.ndarray:
+        """(n,) generalised leverages h_i = a_i x_i^T H^{-1} x_i, in [0, 1] (read-only)."""
+        return self._leverage
+
+    @property
+    def rescale(self) -> np.ndarray:
+        """(n,) RIF rescaling factors 1 / (1 - h_i); inf for singular removals (read-only)."""
+        return self._rescale
+
+    @property
+    def residuals(self) -> np.ndarray:
+        """(n,) r_i = w_i dloss/dz at theta, so the per-sample gradient is g_i = r_i x_i."""
+        return self._core.residuals
+
+    @property
+    def curvature(self) -> np.ndarray:
+        """(n,) a_i = w_i d2loss/dz2 at theta, so the per-sample Hessian is a_i x_i x_i^T."""
+        return self._core.curvature
+
+    @property
+    def singular_samples(self) -> np.ndarray:
+        """Indices i whose removal makes the Hessian singular (h_i within 1e-10 of 1)."""
+        return np.flatnonzero(np.isinf(self._rescale))
+
+    @property
+    def gradient_norm(self) -> float:
+        """||grad F(theta)||_2: near 0 when theta is a minimiser, as the estimates assume."""
+        return float(self._core.gradient_norm)
+
+    def hessian(self) -> np.ndarray:
+        """(p, p) H = X^T diag(a) X + l2 P at theta (with the ones column when fit_intercept)."""
+        return self._core.hessian()
+
+    def solve(self, v: ArrayLike) -> np.ndarray:
+        """H^{-1} v for v of shape (p,) or (p, m), from the cached factor."""
+        V = self._directions(v, "v")
+        out = self._core.solve(V).T
+        return out[:, 0] if np.ndim(v) == 1 else out
+
+    # -- per-sample estimates
+    def influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+        """Rows IF_i = H^{-1} g_i, removal effects of each sample, for `indices` (all if None).
+
+        Returns (k, p). The full matrix is n x p: pass indices when n is large.
+        """
+        return self._rows(indices, rescaled=False)
+
+    def rescaled_influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+        """Rows RIF_i = IF_i / (1 - h_i): the Newton step of removing sample i (a removal effect).
+
+        Returns (k, p); rows of samples whose removal makes H singular are inf, with a
+        SingularRemovalWarning naming them.
+        """
+        return self._rows(indices, rescaled=True)
+
+    def scores(self, direction: ArrayLike, method: str = "rif") -> np.ndarray:
+        """<direction, estimate_i> for every sample i: the linear removal effect on a metric.
+
+        ``direction`` is the metric's gradient at theta_hat, shape (p,) or (p, m); the result is
+        (n,) or (n, m). method "rif" gives r_i x_i^T H^{-1} v / (1 - h_i), "if" the same without
+        the rescaling. Positive means removing sample i increases the metric.
+        """
+        rescaled = _method(method, ("if", "rif")) == "rif"
+        V = self._directions(direction, "direction")
+        out = self._core.scores(V, rescaled, self._threads)
+        if rescaled:
+            self._warn_samples(self.singular_samples)
+        return out[:, 0] if np.ndim(direction) == 1 else out
+
+    # -- group estimates
+    def group_effect(self, sets: SetsLike, method: str = "rif") -> np.ndarray:
+        """Estimated removal effect theta_{-T} - theta_hat of each set T.
+
+        Args:
+            sets: one set (integer indices, or a boolean mask of length n) or a list of sets.
+            method: "if" (sum of IF_i), "rif" (sum of RIF_i) or "ns" (Newton step of removing T
+                together, through Woodbury on the cached factor: exact for squared loss).
+
+        Returns:
+            (p,) for one set, (m, p) for a list of m sets. Sets whose removal makes the Hessian
+            singular get inf, with a SingularRemovalWarning naming them.
+        """
+        method = _method(method, _METHODS)
+        indices, offsets, single = _parse_sets(sets, self.n)
+        if method == "ns":
+            out, singular = self._core.newton_step(indices, offsets, self._threads)
+            if singular:
+                warnings.warn(
+                    f"removing set(s) {_name_some(np.asarray(singular))} makes the Hessian "
+                    "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                    SingularRemovalWarning, stacklevel=2)
+        else:
+            out = self._core.group_sums(indices, offsets, method == "rif", self._threads)
+            if method == "rif":
+                self._warn_samples(np.intersect1d(indices, self.singular_samples))
+        return out[0] if single else out
+
+    def __repr__(self) -> str:
+        return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
+                f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
+                f"max_leverage={float(self._leverage.max()):.4g})")
+
+    # -- helpers
+    def _directions(self, v: ArrayLike, name: str) -> np.ndarray:
+        arr = np.asarray(v)
+        _check_numeric(arr, name)
+        if arr.ndim not in (1, 2) or arr.shape[0] != self.n_params:
+            raise ValueError(f"{name} must have shape ({self.n_params},) or ({self.n_params}, m), "
+                             f"got {arr.shape}")
+        arr = arr.reshape(self.n_params, -1).T
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        return np.ascontiguousarray(arr, dtype=np.float64)
+
+    def _rows(self, indices: Optional[ArrayLike], rescaled: bool) -> np.ndarray:
+        idx = (np.arange(self.n, dtype=np.int64) if indices is None
+               else _one_set(indices, self.n, "indices"))
+        out = self._core.influence_rows(idx, rescaled, self._threads)
+        if rescaled:
+            self._warn_samples(np.intersect1d(idx, self.singular_samples))
+        return out
+
+    def _warn_samples(self, singular: np.ndarray) -> None:
+        if len(singular):
+            warnings.warn(
+                f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
+                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible.",
+                SingularRemovalWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- functional API
+
+_DOC_KEYWORDS = """
+    Keywords are those of :class:`Attribution`: ``l2``, ``family``, ``sample_weight``,
+    ``fit_intercept``, ``num_threads``."""
+
+
+def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
+    """(n,) generalised leverages h_i = a_i x_i^T H^{-1} x_i at theta."""
+    return Attribution(X, y, theta, **kwargs).leverage.copy()
+
+
+def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
+    """(n, p) classic influence functions: row i is IF_i = H^{-1} g_i, the first-order removal
+    effect theta_{-i} - theta_hat of sample i."""
+    return Attribution(X, y, theta, **kwargs).influence()
+
+
+def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
+    """(n, p) rescaled influence functions: row i is RIF_i = IF_i / (1 - h_i), the Newton-step
+    removal effect theta_{-i} - theta_hat of sample i. A drop-in replacement for influence()
+    that stays accurate when d is comparable to n."""
+    return Attribution(X, y, theta, **kwargs).rescaled_influence()
+
+
+def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike,
+                **kwargs: Any) -> np.ndarray:
+    """Newton-step removal effect H_{-T}^{-1} sum_{i in T} g_i of each set T: (p,) for one set,
+    (m, p) for a list of sets."""
+    return Attribution(X, y, theta, **kwargs).group_effect(sets, method="ns")
+
+
+for _f in (leverage, influence, rescaled_influence, newton_step):
+    _f.__doc__ = (_f.__doc__ or "") + "\n" + _DOC_KEYWORDS
+
+
+def fit(
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    l2: float = 0.0,
+    family: str = "logistic",
+    sample_weight: Optional[ArrayLike] = None,
+    fit_intercept: bool = False,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    theta0: Optional[ArrayLike] = None,
+    num_threads: Optional[int] = None,
+) -> FitResult:
+    """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
+
+    Damped Newton steps with a backtracking line search, from ``theta0`` (zeros by default),
+    until ``||grad F|| <= tol * max(1, ||grad F(0)||)``. Warns ConvergenceWarning when
+    ``max_iter`` is reached first (e.g. separable data with l2 = 0, where no minimiser exists).
+    """
+    fit_intercept = bool(fit_intercept)
+    Xa = _as_design(X, fit_intercept)
+    n, d = Xa.shape
+    p = d + int(fit_intercept)
+    ya = _as_vector(y, "y", n, "one label per row of X")
+    t0 = np.zeros(p) if theta0 is None else _as_vector(theta0, "theta0", p, "one per parameter")
+    wa = None if sample_weight is None else _as_vector(
+        sample_weight, "sample_weight", n, "one weight per row of X")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    out = _core.fit(Xa, ya, t0, float(l2), str(family), wa, fit_intercept, float(tol),
+                    int(max_iter), _threads(num_threads))
+    result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
+                       n_iter=int(out["n_iter"]), converged=bool(out["converged"]),
+                       loss=float(out["loss"]))
+    if not result.converged:
+        warnings.warn(
+            f"fit stopped after {result.n_iter} iterations with gradient norm "
+            f"{result.grad_norm:.3g} above the tolerance; with l2 = 0 the data may be separable "
+            "(no finite minimiser): add l2 > 0 or raise max_iter.",
+            ConvergenceWarning, stacklevel=2)
+    return result

@@ -1,0 +1,569 @@
+"""The ``rif`` command line tool.
+
+``rif attribute`` (also what a bare ``rif`` runs): fit an L2-regularised GLM on a training part of
+a data set, then rank the training samples by the predicted effect of removing each one on the
+total loss over a held-out test part, by the rescaled influence function (RIF) and by the plain
+influence function (IF), side by side.
+
+Every estimate is a removal effect (theta_{-i} - theta_hat): a positive score means that
+removing the sample is predicted to increase the test loss, i.e. the sample helps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+
+import numpy as np
+
+import rif_native
+from rif_native.datasets import Dataset, load_dataset, load_sms_spam
+
+__all__ = ["main"]
+
+_PROG = "rif"
+_COMMANDS = ("attribute",)
+_DEFAULT_L2 = 0.1
+_DEFAULT_MAX_FEATURES = 1500
+_FAMILIES = ("logistic", "squared", "poisson")
+
+_SIGN_NOTE = (
+    "score_i = predicted change of the TOTAL test loss if training sample i is removed "
+    "(<grad test loss, theta_{-i} - theta_hat>). Positive: removing it increases the test loss "
+    "(the sample helps); negative: removing it decreases the test loss (the sample hurts)."
+)
+
+
+class _UsageError(Exception):
+    """A mistake in the user's input: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become one-line messages instead of usage dumps."""
+
+    def error(self, message):  # noqa: D102 - argparse hook
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=_PROG,
+        description=(
+            "Data attribution for L2-regularised GLMs with rescaled influence functions (RIF). "
+            "Without a command, 'rif' runs 'rif attribute' on the built-in SMS Spam data."
+        ),
+        epilog="Run 'rif attribute --help' for the options of the attribution command.",
+    )
+    parser.add_argument(
+        "--version", action="version",
+        version=f"%(prog)s {getattr(rif_native, '__version__', 'unknown')}",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    att = sub.add_parser(
+        "attribute",
+        help="rank training samples by their effect on the test loss (RIF and IF side by side)",
+        description=(
+            "Fit an L2-regularised GLM (with intercept) on a training part, then predict for "
+            "every training sample how the total loss on the held-out test part would change "
+            "if that sample were removed, by the rescaled influence function (RIF, the Newton "
+            "step of leave-one-out) and by the influence function (IF), and print the top "
+            "samples of both rankings side by side. " + _SIGN_NOTE
+        ),
+        epilog=(
+            "Data files: .npz with arrays X (n x d) and y (n,), optionally X_test and y_test "
+            "(then used as the test part instead of a random split); .npy features with "
+            "--labels PATH.npy; .csv/.tsv with the label in the last column and an optional "
+            "header line. The default data set is the SMS Spam Collection v.1 (Almeida, Gomez "
+            "Hidalgo and Yamakami, DocEng 2011), deduplicated, as a bag of words (1 = spam)."
+        ),
+    )
+    data = att.add_argument_group("data")
+    data.add_argument(
+        "--data", metavar="PATH",
+        help="your data file (.npz, .npy, .csv, .tsv); default: the built-in SMS Spam data",
+    )
+    data.add_argument(
+        "--labels", metavar="PATH", help="labels .npy file, needed when --data is a .npy file"
+    )
+    data.add_argument(
+        "--max-features", type=_positive_int, metavar="N", default=None,
+        help=f"vocabulary size of the built-in data set (default {_DEFAULT_MAX_FEATURES})",
+    )
+    data.add_argument(
+        "--test-fraction", type=_fraction, default=None, metavar="F",
+        help="fraction of samples held out as the test part (default 0.2; "
+        "ignored when the .npz file has X_test and y_test)",
+    )
+    data.add_argument(
+        "--seed", type=int, default=0, help="seed of the random train/test split (default 0)"
+    )
+    model = att.add_argument_group("model")
+    model.add_argument(
+        "--family", choices=_FAMILIES, default="logistic",
+        help="GLM family (default logistic, which needs labels 0/1)",
+    )
+    model.add_argument(
+        "--l2", type=_nonnegative_float, default=_DEFAULT_L2, metavar="L2",
+        help=f"penalty (L2/2)||theta||^2 on the coefficients, not the intercept, added to the "
+        f"SUM of the per-sample losses (default {_DEFAULT_L2}; scikit-learn's C is 1/L2)",
+    )
+    model.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N",
+        help="number of threads for the native kernels (default: all cores)",
+    )
+    out = att.add_argument_group("output")
+    out.add_argument(
+        "--top", type=_positive_int, default=10, metavar="K",
+        help="number of samples listed per ranking (default 10)",
+    )
+    out.add_argument(
+        "--rank-by", choices=("abs", "helpful", "harmful"), default="abs",
+        help="order of the rankings: largest |score| (default), most helpful (largest positive "
+        "score) or most harmful (most negative score)",
+    )
+    out.add_argument(
+        "--json", metavar="PATH",
+        help="also write all results (including every sample's scores) as JSON to PATH "
+        "('-' for stdout, which then carries nothing else)",
+    )
+    out.add_argument(
+        "--quiet", action="store_true",
+        help="print only the two rankings and their agreement (no data, fit or timing lines)",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _loss_and_residual(family: str, y: np.ndarray, z: np.ndarray):
+    """Per-sample loss(y, z) and its derivative dloss/dz (DESIGN.md, table of families)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if family == "logistic":
+            loss = np.logaddexp(0.0, z) - y * z
+            residual = 0.5 * (1.0 + np.tanh(0.5 * z)) - y
+        elif family == "squared":
+            loss = 0.5 * (z - y) ** 2
+            residual = z - y
+        else:  # poisson, log link
+            mu = np.exp(z)
+            loss = mu - y * z
+            residual = mu - y
+    return loss, residual
+
+
+def _rankdata(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    n = a.shape[0]
+    order = np.argsort(a, kind="mergesort")
+    ordered = a[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(new_group)
+    ends = np.append(starts[1:], n)
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (NaN when either vector is constant)."""
+    ra, rb = _rankdata(a), _rankdata(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / denom if denom > 0 else float("nan")
+
+
+def _ranking(scores: np.ndarray, rank_by: str) -> np.ndarray:
+    """Positions sorted by the requested order; ties broken by position (stable)."""
+    if rank_by == "abs":
+        key = -np.abs(scores)
+    elif rank_by == "helpful":
+        key = -scores
+    else:
+        key = scores
+    key = np.where(np.isnan(key), np.inf, key)
+    return np.argsort(key, kind="stable")
+
+
+def _json_float(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _snippet(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.encode("ascii", "replace").decode("ascii")
+    return text
+
+
+def _label_name(value: float, target_names) -> str:
+    if target_names is not None and value in (0.0, 1.0):
+        return target_names[int(value)]
+    return f"{value:g}"
+
+
+def _check_labels(family: str, y: np.ndarray, what: str) -> None:
+    if family == "logistic":
+        bad = ~np.isin(y, (0.0, 1.0))
+        if bad.any():
+            values = ", ".join(f"{v:g}" for v in np.unique(y)[:5])
+            raise _UsageError(
+                f"{what}: logistic regression needs labels 0 and 1, found values {values}"
+                f"{', ...' if np.unique(y).size > 5 else ''}; recode the labels or use --family"
+            )
+    elif family == "poisson" and (y < 0).any():
+        raise _UsageError(f"{what}: poisson regression needs labels >= 0")
+
+
+def _split(dataset: Dataset, args, family: str):
+    """Training and test rows (indices into the data set, or the file's own test part)."""
+    n = dataset.n_samples
+    if dataset.X_test is not None:
+        train = np.arange(n)
+        return train, None, "the file's X_test, y_test"
+    fraction = 0.2 if args.test_fraction is None else args.test_fraction
+    n_test = int(round(fraction * n))
+    if n_test < 1 or n - n_test < 2:
+        raise _UsageError(
+            f"cannot split {n} samples with --test-fraction {fraction:g}: need at least 1 test "
+            "and 2 training samples"
+        )
+    perm = np.random.default_rng(args.seed).permutation(n)
+    test = np.sort(perm[:n_test])
+    train = np.sort(perm[n_test:])
+    if family == "logistic" and np.unique(dataset.y[train]).size < 2:
+        raise _UsageError(
+            f"the training part (seed {args.seed}) has a single class; use more data, another "
+            "--seed or a smaller --test-fraction"
+        )
+    return train, test, f"random {fraction:g} of the samples (seed {args.seed})"
+
+
+def _write_json(path: str, payload: dict) -> None:
+    text = json.dumps(payload, indent=1, allow_nan=False)
+    if path == "-":
+        sys.stdout.write(text + "\n")
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        raise _UsageError(f"cannot write --json file {path}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# rif attribute
+# --------------------------------------------------------------------------------------------
+
+
+def _attribute(args) -> int:
+    caught_warnings: list[str] = []
+    timings: dict[str, float] = {}
+    json_to_stdout = args.json == "-"
+    show_info = not args.quiet and not json_to_stdout
+    show_table = not json_to_stdout
+
+    def say(line: str = "") -> None:
+        if show_info:
+            print(line)
+
+    # ---- data
+    if args.labels is not None and args.data is None:
+        raise _UsageError("--labels needs --data (the features file it belongs to)")
+    if args.data is not None and args.max_features is not None:
+        raise _UsageError("--max-features applies only to the built-in data set, not to --data")
+    t0 = time.perf_counter()
+    if args.data is None:
+        dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
+        source = "built-in"
+    else:
+        dataset = load_dataset(args.data, args.labels)
+        source = str(args.data)
+    timings["load"] = time.perf_counter() - t0
+
+    family = args.family
+    _check_labels(family, dataset.y, "labels")
+    if dataset.y_test is not None:
+        _check_labels(family, dataset.y_test, "test labels (y_test)")
+    train, test, split_note = _split(dataset, args, family)
+    X_train = np.ascontiguousarray(dataset.X[train])
+    y_train = np.ascontiguousarray(dataset.y[train])
+    if test is None:
+        X_test, y_test = dataset.X_test, dataset.y_test
+    else:
+        X_test = np.ascontiguousarray(dataset.X[test])
+        y_test = np.ascontiguousarray(dataset.y[test])
+    n_train, d = X_train.shape
+    n_test = X_test.shape[0]
+
+    say(f"data       {dataset.name} ({source}): {dataset.n_samples} samples x {d} features")
+    say(f"split      train {n_train}, test {n_test} ({split_note})")
+
+    # ---- fit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        fit = rif_native.fit(
+            X_train, y_train, l2=args.l2, family=family, fit_intercept=True,
+            num_threads=args.threads,
+        )
+        timings["fit"] = time.perf_counter() - t0
+
+        theta = np.asarray(fit.theta, dtype=np.float64)
+        z_train = X_train @ theta[:d] + theta[d]
+        z_test = X_test @ theta[:d] + theta[d]
+        loss_train, _ = _loss_and_residual(family, y_train, z_train)
+        loss_test, r_test = _loss_and_residual(family, y_test, z_test)
+        # gradient of the total test loss with respect to theta = (coefficients, intercept)
+        direction = np.append(X_test.T @ r_test, r_test.sum())
+
+        # ---- attribution
+        t0 = time.perf_counter()
+        attribution = rif_native.Attribution(
+            X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
+            num_threads=args.threads,
+        )
+        timings["attribution_setup"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        scores_rif = np.asarray(attribution.scores(direction, method="rif"), dtype=np.float64)
+        scores_if = np.asarray(attribution.scores(direction, method="if"), dtype=np.float64)
+        timings["scores"] = time.perf_counter() - t1
+        timings["attribution"] = time.perf_counter() - t0
+        leverage = np.asarray(attribution.leverage, dtype=np.float64)
+        singular = np.asarray(attribution.singular_samples, dtype=np.int64)
+    for w in caught:
+        caught_warnings.append(f"{w.category.__name__}: {w.message}")
+        print(f"{_PROG}: warning: {w.category.__name__}: {w.message}", file=sys.stderr)
+
+    metrics: dict[str, float | None] = {
+        "train_loss_mean": _json_float(loss_train.mean()),
+        "test_loss_mean": _json_float(loss_test.mean()),
+        "test_loss_total": _json_float(loss_test.sum()),
+    }
+    if family == "logistic":
+        metrics["train_accuracy"] = float(np.mean((z_train > 0) == (y_train == 1)))
+        metrics["test_accuracy"] = float(np.mean((z_test > 0) == (y_test == 1)))
+
+    status = "converged" if fit.converged else "NOT converged"
+    say(
+        f"fit        {family}, l2 = {args.l2:g}, intercept: {fit.n_iter} iterations, {status}, "
+        f"||grad F|| = {fit.grad_norm:.2e}"
+    )
+    if family == "logistic":
+        say(
+            f"accuracy   train {metrics['train_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}"
+            f"   (mean test loss {loss_test.mean():.4f})"
+        )
+    else:
+        say(f"loss       mean train {loss_train.mean():.4g}, mean test {loss_test.mean():.4g}")
+    say(
+        f"leverage   max {leverage.max():.3f}, mean {leverage.mean():.3f}, "
+        f"{int(np.count_nonzero(leverage > 0.5))} samples above 0.5"
+        + (f", {singular.size} singular (h = 1, RIF infinite)" if singular.size else "")
+    )
+    say(
+        f"time       load {timings['load']:.2f} s, fit {timings['fit']:.2f} s, attribution "
+        f"{timings['attribution']:.2f} s (factor + leverage {timings['attribution_setup']:.2f} s, "
+        f"IF and RIF scores {timings['scores']:.2f} s)"
+    )
+    say()
+
+    # ---- rankings
+    k = min(args.top, n_train)
+    order_rif = _ranking(scores_rif, args.rank_by)[:k]
+    order_if = _ranking(scores_if, args.rank_by)[:k]
+    shared = len(set(order_rif.tolist()) & set(order_if.tolist()))
+    rho = _spearman(
+        np.nan_to_num(scores_rif, nan=0.0), np.nan_to_num(scores_if, nan=0.0)
+    )
+    texts = dataset.texts
+    target_names = dataset.target_names
+
+    if show_table:
+        by = {"abs": "|score|", "helpful": "score (most helpful first)",
+              "harmful": "score (most harmful first)"}[args.rank_by]
+        print(f"Top {k} training samples by {by}, metric: total loss on {n_test} test samples.")
+        print("Sign: removal effect theta_{-i} - theta_hat. Positive score = removing the sample "
+              "INCREASES the test loss (it helps);")
+        print("negative = removing it decreases the test loss (it hurts). index = row of the "
+              "data set" + (" (after dedupe)." if dataset.source_index is not None else "."))
+        print()
+        text_width = 22 if texts is not None else 0
+        names = [_label_name(float(v), target_names) for v in np.unique(y_train)[:50]]
+        label_width = min(8, max(5, *(len(name) for name in names)))
+
+        def cells(pos: int, score: float) -> str:
+            idx = int(train[pos])
+            label = _label_name(float(y_train[pos]), target_names)[:label_width]
+            part = f"{idx:>6} {label:<{label_width}} {score:>+10.3e} {leverage[pos]:>6.3f}"
+            if texts is not None:
+                part += " " + f"{_snippet(texts[idx], text_width):<{text_width}}"
+            return part
+
+        head = f"{'index':>6} {'label':<{label_width}} {'score':>10} {'lev':>6}"
+        if texts is not None:
+            head += " " + f"{'text':<{text_width}}"
+        width = len(head)
+        print(f"{'':>4}   {'RIF (rescaled influence)':<{width}} | IF (influence function)")
+        print(f"{'rank':>4}   {head} | {head}".rstrip())
+        print(f"{'':->4}   {'':->{width}} | {'':->{width}}")
+        for rank in range(k):
+            left = cells(order_rif[rank], scores_rif[order_rif[rank]])
+            right = cells(order_if[rank], scores_if[order_if[rank]])
+            print(f"{rank + 1:>4}   {left} | {right}".rstrip())
+        print()
+        print(f"shared     {shared} of the top {k} samples appear in both rankings")
+        print(f"spearman   {rho:.4f} (rank correlation of all {n_train} RIF and IF scores)")
+        ratio = np.abs(scores_rif) / np.maximum(np.abs(scores_if), np.finfo(float).tiny)
+        if show_info:
+            print(f"rescale    1/(1-h): max {np.max(1.0 / np.maximum(1.0 - leverage, 1e-300)):.3g}; "
+                  f"|RIF| / |IF| for the top-{k} RIF samples: "
+                  f"{np.min(ratio[order_rif]):.3g} .. {np.max(ratio[order_rif]):.3g}")
+
+    # ---- JSON
+    if args.json is not None:
+        def entries(order, scores, other):
+            out = []
+            for rank, pos in enumerate(order, start=1):
+                idx = int(train[pos])
+                item = {
+                    "rank": rank,
+                    "index": idx,
+                    "label": float(y_train[pos]),
+                    "score": _json_float(scores[pos]),
+                    "other_score": _json_float(other[pos]),
+                    "leverage": float(leverage[pos]),
+                }
+                if dataset.source_index is not None:
+                    item["source_line"] = int(dataset.source_index[idx])
+                if texts is not None:
+                    item["text"] = texts[idx]
+                out.append(item)
+            return out
+
+        payload = {
+            "command": "attribute",
+            "version": getattr(rif_native, "__version__", None),
+            "sign_convention": _SIGN_NOTE,
+            "dataset": {
+                "name": dataset.name,
+                "source": source,
+                "description": dataset.description,
+                "n_samples": dataset.n_samples,
+                "n_features": d,
+            },
+            "split": {
+                "n_train": n_train,
+                "n_test": n_test,
+                "how": split_note,
+                "seed": args.seed,
+                "test_indices": None if test is None else test.tolist(),
+            },
+            "model": {
+                "family": family,
+                "l2": args.l2,
+                "fit_intercept": True,
+                "n_iter": int(fit.n_iter),
+                "converged": bool(fit.converged),
+                "grad_norm": _json_float(fit.grad_norm),
+            },
+            "metrics": metrics,
+            "attribution": {
+                "metric": "total test loss",
+                "rank_by": args.rank_by,
+                "top": k,
+                "top_rif": entries(order_rif, scores_rif, scores_if),
+                "top_if": entries(order_if, scores_if, scores_rif),
+                "shared_top_k": shared,
+                "spearman": _json_float(rho),
+                "max_leverage": float(leverage.max()),
+                "singular_samples": [int(train[i]) for i in singular],
+            },
+            "timings_s": timings,
+            "warnings": caught_warnings,
+            "train_indices": train.tolist(),
+            "scores_rif": [_json_float(s) for s in scores_rif],
+            "scores_if": [_json_float(s) for s in scores_if],
+            "leverage": leverage.tolist(),
+        }
+        _write_json(args.json, payload)
+        say(f"json       written to {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``rif`` command line; return the exit status (0 ok, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in _COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["attribute", *argv]
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return _attribute(args)
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except _UsageError as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"{_PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

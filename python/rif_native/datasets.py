@@ -1,0 +1,502 @@
+"""Datasets: the bundled SMS Spam Collection and a loader for a user's own arrays.
+
+``load_sms_spam()`` turns the SMS Spam Collection v.1 (shipped gzip-compressed inside the
+package, see ``data/README.md`` for source, citation and license) into a bag-of-words feature
+matrix for a binary logistic regression (1 = spam). ``load_dataset(path)`` reads a user's
+``.npz``, ``.npy`` (with a separate labels file) or ``.csv`` file.
+
+Both return a :class:`Dataset`. Only NumPy and the standard library are used.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import functools
+import gzip
+import hashlib
+import html
+import importlib.resources
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "SMS_SPAM_SHA256",
+    "load_dataset",
+    "load_sms_spam",
+    "tokenize",
+]
+
+#: sha256 of the decompressed ``data/SMSSpamCollection.gz`` (the original corpus file).
+SMS_SPAM_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
+_SMS_SPAM_FILE = "SMSSpamCollection.gz"
+
+_SMS_CITATION = (
+    "Almeida, T.A., Gomez Hidalgo, J.M., Yamakami, A. Contributions to the Study of SMS Spam "
+    "Filtering: New Collection and Results. Proceedings of the 2011 ACM Symposium on Document "
+    "Engineering (DocEng'11), Mountain View, CA, USA, 2011. "
+    "http://www.dt.fee.unicamp.br/~tiago/smsspamcollection/"
+)
+
+# A token is a run of lowercase letters, digits, pound and dollar signs, with apostrophes
+# allowed inside (``don't``) but not at either end.
+_TOKEN_RE = re.compile(r"[a-z0-9£$€]+(?:'[a-z0-9£$€]+)*")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A feature matrix with labels, ready for ``rif_native.fit``.
+
+    Attributes
+    ----------
+    X : (n, d) float64, C-contiguous
+        Features, one row per sample.
+    y : (n,) float64
+        Labels (for the bundled classification data: 0.0 or 1.0).
+    texts : list of str or None
+        The raw text of each sample where the data are texts, else None.
+    feature_names : list of str
+        One name per column of X.
+    name, description : str
+        A short identifier and a human-readable summary (source, size, processing).
+    X_test, y_test : arrays or None
+        A held-out test part when the source provides one (``.npz`` with keys ``X_test`` and
+        ``y_test``), else None.
+    target_names : tuple of str or None
+        Names of the label values 0 and 1 where known (``("ham", "spam")``).
+    source_index : (n,) int64 or None
+        Row of each sample in the original file (differs from ``arange(n)`` after deduplication).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    texts: list[str] | None
+    feature_names: list[str]
+    name: str
+    description: str
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    target_names: tuple[str, ...] | None = None
+    source_index: np.ndarray | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    def __repr__(self) -> str:
+        test = "" if self.X_test is None else f", n_test={self.X_test.shape[0]}"
+        return (
+            f"Dataset(name={self.name!r}, n={self.n_samples}, d={self.n_features}{test}, "
+            f"texts={'yes' if self.texts is not None else 'no'})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# SMS Spam Collection
+# --------------------------------------------------------------------------------------------
+
+
+def tokenize(text: str) -> list[str]:
+    """Split one message into tokens, as ``load_sms_spam`` does.
+
+    HTML entities are decoded (the corpus writes ``&lt;#&gt;`` for numbers it removed), the text
+    is lowercased, typographic apostrophes become ``'``, and tokens are runs of letters a-z,
+    digits, ``£``, ``$`` and ``€`` with apostrophes allowed inside a token.
+    """
+    text = html.unescape(text).lower().replace("\u2019", "'")
+    return _TOKEN_RE.findall(text)
+
+
+def _read_package_bytes(name: str) -> bytes:
+    """Bytes of a file under ``rif_native/data`` (wheel, editable install or source tree)."""
+    if __package__:
+        try:
+            return importlib.resources.files(__package__).joinpath("data", name).read_bytes()
+        except (FileNotFoundError, ModuleNotFoundError):  # pragma: no cover - broken install
+            pass
+    path = Path(__file__).resolve().parent / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundled data file {name!r} is missing from the rif_native installation "
+            f"(looked in {path.parent}); reinstall the package"
+        )
+    return path.read_bytes()
+
+
+@functools.lru_cache(maxsize=1)
+def _sms_records() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The corpus as (texts, labels 0/1), in file order, checked against its sha256."""
+    raw = gzip.decompress(_read_package_bytes(_SMS_SPAM_FILE))
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SMS_SPAM_SHA256:
+        raise RuntimeError(
+            f"bundled {_SMS_SPAM_FILE} decompresses to sha256 {digest}, expected "
+            f"{SMS_SPAM_SHA256}; the installation is damaged, reinstall rif_native"
+        )
+    texts: list[str] = []
+    labels: list[int] = []
+    codes = {"ham": 0, "spam": 1}
+    for lineno, line in enumerate(raw.decode("utf-8").split("\n"), start=1):
+        if not line:
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep or label not in codes:  # pragma: no cover - guarded by the sha256
+            raise RuntimeError(f"{_SMS_SPAM_FILE}: line {lineno} is not '<ham|spam>\\t<text>'")
+        texts.append(text)
+        labels.append(codes[label])
+    return tuple(texts), tuple(labels)
+
+
+def _check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def load_sms_spam(
+    *,
+    max_features: int | None = 1500,
+    min_df: int = 2,
+    dedupe: bool = True,
+    binary: bool = False,
+) -> Dataset:
+    """The SMS Spam Collection v.1 as a bag-of-words classification problem.
+
+    Labels: ``y = 1`` for spam, ``0`` for ham. Features, computed deterministically with NumPy
+    and the standard library only:
+
+    1. each message is tokenised by :func:`tokenize` (HTML entities decoded, lowercase, runs of
+       letters, digits, ``£ $ €``, inner apostrophes kept);
+    2. the vocabulary is the ``max_features`` tokens with the highest document frequency among
+       those that occur in at least ``min_df`` messages (ties broken alphabetically;
+       ``max_features=None`` keeps all of them), counted on the messages that are returned;
+    3. each entry is ``log1p(count)`` (``binary=True``: 1 if the token occurs, else 0);
+    4. each row is scaled to unit Euclidean norm; a message with no vocabulary token stays a
+       row of zeros.
+
+    The vocabulary uses every returned message, including those a caller later holds out for
+    testing; it uses no labels.
+
+    Parameters
+    ----------
+    max_features : int or None, default 1500
+        Size of the vocabulary (number of columns d); fewer if fewer tokens reach ``min_df``.
+    min_df : int, default 2
+        Minimum number of messages a token must occur in.
+    dedupe : bool, default True
+        Drop messages whose exact text already occurred earlier in the file, keeping the first
+        occurrence (5,574 -> 5,171 messages; no repeated text has two labels). Repeats matter
+        for data attribution: removing one copy of a message leaves its twins in the data, so
+        every leave-one-out effect of a repeated message is misleadingly small, and the top of
+        an influence ranking fills with copies of one text. ``source_index`` keeps each kept
+        message's line (0-based) in the original file.
+    binary : bool, default False
+        Use token presence instead of ``log1p(count)``.
+
+    Returns
+    -------
+    Dataset
+        ``X`` (n, d) float64 C-contiguous, ``y`` (n,) float64 in {0, 1}, ``texts`` the raw
+        messages, ``feature_names`` the vocabulary in column order, ``target_names`` =
+        ``("ham", "spam")``.
+
+    Source: Almeida, Gomez Hidalgo and Yamakami (DocEng 2011); provided "for free and with no
+    limitations" by its authors (see ``rif_native/data/README.md``).
+    """
+    if max_features is not None:
+        max_features = _check_positive_int(max_features, "max_features")
+    min_df = _check_positive_int(min_df, "min_df")
+
+    all_texts, all_labels = _sms_records()
+    if dedupe:
+        seen: set[str] = set()
+        keep = []
+        for i, text in enumerate(all_texts):
+            if text not in seen:
+                seen.add(text)
+                keep.append(i)
+    else:
+        keep = list(range(len(all_texts)))
+    texts = [all_texts[i] for i in keep]
+    y = np.array([all_labels[i] for i in keep], dtype=np.float64)
+
+    counts = [collections.Counter(tokenize(t)) for t in texts]
+    df: collections.Counter[str] = collections.Counter()
+    for c in counts:
+        df.update(c.keys())
+    eligible = sorted((tok for tok, k in df.items() if k >= min_df), key=lambda t: (-df[t], t))
+    vocab = eligible if max_features is None else eligible[:max_features]
+    column = {tok: j for j, tok in enumerate(vocab)}
+
+    X = np.zeros((len(texts), len(vocab)), dtype=np.float64)
+    for i, c in enumerate(counts):
+        for tok, k in c.items():
+            j = column.get(tok)
+            if j is not None:
+                X[i, j] = 1.0 if binary else np.log1p(k)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    nonzero = norms > 0
+    X[nonzero] /= norms[nonzero, None]
+
+    n_spam = int(y.sum())
+    n_empty = int(np.count_nonzero(~nonzero))
+    description = (
+        f"SMS Spam Collection v.1: {len(texts)} SMS messages "
+        f"({len(texts) - n_spam} ham = 0, {n_spam} spam = 1)"
+        + (f", {len(all_texts) - len(texts)} exact repeats dropped" if dedupe else "")
+        + f". Bag of words: {len(vocab)} most frequent tokens with document frequency >= "
+        f"{min_df}, {'binary presence' if binary else 'log1p(count)'}, rows scaled to unit L2 "
+        f"norm ({n_empty} messages have no vocabulary token and are all-zero rows). "
+        f"Cite: {_SMS_CITATION}"
+    )
+    return Dataset(
+        X=np.ascontiguousarray(X),
+        y=y,
+        texts=texts,
+        feature_names=list(vocab),
+        name="sms_spam",
+        description=description,
+        target_names=("ham", "spam"),
+        source_index=np.asarray(keep, dtype=np.int64),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# A user's own data
+# --------------------------------------------------------------------------------------------
+
+
+def _as_float_array(a, what: str, source: str) -> np.ndarray:
+    """Check that ``a`` is real-numeric and finite; return it as float64."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.float64)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(
+            f"{source}: {what} must be numeric (integer or floating point), got dtype {a.dtype}"
+        )
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        where = f"row {bad[0]}" + (f", column {bad[1]}" if bad.size > 1 else "")
+        raise ValueError(f"{source}: {what} contains NaN or infinity (first at {where})")
+    return a
+
+
+def _check_pair(X, y, source: str, xname: str = "X", yname: str = "y"):
+    X = _as_float_array(X, xname, source)
+    y = _as_float_array(y, yname, source)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ValueError(f"{source}: {xname} must be 2-D (n samples x d features), got shape {X.shape}")
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(f"{source}: {yname} must be 1-D (one label per sample), got shape {y.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{source}: {xname} is empty (shape {X.shape})")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"{source}: {xname} has {X.shape[0]} rows but {yname} has {y.shape[0]} labels"
+        )
+    return np.ascontiguousarray(X), np.ascontiguousarray(y)
+
+
+def _check_two_classes(y: np.ndarray, source: str, yname: str = "y") -> None:
+    values = np.unique(y)
+    if values.size < 2:
+        raise ValueError(
+            f"{source}: {yname} has a single class (every label is {values[0]:g}); "
+            "attribution needs at least two distinct label values"
+        )
+
+
+def _load_npz(path: Path) -> Dataset:
+    source = str(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, ...
+        raise ValueError(f"{source}: not a readable .npz archive ({exc})") from None
+    with archive:
+        keys = set(archive.files)
+        missing = [k for k in ("X", "y") if k not in keys]
+        if missing:
+            raise ValueError(
+                f"{source}: missing key(s) {', '.join(missing)}; a .npz needs arrays 'X' (n x d) "
+                f"and 'y' (n,), optionally 'X_test' and 'y_test' (found: "
+                f"{', '.join(sorted(keys)) or 'none'})"
+            )
+        has_test = [k for k in ("X_test", "y_test") if k in keys]
+        if len(has_test) == 1:
+            other = "y_test" if has_test[0] == "X_test" else "X_test"
+            raise ValueError(f"{source}: has {has_test[0]!r} but not {other!r}; give both or neither")
+        try:
+            X, y = archive["X"], archive["y"]
+            test = (archive["X_test"], archive["y_test"]) if has_test else None
+        except ValueError as exc:  # object arrays refused by allow_pickle=False
+            raise ValueError(f"{source}: arrays must be numeric ({exc})") from None
+    X, y = _check_pair(X, y, source)
+    _check_two_classes(y, source)
+    X_test = y_test = None
+    if test is not None:
+        X_test, y_test = _check_pair(*test, source, "X_test", "y_test")
+        if X_test.shape[1] != X.shape[1]:
+            raise ValueError(
+                f"{source}: X_test has {X_test.shape[1]} columns but X has {X.shape[1]}"
+            )
+    return Dataset(
+        X=X,
+        y=y,
+        texts=None,
+        feature_names=[f"x{j}" for j in range(X.shape[1])],
+        name=path.stem,
+        description=f"{source}: {X.shape[0]} samples, {X.shape[1]} features"
+        + ("" if X_test is None else f", {X_test.shape[0]} test samples"),
+        X_test=X_test,
+        y_test=y_test,
+    )
+
+
+def _load_npy(path: Path, labels: Path) -> Dataset:
+    def read(p: Path, what: str) -> np.ndarray:
+        try:
+            return np.load(p, allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"{p}: not a readable numeric .npy file for {what} ({exc})") from None
+
+    X = read(path, "the features")
+    y = read(labels, "the labels")
+    source = f"{path} with labels {labels}"
+    X, y = _check_pair(X, y, source)
+    _check_two_classes(y, source)
+    return Dataset(
+        X=X,
+        y=y,
+        texts=None,
+        feature_names=[f"x{j}" for j in range(X.shape[1])],
+        name=path.stem,
+        description=f"{path} (labels {labels}): {X.shape[0]} samples, {X.shape[1]} features",
+    )
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv(path: Path) -> Dataset:
+    source = str(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [(k, r) for k, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source}: not a UTF-8 text file ({exc})") from None
+    rows = [(k, r) for k, r in rows if r and any(field.strip() for field in r)]
+    if not rows:
+        raise ValueError(f"{source}: the file has no data rows")
+    header = None
+    first = [field.strip() for field in rows[0][1]]
+    if not all(_is_number(field) for field in first):
+        header, rows = first, rows[1:]
+        if not rows:
+            raise ValueError(f"{source}: the file has a header but no data rows")
+    width = len(header) if header is not None else len(rows[0][1])
+    if width < 2:
+        raise ValueError(
+            f"{source}: needs at least 2 columns (features, then the label in the last column), "
+            f"found {width}"
+        )
+    values = np.empty((len(rows), width), dtype=np.float64)
+    for i, (lineno, row) in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(
+                f"{source}: line {lineno} has {len(row)} columns, expected {width}"
+                + (" (as in the header)" if header is not None else " (as in the first row)")
+            )
+        for j, field in enumerate(row):
+            try:
+                values[i, j] = float(field)
+            except ValueError:
+                raise ValueError(
+                    f"{source}: line {lineno}, column {j + 1}: {field.strip()!r} is not a number"
+                ) from None
+    X, y = _check_pair(values[:, :-1], values[:, -1], source, "features", "labels (last column)")
+    _check_two_classes(y, source, "labels (last column)")
+    names = header[:-1] if header is not None else [f"x{j}" for j in range(X.shape[1])]
+    return Dataset(
+        X=X,
+        y=y,
+        texts=None,
+        feature_names=list(names),
+        name=path.stem,
+        description=f"{source}: {X.shape[0]} samples, {X.shape[1]} features, label = "
+        + (repr(header[-1]) if header is not None else "last column"),
+    )
+
+
+def load_dataset(path: str | os.PathLike, labels: str | os.PathLike | None = None) -> Dataset:
+    """Read a user's data set from a file.
+
+    Supported forms, chosen by the file extension:
+
+    * ``.npz``: arrays ``X`` (n x d) and ``y`` (n,), optionally ``X_test`` and ``y_test`` (both
+      or neither) for a held-out test part.
+    * ``.npy``: ``X`` (n x d); the labels come from a second ``.npy`` given as ``labels``
+      (on the command line ``--labels PATH``).
+    * ``.csv`` (comma) or ``.tsv`` (tab): one sample per line, features then the label in the
+      last column; a first line that is not all numbers is taken as a header (column names).
+
+    Everything must be numeric and finite; ``y`` must have at least two distinct values.
+    Labels are returned as float64 and not recoded (a logistic model needs 0/1).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` or ``labels`` does not exist (the message names it).
+    ValueError
+        Unsupported extension, missing keys, wrong shapes or columns, non-numeric values,
+        NaN/inf, a single label value; the message names the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if labels is not None:
+        labels = Path(labels)
+        if not labels.is_file():
+            raise FileNotFoundError(f"labels file not found: {labels}")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".csv", ".tsv") and labels is not None:
+        raise ValueError(
+            f"{path}: a {suffix} file holds its own labels; a separate labels file is only for .npy"
+        )
+    if suffix == ".npz":
+        return _load_npz(path)
+    if suffix == ".npy":
+        if labels is None:
+            raise ValueError(
+                f"{path}: a .npy file holds only the features X; give the labels as a second .npy "
+                "(labels=PATH, on the command line --labels PATH)"
+            )
+        return _load_npy(path, labels)
+    if suffix in (".csv", ".tsv"):
+        return _load_csv(path)
+    raise ValueError(
+        f"{path}: unsupported file type {suffix or '(no extension)'!r}; use .npz (X, y), "
+        ".npy with --labels, or .csv (last column = label)"
+    )

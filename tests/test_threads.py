@@ -1,0 +1,119 @@
+"""Threading: num_threads=1 and 2 agree, and concurrent Python threads get the result of one.
+
+Tolerance: norm-wise relative error <= 1e-12 (per row for (n, p) / (m, p) results, whole array
+for leverage, scores and theta).  The problem is big enough (n = 6000) to span many row blocks,
+so a parallel reduction really runs with 2 threads.
+"""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+from conftest import assert_close, make_problem
+
+RTOL = 1e-12
+
+
+@pytest.fixture
+def problem(rng, seed):
+    return make_problem(rng, "logistic", n=6000, d=24, fit_intercept=True, weighted=True, l2=1.0,
+                        seed=seed)
+
+
+def _sets(rng, n, p):
+    return [rng.choice(n, size=k, replace=False) for k in (1, 4, p // 2 + 3, 3 * p, 500)]
+
+
+def _everything(P, sets, V, num_threads):
+    A = rn.Attribution(P.X, P.y, P.theta, num_threads=num_threads, **P.kw)
+    return {
+        "leverage": A.leverage,
+        "leverage_fn": rn.leverage(P.X, P.y, P.theta, num_threads=num_threads, **P.kw),
+        "rif": A.rescaled_influence(),
+        "rif_fn": rn.rescaled_influence(P.X, P.y, P.theta, num_threads=num_threads, **P.kw),
+        "scores": A.scores(V),
+        "ns": A.group_effect(sets, method="ns"),
+        "ns_fn": rn.newton_step(P.X, P.y, P.theta, sets, num_threads=num_threads, **P.kw),
+        "hessian": A.hessian(),
+        "fit": rn.fit(P.X, P.y, tol=1e-12, num_threads=num_threads, **P.kw).theta,
+    }
+
+
+ROWWISE = {"rif", "rif_fn", "ns", "ns_fn"}
+
+
+def _compare(got, ref, seed, label):
+    for key in ref:
+        if key == "scores":
+            assert_close(got[key].T, ref[key].T, RTOL, f"{label}: scores per column", seed)
+        else:
+            assert_close(got[key], ref[key], RTOL, f"{label}: {key}", seed,
+                         rowwise=key in ROWWISE)
+
+
+def test_one_vs_two_threads(problem, rng, seed):
+    P = problem
+    sets = _sets(rng, P.n, P.p)
+    V = rng.standard_normal((P.p, 2))
+    one = _everything(P, sets, V, 1)
+    two = _everything(P, sets, V, 2)
+    _compare(two, one, seed, "num_threads=2 vs 1")
+    default = _everything(P, sets, V, None)
+    _compare(default, one, seed, "num_threads=None vs 1")
+    # the 1-thread results are right, not merely reproducible
+    assert_close(one["leverage"], P.ref.h, 1e-9, "leverage vs reference", seed)
+
+
+def test_concurrent_python_threads_functions(problem, rng, seed):
+    """Two Python threads running the same calls at once (the GIL is released in the kernel)."""
+    P = problem
+    sets = _sets(rng, P.n, P.p)
+    V = rng.standard_normal((P.p, 2))
+    ref = _everything(P, sets, V, 2)
+    barrier = threading.Barrier(2)
+
+    def work(_):
+        barrier.wait()
+        return _everything(P, sets, V, 2)
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        results = list(ex.map(work, range(2)))
+    for k, res in enumerate(results):
+        _compare(res, ref, seed, f"python thread {k}")
+
+
+def test_concurrent_queries_on_one_attribution(problem, rng, seed):
+    """One Attribution object queried from two Python threads at once."""
+    P = problem
+    A = rn.Attribution(P.X, P.y, P.theta, num_threads=1, **P.kw)
+    sets = _sets(rng, P.n, P.p)
+    V = rng.standard_normal((P.p, 3))
+    idx = rng.choice(P.n, size=200, replace=False)
+
+    def queries():
+        return {
+            "scores": A.scores(V),
+            "ns": A.group_effect(sets, method="ns"),
+            "rif": A.rescaled_influence(idx),
+            "solve": A.solve(V).T,
+            "leverage": A.leverage,
+        }
+
+    ref = queries()
+    barrier = threading.Barrier(2)
+
+    def work(_):
+        barrier.wait()
+        return [queries() for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        results = [r for batch in ex.map(work, range(2)) for r in batch]
+    for k, res in enumerate(results):
+        for key in ref:
+            rowwise = key in ("ns", "rif", "solve")
+            got, want = (res[key].T, ref[key].T) if key == "scores" else (res[key], ref[key])
+            assert_close(got, want, RTOL, f"shared Attribution, call {k}: {key}", seed,
+                         rowwise=rowwise or key == "scores")
