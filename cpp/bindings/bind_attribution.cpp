@@ -2,6 +2,7 @@
 
 #include "rif/fit.hpp"
 #include "rif/glm.hpp"
+#include "rif/retrain.hpp"
 
 #include <memory>
 #include <sstream>
@@ -155,7 +156,29 @@ void bind_attribution(py::module_& m) {
              }
              return py::make_tuple(out, singular);
            },
-           py::arg("indices"), py::arg("offsets"), py::arg("num_threads"));
+           py::arg("indices"), py::arg("offsets"), py::arg("num_threads"))
+      .def("retrain",
+           [](const PyAttribution& s, const I64Array& indices, const I64Array& offsets, double tol,
+              int max_iter, int num_threads) {
+             const rif::SetList sets = set_list(indices, offsets);
+             rif::RetrainResult r;
+             {
+               py::gil_scoped_release release;  // reads X (kept alive) and the sets' arrays
+               r = rif::retrain(*s.core, sets, rif::RetrainOptions{tol, max_iter, num_threads});
+             }
+             py::dict d;
+             auto theta = row_matrix(r.theta.rows(), r.theta.cols());
+             as_map(theta) = r.theta;
+             d["theta"] = theta;
+             d["grad_norm"] = copy_vector(r.grad_norm);
+             d["tolerance"] = copy_vector(r.tolerance);
+             d["n_iter"] = r.iterations;
+             d["converged"] = std::vector<bool>(r.converged.begin(), r.converged.end());
+             d["refreshed"] = std::vector<bool>(r.refreshed.begin(), r.refreshed.end());
+             return d;
+           },
+           py::arg("indices"), py::arg("offsets"), py::arg("tol"), py::arg("max_iter"),
+           py::arg("num_threads"));
 
   m.def("fit",
         [](py::array X, const F64Array& y, const F64Array& theta0, double l2,

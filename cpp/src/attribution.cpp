@@ -1,5 +1,6 @@
 #include "rif/attribution.hpp"
 
+#include "rif/downdate.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
 
@@ -16,6 +17,8 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+}  // namespace
+
 void check_sets(const SetList& sets, Index n) {
   for (Index j = 0; j < sets.count; ++j) {
     if (sets.offsets[j + 1] < sets.offsets[j]) throw std::invalid_argument("sets: bad offsets");
@@ -28,8 +31,6 @@ void check_sets(const SetList& sets, Index n) {
     }
   }
 }
-
-}  // namespace
 
 void validate(const Problem& problem, const Vector& theta, int threads) {
   const Design& X = problem.X;
@@ -188,50 +189,19 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
   const Index p = params(), n = problem_.X.rows();
   check_sets(sets, n);
   threads = resolve_threads(threads);
-  const Vector root = a_.cwiseSqrt();
   std::vector<char> is_singular(static_cast<size_t>(sets.count), 0);
   parallel_chunks(sets.count, 1, threads, [&](int, Index j, Index) {
     const Index k = sets.size(j);
-    const std::int64_t* idx = sets.begin(j);
     Vector g = Vector::Zero(p);
-    problem_.X.accumulate(idx, k, r_.data(), g);
-    if (k == 0) {
-      out.row(j).setZero();
-      return;
-    }
-    Matrix U(p, k);
-    problem_.X.gather(idx, k, U, root.data());
-    bool ok = true;
-    if (k <= woodbury_limit()) {
-      // H_{-T}^{-1} g = L^{-T} (b + B M^{-1} B^T b), B = L^{-1} U, b = L^{-1} g, M = I - B^T B.
-      L_.triangularView<Eigen::Lower>().solveInPlace(U);
-      L_.triangularView<Eigen::Lower>().solveInPlace(g);
-      Matrix M = Matrix::Identity(k, k);
-      M.selfadjointView<Eigen::Lower>().rankUpdate(U.transpose(), -1.0);
-      Index column = 0;
-      double pivot = 0;
-      ok = try_cholesky_in_place(M, &column, &pivot) &&
-           M.diagonal().minCoeff() > std::sqrt(singular_tolerance);
-      if (ok) {
-        Vector c = U.transpose() * g;
-        M.triangularView<Eigen::Lower>().solveInPlace(c);
-        M.transpose().triangularView<Eigen::Upper>().solveInPlace(c);
-        g.noalias() += U * c;
-        L_.transpose().triangularView<Eigen::Upper>().solveInPlace(g);
-      }
-    } else {
-      // Large sets: factor H_{-T} = H - U U^T afresh.
-      Matrix Hm = H_;
-      Hm.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
-      ok = try_cholesky_in_place(Hm);
-      if (ok) solve_factored(Hm, g);
-    }
-    if (ok) {
-      out.row(j) = g.transpose();
-    } else {
+    problem_.X.accumulate(sets.begin(j), k, r_.data(), g);
+    const DowndatedSolver solver(*this, sets.begin(j), k);
+    if (solver.singular()) {
       out.row(j).setConstant(kInf);
       is_singular[static_cast<size_t>(j)] = 1;
+      return;
     }
+    solver.solve(g);
+    out.row(j) = g.transpose();
   });
   singular.clear();
   for (Index j = 0; j < sets.count; ++j) {

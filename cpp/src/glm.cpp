@@ -63,21 +63,6 @@ void validate_weights(const Vector& w, Index n) {
   }
 }
 
-namespace {
-
-/// Logistic sigma(z) without overflow for large |z|.
-inline double sigmoid(double z) {
-  if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
-  const double e = std::exp(z);
-  return e / (1.0 + e);
-}
-
-/// log(1 + e^z) without overflow.
-inline double softplus(double z) {
-  return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
-}
-
-}  // namespace
 
 void derivatives(Family family, const Vector& z, const Vector& y, const Vector& w, Vector& r,
                  Vector& a) {
@@ -111,14 +96,7 @@ double total_loss(Family family, const Vector& z, const Vector& y, const Vector&
   double total = 0;
   for (Index i = 0; i < z.size(); ++i) {
     const double wi = w.size() ? w[i] : 1.0;
-    if (wi == 0) continue;
-    double l = 0;
-    switch (family) {
-      case Family::logistic: l = softplus(z[i]) - y[i] * z[i]; break;
-      case Family::squared: l = 0.5 * (z[i] - y[i]) * (z[i] - y[i]); break;
-      case Family::poisson: l = std::exp(z[i]) - y[i] * z[i]; break;
-    }
-    total += wi * l;
+    if (wi != 0) total += wi * loss(family, y[i], z[i]);
   }
   return std::isfinite(total) ? total : INFINITY;
 }

@@ -59,3 +59,6 @@ class Attribution:
     def newton_step(
         self, indices: np.ndarray, offsets: np.ndarray, num_threads: int
     ) -> tuple[np.ndarray, list[int]]: ...
+    def retrain(
+        self, indices: np.ndarray, offsets: np.ndarray, tol: float, max_iter: int, num_threads: int
+    ) -> dict[str, Any]: ...

@@ -23,6 +23,9 @@ struct Problem {
 /// std::invalid_argument with a message that names the argument.
 void validate(const Problem& problem, const Vector& theta, int threads);
 
+/// Throws std::invalid_argument unless every index of every set lies in [0, n).
+void check_sets(const SetList& sets, Index n);
+
 /// Gradient of F at theta: X^T r + l2 P theta.
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads);
 

@@ -3,6 +3,7 @@
 
 #include "rif/types.hpp"
 
+#include <cmath>
 #include <string>
 
 namespace rif {
@@ -17,6 +18,38 @@ const char* family_name(Family family);
 /// empty). Throws std::invalid_argument naming the first offending sample.
 void validate_labels(Family family, const Vector& y);
 void validate_weights(const Vector& w, Index n);
+
+/// Logistic sigma(z) without overflow for large |z|.
+inline double sigmoid(double z) {
+  if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
+  const double e = std::exp(z);
+  return e / (1.0 + e);
+}
+
+/// log(1 + e^z) without overflow.
+inline double softplus(double z) {
+  return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+}
+
+/// Unweighted dloss/dz at (y, z).
+inline double first_derivative(Family family, double y, double z) {
+  switch (family) {
+    case Family::logistic: return sigmoid(z) - y;
+    case Family::squared: return z - y;
+    case Family::poisson: return std::exp(z) - y;
+  }
+  return 0;
+}
+
+/// Unweighted loss(y, z).
+inline double loss(Family family, double y, double z) {
+  switch (family) {
+    case Family::logistic: return softplus(z) - y * z;
+    case Family::squared: return 0.5 * (z - y) * (z - y);
+    case Family::poisson: return std::exp(z) - y * z;
+  }
+  return 0;
+}
 
 /// r_i = w_i dloss/dz and a_i = w_i d2loss/dz2 at z (w empty means all ones).
 void derivatives(Family family, const Vector& z, const Vector& y, const Vector& w, Vector& r,

@@ -1,0 +1,49 @@
+#include "rif/downdate.hpp"
+
+#include "rif/linalg.hpp"
+
+#include <Eigen/Dense>
+
+#include <cmath>
+
+namespace rif {
+
+DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k)
+    : L_(attribution.factor()) {
+  const Index p = attribution.params();
+  const Vector root = attribution.curvature().cwiseSqrt();
+  Matrix U(p, k);
+  attribution.problem().X.gather(idx, k, U, root.data());
+  woodbury_ = k <= attribution.woodbury_limit();
+  if (woodbury_) {
+    // H_{-T} = L (I - B B^T) L^T with B = L^{-1} U; I - B B^T is invertible iff M = I - B^T B
+    // is, and M's Cholesky pivots are the leverages' complements 1 - h for k = 1.
+    L_.triangularView<Eigen::Lower>().solveInPlace(U);
+    B_ = std::move(U);
+    M_ = Matrix::Identity(k, k);
+    M_.selfadjointView<Eigen::Lower>().rankUpdate(B_.transpose(), -1.0);
+    singular_ = !try_cholesky_in_place(M_) ||
+                (k > 0 && M_.diagonal().minCoeff() <= std::sqrt(singular_tolerance));
+  } else {
+    B_ = attribution.hessian();
+    B_.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
+    singular_ = !try_cholesky_in_place(B_);
+  }
+}
+
+void DowndatedSolver::solve(Eigen::Ref<Vector> g) const {
+  if (!woodbury_) {
+    solve_factored(B_, g);
+    return;
+  }
+  // H_{-T}^{-1} g = L^{-T} (b + B M^{-1} B^T b), b = L^{-1} g.
+  L_.triangularView<Eigen::Lower>().solveInPlace(g);
+  if (B_.cols() > 0) {
+    Vector c = B_.transpose() * g;
+    solve_factored(M_, c);
+    g.noalias() += B_ * c;
+  }
+  L_.transpose().triangularView<Eigen::Upper>().solveInPlace(g);
+}
+
+}  // namespace rif
