@@ -48,7 +48,8 @@ _FRESH_SEED = _fresh_seed()
 
 
 def pytest_report_header(config):
-    return f"rif_native tests: fixed seed {FIXED_SEED}, fresh seed {_FRESH_SEED} (RIF_TEST_SEED to replay)"
+    return (f"rif_native tests: fixed seed {FIXED_SEED}, fresh seed {_FRESH_SEED} "
+            "(RIF_TEST_SEED=<seed> replays it)")
 
 
 @pytest.fixture(params=["fixed", "fresh"])
@@ -80,8 +81,10 @@ def rel_err(got, ref) -> float:
 def row_rel_err(got, ref) -> float:
     """Worst per-row norm-wise relative error max_i ||got_i - ref_i|| / ||ref_i||.
 
-    For a 1-D array every entry is a row.  A reference row that is exactly zero (a sample of
-    weight 0) must be matched by a zero row: its error is the absolute norm of ``got_i``.
+    Rows are along the first axis (one sample, one set, one column of a transposed result); for
+    a 1-D array every entry is a row (per-sample vectors: leverage, r, a, 1/(1-h)).  A reference
+    row that is exactly zero (a sample of weight 0) must be matched by a zero row: its error is
+    the absolute norm of ``got_i``.
     """
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -97,12 +100,24 @@ def row_rel_err(got, ref) -> float:
     return float(err.max()) if err.size else 0.0
 
 
-def assert_close(got, ref, tol, what, seed=None, rowwise=True):
-    """Assert a norm-wise relative error (per row by default) of at most ``tol``."""
+def assert_close(got, ref, tol, what, seed=None, rowwise=True, per=None):
+    """Assert a relative error of at most ``tol``.
+
+    ``per="row"`` (the default, also ``rowwise=True``): row_rel_err, i.e. per row of a 2-D array
+    and per entry of a 1-D per-sample vector.  ``per="whole"`` (also ``rowwise=False``):
+    norm-wise over the whole array; use it for a single parameter vector (p,), a score vector
+    or a matrix, whose individual entries may be near zero by cancellation.
+    """
+    if per is None:
+        per = "row" if rowwise else "whole"
     got = np.asarray(got)
     assert np.all(np.isfinite(got)), f"{what}: non-finite values (seed={seed})"
-    err = row_rel_err(got, ref) if rowwise else rel_err(got, ref)
-    kind = "per-row" if rowwise else "norm-wise"
+    if per == "row":
+        err, kind = row_rel_err(got, ref), ("per-entry" if got.ndim == 1 else "per-row")
+    elif per == "whole":
+        err, kind = rel_err(got, ref), "norm-wise"
+    else:
+        raise AssertionError(f"unknown measure {per!r}")
     assert err <= tol, f"{what}: {kind} relative error {err:.3e} > {tol:.1e} (seed={seed})"
     return err
 
@@ -211,7 +226,8 @@ class Reference:
         self.G = self.r[:, None] * self.Xt                     # rows g_i = r_i xt_i
         self.IF = self.G @ self.Hinv                           # rows H^{-1} g_i (H^{-1} symmetric)
         self.h = self.a * np.einsum("ij,jk,ik->i", self.Xt, self.Hinv, self.Xt)
-        self.rescale = 1.0 / (1.0 - self.h)
+        with np.errstate(divide="ignore"):  # h_i == 1 exactly gives inf, as the spec says
+            self.rescale = 1.0 / (1.0 - self.h)
         self.RIF = self.IF * self.rescale[:, None]
         self.grad = self.Xt.T @ self.r + self.l2 * self.P * self.theta
 

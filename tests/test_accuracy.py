@@ -21,7 +21,6 @@ from conftest import (
     assert_close,
     design,
     gradient,
-    load_arrhythmia,
     make_problem,
     newton_fit,
     rel_err,
@@ -46,7 +45,8 @@ def ridge_closed_form(X, y, *, l2, sample_weight=None, fit_intercept=False):
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_squared_ns_equals_exact_refit(rng, seed, l2, fit_intercept, weighted):
     n, d = 80, 9
-    P = make_problem(rng, "squared", n=n, d=d, fit_intercept=fit_intercept, weighted=weighted, l2=l2)
+    P = make_problem(rng, "squared", n=n, d=d, fit_intercept=fit_intercept, weighted=weighted,
+                     l2=l2)
     w = P.kw["sample_weight"]
     theta = ridge_closed_form(P.X, P.y, l2=l2, sample_weight=w, fit_intercept=fit_intercept)
     A = rn.Attribution(P.X, P.y, theta, **P.kw)
@@ -59,6 +59,8 @@ def test_squared_ns_equals_exact_refit(rng, seed, l2, fit_intercept, weighted):
         wk = None if w is None else w[keep]
         exact.append(ridge_closed_form(P.X[keep], P.y[keep], l2=l2, sample_weight=wk,
                                        fit_intercept=fit_intercept) - theta)
+        if w is not None and np.all(w[T] == 0):  # removing weight-0 samples changes nothing,
+            exact[-1][:] = 0.0                    # exactly (the refit differs by rounding only)
     exact = np.array(exact)
     assert_close(A.group_effect(sets, method="ns"), exact, 1e-9, "NS vs exact ridge refit", seed)
     assert_close(rn.newton_step(P.X, P.y, theta, sets, **P.kw), exact, 1e-9,
@@ -132,13 +134,16 @@ def test_logistic_rif_beats_if(rng, seed):
     assert np.mean(errs["rif"] < errs["if"]) >= 0.8, f"seed={seed}"
 
 
-def test_arrhythmia_rif_beats_if(rng, seed):
+def test_arrhythmia_rif_beats_if(rng, seed, arrhythmia):
     """Real data, n/d ~ 1.7: 30 exact leave-one-out refits."""
-    X, y = load_arrhythmia()
+    X, y = arrhythmia
     kw = dict(l2=1.0, family="logistic", fit_intercept=True)
     theta_hat, _ = newton_fit(X, y, **kw)
     A = rn.Attribution(X, y, theta_hat, **kw)
-    idx = rng.choice(X.shape[0], size=30, replace=False)
+    # samples the model fits to rounding (|r_i| ~ 0, so removal changes nothing measurable) are
+    # no test of an estimator: draw among the others
+    r = Reference(X, y, theta_hat, **kw).r
+    idx = rng.choice(np.flatnonzero(np.abs(r) > 1e-6), size=30, replace=False)
     IF, RIF = A.influence(idx), A.rescaled_influence(idx)
     err_if, err_rif = [], []
     for k, i in enumerate(idx):
@@ -159,7 +164,8 @@ def test_arrhythmia_rif_beats_if(rng, seed):
 @pytest.mark.parametrize("fit_intercept", [False, True], ids=["nointercept", "intercept"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fit_stationary_and_matches_newton(rng, seed, family, fit_intercept, weighted):
-    P = make_problem(rng, family, n=150, d=10, fit_intercept=fit_intercept, weighted=weighted, l2=0.5)
+    P = make_problem(rng, family, n=150, d=10, fit_intercept=fit_intercept, weighted=weighted,
+                     l2=0.5)
     res = rn.fit(P.X, P.y, **P.kw)
 
     # FitResult fields
@@ -189,16 +195,12 @@ def test_fit_stationary_and_matches_newton(rng, seed, family, fit_intercept, wei
 
 
 def test_fit_unpenalised_logistic_matches_scipy(rng, seed):
-    """l2 = 0, MLE exists (n = 300 >> d = 6): compare with scipy's minimiser of F."""
-    from scipy.optimize import minimize
+    """l2 = 0, MLE exists (n = 300 >> d = 6): compare with scipy's root of grad F (MINPACK)."""
+    from scipy.optimize import root
 
     P = make_problem(rng, "logistic", n=300, d=6, fit_intercept=True, l2=0.0)
     res = rn.fit(P.X, P.y, l2=0.0, family="logistic", fit_intercept=True, tol=1e-12)
     Xt = design(P.X, True)
-
-    def F(t):
-        z = Xt @ t
-        return np.sum(np.logaddexp(0, z) - P.y * z)
 
     def dF(t):
         return Xt.T @ (sigmoid(Xt @ t) - P.y)
@@ -207,11 +209,11 @@ def test_fit_unpenalised_logistic_matches_scipy(rng, seed):
         s = sigmoid(Xt @ t)
         return Xt.T @ ((s * (1 - s))[:, None] * Xt)
 
-    ref = minimize(F, np.zeros(Xt.shape[1]), jac=dF, hess=d2F, method="trust-exact",
-                   options={"gtol": 1e-11})
-    assert ref.success, ref.message
+    ref = root(dF, np.zeros(Xt.shape[1]), jac=d2F, method="hybr", tol=1e-14)
+    g0 = max(1.0, np.linalg.norm(dF(np.zeros(Xt.shape[1]))))
+    assert np.linalg.norm(dF(ref.x)) <= 1e-11 * g0, ref.message  # scipy reached the optimum
     assert rel_err(res.theta, ref.x) <= 1e-8, f"seed={seed}"
-    assert np.linalg.norm(dF(res.theta)) <= 1e-10 * max(1.0, np.linalg.norm(dF(np.zeros(Xt.shape[1]))))
+    assert np.linalg.norm(dF(res.theta)) <= 1e-10 * g0
 
 
 def test_fit_tol_theta0_and_convergence_warning(rng, seed):

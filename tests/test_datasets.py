@@ -36,14 +36,15 @@ def raw_lines() -> list[str]:
 
 def test_bundled_file_decompresses_to_readme_sha256():
     readme = (DATA_DIR / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"`SMSSpamCollection` \(after `gunzip`\) \| ([\d,]+) \| `([0-9a-f]{64})`", readme)
+    row = r"\| ([\d,]+) \| `([0-9a-f]{64})`"
+    match = re.search(r"`SMSSpamCollection` \(after `gunzip`\) " + row, readme)
     assert match, "data/README.md lost its sha256 table row for SMSSpamCollection"
     size, digest = int(match.group(1).replace(",", "")), match.group(2)
     compressed = (DATA_DIR / "SMSSpamCollection.gz").read_bytes()
     raw = gzip.decompress(compressed)
     assert len(raw) == size == 477_907
     assert hashlib.sha256(raw).hexdigest() == digest == datasets.SMS_SPAM_SHA256
-    gz_match = re.search(r"`SMSSpamCollection.gz` \(as shipped\) \| ([\d,]+) \| `([0-9a-f]{64})`", readme)
+    gz_match = re.search(r"`SMSSpamCollection.gz` \(as shipped\) " + row, readme)
     assert gz_match
     assert len(compressed) == int(gz_match.group(1).replace(",", ""))
     assert hashlib.sha256(compressed).hexdigest() == gz_match.group(2)
@@ -107,7 +108,10 @@ def test_dedupe_keeps_first_occurrence(sms, raw_lines):
 
 
 def test_labels_are_spam_is_one(sms):
-    first = sms.texts.index("Go until jurong point, crazy.. Available only in bugis n great world la e buffet... Cine there got amore wat...")
+    first = sms.texts.index(
+        "Go until jurong point, crazy.. Available only in bugis n great world la e buffet... "
+        "Cine there got amore wat..."
+    )
     assert sms.y[first] == 0.0
     spam = [t for t, y in zip(sms.texts, sms.y) if y == 1.0]
     assert any(t.startswith("Free entry in 2 a wkly comp") for t in spam)
@@ -294,7 +298,8 @@ def test_missing_file(tmp_path):
         ({"X": np.eye(4), "y": [1, 1, 1, 1]}, "single class"),
         ({"X": np.array([["a", "b"], ["c", "d"]]), "y": [0, 1]}, "X must be numeric"),
         ({"X": np.eye(2), "y": np.array(["ham", "spam"])}, "y must be numeric"),
-        ({"X": np.array([[1.0, np.nan], [0.0, 1.0]]), "y": [0, 1]}, "NaN or infinity.*row 0, column 1"),
+        ({"X": np.array([[1.0, np.nan], [0.0, 1.0]]), "y": [0, 1]},
+         "NaN or infinity.*row 0, column 1"),
         ({"X": np.ones((2, 2, 2)), "y": [0, 1]}, "X must be 2-D"),
         ({"X": np.ones((2, 0)), "y": [0, 1]}, "empty"),
         ({"X": np.eye(4), "y": np.ones((4, 2))}, "y must be 1-D"),

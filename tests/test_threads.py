@@ -1,14 +1,13 @@
 """Threading: num_threads=1 and 2 agree, and concurrent Python threads get the result of one.
 
 Tolerance: norm-wise relative error <= 1e-12 (per row for (n, p) / (m, p) results, whole array
-for leverage, scores and theta).  The problem is big enough (n = 6000) to span many row blocks,
+for leverage, scores and theta).  The problem is big enough (n = 10000) to span several row blocks,
 so a parallel reduction really runs with 2 threads.
 """
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 import rif_native as rn
@@ -19,7 +18,7 @@ RTOL = 1e-12
 
 @pytest.fixture
 def problem(rng, seed):
-    return make_problem(rng, "logistic", n=6000, d=24, fit_intercept=True, weighted=True, l2=1.0,
+    return make_problem(rng, "logistic", n=10000, d=20, fit_intercept=True, weighted=True, l2=1.0,
                         seed=seed)
 
 

@@ -90,6 +90,15 @@ void bind_attribution(py::module_& m) {
                              [](const PyAttribution& s) { return copy_vector(s.core->theta()); })
       .def_property_readonly("gradient_norm",
                              [](const PyAttribution& s) { return s.core->gradient_norm(); })
+      .def_property_readonly("timings",
+                             [](const PyAttribution& s) {
+                               const auto& t = s.core->timings();
+                               py::dict d;
+                               d["hessian"] = t.hessian;
+                               d["cholesky"] = t.cholesky;
+                               d["leverage"] = t.leverage;
+                               return d;
+                             })
       .def_property_readonly("woodbury_limit",
                              [](const PyAttribution& s) { return s.core->woodbury_limit(); })
       .def("hessian",

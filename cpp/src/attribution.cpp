@@ -6,6 +6,7 @@
 
 #include <Eigen/Dense>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -83,10 +84,18 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   problem_.X.multiply(theta_, z, threads);
   derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
   gradient_norm_ = gradient(problem_, theta_, r_, threads).norm();
+  using clock = std::chrono::steady_clock;
+  const auto seconds = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  const auto t0 = clock::now();
   rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
+  const auto t1 = clock::now();
   L_ = H_;
   cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta");
+  const auto t2 = clock::now();
   rif::leverage(problem_.X, a_, L_, h_, threads);
+  timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {
     const double gap = 1.0 - h_[i];

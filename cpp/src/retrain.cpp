@@ -2,10 +2,12 @@
 
 #include "rif/downdate.hpp"
 #include "rif/fit.hpp"
+#include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -89,41 +91,77 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   });
 
   for (Index j = 0; j < m; ++j) Theta.col(j) = A.theta();
+  // Sets iterate with the downdated Hessian at theta_hat (a chord method) while that converges
+  // fast enough; one whose rate would need many more passes gets the exact Hessian of F_{-T}
+  // at its current iterate (a "refresh", one Hessian pass over X) and iterates with that.
+  std::vector<Matrix> fresh(static_cast<size_t>(m));
+  std::vector<int> refreshes(static_cast<size_t>(m), 0);
   std::vector<Index> active, stalled;
   for (Index j = 0; j < m; ++j) {
-    if (solvers[static_cast<size_t>(j)]->singular()) {
-      stalled.push_back(j);  // no fixed matrix to iterate with: full Newton from the start
-    } else {
-      active.push_back(j);
-    }
+    (solvers[static_cast<size_t>(j)]->singular() ? stalled : active).push_back(j);
   }
+  constexpr int kMaxRefreshes = 3;
   Vector previous = Vector::Constant(m, INFINITY);
-  for (int iter = 0; !active.empty(); ++iter) {
+  while (!active.empty()) {
     set_gradients(A, sets, active, Theta, G, threads);
-    std::vector<Index> next;
+    std::vector<Index> next, refresh;
     for (Index j : active) {
+      const size_t u = static_cast<size_t>(j);
       const double norm = G.col(j).norm();
       result.grad_norm[j] = norm;
-      if (norm <= result.tolerance[j]) {
-        result.converged[static_cast<size_t>(j)] = 1;
-      } else if (iter >= options.max_iter || norm > 0.5 * previous[j]) {
-        stalled.push_back(j);  // converging too slowly (or not at all) with the fixed matrix
-      } else {
-        next.push_back(j);
-      }
+      const double rate = norm / previous[j];
       previous[j] = norm;
+      if (norm <= result.tolerance[j]) {
+        result.converged[u] = 1;
+        continue;
+      }
+      // Passes still needed at this rate; a refresh costs about as much as 30 of them.
+      const double needed = rate < 1 ? std::log(result.tolerance[j] / norm) / std::log(rate) : 1e9;
+      const bool slow = (rate > 0.5 && needed > 30) || rate > 0.95;
+      if (slow || result.iterations[u] >= options.max_iter) {
+        if (refreshes[u] < kMaxRefreshes && result.iterations[u] < 4 * options.max_iter) {
+          refresh.push_back(j);
+        } else {
+          stalled.push_back(j);
+          continue;
+        }
+      }
+      next.push_back(j);
+    }
+    for (Index j : refresh) {
+      // Exact Hessian of F_{-T} at the current iterate: the weights of T set to zero.
+      const size_t u = static_cast<size_t>(j);
+      Vector w = P.w.size() ? P.w : Vector::Ones(n);
+      for (Index e = 0; e < sets.size(j); ++e) w[sets.begin(j)[e]] = 0.0;
+      Vector z, r, a;
+      P.X.multiply(Theta.col(j), z, threads);
+      derivatives(P.family, z, P.y, w, r, a);
+      hessian(P.X, a, P.l2, fresh[u], threads);
+      ++refreshes[u];
+      result.refreshed[u] = 1;
+      if (!try_cholesky_in_place(fresh[u])) {
+        fresh[u].resize(0, 0);
+        next.erase(std::find(next.begin(), next.end(), j));
+        stalled.push_back(j);
+      }
     }
     parallel_chunks(static_cast<Index>(next.size()), 1, threads, [&](int, Index c, Index) {
       const Index j = next[static_cast<size_t>(c)];
+      const size_t u = static_cast<size_t>(j);
       Vector step = G.col(j);
-      solvers[static_cast<size_t>(j)]->solve(step);
+      if (fresh[u].size()) {
+        solve_factored(fresh[u], step);
+      } else {
+        solvers[u]->solve(step);
+      }
       Theta.col(j) -= step;
-      ++result.iterations[static_cast<size_t>(j)];
+      ++result.iterations[u];
     });
     active.swap(next);
   }
 
-  // Stalled sets: damped Newton with fresh Hessians on the data without T, from where they are.
+  // Sets that still stall (or whose H_{-T} is singular at theta_hat): damped Newton with a line
+  // search on the data without T, from where they are.
   for (Index j : stalled) {
     Problem without = P;
     if (without.w.size() == 0) without.w = Vector::Ones(n);

@@ -292,6 +292,11 @@ class Attribution:
         """||grad F(theta)||_2: near 0 when theta is a minimiser, as the estimates assume."""
         return float(self._core.gradient_norm)
 
+    @property
+    def timings(self) -> dict:
+        """Seconds spent building this object: "hessian", "cholesky" and "leverage" stages."""
+        return dict(self._core.timings)
+
     def hessian(self) -> np.ndarray:
         """(p, p) H = X^T diag(a) X + l2 P at theta (with the ones column when fit_intercept)."""
         return self._core.hessian()

@@ -17,17 +17,22 @@ import math
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 import rif_native
+from rif_native import _stats
 from rif_native.datasets import Dataset, load_dataset, load_sms_spam
 
 __all__ = ["main"]
 
 _PROG = "rif"
-_COMMANDS = ("attribute",)
-_DEFAULT_L2 = 0.1
+_COMMANDS = ("attribute", "experiment", "poisoning", "sweep")
+_METRICS = ("test_prediction", "test_loss", "self_loss")
+# With 1500 bag-of-words features for about 4100 training messages, l2 = 0.03 (scikit-learn
+# C = 33) keeps the problem in the high-dimensional regime the paper studies (max leverage ~0.8).
+_DEFAULT_L2 = 0.03
 _DEFAULT_MAX_FEATURES = 1500
 _FAMILIES = ("logistic", "squared", "poisson")
 
@@ -74,13 +79,36 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _positive_list(text: str) -> list:
+    return [_positive_float(part) for part in text.split(",") if part.strip()]
+
+
+def _fraction_list(text: str) -> list:
+    values = [_positive_float(part) for part in text.split(",") if part.strip()]
+    if not values or any(v > 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected fractions in (0, 1], got {text!r}")
+    return values
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
     if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number strictly between 0 and 1, got {text!r}"
+        )
     return value
 
 
@@ -116,40 +144,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "Hidalgo and Yamakami, DocEng 2011), deduplicated, as a bag of words (1 = spam)."
         ),
     )
-    data = att.add_argument_group("data")
-    data.add_argument(
-        "--data", metavar="PATH",
-        help="your data file (.npz, .npy, .csv, .tsv); default: the built-in SMS Spam data",
-    )
-    data.add_argument(
-        "--labels", metavar="PATH", help="labels .npy file, needed when --data is a .npy file"
-    )
-    data.add_argument(
-        "--max-features", type=_positive_int, metavar="N", default=None,
-        help=f"vocabulary size of the built-in data set (default {_DEFAULT_MAX_FEATURES})",
-    )
-    data.add_argument(
-        "--test-fraction", type=_fraction, default=None, metavar="F",
-        help="fraction of samples held out as the test part (default 0.2; "
-        "ignored when the .npz file has X_test and y_test)",
-    )
-    data.add_argument(
-        "--seed", type=int, default=0, help="seed of the random train/test split (default 0)"
-    )
-    model = att.add_argument_group("model")
-    model.add_argument(
-        "--family", choices=_FAMILIES, default="logistic",
-        help="GLM family (default logistic, which needs labels 0/1)",
-    )
-    model.add_argument(
-        "--l2", type=_nonnegative_float, default=_DEFAULT_L2, metavar="L2",
-        help=f"penalty (L2/2)||theta||^2 on the coefficients, not the intercept, added to the "
-        f"SUM of the per-sample losses (default {_DEFAULT_L2}; scikit-learn's C is 1/L2)",
-    )
-    model.add_argument(
-        "--threads", type=_positive_int, default=None, metavar="N",
-        help="number of threads for the native kernels (default: all cores)",
-    )
+    _add_data_args(att)
+    _add_model_args(att)
     out = att.add_argument_group("output")
     out.add_argument(
         "--top", type=_positive_int, default=10, metavar="K",
@@ -169,7 +165,127 @@ def _build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true",
         help="print only the two rankings and their agreement (no data, fit or timing lines)",
     )
+    _add_experiment_parsers(sub)
     return parser
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--data", metavar="PATH",
+        help="your data file (.npz, .npy, .csv, .tsv); default: the built-in SMS Spam data",
+    )
+    data.add_argument(
+        "--labels", metavar="PATH", help="labels .npy file, needed when --data is a .npy file"
+    )
+    data.add_argument(
+        "--max-features", type=_positive_int, metavar="N", default=None,
+        help=f"vocabulary size of the built-in data set (default {_DEFAULT_MAX_FEATURES})",
+    )
+    data.add_argument(
+        "--test-fraction", type=_fraction, default=None, metavar="F",
+        help="fraction of samples held out as the test part (default 0.2; "
+        "ignored when the .npz file has X_test and y_test)",
+    )
+    data.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the random train/test split and of every random choice (default 0)",
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--family", choices=_FAMILIES, default="logistic",
+        help="GLM family (default logistic, which needs labels 0/1)",
+    )
+    model.add_argument(
+        "--l2", type=_nonnegative_float, default=_DEFAULT_L2, metavar="L2",
+        help=f"penalty (L2/2)||theta||^2 on the coefficients, not the intercept, added to the "
+        f"SUM of the per-sample losses (default {_DEFAULT_L2}; scikit-learn's C is 1/L2; the "
+        "paper's mean-loss lambda is L2/n)",
+    )
+    model.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N",
+        help="number of threads for the native kernels (default: all cores)",
+    )
+
+
+def _add_experiment_parsers(sub) -> None:
+    from . import removal
+
+    exp = sub.add_parser(
+        "experiment",
+        help="validate IF, RIF and NS against exact retraining (the paper's Figure 1)",
+        description=(
+            "Fit the GLM, build removal sets (random, clustered by one feature, clustered by "
+            "L2 distance, top by IF on test loss / test prediction, positive and negative; "
+            "sizes linear from 0.1%% to 5%% of n), retrain exactly without each set, and "
+            "compare the IF, RIF and NS predictions of the change of each metric with the "
+            "actual change. Writes tables (CSV, JSON), a summary, Figure 1 (PNG, PDF), the "
+            "runtime table and report.md into the output folder."
+        ),
+    )
+    _add_data_args(exp)
+    _add_model_args(exp)
+    grp = exp.add_argument_group("experiment")
+    grp.add_argument("--sizes", type=_positive_int, default=8, metavar="N",
+                     help="number of set sizes between 0.1%% and 5%% of n (default 8)")
+    grp.add_argument("--strategies", nargs="+", choices=removal.STRATEGIES,
+                     default=list(removal.STRATEGIES), metavar="S",
+                     help="removal strategies (default: all of " +
+                     ", ".join(removal.STRATEGIES) + ")")
+    grp.add_argument("--metrics", nargs="+", choices=_METRICS, default=list(_METRICS),
+                     metavar="M", help="metrics (default: " + ", ".join(_METRICS) + ")")
+    grp.add_argument("--test-subset", type=_positive_int, default=100, metavar="K",
+                     help="test points in the metrics' subset: half highest-loss, half random "
+                     "(default 100)")
+    grp.add_argument("--tol", type=_positive_float, default=1e-10,
+                     help="relative gradient tolerance of fitting and retraining (default 1e-10)")
+    _add_output_args(exp, "rif-output/experiment")
+
+    poi = sub.add_parser(
+        "poisoning",
+        help="data poisoning: IF vs RIF on the logit of a mislabeled point (the paper's Figure 3)",
+        description=(
+            "Add one test point with its label flipped to the training set, refit, and predict "
+            "the change of that point's own logit when it is removed again, by IF and by RIF; "
+            "the actual change is exact (removing it gives back the original fit). Repeated "
+            "for --points random test points. Logistic family only."
+        ),
+    )
+    _add_data_args(poi)
+    _add_model_args(poi)
+    poi.add_argument("--points", type=_positive_int, default=20, metavar="N",
+                     help="number of poisoned test points (default 20)")
+    _add_output_args(poi, "rif-output/poisoning")
+
+    swp = sub.add_parser(
+        "sweep",
+        help="the experiment while subsampling n and while scaling l2 (the paper's Figure 2)",
+        description=(
+            "Run the experiment on random subsamples of the training set (fixed d) and with "
+            "the penalty scaled by each factor, and plot each method's slope and Pearson "
+            "correlation against exact retraining as n and l2 change."
+        ),
+    )
+    _add_data_args(swp)
+    _add_model_args(swp)
+    swp.add_argument("--n-fractions", type=_fraction_list, default=[0.25, 0.5, 0.75, 1.0],
+                     metavar="F,F,...", help="training-set fractions (default 0.25,0.5,0.75,1)")
+    swp.add_argument("--l2-factors", type=_positive_list, default=[0.3, 1.0, 3.0, 10.0],
+                     metavar="F,F,...", help="factors applied to --l2 (default 0.3,1,3,10)")
+    swp.add_argument("--sizes", type=_positive_int, default=4, metavar="N",
+                     help="number of set sizes per run (default 4)")
+    _add_output_args(swp, "rif-output/sweep")
+
+
+def _add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", default=default_out,
+                     help=f"output folder (default {default_out}; created if missing)")
+    out.add_argument("--quiet", action="store_true",
+                     help="no progress bars or log lines; only the final summary")
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,6 +421,34 @@ def _write_json(path: str, payload: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _prepare(args) -> argparse.Namespace:
+    """Load the data set named by the arguments and split it into training and test parts."""
+    if args.labels is not None and args.data is None:
+        raise _UsageError("--labels needs --data (the features file it belongs to)")
+    if args.data is not None and args.max_features is not None:
+        raise _UsageError("--max-features applies only to the built-in data set, not to --data")
+    if args.data is None:
+        dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
+        source = "built-in"
+    else:
+        dataset = load_dataset(args.data, args.labels)
+        source = str(args.data)
+    family = args.family
+    _check_labels(family, dataset.y, "labels")
+    if dataset.y_test is not None:
+        _check_labels(family, dataset.y_test, "test labels (y_test)")
+    train, test, split_note = _split(dataset, args, family)
+    if test is None:
+        X_test, y_test = dataset.X_test, dataset.y_test
+    else:
+        X_test = np.ascontiguousarray(dataset.X[test])
+        y_test = np.ascontiguousarray(dataset.y[test])
+    return argparse.Namespace(
+        dataset=dataset, source=source, split_note=split_note, train=train, test=test,
+        X_train=np.ascontiguousarray(dataset.X[train]),
+        y_train=np.ascontiguousarray(dataset.y[train]), X_test=X_test, y_test=y_test)
+
+
 def _attribute(args) -> int:
     caught_warnings: list[str] = []
     timings: dict[str, float] = {}
@@ -316,32 +460,22 @@ def _attribute(args) -> int:
         if show_info:
             print(line)
 
-    # ---- data
-    if args.labels is not None and args.data is None:
-        raise _UsageError("--labels needs --data (the features file it belongs to)")
-    if args.data is not None and args.max_features is not None:
-        raise _UsageError("--max-features applies only to the built-in data set, not to --data")
+    # ---- checks that need no computation
+    if args.json is not None and args.json != "-":
+        target = Path(args.json)
+        if target.is_dir():
+            raise _UsageError(f"cannot write --json file {target}: it is a directory")
+        if not (target.parent if str(target.parent) else Path(".")).is_dir():
+            raise _UsageError(
+                f"cannot write --json file {target}: directory {target.parent} does not exist"
+            )
     t0 = time.perf_counter()
-    if args.data is None:
-        dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
-        source = "built-in"
-    else:
-        dataset = load_dataset(args.data, args.labels)
-        source = str(args.data)
+    data = _prepare(args)
     timings["load"] = time.perf_counter() - t0
-
+    dataset, source, split_note = data.dataset, data.source, data.split_note
+    train, test = data.train, data.test
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
     family = args.family
-    _check_labels(family, dataset.y, "labels")
-    if dataset.y_test is not None:
-        _check_labels(family, dataset.y_test, "test labels (y_test)")
-    train, test, split_note = _split(dataset, args, family)
-    X_train = np.ascontiguousarray(dataset.X[train])
-    y_train = np.ascontiguousarray(dataset.y[train])
-    if test is None:
-        X_test, y_test = dataset.X_test, dataset.y_test
-    else:
-        X_test = np.ascontiguousarray(dataset.X[test])
-        y_test = np.ascontiguousarray(dataset.y[test])
     n_train, d = X_train.shape
     n_test = X_test.shape[0]
 
@@ -465,7 +599,8 @@ def _attribute(args) -> int:
         print(f"spearman   {rho:.4f} (rank correlation of all {n_train} RIF and IF scores)")
         ratio = np.abs(scores_rif) / np.maximum(np.abs(scores_if), np.finfo(float).tiny)
         if show_info:
-            print(f"rescale    1/(1-h): max {np.max(1.0 / np.maximum(1.0 - leverage, 1e-300)):.3g}; "
+            max_rescale = np.max(1.0 / np.maximum(1.0 - leverage, 1e-300))
+            print(f"rescale    1/(1-h): max {max_rescale:.3g}; "
                   f"|RIF| / |IF| for the top-{k} RIF samples: "
                   f"{np.min(ratio[order_rif]):.3g} .. {np.max(ratio[order_rif]):.3g}")
 
@@ -545,6 +680,101 @@ def _attribute(args) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _experiment_config(args, **extra) -> "experiment.ExperimentConfig":
+    from . import experiment
+
+    return experiment.ExperimentConfig(
+        l2=args.l2, family=args.family, fit_intercept=True, seed=args.seed,
+        num_threads=args.threads, **extra)
+
+
+def _out_dir(args) -> Path:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _experiment(args) -> int:
+    from . import experiment
+
+    say = (lambda line="": None) if args.quiet else print
+    out = _out_dir(args)
+    data = _prepare(args)
+    say(f"data       {data.dataset.name} ({data.source}): train {data.y_train.size}, test "
+        f"{data.y_test.size} ({data.split_note}), d = {data.X_train.shape[1]}")
+    cfg = _experiment_config(args, n_sizes=args.sizes, strategies=tuple(args.strategies),
+                             metrics=tuple(args.metrics), test_subset=args.test_subset,
+                             tol=args.tol)
+    res = experiment.run_experiment(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
+                                    name=data.dataset.name, show_progress=not args.quiet,
+                                    log=lambda line: say(f"           {line}"))
+    files = experiment.write_outputs(res, out)
+    experiment.write_json(out / "config.json", {"command": "experiment", "data": data.source,
+                                                "split": data.split_note,
+                                                **experiment.config_dict(cfg)})
+    print()
+    print(experiment.summary_markdown([s for s in res.summary
+                                       if not s["method"].endswith("_linear")]))
+    print()
+    print(experiment.runtime_markdown(res.runtime))
+    print()
+    print(f"wrote {len(files) + 1} files to {out.resolve()} (report.md, figure1.png, ...)")
+    return 0
+
+
+def _poisoning(args) -> int:
+    from . import experiment, plots
+
+    if args.family != "logistic":
+        raise _UsageError("poisoning flips 0/1 labels: it needs --family logistic")
+    out = _out_dir(args)
+    data = _prepare(args)
+    cfg = _experiment_config(args)
+    rows = experiment.run_poisoning(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
+                                    n_points=args.points, show_progress=not args.quiet)
+    files = experiment.write_table(out / "poisoning", rows)
+    files += plots.figure3(rows, out / "figure3", title=f"{data.dataset.name}, l2={args.l2:g}")
+    actual = np.array([r["actual"] for r in rows])
+    summary = [{"metric": "own_logit", "method": m,
+                **_stats.agreement(actual, np.array([r[m] for r in rows]))} for m in ("if", "rif")]
+    files += experiment.write_table(out / "summary", summary)
+    print(experiment.summary_markdown(summary))
+    print()
+    print(f"wrote {len(files)} files to {out.resolve()} (figure3.png, poisoning.csv, ...)")
+    return 0
+
+
+def _sweep(args) -> int:
+    from . import experiment, plots
+
+    out = _out_dir(args)
+    data = _prepare(args)
+    cfg = _experiment_config(args, n_sizes=args.sizes)
+    rows = experiment.run_sweep(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
+                                n_fractions=args.n_fractions, l2_factors=args.l2_factors,
+                                show_progress=not args.quiet)
+    files = experiment.write_table(out / "sweep", rows)
+    files += plots.figure2(rows, out / "figure2", title=f"{data.dataset.name}")
+    for kind in ("n", "l2"):
+        sub = [r for r in rows if r["sweep"] == kind and r["method"] in ("if", "rif")]
+        if sub:
+            print(f"sweep over {kind}:")
+            print("| setting | metric | method | slope | Pearson |")
+            print("| ---: | --- | --- | ---: | ---: |")
+            for r in sub:
+                print(f"| {r['setting']:g} | {r['metric']} | {r['method']} | {r['slope']:.3g} | "
+                      f"{r['pearson']:.3g} |")
+            print()
+    print(f"wrote {len(files)} files to {out.resolve()} (figure2.png, sweep.csv, ...)")
+    return 0
+
+
+_HANDLERS = {"attribute": _attribute, "experiment": _experiment, "poisoning": _poisoning,
+             "sweep": _sweep}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``rif`` command line; return the exit status (0 ok, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -553,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-        return _attribute(args)
+        return _HANDLERS[args.command](args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except _UsageError as exc:

@@ -300,11 +300,15 @@ def _check_pair(X, y, source: str, xname: str = "X", yname: str = "y"):
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
-        raise ValueError(f"{source}: {xname} must be 2-D (n samples x d features), got shape {X.shape}")
+        raise ValueError(
+            f"{source}: {xname} must be 2-D (n samples x d features), got shape {X.shape}"
+        )
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
     if y.ndim != 1:
-        raise ValueError(f"{source}: {yname} must be 1-D (one label per sample), got shape {y.shape}")
+        raise ValueError(
+            f"{source}: {yname} must be 1-D (one label per sample), got shape {y.shape}"
+        )
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{source}: {xname} is empty (shape {X.shape})")
     if y.shape[0] != X.shape[0]:
@@ -341,7 +345,9 @@ def _load_npz(path: Path) -> Dataset:
         has_test = [k for k in ("X_test", "y_test") if k in keys]
         if len(has_test) == 1:
             other = "y_test" if has_test[0] == "X_test" else "X_test"
-            raise ValueError(f"{source}: has {has_test[0]!r} but not {other!r}; give both or neither")
+            raise ValueError(
+                f"{source}: has {has_test[0]!r} but not {other!r}; give both or neither"
+            )
         try:
             X, y = archive["X"], archive["y"]
             test = (archive["X_test"], archive["y_test"]) if has_test else None

@@ -68,6 +68,12 @@ class Attribution {
   void newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out, std::vector<Index>& singular,
                    int threads) const;
 
+  /// Wall-clock seconds of the construction's stages.
+  struct Timings {
+    double hessian = 0, cholesky = 0, leverage = 0;
+  };
+  const Timings& timings() const { return timings_; }
+
   /// Largest set size for which newton_step uses Woodbury rather than a fresh factorisation.
   Index woodbury_limit() const { return std::max<Index>(1, params() / 2); }
 
@@ -76,6 +82,7 @@ class Attribution {
   Vector theta_, r_, a_, h_, rescale_;
   Matrix H_, L_;
   double gradient_norm_ = 0;
+  Timings timings_;
 };
 
 }  // namespace rif

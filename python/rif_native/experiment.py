@@ -1,0 +1,351 @@
+"""The main job: how well do IF, RIF and NS predict the true effect of removing data?
+
+For a fitted GLM and many removal sets T (random, clustered, and chosen by influence; sizes from
+0.1% to 5% of n, DESIGN.md section 2), compare each estimate's predicted effect on the paper's
+metrics with the actual effect measured by exact retraining. Everything is a removal effect:
+``f(theta_{-T}) - f(theta_hat)``; "linear" variants use ``<grad f(theta_hat), delta>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from . import _stats, metrics as _metrics, removal as _removal
+from ._api import Attribution, fit
+from ._progress import progress
+
+METHODS = ("if", "rif", "ns")
+PAPER_METRICS = ("test_prediction", "test_loss", "self_loss")
+
+
+@dataclass
+class ExperimentConfig:
+    """Settings of one validation experiment (defaults reproduce the paper's protocol)."""
+
+    l2: float = 0.1
+    family: str = "logistic"
+    fit_intercept: bool = True
+    n_sizes: int = 8                 # sizes linear from 0.1% to 5% of n
+    strategies: Sequence[str] = tuple(_removal.STRATEGIES)
+    metrics: Sequence[str] = PAPER_METRICS
+    test_subset: int = 100           # half highest-loss, half random test points
+    seed: int = 0
+    tol: float = 1e-10               # retrain / fit gradient tolerance (relative)
+    num_threads: Optional[int] = None
+    batch: int = 16                  # sets retrained per call (progress granularity)
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    n: int
+    d: int
+    config: ExperimentConfig
+    rows: list = field(default_factory=list)       # one per (set, metric)
+    summary: list = field(default_factory=list)    # one per (metric, method)
+    runtime: dict = field(default_factory=dict)    # seconds per stage (the paper's Table 2)
+    fit_info: dict = field(default_factory=dict)
+
+
+def summarise(rows: list, name: str = "") -> list:
+    """Agreement of each method with the actual effect, per metric (and linear variants)."""
+    out = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        sub = [r for r in rows if r["metric"] == metric]
+        actual = np.array([r["actual"] for r in sub], dtype=float)
+        for method in METHODS + tuple(f"{m}_linear" for m in METHODS):
+            if method not in sub[0]:
+                continue
+            predicted = np.array([r[method] for r in sub], dtype=float)
+            out.append({"dataset": name, "metric": metric, "method": method,
+                        **_stats.agreement(actual, predicted)})
+    return out
+
+
+def run_experiment(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    config: ExperimentConfig = ExperimentConfig(),
+    *,
+    name: str = "data",
+    show_progress: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> ExperimentResult:
+    """Fit, attribute, build removal sets, retrain each, and compare IF / RIF / NS with the truth."""
+    cfg = config
+    rng = np.random.default_rng(cfg.seed)
+    n, d = X.shape
+    res = ExperimentResult(name=name, n=n, d=d, config=cfg)
+    kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
+
+    t0 = time.perf_counter()
+    fitted = fit(X, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw)
+    res.runtime["training"] = time.perf_counter() - t0
+    res.fit_info = {"grad_norm": fitted.grad_norm, "n_iter": fitted.n_iter,
+                    "converged": fitted.converged}
+    theta = fitted.theta
+    log(f"fit: {fitted.n_iter} Newton iterations, ||grad F|| = {fitted.grad_norm:.2e} "
+        f"({res.runtime['training']:.2f} s)")
+
+    A = Attribution(X, y, theta, num_threads=cfg.num_threads, **kw)
+    res.runtime.update({k: v for k, v in A.timings.items()})
+    log(f"attribution: {A!r}")
+
+    # The paper's test subset and metrics.
+    test_losses = _metrics.TestLoss(X_test, y_test, fit_intercept=cfg.fit_intercept,
+                                    family=cfg.family).per_sample(theta)
+    sub = _removal.test_subset(test_losses, min(cfg.test_subset, len(y_test)), rng)
+    mets = [m for m in _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, attribution=A, **kw)
+            if m.name in cfg.metrics]
+    if not mets:
+        raise ValueError(f"metrics must name at least one of {', '.join(PAPER_METRICS)}")
+
+    t0 = time.perf_counter()
+    # IF scores on the test metrics choose the "top" removal sets, whichever metrics are reported.
+    test_metrics = [m for m in _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, **kw)
+                    if m.name in ("test_loss", "test_prediction")]
+    if_scores = {m.name: A.scores(m.gradient(theta), method="if") for m in test_metrics}
+    res.runtime["influence"] = time.perf_counter() - t0
+
+    sizes = _removal.removal_sizes(n, cfg.n_sizes)
+    sets = _removal.make_sets(X, sizes, rng, strategies=cfg.strategies, scores=if_scores)
+    log(f"{len(sets)} removal sets, sizes {sizes.min()}..{sizes.max()} "
+        f"({', '.join(dict.fromkeys(s.strategy for s in sets))})")
+    index_lists = [s.indices for s in sets]
+
+    t0 = time.perf_counter()
+    estimates = {m: A.group_effect(index_lists, method=m) for m in METHODS}
+    res.runtime["estimates"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    thetas, gnorms = [], []
+    batches = [index_lists[i:i + cfg.batch] for i in range(0, len(index_lists), cfg.batch)]
+    for batch in progress(batches, desc="retraining", enabled=show_progress):
+        r = A.retrain(batch, tol=cfg.tol)
+        thetas.append(r.theta)
+        gnorms.append(r.grad_norm)
+    theta_T = np.vstack(thetas)
+    grad_norms = np.concatenate(gnorms)
+    res.runtime["retrain"] = time.perf_counter() - t0
+    per_set = res.runtime["retrain"] / max(len(sets), 1)
+    log(f"retrained {len(sets)} sets in {res.runtime['retrain']:.2f} s "
+        f"(max final ||grad|| {grad_norms.max():.2e})")
+
+    for m in mets:
+        actual = m.removal_effect(theta_T, theta)
+        pred = {k: m.removal_effect(theta[None, :] + e, theta) for k, e in estimates.items()}
+        lin = {f"{k}_linear": m.linear_effect(e, theta) for k, e in estimates.items()}
+        for j, s in enumerate(sets):
+            row = {"set_id": j, "strategy": s.strategy, "size": int(s.size), "metric": m.name,
+                   "actual": float(actual[j])}
+            row.update({k: float(v[j]) for k, v in pred.items()})
+            row.update({k: float(v[j]) for k, v in lin.items()})
+            row["retrain_grad_norm"] = float(grad_norms[j])
+            row["seconds"] = per_set
+            res.rows.append(row)
+    res.summary = summarise(res.rows, name)
+    return res
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _write_csv(path: Path, rows: list) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    return x
+
+
+def write_json(path: Path, payload) -> None:
+    path.write_text(json.dumps(_jsonable(payload), indent=2))
+
+
+def write_table(path_stem: Path, rows: list) -> list:
+    """rows as path_stem.csv and path_stem.json."""
+    csv_path, json_path = path_stem.with_suffix(".csv"), path_stem.with_suffix(".json")
+    _write_csv(csv_path, rows)
+    write_json(json_path, rows)
+    return [csv_path, json_path]
+
+
+RUNTIME_STAGES = (("training", "training (Newton fit)"), ("hessian", "Hessian"),
+                  ("cholesky", "factorisation"), ("influence", "influence (IF scores, 2 metrics)"),
+                  ("leverage", "rescaling (leverages)"), ("estimates", "IF/RIF/NS for all sets"),
+                  ("retrain", "exact retraining, all sets"))
+
+
+def runtime_markdown(runtime: dict) -> str:
+    lines = ["| stage | seconds |", "| --- | ---: |"]
+    for key, label in RUNTIME_STAGES:
+        if key in runtime:
+            lines.append(f"| {label} | {runtime[key]:.3f} |")
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: list) -> str:
+    lines = ["| metric | method | slope | Pearson | Spearman | median rel. error | sets |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for s in summary:
+        lines.append(f"| {s['metric']} | {s['method']} | {s['slope']:.3g} | {s['pearson']:.3g} | "
+                     f"{s['spearman']:.3g} | {s['median_rel_error']:.3g} | {s['n_sets']} |")
+    return "\n".join(lines)
+
+
+def write_outputs(res: ExperimentResult, outdir: Path) -> list:
+    """Tables (CSV + JSON), Figure 1 (PNG + PDF), runtime table and a Markdown report."""
+    from . import plots
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = write_table(outdir / "estimates", res.rows)
+    files += write_table(outdir / "summary", res.summary)
+    write_json(outdir / "runtime.json", res.runtime)
+    files.append(outdir / "runtime.json")
+    files += plots.figure1(res.rows, outdir / "figure1",
+                           title=f"{res.name}: n={res.n}, d={res.d}, l2={res.config.l2:g}")
+    report = [
+        f"# Removal effects on {res.name}",
+        "",
+        f"n = {res.n} training samples, d = {res.d} features, family {res.config.family}, "
+        f"l2 = {res.config.l2:g} (F is a sum over samples; scikit-learn C = {1 / res.config.l2:g}"
+        f" if l2 > 0), intercept {'yes' if res.config.fit_intercept else 'no'}.",
+        f"Fit: {res.fit_info.get('n_iter')} Newton iterations, final ||grad F|| = "
+        f"{res.fit_info.get('grad_norm', float('nan')):.2e}.",
+        f"{len({r['set_id'] for r in res.rows})} removal sets, seed {res.config.seed}. "
+        "Effects are removal effects f(theta_{-T}) - f(theta_hat); 'actual' is exact retraining.",
+        "",
+        "## Agreement with exact retraining",
+        "",
+        "Slope of predicted on actual through the origin (1 is perfect), correlations, median "
+        "relative error.",
+        "",
+        summary_markdown([s for s in res.summary if not s["method"].endswith("_linear")]),
+        "",
+        "Linear variants (<grad f(theta_hat), delta>):",
+        "",
+        summary_markdown([s for s in res.summary if s["method"].endswith("_linear")]),
+        "",
+        "## Runtime (this run)",
+        "",
+        runtime_markdown(res.runtime),
+        "",
+        "![Figure 1](figure1.png)",
+        "",
+    ]
+    (outdir / "report.md").write_text("\n".join(report))
+    files.append(outdir / "report.md")
+    return files
+
+
+def config_dict(cfg: ExperimentConfig) -> dict:
+    d = asdict(cfg)
+    d["strategies"] = list(cfg.strategies)
+    return d
+
+
+# ----------------------------------------------------------------------------- Figure 3
+
+
+def run_poisoning(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    config: ExperimentConfig = ExperimentConfig(),
+    *,
+    n_points: int = 20,
+    show_progress: bool = True,
+) -> list:
+    """Data poisoning (the paper's Figure 3): add one test point with its label flipped to the
+    training set, refit, and predict the change of that point's own logit when it is removed
+    again, by IF and RIF. The actual change is exact: removing the poison gives back theta_hat.
+    Needs 0/1 labels (logistic family)."""
+    cfg = config
+    if cfg.family != "logistic":
+        raise ValueError("poisoning flips 0/1 labels: it needs family='logistic'")
+    rng = np.random.default_rng(cfg.seed)
+    kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
+    theta = fit(X, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw).theta
+    n = X.shape[0]
+    points = rng.choice(len(y_test), size=min(n_points, len(y_test)), replace=False)
+    rows = []
+    for t in progress(points, desc="poisoning", enabled=show_progress):
+        x = X_test[t]
+        Xp = np.vstack([X, x[None, :]])
+        yp = np.append(y, 1.0 - y_test[t])
+        poisoned = fit(Xp, yp, tol=cfg.tol, theta0=theta, num_threads=cfg.num_threads, **kw)
+        A = Attribution(Xp, yp, poisoned.theta, num_threads=cfg.num_threads, **kw)
+        direction = np.r_[x, 1.0] if cfg.fit_intercept else x
+        logit = lambda th: float(direction @ th)  # noqa: E731 - the point's own logit
+        rows.append({
+            "point": int(t),
+            "label": float(y_test[t]),
+            "poison_label": float(yp[-1]),
+            "leverage": float(A.leverage[n]),
+            "actual": logit(theta) - logit(poisoned.theta),
+            "if": float(A.influence([n])[0] @ direction),
+            "rif": float(A.rescaled_influence([n])[0] @ direction),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- Figure 2
+
+
+def run_sweep(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    config: ExperimentConfig = ExperimentConfig(),
+    *,
+    n_fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    l2_factors: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+    show_progress: bool = True,
+) -> list:
+    """The experiment while subsampling n for fixed d, and while scaling l2 (the paper's
+    Figure 2). Rows: sweep ("n" or "l2"), setting, metric, method, slope, pearson, ..."""
+    cfg = config
+    rng = np.random.default_rng(cfg.seed)
+    runs = [("n", f) for f in n_fractions] + [("l2", f) for f in l2_factors]
+    rows = []
+    for kind, value in progress(runs, desc="sweep", enabled=show_progress):
+        if kind == "n":
+            keep = np.sort(rng.choice(len(y), size=max(2, int(round(value * len(y)))),
+                                      replace=False))
+            Xs, ys, sub = X[keep], y[keep], cfg
+            setting = float(len(keep))
+        else:
+            Xs, ys = X, y
+            sub = ExperimentConfig(**{**asdict(cfg), "l2": cfg.l2 * value})
+            setting = sub.l2
+        res = run_experiment(Xs, ys, X_test, y_test, sub, show_progress=False)
+        for s in res.summary:
+            if not s["method"].endswith("_linear"):
+                rows.append({"sweep": kind, "setting": setting, **s})
+    return rows
