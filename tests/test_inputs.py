@@ -284,7 +284,8 @@ def test_singular_removal_newton_step():
     kw = dict(l2=0.0, family="squared")
     R = Reference(X, y, theta, **kw)
     sets = [[0, 1], [J, 2], [3]]
-    with pytest.warns(rn.SingularRemovalWarning):
+    # the warning names the set: by its position in the list or by the offending sample
+    with pytest.warns(rn.SingularRemovalWarning, match=rf"\b1\b|\b{J}\b"):
         ns = rn.newton_step(X, y, theta, sets, **kw)
     assert np.all(np.isinf(ns[1])), f"NS of a set containing {J} should be inf: {ns[1]}"
     assert_close(ns[[0, 2]], np.array([R.ns(sets[0]), R.ns(sets[2])]), 1e-9, "finite NS rows")
@@ -293,6 +294,22 @@ def test_singular_removal_newton_step():
         ns_obj = A.group_effect(sets, method="ns")
     assert np.all(np.isinf(ns_obj[1]))
     assert_close(ns_obj[[0, 2]], ns[[0, 2]], 1e-12, "Attribution NS == functional NS")
+    # sums of RIFs and RIF scores that involve the singular sample are inf as well
+    with pytest.warns(rn.SingularRemovalWarning, match=rf"\b{J}\b"):
+        grif = A.group_effect(sets, method="rif")
+    assert np.all(np.isinf(grif[1]))
+    assert_close(grif[[0, 2]], np.array([R.group_rif(sets[0]), R.group_rif(sets[2])]), 1e-9,
+                 "finite group RIF rows")
+    v = np.linspace(-1.0, 1.0, X.shape[1])
+    with pytest.warns(rn.SingularRemovalWarning, match=rf"\b{J}\b"):
+        s = A.scores(v)
+    assert np.isinf(s[J])
+    others = np.arange(X.shape[0]) != J
+    assert_close(s[others], R.RIF[others] @ v, 1e-9, "finite scores", per="whole")
+    # IF-based answers do not involve 1/(1-h): finite, and no warning
+    assert_close(A.group_effect(sets, method="if"), np.array([R.group_if(T) for T in sets]), 1e-9,
+                 "group IF with a singular sample")
+    assert_close(A.scores(v, method="if"), R.IF @ v, 1e-9, "IF scores", per="whole")
 
 
 def test_no_warning_without_singular_samples():

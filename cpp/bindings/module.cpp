@@ -69,6 +69,7 @@ PYBIND11_MODULE(_core, m) {
     d["openmp"] = info.openmp;
     d["simd"] = info.simd;
     d["eigen_version"] = info.eigen_version;
+    d["blas"] = info.blas;
     d["cuda"] = info.cuda;
     d["max_threads"] = info.max_threads;
     return d;

@@ -92,7 +92,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
   const auto t1 = clock::now();
   L_ = H_;
-  cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta");
+  cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads);
   const auto t2 = clock::now();
   rif::leverage(problem_.X, a_, L_, h_, threads);
   timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};

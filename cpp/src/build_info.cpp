@@ -1,5 +1,6 @@
 #include "rif/build_info.hpp"
 
+#include "rif/blas.hpp"
 #include "rif/parallel.hpp"
 
 #include <Eigen/Core>
@@ -41,6 +42,7 @@ BuildInfo build_info() {
 #ifdef RIF_HAVE_OPENMP
   info.openmp = true;
 #endif
+  info.blas = blas_is_openblas() ? "OpenBLAS (scipy-openblas32)" : "Eigen";
   info.cuda = false;
   info.max_threads = resolve_threads(0);
   return info;

@@ -49,7 +49,7 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
     hessian(problem.X, a, problem.l2, H, threads);
     std::ostringstream what;
     what << "The Hessian at Newton iteration " << iter;
-    cholesky_in_place(H, what.str());
+    cholesky_in_place(H, what.str(), threads);
     step = -g;
     solve_factored(H, step);
     const double slope = g.dot(step);

@@ -1,5 +1,6 @@
 #include "rif/linalg.hpp"
 
+#include "rif/blas.hpp"
 #include "rif/parallel.hpp"
 
 #include <Eigen/Dense>
@@ -13,19 +14,21 @@ namespace rif {
 
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads) {
   const Index p = X.params(), n = X.rows();
-  const Index block = block_rows(p);
-  const int nt = chunk_threads(n, block, threads);
+  const Index block = kernel_block_rows(p);
+  const int outer = caller_threads(threads);          // threads over row blocks
+  const int inner = blas_is_openblas() ? threads : 1;  // threads inside each BLAS call
+  const int nt = chunk_threads(n, block, outer);
   H.setZero(p, p);
   // Thread 0 accumulates straight into H; the others into partial sums added at the end.
   std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   const Vector root = a.cwiseSqrt();
-  parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
+  parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf, root.data() + begin);
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
-    target.selfadjointView<Eigen::Lower>().rankUpdate(buf);
+    syrk_lower(target, buf.data(), count, inner);
   });
   for (const Matrix& part : partial) {
     if (part.rows() == p) H.triangularView<Eigen::Lower>() += part;
@@ -73,26 +76,59 @@ bool try_cholesky_in_place(Matrix& A, Index* failed_column, double* pivot) {
   return true;
 }
 
-void cholesky_in_place(Matrix& A, const std::string& what_hint) {
+void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads) {
   Index column = -1;
   double pivot = 0;
-  if (try_cholesky_in_place(A, &column, &pivot)) return;
+  const Index n = A.rows();
+  const double floor = static_cast<double>(n) * std::numeric_limits<double>::epsilon() *
+                       (n ? A.diagonal().cwiseAbs().maxCoeff() : 0.0);
+  bool ok;
+  if (blas_is_openblas()) {
+    column = potrf_lower(A, &pivot, threads);
+    ok = column < 0;
+    if (ok) {
+      // Same rounding floor as the blocked factorisation: pivots are diag(L)^2.
+      const Vector pivots = A.diagonal().cwiseAbs2();
+      Index worst = 0;
+      if (n && pivots.minCoeff(&worst) <= floor) {
+        ok = false;
+        column = worst;
+        pivot = pivots[worst];
+      }
+    }
+  } else {
+    ok = try_cholesky_in_place(A, &column, &pivot);
+  }
+  if (ok) return;
   std::ostringstream msg;
   msg << what_hint << " is not positive definite: the Cholesky pivot of column " << column
-      << " is " << pivot << " (not above the rounding floor). "
+      << " is " << pivot << " (not above the rounding floor " << floor << "). "
       << "Add a ridge penalty l2 > 0, or remove constant, duplicate or collinear features.";
   throw not_positive_definite(msg.str(), column, pivot);
 }
 
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads) {
   const Index n = X.rows();
-  const Index block = block_rows(X.params());
-  std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
+  const Index block = kernel_block_rows(X.params());
+  const int outer = caller_threads(threads);
+  const int inner = blas_is_openblas() ? threads : 1;
+  std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, outer)));
   h.resize(n);
-  parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
+  // With OpenBLAS, L^{-1} once (p^3/3) turns the pass into triangular products, which run
+  // near the matrix-product rate; Eigen's triangular solve is as fast as its product.
+  Matrix Linv;
+  if (blas_is_openblas()) {
+    Linv = L;
+    trtri_lower(Linv, threads);
+  }
+  parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf);
-    L.triangularView<Eigen::Lower>().solveInPlace(buf);
+    if (blas_is_openblas()) {
+      trmm_lower(Linv, buf.data(), count, inner);
+    } else {
+      L.triangularView<Eigen::Lower>().solveInPlace(buf);
+    }
     h.segment(begin, count) =
         a.segment(begin, count).cwiseProduct(buf.colwise().squaredNorm().transpose());
   });

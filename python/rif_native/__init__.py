@@ -8,6 +8,17 @@ See ``Attribution`` for the object that factors the Hessian once and answers man
 from __future__ import annotations
 
 try:
+    # Loads the OpenBLAS library the compiled core may link against, wherever pip put it.
+    import scipy_openblas32 as _openblas  # noqa: F401
+    import ctypes as _ctypes
+    import os as _os
+
+    _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(True)),
+                 mode=_ctypes.RTLD_GLOBAL)
+except (ImportError, OSError):  # pragma: no cover - builds without OpenBLAS need none
+    pass
+
+try:
     from . import _core
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(

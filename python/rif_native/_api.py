@@ -251,6 +251,16 @@ class Attribution:
         self._leverage = self._frozen(self._core.leverage)
         self._rescale = self._frozen(self._core.rescale)
 
+    @classmethod
+    def from_estimator(cls, estimator: Any, X: ArrayLike, y: ArrayLike, **kwargs: Any) -> "Attribution":
+        """Build from a fitted scikit-learn LogisticRegression, Ridge, LinearRegression or
+        PoissonRegressor and its training data (C -> l2 = 1/C, intercept handled); warns
+        ConvergenceWarning when the estimator's theta is not a stationary point of F.
+        See :func:`rif_native.sklearn.from_estimator` for the keywords."""
+        from .sklearn import from_estimator
+
+        return from_estimator(estimator, X, y, **kwargs)
+
     @staticmethod
     def _frozen(a: np.ndarray) -> np.ndarray:
         a.setflags(write=False)
@@ -365,7 +375,8 @@ class Attribution:
                 self._warn_samples(np.intersect1d(indices, self.singular_samples))
         return out[0] if single else out
 
-    def retrain(self, sets: SetsLike, *, tol: float = 1e-10, max_iter: int = 50) -> RetrainResult:
+    def retrain(self, sets: SetsLike, *, tol: float = 1e-10, max_iter: int = 50,
+                show_progress: bool = False, batch: int = 16) -> RetrainResult:
         """Refit exactly without each set T: argmin F_{-T}, warm-started from theta_hat.
 
         All sets iterate together: each iteration is one pass over X (two matrix products per
@@ -373,15 +384,28 @@ class Attribution:
         (Woodbury on the cached factor). Sets that converge slowly switch to Newton steps with
         fresh Hessians. Stops on ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``, never
         on an iteration count alone, and reports the final norm; warns ConvergenceWarning for
-        sets that did not get there.
+        sets that did not get there. ``show_progress`` shows a progress bar over batches of
+        ``batch`` sets (each batch one call into the kernel).
         """
         if not (np.isfinite(tol) and tol > 0):
             raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
             raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
         indices, offsets, single = _parse_sets(sets, self.n)
-        out = self._core.retrain(indices, offsets, float(tol), int(max_iter), self._threads)
-        theta = out["theta"]
+        m = len(offsets) - 1
+        step = max(1, int(batch)) if show_progress else max(m, 1)
+        parts = []
+        from ._progress import progress
+
+        for b in progress(range(0, max(m, 1), step), desc="retraining",
+                          total=-(-m // step), enabled=show_progress and m > step):
+            lo, hi = offsets[b], offsets[min(b + step, m)]
+            parts.append(self._core.retrain(indices[lo:hi], offsets[b:min(b + step, m) + 1] - lo,
+                                            float(tol), int(max_iter), self._threads))
+        out = {k: (np.concatenate([np.asarray(p_[k]) for p_ in parts]) if parts else
+                   np.empty((0, self.n_params)) if k == "theta" else np.empty(0))
+               for k in ("theta", "grad_norm", "tolerance", "n_iter", "converged", "refreshed")}
+        theta = out["theta"].reshape(-1, self.n_params)
         fields = dict(theta=theta, effect=theta - self._core.theta[None, :],
                       grad_norm=out["grad_norm"], tolerance=out["tolerance"],
                       n_iter=np.asarray(out["n_iter"], dtype=np.int64),

@@ -6,15 +6,17 @@ import numpy as np
 
 
 def rankdata(a: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based), ties sharing the mean of their positions."""
+    """Ranks 1..n, ties sharing the mean of their positions."""
     a = np.asarray(a, dtype=np.float64)
+    n = a.shape[0]
     order = np.argsort(a, kind="mergesort")
-    sorted_a = a[order]
-    ranks = np.empty(a.size, dtype=np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
-    ends = np.r_[starts[1:], a.size]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = 0.5 * (s + e - 1) + 1.0
+    ordered = a[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(new_group)
+    ends = np.append(starts[1:], n)
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
     return ranks
 
 
@@ -33,11 +35,22 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
-def slope_through_origin(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Least-squares slope b of predicted = b * actual: 1 means no systematic under/overshoot."""
-    a, p = np.asarray(actual, float), np.asarray(predicted, float)
-    denom = a @ a
-    return float(a @ p / denom) if denom > 0 else float("nan")
+def slope_through_origin(actual: Any, predicted: Any) -> float:
+    """Least-squares slope of ``predicted`` on ``actual`` through the origin.
+
+    ``sum(x * y) / sum(x * x)`` over the pairs where both are finite; NaN when no such pair has a
+    non-zero ``x``.  A slope of 1 means the estimate has the right scale; IF typically gives well
+    below 1 in high dimension, RIF close to 1.
+    """
+    x = np.asarray(actual, dtype=float).ravel()
+    y = np.asarray(predicted, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"actual has {x.size} values but predicted has {y.size}; they must match")
+    ok = np.isfinite(x) & np.isfinite(y)
+    sxx = float(np.dot(x[ok], x[ok]))
+    if sxx == 0.0:
+        return float("nan")
+    return float(np.dot(x[ok], y[ok])) / sxx
 
 
 def median_relative_error(actual: np.ndarray, predicted: np.ndarray) -> float:

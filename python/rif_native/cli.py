@@ -23,12 +23,13 @@ import numpy as np
 
 import rif_native
 from rif_native import _stats
+from rif_native.metrics import TestLoss
 from rif_native.datasets import Dataset, load_dataset, load_sms_spam
 
 __all__ = ["main"]
 
 _PROG = "rif"
-_COMMANDS = ("attribute", "experiment", "poisoning", "sweep")
+_COMMANDS = ("attribute", "experiment", "poisoning", "sweep", "benchmark")
 _METRICS = ("test_prediction", "test_loss", "self_loss")
 # With 1500 bag-of-words features for about 4100 training messages, l2 = 0.03 (scikit-learn
 # C = 33) keeps the problem in the high-dimensional regime the paper studies (max leverage ~0.8).
@@ -279,6 +280,29 @@ def _add_experiment_parsers(sub) -> None:
                      help="number of set sizes per run (default 4)")
     _add_output_args(swp, "rif-output/sweep")
 
+    from .benchmark import SHAPES
+
+    ben = sub.add_parser(
+        "benchmark",
+        help="runtime at the paper's Table 2 shapes vs SciPy, NumPy and the machine's floor",
+        description=(
+            "Time rif-native's attribution (leverages plus the scores of every sample on one "
+            "metric) on synthetic data of each Table 2 shape, beside a careful SciPy pipeline "
+            "and the paper's NumPy style (both checked equal first), and the floor "
+            "(2 n d^2 + d^3/3) / peak with NumPy's DGEMM rate measured in the run. Writes "
+            "table2.json and table2.md. For a fair NumPy baseline run it with "
+            "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset."
+        ),
+    )
+    ben.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES),
+                     metavar="NAME", help="datasets to time (default all: " +
+                     ", ".join(SHAPES) + ")")
+    ben.add_argument("--repeat", type=_positive_int, default=3,
+                     help="repetitions; the best time counts (default 3)")
+    ben.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                     help="threads for rif-native (default: all cores)")
+    _add_output_args(ben, "rif-output/benchmark")
+
 
 def _add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
     out = p.add_argument_group("output")
@@ -291,45 +315,6 @@ def _add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _loss_and_residual(family: str, y: np.ndarray, z: np.ndarray):
-    """Per-sample loss(y, z) and its derivative dloss/dz (DESIGN.md, table of families)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if family == "logistic":
-            loss = np.logaddexp(0.0, z) - y * z
-            residual = 0.5 * (1.0 + np.tanh(0.5 * z)) - y
-        elif family == "squared":
-            loss = 0.5 * (z - y) ** 2
-            residual = z - y
-        else:  # poisson, log link
-            mu = np.exp(z)
-            loss = mu - y * z
-            residual = mu - y
-    return loss, residual
-
-
-def _rankdata(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    n = a.shape[0]
-    order = np.argsort(a, kind="mergesort")
-    ordered = a[order]
-    new_group = np.ones(n, dtype=bool)
-    new_group[1:] = ordered[1:] != ordered[:-1]
-    starts = np.flatnonzero(new_group)
-    ends = np.append(starts[1:], n)
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (NaN when either vector is constant)."""
-    ra, rb = _rankdata(a), _rankdata(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb) / denom if denom > 0 else float("nan")
 
 
 def _ranking(scores: np.ndarray, rank_by: str) -> np.ndarray:
@@ -495,10 +480,11 @@ def _attribute(args) -> int:
         theta = np.asarray(fit.theta, dtype=np.float64)
         z_train = X_train @ theta[:d] + theta[d]
         z_test = X_test @ theta[:d] + theta[d]
-        loss_train, _ = _loss_and_residual(family, y_train, z_train)
-        loss_test, r_test = _loss_and_residual(family, y_test, z_test)
+        test_loss = TestLoss(X_test, y_test, fit_intercept=True, family=family)
+        loss_train = TestLoss(X_train, y_train, fit_intercept=True, family=family).per_sample(theta)
+        loss_test = test_loss.per_sample(theta)
         # gradient of the total test loss with respect to theta = (coefficients, intercept)
-        direction = np.append(X_test.T @ r_test, r_test.sum())
+        direction = test_loss.gradient(theta)
 
         # ---- attribution
         t0 = time.perf_counter()
@@ -556,7 +542,7 @@ def _attribute(args) -> int:
     order_rif = _ranking(scores_rif, args.rank_by)[:k]
     order_if = _ranking(scores_if, args.rank_by)[:k]
     shared = len(set(order_rif.tolist()) & set(order_if.tolist()))
-    rho = _spearman(
+    rho = _stats.spearman(
         np.nan_to_num(scores_rif, nan=0.0), np.nan_to_num(scores_if, nan=0.0)
     )
     texts = dataset.texts
@@ -771,8 +757,25 @@ def _sweep(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    from . import benchmark
+    from .experiment import write_json
+
+    out = _out_dir(args)
+    shapes = {k: benchmark.SHAPES[k] for k in args.shapes}
+    result = benchmark.run_table2(shapes, repeat=args.repeat, num_threads=args.threads,
+                                  log=(lambda s: None) if args.quiet else print)
+    table = benchmark.table2_markdown(result)
+    write_json(out / "table2.json", result)
+    (out / "table2.md").write_text(table + "\n")
+    print(table)
+    print()
+    print(f"wrote table2.json and table2.md to {out.resolve()}")
+    return 0
+
+
 _HANDLERS = {"attribute": _attribute, "experiment": _experiment, "poisoning": _poisoning,
-             "sweep": _sweep}
+             "sweep": _sweep, "benchmark": _benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

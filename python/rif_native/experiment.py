@@ -128,14 +128,9 @@ def run_experiment(
     res.runtime["estimates"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    thetas, gnorms = [], []
-    batches = [index_lists[i:i + cfg.batch] for i in range(0, len(index_lists), cfg.batch)]
-    for batch in progress(batches, desc="retraining", enabled=show_progress):
-        r = A.retrain(batch, tol=cfg.tol)
-        thetas.append(r.theta)
-        gnorms.append(r.grad_norm)
-    theta_T = np.vstack(thetas)
-    grad_norms = np.concatenate(gnorms)
+    retrained = A.retrain(index_lists, tol=cfg.tol, show_progress=show_progress,
+                          batch=cfg.batch)
+    theta_T, grad_norms = retrained.theta, retrained.grad_norm
     res.runtime["retrain"] = time.perf_counter() - t0
     per_set = res.runtime["retrain"] / max(len(sets), 1)
     log(f"retrained {len(sets)} sets in {res.runtime['retrain']:.2f} s "

@@ -31,6 +31,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ._stats import slope_through_origin
+
 __all__ = ["figure1", "figure2", "figure3", "summary_table_markdown", "slope_through_origin"]
 
 PathLike = Union[str, Path]
@@ -116,24 +118,6 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     for value in values:
         seen.setdefault(value, None)
     return list(seen)
-
-
-def slope_through_origin(actual: Any, predicted: Any) -> float:
-    """Least-squares slope of ``predicted`` on ``actual`` through the origin.
-
-    ``sum(x * y) / sum(x * x)`` over the pairs where both are finite; NaN when no such pair has a
-    non-zero ``x``.  A slope of 1 means the estimate has the right scale; IF typically gives well
-    below 1 in high dimension, RIF close to 1.
-    """
-    x = np.asarray(actual, dtype=float).ravel()
-    y = np.asarray(predicted, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"actual has {x.size} values but predicted has {y.size}; they must match")
-    ok = np.isfinite(x) & np.isfinite(y)
-    sxx = float(np.dot(x[ok], x[ok]))
-    if sxx == 0.0:
-        return math.nan
-    return float(np.dot(x[ok], y[ok])) / sxx
 
 
 def _fmt(value: float) -> str:

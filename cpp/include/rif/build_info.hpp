@@ -6,7 +6,7 @@
 namespace rif {
 
 struct BuildInfo {
-  std::string version, compiler, flags, simd, eigen_version;
+  std::string version, compiler, flags, simd, eigen_version, blas;
   bool openmp = false;
   bool cuda = false;
   int max_threads = 1;

@@ -13,7 +13,7 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 
 /// Lower Cholesky factor of the lower triangle of A, in place (upper triangle zeroed).
 /// Throws not_positive_definite naming the first non-positive pivot and `what_hint`.
-void cholesky_in_place(Matrix& A, const std::string& what_hint);
+void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads = 1);
 
 /// Like cholesky_in_place, but returns false instead of throwing (A is then left undefined).
 bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pivot = nullptr);

@@ -1,0 +1,35 @@
+#pragma once
+/// The three dense kernels that dominate an attribution, behind one interface: a symmetric rank
+/// update (Hessian), a Cholesky factor, and the triangular product of the leverage pass.
+/// With RIF_HAVE_OPENBLAS they call the OpenBLAS of the `scipy-openblas32` package (its own
+/// threads, set per call); otherwise Eigen, single-threaded (the
+/// callers then thread over row blocks themselves).
+
+#include "rif/types.hpp"
+
+namespace rif {
+
+/// True when the OpenBLAS kernels are compiled in.
+bool blas_is_openblas();
+
+/// Rows per block for passes over X that call these kernels: large blocks when the BLAS threads
+/// internally, cache-sized ones when the caller threads over blocks.
+Index kernel_block_rows(Index p);
+
+/// Threads the caller should spread row blocks over (1 when the BLAS threads internally).
+int caller_threads(int threads);
+
+/// C (lower triangle) += A A^T for A p x k column-major (leading dimension p).
+void syrk_lower(Matrix& C, const double* A, Index k, int threads);
+
+/// In-place lower Cholesky factor of the lower triangle of A. Returns -1 on success, otherwise
+/// the column whose pivot was not positive, with that pivot in *pivot.
+Index potrf_lower(Matrix& A, double* pivot, int threads);
+
+/// Inverse of the lower-triangular L, in place (lower triangle).
+void trtri_lower(Matrix& L, int threads);
+
+/// B <- T B for lower-triangular T (p x p) and B p x k column-major, in place.
+void trmm_lower(const Matrix& T, double* B, Index k, int threads);
+
+}  // namespace rif

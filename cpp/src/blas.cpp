@@ -1,0 +1,136 @@
+#include "rif/blas.hpp"
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+
+#include <algorithm>
+
+#ifdef RIF_HAVE_OPENBLAS
+extern "C" {
+// Symbols of the scipy-openblas32 build of OpenBLAS (prefix "scipy_", 32-bit integers).
+void scipy_dsyrk_(const char* uplo, const char* trans, const int* n, const int* k,
+                  const double* alpha, const double* a, const int* lda, const double* beta,
+                  double* c, const int* ldc, size_t, size_t);
+void scipy_dtrmm_(const char* side, const char* uplo, const char* transa, const char* diag,
+                  const int* m, const int* n, const double* alpha, const double* a,
+                  const int* lda, double* b, const int* ldb, size_t, size_t, size_t, size_t);
+void scipy_dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
+void scipy_dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
+                   int* info, size_t, size_t);
+void scipy_openblas_set_num_threads(int num_threads);
+int scipy_openblas_get_num_threads(void);
+}
+#endif
+
+namespace rif {
+
+namespace {
+
+#ifdef RIF_HAVE_OPENBLAS
+/// Sets the thread count of this private OpenBLAS copy for one call, then restores it. (The
+/// setting belongs to the scipy-openblas32 library, which NumPy and SciPy do not use: they
+/// carry their own copies.)
+class OpenblasThreads {
+ public:
+  explicit OpenblasThreads(int threads) : previous_(scipy_openblas_get_num_threads()) {
+    scipy_openblas_set_num_threads(std::max(threads, 1));
+  }
+  ~OpenblasThreads() { scipy_openblas_set_num_threads(previous_); }
+
+ private:
+  int previous_;
+};
+
+int as_int(Index v) { return static_cast<int>(v); }
+#endif
+
+}  // namespace
+
+bool blas_is_openblas() {
+#ifdef RIF_HAVE_OPENBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
+Index kernel_block_rows(Index p) {
+#ifdef RIF_HAVE_OPENBLAS
+  // About 16 MiB of doubles per block: big enough for OpenBLAS to thread well.
+  return std::clamp<Index>((Index{1} << 21) / std::max<Index>(p, 1), 256, 8192);
+#else
+  return std::clamp<Index>((Index{1} << 18) / std::max<Index>(p, 1), 32, 4096);
+#endif
+}
+
+int caller_threads(int threads) {
+#ifdef RIF_HAVE_OPENBLAS
+  (void)threads;
+  return 1;
+#else
+  return threads;
+#endif
+}
+
+void syrk_lower(Matrix& C, const double* A, Index k, int threads) {
+  const Index p = C.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int n = as_int(p), kk = as_int(k);
+  const double one = 1.0;
+  scipy_dsyrk_("L", "N", &n, &kk, &one, A, &n, &one, C.data(), &n, 1, 1);
+#else
+  (void)threads;
+  C.selfadjointView<Eigen::Lower>().rankUpdate(Eigen::Map<const Matrix>(A, p, k));
+#endif
+}
+
+Index potrf_lower(Matrix& A, double* pivot, int threads) {
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int n = as_int(A.rows());
+  int info = 0;
+  scipy_dpotrf_("L", &n, A.data(), &n, &info, 1);
+  if (info > 0) {
+    *pivot = A(info - 1, info - 1);  // LAPACK leaves the failing pivot on the diagonal
+    return info - 1;
+  }
+  A.triangularView<Eigen::StrictlyUpper>().setZero();
+  return -1;
+#else
+  (void)threads;
+  (void)pivot;
+  (void)A;
+  return -2;  // no BLAS factorisation: the caller uses its own blocked Cholesky
+#endif
+}
+
+void trtri_lower(Matrix& L, int threads) {
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int n = as_int(L.rows());
+  int info = 0;
+  scipy_dtrtri_("L", "N", &n, L.data(), &n, &info, 1, 1);
+#else
+  (void)threads;
+  Matrix inv = Matrix::Identity(L.rows(), L.cols());
+  L.triangularView<Eigen::Lower>().solveInPlace(inv);
+  L = inv;
+#endif
+}
+
+void trmm_lower(const Matrix& T, double* B, Index k, int threads) {
+  const Index p = T.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int m = as_int(p), n = as_int(k);
+  const double one = 1.0;
+  scipy_dtrmm_("L", "L", "N", "N", &m, &n, &one, T.data(), &m, B, &m, 1, 1, 1, 1);
+#else
+  (void)threads;
+  Eigen::Map<Matrix> b(B, p, k);
+  b = T.triangularView<Eigen::Lower>() * b;
+#endif
+}
+
+}  // namespace rif
