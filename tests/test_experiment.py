@@ -22,7 +22,6 @@ import csv
 import dataclasses
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -264,10 +263,6 @@ def test_write_outputs(experiment_run, tmp_path):
         assert f"| {m} | ns |" in report and f"| {m} | ns_linear |" in report
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=(
-    "package bug: write_outputs formats 'scikit-learn C = {1 / l2}' unconditionally, so "
-    "l2 = 0 (allowed by ExperimentConfig and by `rif experiment --l2 0`) raises "
-    "ZeroDivisionError after the whole experiment has run"))
 def test_write_outputs_without_penalty(experiment_run, tmp_path):
     res = experiment_run["res"]
     unpenalised = dataclasses.replace(res, config=dataclasses.replace(res.config, l2=0.0))

@@ -92,10 +92,13 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
 
   for (Index j = 0; j < m; ++j) Theta.col(j) = A.theta();
   // Sets iterate with the downdated Hessian at theta_hat (a chord method) while that converges
-  // fast enough; one whose rate would need many more passes gets the exact Hessian of F_{-T}
-  // at its current iterate (a "refresh", one Hessian pass over X) and iterates with that.
+  // fast enough; one whose rate would need many more passes, or whose gradient grows, gets the
+  // exact Hessian of F_{-T} at its best iterate so far (a "refresh", one Hessian pass over X)
+  // and iterates with that. Every set keeps its best iterate (smallest gradient norm).
   std::vector<Matrix> fresh(static_cast<size_t>(m));
   std::vector<int> refreshes(static_cast<size_t>(m), 0);
+  Matrix best = Theta;
+  Vector best_norm = Vector::Constant(m, INFINITY);
   std::vector<Index> active, stalled;
   for (Index j = 0; j < m; ++j) {
     (solvers[static_cast<size_t>(j)]->singular() ? stalled : active).push_back(j);
@@ -108,28 +111,34 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     for (Index j : active) {
       const size_t u = static_cast<size_t>(j);
       const double norm = G.col(j).norm();
-      result.grad_norm[j] = norm;
       const double rate = norm / previous[j];
       previous[j] = norm;
+      const bool finite = std::isfinite(norm);
+      if (finite && norm < best_norm[j]) {
+        best_norm[j] = norm;
+        best.col(j) = Theta.col(j);
+      }
+      result.grad_norm[j] = best_norm[j];
       if (norm <= result.tolerance[j]) {
         result.converged[u] = 1;
         continue;
       }
+      if (result.iterations[u] >= options.max_iter) continue;  // out of iterations
       // Passes still needed at this rate; a refresh costs about as much as 30 of them.
       const double needed = rate < 1 ? std::log(result.tolerance[j] / norm) / std::log(rate) : 1e9;
-      const bool slow = (rate > 0.5 && needed > 30) || rate > 0.95;
-      if (slow || result.iterations[u] >= options.max_iter) {
-        if (refreshes[u] < kMaxRefreshes && result.iterations[u] < 4 * options.max_iter) {
-          refresh.push_back(j);
-        } else {
+      if (!finite || rate > 0.95 || (rate > 0.5 && needed > 30)) {
+        if (refreshes[u] >= kMaxRefreshes) {
           stalled.push_back(j);
           continue;
         }
+        Theta.col(j) = best.col(j);  // restart from the best iterate with an exact Hessian
+        previous[j] = best_norm[j];
+        refresh.push_back(j);
       }
       next.push_back(j);
     }
     for (Index j : refresh) {
-      // Exact Hessian of F_{-T} at the current iterate: the weights of T set to zero.
+      // Exact Hessian of F_{-T} at the iterate: the weights of T set to zero.
       const size_t u = static_cast<size_t>(j);
       Vector w = P.w.size() ? P.w : Vector::Ones(n);
       for (Index e = 0; e < sets.size(j); ++e) w[sets.begin(j)[e]] = 0.0;
@@ -139,12 +148,14 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
       hessian(P.X, a, P.l2, fresh[u], threads);
       ++refreshes[u];
       result.refreshed[u] = 1;
-      if (!try_cholesky_in_place(fresh[u])) {
+      if (!a.allFinite() || !try_cholesky_in_place(fresh[u])) {
         fresh[u].resize(0, 0);
         next.erase(std::find(next.begin(), next.end(), j));
         stalled.push_back(j);
       }
     }
+    // Gradients at the restarted iterates of refreshed sets.
+    if (!refresh.empty()) set_gradients(A, sets, refresh, Theta, G, threads);
     parallel_chunks(static_cast<Index>(next.size()), 1, threads, [&](int, Index c, Index) {
       const Index j = next[static_cast<size_t>(c)];
       const size_t u = static_cast<size_t>(j);
@@ -161,20 +172,37 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   }
 
   // Sets that still stall (or whose H_{-T} is singular at theta_hat): damped Newton with a line
-  // search on the data without T, from where they are.
+  // search on the data without T, from their best iterate, within what is left of max_iter. A
+  // set whose problem has no positive-definite Hessian stays unconverged; the others go on.
   for (Index j : stalled) {
+    const size_t u = static_cast<size_t>(j);
+    if (best_norm[j] == INFINITY) best.col(j) = Theta.col(j);
+    Theta.col(j) = best.col(j);
     Problem without = P;
     if (without.w.size() == 0) without.w = Vector::Ones(n);
     for (Index e = 0; e < sets.size(j); ++e) without.w[sets.begin(j)[e]] = 0.0;
     FitOptions fo;
     fo.tol = options.tol;
     fo.threads = threads;
-    const FitResult r = fit(without, Theta.col(j), fo);
-    Theta.col(j) = r.theta;
-    result.grad_norm[j] = r.grad_norm;
-    result.converged[static_cast<size_t>(j)] = r.converged;
-    result.refreshed[static_cast<size_t>(j)] = 1;
-    result.iterations[static_cast<size_t>(j)] += r.iterations;
+    fo.max_iter = std::max(0, options.max_iter - result.iterations[u]);
+    result.refreshed[u] = 1;
+    try {
+      const FitResult r = fit(without, Theta.col(j), fo);
+      Theta.col(j) = r.theta;
+      result.grad_norm[j] = r.grad_norm;
+      result.converged[u] = r.converged;
+      result.iterations[u] += r.iterations;
+    } catch (const not_positive_definite&) {
+      result.converged[u] = 0;
+    }
+  }
+  // Sets that ran out of iterations report their best iterate.
+  for (Index j = 0; j < m; ++j) {
+    if (!result.converged[static_cast<size_t>(j)] && std::isfinite(best_norm[j]) &&
+        best_norm[j] <= result.grad_norm[j]) {
+      Theta.col(j) = best.col(j);
+      result.grad_norm[j] = best_norm[j];
+    }
   }
   result.theta = Theta.transpose();
   return result;

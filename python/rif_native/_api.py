@@ -171,7 +171,8 @@ def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
         parts = [_one_set(row, n, f"set {j}") for j, row in enumerate(sets)]
         single = False
     elif isinstance(sets, np.ndarray) or (
-        isinstance(sets, (list, tuple)) and len(sets) > 0 and all(map(_is_scalar_index, sets))
+        isinstance(sets, (list, tuple)) and len(sets) > 0
+        and (all(map(_is_scalar_index, sets)) or all(isinstance(x, (bool, np.bool_)) for x in sets))
     ):
         parts = [_one_set(sets, n, "the set")]
         single = True
@@ -375,7 +376,7 @@ class Attribution:
                 self._warn_samples(np.intersect1d(indices, self.singular_samples))
         return out[0] if single else out
 
-    def retrain(self, sets: SetsLike, *, tol: float = 1e-10, max_iter: int = 50,
+    def retrain(self, sets: SetsLike, *, tol: float = 1e-10, max_iter: int = 100,
                 show_progress: bool = False, batch: int = 16) -> RetrainResult:
         """Refit exactly without each set T: argmin F_{-T}, warm-started from theta_hat.
 
@@ -384,7 +385,8 @@ class Attribution:
         (Woodbury on the cached factor). Sets that converge slowly switch to Newton steps with
         fresh Hessians. Stops on ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``, never
         on an iteration count alone, and reports the final norm; warns ConvergenceWarning for
-        sets that did not get there. ``show_progress`` shows a progress bar over batches of
+        sets that did not get there (or whose problem without T has no positive-definite
+        Hessian). ``max_iter`` bounds the iterations of each set. ``show_progress`` shows a progress bar over batches of
         ``batch`` sets (each batch one call into the kernel).
         """
         if not (np.isfinite(tol) and tol > 0):

@@ -686,8 +686,8 @@ def _experiment(args) -> int:
     from . import experiment
 
     say = (lambda line="": None) if args.quiet else print
-    out = _out_dir(args)
     data = _prepare(args)
+    out = _out_dir(args)
     say(f"data       {data.dataset.name} ({data.source}): train {data.y_train.size}, test "
         f"{data.y_test.size} ({data.split_note}), d = {data.X_train.shape[1]}")
     cfg = _experiment_config(args, n_sizes=args.sizes, strategies=tuple(args.strategies),
@@ -715,8 +715,8 @@ def _poisoning(args) -> int:
 
     if args.family != "logistic":
         raise _UsageError("poisoning flips 0/1 labels: it needs --family logistic")
-    out = _out_dir(args)
     data = _prepare(args)
+    out = _out_dir(args)
     cfg = _experiment_config(args)
     rows = experiment.run_poisoning(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
                                     n_points=args.points, show_progress=not args.quiet)
@@ -735,8 +735,8 @@ def _poisoning(args) -> int:
 def _sweep(args) -> int:
     from . import experiment, plots
 
-    out = _out_dir(args)
     data = _prepare(args)
+    out = _out_dir(args)
     cfg = _experiment_config(args, n_sizes=args.sizes)
     rows = experiment.run_sweep(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
                                 n_fractions=args.n_fractions, l2_factors=args.l2_factors,

@@ -227,8 +227,9 @@ def write_outputs(res: ExperimentResult, outdir: Path) -> list:
         f"# Removal effects on {res.name}",
         "",
         f"n = {res.n} training samples, d = {res.d} features, family {res.config.family}, "
-        f"l2 = {res.config.l2:g} (F is a sum over samples; scikit-learn C = {1 / res.config.l2:g}"
-        f" if l2 > 0), intercept {'yes' if res.config.fit_intercept else 'no'}.",
+        f"l2 = {res.config.l2:g} (F is a sum over samples; "
+        + (f"scikit-learn C = {1 / res.config.l2:g}" if res.config.l2 > 0 else "no penalty")
+        + f"), intercept {'yes' if res.config.fit_intercept else 'no'}.",
         f"Fit: {res.fit_info.get('n_iter')} Newton iterations, final ||grad F|| = "
         f"{res.fit_info.get('grad_norm', float('nan')):.2e}.",
         f"{len({r['set_id'] for r in res.rows})} removal sets, seed {res.config.seed}. "

@@ -12,7 +12,7 @@ namespace rif {
 
 struct RetrainOptions {
   double tol = 1e-10;  ///< stop when ||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)
-  int max_iter = 50;   ///< iterations with the fixed downdated Hessian before switching
+  int max_iter = 100;  ///< iterations in all (fixed-matrix, refreshed and full Newton) per set
   int threads = 0;
 };
 
