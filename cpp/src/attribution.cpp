@@ -61,12 +61,24 @@ void validate(const Problem& problem, const Vector& theta, int threads) {
   }
   validate_labels(problem.family, problem.y);
   validate_weights(problem.w, X.rows());
-  const auto bad = X.first_nonfinite(threads);
-  if (bad.first >= 0) {
-    msg << "X contains NaN or inf (first at row " << bad.first << ", column " << bad.second
-        << ")";
-    throw std::invalid_argument(msg.str());
+  (void)threads;
+}
+
+void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threads) {
+  X.multiply(theta, z, threads);
+  if (z.allFinite()) return;
+  // A NaN or inf anywhere in a row makes its z non-finite (inf * 0 is NaN): the first such row
+  // holds X's first bad entry, unless the product merely overflowed.
+  Index i = 0;
+  while (std::isfinite(z[i])) ++i;
+  std::ostringstream msg;
+  const auto bad = X.first_nonfinite_in_row(i);
+  if (bad >= 0) {
+    msg << "X contains NaN or inf (first at row " << i << ", column " << bad << ")";
+  } else {
+    msg << "X @ theta overflows at row " << i << ": rescale X or check theta";
   }
+  throw std::invalid_argument(msg.str());
 }
 
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads) {
@@ -81,9 +93,8 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   threads = resolve_threads(threads);
   validate(problem_, theta_, threads);
   Vector z;
-  problem_.X.multiply(theta_, z, threads);
+  linear_predictor(problem_.X, theta_, z, threads);
   derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
-  gradient_norm_ = gradient(problem_, theta_, r_, threads).norm();
   using clock = std::chrono::steady_clock;
   const auto seconds = [](clock::time_point a, clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
@@ -94,7 +105,10 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   L_ = H_;
   cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads);
   const auto t2 = clock::now();
-  rif::leverage(problem_.X, a_, L_, h_, threads);
+  Vector g;
+  rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &g);  // X^T r rides on the same pass
+  g.head(problem_.X.features()) += problem_.l2 * theta_.head(problem_.X.features());
+  gradient_norm_ = g.norm();
   timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {

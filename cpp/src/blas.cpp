@@ -14,6 +14,9 @@ void scipy_dsyrk_(const char* uplo, const char* trans, const int* n, const int* 
 void scipy_dtrmm_(const char* side, const char* uplo, const char* transa, const char* diag,
                   const int* m, const int* n, const double* alpha, const double* a,
                   const int* lda, double* b, const int* ldb, size_t, size_t, size_t, size_t);
+void scipy_dtrsm_(const char* side, const char* uplo, const char* transa, const char* diag,
+                  const int* m, const int* n, const double* alpha, const double* a,
+                  const int* lda, double* b, const int* ldb, size_t, size_t, size_t, size_t);
 void scipy_dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
 void scipy_dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
                    int* info, size_t, size_t);
@@ -116,6 +119,20 @@ void trtri_lower(Matrix& L, int threads) {
   Matrix inv = Matrix::Identity(L.rows(), L.cols());
   L.triangularView<Eigen::Lower>().solveInPlace(inv);
   L = inv;
+#endif
+}
+
+void trsm_lower(const Matrix& L, double* B, Index k, int threads) {
+  const Index p = L.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int m = as_int(p), n = as_int(k);
+  const double one = 1.0;
+  scipy_dtrsm_("L", "L", "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1, 1, 1, 1);
+#else
+  (void)threads;
+  Eigen::Map<Matrix> b(B, p, k);
+  L.triangularView<Eigen::Lower>().solveInPlace(b);
 #endif
 }
 

@@ -8,10 +8,10 @@
 namespace rif {
 
 template <class T>
-void Design::load_impl(const T* data, Index begin, Index count, double* out,
-                       const double* scale) const {
+void Design::load_impl(const T* data, Index begin, Index count, double* out, const double* scale,
+                       int threads) const {
   const Index p = params();
-  for (Index j = 0; j < count; ++j) {
+  auto copy_row = [&](Index j) {
     const T* src = data + (begin + j) * d_;
     double* dst = out + j * p;
     const double s = scale ? scale[j] : 1.0;
@@ -21,15 +21,25 @@ void Design::load_impl(const T* data, Index begin, Index count, double* out,
       for (Index k = 0; k < d_; ++k) dst[k] = static_cast<double>(src[k]);
     }
     if (intercept_) dst[d_] = s;
+  };
+#ifdef RIF_HAVE_OPENMP
+  if (threads > 1 && count * p >= (Index{1} << 16)) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (Index j = 0; j < count; ++j) copy_row(j);
+    return;
   }
+#endif
+  (void)threads;
+  for (Index j = 0; j < count; ++j) copy_row(j);
 }
 
-void Design::load(Index begin, Index count, Matrix& buffer, const double* scale) const {
+void Design::load(Index begin, Index count, Matrix& buffer, const double* scale,
+                  int threads) const {
   buffer.resize(params(), count);
   if (f64_) {
-    load_impl(f64_, begin, count, buffer.data(), scale);
+    load_impl(f64_, begin, count, buffer.data(), scale, threads);
   } else {
-    load_impl(f32_, begin, count, buffer.data(), scale);
+    load_impl(f32_, begin, count, buffer.data(), scale, threads);
   }
 }
 
@@ -96,25 +106,12 @@ void Design::multiply_transposed(const Vector& c, Vector& g, int threads) const 
   for (size_t t = 1; t < partial.size(); ++t) g += partial[t];
 }
 
-std::pair<Index, Index> Design::first_nonfinite(int threads) const {
-  const Index block = block_rows(params());
-  const int nt = chunk_threads(n_, block, threads);
-  std::vector<Index> first(static_cast<size_t>(nt), n_ * d_);
-  parallel_chunks(n_, block, threads, [&](int t, Index begin, Index count) {
-    Index& best = first[static_cast<size_t>(t)];
-    const Index lo = begin * d_, hi = (begin + count) * d_;
-    for (Index e = lo; e < hi && e < best; ++e) {
-      const double v = f64_ ? f64_[e] : static_cast<double>(f32_[e]);
-      if (!std::isfinite(v)) {
-        best = e;
-        break;
-      }
-    }
-  });
-  Index e = n_ * d_;
-  for (Index f : first) e = std::min(e, f);
-  if (e == n_ * d_) return {-1, -1};
-  return {e / d_, e % d_};
+Index Design::first_nonfinite_in_row(Index i) const {
+  for (Index k = 0; k < d_; ++k) {
+    const double v = f64_ ? f64_[i * d_ + k] : static_cast<double>(f32_[i * d_ + k]);
+    if (!std::isfinite(v)) return k;
+  }
+  return -1;
 }
 
 }  // namespace rif

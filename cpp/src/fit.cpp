@@ -33,7 +33,7 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
 
   FitResult result;
   Vector theta = std::move(theta0), z, z_new, step;
-  problem.X.multiply(theta, z, threads);
+  linear_predictor(problem.X, theta, z, threads);
   double F = objective(problem, theta, z);
   Matrix H;
   int iter = 0;

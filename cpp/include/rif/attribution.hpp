@@ -19,9 +19,13 @@ struct Problem {
   double l2 = 0;  ///< penalty (l2 / 2) ||theta||_P^2, the intercept unpenalised
 };
 
-/// Checks labels, weights, theta's length, l2 and the finiteness of every input; throws
-/// std::invalid_argument with a message that names the argument.
+/// Checks labels, weights, theta's length, l2 and the finiteness of y, w and theta; throws
+/// std::invalid_argument with a message that names the argument. X is checked by
+/// linear_predictor(), on the pass that needs it anyway.
 void validate(const Problem& problem, const Vector& theta, int threads);
+
+/// z = X theta; throws std::invalid_argument naming X's first NaN/inf entry (or the overflow).
+void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threads);
 
 /// Throws std::invalid_argument unless every index of every set lies in [0, n).
 void check_sets(const SetList& sets, Index n);

@@ -27,8 +27,10 @@ class Design {
   /// Without intercept on float64 data it maps X itself; otherwise it fills and maps `buffer`.
   Eigen::Map<const Matrix> block(Index begin, Index count, Matrix& buffer) const;
 
-  /// Like block(), but always a writable copy in `buffer`, column j scaled by scale[j] when given.
-  void load(Index begin, Index count, Matrix& buffer, const double* scale = nullptr) const;
+  /// Like block(), but always a writable copy in `buffer`, column j scaled by scale[j] when given,
+  /// copied on up to `threads` threads.
+  void load(Index begin, Index count, Matrix& buffer, const double* scale = nullptr,
+            int threads = 1) const;
 
   /// Gathers samples idx[0..k) into the columns of `out` (p x k), column j scaled by scale[idx[j]].
   void gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
@@ -44,12 +46,13 @@ class Design {
   /// g = X^T c (p entries), summed over row blocks on up to `threads` threads.
   void multiply_transposed(const Vector& c, Vector& g, int threads) const;
 
-  /// Position (row, column) of the first NaN or infinity in X, or (-1, -1) when all are finite.
-  std::pair<Index, Index> first_nonfinite(int threads) const;
+  /// Column of the first NaN or infinity in row i of X, or -1 when the row is finite.
+  Index first_nonfinite_in_row(Index i) const;
 
  private:
   template <class T>
-  void load_impl(const T* data, Index begin, Index count, double* out, const double* scale) const;
+  void load_impl(const T* data, Index begin, Index count, double* out, const double* scale,
+                 int threads) const;
 
   const double* f64_ = nullptr;
   const float* f32_ = nullptr;

@@ -18,8 +18,10 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads = 1)
 /// Like cholesky_in_place, but returns false instead of throwing (A is then left undefined).
 bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pivot = nullptr);
 
-/// h_i = a_i ||L^{-1} x_i||^2 for every sample, by row blocks.
-void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads);
+/// h_i = a_i ||L^{-1} x_i||^2 for every sample, by row blocks. When r and g are given, also
+/// g = X^T r from the same loaded blocks (saving a pass over X).
+void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
+              const Vector* r = nullptr, Vector* g = nullptr);
 
 /// v <- H^{-1} v with H = L L^T, for each column of v.
 void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v);
