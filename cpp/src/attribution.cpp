@@ -117,6 +117,15 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   }
 }
 
+const Vector& Attribution::gradient_at_zero() const {
+  std::call_once(zero_once_, [this] {
+    Vector r0, a0;
+    derivatives(problem_.family, Vector::Zero(problem_.X.rows()), problem_.y, problem_.w, r0, a0);
+    problem_.X.multiply_transposed(r0, gradient_zero_, resolve_threads(0));
+  });
+  return gradient_zero_;
+}
+
 Matrix Attribution::hessian() const {
   Matrix full = H_.selfadjointView<Eigen::Lower>();
   return full;

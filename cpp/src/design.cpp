@@ -49,6 +49,14 @@ Eigen::Map<const Matrix> Design::block(Index begin, Index count, Matrix& buffer)
   return Eigen::Map<const Matrix>(buffer.data(), params(), count);
 }
 
+Eigen::Map<const Matrix> Design::feature_block(Index begin, Index count, Matrix& buffer) const {
+  if (f64_) return Eigen::Map<const Matrix>(f64_ + begin * d_, d_, count);
+  buffer.resize(d_, count);
+  const float* src = f32_ + begin * d_;
+  for (Index e = 0; e < d_ * count; ++e) buffer.data()[e] = static_cast<double>(src[e]);
+  return Eigen::Map<const Matrix>(buffer.data(), d_, count);
+}
+
 void Design::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
                     const double* scale) const {
   for (Index j = 0; j < k; ++j) {

@@ -28,10 +28,14 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
   const int nt = chunk_threads(n, block, threads);
   std::vector<Matrix> buffers(static_cast<size_t>(nt)), Zs(static_cast<size_t>(nt));
   std::vector<Matrix> partial(static_cast<size_t>(nt), Matrix::Zero(p, m));
+  const Index d = X.features();
+  const bool intercept = X.intercept();
   parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
-    auto Xt = X.block(begin, count, buffers[static_cast<size_t>(t)]);
+    // The d feature rows only (no copy for float64 X); the intercept is handled on the side.
+    auto Xt = X.feature_block(begin, count, buffers[static_cast<size_t>(t)]);
     Matrix& Z = Zs[static_cast<size_t>(t)];
-    Z.noalias() = Xt.transpose() * T;  // count x m linear predictors
+    Z.noalias() = Xt.transpose() * T.topRows(d);  // count x m linear predictors
+    if (intercept) Z.rowwise() += T.row(d);
     for (Index c = 0; c < m; ++c) {
       for (Index j = 0; j < count; ++j) {
         const Index i = begin + j;
@@ -39,11 +43,12 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
         Z(j, c) = w * first_derivative(P.family, P.y[i], Z(j, c));
       }
     }
-    partial[static_cast<size_t>(t)].noalias() += Xt * Z;
+    Matrix& part = partial[static_cast<size_t>(t)];
+    part.topRows(d).noalias() += Xt * Z;
+    if (intercept) part.row(d) += Z.colwise().sum();
   });
   Matrix total = partial[0];
   for (size_t t = 1; t < partial.size(); ++t) total += partial[t];
-  const Index d = X.features();
   Matrix x(p, 1);
   for (Index c = 0; c < m; ++c) {
     const Index s = cols[static_cast<size_t>(c)];
@@ -76,12 +81,19 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   result.grad_norm = Vector::Constant(m, INFINITY);
   result.tolerance.resize(m);
 
-  // Targets: tol * max(1, ||grad F_{-T}(0)||), from the gradient at 0 of every set in one pass.
-  std::vector<Index> all(static_cast<size_t>(m));
-  for (Index j = 0; j < m; ++j) all[static_cast<size_t>(j)] = j;
-  Matrix Theta = Matrix::Zero(p, m), G(p, m);
-  set_gradients(A, sets, all, Theta, G, threads);
-  for (Index j = 0; j < m; ++j) result.tolerance[j] = options.tol * std::max(1.0, G.col(j).norm());
+  // Targets: tol * max(1, ||grad F_{-T}(0)||), from the attribution's X^T r(0) minus T's part.
+  const Vector& g0 = A.gradient_at_zero();
+  Matrix Theta(p, m), G(p, m);
+  parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
+    Vector g = g0;
+    Vector coef = Vector::Zero(n);
+    for (Index e = 0; e < sets.size(j); ++e) {
+      const Index i = static_cast<Index>(sets.begin(j)[e]);
+      coef[i] = -(P.w.size() ? P.w[i] : 1.0) * first_derivative(P.family, P.y[i], 0.0);
+    }
+    P.X.accumulate(sets.begin(j), sets.size(j), coef.data(), g);
+    result.tolerance[j] = options.tol * std::max(1.0, g.norm());
+  });
 
   // The downdated Hessian at theta_hat for every set, prepared in parallel.
   std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));

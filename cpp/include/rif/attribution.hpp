@@ -7,6 +7,7 @@
 #include "rif/glm.hpp"
 #include "rif/types.hpp"
 
+#include <mutex>
 #include <vector>
 
 namespace rif {
@@ -48,6 +49,10 @@ class Attribution {
   const Matrix& factor() const { return L_; }
   double gradient_norm() const { return gradient_norm_; }
   Index params() const { return problem_.X.params(); }
+  /// grad F(0) = X^T r(0) (the penalty vanishes at 0), computed on first use and kept: the
+  /// scale of retraining tolerances.
+  const Vector& gradient_at_zero() const;
+
   /// Full symmetric H (both triangles).
   Matrix hessian() const;
 
@@ -87,6 +92,8 @@ class Attribution {
   Matrix H_, L_;
   double gradient_norm_ = 0;
   Timings timings_;
+  mutable std::once_flag zero_once_;
+  mutable Vector gradient_zero_;
 };
 
 }  // namespace rif

@@ -27,6 +27,10 @@ class Design {
   /// Without intercept on float64 data it maps X itself; otherwise it fills and maps `buffer`.
   Eigen::Map<const Matrix> block(Index begin, Index count, Matrix& buffer) const;
 
+  /// The d feature rows of block() without the intercept row: a map into X for float64 data,
+  /// a converted copy in `buffer` for float32.
+  Eigen::Map<const Matrix> feature_block(Index begin, Index count, Matrix& buffer) const;
+
   /// Like block(), but always a writable copy in `buffer`, column j scaled by scale[j] when given,
   /// copied on up to `threads` threads.
   void load(Index begin, Index count, Matrix& buffer, const double* scale = nullptr,
