@@ -101,11 +101,15 @@ def statsmodels_glm(p: Problem):
 
     Only the leverages, with the unpenalised model at theta: statsmodels has no ridge influence,
     so this is timed for reference, not checked against the penalised result."""
+    import warnings
+
     import statsmodels.api as sm
 
     model = sm.GLM(p.y, p.X, family=sm.families.Binomial())
-    res = model.fit(start_params=p.theta, maxiter=0, method="newton", disp=False)
-    return res.get_influence(observed=False).hat_matrix_diag
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # maxiter=0 on purpose: influence at the given theta
+        res = model.fit(start_params=p.theta, maxiter=0, method="newton", disp=False)
+        return res.get_influence(observed=False).hat_matrix_diag
 
 
 BASELINES: dict = {"scipy": scipy_pipeline, "numpy_paper": numpy_paper_style}
