@@ -123,6 +123,27 @@ def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
+def _data(X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike], fit_intercept: bool,
+          theta: Optional[ArrayLike], theta_name: str):
+    """(X, y, theta, w, n, d) checked and converted once; theta None stays None."""
+    Xa = _as_design(X, fit_intercept)
+    n, d = Xa.shape
+    p = d + int(fit_intercept)
+    ya = _as_vector(y, "y", n, "one label per row of X")
+    ta = None if theta is None else _as_vector(
+        theta, theta_name, p, f"{d} features" + (" + intercept, last" if fit_intercept else ""))
+    wa = None if sample_weight is None else _as_vector(
+        sample_weight, "sample_weight", n, "one weight per row of X")
+    return Xa, ya, ta, wa, n, d
+
+
+def _check_stopping(tol: float, max_iter: int) -> None:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+
+
 def _threads(num_threads: Optional[int]) -> int:
     if num_threads is None:
         return 0
@@ -236,14 +257,8 @@ class Attribution:
         num_threads: Optional[int] = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
-        Xa = _as_design(X, fit_intercept)
-        n, d = Xa.shape
+        Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
         p = d + int(fit_intercept)
-        ya = _as_vector(y, "y", n, "one label per row of X")
-        ta = _as_vector(theta, "theta", p,
-                        f"{d} features" + (" + intercept, last" if fit_intercept else ""))
-        wa = None if sample_weight is None else _as_vector(
-            sample_weight, "sample_weight", n, "one weight per row of X")
         self._threads = _threads(num_threads)
         self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa, fit_intercept,
                                        self._threads)
@@ -389,10 +404,7 @@ class Attribution:
         Hessian). ``max_iter`` bounds the iterations of each set. ``show_progress`` shows a progress bar over batches of
         ``batch`` sets (each batch one call into the kernel).
         """
-        if not (np.isfinite(tol) and tol > 0):
-            raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
-            raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+        _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
         m = len(offsets) - 1
         step = max(1, int(batch)) if show_progress else max(m, 1)
@@ -513,17 +525,10 @@ def fit(
     ``max_iter`` is reached first (e.g. separable data with l2 = 0, where no minimiser exists).
     """
     fit_intercept = bool(fit_intercept)
-    Xa = _as_design(X, fit_intercept)
-    n, d = Xa.shape
-    p = d + int(fit_intercept)
-    ya = _as_vector(y, "y", n, "one label per row of X")
-    t0 = np.zeros(p) if theta0 is None else _as_vector(theta0, "theta0", p, "one per parameter")
-    wa = None if sample_weight is None else _as_vector(
-        sample_weight, "sample_weight", n, "one weight per row of X")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
-        raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
-    if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
+    if t0 is None:
+        t0 = np.zeros(d + int(fit_intercept))
+    _check_stopping(tol, max_iter)
     out = _core.fit(Xa, ya, t0, float(l2), str(family), wa, fit_intercept, float(tol),
                     int(max_iter), _threads(num_threads))
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
