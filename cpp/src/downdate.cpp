@@ -1,5 +1,6 @@
 #include "rif/downdate.hpp"
 
+#include "rif/blas.hpp"
 #include "rif/linalg.hpp"
 
 #include <Eigen/Dense>
@@ -8,7 +9,8 @@
 
 namespace rif {
 
-DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k)
+DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k,
+                                 int threads)
     : L_(attribution.factor()) {
   const Index p = attribution.params();
   const Vector root = attribution.curvature().cwiseSqrt();
@@ -18,7 +20,7 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
   if (woodbury_) {
     // H_{-T} = L (I - B B^T) L^T with B = L^{-1} U; I - B B^T is invertible iff M = I - B^T B
     // is, and M's Cholesky pivots are the leverages' complements 1 - h for k = 1.
-    L_.triangularView<Eigen::Lower>().solveInPlace(U);
+    trsm_lower(L_, U.data(), k, threads);
     B_ = std::move(U);
     M_ = Matrix::Identity(k, k);
     M_.selfadjointView<Eigen::Lower>().rankUpdate(B_.transpose(), -1.0);

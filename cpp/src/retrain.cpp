@@ -24,7 +24,8 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
   const Index n = X.rows(), p = X.params(), m = static_cast<Index>(cols.size());
   Matrix T(p, m);
   for (Index c = 0; c < m; ++c) T.col(c) = Theta.col(cols[static_cast<size_t>(c)]);
-  const Index block = block_rows(p);
+  // Small blocks (about 512 KiB): the second product re-reads the block from cache.
+  const Index block = std::clamp<Index>((Index{1} << 16) / std::max<Index>(p, 1), 16, 4096);
   const int nt = chunk_threads(n, block, threads);
   std::vector<Matrix> buffers(static_cast<size_t>(nt)), Zs(static_cast<size_t>(nt));
   std::vector<Matrix> partial(static_cast<size_t>(nt), Matrix::Zero(p, m));
@@ -97,9 +98,10 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
 
   // The downdated Hessian at theta_hat for every set, prepared in parallel.
   std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));
+  const int solver_threads = 1;  // BLAS threads here would contend with the OpenMP passes
   parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
     solvers[static_cast<size_t>(j)] =
-        std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j));
+        std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), solver_threads);
   });
 
   for (Index j = 0; j < m; ++j) Theta.col(j) = A.theta();
