@@ -105,10 +105,8 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   L_ = H_;
   cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads);
   const auto t2 = clock::now();
-  Vector g;
-  rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &g);  // X^T r rides on the same pass
-  g.head(problem_.X.features()) += problem_.l2 * theta_.head(problem_.X.features());
-  gradient_norm_ = g.norm();
+  rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r on the same pass
+  gradient_.head(problem_.X.features()) += problem_.l2 * theta_.head(problem_.X.features());
   timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {

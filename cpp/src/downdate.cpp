@@ -2,6 +2,7 @@
 
 #include "rif/blas.hpp"
 #include "rif/linalg.hpp"
+#include "rif/parallel.hpp"
 
 #include <Eigen/Dense>
 
@@ -20,7 +21,12 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
   if (woodbury_) {
     // H_{-T} = L (I - B B^T) L^T with B = L^{-1} U; I - B B^T is invertible iff M = I - B^T B
     // is, and M's Cholesky pivots are the leverages' complements 1 - h for k = 1.
-    trsm_lower(L_, U.data(), k, threads);
+    // Column panels on `threads` threads, one single-threaded BLAS call each (no BLAS worker
+    // threads are woken, so nothing spins against the OpenMP passes that follow).
+    const Index panel = std::max<Index>(16, (k + threads - 1) / std::max(threads, 1));
+    parallel_chunks(k, panel, threads, [&](int, Index begin, Index count) {
+      trsm_lower(L_, U.col(begin).data(), count, 1);
+    });
     B_ = std::move(U);
     M_ = Matrix::Identity(k, k);
     M_.selfadjointView<Eigen::Lower>().rankUpdate(B_.transpose(), -1.0);

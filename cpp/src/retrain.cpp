@@ -98,7 +98,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
 
   // The downdated Hessian at theta_hat for every set, prepared in parallel.
   std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));
-  const int solver_threads = 1;  // BLAS threads here would contend with the OpenMP passes
+  const int solver_threads = m < threads ? threads : 1;  // few sets: split each one's solve
   parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
     solvers[static_cast<size_t>(j)] =
         std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), solver_threads);
@@ -118,9 +118,16 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     (solvers[static_cast<size_t>(j)]->singular() ? stalled : active).push_back(j);
   }
   constexpr int kMaxRefreshes = 3;
+  // At theta_hat no pass is needed: grad F_{-T}(theta_hat) = grad F(theta_hat) - sum_T r_i x_i.
+  parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
+    Vector g = A.gradient();
+    const Vector minus_r = -A.residuals();
+    P.X.accumulate(sets.begin(j), sets.size(j), minus_r.data(), g);
+    G.col(j) = g;
+  });
   Vector previous = Vector::Constant(m, INFINITY);
-  while (!active.empty()) {
-    set_gradients(A, sets, active, Theta, G, threads);
+  for (bool first = true; !active.empty(); first = false) {
+    if (!first) set_gradients(A, sets, active, Theta, G, threads);
     std::vector<Index> next, refresh;
     for (Index j : active) {
       const size_t u = static_cast<size_t>(j);

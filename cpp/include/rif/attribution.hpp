@@ -47,7 +47,9 @@ class Attribution {
   /// 1 / (1 - h_i), +inf for singular removals (h_i within singular_tolerance of 1).
   const Vector& rescale() const { return rescale_; }
   const Matrix& factor() const { return L_; }
-  double gradient_norm() const { return gradient_norm_; }
+  double gradient_norm() const { return gradient_.norm(); }
+  /// grad F(theta) = X^T r + l2 P theta at the attribution's theta.
+  const Vector& gradient() const { return gradient_; }
   Index params() const { return problem_.X.params(); }
   /// grad F(0) = X^T r(0) (the penalty vanishes at 0), computed on first use and kept: the
   /// scale of retraining tolerances.
@@ -90,7 +92,7 @@ class Attribution {
   Problem problem_;
   Vector theta_, r_, a_, h_, rescale_;
   Matrix H_, L_;
-  double gradient_norm_ = 0;
+  Vector gradient_;
   Timings timings_;
   mutable std::once_flag zero_once_;
   mutable Vector gradient_zero_;

@@ -10,7 +10,7 @@ namespace rif {
 class DowndatedSolver {
  public:
   /// Prepares the solver for the k samples idx[0..k). singular() tells whether H_{-T} is
-  /// (numerically) singular, in which case solve() must not be called. `threads` go to the
+  /// (numerically) singular, in which case solve() must not be called. `threads` split the
   /// triangular solve with the k columns (use 1 when several solvers are built in parallel).
   DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k,
                   int threads = 1);
