@@ -57,22 +57,26 @@ bool blas_is_openblas() {
 #endif
 }
 
-Index kernel_block_rows(Index p) {
+KernelPlan kernel_plan(Index p, int threads, Index n) {
+  KernelPlan plan;
 #ifdef RIF_HAVE_OPENBLAS
-  // About 16 MiB of doubles per block: big enough for OpenBLAS to thread well.
-  return std::clamp<Index>((Index{1} << 21) / std::max<Index>(p, 1), 256, 8192);
+  if (p >= 1024) {
+    // Large p: OpenBLAS threads each call well; blocks of about 16 MiB.
+    plan.inner = threads;
+    plan.block = std::clamp<Index>((Index{1} << 21) / std::max<Index>(p, 1), 256, 8192);
+    return plan;
+  }
+  // Small p: one single-threaded call per block and thread (measured faster at p = 512).
+  plan.outer = threads;
+  plan.block = std::clamp<Index>((Index{1} << 20) / std::max<Index>(p, 1), 64, 8192);
 #else
-  return std::clamp<Index>((Index{1} << 18) / std::max<Index>(p, 1), 32, 4096);
+  plan.outer = threads;
+  plan.block = std::clamp<Index>((Index{1} << 18) / std::max<Index>(p, 1), 32, 4096);
 #endif
-}
-
-int caller_threads(int threads) {
-#ifdef RIF_HAVE_OPENBLAS
-  (void)threads;
-  return 1;
-#else
-  return threads;
-#endif
+  if (n > 0 && plan.outer > 1) {
+    plan.block = std::min(plan.block, std::max<Index>(32, (n + plan.outer - 1) / plan.outer));
+  }
+  return plan;
 }
 
 void syrk_lower(Matrix& C, const double* A, Index k, int threads) {

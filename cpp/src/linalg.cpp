@@ -14,9 +14,9 @@ namespace rif {
 
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads) {
   const Index p = X.params(), n = X.rows();
-  const Index block = kernel_block_rows(p);
-  const int outer = caller_threads(threads);          // threads over row blocks
-  const int inner = blas_is_openblas() ? threads : 1;  // threads inside each BLAS call
+  const KernelPlan plan = kernel_plan(p, threads, n);
+  const Index block = plan.block;
+  const int outer = plan.outer, inner = plan.inner;
   const int nt = chunk_threads(n, block, outer);
   H.setZero(p, p);
   // Thread 0 accumulates straight into H; the others into partial sums added at the end.
@@ -84,7 +84,9 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads) {
                        (n ? A.diagonal().cwiseAbs().maxCoeff() : 0.0);
   bool ok;
   if (blas_is_openblas()) {
-    column = potrf_lower(A, &pivot, threads);
+    // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
+    // slow an OpenMP pass that follows).
+    column = potrf_lower(A, &pivot, kernel_plan(n, threads).inner);
     ok = column < 0;
     if (ok) {
       // Same rounding floor as the blocked factorisation: pivots are diag(L)^2.
@@ -110,9 +112,9 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads) {
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
               const Vector* r, Vector* g) {
   const Index n = X.rows(), p = X.params();
-  const Index block = kernel_block_rows(p);
-  const int outer = caller_threads(threads);
-  const int inner = blas_is_openblas() ? threads : 1;
+  const KernelPlan plan = kernel_plan(p, threads, n);
+  const Index block = plan.block;
+  const int outer = plan.outer, inner = plan.inner;
   const int nt = chunk_threads(n, block, outer);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   std::vector<Vector> partial(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
@@ -125,7 +127,7 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   Matrix Linv;
   if (use_inverse) {
     Linv = L;
-    trtri_lower(Linv, threads);
+    trtri_lower(Linv, inner);
   }
   parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];

@@ -12,12 +12,15 @@ namespace rif {
 /// True when the OpenBLAS kernels are compiled in.
 bool blas_is_openblas();
 
-/// Rows per block for passes over X that call these kernels: large blocks when the BLAS threads
-/// internally, cache-sized ones when the caller threads over blocks.
-Index kernel_block_rows(Index p);
-
-/// Threads the caller should spread row blocks over (1 when the BLAS threads internally).
-int caller_threads(int threads);
+/// How a pass over X that calls these kernels uses `threads`: spread over row blocks (`outer`,
+/// each block one single-threaded call) or inside each call (`inner`), and the rows per block
+/// (for n rows, at most an even share per thread).
+struct KernelPlan {
+  int outer = 1;
+  int inner = 1;
+  Index block = 256;
+};
+KernelPlan kernel_plan(Index p, int threads, Index n = 0);
 
 /// C (lower triangle) += A A^T for A p x k column-major (leading dimension p).
 void syrk_lower(Matrix& C, const double* A, Index k, int threads);
