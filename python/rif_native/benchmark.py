@@ -131,10 +131,15 @@ def floor_seconds(n: int, d: int, peak: float) -> float:
     return (2.0 * n * d * d + d**3 / 3.0) / peak
 
 
-def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
+def best_time(fn: Callable[[], object], repeat: int = 3, settle: float = 0.3) -> float:
+    """Best of `repeat` timed calls after one warm-up. Before each call the process sleeps
+    `settle` seconds so that idle BLAS worker threads of whatever ran before (NumPy's, SciPy's
+    and rif-native's OpenBLAS each keep their own pool, whose threads spin for a while after a
+    call) stop competing for the cores."""
     fn()
     times = []
     for _ in range(repeat):
+        time.sleep(settle)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -167,25 +172,40 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
+def _time_shape(args: tuple) -> dict:
+    """All timings of one shape, in a fresh process (see run_table2)."""
+    name, n, d, repeat, num_threads, baselines, peak = args
+    p = make_problem(n, d)
+    check_equal(make_problem(min(n, 2000), min(d, 256), seed=1))
+    row = {"dataset": name, "n": n, "d": d, "paper_s": PAPER_SECONDS.get(name),
+           "floor_s": floor_seconds(n, d, peak)}
+    # Baselines first, in the fresh process: their n x d temporaries are fastest there.
+    for b in baselines:
+        row[f"{b}_s"] = best_time(lambda: BASELINES[b](p), max(1, repeat - 1))
+    row["ours_s"] = best_time(lambda: ours(p, num_threads), repeat)
+    row["ours_stages"] = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads).timings
+    return row
+
+
 def run_table2(shapes: Optional[dict] = None, *, repeat: int = 3, num_threads: Optional[int] = None,
                baselines: tuple = ("scipy", "numpy_paper"), log=print) -> dict:
-    """Time ours and the baselines at every shape; return rows and the machine description."""
+    """Time ours and the baselines at every shape; return rows and the machine description.
+
+    Each shape runs in its own fresh process: the big temporaries of the NumPy and SciPy
+    baselines leave the heap in a state that makes later large allocations (page faults) slower,
+    which would otherwise bleed from one measurement into the next."""
+    import multiprocessing
+
     shapes = SHAPES if shapes is None else shapes
     peak = gemm_peak()
     rows, done = [], {}
+    ctx = multiprocessing.get_context("spawn")
     for name, (n, d) in shapes.items():
         if (n, d) in done:  # AutoTruck has CatDog's shape: same timings
             rows.append({**done[(n, d)], "dataset": name, "paper_s": PAPER_SECONDS.get(name)})
             continue
-        p = make_problem(n, d)
-        check_equal(make_problem(min(n, 2000), min(d, 256), seed=1))
-        A = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads)
-        row = {"dataset": name, "n": n, "d": d, "paper_s": PAPER_SECONDS.get(name),
-               "ours_s": best_time(lambda: ours(p, num_threads), repeat),
-               "ours_stages": A.timings,
-               "floor_s": floor_seconds(n, d, peak)}
-        for b in baselines:
-            row[f"{b}_s"] = best_time(lambda: BASELINES[b](p), max(1, repeat - 1))
+        with ctx.Pool(1) as pool:
+            row = pool.map(_time_shape, [(name, n, d, repeat, num_threads, baselines, peak)])[0]
         done[(n, d)] = row
         rows.append(row)
         log(f"{name}: n={n} d={d} ours {row['ours_s']:.3f}s floor {row['floor_s']:.3f}s " +
