@@ -252,3 +252,15 @@ def test_fit_then_attribution_is_consistent(rng, seed):
     assert A.gradient_norm <= 1e-8 * max(1.0, g0)
     R = Reference(P.X, P.y, res.theta, **P.kw)
     assert_close(A.rescaled_influence(), R.RIF, 1e-9, "RIF at fitted theta", seed)
+
+
+def test_fit_warns_when_the_data_are_separable():
+    """Logistic, l2 = 0, separable labels: no finite minimiser exists, so fit must say so
+    (whether it stops on the gradient tolerance or on max_iter); with l2 > 0 it must not."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 3))
+    y = (X[:, 0] > 0).astype(float)
+    with pytest.warns(rn.ConvergenceWarning):
+        rn.fit(X, y, l2=0.0)
+    res = rn.fit(X, y, l2=1.0)  # filterwarnings=error: any warning here fails the test
+    assert res.converged

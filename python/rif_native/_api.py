@@ -534,6 +534,14 @@ def fit(
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
                        n_iter=int(out["n_iter"]), converged=bool(out["converged"]),
                        loss=float(out["loss"]))
+    if result.converged and family == "logistic" and float(l2) == 0.0:
+        z = Xa @ result.theta[:d] + (result.theta[d] if fit_intercept else 0.0)
+        live = slice(None) if wa is None else wa > 0
+        if np.all((z[live] > 0) == (ya[live] == 1)):
+            warnings.warn(
+                "the data are linearly separable: with l2 = 0 the logistic loss has no finite "
+                "minimiser, and the returned theta only met the gradient tolerance on its way to "
+                "infinity. Add l2 > 0.", ConvergenceWarning, stacklevel=2)
     if not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations with gradient norm "
