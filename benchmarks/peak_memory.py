@@ -1,18 +1,25 @@
 """Peak memory of one attribution (leverages + scores) at the CatDog shape, beyond X itself.
 
-Run: python benchmarks/peak_memory.py [float64|float32]. X is built in row chunks so that the
-high-water mark before the attribution is X plus small temporaries; the growth of the process's
-maximum resident set during Attribution(...) + scores(...) is what the attribution added.
+Run: python benchmarks/peak_memory.py [float64|float32]. Linux only: the process's peak resident
+set (VmHWM) is reset to its current size just before Attribution(...) + scores(...) (by writing
+5 to /proc/self/clear_refs), so the peak's growth is exactly what the attribution added.
 Goal (issue 4): at most 3 d x d doubles plus one block, no n x d temporaries.
 """
 
 import gc
-import resource
 import sys
 
 import numpy as np
 
 import rif_native as rn
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main(dtype_name: str = "float64", n: int = 9600, d: int = 2048) -> None:
@@ -25,10 +32,12 @@ def main(dtype_name: str = "float64", n: int = 9600, d: int = 2048) -> None:
     theta, v = 0.1 * rng.standard_normal(d), rng.standard_normal(d)
     rn.Attribution(X[:64], y[:64], theta, l2=1.0)  # load the libraries first
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak to the current resident set
     A = rn.Attribution(X, y, theta, l2=1.0)
     A.scores(v)
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    growth = _status_bytes("VmHWM") - before
     dd = d * d * 8
     print(f"{dtype.name}: n={n} d={d}: peak growth {growth / 2**20:.0f} MiB = {growth / dd:.2f} "
           f"d x d doubles (X is {X.nbytes / 2**20:.0f} MiB and is not copied)")

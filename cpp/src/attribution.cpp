@@ -1,5 +1,6 @@
 #include "rif/attribution.hpp"
 
+#include "rif/blas.hpp"
 #include "rif/downdate.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
@@ -91,6 +92,7 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
 Attribution::Attribution(Problem problem, Vector theta, int threads)
     : problem_(std::move(problem)), theta_(std::move(theta)) {
   threads = resolve_threads(threads);
+  threads_ = threads;
   validate(problem_, theta_, threads);
   Vector z;
   linear_predictor(problem_.X, theta_, z, threads);
@@ -119,7 +121,7 @@ const Vector& Attribution::gradient_at_zero() const {
   std::call_once(zero_once_, [this] {
     Vector r0, a0;
     derivatives(problem_.family, Vector::Zero(problem_.X.rows()), problem_.y, problem_.w, r0, a0);
-    problem_.X.multiply_transposed(r0, gradient_zero_, resolve_threads(0));
+    problem_.X.multiply_transposed(r0, gradient_zero_, threads_);
   });
   return gradient_zero_;
 }
@@ -183,7 +185,8 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
     for (Index j = 0; j < count; ++j) {
       const Index i = begin + j;
       if (rescaled && std::isinf(rescale_[i])) {
-        rows.row(j).setConstant(kInf);
+        // Singular removal: infinite, with the sign of the (unrescaled) numerator.
+        for (Index c = 0; c < m; ++c) rows(j, c) = std::copysign(kInf, r_[i] * rows(j, c));
       } else {
         rows.row(j) *= r_[i] * (rescaled ? rescale_[i] : 1.0);
       }
@@ -220,6 +223,7 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
   check_sets(sets, n);
   threads = resolve_threads(threads);
   std::vector<char> is_singular(static_cast<size_t>(sets.count), 0);
+  const BlasSingleThreadScope serial;  // the solvers below call the BLAS from several threads
   parallel_chunks(sets.count, 1, threads, [&](int, Index j, Index) {
     const Index k = sets.size(j);
     Vector g = Vector::Zero(p);

@@ -30,24 +30,45 @@ namespace rif {
 namespace {
 
 #ifdef RIF_HAVE_OPENBLAS
-/// Sets the thread count of this private OpenBLAS copy for one call, then restores it. (The
-/// setting belongs to the scipy-openblas32 library, which NumPy and SciPy do not use: they
-/// carry their own copies.)
+/// Sets the thread count of this private OpenBLAS copy for one call when it differs, then
+/// restores it. (NumPy and SciPy carry their own copies.) Calls made from several threads at
+/// once ask for one thread each, under a BlasSingleThreadScope set up beforehand, so they
+/// never change the count concurrently.
 class OpenblasThreads {
  public:
   explicit OpenblasThreads(int threads) : previous_(scipy_openblas_get_num_threads()) {
-    scipy_openblas_set_num_threads(std::max(threads, 1));
+    threads = std::max(threads, 1);
+    if (threads != previous_) {
+      scipy_openblas_set_num_threads(threads);
+      changed_ = true;
+    }
   }
-  ~OpenblasThreads() { scipy_openblas_set_num_threads(previous_); }
+  ~OpenblasThreads() {
+    if (changed_) scipy_openblas_set_num_threads(previous_);
+  }
 
  private:
   int previous_;
+  bool changed_ = false;
 };
 
 int as_int(Index v) { return static_cast<int>(v); }
 #endif
 
 }  // namespace
+
+BlasSingleThreadScope::BlasSingleThreadScope() {
+#ifdef RIF_HAVE_OPENBLAS
+  previous_ = scipy_openblas_get_num_threads();
+  if (previous_ != 1) scipy_openblas_set_num_threads(1);
+#endif
+}
+
+BlasSingleThreadScope::~BlasSingleThreadScope() {
+#ifdef RIF_HAVE_OPENBLAS
+  if (previous_ != 1) scipy_openblas_set_num_threads(previous_);
+#endif
+}
 
 bool blas_is_openblas() {
 #ifdef RIF_HAVE_OPENBLAS

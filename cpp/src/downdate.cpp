@@ -7,6 +7,7 @@
 #include <Eigen/Dense>
 
 #include <cmath>
+#include <optional>
 
 namespace rif {
 
@@ -24,6 +25,8 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
     // Column panels on `threads` threads, one single-threaded BLAS call each (no BLAS worker
     // threads are woken, so nothing spins against the OpenMP passes that follow).
     const Index panel = std::max<Index>(16, (k + threads - 1) / std::max(threads, 1));
+    std::optional<BlasSingleThreadScope> serial;
+    if (threads > 1) serial.emplace();  // callers that build solvers in parallel hold one
     parallel_chunks(k, panel, threads, [&](int, Index begin, Index count) {
       trsm_lower(L_, U.col(begin).data(), count, 1);
     });
@@ -35,7 +38,12 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
   } else {
     B_ = attribution.hessian();
     B_.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
-    singular_ = !try_cholesky_in_place(B_);
+    const Vector diag = B_.diagonal();
+    // Same criterion as the Woodbury path: a pivot that lost all but singular_tolerance of its
+    // diagonal means H_{-T} is singular to working accuracy.
+    singular_ = !try_cholesky_in_place(B_) ||
+                (B_.diagonal().cwiseAbs2().array() <=
+                 singular_tolerance * diag.cwiseAbs().array()).any();
   }
 }
 

@@ -71,6 +71,10 @@ void derivatives(Family family, const Vector& z, const Vector& y, const Vector& 
   a.resize(n);
   for (Index i = 0; i < n; ++i) {
     const double wi = w.size() ? w[i] : 1.0;
+    if (wi == 0) {  // a removed sample: no contribution, even where exp(z) overflows
+      r[i] = a[i] = 0.0;
+      continue;
+    }
     switch (family) {
       case Family::logistic: {
         const double s = sigmoid(z[i]);

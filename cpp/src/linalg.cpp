@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -23,6 +24,8 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
   std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   const Vector root = a.cwiseSqrt();
+  std::optional<BlasSingleThreadScope> serial;
+  if (outer > 1) serial.emplace();
   parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf, root.data() + begin, inner);
@@ -129,6 +132,8 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
     Linv = L;
     trtri_lower(Linv, inner);
   }
+  std::optional<BlasSingleThreadScope> serial;
+  if (outer > 1) serial.emplace();
   parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf, nullptr, inner);

@@ -1,5 +1,6 @@
 #include "rif/retrain.hpp"
 
+#include "rif/blas.hpp"
 #include "rif/downdate.hpp"
 #include "rif/fit.hpp"
 #include "rif/linalg.hpp"
@@ -99,10 +100,13 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   // The downdated Hessian at theta_hat for every set, prepared in parallel.
   std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));
   const int solver_threads = m < threads ? threads : 1;  // few sets: split each one's solve
-  parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
-    solvers[static_cast<size_t>(j)] =
-        std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), solver_threads);
-  });
+  {
+    const BlasSingleThreadScope serial;  // solvers are built on several threads at once
+    parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
+      solvers[static_cast<size_t>(j)] =
+          std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), solver_threads);
+    });
+  }
 
   for (Index j = 0; j < m; ++j) Theta.col(j) = A.theta();
   // Sets iterate with the downdated Hessian at theta_hat (a chord method) while that converges

@@ -8,13 +8,15 @@ See ``Attribution`` for the object that factors the Hessian once and answers man
 from __future__ import annotations
 
 try:
-    # Loads the OpenBLAS library the compiled core may link against, wherever pip put it.
+    # Loads the OpenBLAS library the compiled core may link against, wherever pip put it. The
+    # core finds it by its soname; RTLD_LOCAL keeps its symbols away from other modules (SciPy
+    # carries its own OpenBLAS with the same symbol names).
     import scipy_openblas32 as _openblas  # noqa: F401
     import ctypes as _ctypes
     import os as _os
 
     _ctypes.CDLL(_os.path.join(_openblas.get_lib_dir(), _openblas.get_library(True)),
-                 mode=_ctypes.RTLD_GLOBAL)
+                 mode=_ctypes.RTLD_LOCAL)
 except (ImportError, OSError):  # pragma: no cover - builds without OpenBLAS need none
     pass
 

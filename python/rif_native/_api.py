@@ -231,7 +231,8 @@ class Attribution:
     Args:
         X: (n, d) features. float64 and float32 C-contiguous arrays are used without a copy
             (float32 values are used exactly, arithmetic in float64); other inputs are
-            converted once.
+            converted once. The object keeps a reference to X and reads it again for
+            per-sample answers and retraining: do not modify X while the object is in use.
         y: (n,) labels: 0/1 for "logistic", real for "squared", counts >= 0 for "poisson".
         theta: (p,) parameters, p = d + fit_intercept, the intercept last. Usually a minimiser
             of F (see :func:`fit`); ``gradient_norm`` says how close it is.

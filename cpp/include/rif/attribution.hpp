@@ -94,6 +94,7 @@ class Attribution {
   Matrix H_, L_;
   Vector gradient_;
   Timings timings_;
+  int threads_ = 1;  ///< the threads the object was built with (for lazily computed parts)
   mutable std::once_flag zero_once_;
   mutable Vector gradient_zero_;
 };

@@ -9,6 +9,19 @@
 
 namespace rif {
 
+/// For its lifetime, BLAS calls that ask for one thread run without touching the library's
+/// thread setting. Create it (serially) before a parallel region whose threads call the BLAS.
+class BlasSingleThreadScope {
+ public:
+  BlasSingleThreadScope();
+  ~BlasSingleThreadScope();
+  BlasSingleThreadScope(const BlasSingleThreadScope&) = delete;
+  BlasSingleThreadScope& operator=(const BlasSingleThreadScope&) = delete;
+
+ private:
+  int previous_ = 1;
+};
+
 /// True when the OpenBLAS kernels are compiled in.
 bool blas_is_openblas();
 
