@@ -191,9 +191,8 @@ def run_table2(shapes: Optional[dict] = None, *, repeat: int = 3, num_threads: O
                baselines: tuple = ("scipy", "numpy_paper"), log=print) -> dict:
     """Time ours and the baselines at every shape; return rows and the machine description.
 
-    Each shape runs in its own fresh process: the big temporaries of the NumPy and SciPy
-    baselines leave the heap in a state that makes later large allocations (page faults) slower,
-    which would otherwise bleed from one measurement into the next."""
+    Each shape runs in its own fresh process, so that nothing (heap state, idle thread pools of
+    three BLAS copies) carries over from one measurement into the next."""
     import multiprocessing
 
     shapes = SHAPES if shapes is None else shapes
