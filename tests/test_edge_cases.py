@@ -1,0 +1,42 @@
+"""Edge cases found in review: removed (zero-weight) samples whose exp(z) overflows, and the
+two Newton-step paths (Woodbury for small sets, a fresh factor for large ones) agreeing on
+which removals make the Hessian singular."""
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+
+
+def test_zero_weight_sample_with_overflowing_exp_contributes_nothing():
+    rng = np.random.default_rng(0)
+    n, d = 80, 4
+    X = rng.standard_normal((n, d)) * 0.3
+    y = rng.poisson(1.0, n).astype(float)
+    X[5] = 1e4  # x . theta is about 4e3 at the fit: exp overflows for this row
+    w = np.ones(n)
+    w[5] = 0.0
+    res = rn.fit(X, y, family="poisson", l2=1.0, sample_weight=w)
+    keep = np.arange(n) != 5
+    ref = rn.fit(X[keep], y[keep], family="poisson", l2=1.0)
+    assert res.converged
+    np.testing.assert_allclose(res.theta, ref.theta, rtol=1e-9, atol=1e-12)
+    A = rn.Attribution(X, y, res.theta, family="poisson", l2=1.0, sample_weight=w)
+    assert np.isfinite(A.leverage).all() and A.leverage[5] == 0.0
+
+
+@pytest.mark.parametrize("extra", [0, 30])  # k <= p/2 (Woodbury) and k > p/2 (direct factor)
+def test_singular_set_detected_by_both_newton_step_paths(extra):
+    rng = np.random.default_rng(1)
+    n, d = 120, 20
+    X = rng.standard_normal((n, d))
+    X[:, 0] = 0.0
+    X[:3, 0] = 1.0  # only samples 0, 1, 2 carry feature 0
+    y = rng.standard_normal(n)
+    theta = rn.fit(X, y, family="squared", l2=0.0).theta
+    A = rn.Attribution(X, y, theta, family="squared", l2=0.0)
+    T = np.r_[0, 1, 2, 3 + np.arange(extra)]
+    assert (len(T) > A.n_params / 2) == (extra > 0)
+    with pytest.warns(rn.SingularRemovalWarning, match="set"):
+        ns = A.group_effect([T, [10, 11]], method="ns")
+    assert np.isinf(ns[0]).all() and np.isfinite(ns[1]).all()
