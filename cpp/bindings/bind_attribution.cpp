@@ -64,7 +64,7 @@ void bind_attribution(py::module_& m) {
   py::class_<PyAttribution>(m, "Attribution", "Kernel object: factor once, answer many questions.")
       .def(py::init([](py::array X, const F64Array& y, const F64Array& theta, double l2,
                        const std::string& family, const py::object& sample_weight,
-                       bool fit_intercept, int num_threads) {
+                       bool fit_intercept, int num_threads, bool use_cuda) {
              auto self = std::make_unique<PyAttribution>();
              self->X = X;
              rif::Problem problem = make_problem(X, y, sample_weight, l2, family, fit_intercept);
@@ -73,11 +73,12 @@ void bind_attribution(py::module_& m) {
              // and its own copies of y, w and theta.
              py::gil_scoped_release release;
              self->core = std::make_unique<rif::Attribution>(std::move(problem), std::move(t),
-                                                             num_threads);
+                                                             num_threads, use_cuda);
              return self;
            }),
            py::arg("X"), py::arg("y"), py::arg("theta"), py::arg("l2"), py::arg("family"),
-           py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"))
+           py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"),
+           py::arg("use_cuda") = false)
       .def_property_readonly("leverage",
                              [](const PyAttribution& s) { return copy_vector(s.core->leverage()); })
       .def_property_readonly("rescale",

@@ -1,6 +1,7 @@
 #include "rif_python.hpp"
 
 #include "rif/build_info.hpp"
+#include "rif/cuda_backend.hpp"
 
 #include <sstream>
 
@@ -74,6 +75,10 @@ PYBIND11_MODULE(_core, m) {
     d["max_threads"] = info.max_threads;
     return d;
   }, "What this build was compiled with.");
+
+  m.def("cuda_available", &rif::cuda::available,
+        "Whether this build has the CUDA backend and a usable CUDA device is present.");
+  m.def("cuda_device", &rif::cuda::device_name, "Name of CUDA device 0, or why there is none.");
 
   rif_py::bind_attribution(m);
 }

@@ -1,6 +1,7 @@
 #include "rif/attribution.hpp"
 
 #include "rif/blas.hpp"
+#include "rif/cuda_backend.hpp"
 #include "rif/downdate.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
@@ -89,7 +90,7 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
   return g;
 }
 
-Attribution::Attribution(Problem problem, Vector theta, int threads)
+Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cuda)
     : problem_(std::move(problem)), theta_(std::move(theta)) {
   threads = resolve_threads(threads);
   threads_ = threads;
@@ -97,19 +98,26 @@ Attribution::Attribution(Problem problem, Vector theta, int threads)
   Vector z;
   linear_predictor(problem_.X, theta_, z, threads);
   derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
-  using clock = std::chrono::steady_clock;
-  const auto seconds = [](clock::time_point a, clock::time_point b) {
-    return std::chrono::duration<double>(b - a).count();
-  };
-  const auto t0 = clock::now();
-  rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
-  const auto t1 = clock::now();
-  L_ = H_;
-  cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads);
-  const auto t2 = clock::now();
-  rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r on the same pass
+  if (use_cuda) {
+    double seconds[3] = {0, 0, 0};
+    cuda::attribution_core(problem_.X, a_, problem_.l2, H_, L_, h_, seconds);
+    timings_ = Timings{seconds[0], seconds[1], seconds[2]};
+    problem_.X.multiply_transposed(r_, gradient_, threads);
+  } else {
+    using clock = std::chrono::steady_clock;
+    const auto seconds = [](clock::time_point a, clock::time_point b) {
+      return std::chrono::duration<double>(b - a).count();
+    };
+    const auto t0 = clock::now();
+    rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
+    const auto t1 = clock::now();
+    L_ = H_;
+    cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads);
+    const auto t2 = clock::now();
+    rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r on the same pass
+    timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
+  }
   gradient_.head(problem_.X.features()) += problem_.l2 * theta_.head(problem_.X.features());
-  timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {
     const double gap = 1.0 - h_[i];

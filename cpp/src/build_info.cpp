@@ -1,6 +1,7 @@
 #include "rif/build_info.hpp"
 
 #include "rif/blas.hpp"
+#include "rif/cuda_backend.hpp"
 #include "rif/parallel.hpp"
 
 #include <Eigen/Core>
@@ -43,7 +44,7 @@ BuildInfo build_info() {
   info.openmp = true;
 #endif
   info.blas = blas_is_openblas() ? "OpenBLAS (scipy-openblas32)" : "Eigen";
-  info.cuda = false;
+  info.cuda = cuda::compiled();
   info.max_threads = resolve_threads(0);
   return info;
 }

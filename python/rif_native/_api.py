@@ -79,6 +79,34 @@ class RetrainResult:
     refreshed: np.ndarray
 
 
+def cuda_available() -> bool:
+    """True when this build has the CUDA backend and a CUDA device is usable."""
+    return bool(_core.cuda_available())
+
+
+_BACKENDS = ("cpu", "cuda", "auto")
+
+
+def _use_cuda(backend: Optional[str]) -> bool:
+    """Resolve backend= (or the RIF_BACKEND environment variable when None) to CUDA or not."""
+    import os
+
+    chosen = backend if backend is not None else os.environ.get("RIF_BACKEND", "auto")
+    if chosen not in _BACKENDS:
+        source = "backend" if backend is not None else "the RIF_BACKEND environment variable"
+        raise ValueError(f"{source} must be one of 'cpu', 'cuda', 'auto', got {chosen!r}")
+    if chosen == "cpu":
+        return False
+    if chosen == "cuda":
+        if not _core.cuda_available():
+            detail = (_core.cuda_device() if build_info()["cuda"] else
+                      "this build has no CUDA backend (rebuild with RIF_CUDA=ON)")
+            raise RuntimeError(f"backend 'cuda' was asked for, but no CUDA device can be used: "
+                               f"{detail}. Use backend='cpu' or 'auto'.")
+        return True
+    return bool(_core.cuda_available())
+
+
 def build_info() -> dict:
     """What the compiled core was built with: version, compiler, flags, OpenMP, SIMD, Eigen, CUDA."""
     return dict(_core.build_info())
@@ -243,6 +271,9 @@ class Attribution:
         sample_weight: (n,) weights >= 0, default all ones.
         fit_intercept: treat X as having a trailing column of ones that the penalty skips.
         num_threads: threads for every computation of this object; None uses all cores.
+        backend: "cpu", "cuda" (the Hessian, factor and leverages on the GPU; a RuntimeError when
+            this build or machine has none) or "auto" (CUDA when available). None reads the
+            RIF_BACKEND environment variable, default "auto".
     """
 
     def __init__(
@@ -256,13 +287,16 @@ class Attribution:
         sample_weight: Optional[ArrayLike] = None,
         fit_intercept: bool = False,
         num_threads: Optional[int] = None,
+        backend: Optional[str] = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
+        use_cuda = _use_cuda(backend)
         Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
         p = d + int(fit_intercept)
         self._threads = _threads(num_threads)
         self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa, fit_intercept,
-                                       self._threads)
+                                       self._threads, use_cuda)
+        self.backend = "cuda" if use_cuda else "cpu"
         self.n, self.n_features, self.n_params = n, d, p
         self.family, self.l2, self.fit_intercept = str(family), float(l2), fit_intercept
         self._leverage = self._frozen(self._core.leverage)
@@ -439,7 +473,7 @@ class Attribution:
 
     def __repr__(self) -> str:
         return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
-                f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
+                f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, backend={self.backend!r}, "
                 f"max_leverage={float(self._leverage.max()):.4g})")
 
     # -- helpers
@@ -474,7 +508,7 @@ class Attribution:
 
 _DOC_KEYWORDS = """
     Keywords are those of :class:`Attribution`: ``l2``, ``family``, ``sample_weight``,
-    ``fit_intercept``, ``num_threads``."""
+    ``fit_intercept``, ``num_threads``, ``backend``."""
 
 
 def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:

@@ -10,6 +10,8 @@ class NotPositiveDefiniteError(LinAlgError):
     pivot: float
 
 def build_info() -> dict[str, Any]: ...
+def cuda_available() -> bool: ...
+def cuda_device() -> str: ...
 def fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -34,6 +36,7 @@ class Attribution:
         sample_weight: Optional[np.ndarray],
         fit_intercept: bool,
         num_threads: int,
+        use_cuda: bool = ...,
     ) -> None: ...
     @property
     def leverage(self) -> np.ndarray: ...

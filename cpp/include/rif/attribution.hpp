@@ -36,8 +36,9 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
 
 class Attribution {
  public:
-  /// Validates, then computes z, (r, a), H, its factor L and the leverages.
-  Attribution(Problem problem, Vector theta, int threads);
+  /// Validates, then computes z, (r, a), H, its factor L and the leverages; with use_cuda the
+  /// Hessian, factor and leverages come from the GPU backend (everything else stays on the CPU).
+  Attribution(Problem problem, Vector theta, int threads, bool use_cuda = false);
 
   const Problem& problem() const { return problem_; }
   const Vector& theta() const { return theta_; }

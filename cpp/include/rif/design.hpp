@@ -22,6 +22,9 @@ class Design {
   Index params() const { return d_ + (intercept_ ? 1 : 0); }
   bool intercept() const { return intercept_; }
   bool is_float32() const { return f32_ != nullptr; }
+  /// The raw row-major data (null for the other dtype).
+  const double* data_f64() const { return f64_; }
+  const float* data_f32() const { return f32_; }
 
   /// Rows [begin, begin + count) as a p x count column-major matrix (column j = sample begin + j).
   /// Without intercept on float64 data it maps X itself; otherwise it fills and maps `buffer`.

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Device check of the CUDA backend, for a machine with an NVIDIA GPU (target: one H200, under
+# 8 minutes including the build). Builds rif-native with RIF_CUDA=ON (cuBLAS / cuSOLVER from the
+# toolkit or the nvidia-* wheels), runs the GPU tests against the CPU backend (float64 relative
+# error <= 1e-10), then times the Table 2 shapes and n = 400000, d = 2048, printing a table last.
+# Offline machines: put wheels of missing build needs (cmeel-eigen, cmeel, scipy-openblas32) in
+# .whl/ beforehand; they are installed from there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+site=/tmp/rif-site
+mkdir -p "$site"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .whl/*.whl
+fi
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+start=$(date +%s)
+RIF_CUDA=ON python3 -m pip install -q --no-build-isolation --no-deps --target "$site" \
+  -Cbuild-dir=/tmp/rif-build . 2>&1 | tail -20
+echo "build: $(( $(date +%s) - start )) s"
+python3 -c "import rif_native as r; print(r.build_info()); print('cuda available:', r.cuda_available())"
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_reference.py -x
+python3 benchmarks/gpu_bench.py
