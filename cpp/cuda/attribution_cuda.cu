@@ -1,6 +1,7 @@
 // The CUDA backend: Hessian (cuBLAS syrk over streamed row blocks), Cholesky (cuSOLVER potrf),
 // inverse factor (cuSOLVER trtri) and the leverage pass (cuBLAS trmm + a column-norm kernel).
 #include "rif/cuda_backend.hpp"
+#include "rif/linalg.hpp"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -202,26 +203,9 @@ void core(const T* X, long long n, long long d, bool intercept, const Vector& a,
   check(cudaMemcpyAsync(L.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, hd.compute),
         "copy L");
   check(cudaStreamSynchronize(hd.compute), "Cholesky");
-  const double floor = static_cast<double>(p) * std::numeric_limits<double>::epsilon() *
-                       H.diagonal().cwiseAbs().maxCoeff();
-  Index column = info > 0 ? info - 1 : -1;
-  double pivot = column >= 0 ? L(column, column) : 0.0;
-  if (column < 0) {
-    const Vector pivots = L.diagonal().cwiseAbs2();
-    Index worst = 0;
-    if (pivots.minCoeff(&worst) <= floor) {
-      column = worst;
-      pivot = pivots[worst];
-    }
-  }
-  if (column >= 0) {
-    std::ostringstream msg;
-    msg << "The Hessian H = X^T diag(a) X + l2 P at theta is not positive definite: the Cholesky "
-        << "pivot of column " << column << " is " << pivot << " (not above the rounding floor "
-        << floor << "). Add a ridge penalty l2 > 0, or remove constant, duplicate or collinear "
-        << "features.";
-    throw not_positive_definite(msg.str(), column, pivot);
-  }
+  const Index column = info > 0 ? info - 1 : -1;
+  check_factor(L, column, column >= 0 ? L(column, column) : 0.0, pivot_floor(H),
+               "The Hessian H = X^T diag(a) X + l2 P at theta");
   L.triangularView<Eigen::StrictlyUpper>().setZero();
   auto t2 = clock::now();
 

@@ -43,10 +43,7 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 
 bool try_cholesky_in_place(Matrix& A, Index* failed_column, double* pivot) {
   const Index n = A.rows();
-  // Pivots below this are rounding noise of a singular matrix, not information.
-  const double floor =
-      static_cast<double>(n) * std::numeric_limits<double>::epsilon() *
-      (n ? A.diagonal().cwiseAbs().maxCoeff() : 0.0);
+  const double floor = pivot_floor(A);
   const Index bs = 96;
   for (Index k = 0; k < n; k += bs) {
     const Index b = std::min(bs, n - k), rs = n - k - b;
@@ -79,37 +76,42 @@ bool try_cholesky_in_place(Matrix& A, Index* failed_column, double* pivot) {
   return true;
 }
 
-void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads) {
-  Index column = -1;
-  double pivot = 0;
+double pivot_floor(const Matrix& A) {
   const Index n = A.rows();
-  const double floor = static_cast<double>(n) * std::numeric_limits<double>::epsilon() *
-                       (n ? A.diagonal().cwiseAbs().maxCoeff() : 0.0);
-  bool ok;
-  if (blas_is_openblas()) {
-    // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
-    // slow an OpenMP pass that follows).
-    column = potrf_lower(A, &pivot, kernel_plan(n, threads).inner);
-    ok = column < 0;
-    if (ok) {
-      // Same rounding floor as the blocked factorisation: pivots are diag(L)^2.
-      const Vector pivots = A.diagonal().cwiseAbs2();
-      Index worst = 0;
-      if (n && pivots.minCoeff(&worst) <= floor) {
-        ok = false;
-        column = worst;
-        pivot = pivots[worst];
-      }
+  return static_cast<double>(n) * std::numeric_limits<double>::epsilon() *
+         (n ? A.diagonal().cwiseAbs().maxCoeff() : 0.0);
+}
+
+void check_factor(const Matrix& L, Index column, double pivot, double floor,
+                  const std::string& what_hint) {
+  if (column < 0 && L.rows() > 0) {
+    const Vector pivots = L.diagonal().cwiseAbs2();
+    Index worst = 0;
+    if (pivots.minCoeff(&worst) <= floor) {
+      column = worst;
+      pivot = pivots[worst];
     }
-  } else {
-    ok = try_cholesky_in_place(A, &column, &pivot);
   }
-  if (ok) return;
+  if (column < 0) return;
   std::ostringstream msg;
   msg << what_hint << " is not positive definite: the Cholesky pivot of column " << column
       << " is " << pivot << " (not above the rounding floor " << floor << "). "
       << "Add a ridge penalty l2 > 0, or remove constant, duplicate or collinear features.";
   throw not_positive_definite(msg.str(), column, pivot);
+}
+
+void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads) {
+  Index column = -1;
+  double pivot = 0;
+  const double floor = pivot_floor(A);
+  if (blas_is_openblas()) {
+    // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
+    // slow an OpenMP pass that follows).
+    column = potrf_lower(A, &pivot, kernel_plan(A.rows(), threads).inner);
+  } else if (!try_cholesky_in_place(A, &column, &pivot)) {
+    column = std::max<Index>(column, 0);
+  }
+  check_factor(A, column, pivot, floor, what_hint);
 }
 
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,

@@ -67,6 +67,13 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
   }
 }
 
+/// The sample weights of F_{-T}: the problem's (or ones) with the set's samples at zero.
+Vector weights_without(const Problem& P, const SetList& sets, Index j) {
+  Vector w = P.w.size() ? P.w : Vector::Ones(P.X.rows());
+  for (Index e = 0; e < sets.size(j); ++e) w[sets.begin(j)[e]] = 0.0;
+  return w;
+}
+
 }  // namespace
 
 RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOptions& options) {
@@ -165,8 +172,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     for (Index j : refresh) {
       // Exact Hessian of F_{-T} at the iterate: the weights of T set to zero.
       const size_t u = static_cast<size_t>(j);
-      Vector w = P.w.size() ? P.w : Vector::Ones(n);
-      for (Index e = 0; e < sets.size(j); ++e) w[sets.begin(j)[e]] = 0.0;
+      const Vector w = weights_without(P, sets, j);
       Vector z, r, a;
       P.X.multiply(Theta.col(j), z, threads);
       derivatives(P.family, z, P.y, w, r, a);
@@ -204,8 +210,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     if (best_norm[j] == INFINITY) best.col(j) = Theta.col(j);
     Theta.col(j) = best.col(j);
     Problem without = P;
-    if (without.w.size() == 0) without.w = Vector::Ones(n);
-    for (Index e = 0; e < sets.size(j); ++e) without.w[sets.begin(j)[e]] = 0.0;
+    without.w = weights_without(P, sets, j);
     FitOptions fo;
     fo.tol = options.tol;
     fo.threads = threads;
