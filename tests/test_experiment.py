@@ -479,3 +479,47 @@ def test_cli_poisoning_needs_logistic(npz_path, tmp_path, capsys):
 ])
 def test_cli_bad_options(argv, pattern, npz_path, tmp_path, capsys):
     _fails(capsys, [*argv, "--data", npz_path, "--out", tmp_path / "o", "--quiet"], pattern)
+
+
+# ------------------------------------------------------------------------------ search
+
+
+def test_run_search_checks_each_chosen_set_by_retraining():
+    X, y, X_test, y_test = _logistic_data(7, 300, 60, 100)
+    cfg = E.ExperimentConfig(l2=1.0, test_subset=40)
+    rows = E.run_search(X, y, X_test, y_test, cfg, ks=(3, 12), metric="test_loss",
+                        show_progress=False)
+    assert [(r["method"], r["k"]) for r in rows] == [("if", 3), ("if", 12), ("rif", 3),
+                                                     ("rif", 12)]
+    # Recompute the RIF k = 12 row independently: its set, scores and the actual effect.
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True, tol=1e-12).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    losses = np.logaddexp(0.0, _z(X_test, theta)) - y_test * _z(X_test, theta)
+    sub = R.test_subset(losses, 40, np.random.default_rng(cfg.seed))
+    Xs, ys = X_test[sub], y_test[sub]
+    r_sub = _sigmoid(_z(Xs, theta)) - ys
+    grad = np.r_[Xs.T @ r_sub, r_sub.sum()]
+    scores = A.scores(grad, method="rif")
+    T = np.argsort(-scores, kind="stable")[:12]
+    row = rows[3]
+    assert row["predicted"] == pytest.approx(scores[T].sum(), rel=1e-9)
+    w = np.ones(len(y))
+    w[T] = 0.0
+    refit = rn.fit(X, y, l2=1.0, fit_intercept=True, sample_weight=w, tol=1e-12).theta
+    actual = _metric_value("test_loss", refit, Xs, ys, X, y, 1.0) - \
+        _metric_value("test_loss", theta, Xs, ys, X, y, 1.0)
+    assert row["actual"] == pytest.approx(actual, rel=1e-6, abs=1e-10)
+    assert row["actual"] > 0  # removing the top-scored samples does raise the test loss
+    assert 0 <= row["overlap_if_rif"] <= 12
+
+
+def test_cli_search(npz_path, tmp_path, capsys):
+    out_dir = tmp_path / "search"
+    stdout = _ok(capsys, ["search", "--data", npz_path, "--out", out_dir, "--k", "2,5",
+                          "--l2", "1", "--quiet"])
+    assert "| rif | 5 |" in stdout
+    rows = json.loads((out_dir / "search.json").read_text())
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"if", "rif"}
+    assert len(_read_csv(out_dir / "search.csv")) == 4
+    assert main(["search", "--data", str(npz_path), "--k", "100000", "--quiet"]) == 2
+    assert "larger than" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from rif_native.datasets import Dataset, load_dataset, load_sms_spam
 __all__ = ["main"]
 
 _PROG = "rif"
-_COMMANDS = ("attribute", "experiment", "poisoning", "sweep", "benchmark")
+_COMMANDS = ("attribute", "experiment", "poisoning", "sweep", "search", "benchmark")
 _METRICS = ("test_prediction", "test_loss", "self_loss")
 # With 1500 bag-of-words features for about 4100 training messages, l2 = 0.03 (scikit-learn
 # C = 33) keeps the problem in the high-dimensional regime the paper studies (max leverage ~0.8).
@@ -92,6 +92,10 @@ def _positive_float(text: str) -> float:
 
 def _positive_list(text: str) -> list:
     return [_positive_float(part) for part in text.split(",") if part.strip()]
+
+
+def _int_list(text: str) -> list:
+    return [_positive_int(part) for part in text.split(",") if part.strip()]
 
 
 def _fraction_list(text: str) -> list:
@@ -279,6 +283,25 @@ def _add_experiment_parsers(sub) -> None:
     swp.add_argument("--sizes", type=_positive_int, default=4, metavar="N",
                      help="number of set sizes per run (default 4)")
     _add_output_args(swp, "rif-output/sweep")
+
+    sea = sub.add_parser(
+        "search",
+        help="find the k samples whose removal moves a metric most, checked by retraining",
+        description=(
+            "Choose the k training samples with the largest predicted effect on a metric (by "
+            "IF and by RIF scores, assuming additivity), then retrain without each chosen set "
+            "and report the predicted, Newton-step and actual effects side by side."
+        ),
+    )
+    _add_data_args(sea)
+    _add_model_args(sea)
+    sea.add_argument("--metric", choices=_METRICS, default="test_loss",
+                     help="metric to move (default test_loss)")
+    sea.add_argument("--k", type=_int_list, default=[10, 50, 100], metavar="K,K,...",
+                     help="set sizes (default 10,50,100)")
+    sea.add_argument("--decrease", action="store_true",
+                     help="look for removals that decrease the metric (default: increase)")
+    _add_output_args(sea, "rif-output/search")
 
     from .benchmark import SHAPES
 
@@ -757,6 +780,30 @@ def _sweep(args) -> int:
     return 0
 
 
+def _search(args) -> int:
+    from . import experiment
+
+    data = _prepare(args)
+    n = data.y_train.size
+    if max(args.k) > n:
+        raise _UsageError(f"--k {max(args.k)} is larger than the {n} training samples")
+    out = _out_dir(args)
+    rows = experiment.run_search(data.X_train, data.y_train, data.X_test, data.y_test,
+                                 _experiment_config(args), ks=args.k, metric=args.metric,
+                                 sign=-1 if args.decrease else +1, show_progress=not args.quiet)
+    files = experiment.write_table(out / "search", rows)
+    print(f"removing the k samples predicted to {'decrease' if args.decrease else 'increase'} "
+          f"{args.metric} the most (removal effects; 'actual' is exact retraining):")
+    print("| method | k | predicted (sum of scores) | Newton step | actual | IF/RIF overlap |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['method']} | {r['k']} | {r['predicted']:.4g} | {r['ns']:.4g} | "
+              f"{r['actual']:.4g} | {r['overlap_if_rif']} |")
+    print()
+    print(f"wrote {len(files)} files to {out.resolve()} (search.csv, search.json)")
+    return 0
+
+
 def _benchmark(args) -> int:
     from . import benchmark
     from .experiment import write_json
@@ -775,7 +822,7 @@ def _benchmark(args) -> int:
 
 
 _HANDLERS = {"attribute": _attribute, "experiment": _experiment, "poisoning": _poisoning,
-             "sweep": _sweep, "benchmark": _benchmark}
+             "sweep": _sweep, "search": _search, "benchmark": _benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -345,3 +345,55 @@ def run_sweep(
             if not s["method"].endswith("_linear"):
                 rows.append({"sweep": kind, "setting": setting, **s})
     return rows
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def run_search(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    config: ExperimentConfig = ExperimentConfig(),
+    *,
+    ks: Sequence[int] = (10, 50, 100),
+    metric: str = "test_loss",
+    sign: int = +1,
+    show_progress: bool = True,
+) -> list:
+    """Search for the k training samples whose removal changes a metric most (in the direction
+    ``sign``), by IF and by RIF scores (assuming additivity), and check each chosen set by exact
+    retraining. Rows: method, k, predicted (sum of the k scores), ns (Newton step of the set),
+    actual, and the overlap of the IF and RIF choices."""
+    cfg = config
+    if metric not in PAPER_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(PAPER_METRICS)}, got {metric!r}")
+    rng = np.random.default_rng(cfg.seed)
+    kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
+    theta = fit(X, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw).theta
+    A = Attribution(X, y, theta, num_threads=cfg.num_threads, **kw)
+    test_losses = _metrics.TestLoss(X_test, y_test, fit_intercept=cfg.fit_intercept,
+                                    family=cfg.family).per_sample(theta)
+    sub = _removal.test_subset(test_losses, min(cfg.test_subset, len(y_test)), rng)
+    (m,) = [q for q in _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, attribution=A, **kw)
+            if q.name == metric]
+    grad = m.gradient(theta)
+    scores = {meth: A.scores(grad, method=meth) for meth in ("if", "rif")}
+    chosen = {(meth, k): _removal.search(A, grad, k, method=meth, sign=sign)
+              for meth in ("if", "rif") for k in ks}
+    keys = list(chosen)
+    sets = [chosen[key] for key in keys]
+    ns = A.group_effect(sets, method="ns")
+    retrained = A.retrain(sets, tol=cfg.tol, show_progress=show_progress, batch=cfg.batch)
+    actual = m.removal_effect(retrained.theta, theta)
+    ns_effect = m.removal_effect(theta[None, :] + ns, theta)
+    rows = []
+    for j, (meth, k) in enumerate(keys):
+        other = chosen[("rif" if meth == "if" else "if", k)]
+        rows.append({"metric": metric, "method": meth, "k": int(k), "sign": int(sign),
+                     "predicted": float(scores[meth][chosen[(meth, k)]].sum()),
+                     "ns": float(ns_effect[j]), "actual": float(actual[j]),
+                     "overlap_if_rif": int(np.intersect1d(chosen[(meth, k)], other).size),
+                     "retrain_grad_norm": float(retrained.grad_norm[j])})
+    return rows
