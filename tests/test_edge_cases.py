@@ -40,3 +40,20 @@ def test_singular_set_detected_by_both_newton_step_paths(extra):
     with pytest.warns(rn.SingularRemovalWarning, match="set"):
         ns = A.group_effect([T, [10, 11]], method="ns")
     assert np.isinf(ns[0]).all() and np.isfinite(ns[1]).all()
+
+
+def test_retrain_warns_when_removal_makes_logistic_data_separable():
+    """l2 = 0: removing the samples that overlap the classes leaves separable data, which has no
+    finite refit; retrain must say so (and must not for a harmless set)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 3))
+    y = (X[:, 0] > 0).astype(float)
+    flip = np.argsort(np.abs(X[:, 0]))[:12]
+    y[flip] = 1 - y[flip]
+    theta = rn.fit(X, y, l2=0.0).theta
+    A = rn.Attribution(X, y, theta, l2=0.0)
+    with pytest.warns(rn.ConvergenceWarning, match="separable"):
+        A.retrain([flip, flip[:2]])
+    with pytest.warns(rn.ConvergenceWarning, match=r"set\(s\) 0 the logistic"):
+        A.retrain([flip, flip[:2]])
+    A.retrain(flip[:2])  # still overlapping classes: a finite refit exists, no warning

@@ -297,6 +297,7 @@ class Attribution:
         self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa, fit_intercept,
                                        self._threads, use_cuda)
         self.backend = "cuda" if use_cuda else "cpu"
+        self._data = (Xa, ya, wa)  # references (no copies), for checks on refits
         self.n, self.n_features, self.n_params = n, d, p
         self.family, self.l2, self.fit_intercept = str(family), float(l2), fit_intercept
         self._leverage = self._frozen(self._core.leverage)
@@ -460,6 +461,7 @@ class Attribution:
                       n_iter=np.asarray(out["n_iter"], dtype=np.int64),
                       converged=np.asarray(out["converged"], dtype=bool),
                       refreshed=np.asarray(out["refreshed"], dtype=bool))
+        self._warn_separable(theta, indices, offsets)
         bad = np.flatnonzero(~fields["converged"])
         if len(bad):
             warnings.warn(
@@ -470,6 +472,30 @@ class Attribution:
         if single:
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
+
+    def _warn_separable(self, thetas: np.ndarray, indices: np.ndarray,
+                        offsets: np.ndarray) -> None:
+        """With logistic loss and l2 = 0, a refit whose data (without T) it separates perfectly
+        has no finite minimiser: it only met the gradient tolerance on its way to infinity."""
+        if self.family != "logistic" or self.l2 != 0.0 or len(thetas) == 0:
+            return
+        X, y, w = self._data
+        d = self.n_features
+        Z = X @ thetas[:, :d].T
+        if self.fit_intercept:
+            Z += thetas[:, d]
+        separable = []
+        for j in range(len(thetas)):
+            live = np.ones(self.n, dtype=bool) if w is None else w > 0
+            live[indices[offsets[j]:offsets[j + 1]]] = False
+            if live.any() and np.all((Z[live, j] > 0) == (y[live] == 1)):
+                separable.append(j)
+        if separable:
+            warnings.warn(
+                f"without set(s) {_name_some(np.asarray(separable))} the logistic data are linearly "
+                "separable: with l2 = 0 there is no finite refit, and the returned theta only met "
+                "the gradient tolerance on its way to infinity. Add l2 > 0.",
+                ConvergenceWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
