@@ -86,7 +86,7 @@ void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threa
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads) {
   Vector g;
   problem.X.multiply_transposed(r, g, threads);
-  g.head(problem.X.features()) += problem.l2 * theta.head(problem.X.features());
+  add_penalty_gradient(problem, theta, g);
   return g;
 }
 
@@ -117,7 +117,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
     rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r on the same pass
     timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
   }
-  gradient_.head(problem_.X.features()) += problem_.l2 * theta_.head(problem_.X.features());
+  add_penalty_gradient(problem_, theta_, gradient_);
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {
     const double gap = 1.0 - h_[i];

@@ -40,9 +40,7 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
     if (intercept) Z.rowwise() += T.row(d);
     for (Index c = 0; c < m; ++c) {
       for (Index j = 0; j < count; ++j) {
-        const Index i = begin + j;
-        const double w = P.w.size() ? P.w[i] : 1.0;
-        Z(j, c) = w * first_derivative(P.family, P.y[i], Z(j, c));
+        Z(j, c) = weighted_residual(P, begin + j, Z(j, c));
       }
     }
     Matrix& part = partial[static_cast<size_t>(t)];
@@ -58,11 +56,9 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
     for (Index e = 0; e < sets.size(s); ++e) {
       const Index i = static_cast<Index>(idx[e]);
       X.gather(idx + e, 1, x);
-      const double w = P.w.size() ? P.w[i] : 1.0;
-      const double z = x.col(0).dot(T.col(c));
-      total.col(c) -= (w * first_derivative(P.family, P.y[i], z)) * x.col(0);
+      total.col(c) -= weighted_residual(P, i, x.col(0).dot(T.col(c))) * x.col(0);
     }
-    total.col(c).head(d) += P.l2 * T.col(c).head(d);
+    add_penalty_gradient(P, T.col(c), total.col(c));
     G.col(s) = total.col(c);
   }
 }
@@ -93,14 +89,11 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   // Targets: tol * max(1, ||grad F_{-T}(0)||), from the attribution's X^T r(0) minus T's part.
   const Vector& g0 = A.gradient_at_zero();
   Matrix Theta(p, m), G(p, m);
+  Vector minus_r0(n);  // -r_i at theta = 0, indexed by sample (shared by all sets)
+  for (Index i = 0; i < n; ++i) minus_r0[i] = -weighted_residual(P, i, 0.0);
   parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
     Vector g = g0;
-    Vector coef = Vector::Zero(n);
-    for (Index e = 0; e < sets.size(j); ++e) {
-      const Index i = static_cast<Index>(sets.begin(j)[e]);
-      coef[i] = -(P.w.size() ? P.w[i] : 1.0) * first_derivative(P.family, P.y[i], 0.0);
-    }
-    P.X.accumulate(sets.begin(j), sets.size(j), coef.data(), g);
+    P.X.accumulate(sets.begin(j), sets.size(j), minus_r0.data(), g);
     result.tolerance[j] = options.tol * std::max(1.0, g.norm());
   });
 
@@ -130,9 +123,9 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   }
   constexpr int kMaxRefreshes = 3;
   // At theta_hat no pass is needed: grad F_{-T}(theta_hat) = grad F(theta_hat) - sum_T r_i x_i.
+  const Vector minus_r = -A.residuals();
   parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
     Vector g = A.gradient();
-    const Vector minus_r = -A.residuals();
     P.X.accumulate(sets.begin(j), sets.size(j), minus_r.data(), g);
     G.col(j) = g;
   });

@@ -31,6 +31,18 @@ void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threa
 /// Throws std::invalid_argument unless every index of every set lies in [0, n).
 void check_sets(const SetList& sets, Index n);
 
+/// w_i dloss/dz at z for sample i (w_i = 1 without weights): the sample's residual r_i.
+inline double weighted_residual(const Problem& P, Index i, double z) {
+  return (P.w.size() ? P.w[i] : 1.0) * first_derivative(P.family, P.y[i], z);
+}
+
+/// g += l2 P theta: the penalty's gradient (P = identity on coefficients, 0 on the intercept).
+inline void add_penalty_gradient(const Problem& P, const Eigen::Ref<const Vector>& theta,
+                                 Eigen::Ref<Vector> g) {
+  const Index d = P.X.features();
+  g.head(d) += P.l2 * theta.head(d);
+}
+
 /// Gradient of F at theta: X^T r + l2 P theta.
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads);
 
