@@ -70,6 +70,16 @@ def summarise(rows: list, name: str = "") -> list:
     return out
 
 
+def _paper_metrics(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A: Attribution) -> list:
+    """The paper's three metrics on its test subset (half highest-loss, half random test points
+    at the attribution's theta)."""
+    test_losses = _metrics.TestLoss(X_test, y_test, fit_intercept=cfg.fit_intercept,
+                                    family=cfg.family).per_sample(A.theta)
+    sub = _removal.test_subset(test_losses, min(cfg.test_subset, len(y_test)), rng)
+    return _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, attribution=A, l2=cfg.l2,
+                                  family=cfg.family, fit_intercept=cfg.fit_intercept)
+
+
 def run_experiment(
     X: np.ndarray,
     y: np.ndarray,
@@ -101,20 +111,15 @@ def run_experiment(
     res.runtime.update({k: v for k, v in A.timings.items()})
     log(f"attribution: {A!r}")
 
-    # The paper's test subset and metrics.
-    test_losses = _metrics.TestLoss(X_test, y_test, fit_intercept=cfg.fit_intercept,
-                                    family=cfg.family).per_sample(theta)
-    sub = _removal.test_subset(test_losses, min(cfg.test_subset, len(y_test)), rng)
-    mets = [m for m in _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, attribution=A, **kw)
-            if m.name in cfg.metrics]
+    every = _paper_metrics(X, y, X_test, y_test, cfg, rng, A)
+    mets = [m for m in every if m.name in cfg.metrics]
     if not mets:
         raise ValueError(f"metrics must name at least one of {', '.join(PAPER_METRICS)}")
 
     t0 = time.perf_counter()
     # IF scores on the test metrics choose the "top" removal sets, whichever metrics are reported.
-    test_metrics = [m for m in _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, **kw)
-                    if m.name in ("test_loss", "test_prediction")]
-    if_scores = {m.name: A.scores(m.gradient(theta), method="if") for m in test_metrics}
+    if_scores = {m.name: A.scores(m.gradient(theta), method="if") for m in every
+                 if m.name in ("test_loss", "test_prediction")}
     res.runtime["influence"] = time.perf_counter() - t0
 
     sizes = _removal.removal_sizes(n, cfg.n_sizes)
@@ -373,11 +378,7 @@ def run_search(
     kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
     theta = fit(X, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw).theta
     A = Attribution(X, y, theta, num_threads=cfg.num_threads, **kw)
-    test_losses = _metrics.TestLoss(X_test, y_test, fit_intercept=cfg.fit_intercept,
-                                    family=cfg.family).per_sample(theta)
-    sub = _removal.test_subset(test_losses, min(cfg.test_subset, len(y_test)), rng)
-    (m,) = [q for q in _metrics.paper_metrics(X_test[sub], y_test[sub], X, y, attribution=A, **kw)
-            if q.name == metric]
+    (m,) = [q for q in _paper_metrics(X, y, X_test, y_test, cfg, rng, A) if q.name == metric]
     grad = m.gradient(theta)
     scores = {meth: A.scores(grad, method=meth) for meth in ("if", "rif")}
     chosen = {(meth, k): _removal.search(A, grad, k, method=meth, sign=sign)
