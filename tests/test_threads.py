@@ -8,10 +8,11 @@ so a parallel reduction really runs with 2 threads.
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 import rif_native as rn
-from conftest import assert_close, make_problem
+from conftest import Reference, assert_close, make_problem
 
 RTOL = 1e-12
 
@@ -116,3 +117,28 @@ def test_concurrent_queries_on_one_attribution(problem, rng, seed):
             got, want = (res[key].T, ref[key].T) if key == "scores" else (res[key], ref[key])
             assert_close(got, want, RTOL, f"shared Attribution, call {k}: {key}", seed,
                          rowwise=rowwise or key == "scores")
+
+
+def test_one_set_with_wide_factor_splits_solves(rng, seed):
+    """With one set and p >= 512, the Woodbury set-up and the triangular vector solves of NS,
+    retrain and fit are split over the threads (panel by panel): same answers as one thread,
+    and right against the dense NumPy reference (NS at 1e-9, retrain at the reference's
+    stationarity)."""
+    P = make_problem(rng, "logistic", n=1500, d=700, fit_intercept=True, l2=2.0, seed=seed)
+    T = rng.choice(P.n, size=9, replace=False)
+    out = {}
+    for t in (1, 2):
+        A = rn.Attribution(P.X, P.y, P.theta, num_threads=t, **P.kw)
+        out[t] = {
+            "ns": A.group_effect([T], method="ns"),
+            "retrain": A.retrain(T, tol=1e-12).theta,
+            "fit": rn.fit(P.X, P.y, tol=1e-12, num_threads=t, **P.kw).theta,
+        }
+    for key in ("ns", "retrain", "fit"):
+        assert_close(out[2][key], out[1][key], 1e-11, f"one set, p = 701: {key}, 2 vs 1 threads",
+                     seed, rowwise=False)
+    assert_close(out[2]["ns"][0], P.ref.ns(T), 1e-9, "NS vs dense reference", seed)
+    keep = np.setdiff1d(np.arange(P.n), T)
+    ref = Reference(P.X[keep], P.y[keep], out[2]["retrain"], **P.kw)
+    at_zero = Reference(P.X[keep], P.y[keep], np.zeros(P.p), **P.kw)
+    assert np.linalg.norm(ref.grad) <= 1e-10 * max(1.0, np.linalg.norm(at_zero.grad))

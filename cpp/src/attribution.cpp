@@ -232,17 +232,17 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
   threads = resolve_threads(threads);
   std::vector<char> is_singular(static_cast<size_t>(sets.count), 0);
   const BlasSingleThreadScope serial;  // the solvers below call the BLAS from several threads
-  parallel_chunks(sets.count, 1, threads, [&](int, Index j, Index) {
+  for_each_item(sets.count, threads, [&](Index j, int inner) {
     const Index k = sets.size(j);
     Vector g = Vector::Zero(p);
     problem_.X.accumulate(sets.begin(j), k, r_.data(), g);
-    const DowndatedSolver solver(*this, sets.begin(j), k);
+    const DowndatedSolver solver(*this, sets.begin(j), k, inner);
     if (solver.singular()) {
       out.row(j).setConstant(kInf);
       is_singular[static_cast<size_t>(j)] = 1;
       return;
     }
-    solver.solve(g);
+    solver.solve(g, inner);
     out.row(j) = g.transpose();
   });
   singular.clear();

@@ -47,19 +47,19 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
   }
 }
 
-void DowndatedSolver::solve(Eigen::Ref<Vector> g) const {
+void DowndatedSolver::solve(Eigen::Ref<Vector> g, int threads) const {
   if (!woodbury_) {
-    solve_factored(B_, g);
+    solve_factored(B_, g, threads);
     return;
   }
   // H_{-T}^{-1} g = L^{-T} (b + B M^{-1} B^T b), b = L^{-1} g.
-  L_.triangularView<Eigen::Lower>().solveInPlace(g);
+  solve_lower_vector(L_, g, false, threads);
   if (B_.cols() > 0) {
     Vector c = B_.transpose() * g;
     solve_factored(M_, c);
     g.noalias() += B_ * c;
   }
-  L_.transpose().triangularView<Eigen::Upper>().solveInPlace(g);
+  solve_lower_vector(L_, g, true, threads);
 }
 
 }  // namespace rif

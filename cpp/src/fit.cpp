@@ -51,7 +51,7 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
     what << "The Hessian at Newton iteration " << iter;
     cholesky_in_place(H, what.str(), threads);
     step = -g;
-    solve_factored(H, step);
+    solve_factored(H, step, threads);
     const double slope = g.dot(step);
     // Near the optimum the decrease of F drowns in rounding: take the full step there.
     const bool rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));

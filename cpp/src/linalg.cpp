@@ -154,7 +154,54 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   }
 }
 
-void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v) {
+void solve_lower_vector(const Matrix& L, Eigen::Ref<Vector> g, bool transpose, int threads) {
+  const Index p = L.rows();
+  constexpr Index kPanel = 128;  // columns per diagonal triangle
+  if (threads <= 1 || p < 4 * kPanel) {
+    if (transpose) {
+      L.transpose().triangularView<Eigen::Upper>().solveInPlace(g);
+    } else {
+      L.triangularView<Eigen::Lower>().solveInPlace(g);
+    }
+    return;
+  }
+  const Index panels = (p + kPanel - 1) / kPanel;
+  if (!transpose) {
+    // Forward: solve a diagonal triangle, then g[below] -= L[below, panel] x, rows split.
+    for (Index b = 0; b < panels; ++b) {
+      const Index c = b * kPanel, w = std::min(kPanel, p - c), rest = p - c - w;
+      L.block(c, c, w, w).triangularView<Eigen::Lower>().solveInPlace(g.segment(c, w));
+      if (rest == 0) break;
+      const Index rows = (rest + threads - 1) / threads;
+      parallel_chunks(rest, rows, threads, [&](int, Index begin, Index count) {
+        g.segment(c + w + begin, count).noalias() -=
+            L.block(c + w + begin, c, count, w) * g.segment(c, w);
+      });
+    }
+    return;
+  }
+  // Backward with L^T: g[panel] -= L[below, panel]^T x[below] (whole columns, split over the
+  // threads), then the transposed diagonal triangle.
+  for (Index b = panels - 1; b >= 0; --b) {
+    const Index c = b * kPanel, w = std::min(kPanel, p - c), rest = p - c - w;
+    if (rest > 0) {
+      const Index cols = (w + threads - 1) / threads;
+      parallel_chunks(w, cols, threads, [&](int, Index begin, Index count) {
+        g.segment(c + begin, count).noalias() -=
+            L.block(c + w, c + begin, rest, count).transpose() * g.segment(c + w, rest);
+      });
+    }
+    L.block(c, c, w, w).transpose().triangularView<Eigen::Upper>().solveInPlace(g.segment(c, w));
+  }
+}
+
+void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads) {
+  if (v.cols() == 1 && threads > 1) {
+    Eigen::Ref<Vector> g = v.col(0);
+    solve_lower_vector(L, g, false, threads);
+    solve_lower_vector(L, g, true, threads);
+    return;
+  }
   L.triangularView<Eigen::Lower>().solveInPlace(v);
   L.transpose().triangularView<Eigen::Upper>().solveInPlace(v);
 }

@@ -99,12 +99,11 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
 
   // The downdated Hessian at theta_hat for every set, prepared in parallel.
   std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));
-  const int solver_threads = m < threads ? threads : 1;  // few sets: split each one's solve
   {
-    const BlasSingleThreadScope serial;  // solvers are built on several threads at once
-    parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
+    const BlasSingleThreadScope serial;  // single-threaded BLAS calls from several threads
+    for_each_item(m, threads, [&](Index j, int inner) {
       solvers[static_cast<size_t>(j)] =
-          std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), solver_threads);
+          std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), inner);
     });
   }
 
@@ -180,14 +179,14 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     }
     // Gradients at the restarted iterates of refreshed sets.
     if (!refresh.empty()) set_gradients(A, sets, refresh, Theta, G, threads);
-    parallel_chunks(static_cast<Index>(next.size()), 1, threads, [&](int, Index c, Index) {
+    for_each_item(static_cast<Index>(next.size()), threads, [&](Index c, int inner) {
       const Index j = next[static_cast<size_t>(c)];
       const size_t u = static_cast<size_t>(j);
       Vector step = G.col(j);
       if (fresh[u].size()) {
-        solve_factored(fresh[u], step);
+        solve_factored(fresh[u], step, inner);
       } else {
-        solvers[u]->solve(step);
+        solvers[u]->solve(step, inner);
       }
       Theta.col(j) -= step;
       ++result.iterations[u];

@@ -18,8 +18,8 @@ class DowndatedSolver {
   bool singular() const { return singular_; }
   bool woodbury() const { return woodbury_; }
 
-  /// g <- H_{-T}^{-1} g.
-  void solve(Eigen::Ref<Vector> g) const;
+  /// g <- H_{-T}^{-1} g, the triangular solves split over `threads`.
+  void solve(Eigen::Ref<Vector> g, int threads = 1) const;
 
  private:
   const Matrix& L_;

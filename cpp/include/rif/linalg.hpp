@@ -32,7 +32,12 @@ bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pi
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
               const Vector* r = nullptr, Vector* g = nullptr);
 
-/// v <- H^{-1} v with H = L L^T, for each column of v.
-void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v);
+/// g <- L^{-1} g, or L^{-T} g when `transpose`, for lower-triangular L and one vector. With
+/// threads > 1 the off-diagonal panels' products (nearly all of the work: one read of half of L)
+/// are split over the threads; the small diagonal triangles are solved in between.
+void solve_lower_vector(const Matrix& L, Eigen::Ref<Vector> g, bool transpose, int threads);
+
+/// v <- H^{-1} v with H = L L^T, for each column of v (a single column on `threads` threads).
+void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads = 1);
 
 }  // namespace rif

@@ -58,6 +58,18 @@ void parallel_chunks(Index n, Index block, int threads, F&& f) {
   if (error) std::rethrow_exception(error);
 }
 
+/// Calls f(j, inner) for every item j in [0, count): with at least `threads` items, in parallel
+/// with inner = 1; with fewer, one after the other with inner = threads, so that each item can
+/// split its own work (a parallel region around a nested one would leave that on one thread).
+template <class F>
+void for_each_item(Index count, int threads, F&& f) {
+  if (count < threads) {
+    for (Index j = 0; j < count; ++j) f(j, threads);
+    return;
+  }
+  parallel_chunks(count, 1, threads, [&](int, Index j, Index) { f(j, 1); });
+}
+
 /// The number of threads parallel_chunks will actually use (sizes per-thread accumulators).
 inline int chunk_threads(Index n, Index block, int threads) {
 #ifdef RIF_HAVE_OPENMP
