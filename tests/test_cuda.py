@@ -65,3 +65,164 @@ def test_gpu_reports_a_singular_hessian():
     X[:, 0] = 1.0
     with pytest.raises(rn.NotPositiveDefiniteError, match="l2"):
         rn.Attribution(X, np.zeros(20), np.zeros(3), l2=0.0, family="squared", backend="cuda")
+
+
+# ------------------------------------------------------------------ X already in GPU memory
+
+from rif_native import _device  # noqa: E402
+
+
+class FakeCudaArray:
+    """Stands in for a CuPy / PyTorch device array: only __cuda_array_interface__."""
+
+    def __init__(self, shape, typestr="<f8", strides=None, ptr=0x7F0000000000, mask=None):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "strides": strides,
+                                         "data": (ptr, False), "version": 3, "mask": mask}
+
+
+class FakeDlpack:
+    """A DLPack producer that reports a CUDA device but exports a host array's capsule (enough
+    to check how the capsule is read, without a GPU)."""
+
+    def __init__(self, arr, device_type=2):
+        self.arr, self.device_type = arr, device_type
+
+    def __dlpack_device__(self):
+        return (self.device_type, 0)
+
+    def __dlpack__(self, stream=None):
+        return self.arr.__dlpack__()
+
+
+def test_cuda_array_interface_is_read():
+    m = _device.device_matrix(FakeCudaArray((7, 3), "<f4", ptr=1234))
+    assert (m.ptr, m.rows, m.cols, m.f32) == (1234, 7, 3, True)
+    m = _device.device_matrix(FakeCudaArray((7, 3), "<f8", strides=(24, 8)))
+    assert (m.rows, m.cols, m.f32) == (7, 3, False)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _device.device_matrix(FakeCudaArray((7, 3), "<f8", strides=(8, 56)))
+    with pytest.raises(TypeError, match="element type"):
+        _device.device_matrix(FakeCudaArray((7, 3), "<i8"))
+    with pytest.raises(ValueError, match="2-D"):
+        _device.device_matrix(FakeCudaArray((7, 3, 2)))
+    with pytest.raises(ValueError, match="mask"):
+        _device.device_matrix(FakeCudaArray((7, 3), mask=(5, False)))
+    assert _device.device_matrix(np.zeros((3, 2))) is None
+    assert _device.device_matrix([[1.0, 2.0]]) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dlpack_capsule_is_read(dtype):
+    arr = np.arange(12, dtype=dtype).reshape(3, 4)
+    m, device_type = _device.dlpack_matrix(arr.__dlpack__(), arr)
+    assert device_type == 1  # host memory: the CPU
+    assert (m.ptr, m.rows, m.cols, m.f32) == (arr.ctypes.data, 3, 4, dtype == np.float32)
+    m = _device.device_matrix(FakeDlpack(arr))
+    assert (m.ptr, m.rows, m.cols) == (arr.ctypes.data, 3, 4)
+    assert _device.device_matrix(FakeDlpack(arr, device_type=1)) is None
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _device.device_matrix(FakeDlpack(np.asfortranarray(arr)))
+    with pytest.raises(TypeError, match="element type"):
+        _device.device_matrix(FakeDlpack(arr.astype(np.int32)))
+
+
+def test_device_inputs_without_a_gpu_give_clear_errors():
+    X = FakeCudaArray((40, 3))
+    y, theta = np.zeros(40), np.zeros(3)
+    with pytest.raises(ValueError, match="CPU backend cannot read"):
+        rn.Attribution(X, y, theta, l2=1.0, backend="cpu")
+    if not rn.cuda_available():
+        with pytest.raises(RuntimeError, match="backend 'cuda' was asked for"):
+            rn.Attribution(X, y, theta, l2=1.0)
+        with pytest.raises(RuntimeError, match="backend 'cuda' was asked for"):
+            rn.leverage(X, y, theta, l2=1.0, backend="auto")
+    with pytest.raises(TypeError, match="GPU memory"):
+        rn.fit(X, y, l2=1.0)
+    Xh = np.random.default_rng(0).standard_normal((40, 3))
+    with pytest.raises(TypeError, match="y is in GPU memory"):
+        rn.Attribution(Xh, FakeCudaArray((40,)), theta, l2=1.0)
+
+
+def _device_libraries():
+    """Device-array makers for the libraries present (CuPy, PyTorch), each with a DLPack-only
+    variant, as (name, to_device) pairs."""
+    makers = []
+    try:
+        import cupy as cp
+
+        makers.append(("cupy", cp.asarray))
+        makers.append(("cupy-dlpack", lambda a: _DlpackOnly(cp.asarray(a))))
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            makers.append(("torch", lambda a: torch.as_tensor(a, device="cuda")))
+            makers.append(("torch-dlpack", lambda a: _DlpackOnly(torch.as_tensor(a, device="cuda"))))
+    except Exception:  # noqa: BLE001
+        pass
+    return makers
+
+
+class _DlpackOnly:
+    """Hides __cuda_array_interface__ so that the DLPack path is taken."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __dlpack__(self, stream=None):
+        return self.inner.__dlpack__()
+
+    def __dlpack_device__(self):
+        return self.inner.__dlpack_device__()
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_device_x_matches_host_x(dtype):
+    makers = _device_libraries()
+    if not makers:
+        pytest.skip("neither CuPy nor PyTorch with CUDA is installed")
+    rng = np.random.default_rng(5)
+    n, d = 2500, 150
+    X = (rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype)
+    y = (rng.random(n) < 0.4).astype(float)
+    kw = dict(l2=0.7, fit_intercept=True)
+    theta = rn.fit(X, y, **kw).theta
+    cpu = rn.Attribution(X, y, theta, backend="cpu", **kw)
+    v = rng.standard_normal((cpu.n_params, 2))
+    sets = [rng.choice(n, 20, replace=False) for _ in range(2)]
+    for name, to_device in makers:
+        gpu = rn.Attribution(to_device(X), y, theta, backend="cuda", **kw)
+        assert rel(gpu.leverage, cpu.leverage) <= 1e-10, name
+        assert rel(gpu.scores(v), cpu.scores(v)) <= 1e-10, name
+        assert rel(gpu.hessian(), cpu.hessian()) <= 1e-10, name
+        # CPU-side queries copy X to host memory once
+        assert rel(gpu.rescaled_influence([1, 2]), cpu.rescaled_influence([1, 2])) <= 1e-10, name
+        assert rel(gpu.group_effect(sets, "ns"), cpu.group_effect(sets, "ns")) <= 1e-10, name
+        assert rel(gpu.retrain(sets[0]).theta, cpu.retrain(sets[0]).theta) <= 1e-9, name
+
+
+@needs_gpu
+def test_streamed_x_matches_resident_x(monkeypatch):
+    """RIF_CUDA_KEEP_X=0: every pass streams X from host memory again; same answers."""
+    rng = np.random.default_rng(6)
+    n, d = 3000, 120
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    y = (rng.random(n) < 0.5).astype(float)
+    theta = rn.fit(X, y, l2=1.0).theta
+    v = rng.standard_normal(d)
+    cpu = rn.Attribution(X, y, theta, l2=1.0, backend="cpu")
+    monkeypatch.setenv("RIF_CUDA_KEEP_X", "0")
+    streamed = rn.Attribution(X, y, theta, l2=1.0, backend="cuda")
+    assert rel(streamed.leverage, cpu.leverage) <= 1e-10
+    assert rel(streamed.scores(v), cpu.scores(v)) <= 1e-10
+
+
+@needs_gpu
+def test_gpu_names_a_nan_row():
+    X = np.random.default_rng(7).standard_normal((50, 4))
+    X[17, 2] = np.nan
+    with pytest.raises(ValueError, match="row 17"):
+        rn.Attribution(X, np.zeros(50), np.zeros(4), l2=1.0, backend="cuda")

@@ -12,11 +12,26 @@ namespace rif_py {
 
 namespace {
 
-/// The kernel's attribution object plus the Python array X it views, which it keeps alive.
+/// The kernel's attribution object plus the Python object(s) holding X, which it keeps alive:
+/// the host array it views and, for X in device memory, the device array's owner.
 struct PyAttribution {
-  py::array X;
+  py::object X;
+  py::object device_owner;
   std::unique_ptr<rif::Attribution> core;
 };
+
+/// (pointer, rows, cols, is_float32) of a C-contiguous device matrix, as the Python layer
+/// reads them from __cuda_array_interface__ or DLPack.
+rif::cuda::DeviceMatrix device_matrix(const py::tuple& t) {
+  if (t.size() != 4) throw std::invalid_argument("device: expected (pointer, rows, cols, f32)");
+  rif::cuda::DeviceMatrix m;
+  m.data = reinterpret_cast<const void*>(t[0].cast<std::uintptr_t>());
+  m.rows = t[1].cast<rif::Index>();
+  m.cols = t[2].cast<rif::Index>();
+  m.f32 = t[3].cast<bool>();
+  if (!m.data && m.rows * m.cols > 0) throw std::invalid_argument("device: null pointer");
+  return m;
+}
 
 rif::Problem make_problem(const py::array& X, const F64Array& y, const py::object& weights,
                           double l2, const std::string& family, bool fit_intercept) {
@@ -62,23 +77,52 @@ Eigen::Map<rif::RowMatrix> as_map(py::array_t<double>& a) {
 
 void bind_attribution(py::module_& m) {
   py::class_<PyAttribution>(m, "Attribution", "Kernel object: factor once, answer many questions.")
-      .def(py::init([](py::array X, const F64Array& y, const F64Array& theta, double l2,
+      .def(py::init([](const py::object& X, const F64Array& y, const F64Array& theta, double l2,
                        const std::string& family, const py::object& sample_weight,
-                       bool fit_intercept, int num_threads, bool use_cuda) {
+                       bool fit_intercept, int num_threads, bool use_cuda,
+                       const py::object& device, const py::object& device_owner) {
              auto self = std::make_unique<PyAttribution>();
              self->X = X;
-             rif::Problem problem = make_problem(X, y, sample_weight, l2, family, fit_intercept);
+             self->device_owner = device_owner;
+             rif::cuda::DeviceMatrix dev;
+             const bool on_device = !device.is_none();
+             if (on_device) dev = device_matrix(device.cast<py::tuple>());
+             rif::Problem problem = [&] {
+               if (!on_device) {
+                 return make_problem(X.cast<py::array>(), y, sample_weight, l2, family,
+                                     fit_intercept);
+               }
+               // A shape-only view: the CPU-side queries need attach_host() first.
+               const rif::Design shape(static_cast<const double*>(nullptr), dev.rows, dev.cols,
+                                       fit_intercept);
+               rif::Problem pr{shape, rif::parse_family(family), to_vector(y, "y"),
+                               rif::Vector(), l2};
+               if (!sample_weight.is_none()) {
+                 pr.w = to_vector(sample_weight.cast<F64Array>(), "sample_weight");
+               }
+               return pr;
+             }();
              rif::Vector t = to_vector(theta, "theta");
-             // Safe without the GIL: the kernel reads only X's buffer (kept alive by self->X)
-             // and its own copies of y, w and theta.
+             // Safe without the GIL: the kernel reads only X's buffer (kept alive by self) and
+             // its own copies of y, w and theta.
              py::gil_scoped_release release;
              self->core = std::make_unique<rif::Attribution>(std::move(problem), std::move(t),
-                                                             num_threads, use_cuda);
+                                                             num_threads, use_cuda,
+                                                             on_device ? &dev : nullptr);
              return self;
            }),
            py::arg("X"), py::arg("y"), py::arg("theta"), py::arg("l2"), py::arg("family"),
            py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"),
-           py::arg("use_cuda") = false)
+           py::arg("use_cuda") = false, py::arg("device") = py::none(),
+           py::arg("device_owner") = py::none())
+      .def_property_readonly("has_host_data",
+                             [](const PyAttribution& s) { return s.core->has_host_data(); })
+      .def("attach_host",
+           [](PyAttribution& s, const py::array& X) {
+             s.core->attach_host(to_design(X, s.core->problem().X.intercept()));
+             s.X = X;
+           },
+           py::arg("X"), "Give a host copy of device X to the queries that run on the CPU.")
       .def_property_readonly("leverage",
                              [](const PyAttribution& s) { return copy_vector(s.core->leverage()); })
       .def_property_readonly("rescale",

@@ -79,6 +79,18 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_available", &rif::cuda::available,
         "Whether this build has the CUDA backend and a usable CUDA device is present.");
   m.def("cuda_device", &rif::cuda::device_name, "Name of CUDA device 0, or why there is none.");
+  m.def("copy_device_to_host",
+        [](std::uintptr_t ptr, rif::Index rows, rif::Index cols, bool f32) -> py::array {
+          rif::cuda::DeviceMatrix X{reinterpret_cast<const void*>(ptr), rows, cols, f32};
+          py::array out = f32 ? py::array(py::array_t<float>({rows, cols}))
+                              : py::array(py::array_t<double>({rows, cols}));
+          void* dst = out.mutable_data();
+          py::gil_scoped_release release;
+          rif::cuda::copy_to_host(X, dst);
+          return out;
+        },
+        py::arg("ptr"), py::arg("rows"), py::arg("cols"), py::arg("f32"),
+        "Copy a C-contiguous device matrix into a new NumPy array (CUDA builds).");
 
   rif_py::bind_attribution(m);
 }

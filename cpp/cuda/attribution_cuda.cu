@@ -1,5 +1,9 @@
-// The CUDA backend: Hessian (cuBLAS syrk over streamed row blocks), Cholesky (cuSOLVER potrf),
-// inverse factor (cuSOLVER trtri) and the leverage pass (cuBLAS trmm + a column-norm kernel).
+// The CUDA backend. One pass over X computes z = X theta, the family's derivatives and the
+// Hessian (cuBLAS syrk) block by block as the rows arrive; then the Cholesky factor (cuSOLVER
+// potrf), the inverse factor (trtri) and a second pass for the leverages (cuBLAS trmm + a
+// column-norm kernel) and X^T r. Host X is copied through pinned, double-buffered staging (the
+// host copy split over threads) and kept in device memory when it fits, so it crosses the bus
+// once; X already on the device is used in place.
 #include "rif/cuda_backend.hpp"
 #include "rif/linalg.hpp"
 
@@ -10,11 +14,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace rif::cuda {
 
@@ -47,6 +55,8 @@ struct DeviceBuffer {
   ~DeviceBuffer() { cudaFree(ptr); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept : ptr(other.ptr) { other.ptr = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&&) = delete;
   template <class T>
   T* as() const { return static_cast<T*>(ptr); }
 };
@@ -81,16 +91,58 @@ struct Handles {
 };
 
 /// out (p x count, column-major, column j = sample j) from raw rows (count x d, row-major),
-/// column j scaled by sqrt(a[j]) (root) or 1, with the intercept entry last.
+/// column j scaled by sqrt(a[j]) when a is given, the intercept entry last.
 template <class T>
 __global__ void load_columns(const T* raw, const double* a, double* out, long long count,
-                             long long d, long long p, bool intercept, bool root) {
+                             long long d, long long p, bool intercept) {
   const long long total = count * p;
   for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long j = e / p, k = e % p;
-    const double s = root ? sqrt(a[j]) : 1.0;
+    const double s = a ? sqrt(a[j]) : 1.0;
     out[e] = k < d ? s * static_cast<double>(raw[j * d + k]) : (intercept ? s : 0.0);
+  }
+}
+
+/// Column j of the p x count matrix Z scaled by sqrt(a[j]) in place.
+__global__ void scale_columns(double* Z, const double* a, long long count, long long p) {
+  const long long total = count * p;
+  for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    Z[e] *= sqrt(a[e / p]);
+  }
+}
+
+/// r_i = w_i dloss/dz, a_i = w_i d2loss/dz2 at z_i, as rif::derivatives does on the CPU
+/// (family: 0 logistic, 1 squared, 2 poisson; w null means all ones).
+__global__ void glm_derivatives(const double* z, const double* y, const double* w, double* r,
+                                double* a, long long count, int family) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const double wi = w ? w[i] : 1.0;
+    if (wi == 0) {
+      r[i] = a[i] = 0.0;
+      continue;
+    }
+    const double zi = z[i];
+    if (family == 0) {
+      double s;
+      if (zi >= 0) {
+        s = 1.0 / (1.0 + exp(-zi));
+      } else {
+        const double e = exp(zi);
+        s = e / (1.0 + e);
+      }
+      r[i] = wi * (s - y[i]);
+      a[i] = wi * s * (1.0 - s);
+    } else if (family == 1) {
+      r[i] = wi * (zi - y[i]);
+      a[i] = wi;
+    } else {
+      const double mu = exp(zi);
+      r[i] = wi * (mu - y[i]);
+      a[i] = wi * mu;
+    }
   }
 }
 
@@ -118,142 +170,348 @@ __global__ void add_penalty(double* H, long long p, long long d, double l2) {
 }
 
 int grid_for(long long total) {
-  return static_cast<int>(std::min<long long>((total + 255) / 256, 65535));
+  return static_cast<int>(std::max<long long>(1, std::min<long long>((total + 255) / 256, 65535)));
 }
 
-/// Streams X through two pinned staging buffers: the host copies block b+1 into one while the
-/// device works on block b from the other; `work(slot, begin, count)` runs on the compute stream.
-template <class T, class Work>
-void stream_blocks(const T* X, long long n, long long d, long long rows, Handles& hd,
-                   PinnedBuffer* pinned, DeviceBuffer* raw, cudaEvent_t* copied, cudaEvent_t* used,
-                   Work&& work) {
-  const long long blocks = (n + rows - 1) / rows;
-  for (long long b = 0; b < blocks; ++b) {
-    const int slot = static_cast<int>(b % 2);
-    const long long begin = b * rows, count = std::min(rows, n - begin);
-    const size_t bytes = static_cast<size_t>(count * d) * sizeof(T);
-    check(cudaEventSynchronize(used[slot]), "wait for staging buffer");
-    std::memcpy(pinned[slot].ptr, X + begin * d, bytes);
-    check(cudaMemcpyAsync(raw[slot].ptr, pinned[slot].ptr, bytes, cudaMemcpyHostToDevice, hd.copy),
-          "copy X block");
-    check(cudaEventRecord(copied[slot], hd.copy), "event");
-    check(cudaStreamWaitEvent(hd.compute, copied[slot], 0), "wait");
-    work(slot, begin, count);
-    check(cudaEventRecord(used[slot], hd.compute), "event");
+/// memcpy split over up to 8 host threads (one thread cannot fill the bus from pageable memory).
+void parallel_memcpy(void* dst, const void* src, size_t bytes) {
+  constexpr size_t kPiece = size_t{8} << 20;
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const size_t parts = std::min<size_t>(std::min(8u, hw), std::max<size_t>(1, bytes / kPiece));
+  if (parts <= 1) {
+    std::memcpy(dst, src, bytes);
+    return;
   }
+  const size_t share = (bytes + parts - 1) / parts;
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < parts; ++t) {
+    const size_t begin = t * share;
+    if (begin >= bytes) break;
+    pool.emplace_back([=] {
+      std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin,
+                  std::min(share, bytes - begin));
+    });
+  }
+  std::memcpy(dst, src, std::min(share, bytes));
+  for (auto& th : pool) th.join();
 }
 
-template <class T>
-void core(const T* X, long long n, long long d, bool intercept, const Vector& a, double l2,
-          Matrix& H, Matrix& L, Vector& h, double* seconds) {
-  using clock = std::chrono::steady_clock;
-  const long long p = d + (intercept ? 1 : 0);
+}  // namespace
+
+/// Device-side state of one attribution (see cuda_backend.hpp).
+class State {
+ public:
   Handles hd;
-  // Row blocks of at most 256 MiB of doubles (and of the raw input) per staging slot.
-  const long long rows = std::max<long long>(
-      1, std::min<long long>(n, (256LL << 20) / (8 * std::max<long long>(p, 1))));
-  DeviceBuffer a_d(sizeof(double) * n), h_d(sizeof(double) * n);
-  DeviceBuffer H_d(sizeof(double) * p * p), Li_d(sizeof(double) * p * p);
-  DeviceBuffer work_d(sizeof(double) * p * rows), out_d(sizeof(double) * p * rows);
-  DeviceBuffer raw[2] = {DeviceBuffer(sizeof(T) * d * rows), DeviceBuffer(sizeof(T) * d * rows)};
-  PinnedBuffer pinned[2] = {PinnedBuffer(sizeof(T) * d * rows), PinnedBuffer(sizeof(T) * d * rows)};
-  cudaEvent_t copied[2], used[2];
-  for (int s = 0; s < 2; ++s) {
-    check(cudaEventCreateWithFlags(&copied[s], cudaEventDisableTiming), "event");
-    check(cudaEventCreateWithFlags(&used[s], cudaEventDisableTiming), "event");
-    check(cudaEventRecord(used[s], hd.compute), "event");
-  }
-  check(cudaMemcpyAsync(a_d.ptr, a.data(), sizeof(double) * n, cudaMemcpyHostToDevice, hd.compute),
-        "copy a");
-  check(cudaMemsetAsync(H_d.ptr, 0, sizeof(double) * p * p, hd.compute), "memset");
+  Index n = 0, d = 0, p = 0;
+  bool intercept = false, f32 = false;
+  size_t row_bytes = 0;
+  Index rows = 1;                    ///< rows per block
+  const char* device_rows = nullptr;  ///< X in device memory (the caller's or `owned`), or null
+  std::unique_ptr<DeviceBuffer> owned;
+  std::mutex mutex;  ///< one pass at a time on these streams (queries may come from threads)
 
-  // Hessian: one symmetric rank update per block of sqrt(a)-scaled columns.
-  auto t0 = clock::now();
-  const double one = 1.0, zero = 0.0;
-  stream_blocks(X, n, d, rows, hd, pinned, raw, copied, used, [&](int slot, long long begin, long long count) {
-    load_columns<<<grid_for(count * p), 256, 0, hd.compute>>>(
-        raw[slot].as<T>(), a_d.as<double>() + begin, work_d.as<double>(), count, d, p, intercept, true);
+  /// Calls work(raw device rows, begin, count) on the compute stream for each row block. X comes
+  /// from device memory when it is there; otherwise from host memory `host` through two pinned
+  /// staging buffers, into `keep` (then X is resident from the next pass on) or into two
+  /// device buffers that alternate. The host copy of block b + 1 overlaps the transfer and the
+  /// compute of block b.
+  template <class Work>
+  void for_blocks(const void* host, char* keep, Work&& work) {
+    const Index blocks = (n + rows - 1) / rows;
+    if (device_rows) {
+      for (Index b = 0; b < blocks; ++b) {
+        const Index begin = b * rows, count = std::min(rows, n - begin);
+        work(device_rows + static_cast<size_t>(begin) * row_bytes, begin, count);
+      }
+      return;
+    }
+    if (!host) throw std::runtime_error("X is neither in device nor in host memory");
+    const size_t block_bytes = static_cast<size_t>(rows) * row_bytes;
+    PinnedBuffer pinned[2] = {PinnedBuffer(block_bytes), PinnedBuffer(block_bytes)};
+    std::unique_ptr<DeviceBuffer> raw[2];
+    if (!keep) {
+      raw[0] = std::make_unique<DeviceBuffer>(block_bytes);
+      raw[1] = std::make_unique<DeviceBuffer>(block_bytes);
+    }
+    cudaEvent_t copied[2], used[2];
+    for (int s = 0; s < 2; ++s) {
+      check(cudaEventCreateWithFlags(&copied[s], cudaEventDisableTiming), "event");
+      check(cudaEventCreateWithFlags(&used[s], cudaEventDisableTiming), "event");
+      check(cudaEventRecord(copied[s], hd.copy), "event");
+      check(cudaEventRecord(used[s], hd.compute), "event");
+    }
+    try {
+      for (Index b = 0; b < blocks; ++b) {
+        const int slot = static_cast<int>(b % 2);
+        const Index begin = b * rows, count = std::min(rows, n - begin);
+        const size_t bytes = static_cast<size_t>(count) * row_bytes;
+        // pinned[slot] is free once its previous transfer is done.
+        check(cudaEventSynchronize(copied[slot]), "wait for staging buffer");
+        parallel_memcpy(pinned[slot].ptr, static_cast<const char*>(host) + begin * row_bytes,
+                        bytes);
+        char* dst = keep ? keep + static_cast<size_t>(begin) * row_bytes : raw[slot]->as<char>();
+        // raw[slot] is free once the compute that read it (block b - 2) is done.
+        if (!keep) check(cudaStreamWaitEvent(hd.copy, used[slot], 0), "wait");
+        check(cudaMemcpyAsync(dst, pinned[slot].ptr, bytes, cudaMemcpyHostToDevice, hd.copy),
+              "copy X block");
+        check(cudaEventRecord(copied[slot], hd.copy), "event");
+        check(cudaStreamWaitEvent(hd.compute, copied[slot], 0), "wait");
+        work(dst, begin, count);
+        check(cudaEventRecord(used[slot], hd.compute), "event");
+      }
+      // Staging buffers are freed on return: every transfer and its compute must be done.
+      check(cudaStreamSynchronize(hd.compute), "X pass");
+      check(cudaStreamSynchronize(hd.copy), "X copies");
+    } catch (...) {
+      cudaDeviceSynchronize();
+      for (int s = 0; s < 2; ++s) {
+        cudaEventDestroy(copied[s]);
+        cudaEventDestroy(used[s]);
+      }
+      throw;
+    }
+    for (int s = 0; s < 2; ++s) {
+      cudaEventDestroy(copied[s]);
+      cudaEventDestroy(used[s]);
+    }
+  }
+
+  /// out (p x count, column-major) from raw device rows, columns scaled by sqrt(a) if given.
+  void load(const char* raw, const double* a, double* out, Index count) {
+    if (f32) {
+      load_columns<<<grid_for(count * p), 256, 0, hd.compute>>>(
+          reinterpret_cast<const float*>(raw), a, out, count, d, p, intercept);
+    } else {
+      load_columns<<<grid_for(count * p), 256, 0, hd.compute>>>(
+          reinterpret_cast<const double*>(raw), a, out, count, d, p, intercept);
+    }
     check(cudaGetLastError(), "load_columns");
-    check(cublasDsyrk(hd.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(p),
-                      static_cast<int>(count), &one, work_d.as<double>(), static_cast<int>(p), &one,
-                      H_d.as<double>(), static_cast<int>(p)),
+  }
+};
+
+void StateDeleter::operator()(State* state) const { delete state; }
+
+namespace {
+
+int as_int(Index v) {
+  if (v > std::numeric_limits<int>::max()) throw std::runtime_error("dimension too large for cuBLAS");
+  return static_cast<int>(v);
+}
+
+DeviceBuffer upload(const Vector& v, cudaStream_t stream) {
+  DeviceBuffer buf(sizeof(double) * v.size());
+  if (v.size()) {
+    check(cudaMemcpyAsync(buf.ptr, v.data(), sizeof(double) * v.size(), cudaMemcpyHostToDevice,
+                          stream),
+          "upload");
+  }
+  return buf;
+}
+
+}  // namespace
+
+StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family, const Vector& y,
+                   const Vector& w, const Vector& theta, double l2,
+                   void (*check_z)(const Design&, const Vector&), Results& out) {
+  if (!available()) throw std::runtime_error("backend 'cuda' asked for, but " + device_name());
+  using clock = std::chrono::steady_clock;
+  StatePtr st(new State);
+  State& S = *st;
+  S.n = host.rows();
+  S.d = host.features();
+  S.p = host.params();
+  S.intercept = host.intercept();
+  S.f32 = device ? device->f32 : host.is_float32();
+  S.row_bytes = static_cast<size_t>(S.d) * (S.f32 ? sizeof(float) : sizeof(double));
+  const Index n = S.n, p = S.p;
+  const int pi = as_int(p);
+  // Row blocks of about 64 MiB of input: small enough that the pipeline fills fast, large
+  // enough for efficient syrk / trmm calls.
+  S.rows = std::max<Index>(
+      1, std::min<Index>(n, static_cast<Index>((size_t{64} << 20) / std::max<size_t>(S.row_bytes, 8))));
+  S.rows = std::max<Index>(S.rows, std::min<Index>(n, 256));
+  const char* host_rows = nullptr;
+  if (device) {
+    check(cudaDeviceSynchronize(), "waiting for the producer of X");  // its stream may be busy
+    S.device_rows = static_cast<const char*>(device->data);
+  } else {
+    host_rows = S.f32 ? reinterpret_cast<const char*>(host.data_f32())
+                      : reinterpret_cast<const char*>(host.data_f64());
+  }
+  // Keep host X in device memory when it fits beside this attribution's own buffers (and
+  // RIF_CUDA_KEEP_X is not "0": then every pass streams X from host memory).
+  char* keep = nullptr;
+  const char* keep_env = std::getenv("RIF_CUDA_KEEP_X");
+  const bool may_keep = !(keep_env && std::string(keep_env) == "0");
+  if (!device && may_keep) {
+    size_t free_bytes = 0, total_bytes = 0;
+    check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    const double own = 8.0 * (4.0 * p * p + 3.0 * p * S.rows + 8.0 * n) +
+                       4.0 * S.rows * static_cast<double>(S.row_bytes);
+    if (static_cast<double>(n) * S.row_bytes + own < 0.85 * static_cast<double>(free_bytes)) {
+      S.owned = std::make_unique<DeviceBuffer>(static_cast<size_t>(n) * S.row_bytes);
+      keep = S.owned->as<char>();
+    }
+  }
+
+  cudaStream_t cs = S.hd.compute;
+  DeviceBuffer theta_d = upload(theta, cs), y_d = upload(y, cs), w_d = upload(w, cs);
+  DeviceBuffer z_d(sizeof(double) * n), r_d(sizeof(double) * n), a_d(sizeof(double) * n);
+  DeviceBuffer h_d(sizeof(double) * n), g_d(sizeof(double) * p);
+  DeviceBuffer H_d(sizeof(double) * p * p), Li_d(sizeof(double) * p * p);
+  DeviceBuffer work_d(sizeof(double) * p * S.rows), out_d(sizeof(double) * p * S.rows);
+  check(cudaMemsetAsync(H_d.ptr, 0, sizeof(double) * p * p, cs), "memset");
+  check(cudaMemsetAsync(g_d.ptr, 0, sizeof(double) * p, cs), "memset");
+  const double* w_ptr = w.size() ? w_d.as<double>() : nullptr;
+  const int fam = family == Family::logistic ? 0 : family == Family::squared ? 1 : 2;
+  const double one = 1.0, zero = 0.0;
+  // The staging copies run on the copy stream: the uploads above must land first.
+  check(cudaStreamSynchronize(cs), "uploads");
+
+  // Pass 1, as X arrives: z = X theta, r and a, then H += (sqrt(a) x)(sqrt(a) x)^T.
+  const auto t0 = clock::now();
+  S.for_blocks(host_rows, keep, [&](const char* raw, Index begin, Index count) {
+    const int c = as_int(count);
+    double* work = work_d.as<double>();
+    S.load(raw, nullptr, work, count);
+    check(cublasDgemv(S.hd.blas, CUBLAS_OP_T, pi, c, &one, work, pi, theta_d.as<double>(), 1,
+                      &zero, z_d.as<double>() + begin, 1),
+          "gemv z");
+    glm_derivatives<<<grid_for(count), 256, 0, cs>>>(z_d.as<double>() + begin,
+                                                      y_d.as<double>() + begin,
+                                                      w_ptr ? w_ptr + begin : nullptr,
+                                                      r_d.as<double>() + begin,
+                                                      a_d.as<double>() + begin, count, fam);
+    check(cudaGetLastError(), "glm_derivatives");
+    scale_columns<<<grid_for(count * p), 256, 0, cs>>>(work, a_d.as<double>() + begin, count, p);
+    check(cudaGetLastError(), "scale_columns");
+    check(cublasDsyrk(S.hd.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, pi, c, &one, work, pi, &one,
+                      H_d.as<double>(), pi),
           "syrk");
   });
-  add_penalty<<<grid_for(d), 256, 0, hd.compute>>>(H_d.as<double>(), p, d, l2);
+  if (keep) S.device_rows = keep;  // X is in device memory from now on
+  add_penalty<<<grid_for(S.d), 256, 0, cs>>>(H_d.as<double>(), p, S.d, l2);
   check(cudaGetLastError(), "add_penalty");
-  H.resize(p, p);
-  check(cudaMemcpyAsync(H.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, hd.compute),
+  out.z.resize(n);
+  out.r.resize(n);
+  out.a.resize(n);
+  out.H.resize(p, p);
+  check(cudaMemcpyAsync(out.z.data(), z_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs), "copy z");
+  check(cudaMemcpyAsync(out.r.data(), r_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs), "copy r");
+  check(cudaMemcpyAsync(out.a.data(), a_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs), "copy a");
+  check(cudaMemcpyAsync(out.H.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, cs),
         "copy H");
-  check(cudaStreamSynchronize(hd.compute), "Hessian");
-  H.triangularView<Eigen::StrictlyUpper>().setZero();
-  auto t1 = clock::now();
+  check(cudaStreamSynchronize(cs), "Hessian");
+  out.H.triangularView<Eigen::StrictlyUpper>().setZero();
+  if (check_z) check_z(host, out.z);
+  const auto t1 = clock::now();
 
   // Cholesky in place on the device; a failing pivot is reported like the CPU path does.
   int lwork = 0;
-  check(cusolverDnDpotrf_bufferSize(hd.solver, CUBLAS_FILL_MODE_LOWER, static_cast<int>(p),
-                                    H_d.as<double>(), static_cast<int>(p), &lwork),
+  check(cusolverDnDpotrf_bufferSize(S.hd.solver, CUBLAS_FILL_MODE_LOWER, pi, H_d.as<double>(), pi,
+                                    &lwork),
         "potrf buffer");
   DeviceBuffer potrf_work(sizeof(double) * std::max(lwork, 1)), info_d(sizeof(int));
-  check(cusolverDnDpotrf(hd.solver, CUBLAS_FILL_MODE_LOWER, static_cast<int>(p), H_d.as<double>(),
-                         static_cast<int>(p), potrf_work.as<double>(), lwork, info_d.as<int>()),
+  check(cusolverDnDpotrf(S.hd.solver, CUBLAS_FILL_MODE_LOWER, pi, H_d.as<double>(), pi,
+                         potrf_work.as<double>(), lwork, info_d.as<int>()),
         "potrf");
   int info = 0;
-  check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, hd.compute), "info");
-  L.resize(p, p);
-  check(cudaMemcpyAsync(L.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, hd.compute),
+  check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, cs), "info");
+  out.L.resize(p, p);
+  check(cudaMemcpyAsync(out.L.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, cs),
         "copy L");
-  check(cudaStreamSynchronize(hd.compute), "Cholesky");
+  check(cudaStreamSynchronize(cs), "Cholesky");
   const Index column = info > 0 ? info - 1 : -1;
-  check_factor(L, column, column >= 0 ? L(column, column) : 0.0, pivot_floor(H),
+  check_factor(out.L, column, column >= 0 ? out.L(column, column) : 0.0, pivot_floor(out.H),
                "The Hessian H = X^T diag(a) X + l2 P at theta");
-  L.triangularView<Eigen::StrictlyUpper>().setZero();
-  auto t2 = clock::now();
+  out.L.triangularView<Eigen::StrictlyUpper>().setZero();
+  const auto t2 = clock::now();
 
-  // Leverage: L^{-1} once (trtri), then one triangular product per block and column norms.
-  check(cudaMemcpyAsync(Li_d.ptr, H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToDevice, hd.compute),
+  // Pass 2: L^{-1} once (trtri), then per block one triangular product, column norms, X^T r.
+  check(cudaMemcpyAsync(Li_d.ptr, H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToDevice, cs),
         "copy factor");
   size_t dev_bytes = 0, host_bytes = 0;
-  check(cusolverDnXtrtri_bufferSize(hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p,
+  check(cusolverDnXtrtri_bufferSize(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p,
                                     CUDA_R_64F, Li_d.ptr, p, &dev_bytes, &host_bytes),
         "trtri buffer");
   DeviceBuffer trtri_dev(dev_bytes);
   std::string trtri_host(std::max<size_t>(host_bytes, 1), '\0');
-  check(cusolverDnXtrtri(hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p, CUDA_R_64F,
+  check(cusolverDnXtrtri(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p, CUDA_R_64F,
                          Li_d.ptr, p, trtri_dev.ptr, dev_bytes, trtri_host.data(), host_bytes,
                          info_d.as<int>()),
         "trtri");
+  check(cudaStreamSynchronize(cs), "trtri");  // the copy stream's transfers may start now
   const unsigned threads = 256;
-  stream_blocks(X, n, d, rows, hd, pinned, raw, copied, used, [&](int slot, long long begin, long long count) {
-    load_columns<<<grid_for(count * p), 256, 0, hd.compute>>>(
-        raw[slot].as<T>(), a_d.as<double>() + begin, work_d.as<double>(), count, d, p, intercept, false);
-    check(cudaGetLastError(), "load_columns");
-    check(cublasDtrmm(hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
-                      CUBLAS_DIAG_NON_UNIT, static_cast<int>(p), static_cast<int>(count), &one,
-                      Li_d.as<double>(), static_cast<int>(p), work_d.as<double>(), static_cast<int>(p),
-                      out_d.as<double>(), static_cast<int>(p)),
+  S.for_blocks(host_rows, nullptr, [&](const char* raw, Index begin, Index count) {
+    const int c = as_int(count);
+    double* work = work_d.as<double>();
+    S.load(raw, nullptr, work, count);
+    check(cublasDgemv(S.hd.blas, CUBLAS_OP_N, pi, c, &one, work, pi, r_d.as<double>() + begin, 1,
+                      &one, g_d.as<double>(), 1),
+          "gemv X^T r");
+    check(cublasDtrmm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                      CUBLAS_DIAG_NON_UNIT, pi, c, &one, Li_d.as<double>(), pi, work, pi,
+                      out_d.as<double>(), pi),
           "trmm");
-    leverage_columns<<<static_cast<unsigned>(count), threads, threads * sizeof(double), hd.compute>>>(
+    leverage_columns<<<static_cast<unsigned>(count), threads, threads * sizeof(double), cs>>>(
         out_d.as<double>(), a_d.as<double>() + begin, h_d.as<double>() + begin, p);
     check(cudaGetLastError(), "leverage_columns");
   });
-  (void)zero;
-  h.resize(n);
-  check(cudaMemcpyAsync(h.data(), h_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, hd.compute),
+  out.h.resize(n);
+  out.g.resize(p);
+  check(cudaMemcpyAsync(out.h.data(), h_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs),
         "copy h");
-  check(cudaStreamSynchronize(hd.compute), "leverage");
-  auto t3 = clock::now();
-  for (int s = 0; s < 2; ++s) {
-    cudaEventDestroy(copied[s]);
-    cudaEventDestroy(used[s]);
-  }
-  if (seconds) {
-    seconds[0] = std::chrono::duration<double>(t1 - t0).count();
-    seconds[1] = std::chrono::duration<double>(t2 - t1).count();
-    seconds[2] = std::chrono::duration<double>(t3 - t2).count();
-  }
+  check(cudaMemcpyAsync(out.g.data(), g_d.ptr, sizeof(double) * p, cudaMemcpyDeviceToHost, cs),
+        "copy g");
+  check(cudaStreamSynchronize(cs), "leverage");
+  const auto t3 = clock::now();
+  out.seconds[0] = std::chrono::duration<double>(t1 - t0).count();
+  out.seconds[1] = std::chrono::duration<double>(t2 - t1).count();
+  out.seconds[2] = std::chrono::duration<double>(t3 - t2).count();
+  out.resident = S.device_rows != nullptr;
+  return st;
 }
 
-}  // namespace
+void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix> out) {
+  const Index n = S.n, p = S.p, m = U.cols();
+  if (U.rows() != p || out.rows() != n || out.cols() != m) {
+    throw std::invalid_argument("project: shapes do not match");
+  }
+  if (m == 0 || n == 0) return;
+  const std::lock_guard<std::mutex> lock(S.mutex);
+  cudaStream_t cs = S.hd.compute;
+  DeviceBuffer U_d(sizeof(double) * p * m), out_d(sizeof(double) * n * m);
+  DeviceBuffer work_d(sizeof(double) * p * S.rows);
+  check(cudaMemcpyAsync(U_d.ptr, U.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice, cs),
+        "upload U");
+  check(cudaStreamSynchronize(cs), "upload U");
+  const char* host_rows = S.device_rows ? nullptr
+                          : S.f32      ? reinterpret_cast<const char*>(host.data_f32())
+                                       : reinterpret_cast<const char*>(host.data_f64());
+  const double one = 1.0, zero = 0.0;
+  const int pi = as_int(p), mi = as_int(m), ni = as_int(n);
+  S.for_blocks(host_rows, nullptr, [&](const char* raw, Index begin, Index count) {
+    S.load(raw, nullptr, work_d.as<double>(), count);
+    // out(begin.., :) = work^T U, into the n x m column-major result.
+    check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, as_int(count), mi, pi, &one,
+                      work_d.as<double>(), pi, U_d.as<double>(), pi, &zero,
+                      out_d.as<double>() + begin, ni),
+          "gemm X U");
+  });
+  Matrix result(n, m);
+  check(cudaMemcpyAsync(result.data(), out_d.ptr, sizeof(double) * n * m, cudaMemcpyDeviceToHost,
+                        cs),
+        "copy X U");
+  check(cudaStreamSynchronize(cs), "X U");
+  out = result;
+}
+
+void copy_to_host(const DeviceMatrix& X, void* out) {
+  const size_t bytes =
+      static_cast<size_t>(X.rows) * static_cast<size_t>(X.cols) * (X.f32 ? sizeof(float) : sizeof(double));
+  check(cudaDeviceSynchronize(), "waiting for the producer of X");
+  check(cudaMemcpy(out, X.data, bytes, cudaMemcpyDeviceToHost), "copy X to host");
+}
 
 bool compiled() { return true; }
 
@@ -274,16 +532,6 @@ std::string device_name() {
   cudaDeviceProp prop;
   check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
   return prop.name;
-}
-
-void attribution_core(const Design& X, const Vector& a, double l2, Matrix& H, Matrix& L, Vector& h,
-                      double* seconds) {
-  if (!available()) throw std::runtime_error("backend 'cuda' asked for, but " + device_name());
-  if (X.is_float32()) {
-    core(X.data_f32(), X.rows(), X.features(), X.intercept(), a, l2, H, L, h, seconds);
-  } else {
-    core(X.data_f64(), X.rows(), X.features(), X.intercept(), a, l2, H, L, h, seconds);
-  }
 }
 
 }  // namespace rif::cuda

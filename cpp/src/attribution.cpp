@@ -66,14 +66,17 @@ void validate(const Problem& problem, const Vector& theta, int threads) {
   (void)threads;
 }
 
-void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threads) {
-  X.multiply(theta, z, threads);
+void check_linear_predictor(const Design& X, const Vector& z) {
   if (z.allFinite()) return;
   // A NaN or inf anywhere in a row makes its z non-finite (inf * 0 is NaN): the first such row
   // holds X's first bad entry, unless the product merely overflowed.
   Index i = 0;
   while (std::isfinite(z[i])) ++i;
   std::ostringstream msg;
+  if (!X.has_data()) {
+    msg << "X contains NaN or inf at row " << i << ", or X @ theta overflows there";
+    throw std::invalid_argument(msg.str());
+  }
   const auto bad = X.first_nonfinite_in_row(i);
   if (bad >= 0) {
     msg << "X contains NaN or inf (first at row " << i << ", column " << bad << ")";
@@ -83,6 +86,11 @@ void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threa
   throw std::invalid_argument(msg.str());
 }
 
+void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threads) {
+  X.multiply(theta, z, threads);
+  check_linear_predictor(X, z);
+}
+
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads) {
   Vector g;
   problem.X.multiply_transposed(r, g, threads);
@@ -90,20 +98,28 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
   return g;
 }
 
-Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cuda)
+Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cuda,
+                         const cuda::DeviceMatrix* device)
     : problem_(std::move(problem)), theta_(std::move(theta)) {
   threads = resolve_threads(threads);
   threads_ = threads;
   validate(problem_, theta_, threads);
-  Vector z;
-  linear_predictor(problem_.X, theta_, z, threads);
-  derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
+  if (device && !use_cuda) throw std::invalid_argument("X in device memory needs the cuda backend");
   if (use_cuda) {
-    double seconds[3] = {0, 0, 0};
-    cuda::attribution_core(problem_.X, a_, problem_.l2, H_, L_, h_, seconds);
-    timings_ = Timings{seconds[0], seconds[1], seconds[2]};
-    problem_.X.multiply_transposed(r_, gradient_, threads);
+    cuda::Results res;
+    gpu_ = cuda::attribute(problem_.X, device, problem_.family, problem_.y, problem_.w, theta_,
+                           problem_.l2, &check_linear_predictor, res);
+    r_ = std::move(res.r);
+    a_ = std::move(res.a);
+    H_ = std::move(res.H);
+    L_ = std::move(res.L);
+    h_ = std::move(res.h);
+    gradient_ = std::move(res.g);
+    timings_ = Timings{res.seconds[0], res.seconds[1], res.seconds[2]};
   } else {
+    Vector z;
+    linear_predictor(problem_.X, theta_, z, threads);
+    derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
     using clock = std::chrono::steady_clock;
     const auto seconds = [](clock::time_point a, clock::time_point b) {
       return std::chrono::duration<double>(b - a).count();
@@ -125,7 +141,24 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   }
 }
 
+void Attribution::attach_host(const Design& X) {
+  const Design& shape = problem_.X;
+  if (X.rows() != shape.rows() || X.features() != shape.features() ||
+      X.intercept() != shape.intercept() || !X.has_data()) {
+    throw std::invalid_argument("attach_host: the host copy of X must have X's shape");
+  }
+  problem_.X = X;
+}
+
+void Attribution::require_host(const char* what) const {
+  if (!problem_.X.has_data()) {
+    throw std::logic_error(std::string(what) +
+                           " runs on the CPU and needs X in host memory: attach a host copy");
+  }
+}
+
 const Vector& Attribution::gradient_at_zero() const {
+  require_host("retraining");
   std::call_once(zero_once_, [this] {
     Vector r0, a0;
     derivatives(problem_.family, Vector::Zero(problem_.X.rows()), problem_.y, problem_.w, r0, a0);
@@ -150,6 +183,7 @@ void Attribution::solve(Eigen::Ref<Matrix> v) const {
 
 void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled,
                                  Eigen::Ref<RowMatrix> out, int threads) const {
+  require_host("per-sample influence rows");
   const Index p = params(), n = problem_.X.rows();
   for (Index j = 0; j < k; ++j) {
     if (idx[j] < 0 || idx[j] >= n) throw std::invalid_argument("indices: out of range");
@@ -185,11 +219,14 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
   Matrix U = V;
   solve_factored(L_, U);
   const Index block = block_rows(p);
+  if (gpu_) cuda::project(*gpu_, problem_.X, U, out);  // out = X U on the device
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
   parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
-    auto Xt = problem_.X.block(begin, count, buffers[static_cast<size_t>(t)]);
     auto rows = out.block(begin, 0, count, m);
-    rows.noalias() = Xt.transpose() * U;
+    if (!gpu_) {
+      auto Xt = problem_.X.block(begin, count, buffers[static_cast<size_t>(t)]);
+      rows.noalias() = Xt.transpose() * U;
+    }
     for (Index j = 0; j < count; ++j) {
       const Index i = begin + j;
       if (rescaled && std::isinf(rescale_[i])) {
@@ -204,6 +241,7 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
 
 void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowMatrix> out,
                              int threads) const {
+  require_host("group sums of IF / RIF");
   const Index p = params(), n = problem_.X.rows();
   check_sets(sets, n);
   threads = resolve_threads(threads);
@@ -227,6 +265,7 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
 
 void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
                               std::vector<Index>& singular, int threads) const {
+  require_host("the Newton step");
   const Index p = params(), n = problem_.X.rows();
   check_sets(sets, n);
   threads = resolve_threads(threads);

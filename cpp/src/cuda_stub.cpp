@@ -5,13 +5,29 @@
 
 namespace rif::cuda {
 
+namespace {
+
+[[noreturn]] void absent() {
+  throw std::runtime_error(
+      "this build of rif-native has no CUDA backend: rebuild with RIF_CUDA=ON (see README)");
+}
+
+}  // namespace
+
+class State {};
+void StateDeleter::operator()(State* state) const { delete state; }
+
 bool compiled() { return false; }
 bool available() { return false; }
 std::string device_name() { return "none: this build has no CUDA backend (RIF_CUDA=OFF)"; }
 
-void attribution_core(const Design&, const Vector&, double, Matrix&, Matrix&, Vector&, double*) {
-  throw std::runtime_error(
-      "this build of rif-native has no CUDA backend: rebuild with RIF_CUDA=ON (see README)");
+StatePtr attribute(const Design&, const DeviceMatrix*, Family, const Vector&, const Vector&,
+                   const Vector&, double, void (*)(const Design&, const Vector&), Results&) {
+  absent();
 }
+
+void project(State&, const Design&, const Matrix&, Eigen::Ref<RowMatrix>) { absent(); }
+
+void copy_to_host(const DeviceMatrix&, void*) { absent(); }
 
 }  // namespace rif::cuda

@@ -8,6 +8,8 @@ Sign convention: every estimate is a removal effect ``theta_{-T} - theta_hat`` (
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
@@ -15,6 +17,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from ._device import device_matrix, is_device_array
 
 NotPositiveDefiniteError = _core.NotPositiveDefiniteError
 NotPositiveDefiniteError.__doc__ = (
@@ -27,6 +30,7 @@ SetsLike = Union[ArrayLike, Sequence[ArrayLike]]
 
 _METHODS = ("if", "rif", "ns")
 _MAX_NAMED = 10
+_HOST_COPY_LOCK = threading.Lock()
 
 
 class SingularRemovalWarning(RuntimeWarning):
@@ -89,8 +93,6 @@ _BACKENDS = ("cpu", "cuda", "auto")
 
 def _use_cuda(backend: Optional[str]) -> bool:
     """Resolve backend= (or the RIF_BACKEND environment variable when None) to CUDA or not."""
-    import os
-
     chosen = backend if backend is not None else os.environ.get("RIF_BACKEND", "auto")
     if chosen not in _BACKENDS:
         source = "backend" if backend is not None else "the RIF_BACKEND environment variable"
@@ -134,14 +136,14 @@ def _as_design(X: ArrayLike, fit_intercept: bool) -> np.ndarray:
         arr = arr.astype(np.float64)
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)
-    if arr.shape[0] == 0:
-        raise ValueError(f"X is empty: it needs at least one sample (row), got shape {arr.shape}")
-    if arr.shape[1] == 0 and not fit_intercept:
-        raise ValueError(f"X has no features (d = 0), got shape {arr.shape}")
+    _check_shape(arr.shape[0], arr.shape[1], fit_intercept)
     return arr
 
 
 def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
+    if is_device_array(v):
+        raise TypeError(f"{name} is in GPU memory: pass it as a NumPy array (only X is read on "
+                        "the device; y, weights and theta are small)")
     arr = np.asarray(v)
     _check_numeric(arr, name)
     if arr.ndim != 1:
@@ -154,15 +156,32 @@ def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
 def _data(X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike], fit_intercept: bool,
           theta: Optional[ArrayLike], theta_name: str):
     """(X, y, theta, w, n, d) checked and converted once; theta None stays None."""
+    if is_device_array(X):
+        raise TypeError("X is in GPU memory: only Attribution and the one-call attribution "
+                        "functions read it there (backend 'cuda'); pass a NumPy array here")
     Xa = _as_design(X, fit_intercept)
     n, d = Xa.shape
+    ya, ta, wa = _vectors(y, sample_weight, theta, theta_name, n, d, fit_intercept)
+    return Xa, ya, ta, wa, n, d
+
+
+def _vectors(y: ArrayLike, sample_weight: Optional[ArrayLike], theta: Optional[ArrayLike],
+             theta_name: str, n: int, d: int, fit_intercept: bool):
+    """(y, theta, w) for X of shape (n, d), checked and converted; theta None stays None."""
     p = d + int(fit_intercept)
     ya = _as_vector(y, "y", n, "one label per row of X")
     ta = None if theta is None else _as_vector(
         theta, theta_name, p, f"{d} features" + (" + intercept, last" if fit_intercept else ""))
     wa = None if sample_weight is None else _as_vector(
         sample_weight, "sample_weight", n, "one weight per row of X")
-    return Xa, ya, ta, wa, n, d
+    return ya, ta, wa
+
+
+def _check_shape(n: int, d: int, fit_intercept: bool) -> None:
+    if n == 0:
+        raise ValueError(f"X is empty: it needs at least one sample (row), got shape ({n}, {d})")
+    if d == 0 and not fit_intercept:
+        raise ValueError(f"X has no features (d = 0), got shape ({n}, {d})")
 
 
 def _check_stopping(tol: float, max_iter: int) -> None:
@@ -271,9 +290,16 @@ class Attribution:
         sample_weight: (n,) weights >= 0, default all ones.
         fit_intercept: treat X as having a trailing column of ones that the penalty skips.
         num_threads: threads for every computation of this object; None uses all cores.
-        backend: "cpu", "cuda" (the Hessian, factor and leverages on the GPU; a RuntimeError when
-            this build or machine has none) or "auto" (CUDA when available). None reads the
-            RIF_BACKEND environment variable, default "auto".
+        backend: "cpu", "cuda" (z, the Hessian, factor, leverages and ``scores`` on the GPU; a
+            RuntimeError when this build or machine has none) or "auto" (CUDA when available).
+            None reads the RIF_BACKEND environment variable, default "auto". With CUDA, host X
+            crosses the bus once and stays in device memory while the object lives, when it
+            fits (``RIF_CUDA_KEEP_X=0`` streams it again on every pass instead).
+
+    X may also be a matrix already in GPU memory (CuPy, PyTorch, JAX, Numba: anything with
+    ``__cuda_array_interface__`` or a CUDA DLPack export; C-contiguous float64 or float32): it is
+    read in place with backend "cuda". The queries that run on the CPU (IF / RIF rows, group
+    effects, Newton steps, retraining) then copy X to host memory once, on first use.
     """
 
     def __init__(
@@ -290,12 +316,27 @@ class Attribution:
         backend: Optional[str] = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
-        use_cuda = _use_cuda(backend)
-        Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
-        p = d + int(fit_intercept)
         self._threads = _threads(num_threads)
-        self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa, fit_intercept,
-                                       self._threads, use_cuda)
+        self._device = device_matrix(X)
+        if self._device is None:
+            use_cuda = _use_cuda(backend)
+            Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
+            self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa,
+                                           fit_intercept, self._threads, use_cuda)
+        else:
+            if backend == "cpu" or (backend is None and os.environ.get("RIF_BACKEND") == "cpu"):
+                raise ValueError("X is in GPU memory, which the CPU backend cannot read: use "
+                                 "backend='cuda' (or 'auto'), or pass X as a NumPy array")
+            use_cuda = _use_cuda("cuda")
+            Xa = None  # copied to host memory only if a CPU-side query asks for it
+            dev = self._device
+            n, d = dev.rows, dev.cols
+            _check_shape(n, d, fit_intercept)
+            ya, ta, wa = _vectors(y, sample_weight, theta, "theta", n, d, fit_intercept)
+            self._core = _core.Attribution(None, ya, ta, float(l2), str(family), wa,
+                                           fit_intercept, self._threads, True,
+                                           dev.as_tuple(), dev.owner)
+        p = d + int(fit_intercept)
         self.backend = "cuda" if use_cuda else "cpu"
         self._data = (Xa, ya, wa)  # references (no copies), for checks on refits
         self.n, self.n_features, self.n_params = n, d, p
@@ -414,6 +455,7 @@ class Attribution:
         """
         method = _method(method, _METHODS)
         indices, offsets, single = _parse_sets(sets, self.n)
+        self._need_host()
         if method == "ns":
             out, singular = self._core.newton_step(indices, offsets, self._threads)
             if singular:
@@ -442,6 +484,7 @@ class Attribution:
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
+        self._need_host()
         m = len(offsets) - 1
         step = max(1, int(batch)) if show_progress else max(m, 1)
         parts = []
@@ -503,6 +546,18 @@ class Attribution:
                 f"max_leverage={float(self._leverage.max()):.4g})")
 
     # -- helpers
+    def _need_host(self) -> None:
+        """Queries that run on the CPU read X from host memory: for X in GPU memory, copy it
+        there once, on the first such query."""
+        if self._device is None or self._core.has_host_data:
+            return
+        with _HOST_COPY_LOCK:
+            if not self._core.has_host_data:
+                dev = self._device
+                Xh = _core.copy_device_to_host(dev.ptr, dev.rows, dev.cols, dev.f32)
+                self._core.attach_host(Xh)
+                self._data = (Xh,) + self._data[1:]
+
     def _directions(self, v: ArrayLike, name: str) -> np.ndarray:
         arr = np.asarray(v)
         _check_numeric(arr, name)
@@ -517,6 +572,7 @@ class Attribution:
     def _rows(self, indices: Optional[ArrayLike], rescaled: bool) -> np.ndarray:
         idx = (np.arange(self.n, dtype=np.int64) if indices is None
                else _one_set(indices, self.n, "indices"))
+        self._need_host()
         out = self._core.influence_rows(idx, rescaled, self._threads)
         if rescaled:
             self._warn_samples(np.intersect1d(idx, self.singular_samples))

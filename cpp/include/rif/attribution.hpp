@@ -3,6 +3,7 @@
 /// Hessian, its Cholesky factor and every sample's leverage once, then answers IF / RIF / NS
 /// questions from them. All estimates are removal effects, theta_{-T} - theta_hat.
 
+#include "rif/cuda_backend.hpp"
 #include "rif/design.hpp"
 #include "rif/glm.hpp"
 #include "rif/types.hpp"
@@ -28,6 +29,10 @@ void validate(const Problem& problem, const Vector& theta, int threads);
 /// z = X theta; throws std::invalid_argument naming X's first NaN/inf entry (or the overflow).
 void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threads);
 
+/// Throws like linear_predictor when z = X theta is not finite (naming X's entry when X is in
+/// host memory, the row otherwise).
+void check_linear_predictor(const Design& X, const Vector& z);
+
 /// Throws std::invalid_argument unless every index of every set lies in [0, n).
 void check_sets(const SetList& sets, Index n);
 
@@ -48,9 +53,19 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
 
 class Attribution {
  public:
-  /// Validates, then computes z, (r, a), H, its factor L and the leverages; with use_cuda the
-  /// Hessian, factor and leverages come from the GPU backend (everything else stays on the CPU).
-  Attribution(Problem problem, Vector theta, int threads, bool use_cuda = false);
+  /// Validates, then computes z, (r, a), H, its factor L and the leverages. With use_cuda these
+  /// come from the GPU backend, which keeps X in device memory when it fits, so that scores()
+  /// runs there too; `device` (with use_cuda) is X already in device memory, and problem.X is
+  /// then a shape-only view until attach_host() gives a host copy for the CPU-side queries.
+  Attribution(Problem problem, Vector theta, int threads, bool use_cuda = false,
+              const cuda::DeviceMatrix* device = nullptr);
+
+  /// Whether X is readable in host memory (false for device X until attach_host()).
+  bool has_host_data() const { return problem_.X.has_data(); }
+  /// Gives a host copy of device X (same shape and dtype) to the queries that run on the CPU.
+  void attach_host(const Design& X);
+  /// Throws std::logic_error naming `what` unless X is readable in host memory.
+  void require_host(const char* what) const;
 
   const Problem& problem() const { return problem_; }
   const Vector& theta() const { return theta_; }
@@ -107,6 +122,7 @@ class Attribution {
   Matrix H_, L_;
   Vector gradient_;
   Timings timings_;
+  cuda::StatePtr gpu_;  ///< the device's state when built with use_cuda
   int threads_ = 1;  ///< the threads the object was built with (for lazily computed parts)
   mutable std::once_flag zero_once_;
   mutable Vector gradient_zero_;

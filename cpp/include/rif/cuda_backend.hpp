@@ -1,11 +1,13 @@
 #pragma once
-/// The optional GPU backend (cuBLAS + cuSOLVER): the attribution's dense stages on one device.
+/// The optional GPU backend (cuBLAS + cuSOLVER): an attribution's passes over X on one device.
 /// This header has no CUDA types, so the rest of the kernel compiles without the toolkit; builds
 /// without RIF_CUDA link a stub that reports the backend as absent.
 
 #include "rif/design.hpp"
+#include "rif/glm.hpp"
 #include "rif/types.hpp"
 
+#include <memory>
 #include <string>
 
 namespace rif::cuda {
@@ -19,12 +21,49 @@ bool available();
 /// Name of device 0, or why there is none.
 std::string device_name();
 
-/// On the GPU: H = X^T diag(a) X + l2 P (lower triangle), its Cholesky factor L and the leverages
-/// h_i = a_i ||L^{-1} x_i||^2, with X streamed from host memory in row blocks through pinned,
-/// double-buffered copies that overlap the compute. seconds[0..2] get the wall time of the
-/// Hessian, the factorisation and the leverage pass. Throws not_positive_definite like the CPU
-/// path, std::runtime_error for device errors.
-void attribution_core(const Design& X, const Vector& a, double l2, Matrix& H, Matrix& L, Vector& h,
-                      double* seconds);
+/// X already in device memory: C-contiguous row-major rows x cols, float64 or float32, on the
+/// current device. The caller keeps it alive and unchanged while the attribution uses it.
+struct DeviceMatrix {
+  const void* data = nullptr;
+  Index rows = 0;
+  Index cols = 0;
+  bool f32 = false;
+};
+
+/// What the device keeps for one attribution: its handles and streams, and X in device memory
+/// when X came from there or fitted (so later passes need no copy); otherwise X is streamed
+/// from host memory again on each pass.
+class State;
+struct StateDeleter {
+  void operator()(State* state) const;
+};
+using StatePtr = std::unique_ptr<State, StateDeleter>;
+
+/// The attribution's per-sample and dense results, computed on the device.
+struct Results {
+  Vector z, r, a;  ///< linear predictors and the family's derivatives (weights applied)
+  Vector h;        ///< leverages a_i ||L^{-1} x_i||^2
+  Vector g;        ///< X^T r (the penalty's gradient is not included)
+  Matrix H, L;     ///< H = X^T diag(a) X + l2 P (lower triangle) and its Cholesky factor
+  double seconds[3] = {0, 0, 0};  ///< Hessian pass (with the copy of X), factor, leverage pass
+  bool resident = false;          ///< X stays in device memory for later passes
+};
+
+/// Builds an attribution on the GPU. X is `device` when given (already in device memory, used
+/// in place), otherwise `host` (streamed in row blocks through pinned, double-buffered copies,
+/// and kept in device memory when it fits). One pass computes z = X theta, r, a and the
+/// Hessian block by block as the rows arrive; `check_z(z)` runs on the host before the
+/// factorisation (it throws for non-finite predictors); a second pass gives the leverages and
+/// X^T r. Throws not_positive_definite like the CPU path, std::runtime_error for device errors.
+StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family, const Vector& y,
+                   const Vector& w, const Vector& theta, double l2,
+                   void (*check_z)(const Design&, const Vector&), Results& out);
+
+/// out = X U (n x m; the intercept's ones column included) on the device, X from the state
+/// (device memory) or streamed from `host` again.
+void project(State& state, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix> out);
+
+/// Copies a device matrix into host memory (rows * cols values of its dtype at `out`).
+void copy_to_host(const DeviceMatrix& X, void* out);
 
 }  // namespace rif::cuda

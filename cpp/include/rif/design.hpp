@@ -22,6 +22,8 @@ class Design {
   Index params() const { return d_ + (intercept_ ? 1 : 0); }
   bool intercept() const { return intercept_; }
   bool is_float32() const { return f32_ != nullptr; }
+  /// False for a shape-only view (X in device memory, no host copy attached yet).
+  bool has_data() const { return f64_ != nullptr || f32_ != nullptr; }
   /// The raw row-major data (null for the other dtype).
   const double* data_f64() const { return f64_; }
   const float* data_f32() const { return f32_; }

@@ -1,0 +1,139 @@
+"""X already in GPU memory: any object with ``__cuda_array_interface__`` (CuPy, PyTorch, Numba,
+JAX) or a CUDA DLPack export (``__dlpack__`` / ``__dlpack_device__``). The CUDA backend reads it
+in place: no copy to the host and back."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any, Optional
+
+# DLPack device types that live in CUDA device memory (kDLCUDA, kDLCUDAManaged).
+_DLPACK_CUDA = (2, 13)
+_DLPACK_CPU = 1
+_FLOAT_CODE = 2  # kDLFloat
+
+
+@dataclass(frozen=True)
+class DeviceMatrix:
+    """A C-contiguous (rows, cols) float64/float32 matrix in device memory, and the object that
+    keeps that memory alive."""
+
+    ptr: int
+    rows: int
+    cols: int
+    f32: bool
+    owner: Any
+
+    def as_tuple(self) -> tuple:
+        return (self.ptr, self.rows, self.cols, self.f32)
+
+
+def _advice(what: str) -> str:
+    return (f"{what}; the CUDA backend reads X in place only as a C-contiguous 2-D float64 or "
+            "float32 array (e.g. cupy.ascontiguousarray(X, dtype=cupy.float64) or "
+            "X.contiguous().double() in PyTorch)")
+
+
+def _check(shape: tuple, itemsize: int, strides: Optional[tuple], kind: str) -> None:
+    if len(shape) != 2:
+        raise ValueError(_advice(f"X in GPU memory must be 2-D, got shape {tuple(shape)}"))
+    if kind != "f" or itemsize not in (4, 8):
+        raise TypeError(_advice(f"X in GPU memory has element type {kind}{itemsize}"))
+    rows, cols = shape
+    if strides is not None and rows > 1 and cols > 0 and tuple(strides) != (cols * itemsize,
+                                                                            itemsize):
+        if not (cols == 1 and strides[0] == itemsize):
+            raise ValueError(_advice(f"X in GPU memory is not C-contiguous (strides {strides})"))
+
+
+def _from_interface(obj: Any, iface: dict) -> DeviceMatrix:
+    shape = tuple(int(s) for s in iface["shape"])
+    typestr = str(iface["typestr"])
+    if typestr[0] == ">":
+        raise TypeError(_advice("X in GPU memory is big-endian"))
+    if iface.get("mask") is not None:
+        raise ValueError("X in GPU memory has a mask; rif_native needs plain values")
+    strides = iface.get("strides")
+    _check(shape, int(typestr[2:]), None if strides is None else tuple(strides), typestr[1])
+    ptr = int(iface["data"][0])
+    return DeviceMatrix(ptr, shape[0], shape[1], typestr[2:] == "4", obj)
+
+
+# -- DLPack through ctypes: the C structures of the DLPack ABI (dlpack.h, v0.6 and later).
+class _Device(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _Device), ("ndim", ctypes.c_int32),
+                ("dtype", _DataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+def _capsule_tensor(capsule: Any) -> _Tensor:
+    """The DLTensor at the head of a "dltensor" capsule's DLManagedTensor (not consumed: the
+    capsule keeps its memory alive and frees it when it is collected)."""
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    address = get(capsule, b"dltensor")
+    return _Tensor.from_address(address)
+
+
+def dlpack_matrix(capsule: Any, owner: Any) -> tuple[DeviceMatrix, int]:
+    """(DeviceMatrix, DLPack device type) described by a DLPack capsule."""
+    t = _capsule_tensor(capsule)
+    if t.dtype.lanes != 1:
+        raise TypeError(_advice("X in GPU memory has vector lanes"))
+    kind = "f" if t.dtype.code == _FLOAT_CODE else "?"
+    shape = tuple(t.shape[k] for k in range(t.ndim))
+    itemsize = t.dtype.bits // 8
+    strides = None if not t.strides else tuple(t.strides[k] * itemsize for k in range(t.ndim))
+    _check(shape, itemsize, strides, kind)
+    ptr = (t.data or 0) + int(t.byte_offset)
+    return DeviceMatrix(ptr, shape[0], shape[1], itemsize == 4, (owner, capsule)), \
+        int(t.device.device_type)
+
+
+def device_matrix(X: Any) -> Optional[DeviceMatrix]:
+    """The DeviceMatrix of X when X lives in CUDA device memory, else None (host data)."""
+    if isinstance(X, (list, tuple)) or type(X).__module__ == "numpy":
+        return None
+    try:
+        iface = X.__cuda_array_interface__
+    except (AttributeError, RuntimeError, TypeError):  # e.g. a PyTorch CPU tensor raises
+        iface = None
+    if iface is not None:
+        return _from_interface(X, iface)
+    dev = getattr(X, "__dlpack_device__", None)
+    if dev is None:
+        return None
+    try:
+        device_type = int(dev()[0])
+    except Exception:
+        return None
+    if device_type not in _DLPACK_CUDA:
+        return None
+    matrix, _ = dlpack_matrix(X.__dlpack__(), X)
+    return matrix
+
+
+def is_device_array(v: Any) -> bool:
+    """Whether v holds its data in CUDA device memory (any shape or type)."""
+    if type(v).__module__ == "numpy":
+        return False
+    try:
+        if getattr(v, "__cuda_array_interface__", None) is not None:
+            return True
+    except (RuntimeError, TypeError):
+        return False
+    dev = getattr(v, "__dlpack_device__", None)
+    try:
+        return dev is not None and int(dev()[0]) in _DLPACK_CUDA
+    except Exception:
+        return False
