@@ -33,10 +33,9 @@ rif::cuda::DeviceMatrix device_matrix(const py::tuple& t) {
   return m;
 }
 
-rif::Problem make_problem(const py::array& X, const F64Array& y, const py::object& weights,
-                          double l2, const std::string& family, bool fit_intercept) {
-  rif::Problem problem{to_design(X, fit_intercept), rif::parse_family(family),
-                       to_vector(y, "y"), rif::Vector(), l2};
+rif::Problem make_problem(const rif::Design& X, const F64Array& y, const py::object& weights,
+                          double l2, const std::string& family) {
+  rif::Problem problem{X, rif::parse_family(family), to_vector(y, "y"), rif::Vector(), l2};
   if (!weights.is_none()) problem.w = to_vector(weights.cast<F64Array>(), "sample_weight");
   return problem;
 }
@@ -87,21 +86,12 @@ void bind_attribution(py::module_& m) {
              rif::cuda::DeviceMatrix dev;
              const bool on_device = !device.is_none();
              if (on_device) dev = device_matrix(device.cast<py::tuple>());
-             rif::Problem problem = [&] {
-               if (!on_device) {
-                 return make_problem(X.cast<py::array>(), y, sample_weight, l2, family,
-                                     fit_intercept);
-               }
-               // A shape-only view: the CPU-side queries need attach_host() first.
-               const rif::Design shape(static_cast<const double*>(nullptr), dev.rows, dev.cols,
-                                       fit_intercept);
-               rif::Problem pr{shape, rif::parse_family(family), to_vector(y, "y"),
-                               rif::Vector(), l2};
-               if (!sample_weight.is_none()) {
-                 pr.w = to_vector(sample_weight.cast<F64Array>(), "sample_weight");
-               }
-               return pr;
-             }();
+             // For device X a shape-only view: the CPU-side queries need attach_host() first.
+             const rif::Design design =
+                 on_device ? rif::Design(static_cast<const double*>(nullptr), dev.rows, dev.cols,
+                                         fit_intercept)
+                           : to_design(X.cast<py::array>(), fit_intercept);
+             rif::Problem problem = make_problem(design, y, sample_weight, l2, family);
              rif::Vector t = to_vector(theta, "theta");
              // Safe without the GIL: the kernel reads only X's buffer (kept alive by self) and
              // its own copies of y, w and theta.
@@ -238,7 +228,8 @@ void bind_attribution(py::module_& m) {
         [](py::array X, const F64Array& y, const F64Array& theta0, double l2,
            const std::string& family, const py::object& sample_weight, bool fit_intercept,
            double tol, int max_iter, int num_threads) {
-          rif::Problem problem = make_problem(X, y, sample_weight, l2, family, fit_intercept);
+          rif::Problem problem =
+              make_problem(to_design(X, fit_intercept), y, sample_weight, l2, family);
           rif::Vector t = to_vector(theta0, "theta0");
           rif::FitOptions options{tol, max_iter, num_threads};
           rif::FitResult result;
