@@ -95,8 +95,8 @@ class FakeDlpack:
 
 
 def test_cuda_array_interface_is_read():
-    m = _device.device_matrix(FakeCudaArray((7, 3), "<f4", ptr=1234))
-    assert (m.ptr, m.rows, m.cols, m.f32) == (1234, 7, 3, True)
+    m = _device.device_matrix(FakeCudaArray((7, 3), "<f4", ptr=1236))
+    assert (m.ptr, m.rows, m.cols, m.f32) == (1236, 7, 3, True)
     m = _device.device_matrix(FakeCudaArray((7, 3), "<f8", strides=(24, 8)))
     assert (m.rows, m.cols, m.f32) == (7, 3, False)
     with pytest.raises(ValueError, match="C-contiguous"):
@@ -107,6 +107,14 @@ def test_cuda_array_interface_is_read():
         _device.device_matrix(FakeCudaArray((7, 3, 2)))
     with pytest.raises(ValueError, match="mask"):
         _device.device_matrix(FakeCudaArray((7, 3), mask=(5, False)))
+    # one row with a column stride (X[0:1, ::2]) is not contiguous; one column may have any
+    # row stride only when it is the item size
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _device.device_matrix(FakeCudaArray((1, 5), "<f8", strides=(80, 16)))
+    assert _device.device_matrix(FakeCudaArray((1, 5), "<f8", strides=(800, 8))).cols == 5
+    assert _device.device_matrix(FakeCudaArray((4, 1), "<f8", strides=(8, 64))).rows == 4
+    with pytest.raises(ValueError, match="multiple of its element size"):
+        _device.device_matrix(FakeCudaArray((7, 3), "<f8", ptr=1236))
     assert _device.device_matrix(np.zeros((3, 2))) is None
     assert _device.device_matrix([[1.0, 2.0]]) is None
 
@@ -124,6 +132,10 @@ def test_dlpack_capsule_is_read(dtype):
         _device.device_matrix(FakeDlpack(np.asfortranarray(arr)))
     with pytest.raises(TypeError, match="element type"):
         _device.device_matrix(FakeDlpack(arr.astype(np.int32)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _device.device_matrix(FakeDlpack(arr[0:1, ::2]))
+    m = _device.device_matrix(FakeDlpack(arr[1:]))  # a row offset keeps it contiguous
+    assert (m.ptr, m.rows) == (arr[1:].ctypes.data, 2)
 
 
 def test_device_inputs_without_a_gpu_give_clear_errors():
@@ -131,6 +143,8 @@ def test_device_inputs_without_a_gpu_give_clear_errors():
     y, theta = np.zeros(40), np.zeros(3)
     with pytest.raises(ValueError, match="CPU backend cannot read"):
         rn.Attribution(X, y, theta, l2=1.0, backend="cpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        rn.Attribution(X, y, theta, l2=1.0, backend="gpu")
     if not rn.cuda_available():
         with pytest.raises(RuntimeError, match="backend 'cuda' was asked for"):
             rn.Attribution(X, y, theta, l2=1.0)
@@ -204,20 +218,38 @@ def test_device_x_matches_host_x(dtype):
         assert rel(gpu.retrain(sets[0]).theta, cpu.retrain(sets[0]).theta) <= 1e-9, name
 
 
+def test_cuda_backend_agrees_with_the_core_on_memory_layout():
+    """Eigen objects cross between the CUDA file and the C++ files: both must be compiled for
+    the same SIMD level (checked without a GPU, so CI's CUDA build checks it)."""
+    assert rn._core.cuda_layout_matches()
+
+
 @needs_gpu
-def test_streamed_x_matches_resident_x(monkeypatch):
-    """RIF_CUDA_KEEP_X=0: every pass streams X from host memory again; same answers."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("keep", ["1", "0"])
+def test_many_row_blocks_resident_or_streamed(monkeypatch, dtype, keep):
+    """Seven row blocks, the last one partial (RIF_CUDA_BLOCK_ROWS=450, n = 3001): the
+    double-buffered staging and its events, with X kept in device memory (keep=1) or streamed on
+    every pass (RIF_CUDA_KEEP_X=0); same answers as the CPU."""
     rng = np.random.default_rng(6)
-    n, d = 3000, 120
-    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    n, d = 3001, 120
+    X = (rng.standard_normal((n, d)) / np.sqrt(d)).astype(dtype)
     y = (rng.random(n) < 0.5).astype(float)
-    theta = rn.fit(X, y, l2=1.0).theta
-    v = rng.standard_normal(d)
-    cpu = rn.Attribution(X, y, theta, l2=1.0, backend="cpu")
-    monkeypatch.setenv("RIF_CUDA_KEEP_X", "0")
-    streamed = rn.Attribution(X, y, theta, l2=1.0, backend="cuda")
-    assert rel(streamed.leverage, cpu.leverage) <= 1e-10
-    assert rel(streamed.scores(v), cpu.scores(v)) <= 1e-10
+    w = rng.uniform(0.5, 2.0, n)
+    kw = dict(l2=1.0, sample_weight=w, fit_intercept=True)
+    theta = rn.fit(X, y, **kw).theta
+    v = rng.standard_normal((d + 1, 3))
+    cpu = rn.Attribution(X, y, theta, backend="cpu", **kw)
+    monkeypatch.setenv("RIF_CUDA_BLOCK_ROWS", "450")
+    monkeypatch.setenv("RIF_CUDA_KEEP_X", keep)
+    gpu = rn.Attribution(X, y, theta, backend="cuda", **kw)
+    assert rel(gpu.leverage, cpu.leverage) <= 1e-10
+    assert rel(gpu.scores(v), cpu.scores(v)) <= 1e-10
+    assert abs(gpu.gradient_norm - cpu.gradient_norm) <= 1e-8 * max(1.0, cpu.gradient_norm)
+    for name, to_device in _device_libraries()[:1]:
+        dev = rn.Attribution(to_device(X), y, theta, backend="cuda", **kw)
+        assert rel(dev.leverage, cpu.leverage) <= 1e-10, name
+        assert rel(dev.scores(v), cpu.scores(v)) <= 1e-10, name
 
 
 @needs_gpu

@@ -79,6 +79,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_available", &rif::cuda::available,
         "Whether this build has the CUDA backend and a usable CUDA device is present.");
   m.def("cuda_device", &rif::cuda::device_name, "Name of CUDA device 0, or why there is none.");
+  m.def("cuda_layout_matches",
+        [] { return rif::cuda::eigen_align_bytes() == EIGEN_DEFAULT_ALIGN_BYTES; },
+        "Whether the CUDA backend and the C++ core agree on Eigen's alignment (always true "
+        "without CUDA).");
   m.def("copy_device_to_host",
         [](std::uintptr_t ptr, rif::Index rows, rif::Index cols, bool f32) -> py::array {
           rif::cuda::DeviceMatrix X{reinterpret_cast<const void*>(ptr), rows, cols, f32};

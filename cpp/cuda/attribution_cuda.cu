@@ -30,6 +30,7 @@ namespace {
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the runtime's error slot, or the next call would report it again
     throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
   }
 }
@@ -61,15 +62,37 @@ struct DeviceBuffer {
   T* as() const { return static_cast<T*>(ptr); }
 };
 
-/// Pinned host memory owned for one scope (the staging buffers of the streamed copies).
-struct PinnedBuffer {
-  void* ptr = nullptr;
-  explicit PinnedBuffer(size_t bytes) { check(cudaMallocHost(&ptr, std::max<size_t>(bytes, 1)), "cudaMallocHost"); }
-  ~PinnedBuffer() { cudaFreeHost(ptr); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+/// All device work of this backend runs under this lock: the handles, streams and staging
+/// buffers below are shared by every attribution of the process.
+/// (Recursive: a State destroyed while an exception leaves attribute() takes it again.)
+std::recursive_mutex& device_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+
+/// Makes `device` current for a scope and restores the caller's current device afterwards.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) {
+      cudaGetLastError();
+      previous_ = -1;
+    }
+    check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
 };
 
+/// cuBLAS / cuSOLVER handles and two streams for one device, created on first use and kept for
+/// the life of the process (creating them costs milliseconds; never destroying them avoids
+/// teardown-order trouble with the static CUDA runtime at exit). Call under device_mutex().
 struct Handles {
   cublasHandle_t blas = nullptr;
   cusolverDnHandle_t solver = nullptr;
@@ -82,13 +105,39 @@ struct Handles {
     check(cusolverDnCreate(&solver), "cusolverDnCreate");
     check(cusolverDnSetStream(solver, compute), "cusolverDnSetStream");
   }
-  ~Handles() {
-    if (solver) cusolverDnDestroy(solver);
-    if (blas) cublasDestroy(blas);
-    if (copy) cudaStreamDestroy(copy);
-    if (compute) cudaStreamDestroy(compute);
+};
+
+Handles& handles_for(int device) {
+  static std::vector<Handles*> all;
+  if (device < 0) throw std::runtime_error("invalid CUDA device");
+  if (static_cast<size_t>(device) >= all.size()) all.resize(static_cast<size_t>(device) + 1, nullptr);
+  if (!all[static_cast<size_t>(device)]) all[static_cast<size_t>(device)] = new Handles;
+  return *all[static_cast<size_t>(device)];
+}
+
+/// The two pinned staging buffers of the streamed copies, kept and grown for the life of the
+/// process (pinning memory costs about as much as copying it). Call under device_mutex().
+struct Staging {
+  void* slot[2] = {nullptr, nullptr};
+  size_t bytes = 0;
+  void reserve(size_t need) {
+    if (need <= bytes) return;
+    for (void*& p : slot) {
+      if (p) cudaFreeHost(p);
+      p = nullptr;
+    }
+    bytes = 0;
+    for (void*& p : slot) {
+      check(cudaHostAlloc(&p, std::max<size_t>(need, 1), cudaHostAllocPortable), "cudaHostAlloc");
+    }
+    bytes = need;
   }
 };
+
+Staging& staging() {
+  static Staging* s = new Staging;
+  return *s;
+}
 
 /// out (p x count, column-major, column j = sample j) from raw rows (count x d, row-major),
 /// column j scaled by sqrt(a[j]) when a is given, the intercept entry last.
@@ -173,11 +222,11 @@ int grid_for(long long total) {
   return static_cast<int>(std::max<long long>(1, std::min<long long>((total + 255) / 256, 65535)));
 }
 
-/// memcpy split over up to 8 host threads (one thread cannot fill the bus from pageable memory).
+/// memcpy split over up to 16 host threads (one thread cannot fill the bus from pageable memory).
 void parallel_memcpy(void* dst, const void* src, size_t bytes) {
-  constexpr size_t kPiece = size_t{8} << 20;
+  constexpr size_t kPiece = size_t{4} << 20;
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const size_t parts = std::min<size_t>(std::min(8u, hw), std::max<size_t>(1, bytes / kPiece));
+  const size_t parts = std::min<size_t>(std::min(16u, hw), std::max<size_t>(1, bytes / kPiece));
   if (parts <= 1) {
     std::memcpy(dst, src, bytes);
     return;
@@ -201,14 +250,15 @@ void parallel_memcpy(void* dst, const void* src, size_t bytes) {
 /// Device-side state of one attribution (see cuda_backend.hpp).
 class State {
  public:
-  Handles hd;
+  explicit State(int dev) : device(dev), hd(handles_for(dev)) {}
+  int device = 0;
+  Handles& hd;
   Index n = 0, d = 0, p = 0;
   bool intercept = false, f32 = false;
   size_t row_bytes = 0;
   Index rows = 1;                    ///< rows per block
   const char* device_rows = nullptr;  ///< X in device memory (the caller's or `owned`), or null
   std::unique_ptr<DeviceBuffer> owned;
-  std::mutex mutex;  ///< one pass at a time on these streams (queries may come from threads)
 
   /// Calls work(raw device rows, begin, count) on the compute stream for each row block. X comes
   /// from device memory when it is there; otherwise from host memory `host` through two pinned
@@ -227,7 +277,8 @@ class State {
     }
     if (!host) throw std::runtime_error("X is neither in device nor in host memory");
     const size_t block_bytes = static_cast<size_t>(rows) * row_bytes;
-    PinnedBuffer pinned[2] = {PinnedBuffer(block_bytes), PinnedBuffer(block_bytes)};
+    Staging& pinned = staging();
+    pinned.reserve(block_bytes);
     std::unique_ptr<DeviceBuffer> raw[2];
     if (!keep) {
       raw[0] = std::make_unique<DeviceBuffer>(block_bytes);
@@ -247,19 +298,19 @@ class State {
         const size_t bytes = static_cast<size_t>(count) * row_bytes;
         // pinned[slot] is free once its previous transfer is done.
         check(cudaEventSynchronize(copied[slot]), "wait for staging buffer");
-        parallel_memcpy(pinned[slot].ptr, static_cast<const char*>(host) + begin * row_bytes,
+        parallel_memcpy(pinned.slot[slot], static_cast<const char*>(host) + begin * row_bytes,
                         bytes);
         char* dst = keep ? keep + static_cast<size_t>(begin) * row_bytes : raw[slot]->as<char>();
         // raw[slot] is free once the compute that read it (block b - 2) is done.
         if (!keep) check(cudaStreamWaitEvent(hd.copy, used[slot], 0), "wait");
-        check(cudaMemcpyAsync(dst, pinned[slot].ptr, bytes, cudaMemcpyHostToDevice, hd.copy),
+        check(cudaMemcpyAsync(dst, pinned.slot[slot], bytes, cudaMemcpyHostToDevice, hd.copy),
               "copy X block");
         check(cudaEventRecord(copied[slot], hd.copy), "event");
         check(cudaStreamWaitEvent(hd.compute, copied[slot], 0), "wait");
         work(dst, begin, count);
         check(cudaEventRecord(used[slot], hd.compute), "event");
       }
-      // Staging buffers are freed on return: every transfer and its compute must be done.
+      // The staging buffers are reused by the next pass: every transfer must be done.
       check(cudaStreamSynchronize(hd.compute), "X pass");
       check(cudaStreamSynchronize(hd.copy), "X copies");
     } catch (...) {
@@ -289,7 +340,15 @@ class State {
   }
 };
 
-void StateDeleter::operator()(State* state) const { delete state; }
+void StateDeleter::operator()(State* state) const {
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  try {
+    const DeviceScope scope(state->device);
+    delete state;  // frees X's resident copy, if any
+  } catch (const std::exception&) {
+    delete state;  // no usable device left: free what can be freed
+  }
+}
 
 namespace {
 
@@ -315,7 +374,21 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
                    void (*check_z)(const Design&, const Vector&), Results& out) {
   if (!available()) throw std::runtime_error("backend 'cuda' asked for, but " + device_name());
   using clock = std::chrono::steady_clock;
-  StatePtr st(new State);
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();  // a failure elsewhere in the process must not be reported as ours
+  // Device X: work on the device that holds it. Host X: device 0.
+  int dev = 0;
+  if (device) {
+    cudaPointerAttributes attr;
+    check(cudaPointerGetAttributes(&attr, device->data), "reading X's device pointer");
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
+      throw std::invalid_argument("X was passed as a device array, but its pointer is not in "
+                                  "CUDA device memory");
+    }
+    dev = attr.device;
+  }
+  const DeviceScope scope(dev);
+  StatePtr st(new State(dev));
   State& S = *st;
   S.n = host.rows();
   S.d = host.features();
@@ -330,6 +403,10 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   S.rows = std::max<Index>(
       1, std::min<Index>(n, static_cast<Index>((size_t{64} << 20) / std::max<size_t>(S.row_bytes, 8))));
   S.rows = std::max<Index>(S.rows, std::min<Index>(n, 256));
+  if (const char* env = std::getenv("RIF_CUDA_BLOCK_ROWS")) {  // tests: many small blocks
+    const long long r = std::atoll(env);
+    if (r > 0) S.rows = std::min<Index>(n, static_cast<Index>(r));
+  }
   const char* host_rows = nullptr;
   if (device) {
     check(cudaDeviceSynchronize(), "waiting for the producer of X");  // its stream may be busy
@@ -440,7 +517,12 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
                          Li_d.ptr, p, trtri_dev.ptr, dev_bytes, trtri_host.data(), host_bytes,
                          info_d.as<int>()),
         "trtri");
+  check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, cs), "info");
   check(cudaStreamSynchronize(cs), "trtri");  // the copy stream's transfers may start now
+  if (info != 0) {
+    throw std::runtime_error("cuSOLVER trtri failed on the Cholesky factor (info " +
+                             std::to_string(info) + ")");
+  }
   const unsigned threads = 256;
   S.for_blocks(host_rows, nullptr, [&](const char* raw, Index begin, Index count) {
     const int c = as_int(count);
@@ -478,7 +560,9 @@ void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix
     throw std::invalid_argument("project: shapes do not match");
   }
   if (m == 0 || n == 0) return;
-  const std::lock_guard<std::mutex> lock(S.mutex);
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer U_d(sizeof(double) * p * m), out_d(sizeof(double) * n * m);
   DeviceBuffer work_d(sizeof(double) * p * S.rows);
@@ -509,11 +593,19 @@ void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix
 void copy_to_host(const DeviceMatrix& X, void* out) {
   const size_t bytes =
       static_cast<size_t>(X.rows) * static_cast<size_t>(X.cols) * (X.f32 ? sizeof(float) : sizeof(double));
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  cudaPointerAttributes attr;
+  check(cudaPointerGetAttributes(&attr, X.data), "reading X's device pointer");
+  const bool on_device = attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+  const DeviceScope scope(on_device ? attr.device : 0);
   check(cudaDeviceSynchronize(), "waiting for the producer of X");
   check(cudaMemcpy(out, X.data, bytes, cudaMemcpyDeviceToHost), "copy X to host");
 }
 
 bool compiled() { return true; }
+
+int eigen_align_bytes() { return EIGEN_DEFAULT_ALIGN_BYTES; }
 
 bool available() {
   int count = 0;

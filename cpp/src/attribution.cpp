@@ -106,6 +106,10 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   validate(problem_, theta_, threads);
   if (device && !use_cuda) throw std::invalid_argument("X in device memory needs the cuda backend");
   if (use_cuda) {
+    if (cuda::eigen_align_bytes() != EIGEN_DEFAULT_ALIGN_BYTES) {
+      throw std::runtime_error("this build's CUDA backend was compiled with another SIMD level "
+                               "than the rest (Eigen alignment differs): rebuild");
+    }
     cuda::Results res;
     gpu_ = cuda::attribute(problem_.X, device, problem_.family, problem_.y, problem_.w, theta_,
                            problem_.l2, &check_linear_predictor, res);

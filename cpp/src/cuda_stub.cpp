@@ -18,6 +18,7 @@ class State {};
 void StateDeleter::operator()(State* state) const { delete state; }
 
 bool compiled() { return false; }
+int eigen_align_bytes() { return EIGEN_DEFAULT_ALIGN_BYTES; }
 bool available() { return false; }
 std::string device_name() { return "none: this build has no CUDA backend (RIF_CUDA=OFF)"; }
 

@@ -91,12 +91,18 @@ def cuda_available() -> bool:
 _BACKENDS = ("cpu", "cuda", "auto")
 
 
-def _use_cuda(backend: Optional[str]) -> bool:
-    """Resolve backend= (or the RIF_BACKEND environment variable when None) to CUDA or not."""
+def _backend_choice(backend: Optional[str]) -> str:
+    """backend= (or the RIF_BACKEND environment variable when None), checked."""
     chosen = backend if backend is not None else os.environ.get("RIF_BACKEND", "auto")
     if chosen not in _BACKENDS:
         source = "backend" if backend is not None else "the RIF_BACKEND environment variable"
         raise ValueError(f"{source} must be one of 'cpu', 'cuda', 'auto', got {chosen!r}")
+    return chosen
+
+
+def _use_cuda(backend: Optional[str]) -> bool:
+    """Resolve backend= (or the RIF_BACKEND environment variable when None) to CUDA or not."""
+    chosen = _backend_choice(backend)
     if chosen == "cpu":
         return False
     if chosen == "cuda":
@@ -324,7 +330,7 @@ class Attribution:
             self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa,
                                            fit_intercept, self._threads, use_cuda)
         else:
-            if backend == "cpu" or (backend is None and os.environ.get("RIF_BACKEND") == "cpu"):
+            if _backend_choice(backend) == "cpu":
                 raise ValueError("X is in GPU memory, which the CPU backend cannot read: use "
                                  "backend='cuda' (or 'auto'), or pass X as a NumPy array")
             use_cuda = _use_cuda("cuda")

@@ -12,6 +12,8 @@ class NotPositiveDefiniteError(LinAlgError):
 def build_info() -> dict[str, Any]: ...
 def cuda_available() -> bool: ...
 def cuda_device() -> str: ...
+def cuda_layout_matches() -> bool: ...
+def copy_device_to_host(ptr: int, rows: int, cols: int, f32: bool) -> np.ndarray: ...
 def fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -28,7 +30,7 @@ def fit(
 class Attribution:
     def __init__(
         self,
-        X: np.ndarray,
+        X: Optional[np.ndarray],
         y: np.ndarray,
         theta: np.ndarray,
         l2: float,
@@ -37,7 +39,12 @@ class Attribution:
         fit_intercept: bool,
         num_threads: int,
         use_cuda: bool = ...,
+        device: Optional[tuple[int, int, int, bool]] = ...,
+        device_owner: Any = ...,
     ) -> None: ...
+    @property
+    def has_host_data(self) -> bool: ...
+    def attach_host(self, X: np.ndarray) -> None: ...
     @property
     def leverage(self) -> np.ndarray: ...
     @property

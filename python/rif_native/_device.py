@@ -41,9 +41,10 @@ def _check(shape: tuple, itemsize: int, strides: Optional[tuple], kind: str) -> 
     if kind != "f" or itemsize not in (4, 8):
         raise TypeError(_advice(f"X in GPU memory has element type {kind}{itemsize}"))
     rows, cols = shape
-    if strides is not None and rows > 1 and cols > 0 and tuple(strides) != (cols * itemsize,
-                                                                            itemsize):
-        if not (cols == 1 and strides[0] == itemsize):
+    if strides is not None and rows > 0 and cols > 0:
+        # Strides of length-1 axes do not matter; every other one must be C-contiguous.
+        s0, s1 = strides
+        if (cols > 1 and s1 != itemsize) or (rows > 1 and s0 != cols * itemsize):
             raise ValueError(_advice(f"X in GPU memory is not C-contiguous (strides {strides})"))
 
 
@@ -57,7 +58,14 @@ def _from_interface(obj: Any, iface: dict) -> DeviceMatrix:
     strides = iface.get("strides")
     _check(shape, int(typestr[2:]), None if strides is None else tuple(strides), typestr[1])
     ptr = int(iface["data"][0])
+    _check_pointer(ptr, int(typestr[2:]))
     return DeviceMatrix(ptr, shape[0], shape[1], typestr[2:] == "4", obj)
+
+
+def _check_pointer(ptr: int, itemsize: int) -> None:
+    if ptr % itemsize:
+        raise ValueError(_advice(f"X in GPU memory starts at an address ({ptr:#x}) that is not "
+                                 f"a multiple of its element size {itemsize}"))
 
 
 # -- DLPack through ctypes: the C structures of the DLPack ABI (dlpack.h, v0.6 and later).
@@ -96,6 +104,7 @@ def dlpack_matrix(capsule: Any, owner: Any) -> tuple[DeviceMatrix, int]:
     strides = None if not t.strides else tuple(t.strides[k] * itemsize for k in range(t.ndim))
     _check(shape, itemsize, strides, kind)
     ptr = (t.data or 0) + int(t.byte_offset)
+    _check_pointer(ptr, itemsize)
     return DeviceMatrix(ptr, shape[0], shape[1], itemsize == 4, (owner, capsule)), \
         int(t.device.device_type)
 

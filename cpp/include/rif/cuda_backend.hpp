@@ -21,6 +21,10 @@ bool available();
 /// Name of device 0, or why there is none.
 std::string device_name();
 
+/// EIGEN_DEFAULT_ALIGN_BYTES as the backend was compiled: Eigen objects cross between it and the
+/// C++ files, so it must equal theirs (a build whose nvcc host pass missed -march would not).
+int eigen_align_bytes();
+
 /// X already in device memory: C-contiguous row-major rows x cols, float64 or float32, on the
 /// current device. The caller keeps it alive and unchanged while the attribution uses it.
 struct DeviceMatrix {
