@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import rif_native
 from rif_native.cli import main
 
 
@@ -195,6 +196,27 @@ def test_threads_give_the_same_scores(capsys, tmp_path, small_npz):
         results.append(json.loads(out_json.read_text()))
     for key in ("scores_rif", "scores_if", "leverage"):
         np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-9, atol=1e-12)
+
+
+def test_backend_option(capsys, tmp_path, small_npz, monkeypatch):
+    """--backend cpu gives the default's answers; --backend cuda without a GPU (or an invalid
+    RIF_BACKEND) is a usage error, said in one line before any work."""
+    path, _, _ = small_npz
+    outs = []
+    for extra in ([], ["--backend", "cpu"]):
+        out_json = tmp_path / f"b{len(extra)}.json"
+        code, _, err = _run(capsys, "--data", path, "--json", out_json, *extra)
+        assert code == 0, err
+        outs.append(json.loads(out_json.read_text()))
+    np.testing.assert_allclose(outs[0]["scores_rif"], outs[1]["scores_rif"], rtol=1e-12)
+    if not rif_native.cuda_available():
+        code, out, err = _run(capsys, "--data", path, "--backend", "cuda")
+        assert code == 2 and out == "" and "backend 'cuda' was asked for" in err, err
+        code, _, err = _run(capsys, "experiment", "--data", path, "--backend", "cuda")
+        assert code == 2 and "backend 'cuda' was asked for" in err, err
+    monkeypatch.setenv("RIF_BACKEND", "gpu")
+    code, _, err = _run(capsys, "--data", path)
+    assert code == 2 and "RIF_BACKEND" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("family", ["squared", "poisson"])

@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -213,6 +214,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--threads", type=_positive_int, default=None, metavar="N",
         help="number of threads for the native kernels (default: all cores)",
+    )
+    model.add_argument(
+        "--backend", choices=("cpu", "cuda", "auto"), default=None,
+        help="where attributions run: the CPU, a CUDA GPU, or auto (the GPU when one is usable); "
+        "default: the RIF_BACKEND environment variable, else auto",
     )
 
 
@@ -513,7 +519,7 @@ def _attribute(args) -> int:
         t0 = time.perf_counter()
         attribution = rif_native.Attribution(
             X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
-            num_threads=args.threads,
+            num_threads=args.threads, backend=args.backend,
         )
         timings["attribution_setup"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -694,7 +700,7 @@ def _experiment_config(args, **extra) -> "experiment.ExperimentConfig":
 
     return experiment.ExperimentConfig(
         l2=args.l2, family=args.family, fit_intercept=True, seed=args.seed,
-        num_threads=args.threads, **extra)
+        num_threads=args.threads, backend=args.backend, **extra)
 
 
 def _out_dir(args) -> Path:
@@ -825,6 +831,16 @@ _HANDLERS = {"attribute": _attribute, "experiment": _experiment, "poisoning": _p
              "sweep": _sweep, "search": _search, "benchmark": _benchmark}
 
 
+def _check_backend(backend: Optional[str]) -> None:
+    """--backend cuda (or RIF_BACKEND=cuda) without a usable GPU is a usage error, said first."""
+    from ._api import _use_cuda
+
+    try:
+        _use_cuda(backend)
+    except (RuntimeError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``rif`` command line; return the exit status (0 ok, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -833,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_backend(getattr(args, "backend", None))
         return _HANDLERS[args.command](args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0

@@ -40,6 +40,7 @@ class ExperimentConfig:
     seed: int = 0
     tol: float = 1e-10               # retrain / fit gradient tolerance (relative)
     num_threads: Optional[int] = None
+    backend: Optional[str] = None    # "cpu", "cuda", "auto" (None: RIF_BACKEND, else auto)
     batch: int = 16                  # sets retrained per call (progress granularity)
 
 
@@ -107,7 +108,7 @@ def run_experiment(
     log(f"fit: {fitted.n_iter} Newton iterations, ||grad F|| = {fitted.grad_norm:.2e} "
         f"({res.runtime['training']:.2f} s)")
 
-    A = Attribution(X, y, theta, num_threads=cfg.num_threads, **kw)
+    A = Attribution(X, y, theta, num_threads=cfg.num_threads, backend=cfg.backend, **kw)
     res.runtime.update({k: v for k, v in A.timings.items()})
     log(f"attribution: {A!r}")
 
@@ -300,7 +301,8 @@ def run_poisoning(
         Xp = np.vstack([X, x[None, :]])
         yp = np.append(y, 1.0 - y_test[t])
         poisoned = fit(Xp, yp, tol=cfg.tol, theta0=theta, num_threads=cfg.num_threads, **kw)
-        A = Attribution(Xp, yp, poisoned.theta, num_threads=cfg.num_threads, **kw)
+        A = Attribution(Xp, yp, poisoned.theta, num_threads=cfg.num_threads,
+                        backend=cfg.backend, **kw)
         direction = np.r_[x, 1.0] if cfg.fit_intercept else x
         logit = lambda th: float(direction @ th)  # noqa: E731 - the point's own logit
         rows.append({
@@ -377,7 +379,7 @@ def run_search(
     rng = np.random.default_rng(cfg.seed)
     kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
     theta = fit(X, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw).theta
-    A = Attribution(X, y, theta, num_threads=cfg.num_threads, **kw)
+    A = Attribution(X, y, theta, num_threads=cfg.num_threads, backend=cfg.backend, **kw)
     (m,) = [q for q in _paper_metrics(X, y, X_test, y_test, cfg, rng, A) if q.name == metric]
     grad = m.gradient(theta)
     scores = {meth: A.scores(grad, method=meth) for meth in ("if", "rif")}
