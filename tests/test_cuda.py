@@ -212,9 +212,13 @@ def test_device_x_matches_host_x(dtype):
         assert rel(gpu.leverage, cpu.leverage) <= 1e-10, name
         assert rel(gpu.scores(v), cpu.scores(v)) <= 1e-10, name
         assert rel(gpu.hessian(), cpu.hessian()) <= 1e-10, name
+        # IF / RIF rows on the device, from X in place: no host copy
+        assert rel(gpu.rescaled_influence(), cpu.rescaled_influence()) <= 1e-10, name
+        assert rel(gpu.influence([1, 2]), cpu.influence([1, 2])) <= 1e-10, name
+        assert gpu._core.rows_on_device and not gpu._core.has_host_data, name
         # CPU-side queries copy X to host memory once
-        assert rel(gpu.rescaled_influence([1, 2]), cpu.rescaled_influence([1, 2])) <= 1e-10, name
         assert rel(gpu.group_effect(sets, "ns"), cpu.group_effect(sets, "ns")) <= 1e-10, name
+        assert gpu._core.has_host_data, name
         assert rel(gpu.retrain(sets[0]).theta, cpu.retrain(sets[0]).theta) <= 1e-9, name
 
 
@@ -246,6 +250,10 @@ def test_many_row_blocks_resident_or_streamed(monkeypatch, dtype, keep):
     assert rel(gpu.leverage, cpu.leverage) <= 1e-10
     assert rel(gpu.scores(v), cpu.scores(v)) <= 1e-10
     assert abs(gpu.gradient_norm - cpu.gradient_norm) <= 1e-8 * max(1.0, cpu.gradient_norm)
+    # rows on the device when X is kept there (more rows than one block), else on the CPU
+    assert gpu._core.rows_on_device == (keep == "1")
+    idx = rng.choice(n, 1000, replace=False)
+    assert rel(gpu.rescaled_influence(idx), cpu.rescaled_influence(idx)) <= 1e-10
     for name, to_device in _device_libraries()[:1]:
         dev = rn.Attribution(to_device(X), y, theta, backend="cuda", **kw)
         assert rel(dev.leverage, cpu.leverage) <= 1e-10, name

@@ -107,6 +107,8 @@ void bind_attribution(py::module_& m) {
            py::arg("device_owner") = py::none())
       .def_property_readonly("has_host_data",
                              [](const PyAttribution& s) { return s.core->has_host_data(); })
+      .def_property_readonly("rows_on_device",
+                             [](const PyAttribution& s) { return s.core->rows_on_device(); })
       .def("attach_host",
            [](PyAttribution& s, const py::array& X) {
              s.core->attach_host(to_design(X, s.core->problem().X.intercept()));

@@ -153,6 +153,20 @@ __global__ void load_columns(const T* raw, const double* a, double* out, long lo
   }
 }
 
+/// out (p x count, column-major) = coef[j] x_{idx[j]} (intercept entry last) from the rows of X
+/// in device memory.
+template <class T>
+__global__ void gather_columns(const T* X, const long long* idx, const double* coef, double* out,
+                               long long count, long long d, long long p, bool intercept) {
+  const long long total = count * p;
+  for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long j = e / p, k = e % p;
+    const double s = coef[j];
+    out[e] = k < d ? s * static_cast<double>(X[idx[j] * d + k]) : (intercept ? s : 0.0);
+  }
+}
+
 /// Column j of the p x count matrix Z scaled by sqrt(a[j]) in place.
 __global__ void scale_columns(double* Z, const double* a, long long count, long long p) {
   const long long total = count * p;
@@ -259,6 +273,7 @@ class State {
   Index rows = 1;                    ///< rows per block
   const char* device_rows = nullptr;  ///< X in device memory (the caller's or `owned`), or null
   std::unique_ptr<DeviceBuffer> owned;
+  std::unique_ptr<DeviceBuffer> factor;  ///< the Cholesky factor L (p x p, lower), kept
 
   /// Calls work(raw device rows, begin, count) on the compute stream for each row block. X comes
   /// from device memory when it is there; otherwise from host memory `host` through two pinned
@@ -551,6 +566,7 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   out.seconds[1] = std::chrono::duration<double>(t2 - t1).count();
   out.seconds[2] = std::chrono::duration<double>(t3 - t2).count();
   out.resident = S.device_rows != nullptr;
+  S.factor = std::make_unique<DeviceBuffer>(std::move(H_d));  // L, for influence rows
   return st;
 }
 
@@ -588,6 +604,56 @@ void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix
         "copy X U");
   check(cudaStreamSynchronize(cs), "X U");
   out = result;
+}
+
+bool resident(const State& S) { return S.device_rows != nullptr && S.factor != nullptr; }
+
+bool influence_rows(State& S, const std::int64_t* idx, Index k, const Vector& coef,
+                    Eigen::Ref<RowMatrix> out) {
+  if (!S.device_rows || !S.factor) return false;  // X streamed: the CPU answers
+  const Index p = S.p;
+  if (out.rows() != k || out.cols() != p || coef.size() != k) {
+    throw std::invalid_argument("influence_rows: shapes do not match");
+  }
+  if (k == 0) return true;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  cudaStream_t cs = S.hd.compute;
+  const Index chunk = std::min(k, S.rows);
+  DeviceBuffer idx_d(sizeof(long long) * chunk), coef_d(sizeof(double) * chunk);
+  DeviceBuffer work_d(sizeof(double) * p * chunk), info_d(sizeof(int));
+  RowMatrix rows(chunk, p);  // p x chunk column-major on the device = chunk x p row-major
+  const int pi = as_int(p);
+  for (Index c = 0; c < k; c += chunk) {
+    const Index count = std::min(chunk, k - c);
+    check(cudaMemcpyAsync(idx_d.ptr, idx + c, sizeof(long long) * count, cudaMemcpyHostToDevice,
+                          cs),
+          "upload indices");
+    check(cudaMemcpyAsync(coef_d.ptr, coef.data() + c, sizeof(double) * count,
+                          cudaMemcpyHostToDevice, cs),
+          "upload coefficients");
+    if (S.f32) {
+      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
+          reinterpret_cast<const float*>(S.device_rows), idx_d.as<long long>(),
+          coef_d.as<double>(), work_d.as<double>(), count, S.d, p, S.intercept);
+    } else {
+      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
+          reinterpret_cast<const double*>(S.device_rows), idx_d.as<long long>(),
+          coef_d.as<double>(), work_d.as<double>(), count, S.d, p, S.intercept);
+    }
+    check(cudaGetLastError(), "gather_columns");
+    // columns coef_j H^{-1} x_j, with H = L L^T
+    check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, pi, as_int(count),
+                           S.factor->as<double>(), pi, work_d.as<double>(), pi, info_d.as<int>()),
+          "potrs");
+    check(cudaMemcpyAsync(rows.data(), work_d.ptr, sizeof(double) * p * count,
+                          cudaMemcpyDeviceToHost, cs),
+          "copy rows");
+    check(cudaStreamSynchronize(cs), "influence rows");
+    out.middleRows(c, count) = rows.topRows(count);
+  }
+  return true;
 }
 
 void copy_to_host(const DeviceMatrix& X, void* out) {

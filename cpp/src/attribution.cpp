@@ -187,11 +187,25 @@ void Attribution::solve(Eigen::Ref<Matrix> v) const {
 
 void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled,
                                  Eigen::Ref<RowMatrix> out, int threads) const {
-  require_host("per-sample influence rows");
   const Index p = params(), n = problem_.X.rows();
   for (Index j = 0; j < k; ++j) {
     if (idx[j] < 0 || idx[j] >= n) throw std::invalid_argument("indices: out of range");
   }
+  if (rows_on_device()) {
+    // On the GPU from X and L kept there; singular removals (rescale inf) become inf rows.
+    Vector coef(k);
+    for (Index j = 0; j < k; ++j) {
+      const Index i = static_cast<Index>(idx[j]);
+      const double s = rescaled ? rescale_[i] : 1.0;
+      coef[j] = std::isinf(s) ? 0.0 : r_[i] * s;
+    }
+    cuda::influence_rows(*gpu_, idx, k, coef, out);
+    for (Index j = 0; j < k; ++j) {
+      if (rescaled && std::isinf(rescale_[idx[j]])) out.row(j).setConstant(kInf);
+    }
+    return;
+  }
+  require_host("per-sample influence rows");
   threads = resolve_threads(threads);
   const Index block = block_rows(p);
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(k, block, threads)));

@@ -29,6 +29,11 @@ StatePtr attribute(const Design&, const DeviceMatrix*, Family, const Vector&, co
 
 void project(State&, const Design&, const Matrix&, Eigen::Ref<RowMatrix>) { absent(); }
 
+bool influence_rows(State&, const std::int64_t*, Index, const Vector&, Eigen::Ref<RowMatrix>) {
+  return false;
+}
+bool resident(const State&) { return false; }
+
 void copy_to_host(const DeviceMatrix&, void*) { absent(); }
 
 }  // namespace rif::cuda

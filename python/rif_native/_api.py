@@ -578,7 +578,8 @@ class Attribution:
     def _rows(self, indices: Optional[ArrayLike], rescaled: bool) -> np.ndarray:
         idx = (np.arange(self.n, dtype=np.int64) if indices is None
                else _one_set(indices, self.n, "indices"))
-        self._need_host()
+        if not self._core.rows_on_device:
+            self._need_host()
         out = self._core.influence_rows(idx, rescaled, self._threads)
         if rescaled:
             self._warn_samples(np.intersect1d(idx, self.singular_samples))

@@ -66,6 +66,8 @@ class Attribution {
   void attach_host(const Design& X);
   /// Throws std::logic_error naming `what` unless X is readable in host memory.
   void require_host(const char* what) const;
+  /// Whether influence_rows() runs on the GPU (X and the factor kept in device memory).
+  bool rows_on_device() const { return gpu_ && cuda::resident(*gpu_); }
 
   const Problem& problem() const { return problem_; }
   const Vector& theta() const { return theta_; }

@@ -67,6 +67,14 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
 /// (device memory) or streamed from `host` again.
 void project(State& state, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix> out);
 
+/// Rows out(j, :) = coef[j] H^{-1} x_{idx[j]} (k x p) on the device, from X in device memory and
+/// the factor kept there. Returns false (and does nothing) when X is not in device memory.
+bool influence_rows(State& state, const std::int64_t* idx, Index k, const Vector& coef,
+                    Eigen::Ref<RowMatrix> out);
+
+/// Whether X stays in device memory for this state (so influence_rows runs there).
+bool resident(const State& state);
+
 /// Copies a device matrix into host memory (rows * cols values of its dtype at `out`).
 void copy_to_host(const DeviceMatrix& X, void* out);
 
