@@ -19,15 +19,24 @@ site=/tmp/rif-site
 mkdir -p "$site"
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" .whl/*.whl
+else
+  echo "no .whl/ wheels (device sessions: carry .whl, made by benchmarks/gpu_wheels.sh):" \
+       "Eigen must then come from the system"
 fi
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import sys, numpy; print('python', sys.version.split()[0], 'numpy', numpy.__version__)"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || true
+python3 -c "import cupy; print('cupy', cupy.__version__)" || true
 start=$(date +%s)
-RIF_CUDA=ON python3 -m pip install -q --no-build-isolation --no-deps --target "$site" \
+rm -rf "$site"/rif_native "$site"/rif_native-*.dist-info  # a rerun must test the new build
+RIF_CUDA=ON python3 -m pip install -q --upgrade --no-build-isolation --no-deps --target "$site" \
   -Cbuild-dir=/tmp/rif-build . 2>&1 | tee "$out/build.log" | tail -20
 echo "build: $(( $(date +%s) - start )) s"
 python3 -c "import rif_native as r; print(r.build_info()); print('cuda available:', r.cuda_available())"
 # A failing test does not stop the timings: one run on the device should tell everything.
-python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_reference.py 2>&1 \
-  | tee "$out/tests.log" | tail -25 || echo "GPU TESTS FAILED (see above)"
-PYTHONUNBUFFERED=1 python3 benchmarks/gpu_bench.py 2>&1 | tee "$out/bench.log"
+# Time limits: a hang must not eat the device time of the timings that follow.
+timeout -k 10 240 python3 -m pytest -q -p no:cacheprovider -rs -o faulthandler_timeout=90 \
+  tests/test_cuda.py tests/test_reference.py 2>&1 | tee "$out/tests.log" | tail -25 \
+  || echo "GPU TESTS FAILED OR TIMED OUT (see above)"
+PYTHONUNBUFFERED=1 timeout -k 10 300 python3 benchmarks/gpu_bench.py 2>&1 | tee "$out/bench.log"

@@ -1,6 +1,6 @@
-"""Edge cases found in review: removed (zero-weight) samples whose exp(z) overflows, and the
-two Newton-step paths (Woodbury for small sets, a fresh factor for large ones) agreeing on
-which removals make the Hessian singular."""
+"""Edge cases found in review: samples whose exp(z) overflows (removed ones and live ones),
+and the two Newton-step paths (Woodbury for small sets, a fresh factor for large ones) agreeing
+on which removals make the Hessian singular."""
 
 import numpy as np
 import pytest
@@ -57,3 +57,13 @@ def test_retrain_warns_when_removal_makes_logistic_data_separable():
     with pytest.warns(rn.ConvergenceWarning, match=r"set\(s\) 0 the logistic"):
         A.retrain([flip, flip[:2]])
     A.retrain(flip[:2])  # still overlapping classes: a finite refit exists, no warning
+
+
+def test_overflowing_curvature_is_named_not_reported_as_a_singular_hessian():
+    """exp(z) of the poisson family overflows above z ~ 709: H would hold inf / NaN, whose
+    factor must not pass as positive definite; the error names the sample and its z."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((50, 3))
+    X[3, 0] = 900.0
+    with pytest.raises(ValueError, match=r"overflow at sample 3 \(linear predictor z = 900\)"):
+        rn.Attribution(X, np.ones(50), np.array([1.0, 0.0, 0.0]), l2=1.0, family="poisson")

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -236,27 +237,74 @@ int grid_for(long long total) {
   return static_cast<int>(std::max<long long>(1, std::min<long long>((total + 255) / 256, 65535)));
 }
 
-/// memcpy split over up to 16 host threads (one thread cannot fill the bus from pageable memory).
+/// Host threads for the staging copies (one thread cannot fill the bus from pageable memory):
+/// started on first use and kept for the life of the process, so that a pass over many blocks
+/// does not start threads per block. copy() is called under device_mutex(), one at a time.
+class CopyPool {
+ public:
+  static CopyPool& get() {
+    static CopyPool* pool = new CopyPool;  // never destroyed: its threads wait until exit
+    return *pool;
+  }
+
+  void copy(void* dst, const void* src, size_t bytes) {
+    constexpr size_t kPiece = size_t{4} << 20;
+    if (workers_.empty() || bytes < 2 * kPiece) {
+      std::memcpy(dst, src, bytes);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      dst_ = static_cast<char*>(dst);
+      src_ = static_cast<const char*>(src);
+      bytes_ = bytes;
+      share_ = (bytes + workers_.size()) / (workers_.size() + 1);
+      done_ = 0;
+      ++generation_;
+    }
+    start_.notify_all();
+    slice(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    finished_.wait(lock, [this] { return done_ == workers_.size(); });
+  }
+
+ private:
+  CopyPool() {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    const unsigned extra = std::min(15u, hw > 1 ? hw - 1 : 0u);
+    for (unsigned t = 0; t < extra; ++t) workers_.emplace_back([this, t] { run(t + 1); });
+  }
+
+  void slice(size_t part) {
+    const size_t begin = part * share_;
+    if (begin < bytes_) std::memcpy(dst_ + begin, src_ + begin, std::min(share_, bytes_ - begin));
+  }
+
+  void run(size_t part) {
+    unsigned long long seen = 0;
+    for (;;) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      start_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      lock.unlock();
+      slice(part);
+      lock.lock();
+      if (++done_ == workers_.size()) finished_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable start_, finished_;
+  unsigned long long generation_ = 0;
+  size_t done_ = 0;
+  char* dst_ = nullptr;
+  const char* src_ = nullptr;
+  size_t bytes_ = 0, share_ = 0;
+};
+
 void parallel_memcpy(void* dst, const void* src, size_t bytes) {
-  constexpr size_t kPiece = size_t{4} << 20;
-  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const size_t parts = std::min<size_t>(std::min(16u, hw), std::max<size_t>(1, bytes / kPiece));
-  if (parts <= 1) {
-    std::memcpy(dst, src, bytes);
-    return;
-  }
-  const size_t share = (bytes + parts - 1) / parts;
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < parts; ++t) {
-    const size_t begin = t * share;
-    if (begin >= bytes) break;
-    pool.emplace_back([=] {
-      std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin,
-                  std::min(share, bytes - begin));
-    });
-  }
-  std::memcpy(dst, src, std::min(share, bytes));
-  for (auto& th : pool) th.join();
+  CopyPool::get().copy(dst, src, bytes);
 }
 
 }  // namespace
@@ -386,7 +434,7 @@ DeviceBuffer upload(const Vector& v, cudaStream_t stream) {
 
 StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family, const Vector& y,
                    const Vector& w, const Vector& theta, double l2,
-                   void (*check_z)(const Design&, const Vector&), Results& out) {
+                   void (*check_inputs)(const Design&, const Results&), Results& out) {
   if (!available()) throw std::runtime_error("backend 'cuda' asked for, but " + device_name());
   using clock = std::chrono::steady_clock;
   const std::lock_guard<std::recursive_mutex> lock(device_mutex());
@@ -495,7 +543,7 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
         "copy H");
   check(cudaStreamSynchronize(cs), "Hessian");
   out.H.triangularView<Eigen::StrictlyUpper>().setZero();
-  if (check_z) check_z(host, out.z);
+  if (check_inputs) check_inputs(host, out);  // z, r, a finite, before the factorisation
   const auto t1 = clock::now();
 
   // Cholesky in place on the device; a failing pivot is reported like the CPU path does.

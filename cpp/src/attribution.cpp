@@ -86,6 +86,28 @@ void check_linear_predictor(const Design& X, const Vector& z) {
   throw std::invalid_argument(msg.str());
 }
 
+namespace {
+
+/// r and a must be finite for H to be: exp(z) of the poisson family overflows above z ~ 709.
+void check_derivatives(const Vector& z, const Vector& r, const Vector& a) {
+  for (Index i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(r[i])) {
+      std::ostringstream msg;
+      msg << "the loss's derivatives overflow at sample " << i << " (linear predictor z = "
+          << z[i] << "): check theta, or rescale X";
+      throw std::invalid_argument(msg.str());
+    }
+  }
+}
+
+/// The GPU backend's check of z, r and a, on the host before it factors H.
+void check_predictor_and_derivatives(const Design& X, const cuda::Results& res) {
+  check_linear_predictor(X, res.z);
+  check_derivatives(res.z, res.r, res.a);
+}
+
+}  // namespace
+
 void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threads) {
   X.multiply(theta, z, threads);
   check_linear_predictor(X, z);
@@ -112,7 +134,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
     }
     cuda::Results res;
     gpu_ = cuda::attribute(problem_.X, device, problem_.family, problem_.y, problem_.w, theta_,
-                           problem_.l2, &check_linear_predictor, res);
+                           problem_.l2, &check_predictor_and_derivatives, res);
     r_ = std::move(res.r);
     a_ = std::move(res.a);
     H_ = std::move(res.H);
@@ -124,6 +146,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
     Vector z;
     linear_predictor(problem_.X, theta_, z, threads);
     derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
+    check_derivatives(z, r_, a_);
     using clock = std::chrono::steady_clock;
     const auto seconds = [](clock::time_point a, clock::time_point b) {
       return std::chrono::duration<double>(b - a).count();

@@ -23,7 +23,7 @@ bool available() { return false; }
 std::string device_name() { return "none: this build has no CUDA backend (RIF_CUDA=OFF)"; }
 
 StatePtr attribute(const Design&, const DeviceMatrix*, Family, const Vector&, const Vector&,
-                   const Vector&, double, void (*)(const Design&, const Vector&), Results&) {
+                   const Vector&, double, void (*)(const Design&, const Results&), Results&) {
   absent();
 }
 

@@ -85,11 +85,14 @@ double pivot_floor(const Matrix& A) {
 void check_factor(const Matrix& L, Index column, double pivot, double floor,
                   const std::string& what_hint) {
   if (column < 0 && L.rows() > 0) {
+    // The first pivot not above the floor; NaN (a factor of a NaN matrix) counts as failing.
     const Vector pivots = L.diagonal().cwiseAbs2();
-    Index worst = 0;
-    if (pivots.minCoeff(&worst) <= floor) {
-      column = worst;
-      pivot = pivots[worst];
+    for (Index k = 0; k < pivots.size(); ++k) {
+      if (!(pivots[k] > floor)) {
+        column = k;
+        pivot = pivots[k];
+        break;
+      }
     }
   }
   if (column < 0) return;

@@ -304,8 +304,8 @@ class Attribution:
 
     X may also be a matrix already in GPU memory (CuPy, PyTorch, JAX, Numba: anything with
     ``__cuda_array_interface__`` or a CUDA DLPack export; C-contiguous float64 or float32): it is
-    read in place with backend "cuda". The queries that run on the CPU (IF / RIF rows, group
-    effects, Newton steps, retraining) then copy X to host memory once, on first use.
+    read in place with backend "cuda"; IF / RIF rows run there too. The queries that run on the
+    CPU (group effects, Newton steps, retraining) then copy X to host memory once, on first use.
     """
 
     def __init__(

@@ -56,12 +56,13 @@ struct Results {
 /// Builds an attribution on the GPU. X is `device` when given (already in device memory, used
 /// in place), otherwise `host` (streamed in row blocks through pinned, double-buffered copies,
 /// and kept in device memory when it fits). One pass computes z = X theta, r, a and the
-/// Hessian block by block as the rows arrive; `check_z(z)` runs on the host before the
-/// factorisation (it throws for non-finite predictors); a second pass gives the leverages and
-/// X^T r. Throws not_positive_definite like the CPU path, std::runtime_error for device errors.
+/// Hessian block by block as the rows arrive; `check_inputs(host, out)` runs on the host with
+/// z, r and a before the factorisation (it throws for non-finite ones); a second pass gives the
+/// leverages and X^T r. Throws not_positive_definite like the CPU path, std::runtime_error for
+/// device errors.
 StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family, const Vector& y,
                    const Vector& w, const Vector& theta, double l2,
-                   void (*check_z)(const Design&, const Vector&), Results& out);
+                   void (*check_inputs)(const Design&, const Results&), Results& out);
 
 /// out = X U (n x m; the intercept's ones column included) on the device, X from the state
 /// (device memory) or streamed from `host` again.
