@@ -85,6 +85,28 @@ def torch_pipeline(X, y, theta, v, l2):
     return h, r * (X @ u) / (1 - h)
 
 
+def kernel_table(tools) -> str:
+    """Device X at the large shape with each choice of Hessian and leverage kernel
+    (RIF_CUDA_HESSIAN, RIF_CUDA_LEVERAGE): which is fastest depends on the GPU."""
+    _, to_device, sync, _ = tools
+    p = rb.make_problem(*LARGE)
+    Xd = to_device(p.X)
+    sync()
+    out = ["| Hessian kernel | leverage kernel | device X (ms) | Hessian pass (ms) | "
+           "leverage pass (ms) |", "| --- | --- | ---: | ---: | ---: |"]
+    for hk in ("syrk", "gemm"):
+        for lk in ("trmm", "gemm", "trsm"):
+            os.environ["RIF_CUDA_HESSIAN"], os.environ["RIF_CUDA_LEVERAGE"] = hk, lk
+            t = _best(lambda: rn.Attribution(Xd, p.y, p.theta, l2=p.l2,
+                                             backend="cuda").scores(p.v), sync)
+            st = rn.Attribution(Xd, p.y, p.theta, l2=p.l2, backend="cuda").timings
+            out.append(f"| {hk} | {lk} | {1e3 * t:.1f} | {1e3 * st['hessian']:.1f} | "
+                       f"{1e3 * st['leverage']:.1f} |")
+            print(out[-1], flush=True)
+    del os.environ["RIF_CUDA_HESSIAN"], os.environ["RIF_CUDA_LEVERAGE"]
+    return "\n".join(out)
+
+
 def main() -> None:
     print(f"device: {rn._core.cuda_device()}; build: {rn.build_info()}", flush=True)
     tools = _device_tools()
@@ -152,6 +174,8 @@ def main() -> None:
         + "; PyTorch vs ours leverage "
         + ", ".join(f"{r.get('torch_leverage_rel', float('nan')):.1e}" for r in rows),
     ]
+    if tools:
+        lines += ["", kernel_table(tools)]
     out = os.environ.get("OUT", ".")
     with open(os.path.join(out, "gpu_bench.json"), "w") as fh:
         json.dump(rows, fh, indent=1)

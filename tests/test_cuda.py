@@ -266,3 +266,28 @@ def test_gpu_names_a_nan_row():
     X[17, 2] = np.nan
     with pytest.raises(ValueError, match="row 17"):
         rn.Attribution(X, np.zeros(50), np.zeros(4), l2=1.0, backend="cuda")
+
+
+@needs_gpu
+@pytest.mark.parametrize("hessian_kernel", ["syrk", "gemm"])
+@pytest.mark.parametrize("leverage_kernel", ["trmm", "gemm", "trsm"])
+def test_kernel_choices_agree(monkeypatch, hessian_kernel, leverage_kernel):
+    """RIF_CUDA_HESSIAN / RIF_CUDA_LEVERAGE pick the device kernels (gpu_bench times them all):
+    each gives the CPU's answers; an unknown choice is refused."""
+    rng = np.random.default_rng(8)
+    n, d = 1500, 90
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    y = (rng.random(n) < 0.5).astype(float)
+    kw = dict(l2=0.5, fit_intercept=True)
+    theta = rn.fit(X, y, **kw).theta
+    cpu = rn.Attribution(X, y, theta, backend="cpu", **kw)
+    monkeypatch.setenv("RIF_CUDA_HESSIAN", hessian_kernel)
+    monkeypatch.setenv("RIF_CUDA_LEVERAGE", leverage_kernel)
+    monkeypatch.setenv("RIF_CUDA_BLOCK_ROWS", "400")
+    gpu = rn.Attribution(X, y, theta, backend="cuda", **kw)
+    assert rel(gpu.leverage, cpu.leverage) <= 1e-10
+    assert rel(gpu.hessian(), cpu.hessian()) <= 1e-10
+    assert rel(gpu.rescaled_influence([3, 9]), cpu.rescaled_influence([3, 9])) <= 1e-10
+    monkeypatch.setenv("RIF_CUDA_LEVERAGE", "magic")
+    with pytest.raises(ValueError, match="RIF_CUDA_LEVERAGE must be one of trmm, gemm, trsm"):
+        rn.Attribution(X, y, theta, backend="cuda", **kw)

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -228,9 +229,33 @@ __global__ void leverage_columns(const double* Z, const double* a, double* h, lo
   if (threadIdx.x == 0) h[j] = a[j] * partial[0];
 }
 
+/// Zeroes the strict upper triangle of the p x p column-major A.
+__global__ void zero_upper(double* A, long long p) {
+  const long long total = p * p;
+  for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    if (e % p < e / p) A[e] = 0.0;  // row < column
+  }
+}
+
 __global__ void add_penalty(double* H, long long p, long long d, double l2) {
   const long long k = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
   if (k < d) H[k * p + k] += l2;
+}
+
+/// A kernel choice from the environment variable `name` (the first of `allowed` when unset):
+/// which kernel is fastest depends on the GPU (its fp64 tensor cores serve gemm best), so
+/// benchmarks/gpu_bench.py times each one.
+std::string kernel_choice(const char* name, std::initializer_list<const char*> allowed) {
+  const char* env = std::getenv(name);
+  if (!env || !*env) return *allowed.begin();
+  for (const char* a : allowed) {
+    if (std::string(env) == a) return a;
+  }
+  std::string list;
+  for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+  throw std::invalid_argument(std::string(name) + " must be one of " + list + ", got '" + env +
+                              "'");
 }
 
 int grid_for(long long total) {
@@ -494,6 +519,10 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
     }
   }
 
+  // Hessian: syrk (half the flops) or gemm on the full matrix; leverage: L^{-1} once and a
+  // triangular product (trmm) or a full product (gemm) per block, or a solve per block (trsm).
+  const std::string hessian_kernel = kernel_choice("RIF_CUDA_HESSIAN", {"syrk", "gemm"});
+  const std::string leverage_kernel = kernel_choice("RIF_CUDA_LEVERAGE", {"trmm", "gemm", "trsm"});
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer theta_d = upload(theta, cs), y_d = upload(y, cs), w_d = upload(w, cs);
   DeviceBuffer z_d(sizeof(double) * n), r_d(sizeof(double) * n), a_d(sizeof(double) * n);
@@ -525,9 +554,15 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
     check(cudaGetLastError(), "glm_derivatives");
     scale_columns<<<grid_for(count * p), 256, 0, cs>>>(work, a_d.as<double>() + begin, count, p);
     check(cudaGetLastError(), "scale_columns");
-    check(cublasDsyrk(S.hd.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, pi, c, &one, work, pi, &one,
-                      H_d.as<double>(), pi),
-          "syrk");
+    if (hessian_kernel == "gemm") {
+      check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_T, pi, pi, c, &one, work, pi, work, pi,
+                        &one, H_d.as<double>(), pi),
+            "gemm H");
+    } else {
+      check(cublasDsyrk(S.hd.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, pi, c, &one, work, pi,
+                        &one, H_d.as<double>(), pi),
+            "syrk");
+    }
   });
   if (keep) S.device_rows = keep;  // X is in device memory from now on
   add_penalty<<<grid_for(S.d), 256, 0, cs>>>(H_d.as<double>(), p, S.d, l2);
@@ -570,17 +605,27 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   // Pass 2: L^{-1} once (trtri), then per block one triangular product, column norms, X^T r.
   check(cudaMemcpyAsync(Li_d.ptr, H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToDevice, cs),
         "copy factor");
+  const bool inverse = leverage_kernel != "trsm";
   size_t dev_bytes = 0, host_bytes = 0;
-  check(cusolverDnXtrtri_bufferSize(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p,
-                                    CUDA_R_64F, Li_d.ptr, p, &dev_bytes, &host_bytes),
-        "trtri buffer");
+  if (inverse) {
+    check(cusolverDnXtrtri_bufferSize(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT,
+                                      p, CUDA_R_64F, Li_d.ptr, p, &dev_bytes, &host_bytes),
+          "trtri buffer");
+  }
   DeviceBuffer trtri_dev(dev_bytes);
   std::string trtri_host(std::max<size_t>(host_bytes, 1), '\0');
-  check(cusolverDnXtrtri(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p, CUDA_R_64F,
-                         Li_d.ptr, p, trtri_dev.ptr, dev_bytes, trtri_host.data(), host_bytes,
-                         info_d.as<int>()),
-        "trtri");
-  check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, cs), "info");
+  info = 0;
+  if (inverse) {
+    check(cusolverDnXtrtri(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT, p,
+                           CUDA_R_64F, Li_d.ptr, p, trtri_dev.ptr, dev_bytes, trtri_host.data(),
+                           host_bytes, info_d.as<int>()),
+          "trtri");
+    check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, cs), "info");
+    if (leverage_kernel == "gemm") {  // a full product needs the upper triangle at zero
+      zero_upper<<<grid_for(p * p), 256, 0, cs>>>(Li_d.as<double>(), p);
+      check(cudaGetLastError(), "zero_upper");
+    }
+  }
   check(cudaStreamSynchronize(cs), "trtri");  // the copy stream's transfers may start now
   if (info != 0) {
     throw std::runtime_error("cuSOLVER trtri failed on the Cholesky factor (info " +
@@ -594,12 +639,24 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
     check(cublasDgemv(S.hd.blas, CUBLAS_OP_N, pi, c, &one, work, pi, r_d.as<double>() + begin, 1,
                       &one, g_d.as<double>(), 1),
           "gemv X^T r");
-    check(cublasDtrmm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
-                      CUBLAS_DIAG_NON_UNIT, pi, c, &one, Li_d.as<double>(), pi, work, pi,
-                      out_d.as<double>(), pi),
-          "trmm");
+    double* solved = out_d.as<double>();  // L^{-1} x for each column
+    if (leverage_kernel == "trmm") {
+      check(cublasDtrmm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                        CUBLAS_DIAG_NON_UNIT, pi, c, &one, Li_d.as<double>(), pi, work, pi,
+                        solved, pi),
+            "trmm");
+    } else if (leverage_kernel == "gemm") {
+      check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_N, pi, c, pi, &one, Li_d.as<double>(),
+                        pi, work, pi, &zero, solved, pi),
+            "gemm leverage");
+    } else {
+      check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                        CUBLAS_DIAG_NON_UNIT, pi, c, &one, H_d.as<double>(), pi, work, pi),
+            "trsm");
+      solved = work;
+    }
     leverage_columns<<<static_cast<unsigned>(count), threads, threads * sizeof(double), cs>>>(
-        out_d.as<double>(), a_d.as<double>() + begin, h_d.as<double>() + begin, p);
+        solved, a_d.as<double>() + begin, h_d.as<double>() + begin, p);
     check(cudaGetLastError(), "leverage_columns");
   });
   out.h.resize(n);
