@@ -346,7 +346,8 @@ class State {
   Index rows = 1;                    ///< rows per block
   const char* device_rows = nullptr;  ///< X in device memory (the caller's or `owned`), or null
   std::unique_ptr<DeviceBuffer> owned;
-  std::unique_ptr<DeviceBuffer> factor;  ///< the Cholesky factor L (p x p, lower), kept
+  std::unique_ptr<DeviceBuffer> factor;   ///< the Cholesky factor L (p x p, lower), kept
+  std::unique_ptr<DeviceBuffer> hessian;  ///< H (p x p, lower), kept for fetch_factor()
 
   /// Calls work(raw device rows, begin, count) on the compute stream for each row block. X comes
   /// from device memory when it is there; otherwise from host memory `host` through two pinned
@@ -570,14 +571,18 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   out.z.resize(n);
   out.r.resize(n);
   out.a.resize(n);
-  out.H.resize(p, p);
+  Vector diag_H(p), diag_L(p);  // H and L stay on the device: only their diagonals come back
   check(cudaMemcpyAsync(out.z.data(), z_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs), "copy z");
   check(cudaMemcpyAsync(out.r.data(), r_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs), "copy r");
   check(cudaMemcpyAsync(out.a.data(), a_d.ptr, sizeof(double) * n, cudaMemcpyDeviceToHost, cs), "copy a");
-  check(cudaMemcpyAsync(out.H.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, cs),
-        "copy H");
+  S.hessian = std::make_unique<DeviceBuffer>(sizeof(double) * p * p);
+  check(cudaMemcpyAsync(S.hessian->ptr, H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToDevice,
+                        cs),
+        "keep H");
+  check(cudaMemcpy2DAsync(diag_H.data(), sizeof(double), H_d.ptr, sizeof(double) * (p + 1),
+                          sizeof(double), p, cudaMemcpyDeviceToHost, cs),
+        "copy diag(H)");
   check(cudaStreamSynchronize(cs), "Hessian");
-  out.H.triangularView<Eigen::StrictlyUpper>().setZero();
   if (check_inputs) check_inputs(host, out);  // z, r, a finite, before the factorisation
   const auto t1 = clock::now();
 
@@ -592,14 +597,14 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
         "potrf");
   int info = 0;
   check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, cs), "info");
-  out.L.resize(p, p);
-  check(cudaMemcpyAsync(out.L.data(), H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost, cs),
-        "copy L");
+  check(cudaMemcpy2DAsync(diag_L.data(), sizeof(double), H_d.ptr, sizeof(double) * (p + 1),
+                          sizeof(double), p, cudaMemcpyDeviceToHost, cs),
+        "copy diag(L)");
   check(cudaStreamSynchronize(cs), "Cholesky");
   const Index column = info > 0 ? info - 1 : -1;
-  check_factor(out.L, column, column >= 0 ? out.L(column, column) : 0.0, pivot_floor(out.H),
-               "The Hessian H = X^T diag(a) X + l2 P at theta");
-  out.L.triangularView<Eigen::StrictlyUpper>().setZero();
+  check_factor_diagonal(diag_L, column, column >= 0 ? diag_L[column] : 0.0,
+                        pivot_floor_of_diagonal(diag_H),
+                        "The Hessian H = X^T diag(a) X + l2 P at theta");
   const auto t2 = clock::now();
 
   // Pass 2: L^{-1} once (trtri), then per block one triangular product, column norms, X^T r.
@@ -675,9 +680,9 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   return st;
 }
 
-void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix> out) {
-  const Index n = S.n, p = S.p, m = U.cols();
-  if (U.rows() != p || out.rows() != n || out.cols() != m) {
+void project(State& S, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix> out) {
+  const Index n = S.n, p = S.p, m = V.cols();
+  if (V.rows() != p || out.rows() != n || out.cols() != m) {
     throw std::invalid_argument("project: shapes do not match");
   }
   if (m == 0 || n == 0) return;
@@ -686,10 +691,15 @@ void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix
   const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer U_d(sizeof(double) * p * m), out_d(sizeof(double) * n * m);
-  DeviceBuffer work_d(sizeof(double) * p * S.rows);
-  check(cudaMemcpyAsync(U_d.ptr, U.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice, cs),
-        "upload U");
-  check(cudaStreamSynchronize(cs), "upload U");
+  DeviceBuffer work_d(sizeof(double) * p * S.rows), info_d(sizeof(int));
+  check(cudaMemcpyAsync(U_d.ptr, V.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice, cs),
+        "upload V");
+  // U = H^{-1} V with the factor kept on the device
+  check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, as_int(p), as_int(m),
+                         S.factor->as<double>(), as_int(p), U_d.as<double>(), as_int(p),
+                         info_d.as<int>()),
+        "potrs");
+  check(cudaStreamSynchronize(cs), "H^{-1} V");
   const char* host_rows = S.device_rows ? nullptr
                           : S.f32      ? reinterpret_cast<const char*>(host.data_f32())
                                        : reinterpret_cast<const char*>(host.data_f64());
@@ -709,6 +719,24 @@ void project(State& S, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix
         "copy X U");
   check(cudaStreamSynchronize(cs), "X U");
   out = result;
+}
+
+void fetch_factor(State& S, Matrix& H, Matrix& L) {
+  const Index p = S.p;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  H.resize(p, p);
+  L.resize(p, p);
+  check(cudaMemcpyAsync(H.data(), S.hessian->ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost,
+                        S.hd.compute),
+        "copy H");
+  check(cudaMemcpyAsync(L.data(), S.factor->ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost,
+                        S.hd.compute),
+        "copy L");
+  check(cudaStreamSynchronize(S.hd.compute), "copy H, L");
+  H.triangularView<Eigen::StrictlyUpper>().setZero();  // syrk leaves it unset, gemm full
+  L.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
 bool resident(const State& S) { return S.device_rows != nullptr && S.factor != nullptr; }

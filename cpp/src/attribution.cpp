@@ -137,8 +137,6 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
                            problem_.l2, &check_predictor_and_derivatives, res);
     r_ = std::move(res.r);
     a_ = std::move(res.a);
-    H_ = std::move(res.H);
-    L_ = std::move(res.L);
     h_ = std::move(res.h);
     gradient_ = std::move(res.g);
     timings_ = Timings{res.seconds[0], res.seconds[1], res.seconds[2]};
@@ -194,7 +192,13 @@ const Vector& Attribution::gradient_at_zero() const {
   return gradient_zero_;
 }
 
+void Attribution::host_factor() const {
+  if (!gpu_) return;
+  std::call_once(factor_once_, [this] { cuda::fetch_factor(*gpu_, H_, L_); });
+}
+
 Matrix Attribution::hessian() const {
+  host_factor();
   Matrix full = H_.selfadjointView<Eigen::Lower>();
   return full;
 }
@@ -205,7 +209,7 @@ void Attribution::solve(Eigen::Ref<Matrix> v) const {
     msg << "the vector to solve with must have " << params() << " rows, got " << v.rows();
     throw std::invalid_argument(msg.str());
   }
-  solve_factored(L_, v);
+  solve_factored(factor(), v);
 }
 
 void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled,
@@ -229,6 +233,7 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
     return;
   }
   require_host("per-sample influence rows");
+  host_factor();
   threads = resolve_threads(threads);
   const Index block = block_rows(p);
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(k, block, threads)));
@@ -257,10 +262,14 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
     throw std::invalid_argument(msg.str());
   }
   threads = resolve_threads(threads);
-  Matrix U = V;
-  solve_factored(L_, U);
+  Matrix U;
+  if (gpu_) {
+    cuda::project(*gpu_, problem_.X, V, out);  // out = X H^{-1} V on the device
+  } else {
+    U = V;
+    solve_factored(L_, U);
+  }
   const Index block = block_rows(p);
-  if (gpu_) cuda::project(*gpu_, problem_.X, U, out);  // out = X U on the device
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
   parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
     auto rows = out.block(begin, 0, count, m);
@@ -297,7 +306,7 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
       problem_.X.accumulate(sets.begin(j), sets.size(j), coef.data(), G.col(j));
     }
   });
-  solve_factored(L_, G);
+  solve_factored(factor(), G);
   out = G.transpose();
   for (Index j = 0; j < sets.count; ++j) {
     if (infinite[static_cast<size_t>(j)]) out.row(j).setConstant(kInf);

@@ -76,17 +76,24 @@ bool try_cholesky_in_place(Matrix& A, Index* failed_column, double* pivot) {
   return true;
 }
 
-double pivot_floor(const Matrix& A) {
-  const Index n = A.rows();
+double pivot_floor_of_diagonal(const Vector& diagonal) {
+  const Index n = diagonal.size();
   return static_cast<double>(n) * std::numeric_limits<double>::epsilon() *
-         (n ? A.diagonal().cwiseAbs().maxCoeff() : 0.0);
+         (n ? diagonal.cwiseAbs().maxCoeff() : 0.0);
 }
+
+double pivot_floor(const Matrix& A) { return pivot_floor_of_diagonal(A.diagonal()); }
 
 void check_factor(const Matrix& L, Index column, double pivot, double floor,
                   const std::string& what_hint) {
-  if (column < 0 && L.rows() > 0) {
+  check_factor_diagonal(L.diagonal(), column, pivot, floor, what_hint);
+}
+
+void check_factor_diagonal(const Vector& diagonal, Index column, double pivot, double floor,
+                           const std::string& what_hint) {
+  if (column < 0 && diagonal.size() > 0) {
     // The first pivot not above the floor; NaN (a factor of a NaN matrix) counts as failing.
-    const Vector pivots = L.diagonal().cwiseAbs2();
+    const Vector pivots = diagonal.cwiseAbs2();
     for (Index k = 0; k < pivots.size(); ++k) {
       if (!(pivots[k] > floor)) {
         column = k;

@@ -76,7 +76,11 @@ class Attribution {
   const Vector& leverage() const { return h_; }
   /// 1 / (1 - h_i), +inf for singular removals (h_i within singular_tolerance of 1).
   const Vector& rescale() const { return rescale_; }
-  const Matrix& factor() const { return L_; }
+  /// The Cholesky factor L of H (with the GPU backend copied from the device on first use).
+  const Matrix& factor() const {
+    host_factor();
+    return L_;
+  }
   double gradient_norm() const { return gradient_.norm(); }
   /// grad F(theta) = X^T r + l2 P theta at the attribution's theta.
   const Vector& gradient() const { return gradient_; }
@@ -121,7 +125,10 @@ class Attribution {
  private:
   Problem problem_;
   Vector theta_, r_, a_, h_, rescale_;
-  Matrix H_, L_;
+  mutable Matrix H_, L_;  ///< with the GPU backend filled by host_factor() on first use
+  mutable std::once_flag factor_once_;
+  /// With the GPU backend, copies H and L from the device once; no-op otherwise.
+  void host_factor() const;
   Vector gradient_;
   Timings timings_;
   cuda::StatePtr gpu_;  ///< the device's state when built with use_cuda

@@ -48,7 +48,6 @@ struct Results {
   Vector z, r, a;  ///< linear predictors and the family's derivatives (weights applied)
   Vector h;        ///< leverages a_i ||L^{-1} x_i||^2
   Vector g;        ///< X^T r (the penalty's gradient is not included)
-  Matrix H, L;     ///< H = X^T diag(a) X + l2 P (lower triangle) and its Cholesky factor
   double seconds[3] = {0, 0, 0};  ///< Hessian pass (with the copy of X), factor, leverage pass
   bool resident = false;          ///< X stays in device memory for later passes
 };
@@ -64,9 +63,13 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
                    const Vector& w, const Vector& theta, double l2,
                    void (*check_inputs)(const Design&, const Results&), Results& out);
 
-/// out = X U (n x m; the intercept's ones column included) on the device, X from the state
-/// (device memory) or streamed from `host` again.
-void project(State& state, const Design& host, const Matrix& U, Eigen::Ref<RowMatrix> out);
+/// out = X H^{-1} V (n x m; the intercept's ones column included) on the device, with the
+/// factor kept there, X from the state (device memory) or streamed from `host` again.
+void project(State& state, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix> out);
+
+/// H (lower triangle) and its Cholesky factor L, copied from the device (they stay there: the
+/// host copies are made only for the queries that run on the CPU).
+void fetch_factor(State& state, Matrix& H, Matrix& L);
 
 /// Rows out(j, :) = coef[j] H^{-1} x_{idx[j]} (k x p) on the device, from X in device memory and
 /// the factor kept there. Returns false (and does nothing) when X is not in device memory.

@@ -14,11 +14,16 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 /// Pivots (diagonal entries of the factor, squared) at or below this are rounding noise of a
 /// singular matrix: n eps max|diag(A)| for the n x n matrix A being factored.
 double pivot_floor(const Matrix& A);
+/// The same from A's diagonal alone.
+double pivot_floor_of_diagonal(const Vector& diagonal);
 
 /// Checks a finished factor L of A: a failing pivot from the factorisation (column >= 0), or
 /// one at or below floor, throws not_positive_definite naming it, `what_hint` and the advice.
 void check_factor(const Matrix& L, Index column, double pivot, double floor,
                   const std::string& what_hint);
+/// The same from the factor's diagonal alone.
+void check_factor_diagonal(const Vector& diagonal, Index column, double pivot, double floor,
+                           const std::string& what_hint);
 
 /// Lower Cholesky factor of the lower triangle of A, in place (upper triangle zeroed).
 /// Throws not_positive_definite naming the first non-positive pivot and `what_hint`.
