@@ -63,9 +63,9 @@ def _glm_terms(p: Problem):
 # ----------------------------------------------------------------------------- implementations
 
 
-def ours(p: Problem, num_threads: Optional[int] = None):
+def ours(p: Problem, num_threads: Optional[int] = None, backend: Optional[str] = None):
     """rif-native: leverages and RIF scores on one metric."""
-    A = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads)
+    A = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads, backend=backend)
     return A.leverage, A.scores(p.v, method="rif")
 
 
@@ -174,7 +174,7 @@ def machine() -> str:
 
 def _time_shape(args: tuple) -> dict:
     """All timings of one shape, in a fresh process (see run_table2)."""
-    name, n, d, repeat, num_threads, baselines, peak = args
+    name, n, d, repeat, num_threads, baselines, peak, backend = args
     p = make_problem(n, d)
     check_equal(make_problem(min(n, 2000), min(d, 256), seed=1))
     row = {"dataset": name, "n": n, "d": d, "paper_s": PAPER_SECONDS.get(name),
@@ -182,14 +182,17 @@ def _time_shape(args: tuple) -> dict:
     # Baselines first, in the fresh process: their n x d temporaries are fastest there.
     for b in baselines:
         row[f"{b}_s"] = best_time(lambda: BASELINES[b](p), max(1, repeat - 1))
-    row["ours_s"] = best_time(lambda: ours(p, num_threads), repeat)
-    row["ours_stages"] = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads).timings
+    row["ours_s"] = best_time(lambda: ours(p, num_threads, backend), repeat)
+    row["ours_stages"] = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads,
+                                     backend=backend).timings
     return row
 
 
 def run_table2(shapes: Optional[dict] = None, *, repeat: int = 3, num_threads: Optional[int] = None,
-               baselines: tuple = ("scipy", "numpy_paper"), log=print) -> dict:
+               baselines: tuple = ("scipy", "numpy_paper"), log=print,
+               backend: Optional[str] = None) -> dict:
     """Time ours and the baselines at every shape; return rows and the machine description.
+    ``backend`` is rif-native's ("cpu", "cuda", "auto"; None: RIF_BACKEND, else auto).
 
     Each shape runs in its own fresh process, so that nothing (heap state, idle thread pools of
     three BLAS copies) carries over from one measurement into the next."""
@@ -204,7 +207,8 @@ def run_table2(shapes: Optional[dict] = None, *, repeat: int = 3, num_threads: O
             rows.append({**done[(n, d)], "dataset": name, "paper_s": PAPER_SECONDS.get(name)})
             continue
         with ctx.Pool(1) as pool:
-            row = pool.map(_time_shape, [(name, n, d, repeat, num_threads, baselines, peak)])[0]
+            row = pool.map(_time_shape,
+                           [(name, n, d, repeat, num_threads, baselines, peak, backend)])[0]
         done[(n, d)] = row
         rows.append(row)
         log(f"{name}: n={n} d={d} ours {row['ours_s']:.3f}s floor {row['floor_s']:.3f}s " +

@@ -330,6 +330,9 @@ def _add_experiment_parsers(sub) -> None:
                      help="repetitions; the best time counts (default 3)")
     ben.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                      help="threads for rif-native (default: all cores)")
+    ben.add_argument("--backend", choices=("cpu", "cuda", "auto"), default=None,
+                     help="where rif-native runs (default: RIF_BACKEND, else auto); the "
+                     "baselines and the floor are the CPU's")
     _add_output_args(ben, "rif-output/benchmark")
 
 
@@ -817,7 +820,8 @@ def _benchmark(args) -> int:
     out = _out_dir(args)
     shapes = {k: benchmark.SHAPES[k] for k in args.shapes}
     result = benchmark.run_table2(shapes, repeat=args.repeat, num_threads=args.threads,
-                                  log=(lambda s: None) if args.quiet else print)
+                                  log=(lambda s: None) if args.quiet else print,
+                                  backend=args.backend)
     table = benchmark.table2_markdown(result)
     write_json(out / "table2.json", result)
     (out / "table2.md").write_text(table + "\n")
