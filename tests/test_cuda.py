@@ -284,10 +284,18 @@ def test_kernel_choices_agree(monkeypatch, hessian_kernel, leverage_kernel):
     monkeypatch.setenv("RIF_CUDA_HESSIAN", hessian_kernel)
     monkeypatch.setenv("RIF_CUDA_LEVERAGE", leverage_kernel)
     monkeypatch.setenv("RIF_CUDA_BLOCK_ROWS", "400")
-    gpu = rn.Attribution(X, y, theta, backend="cuda", **kw)
-    assert rel(gpu.leverage, cpu.leverage) <= 1e-10
-    assert rel(gpu.hessian(), cpu.hessian()) <= 1e-10
-    assert rel(gpu.rescaled_influence([3, 9]), cpu.rescaled_influence([3, 9])) <= 1e-10
+    v = rng.standard_normal(d + 1)
+    makers = [("host, kept", lambda a: a), ("host, streamed", None)] + _device_libraries()[:1]
+    for name, to_device in makers:
+        monkeypatch.setenv("RIF_CUDA_KEEP_X", "0" if to_device is None else "1")
+        gpu = rn.Attribution(X if to_device is None else to_device(X), y, theta,
+                             backend="cuda", **kw)
+        assert rel(gpu.leverage, cpu.leverage) <= 1e-10, name
+        assert rel(gpu.scores(v), cpu.scores(v)) <= 1e-10, name
+        assert rel(gpu.rescaled_influence([3, 9]), cpu.rescaled_influence([3, 9])) <= 1e-10, name
+        assert rel(gpu.hessian(), cpu.hessian()) <= 1e-10, name
+        sets = [rng.choice(n, 5, replace=False) for _ in range(40)]  # >= threads: parallel NS
+        assert rel(gpu.group_effect(sets, "ns"), cpu.group_effect(sets, "ns")) <= 1e-10, name
     monkeypatch.setenv("RIF_CUDA_LEVERAGE", "magic")
     with pytest.raises(ValueError, match="RIF_CUDA_LEVERAGE must be one of trmm, gemm, trsm"):
         rn.Attribution(X, y, theta, backend="cuda", **kw)

@@ -462,6 +462,11 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
                    const Vector& w, const Vector& theta, double l2,
                    void (*check_inputs)(const Design&, const Results&), Results& out) {
   if (!available()) throw std::runtime_error("backend 'cuda' asked for, but " + device_name());
+  // Hessian: syrk (half the flops) or gemm on the full matrix; leverage: L^{-1} once and a
+  // triangular product (trmm) or a full product (gemm) per block, or a solve per block (trsm).
+  const std::string hessian_kernel = kernel_choice("RIF_CUDA_HESSIAN", {"syrk", "gemm"});
+  const std::string leverage_kernel = kernel_choice("RIF_CUDA_LEVERAGE", {"trmm", "gemm", "trsm"});
+  const bool inverse = leverage_kernel != "trsm";
   using clock = std::chrono::steady_clock;
   const std::lock_guard<std::recursive_mutex> lock(device_mutex());
   cudaGetLastError();  // a failure elsewhere in the process must not be reported as ours
@@ -512,7 +517,7 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   if (!device && may_keep) {
     size_t free_bytes = 0, total_bytes = 0;
     check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
-    const double own = 8.0 * (4.0 * p * p + 3.0 * p * S.rows + 8.0 * n) +
+    const double own = 8.0 * (5.0 * p * p + 3.0 * p * S.rows + 8.0 * n) +
                        4.0 * S.rows * static_cast<double>(S.row_bytes);
     if (static_cast<double>(n) * S.row_bytes + own < 0.85 * static_cast<double>(free_bytes)) {
       S.owned = std::make_unique<DeviceBuffer>(static_cast<size_t>(n) * S.row_bytes);
@@ -520,15 +525,11 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
     }
   }
 
-  // Hessian: syrk (half the flops) or gemm on the full matrix; leverage: L^{-1} once and a
-  // triangular product (trmm) or a full product (gemm) per block, or a solve per block (trsm).
-  const std::string hessian_kernel = kernel_choice("RIF_CUDA_HESSIAN", {"syrk", "gemm"});
-  const std::string leverage_kernel = kernel_choice("RIF_CUDA_LEVERAGE", {"trmm", "gemm", "trsm"});
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer theta_d = upload(theta, cs), y_d = upload(y, cs), w_d = upload(w, cs);
   DeviceBuffer z_d(sizeof(double) * n), r_d(sizeof(double) * n), a_d(sizeof(double) * n);
   DeviceBuffer h_d(sizeof(double) * n), g_d(sizeof(double) * p);
-  DeviceBuffer H_d(sizeof(double) * p * p), Li_d(sizeof(double) * p * p);
+  DeviceBuffer H_d(sizeof(double) * p * p), Li_d(sizeof(double) * (inverse ? p * p : 1));
   DeviceBuffer work_d(sizeof(double) * p * S.rows), out_d(sizeof(double) * p * S.rows);
   check(cudaMemsetAsync(H_d.ptr, 0, sizeof(double) * p * p, cs), "memset");
   check(cudaMemsetAsync(g_d.ptr, 0, sizeof(double) * p, cs), "memset");
@@ -608,11 +609,11 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   const auto t2 = clock::now();
 
   // Pass 2: L^{-1} once (trtri), then per block one triangular product, column norms, X^T r.
-  check(cudaMemcpyAsync(Li_d.ptr, H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToDevice, cs),
-        "copy factor");
-  const bool inverse = leverage_kernel != "trsm";
   size_t dev_bytes = 0, host_bytes = 0;
   if (inverse) {
+    check(cudaMemcpyAsync(Li_d.ptr, H_d.ptr, sizeof(double) * p * p, cudaMemcpyDeviceToDevice,
+                          cs),
+          "copy factor");
     check(cusolverDnXtrtri_bufferSize(S.hd.solver, CUBLAS_FILL_MODE_LOWER, CUBLAS_DIAG_NON_UNIT,
                                       p, CUDA_R_64F, Li_d.ptr, p, &dev_bytes, &host_bytes),
           "trtri buffer");
@@ -723,6 +724,7 @@ void project(State& S, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix
 
 void fetch_factor(State& S, Matrix& H, Matrix& L) {
   const Index p = S.p;
+  if (!S.hessian || !S.factor) throw std::logic_error("fetch_factor: H was fetched already");
   const std::lock_guard<std::recursive_mutex> lock(device_mutex());
   cudaGetLastError();
   const DeviceScope scope(S.device);
@@ -735,6 +737,7 @@ void fetch_factor(State& S, Matrix& H, Matrix& L) {
                         S.hd.compute),
         "copy L");
   check(cudaStreamSynchronize(S.hd.compute), "copy H, L");
+  S.hessian.reset();  // its one use is done: free p^2 doubles of device memory
   H.triangularView<Eigen::StrictlyUpper>().setZero();  // syrk leaves it unset, gemm full
   L.triangularView<Eigen::StrictlyUpper>().setZero();
 }

@@ -193,8 +193,12 @@ const Vector& Attribution::gradient_at_zero() const {
 }
 
 void Attribution::host_factor() const {
-  if (!gpu_) return;
-  std::call_once(factor_once_, [this] { cuda::fetch_factor(*gpu_, H_, L_); });
+  // (Not std::call_once: a throwing callable hangs later calls on some libstdc++ versions.)
+  if (!gpu_ || factor_ready_.load(std::memory_order_acquire)) return;
+  const std::lock_guard<std::mutex> lock(factor_mutex_);
+  if (factor_ready_.load(std::memory_order_relaxed)) return;
+  cuda::fetch_factor(*gpu_, H_, L_);
+  factor_ready_.store(true, std::memory_order_release);
 }
 
 Matrix Attribution::hessian() const {
@@ -316,6 +320,7 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
 void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
                               std::vector<Index>& singular, int threads) const {
   require_host("the Newton step");
+  host_factor();  // before the parallel region below
   const Index p = params(), n = problem_.X.rows();
   check_sets(sets, n);
   threads = resolve_threads(threads);

@@ -75,6 +75,7 @@ Vector weights_without(const Problem& P, const SetList& sets, Index j) {
 RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOptions& options) {
   const Problem& P = A.problem();
   A.require_host("retraining");
+  (void)A.factor();  // with the GPU backend: the host copy of the factor, before any threads
   const Index n = P.X.rows(), p = A.params(), m = sets.count;
   check_sets(sets, n);
   if (!(options.tol > 0)) throw std::invalid_argument("tol must be > 0");

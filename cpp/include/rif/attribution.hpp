@@ -8,6 +8,7 @@
 #include "rif/glm.hpp"
 #include "rif/types.hpp"
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -126,7 +127,8 @@ class Attribution {
   Problem problem_;
   Vector theta_, r_, a_, h_, rescale_;
   mutable Matrix H_, L_;  ///< with the GPU backend filled by host_factor() on first use
-  mutable std::once_flag factor_once_;
+  mutable std::mutex factor_mutex_;
+  mutable std::atomic<bool> factor_ready_{false};
   /// With the GPU backend, copies H and L from the device once; no-op otherwise.
   void host_factor() const;
   Vector gradient_;
