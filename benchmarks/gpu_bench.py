@@ -92,8 +92,8 @@ def kernel_table(p, Xd, sync) -> str:
     out = ["| Hessian kernel | leverage kernel | device X (ms) | Hessian pass (ms) | "
            "leverage pass (ms) |", "| --- | --- | ---: | ---: | ---: |"]
     try:
-        for hk in ("syrk", "gemm"):
-            for lk in ("trmm", "gemm", "trsm"):
+        for hk in ("syrk", "gemm", "panels"):
+            for lk in ("gemm", "trmm", "trsm", "panels"):
                 os.environ["RIF_CUDA_HESSIAN"], os.environ["RIF_CUDA_LEVERAGE"] = hk, lk
                 try:
                     t = _best(lambda: rn.Attribution(Xd, p.y, p.theta, l2=p.l2,

@@ -269,13 +269,13 @@ def test_gpu_names_a_nan_row():
 
 
 @needs_gpu
-@pytest.mark.parametrize("hessian_kernel", ["syrk", "gemm"])
-@pytest.mark.parametrize("leverage_kernel", ["trmm", "gemm", "trsm"])
+@pytest.mark.parametrize("hessian_kernel", ["syrk", "gemm", "panels"])
+@pytest.mark.parametrize("leverage_kernel", ["gemm", "trmm", "trsm", "panels"])
 def test_kernel_choices_agree(monkeypatch, hessian_kernel, leverage_kernel):
     """RIF_CUDA_HESSIAN / RIF_CUDA_LEVERAGE pick the device kernels (gpu_bench times them all):
     each gives the CPU's answers; an unknown choice is refused."""
     rng = np.random.default_rng(8)
-    n, d = 1500, 90
+    n, d = 2000, 600  # p = 601: three row / column panels of 256, the last one partial
     X = rng.standard_normal((n, d)) / np.sqrt(d)
     y = (rng.random(n) < 0.5).astype(float)
     kw = dict(l2=0.5, fit_intercept=True)
@@ -297,5 +297,5 @@ def test_kernel_choices_agree(monkeypatch, hessian_kernel, leverage_kernel):
         sets = [rng.choice(n, 5, replace=False) for _ in range(40)]  # >= threads: parallel NS
         assert rel(gpu.group_effect(sets, "ns"), cpu.group_effect(sets, "ns")) <= 1e-10, name
     monkeypatch.setenv("RIF_CUDA_LEVERAGE", "magic")
-    with pytest.raises(ValueError, match="RIF_CUDA_LEVERAGE must be one of trmm, gemm, trsm"):
+    with pytest.raises(ValueError, match="RIF_CUDA_LEVERAGE must be one of gemm, trmm, trsm"):
         rn.Attribution(X, y, theta, backend="cuda", **kw)

@@ -211,13 +211,14 @@ __global__ void glm_derivatives(const double* z, const double* y, const double* 
   }
 }
 
-/// h[j] = a[j] * ||Z(:, j)||^2 for Z p x count column-major: one thread block per column.
-__global__ void leverage_columns(const double* Z, const double* a, double* h, long long p) {
+/// h[j] = a[j] * ||Z(:, j)||^2 for Z rows x count column-major (one thread block per column);
+/// without a, h[j] += ||Z(:, j)||^2 (row panels of one product, summed).
+__global__ void leverage_columns(const double* Z, const double* a, double* h, long long rows) {
   extern __shared__ double partial[];
   const long long j = blockIdx.x;
   double sum = 0;
-  for (long long k = threadIdx.x; k < p; k += blockDim.x) {
-    const double z = Z[j * p + k];
+  for (long long k = threadIdx.x; k < rows; k += blockDim.x) {
+    const double z = Z[j * rows + k];
     sum += z * z;
   }
   partial[threadIdx.x] = sum;
@@ -226,8 +227,20 @@ __global__ void leverage_columns(const double* Z, const double* a, double* h, lo
     if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
     __syncthreads();
   }
-  if (threadIdx.x == 0) h[j] = a[j] * partial[0];
+  if (threadIdx.x == 0) h[j] = a ? a[j] * partial[0] : h[j] + partial[0];
 }
+
+/// h[j] *= a[j].
+__global__ void scale_by(double* h, const double* a, long long count) {
+  for (long long j = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; j < count;
+       j += static_cast<long long>(gridDim.x) * blockDim.x) {
+    h[j] *= a[j];
+  }
+}
+
+/// Column and row panels of the lower triangle for the "panels" kernels: a few GEMMs of
+/// width kPanel do the work of syrk / trmm at GEMM's rate, with 1 / (number of panels) more flops.
+constexpr long long kPanel = 256;
 
 /// Zeroes the strict upper triangle of the p x p column-major A.
 __global__ void zero_upper(double* A, long long p) {
@@ -464,8 +477,9 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   if (!available()) throw std::runtime_error("backend 'cuda' asked for, but " + device_name());
   // Hessian: syrk (half the flops) or gemm on the full matrix; leverage: L^{-1} once and a
   // triangular product (trmm) or a full product (gemm) per block, or a solve per block (trsm).
-  const std::string hessian_kernel = kernel_choice("RIF_CUDA_HESSIAN", {"syrk", "gemm"});
-  const std::string leverage_kernel = kernel_choice("RIF_CUDA_LEVERAGE", {"trmm", "gemm", "trsm"});
+  const std::string hessian_kernel = kernel_choice("RIF_CUDA_HESSIAN", {"syrk", "gemm", "panels"});
+  const std::string leverage_kernel =
+      kernel_choice("RIF_CUDA_LEVERAGE", {"gemm", "trmm", "trsm", "panels"});
   const bool inverse = leverage_kernel != "trsm";
   using clock = std::chrono::steady_clock;
   const std::lock_guard<std::recursive_mutex> lock(device_mutex());
@@ -556,7 +570,15 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
     check(cudaGetLastError(), "glm_derivatives");
     scale_columns<<<grid_for(count * p), 256, 0, cs>>>(work, a_d.as<double>() + begin, count, p);
     check(cudaGetLastError(), "scale_columns");
-    if (hessian_kernel == "gemm") {
+    if (hessian_kernel == "panels") {
+      // H[j0:, j0:j0+w] += W[j0:, :] W[j0:j0+w, :]^T, column panel by column panel
+      for (long long j0 = 0; j0 < p; j0 += kPanel) {
+        const int w = static_cast<int>(std::min<long long>(kPanel, p - j0));
+        check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_T, as_int(p - j0), w, c, &one,
+                          work + j0, pi, work + j0, pi, &one, H_d.as<double>() + j0 + j0 * p, pi),
+              "gemm H panel");
+      }
+    } else if (hessian_kernel == "gemm") {
       check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_T, pi, pi, c, &one, work, pi, work, pi,
                         &one, H_d.as<double>(), pi),
             "gemm H");
@@ -627,7 +649,8 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
                            host_bytes, info_d.as<int>()),
           "trtri");
     check(cudaMemcpyAsync(&info, info_d.ptr, sizeof(int), cudaMemcpyDeviceToHost, cs), "info");
-    if (leverage_kernel == "gemm") {  // a full product needs the upper triangle at zero
+    if (leverage_kernel == "gemm" || leverage_kernel == "panels") {
+      // full products over the lower triangle need the upper one at zero
       zero_upper<<<grid_for(p * p), 256, 0, cs>>>(Li_d.as<double>(), p);
       check(cudaGetLastError(), "zero_upper");
     }
@@ -646,6 +669,25 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
                       &one, g_d.as<double>(), 1),
           "gemv X^T r");
     double* solved = out_d.as<double>();  // L^{-1} x for each column
+    if (leverage_kernel == "panels") {
+      // row panel [r0, r1) of L^{-1} X^T = L^{-1}[r0:r1, 0:r1] X^T[0:r1]; its squared column
+      // norms summed into h, then times a
+      double* h = h_d.as<double>() + begin;
+      check(cudaMemsetAsync(h, 0, sizeof(double) * count, cs), "memset h");
+      for (long long r0 = 0; r0 < p; r0 += kPanel) {
+        const long long w = std::min<long long>(kPanel, p - r0), r1 = r0 + w;
+        check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(w), c,
+                          as_int(r1), &one, Li_d.as<double>() + r0, pi, work, pi, &zero, solved,
+                          static_cast<int>(w)),
+              "gemm leverage panel");
+        leverage_columns<<<static_cast<unsigned>(count), threads, threads * sizeof(double), cs>>>(
+            solved, nullptr, h, w);
+        check(cudaGetLastError(), "leverage_columns");
+      }
+      scale_by<<<grid_for(count), 256, 0, cs>>>(h, a_d.as<double>() + begin, count);
+      check(cudaGetLastError(), "scale_by");
+      return;
+    }
     if (leverage_kernel == "trmm") {
       check(cublasDtrmm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
                         CUBLAS_DIAG_NON_UNIT, pi, c, &one, Li_d.as<double>(), pi, work, pi,
