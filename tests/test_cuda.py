@@ -250,10 +250,14 @@ def test_many_row_blocks_resident_or_streamed(monkeypatch, dtype, keep):
     assert rel(gpu.leverage, cpu.leverage) <= 1e-10
     assert rel(gpu.scores(v), cpu.scores(v)) <= 1e-10
     assert abs(gpu.gradient_norm - cpu.gradient_norm) <= 1e-8 * max(1.0, cpu.gradient_norm)
-    # rows on the device when X is kept there (more rows than one block), else on the CPU
+    # rows and retraining's passes on the device when X is kept there, else on the CPU
     assert gpu._core.rows_on_device == (keep == "1")
     idx = rng.choice(n, 1000, replace=False)
     assert rel(gpu.rescaled_influence(idx), cpu.rescaled_influence(idx)) <= 1e-10
+    sets = [rng.choice(n, k, replace=False) for k in (3, 40, 200)]
+    ours, ref = gpu.retrain(sets, tol=1e-12), cpu.retrain(sets, tol=1e-12)
+    assert ours.converged.all()
+    assert rel(ours.theta, ref.theta) <= 1e-9
     for name, to_device in _device_libraries()[:1]:
         dev = rn.Attribution(to_device(X), y, theta, backend="cuda", **kw)
         assert rel(dev.leverage, cpu.leverage) <= 1e-10, name

@@ -180,34 +180,56 @@ __global__ void scale_columns(double* Z, const double* a, long long count, long 
 
 /// r_i = w_i dloss/dz, a_i = w_i d2loss/dz2 at z_i, as rif::derivatives does on the CPU
 /// (family: 0 logistic, 1 squared, 2 poisson; w null means all ones).
+/// The family's mean at z (logistic: sigma(z) without overflow; squared: z; poisson: e^z) and
+/// its derivative in z, as glm.hpp computes them.
+__device__ void mean_and_slope(int family, double z, double* mean, double* slope) {
+  if (family == 0) {
+    double s;
+    if (z >= 0) {
+      s = 1.0 / (1.0 + exp(-z));
+    } else {
+      const double e = exp(z);
+      s = e / (1.0 + e);
+    }
+    *mean = s;
+    *slope = s * (1.0 - s);
+  } else if (family == 1) {
+    *mean = z;
+    *slope = 1.0;
+  } else {
+    *mean = exp(z);
+    *slope = *mean;
+  }
+}
+
 __global__ void glm_derivatives(const double* z, const double* y, const double* w, double* r,
                                 double* a, long long count, int family) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const double wi = w ? w[i] : 1.0;
-    if (wi == 0) {
+    if (wi == 0) {  // a removed sample: nothing, even where exp(z) overflows
       r[i] = a[i] = 0.0;
       continue;
     }
-    const double zi = z[i];
-    if (family == 0) {
-      double s;
-      if (zi >= 0) {
-        s = 1.0 / (1.0 + exp(-zi));
-      } else {
-        const double e = exp(zi);
-        s = e / (1.0 + e);
-      }
-      r[i] = wi * (s - y[i]);
-      a[i] = wi * s * (1.0 - s);
-    } else if (family == 1) {
-      r[i] = wi * (zi - y[i]);
-      a[i] = wi;
-    } else {
-      const double mu = exp(zi);
-      r[i] = wi * (mu - y[i]);
-      a[i] = wi * mu;
-    }
+    double mean, slope;
+    mean_and_slope(family, z[i], &mean, &slope);
+    r[i] = wi * (mean - y[i]);
+    a[i] = wi * slope;
+  }
+}
+
+/// Z(i, c) <- r_i at z = Z(i, c) for the count x m column-major Z (ld = count): the residuals
+/// of m parameter vectors at once; y and w start at the block's first sample.
+__global__ void residual_columns(double* Z, const double* y, const double* w, long long count,
+                                 long long m, int family) {
+  const long long total = count * m;
+  for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long i = e % count;
+    const double wi = w ? w[i] : 1.0;
+    double mean = 0, slope;
+    if (wi != 0) mean_and_slope(family, Z[e], &mean, &slope);
+    Z[e] = wi == 0 ? 0.0 : wi * (mean - y[i]);
   }
 }
 
@@ -361,6 +383,8 @@ class State {
   std::unique_ptr<DeviceBuffer> owned;
   std::unique_ptr<DeviceBuffer> factor;   ///< the Cholesky factor L (p x p, lower), kept
   std::unique_ptr<DeviceBuffer> hessian;  ///< H (p x p, lower), kept for fetch_factor()
+  std::unique_ptr<DeviceBuffer> labels, weights;  ///< y and w (null: all ones), for gradients()
+  int family = 0;                                 ///< 0 logistic, 1 squared, 2 poisson
 
   /// Calls work(raw device rows, begin, count) on the compute stream for each row block. X comes
   /// from device memory when it is there; otherwise from host memory `host` through two pinned
@@ -719,6 +743,9 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   out.seconds[1] = std::chrono::duration<double>(t2 - t1).count();
   out.seconds[2] = std::chrono::duration<double>(t3 - t2).count();
   out.resident = S.device_rows != nullptr;
+  S.family = fam;
+  S.labels = std::make_unique<DeviceBuffer>(std::move(y_d));
+  if (w_ptr) S.weights = std::make_unique<DeviceBuffer>(std::move(w_d));
   S.factor = std::make_unique<DeviceBuffer>(std::move(H_d));  // L, for influence rows
   return st;
 }
@@ -782,6 +809,49 @@ void fetch_factor(State& S, Matrix& H, Matrix& L) {
   S.hessian.reset();  // its one use is done: free p^2 doubles of device memory
   H.triangularView<Eigen::StrictlyUpper>().setZero();  // syrk leaves it unset, gemm full
   L.triangularView<Eigen::StrictlyUpper>().setZero();
+}
+
+void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
+  const Index n = S.n, p = S.p, m = Theta.cols();
+  if (Theta.rows() != p) throw std::invalid_argument("gradients: theta has the wrong length");
+  G.setZero(p, m);
+  if (m == 0) return;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  cudaStream_t cs = S.hd.compute;
+  DeviceBuffer T_d(sizeof(double) * p * m), G_d(sizeof(double) * p * m);
+  DeviceBuffer work_d(sizeof(double) * p * S.rows), Z_d(sizeof(double) * S.rows * m);
+  check(cudaMemcpyAsync(T_d.ptr, Theta.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice,
+                        cs),
+        "upload theta");
+  check(cudaMemsetAsync(G_d.ptr, 0, sizeof(double) * p * m, cs), "memset");
+  check(cudaStreamSynchronize(cs), "upload theta");
+  const char* host_rows = S.device_rows ? nullptr
+                          : S.f32      ? reinterpret_cast<const char*>(host.data_f32())
+                                       : reinterpret_cast<const char*>(host.data_f64());
+  const double one = 1.0, zero = 0.0;
+  const int pi = as_int(p), mi = as_int(m);
+  const double* w = S.weights ? S.weights->as<double>() : nullptr;
+  S.for_blocks(host_rows, nullptr, [&](const char* raw, Index begin, Index count) {
+    const int c = as_int(count);
+    double* work = work_d.as<double>();
+    S.load(raw, nullptr, work, count);
+    // Z = W^T Theta (count x m), then residuals in place, then G += W Z
+    check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, c, mi, pi, &one, work, pi,
+                      T_d.as<double>(), pi, &zero, Z_d.as<double>(), c),
+          "gemm z");
+    residual_columns<<<grid_for(count * m), 256, 0, cs>>>(
+        Z_d.as<double>(), S.labels->as<double>() + begin, w ? w + begin : nullptr, count, m,
+        S.family);
+    check(cudaGetLastError(), "residual_columns");
+    check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_N, pi, mi, c, &one, work, pi,
+                      Z_d.as<double>(), c, &one, G_d.as<double>(), pi),
+          "gemm X^T r");
+  });
+  check(cudaMemcpyAsync(G.data(), G_d.ptr, sizeof(double) * p * m, cudaMemcpyDeviceToHost, cs),
+        "copy gradients");
+  check(cudaStreamSynchronize(cs), "gradients");
 }
 
 bool resident(const State& S) { return S.device_rows != nullptr && S.factor != nullptr; }

@@ -16,15 +16,11 @@ namespace rif {
 
 namespace {
 
-/// G(:, j) = grad F_{-T_j}(Theta(:, j)) for the given columns, in one pass over X: the
-/// all-sample gradient by two products per row block, then the removed samples subtracted.
-void set_gradients(const Attribution& A, const SetList& sets, const std::vector<Index>& cols,
-                   const Matrix& Theta, Matrix& G, int threads) {
-  const Problem& P = A.problem();
+/// X^T r(X T) for the m columns of T, over all samples (with their weights), in one pass over
+/// X on the CPU: two products per row block.
+Matrix all_sample_gradients(const Problem& P, const Matrix& T, int threads) {
   const Design& X = P.X;
-  const Index n = X.rows(), p = X.params(), m = static_cast<Index>(cols.size());
-  Matrix T(p, m);
-  for (Index c = 0; c < m; ++c) T.col(c) = Theta.col(cols[static_cast<size_t>(c)]);
+  const Index n = X.rows(), p = X.params(), m = T.cols();
   // Small blocks (about 512 KiB): the second product re-reads the block from cache.
   const Index block = std::clamp<Index>((Index{1} << 16) / std::max<Index>(p, 1), 16, 4096);
   const int nt = chunk_threads(n, block, threads);
@@ -49,6 +45,24 @@ void set_gradients(const Attribution& A, const SetList& sets, const std::vector<
   });
   Matrix total = partial[0];
   for (size_t t = 1; t < partial.size(); ++t) total += partial[t];
+  return total;
+}
+
+/// G(:, j) = grad F_{-T_j}(Theta(:, j)) for the given columns, in one pass over X for all of
+/// them (on the GPU when the attribution keeps X there), then the removed samples subtracted.
+void set_gradients(const Attribution& A, const SetList& sets, const std::vector<Index>& cols,
+                   const Matrix& Theta, Matrix& G, int threads) {
+  const Problem& P = A.problem();
+  const Design& X = P.X;
+  const Index p = X.params(), m = static_cast<Index>(cols.size());
+  Matrix T(p, m);
+  for (Index c = 0; c < m; ++c) T.col(c) = Theta.col(cols[static_cast<size_t>(c)]);
+  Matrix total;
+  if (A.passes_on_device()) {
+    A.device_gradients(T, total);
+  } else {
+    total = all_sample_gradients(P, T, threads);
+  }
   Matrix x(p, 1);
   for (Index c = 0; c < m; ++c) {
     const Index s = cols[static_cast<size_t>(c)];

@@ -69,6 +69,12 @@ class Attribution {
   void require_host(const char* what) const;
   /// Whether influence_rows() runs on the GPU (X and the factor kept in device memory).
   bool rows_on_device() const { return gpu_ && cuda::resident(*gpu_); }
+  /// Whether device_gradients() is available: the passes of retraining then run on the GPU.
+  bool passes_on_device() const { return rows_on_device(); }
+  /// G = X^T r(X Theta) (p x m, all samples with their weights, no penalty) on the GPU.
+  void device_gradients(const Matrix& Theta, Matrix& G) const {
+    cuda::gradients(*gpu_, problem_.X, Theta, G);
+  }
 
   const Problem& problem() const { return problem_; }
   const Vector& theta() const { return theta_; }

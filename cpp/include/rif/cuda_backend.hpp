@@ -76,6 +76,10 @@ void fetch_factor(State& state, Matrix& H, Matrix& L);
 bool influence_rows(State& state, const std::int64_t* idx, Index k, const Vector& coef,
                     Eigen::Ref<RowMatrix> out);
 
+/// G = X^T r(X Theta) (p x m) for m parameter vectors at once, with the labels, weights and
+/// family of the attribution: the pass over X of each retraining iteration, on the device.
+void gradients(State& state, const Design& host, const Matrix& Theta, Matrix& G);
+
 /// Whether X stays in device memory for this state (so influence_rows runs there).
 bool resident(const State& state);
 
