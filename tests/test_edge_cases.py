@@ -23,6 +23,13 @@ def test_zero_weight_sample_with_overflowing_exp_contributes_nothing():
     np.testing.assert_allclose(res.theta, ref.theta, rtol=1e-9, atol=1e-12)
     A = rn.Attribution(X, y, res.theta, family="poisson", l2=1.0, sample_weight=w)
     assert np.isfinite(A.leverage).all() and A.leverage[5] == 0.0
+    # retraining's passes skip it too (its residual is 0, not 0 * inf)
+    T = [10, 11, 12]
+    refit = A.retrain(T, tol=1e-12)
+    keep2 = keep & ~np.isin(np.arange(n), T)
+    ref2 = rn.fit(X[keep2], y[keep2], family="poisson", l2=1.0, tol=1e-12)
+    assert refit.converged and not refit.refreshed  # no NaN gradient, no fallback to Newton
+    np.testing.assert_allclose(refit.theta, ref2.theta, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("extra", [0, 30])  # k <= p/2 (Woodbury) and k > p/2 (direct factor)

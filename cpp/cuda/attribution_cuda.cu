@@ -180,26 +180,15 @@ __global__ void scale_columns(double* Z, const double* a, long long count, long 
 
 /// r_i = w_i dloss/dz, a_i = w_i d2loss/dz2 at z_i, as rif::derivatives does on the CPU
 /// (family: 0 logistic, 1 squared, 2 poisson; w null means all ones).
-/// The family's mean at z (logistic: sigma(z) without overflow; squared: z; poisson: e^z) and
-/// its derivative in z, as glm.hpp computes them.
-__device__ void mean_and_slope(int family, double z, double* mean, double* slope) {
+/// The family's mean at z (logistic: sigma(z) without overflow; squared: z; poisson: e^z), as
+/// glm.hpp computes it.
+__device__ double family_mean(int family, double z) {
   if (family == 0) {
-    double s;
-    if (z >= 0) {
-      s = 1.0 / (1.0 + exp(-z));
-    } else {
-      const double e = exp(z);
-      s = e / (1.0 + e);
-    }
-    *mean = s;
-    *slope = s * (1.0 - s);
-  } else if (family == 1) {
-    *mean = z;
-    *slope = 1.0;
-  } else {
-    *mean = exp(z);
-    *slope = *mean;
+    if (z >= 0) return 1.0 / (1.0 + exp(-z));
+    const double e = exp(z);
+    return e / (1.0 + e);
   }
+  return family == 1 ? z : exp(z);
 }
 
 __global__ void glm_derivatives(const double* z, const double* y, const double* w, double* r,
@@ -211,10 +200,10 @@ __global__ void glm_derivatives(const double* z, const double* y, const double* 
       r[i] = a[i] = 0.0;
       continue;
     }
-    double mean, slope;
-    mean_and_slope(family, z[i], &mean, &slope);
+    const double mean = family_mean(family, z[i]);
     r[i] = wi * (mean - y[i]);
-    a[i] = wi * slope;
+    // the CPU's order of operations, so that results agree to the last bit
+    a[i] = family == 0 ? wi * mean * (1.0 - mean) : family == 1 ? wi : wi * mean;
   }
 }
 
@@ -227,9 +216,7 @@ __global__ void residual_columns(double* Z, const double* y, const double* w, lo
        e += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long i = e % count;
     const double wi = w ? w[i] : 1.0;
-    double mean = 0, slope;
-    if (wi != 0) mean_and_slope(family, Z[e], &mean, &slope);
-    Z[e] = wi == 0 ? 0.0 : wi * (mean - y[i]);
+    Z[e] = wi == 0 ? 0.0 : wi * (family_mean(family, Z[e]) - y[i]);
   }
 }
 
@@ -812,7 +799,7 @@ void fetch_factor(State& S, Matrix& H, Matrix& L) {
 }
 
 void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
-  const Index n = S.n, p = S.p, m = Theta.cols();
+  const Index p = S.p, m = Theta.cols();
   if (Theta.rows() != p) throw std::invalid_argument("gradients: theta has the wrong length");
   G.setZero(p, m);
   if (m == 0) return;
@@ -821,7 +808,9 @@ void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
   const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer T_d(sizeof(double) * p * m), G_d(sizeof(double) * p * m);
-  DeviceBuffer work_d(sizeof(double) * p * S.rows), Z_d(sizeof(double) * S.rows * m);
+  // Z (sub x m) for sub-blocks of rows: at most 32 Mi doubles however many sets there are
+  const Index sub = std::max<Index>(1, std::min<Index>(S.rows, (Index{32} << 20) / m));
+  DeviceBuffer work_d(sizeof(double) * p * S.rows), Z_d(sizeof(double) * sub * m);
   check(cudaMemcpyAsync(T_d.ptr, Theta.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice,
                         cs),
         "upload theta");
@@ -834,20 +823,24 @@ void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
   const int pi = as_int(p), mi = as_int(m);
   const double* w = S.weights ? S.weights->as<double>() : nullptr;
   S.for_blocks(host_rows, nullptr, [&](const char* raw, Index begin, Index count) {
-    const int c = as_int(count);
     double* work = work_d.as<double>();
     S.load(raw, nullptr, work, count);
-    // Z = W^T Theta (count x m), then residuals in place, then G += W Z
-    check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, c, mi, pi, &one, work, pi,
-                      T_d.as<double>(), pi, &zero, Z_d.as<double>(), c),
-          "gemm z");
-    residual_columns<<<grid_for(count * m), 256, 0, cs>>>(
-        Z_d.as<double>(), S.labels->as<double>() + begin, w ? w + begin : nullptr, count, m,
-        S.family);
-    check(cudaGetLastError(), "residual_columns");
-    check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_N, pi, mi, c, &one, work, pi,
-                      Z_d.as<double>(), c, &one, G_d.as<double>(), pi),
-          "gemm X^T r");
+    for (Index s0 = 0; s0 < count; s0 += sub) {
+      // Z = W_s^T Theta (k x m), then residuals in place, then G += W_s Z
+      const Index k = std::min(sub, count - s0);
+      const int ki = as_int(k);
+      const double* Ws = work + s0 * p;
+      check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, ki, mi, pi, &one, Ws, pi,
+                        T_d.as<double>(), pi, &zero, Z_d.as<double>(), ki),
+            "gemm z");
+      residual_columns<<<grid_for(k * m), 256, 0, cs>>>(
+          Z_d.as<double>(), S.labels->as<double>() + begin + s0,
+          w ? w + begin + s0 : nullptr, k, m, S.family);
+      check(cudaGetLastError(), "residual_columns");
+      check(cublasDgemm(S.hd.blas, CUBLAS_OP_N, CUBLAS_OP_N, pi, mi, ki, &one, Ws, pi,
+                        Z_d.as<double>(), ki, &one, G_d.as<double>(), pi),
+            "gemm X^T r");
+    }
   });
   check(cudaMemcpyAsync(G.data(), G_d.ptr, sizeof(double) * p * m, cudaMemcpyDeviceToHost, cs),
         "copy gradients");

@@ -39,7 +39,8 @@ void check_sets(const SetList& sets, Index n);
 
 /// w_i dloss/dz at z for sample i (w_i = 1 without weights): the sample's residual r_i.
 inline double weighted_residual(const Problem& P, Index i, double z) {
-  return (P.w.size() ? P.w[i] : 1.0) * first_derivative(P.family, P.y[i], z);
+  const double w = P.w.size() ? P.w[i] : 1.0;
+  return w == 0 ? 0.0 : w * first_derivative(P.family, P.y[i], z);  // as derivatives() does
 }
 
 /// g += l2 P theta: the penalty's gradient (P = identity on coefficients, 0 on the intercept).
