@@ -218,10 +218,15 @@ def test_device_x_matches_host_x(dtype):
         assert rel(gpu.rescaled_influence(), cpu.rescaled_influence()) <= 1e-10, name
         assert rel(gpu.influence([1, 2]), cpu.influence([1, 2])) <= 1e-10, name
         assert gpu._core.rows_on_device and not gpu._core.has_host_data, name
-        # CPU-side queries copy X to host memory once
+        # group effects and Newton steps gather their sets' rows on the device
         assert rel(gpu.group_effect(sets, "ns"), cpu.group_effect(sets, "ns")) <= 1e-10, name
-        assert gpu._core.has_host_data, name
+        assert rel(gpu.group_effect(sets, "rif"), cpu.group_effect(sets, "rif")) <= 1e-10, name
+        big = [rng.choice(n, cpu.n_params, replace=False)]  # k > p/2: a fresh factor of H_{-T}
+        assert rel(gpu.group_effect(big, "ns"), cpu.group_effect(big, "ns")) <= 1e-10, name
+        assert not gpu._core.has_host_data, name
+        # retraining copies X to host memory once
         assert rel(gpu.retrain(sets[0]).theta, cpu.retrain(sets[0]).theta) <= 1e-9, name
+        assert gpu._core.has_host_data, name
 
 
 def test_cuda_backend_agrees_with_the_core_on_memory_layout():

@@ -847,6 +847,41 @@ void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
   check(cudaStreamSynchronize(cs), "gradients");
 }
 
+void gather(State& S, const std::int64_t* idx, Index k, const double* coef,
+            Eigen::Ref<Matrix> out) {
+  const Index p = S.p;
+  if (!S.device_rows) throw std::logic_error("gather: X is not in device memory");
+  if (out.rows() != p || out.cols() != k) throw std::invalid_argument("gather: shapes differ");
+  if (k == 0) return;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  cudaStream_t cs = S.hd.compute;
+  const Vector c = coef ? Vector(Eigen::Map<const Vector>(coef, k)) : Vector(Vector::Ones(k));
+  DeviceBuffer idx_d(sizeof(long long) * k), coef_d(sizeof(double) * k);
+  DeviceBuffer out_d(sizeof(double) * p * k);
+  check(cudaMemcpyAsync(idx_d.ptr, idx, sizeof(long long) * k, cudaMemcpyHostToDevice, cs),
+        "upload indices");
+  check(cudaMemcpyAsync(coef_d.ptr, c.data(), sizeof(double) * k, cudaMemcpyHostToDevice, cs),
+        "upload coefficients");
+  if (S.f32) {
+    gather_columns<<<grid_for(k * p), 256, 0, cs>>>(
+        reinterpret_cast<const float*>(S.device_rows), idx_d.as<long long>(), coef_d.as<double>(),
+        out_d.as<double>(), k, S.d, p, S.intercept);
+  } else {
+    gather_columns<<<grid_for(k * p), 256, 0, cs>>>(
+        reinterpret_cast<const double*>(S.device_rows), idx_d.as<long long>(),
+        coef_d.as<double>(), out_d.as<double>(), k, S.d, p, S.intercept);
+  }
+  check(cudaGetLastError(), "gather_columns");
+  Matrix host(p, k);
+  check(cudaMemcpyAsync(host.data(), out_d.ptr, sizeof(double) * p * k, cudaMemcpyDeviceToHost,
+                        cs),
+        "copy gathered rows");
+  check(cudaStreamSynchronize(cs), "gather");
+  out = host;
+}
+
 bool resident(const State& S) { return S.device_rows != nullptr && S.factor != nullptr; }
 
 bool influence_rows(State& S, const std::int64_t* idx, Index k, const Vector& coef,

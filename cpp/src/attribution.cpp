@@ -175,6 +175,33 @@ void Attribution::attach_host(const Design& X) {
   problem_.X = X;
 }
 
+void Attribution::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
+                         const double* scale) const {
+  if (problem_.X.has_data() || !rows_on_device()) {
+    require_host("gathering samples");
+    problem_.X.gather(idx, k, out, scale);
+    return;
+  }
+  Vector coef;
+  if (scale) {
+    coef.resize(k);
+    for (Index j = 0; j < k; ++j) coef[j] = scale[idx[j]];
+  }
+  cuda::gather(*gpu_, idx, k, scale ? coef.data() : nullptr, out);
+}
+
+void Attribution::accumulate(const std::int64_t* idx, Index k, const double* coef,
+                             Eigen::Ref<Vector> out) const {
+  if (problem_.X.has_data() || !rows_on_device()) {
+    require_host("summing samples");
+    problem_.X.accumulate(idx, k, coef, out);
+    return;
+  }
+  Matrix columns(params(), k);
+  gather(idx, k, columns, coef);
+  out += columns.rowwise().sum();
+}
+
 void Attribution::require_host(const char* what) const {
   if (!problem_.X.has_data()) {
     throw std::logic_error(std::string(what) +
@@ -295,7 +322,6 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
 
 void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowMatrix> out,
                              int threads) const {
-  require_host("group sums of IF / RIF");
   const Index p = params(), n = problem_.X.rows();
   check_sets(sets, n);
   threads = resolve_threads(threads);
@@ -307,7 +333,7 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
       if (rescaled && std::isinf(rescale_[sets.begin(j)[e]])) infinite[static_cast<size_t>(j)] = 1;
     }
     if (!infinite[static_cast<size_t>(j)]) {
-      problem_.X.accumulate(sets.begin(j), sets.size(j), coef.data(), G.col(j));
+      accumulate(sets.begin(j), sets.size(j), coef.data(), G.col(j));
     }
   });
   solve_factored(factor(), G);
@@ -319,7 +345,6 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
 
 void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
                               std::vector<Index>& singular, int threads) const {
-  require_host("the Newton step");
   host_factor();  // before the parallel region below
   const Index p = params(), n = problem_.X.rows();
   check_sets(sets, n);
@@ -329,7 +354,7 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
   for_each_item(sets.count, threads, [&](Index j, int inner) {
     const Index k = sets.size(j);
     Vector g = Vector::Zero(p);
-    problem_.X.accumulate(sets.begin(j), k, r_.data(), g);
+    accumulate(sets.begin(j), k, r_.data(), g);
     const DowndatedSolver solver(*this, sets.begin(j), k, inner);
     if (solver.singular()) {
       out.row(j).setConstant(kInf);

@@ -34,6 +34,7 @@ bool influence_rows(State&, const std::int64_t*, Index, const Vector&, Eigen::Re
   return false;
 }
 bool resident(const State&) { return false; }
+void gather(State&, const std::int64_t*, Index, const double*, Eigen::Ref<Matrix>) { absent(); }
 void gradients(State&, const Design&, const Matrix&, Matrix&) { absent(); }
 
 void copy_to_host(const DeviceMatrix&, void*) { absent(); }

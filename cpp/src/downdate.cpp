@@ -17,7 +17,7 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
   const Index p = attribution.params();
   const Vector root = attribution.curvature().cwiseSqrt();
   Matrix U(p, k);
-  attribution.problem().X.gather(idx, k, U, root.data());
+  attribution.gather(idx, k, U, root.data());
   woodbury_ = k <= attribution.woodbury_limit();
   if (woodbury_) {
     // H_{-T} = L (I - B B^T) L^T with B = L^{-1} U; I - B B^T is invertible iff M = I - B^T B

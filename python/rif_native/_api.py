@@ -304,8 +304,8 @@ class Attribution:
 
     X may also be a matrix already in GPU memory (CuPy, PyTorch, JAX, Numba: anything with
     ``__cuda_array_interface__`` or a CUDA DLPack export; C-contiguous float64 or float32): it is
-    read in place with backend "cuda"; IF / RIF rows run there too. The queries that run on the
-    CPU (group effects, Newton steps, retraining) then copy X to host memory once, on first use.
+    read in place with backend "cuda"; IF / RIF rows run there too, and group effects and Newton
+    steps gather their sets' rows there. Retraining copies X to host memory once, on first use.
     """
 
     def __init__(
@@ -461,7 +461,6 @@ class Attribution:
         """
         method = _method(method, _METHODS)
         indices, offsets, single = _parse_sets(sets, self.n)
-        self._need_host()
         if method == "ns":
             out, singular = self._core.newton_step(indices, offsets, self._threads)
             if singular:

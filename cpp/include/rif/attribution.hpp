@@ -70,6 +70,14 @@ class Attribution {
   void require_host(const char* what) const;
   /// Whether influence_rows() runs on the GPU (X and the factor kept in device memory).
   bool rows_on_device() const { return gpu_ && cuda::resident(*gpu_); }
+  /// Samples idx[0..k) as the columns of out (p x k), column j scaled by scale[idx[j]] when
+  /// given: from host X, or gathered on the GPU when X is only there.
+  void gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
+              const double* scale = nullptr) const;
+  /// out += sum_j coef[idx[j]] x_{idx[j]} (coef indexed by sample), from host or device X.
+  void accumulate(const std::int64_t* idx, Index k, const double* coef,
+                  Eigen::Ref<Vector> out) const;
+
   /// Whether device_gradients() is available: the passes of retraining then run on the GPU.
   bool passes_on_device() const { return rows_on_device(); }
   /// G = X^T r(X Theta) (p x m, all samples with their weights, no penalty) on the GPU.

@@ -80,6 +80,12 @@ bool influence_rows(State& state, const std::int64_t* idx, Index k, const Vector
 /// family of the attribution: the pass over X of each retraining iteration, on the device.
 void gradients(State& state, const Design& host, const Matrix& Theta, Matrix& G);
 
+/// Samples idx[0..k) of X in device memory as the columns of out (p x k), column j times
+/// coef[j] when coef is given: the few rows that group effects and Newton steps need, without a
+/// host copy of X.
+void gather(State& state, const std::int64_t* idx, Index k, const double* coef,
+            Eigen::Ref<Matrix> out);
+
 /// Whether X stays in device memory for this state (so influence_rows runs there).
 bool resident(const State& state);
 
