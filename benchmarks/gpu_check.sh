@@ -37,6 +37,6 @@ python3 -c "import rif_native as r; print(r.build_info()); print('cuda available
 # A failing test does not stop the timings: one run on the device should tell everything.
 # Time limits: a hang must not eat the device time of the timings that follow.
 timeout -k 10 240 python3 -m pytest -q -p no:cacheprovider -rs -o faulthandler_timeout=90 \
-  tests/test_cuda.py tests/test_reference.py 2>&1 | tee "$out/tests.log" | tail -25 \
+  tests/test_cuda.py tests/test_reference.py tests/test_edge_cases.py 2>&1 | tee "$out/tests.log" | tail -25 \
   || echo "GPU TESTS FAILED OR TIMED OUT (see above)"
 PYTHONUNBUFFERED=1 timeout -k 10 300 python3 benchmarks/gpu_bench.py 2>&1 | tee "$out/bench.log"

@@ -253,6 +253,7 @@ def test_many_row_blocks_resident_or_streamed(monkeypatch, dtype, keep):
     v = rng.standard_normal((d + 1, 3))
     cpu = rn.Attribution(X, y, theta, backend="cpu", **kw)
     monkeypatch.setenv("RIF_CUDA_BLOCK_ROWS", "450")
+    monkeypatch.setenv("RIF_CUDA_GRADIENT_ROWS", "100")  # retraining's sub-blocks: 5 per block
     monkeypatch.setenv("RIF_CUDA_KEEP_X", keep)
     gpu = rn.Attribution(X, y, theta, backend="cuda", **kw)
     assert rel(gpu.leverage, cpu.leverage) <= 1e-10
@@ -270,6 +271,10 @@ def test_many_row_blocks_resident_or_streamed(monkeypatch, dtype, keep):
         dev = rn.Attribution(to_device(X), y, theta, backend="cuda", **kw)
         assert rel(dev.leverage, cpu.leverage) <= 1e-10, name
         assert rel(dev.scores(v), cpu.scores(v)) <= 1e-10, name
+        # a set larger than a block: rows gathered on the device in two chunks (direct NS path)
+        big = [rng.choice(n, 600, replace=False)]
+        assert rel(dev.group_effect(big, "ns"), cpu.group_effect(big, "ns")) <= 1e-10, name
+        assert rel(dev.group_effect(big, "if"), cpu.group_effect(big, "if")) <= 1e-10, name
 
 
 @needs_gpu

@@ -169,6 +169,21 @@ __global__ void gather_columns(const T* X, const long long* idx, const double* c
   }
 }
 
+/// out[k] = sum_j coef[j] x_{idx[j]}[k] (k < p, the intercept entry last): one thread per
+/// parameter, reading the gathered rows across the threads (coalesced for row-major X).
+template <class T>
+__global__ void accumulate_rows(const T* X, const long long* idx, const double* coef, double* out,
+                                long long count, long long d, long long p, bool intercept) {
+  for (long long k = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; k < p;
+       k += static_cast<long long>(gridDim.x) * blockDim.x) {
+    double sum = 0;
+    for (long long j = 0; j < count; ++j) {
+      sum += coef[j] * (k < d ? static_cast<double>(X[idx[j] * d + k]) : (intercept ? 1.0 : 0.0));
+    }
+    out[k] = sum;
+  }
+}
+
 /// Column j of the p x count matrix Z scaled by sqrt(a[j]) in place.
 __global__ void scale_columns(double* Z, const double* a, long long count, long long p) {
   const long long total = count * p;
@@ -202,7 +217,7 @@ __global__ void glm_derivatives(const double* z, const double* y, const double* 
     }
     const double mean = family_mean(family, z[i]);
     r[i] = wi * (mean - y[i]);
-    // the CPU's order of operations, so that results agree to the last bit
+    // the CPU's order of operations
     a[i] = family == 0 ? wi * mean * (1.0 - mean) : family == 1 ? wi : wi * mean;
   }
 }
@@ -372,6 +387,19 @@ class State {
   std::unique_ptr<DeviceBuffer> hessian;  ///< H (p x p, lower), kept for fetch_factor()
   std::unique_ptr<DeviceBuffer> labels, weights;  ///< y and w (null: all ones), for gradients()
   int family = 0;                                 ///< 0 logistic, 1 squared, 2 poisson
+
+  /// A device buffer of at least `bytes` kept between calls (gather / accumulate run per set);
+  /// used under device_mutex() only.
+  DeviceBuffer& scratch(size_t bytes) {
+    if (!scratch_ || scratch_bytes_ < bytes) {
+      scratch_.reset();
+      scratch_ = std::make_unique<DeviceBuffer>(bytes);
+      scratch_bytes_ = bytes;
+    }
+    return *scratch_;
+  }
+  std::unique_ptr<DeviceBuffer> scratch_;
+  size_t scratch_bytes_ = 0;
 
   /// Calls work(raw device rows, begin, count) on the compute stream for each row block. X comes
   /// from device memory when it is there; otherwise from host memory `host` through two pinned
@@ -808,8 +836,12 @@ void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
   const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer T_d(sizeof(double) * p * m), G_d(sizeof(double) * p * m);
-  // Z (sub x m) for sub-blocks of rows: at most 32 Mi doubles however many sets there are
-  const Index sub = std::max<Index>(1, std::min<Index>(S.rows, (Index{32} << 20) / m));
+  // Z (sub x m) for sub-blocks of rows: about 32 Mi doubles at most, however many sets
+  Index sub = std::max<Index>(1, std::min<Index>(S.rows, (Index{32} << 20) / m));
+  if (const char* env = std::getenv("RIF_CUDA_GRADIENT_ROWS")) {  // tests: many sub-blocks
+    const long long r = std::atoll(env);
+    if (r > 0) sub = std::min<Index>(sub, static_cast<Index>(r));
+  }
   DeviceBuffer work_d(sizeof(double) * p * S.rows), Z_d(sizeof(double) * sub * m);
   check(cudaMemcpyAsync(T_d.ptr, Theta.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice,
                         cs),
@@ -857,29 +889,78 @@ void gather(State& S, const std::int64_t* idx, Index k, const double* coef,
   cudaGetLastError();
   const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
+  // in chunks of at most one row block: bounded device memory for sets as large as n
+  const Index chunk = std::min(k, S.rows);
+  DeviceBuffer& buf = S.scratch(sizeof(double) * p * chunk + 16 * chunk);
+  double* out_d = buf.as<double>();
+  long long* idx_d = reinterpret_cast<long long*>(out_d + p * chunk);
+  double* coef_d = reinterpret_cast<double*>(idx_d + chunk);
   const Vector c = coef ? Vector(Eigen::Map<const Vector>(coef, k)) : Vector(Vector::Ones(k));
-  DeviceBuffer idx_d(sizeof(long long) * k), coef_d(sizeof(double) * k);
-  DeviceBuffer out_d(sizeof(double) * p * k);
-  check(cudaMemcpyAsync(idx_d.ptr, idx, sizeof(long long) * k, cudaMemcpyHostToDevice, cs),
-        "upload indices");
-  check(cudaMemcpyAsync(coef_d.ptr, c.data(), sizeof(double) * k, cudaMemcpyHostToDevice, cs),
-        "upload coefficients");
-  if (S.f32) {
-    gather_columns<<<grid_for(k * p), 256, 0, cs>>>(
-        reinterpret_cast<const float*>(S.device_rows), idx_d.as<long long>(), coef_d.as<double>(),
-        out_d.as<double>(), k, S.d, p, S.intercept);
-  } else {
-    gather_columns<<<grid_for(k * p), 256, 0, cs>>>(
-        reinterpret_cast<const double*>(S.device_rows), idx_d.as<long long>(),
-        coef_d.as<double>(), out_d.as<double>(), k, S.d, p, S.intercept);
+  Matrix host(p, chunk);
+  for (Index c0 = 0; c0 < k; c0 += chunk) {
+    const Index count = std::min(chunk, k - c0);
+    check(cudaMemcpyAsync(idx_d, idx + c0, sizeof(long long) * count, cudaMemcpyHostToDevice,
+                          cs),
+          "upload indices");
+    check(cudaMemcpyAsync(coef_d, c.data() + c0, sizeof(double) * count, cudaMemcpyHostToDevice,
+                          cs),
+          "upload coefficients");
+    if (S.f32) {
+      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
+          reinterpret_cast<const float*>(S.device_rows), idx_d, coef_d, out_d, count, S.d, p,
+          S.intercept);
+    } else {
+      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
+          reinterpret_cast<const double*>(S.device_rows), idx_d, coef_d, out_d, count, S.d, p,
+          S.intercept);
+    }
+    check(cudaGetLastError(), "gather_columns");
+    check(cudaMemcpyAsync(host.data(), out_d, sizeof(double) * p * count, cudaMemcpyDeviceToHost,
+                          cs),
+          "copy gathered rows");
+    check(cudaStreamSynchronize(cs), "gather");
+    out.middleCols(c0, count) = host.leftCols(count);
   }
-  check(cudaGetLastError(), "gather_columns");
-  Matrix host(p, k);
-  check(cudaMemcpyAsync(host.data(), out_d.ptr, sizeof(double) * p * k, cudaMemcpyDeviceToHost,
-                        cs),
-        "copy gathered rows");
-  check(cudaStreamSynchronize(cs), "gather");
-  out = host;
+}
+
+void accumulate(State& S, const std::int64_t* idx, Index k, const double* coef,
+                Eigen::Ref<Vector> out) {
+  const Index p = S.p;
+  if (!S.device_rows) throw std::logic_error("accumulate: X is not in device memory");
+  if (out.size() != p) throw std::invalid_argument("accumulate: shapes differ");
+  if (k == 0) return;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  cudaStream_t cs = S.hd.compute;
+  const Index chunk = std::min<Index>(k, Index{1} << 20);
+  DeviceBuffer& buf = S.scratch(sizeof(double) * p + 16 * chunk);
+  double* sum_d = buf.as<double>();
+  long long* idx_d = reinterpret_cast<long long*>(sum_d + p);
+  double* coef_d = reinterpret_cast<double*>(idx_d + chunk);
+  Vector part(p);
+  for (Index c0 = 0; c0 < k; c0 += chunk) {
+    const Index count = std::min(chunk, k - c0);
+    check(cudaMemcpyAsync(idx_d, idx + c0, sizeof(long long) * count, cudaMemcpyHostToDevice,
+                          cs),
+          "upload indices");
+    check(cudaMemcpyAsync(coef_d, coef + c0, sizeof(double) * count, cudaMemcpyHostToDevice, cs),
+          "upload coefficients");
+    if (S.f32) {
+      accumulate_rows<<<grid_for(p), 256, 0, cs>>>(reinterpret_cast<const float*>(S.device_rows),
+                                                    idx_d, coef_d, sum_d, count, S.d, p,
+                                                    S.intercept);
+    } else {
+      accumulate_rows<<<grid_for(p), 256, 0, cs>>>(
+          reinterpret_cast<const double*>(S.device_rows), idx_d, coef_d, sum_d, count, S.d, p,
+          S.intercept);
+    }
+    check(cudaGetLastError(), "accumulate_rows");
+    check(cudaMemcpyAsync(part.data(), sum_d, sizeof(double) * p, cudaMemcpyDeviceToHost, cs),
+          "copy sum");
+    check(cudaStreamSynchronize(cs), "accumulate");
+    out += part;
+  }
 }
 
 bool resident(const State& S) { return S.device_rows != nullptr && S.factor != nullptr; }

@@ -197,9 +197,9 @@ void Attribution::accumulate(const std::int64_t* idx, Index k, const double* coe
     problem_.X.accumulate(idx, k, coef, out);
     return;
   }
-  Matrix columns(params(), k);
-  gather(idx, k, columns, coef);
-  out += columns.rowwise().sum();
+  Vector c(k);
+  for (Index j = 0; j < k; ++j) c[j] = coef[idx[j]];
+  cuda::accumulate(*gpu_, idx, k, c.data(), out);
 }
 
 void Attribution::require_host(const char* what) const {

@@ -35,6 +35,9 @@ bool influence_rows(State&, const std::int64_t*, Index, const Vector&, Eigen::Re
 }
 bool resident(const State&) { return false; }
 void gather(State&, const std::int64_t*, Index, const double*, Eigen::Ref<Matrix>) { absent(); }
+void accumulate(State&, const std::int64_t*, Index, const double*, Eigen::Ref<Vector>) {
+  absent();
+}
 void gradients(State&, const Design&, const Matrix&, Matrix&) { absent(); }
 
 void copy_to_host(const DeviceMatrix&, void*) { absent(); }

@@ -86,6 +86,10 @@ void gradients(State& state, const Design& host, const Matrix& Theta, Matrix& G)
 void gather(State& state, const std::int64_t* idx, Index k, const double* coef,
             Eigen::Ref<Matrix> out);
 
+/// out += sum_j coef[j] x_{idx[j]} from X in device memory (p values come back).
+void accumulate(State& state, const std::int64_t* idx, Index k, const double* coef,
+                Eigen::Ref<Vector> out);
+
 /// Whether X stays in device memory for this state (so influence_rows runs there).
 bool resident(const State& state);
 
