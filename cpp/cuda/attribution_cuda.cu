@@ -169,18 +169,22 @@ __global__ void gather_columns(const T* X, const long long* idx, const double* c
   }
 }
 
-/// out[k] = sum_j coef[j] x_{idx[j]}[k] (k < p, the intercept entry last): one thread per
-/// parameter, reading the gathered rows across the threads (coalesced for row-major X).
+/// out[s * p + k] = sum over slice s of the j's of coef[j] x_{idx[j]}[k] (the intercept entry
+/// last): threads over the p parameters (reading each row coalesced for row-major X), the
+/// grid's y dimension over `slices` slices of the indices; the caller sums the slices in order.
 template <class T>
 __global__ void accumulate_rows(const T* X, const long long* idx, const double* coef, double* out,
-                                long long count, long long d, long long p, bool intercept) {
+                                long long count, long long d, long long p, bool intercept,
+                                long long slices) {
+  const long long per = (count + slices - 1) / slices;
+  const long long j0 = blockIdx.y * per, j1 = j0 + per < count ? j0 + per : count;
   for (long long k = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; k < p;
        k += static_cast<long long>(gridDim.x) * blockDim.x) {
     double sum = 0;
-    for (long long j = 0; j < count; ++j) {
+    for (long long j = j0; j < j1; ++j) {
       sum += coef[j] * (k < d ? static_cast<double>(X[idx[j] * d + k]) : (intercept ? 1.0 : 0.0));
     }
-    out[k] = sum;
+    out[blockIdx.y * p + k] = sum;
   }
 }
 
@@ -389,7 +393,8 @@ class State {
   int family = 0;                                 ///< 0 logistic, 1 squared, 2 poisson
 
   /// A device buffer of at least `bytes` kept between calls (gather / accumulate run per set);
-  /// used under device_mutex() only.
+  /// used under device_mutex() only, once per entry point: nothing called while the buffer is in
+  /// use may call scratch() again (it may reallocate).
   DeviceBuffer& scratch(size_t bytes) {
     if (!scratch_ || scratch_bytes_ < bytes) {
       scratch_.reset();
@@ -933,33 +938,43 @@ void accumulate(State& S, const std::int64_t* idx, Index k, const double* coef,
   cudaGetLastError();
   const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
-  const Index chunk = std::min<Index>(k, Index{1} << 20);
-  DeviceBuffer& buf = S.scratch(sizeof(double) * p + 16 * chunk);
+  Index chunk = std::min<Index>(k, Index{1} << 20);
+  if (const char* env = std::getenv("RIF_CUDA_ACCUMULATE_ROWS")) {  // tests: several chunks
+    const long long r = std::atoll(env);
+    if (r > 0) chunk = std::min<Index>(chunk, static_cast<Index>(r));
+  }
+  // index slices over the grid's y dimension: parallel work also when p is small
+  constexpr Index kSlices = 64, kPerSlice = 256;
+  const Index slices_max = std::min<Index>(kSlices, (chunk + kPerSlice - 1) / kPerSlice);
+  DeviceBuffer& buf = S.scratch(sizeof(double) * p * slices_max + 16 * chunk);
   double* sum_d = buf.as<double>();
-  long long* idx_d = reinterpret_cast<long long*>(sum_d + p);
+  long long* idx_d = reinterpret_cast<long long*>(sum_d + p * slices_max);
   double* coef_d = reinterpret_cast<double*>(idx_d + chunk);
-  Vector part(p);
+  Matrix part(p, slices_max);
   for (Index c0 = 0; c0 < k; c0 += chunk) {
     const Index count = std::min(chunk, k - c0);
+    const Index slices = std::min<Index>(slices_max, (count + kPerSlice - 1) / kPerSlice);
+    const dim3 grid(static_cast<unsigned>(std::min<Index>((p + 255) / 256, 65535)),
+                    static_cast<unsigned>(slices));
     check(cudaMemcpyAsync(idx_d, idx + c0, sizeof(long long) * count, cudaMemcpyHostToDevice,
                           cs),
           "upload indices");
     check(cudaMemcpyAsync(coef_d, coef + c0, sizeof(double) * count, cudaMemcpyHostToDevice, cs),
           "upload coefficients");
     if (S.f32) {
-      accumulate_rows<<<grid_for(p), 256, 0, cs>>>(reinterpret_cast<const float*>(S.device_rows),
-                                                    idx_d, coef_d, sum_d, count, S.d, p,
-                                                    S.intercept);
+      accumulate_rows<<<grid, 256, 0, cs>>>(reinterpret_cast<const float*>(S.device_rows), idx_d,
+                                            coef_d, sum_d, count, S.d, p, S.intercept, slices);
     } else {
-      accumulate_rows<<<grid_for(p), 256, 0, cs>>>(
-          reinterpret_cast<const double*>(S.device_rows), idx_d, coef_d, sum_d, count, S.d, p,
-          S.intercept);
+      accumulate_rows<<<grid, 256, 0, cs>>>(reinterpret_cast<const double*>(S.device_rows),
+                                            idx_d, coef_d, sum_d, count, S.d, p, S.intercept,
+                                            slices);
     }
     check(cudaGetLastError(), "accumulate_rows");
-    check(cudaMemcpyAsync(part.data(), sum_d, sizeof(double) * p, cudaMemcpyDeviceToHost, cs),
-          "copy sum");
+    check(cudaMemcpyAsync(part.data(), sum_d, sizeof(double) * p * slices,
+                          cudaMemcpyDeviceToHost, cs),
+          "copy sums");
     check(cudaStreamSynchronize(cs), "accumulate");
-    out += part;
+    for (Index sl = 0; sl < slices; ++sl) out += part.col(sl);  // in a fixed order
   }
 }
 

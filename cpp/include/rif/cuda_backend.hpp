@@ -86,7 +86,8 @@ void gradients(State& state, const Design& host, const Matrix& Theta, Matrix& G)
 void gather(State& state, const std::int64_t* idx, Index k, const double* coef,
             Eigen::Ref<Matrix> out);
 
-/// out += sum_j coef[j] x_{idx[j]} from X in device memory (p values come back).
+/// out += sum_j coef[j] x_{idx[j]} from X in device memory (p values per slice come back);
+/// coef must be given (coef[j] per position j, unlike Design::accumulate's per sample).
 void accumulate(State& state, const std::int64_t* idx, Index k, const double* coef,
                 Eigen::Ref<Vector> out);
 
