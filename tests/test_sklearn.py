@@ -121,7 +121,12 @@ def test_mapping_matches_sklearn(case, weighted, rng, seed):
     if weighted:
         sw = rng.uniform(0.25, 3.0, N)  # sum far from n: PoissonRegressor's l2 depends on it
         sw[rng.integers(N)] = 0.0
-    est = factory().fit(X, y, sample_weight=sw)
+    with warnings.catch_warnings():
+        # At tol=1e-12 the newton-cholesky line search can stall in rounding and hand over to
+        # lbfgs with a ConvergenceWarning (seen with PoissonRegressor): scikit-learn's business.
+        # Whether its result is a minimiser of our F is checked below, on the gradient.
+        warnings.simplefilter("ignore", SkConvergenceWarning)
+        est = factory().fit(X, y, sample_weight=sw)
     S = N if sw is None else sw.sum()
 
     family_got, l2, fit_intercept = to_l2(est, N, sw)
