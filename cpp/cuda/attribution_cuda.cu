@@ -299,6 +299,14 @@ std::string kernel_choice(const char* name, std::initializer_list<const char*> a
                               "'");
 }
 
+/// The row count in the environment variable `name` (tests use it for many small blocks or
+/// chunks), or `fallback` when it is unset or not positive.
+Index env_rows(const char* name, Index fallback) {
+  const char* env = std::getenv(name);
+  const long long r = env ? std::atoll(env) : 0;
+  return r > 0 ? static_cast<Index>(r) : fallback;
+}
+
 int grid_for(long long total) {
   return static_cast<int>(std::max<long long>(1, std::min<long long>((total + 255) / 256, 65535)));
 }
@@ -473,6 +481,34 @@ class State {
     }
   }
 
+  /// X's rows in host memory for for_blocks(), or null when X is in device memory.
+  const char* host_rows(const Design& host) const {
+    if (device_rows) return nullptr;
+    return f32 ? reinterpret_cast<const char*>(host.data_f32())
+               : reinterpret_cast<const char*>(host.data_f64());
+  }
+
+  /// out (p x count, column-major) = coef[j] x_{idx[j]} from X in device memory, after the count
+  /// indices and coefficients are uploaded into idx_d and coef_d; on the compute stream.
+  void gather_to(const std::int64_t* idx, const double* coef, Index count, long long* idx_d,
+                 double* coef_d, double* out) {
+    check(cudaMemcpyAsync(idx_d, idx, sizeof(long long) * count, cudaMemcpyHostToDevice,
+                          hd.compute),
+          "upload indices");
+    check(cudaMemcpyAsync(coef_d, coef, sizeof(double) * count, cudaMemcpyHostToDevice,
+                          hd.compute),
+          "upload coefficients");
+    if (f32) {
+      gather_columns<<<grid_for(count * p), 256, 0, hd.compute>>>(
+          reinterpret_cast<const float*>(device_rows), idx_d, coef_d, out, count, d, p, intercept);
+    } else {
+      gather_columns<<<grid_for(count * p), 256, 0, hd.compute>>>(
+          reinterpret_cast<const double*>(device_rows), idx_d, coef_d, out, count, d, p,
+          intercept);
+    }
+    check(cudaGetLastError(), "gather_columns");
+  }
+
   /// out (p x count, column-major) from raw device rows, columns scaled by sqrt(a) if given.
   void load(const char* raw, const double* a, double* out, Index count) {
     if (f32) {
@@ -555,18 +591,12 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   S.rows = std::max<Index>(
       1, std::min<Index>(n, static_cast<Index>((size_t{64} << 20) / std::max<size_t>(S.row_bytes, 8))));
   S.rows = std::max<Index>(S.rows, std::min<Index>(n, 256));
-  if (const char* env = std::getenv("RIF_CUDA_BLOCK_ROWS")) {  // tests: many small blocks
-    const long long r = std::atoll(env);
-    if (r > 0) S.rows = std::min<Index>(n, static_cast<Index>(r));
-  }
-  const char* host_rows = nullptr;
+  S.rows = std::min<Index>(n, env_rows("RIF_CUDA_BLOCK_ROWS", S.rows));
   if (device) {
     check(cudaDeviceSynchronize(), "waiting for the producer of X");  // its stream may be busy
     S.device_rows = static_cast<const char*>(device->data);
-  } else {
-    host_rows = S.f32 ? reinterpret_cast<const char*>(host.data_f32())
-                      : reinterpret_cast<const char*>(host.data_f64());
   }
+  const char* host_rows = S.host_rows(host);
   // Keep host X in device memory when it fits beside this attribution's own buffers (and
   // RIF_CUDA_KEEP_X is not "0": then every pass streams X from host memory).
   char* keep = nullptr;
@@ -790,9 +820,7 @@ void project(State& S, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix
                          info_d.as<int>()),
         "potrs");
   check(cudaStreamSynchronize(cs), "H^{-1} V");
-  const char* host_rows = S.device_rows ? nullptr
-                          : S.f32      ? reinterpret_cast<const char*>(host.data_f32())
-                                       : reinterpret_cast<const char*>(host.data_f64());
+  const char* host_rows = S.host_rows(host);
   const double one = 1.0, zero = 0.0;
   const int pi = as_int(p), mi = as_int(m), ni = as_int(n);
   S.for_blocks(host_rows, nullptr, [&](const char* raw, Index begin, Index count) {
@@ -843,19 +871,14 @@ void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
   DeviceBuffer T_d(sizeof(double) * p * m), G_d(sizeof(double) * p * m);
   // Z (sub x m) for sub-blocks of rows: about 32 Mi doubles at most, however many sets
   Index sub = std::max<Index>(1, std::min<Index>(S.rows, (Index{32} << 20) / m));
-  if (const char* env = std::getenv("RIF_CUDA_GRADIENT_ROWS")) {  // tests: many sub-blocks
-    const long long r = std::atoll(env);
-    if (r > 0) sub = std::min<Index>(sub, static_cast<Index>(r));
-  }
+  sub = std::min(sub, env_rows("RIF_CUDA_GRADIENT_ROWS", sub));
   DeviceBuffer work_d(sizeof(double) * p * S.rows), Z_d(sizeof(double) * sub * m);
   check(cudaMemcpyAsync(T_d.ptr, Theta.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice,
                         cs),
         "upload theta");
   check(cudaMemsetAsync(G_d.ptr, 0, sizeof(double) * p * m, cs), "memset");
   check(cudaStreamSynchronize(cs), "upload theta");
-  const char* host_rows = S.device_rows ? nullptr
-                          : S.f32      ? reinterpret_cast<const char*>(host.data_f32())
-                                       : reinterpret_cast<const char*>(host.data_f64());
+  const char* host_rows = S.host_rows(host);
   const double one = 1.0, zero = 0.0;
   const int pi = as_int(p), mi = as_int(m);
   const double* w = S.weights ? S.weights->as<double>() : nullptr;
@@ -904,22 +927,7 @@ void gather(State& S, const std::int64_t* idx, Index k, const double* coef,
   Matrix host(p, chunk);
   for (Index c0 = 0; c0 < k; c0 += chunk) {
     const Index count = std::min(chunk, k - c0);
-    check(cudaMemcpyAsync(idx_d, idx + c0, sizeof(long long) * count, cudaMemcpyHostToDevice,
-                          cs),
-          "upload indices");
-    check(cudaMemcpyAsync(coef_d, c.data() + c0, sizeof(double) * count, cudaMemcpyHostToDevice,
-                          cs),
-          "upload coefficients");
-    if (S.f32) {
-      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
-          reinterpret_cast<const float*>(S.device_rows), idx_d, coef_d, out_d, count, S.d, p,
-          S.intercept);
-    } else {
-      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
-          reinterpret_cast<const double*>(S.device_rows), idx_d, coef_d, out_d, count, S.d, p,
-          S.intercept);
-    }
-    check(cudaGetLastError(), "gather_columns");
+    S.gather_to(idx + c0, c.data() + c0, count, idx_d, coef_d, out_d);
     check(cudaMemcpyAsync(host.data(), out_d, sizeof(double) * p * count, cudaMemcpyDeviceToHost,
                           cs),
           "copy gathered rows");
@@ -939,10 +947,7 @@ void accumulate(State& S, const std::int64_t* idx, Index k, const double* coef,
   const DeviceScope scope(S.device);
   cudaStream_t cs = S.hd.compute;
   Index chunk = std::min<Index>(k, Index{1} << 20);
-  if (const char* env = std::getenv("RIF_CUDA_ACCUMULATE_ROWS")) {  // tests: several chunks
-    const long long r = std::atoll(env);
-    if (r > 0) chunk = std::min<Index>(chunk, static_cast<Index>(r));
-  }
+  chunk = std::min(chunk, env_rows("RIF_CUDA_ACCUMULATE_ROWS", chunk));
   // index slices over the grid's y dimension: parallel work also when p is small
   constexpr Index kSlices = 64, kPerSlice = 256;
   const Index slices_max = std::min<Index>(kSlices, (chunk + kPerSlice - 1) / kPerSlice);
@@ -999,22 +1004,8 @@ bool influence_rows(State& S, const std::int64_t* idx, Index k, const Vector& co
   const int pi = as_int(p);
   for (Index c = 0; c < k; c += chunk) {
     const Index count = std::min(chunk, k - c);
-    check(cudaMemcpyAsync(idx_d.ptr, idx + c, sizeof(long long) * count, cudaMemcpyHostToDevice,
-                          cs),
-          "upload indices");
-    check(cudaMemcpyAsync(coef_d.ptr, coef.data() + c, sizeof(double) * count,
-                          cudaMemcpyHostToDevice, cs),
-          "upload coefficients");
-    if (S.f32) {
-      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
-          reinterpret_cast<const float*>(S.device_rows), idx_d.as<long long>(),
-          coef_d.as<double>(), work_d.as<double>(), count, S.d, p, S.intercept);
-    } else {
-      gather_columns<<<grid_for(count * p), 256, 0, cs>>>(
-          reinterpret_cast<const double*>(S.device_rows), idx_d.as<long long>(),
-          coef_d.as<double>(), work_d.as<double>(), count, S.d, p, S.intercept);
-    }
-    check(cudaGetLastError(), "gather_columns");
+    S.gather_to(idx + c, coef.data() + c, count, idx_d.as<long long>(), coef_d.as<double>(),
+                work_d.as<double>());
     // columns coef_j H^{-1} x_j, with H = L L^T
     check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, pi, as_int(count),
                            S.factor->as<double>(), pi, work_d.as<double>(), pi, info_d.as<int>()),
