@@ -109,40 +109,35 @@ def dlpack_matrix(capsule: Any, owner: Any) -> tuple[DeviceMatrix, int]:
         int(t.device.device_type)
 
 
-def device_matrix(X: Any) -> Optional[DeviceMatrix]:
-    """The DeviceMatrix of X when X lives in CUDA device memory, else None (host data)."""
-    if isinstance(X, (list, tuple)) or type(X).__module__ == "numpy":
+def _cuda_export(obj: Any) -> Optional[tuple[str, Any]]:
+    """How obj exports CUDA device memory: ("interface", its __cuda_array_interface__),
+    ("dlpack", None) for a CUDA DLPack producer, or None (host data, or no export at all)."""
+    if isinstance(obj, (list, tuple)) or type(obj).__module__ == "numpy":
         return None
     try:
-        iface = X.__cuda_array_interface__
-    except (AttributeError, RuntimeError, TypeError):  # e.g. a PyTorch CPU tensor raises
+        iface = getattr(obj, "__cuda_array_interface__", None)
+    except (RuntimeError, TypeError):  # e.g. a PyTorch CPU tensor raises
         iface = None
     if iface is not None:
-        return _from_interface(X, iface)
-    dev = getattr(X, "__dlpack_device__", None)
-    if dev is None:
-        return None
+        return "interface", iface
+    dev = getattr(obj, "__dlpack_device__", None)
     try:
-        device_type = int(dev()[0])
+        return ("dlpack", None) if dev is not None and int(dev()[0]) in _DLPACK_CUDA else None
     except Exception:
         return None
-    if device_type not in _DLPACK_CUDA:
+
+
+def device_matrix(X: Any) -> Optional[DeviceMatrix]:
+    """The DeviceMatrix of X when X lives in CUDA device memory, else None (host data)."""
+    export = _cuda_export(X)
+    if export is None:
         return None
+    if export[0] == "interface":
+        return _from_interface(X, export[1])
     matrix, _ = dlpack_matrix(X.__dlpack__(), X)
     return matrix
 
 
 def is_device_array(v: Any) -> bool:
     """Whether v holds its data in CUDA device memory (any shape or type)."""
-    if type(v).__module__ == "numpy":
-        return False
-    try:
-        if getattr(v, "__cuda_array_interface__", None) is not None:
-            return True
-    except (RuntimeError, TypeError):
-        return False
-    dev = getattr(v, "__dlpack_device__", None)
-    try:
-        return dev is not None and int(dev()[0]) in _DLPACK_CUDA
-    except Exception:
-        return False
+    return _cuda_export(v) is not None

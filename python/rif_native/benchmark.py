@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._api import Attribution, build_info
+from ._markdown import markdown_table
 
 #: Table 2 shapes (n training samples, d features) of the paper's datasets.
 SHAPES = {
@@ -217,16 +218,17 @@ def run_table2(shapes: Optional[dict] = None, *, repeat: int = 3, num_threads: O
 
 
 def table2_markdown(result: dict) -> str:
-    lines = [f"Machine: {result['machine']}; NumPy DGEMM {result['gemm_gflops']:.0f} GFLOP/s "
-             f"(the floor's peak); rif-native BLAS: {result['build'].get('blas')}.", "",
-             "| dataset | n | d | paper (s) | SciPy (s) | NumPy paper-style (s) | rif-native (s) | "
-             "floor (s) | ours / floor | SciPy / ours | NumPy / ours |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = []
     for r in result["rows"]:
         paper = f"{r['paper_s']:.1f}" if r.get("paper_s") else "n/a"
         sc, npy = r.get("scipy_s", float("nan")), r.get("numpy_paper_s", float("nan"))
-        lines.append(
-            f"| {r['dataset']} | {r['n']} | {r['d']} | {paper} | {sc:.3f} | {npy:.3f} | "
-            f"{r['ours_s']:.3f} | {r['floor_s']:.3f} | {r['ours_s'] / r['floor_s']:.2f} | "
-            f"{sc / r['ours_s']:.2f} | {npy / r['ours_s']:.2f} |")
-    return "\n".join(lines)
+        rows.append([r["dataset"], r["n"], r["d"], paper, f"{sc:.3f}", f"{npy:.3f}",
+                     f"{r['ours_s']:.3f}", f"{r['floor_s']:.3f}",
+                     f"{r['ours_s'] / r['floor_s']:.2f}", f"{sc / r['ours_s']:.2f}",
+                     f"{npy / r['ours_s']:.2f}"])
+    table = markdown_table(
+        ["dataset", "n", "d", "paper (s)", "SciPy (s)", "NumPy paper-style (s)", "rif-native (s)",
+         "floor (s)", "ours / floor", "SciPy / ours", "NumPy / ours"],
+        ["---"] + ["---:"] * 10, rows)
+    return (f"Machine: {result['machine']}; NumPy DGEMM {result['gemm_gflops']:.0f} GFLOP/s "
+            f"(the floor's peak); rif-native BLAS: {result['build'].get('blas')}.\n\n" + table)

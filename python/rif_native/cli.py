@@ -24,6 +24,7 @@ import numpy as np
 
 import rif_native
 from rif_native import _stats
+from rif_native._markdown import markdown_table
 from rif_native.metrics import TestLoss
 from rif_native.datasets import Dataset, load_dataset, load_sms_spam
 
@@ -779,11 +780,11 @@ def _sweep(args) -> int:
         sub = [r for r in rows if r["sweep"] == kind and r["method"] in ("if", "rif")]
         if sub:
             print(f"sweep over {kind}:")
-            print("| setting | metric | method | slope | Pearson |")
-            print("| ---: | --- | --- | ---: | ---: |")
-            for r in sub:
-                print(f"| {r['setting']:g} | {r['metric']} | {r['method']} | {r['slope']:.3g} | "
-                      f"{r['pearson']:.3g} |")
+            print(markdown_table(
+                ["setting", "metric", "method", "slope", "Pearson"],
+                ["---:", "---", "---", "---:", "---:"],
+                ([f"{r['setting']:g}", r["metric"], r["method"], f"{r['slope']:.3g}",
+                  f"{r['pearson']:.3g}"] for r in sub)))
             print()
     print(f"wrote {len(files)} files to {out.resolve()} (figure2.png, sweep.csv, ...)")
     return 0
@@ -803,11 +804,11 @@ def _search(args) -> int:
     files = experiment.write_table(out / "search", rows)
     print(f"removing the k samples predicted to {'decrease' if args.decrease else 'increase'} "
           f"{args.metric} the most (removal effects; 'actual' is exact retraining):")
-    print("| method | k | predicted (sum of scores) | Newton step | actual | IF/RIF overlap |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['method']} | {r['k']} | {r['predicted']:.4g} | {r['ns']:.4g} | "
-              f"{r['actual']:.4g} | {r['overlap_if_rif']} |")
+    print(markdown_table(
+        ["method", "k", "predicted (sum of scores)", "Newton step", "actual", "IF/RIF overlap"],
+        ["---"] + ["---:"] * 5,
+        ([r["method"], r["k"], f"{r['predicted']:.4g}", f"{r['ns']:.4g}", f"{r['actual']:.4g}",
+          r["overlap_if_rif"]] for r in rows)))
     print()
     print(f"wrote {len(files)} files to {out.resolve()} (search.csv, search.json)")
     return 0

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _stats, metrics as _metrics, removal as _removal
 from ._api import Attribution, fit
+from ._markdown import markdown_table
 from ._progress import progress
 
 METHODS = ("if", "rif", "ns")
@@ -202,20 +203,17 @@ RUNTIME_STAGES = (("training", "training (Newton fit)"), ("hessian", "Hessian"),
 
 
 def runtime_markdown(runtime: dict) -> str:
-    lines = ["| stage | seconds |", "| --- | ---: |"]
-    for key, label in RUNTIME_STAGES:
-        if key in runtime:
-            lines.append(f"| {label} | {runtime[key]:.3f} |")
-    return "\n".join(lines)
+    return markdown_table(["stage", "seconds"], ["---", "---:"],
+                          ([label, f"{runtime[key]:.3f}"] for key, label in RUNTIME_STAGES
+                           if key in runtime))
 
 
 def summary_markdown(summary: list) -> str:
-    lines = ["| metric | method | slope | Pearson | Spearman | median rel. error | sets |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for s in summary:
-        lines.append(f"| {s['metric']} | {s['method']} | {s['slope']:.3g} | {s['pearson']:.3g} | "
-                     f"{s['spearman']:.3g} | {s['median_rel_error']:.3g} | {s['n_sets']} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["metric", "method", "slope", "Pearson", "Spearman", "median rel. error", "sets"],
+        ["---", "---"] + ["---:"] * 5,
+        ([s["metric"], s["method"], f"{s['slope']:.3g}", f"{s['pearson']:.3g}",
+          f"{s['spearman']:.3g}", f"{s['median_rel_error']:.3g}", s["n_sets"]] for s in summary))
 
 
 def write_outputs(res: ExperimentResult, outdir: Path) -> list:

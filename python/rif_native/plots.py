@@ -31,6 +31,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ._markdown import markdown_table
 from ._stats import slope_through_origin
 
 __all__ = ["figure1", "figure2", "figure3", "summary_table_markdown", "slope_through_origin"]
@@ -519,7 +520,7 @@ def summary_table_markdown(summary_rows: Any) -> str:
     def text(value: Any) -> str:
         return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    table = []
     for i, row in enumerate(rows):
         cells = [text(row.get("dataset"))] if with_dataset else []
         method = text(row["method"])
@@ -527,5 +528,5 @@ def summary_table_markdown(summary_rows: Any) -> str:
         cells += [_fmt(_as_float(row[key], key, i, who)) for key in _SUMMARY_NUMBERS]
         n_sets = _as_float(row["n_sets"], "n_sets", i, who)
         cells.append(str(int(n_sets)) if math.isfinite(n_sets) and n_sets == int(n_sets) else _fmt(n_sets))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append(cells)
+    return markdown_table(header, align, table) + "\n"
