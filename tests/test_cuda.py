@@ -338,3 +338,43 @@ def test_large_sets_on_device_x(monkeypatch):
             assert rel(dev.group_effect(big, method), cpu.group_effect(big, method)) <= 1e-10, \
                 (name, method)
         assert not dev._core.has_host_data, name
+
+
+@needs_gpu
+@pytest.mark.parametrize("columns", ["1", "60", None])
+def test_woodbury_batches_on_the_device(monkeypatch, columns):
+    """Small sets' Newton steps and retraining steps through the Woodbury panel kept in device
+    memory (X kept there): batches of one set, a few, or all (RIF_WOODBURY_COLUMNS), empty
+    sets, a sample in two sets, and a set whose removal makes H singular (inf on both
+    backends); the same answers as the CPU."""
+    if columns:
+        monkeypatch.setenv("RIF_WOODBURY_COLUMNS", columns)
+    rng = np.random.default_rng(10)
+    n, d = 1500, 80
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    X[:, -1] = 0.0
+    J = 321
+    X[J, -1] = 1.0  # the only sample with this feature: h_J = 1 without a penalty
+    y = X[:, :5].sum(axis=1) + rng.standard_normal(n)
+    kw = dict(l2=0.0, family="squared")
+    theta = rn.fit(X, y, **kw).theta
+    with pytest.warns(rn.SingularRemovalWarning):
+        cpu = rn.Attribution(X, y, theta, backend="cpu", **kw)
+    with pytest.warns(rn.SingularRemovalWarning):
+        gpu = rn.Attribution(X, y, theta, backend="cuda", **kw)
+    assert gpu._core.rows_on_device
+    sets = [rng.choice(np.delete(np.arange(n), J), k, replace=False)
+            for k in (5, 0, 1, 40, 17, 3, 0, 30)]
+    sets[5] = sets[0][:3].copy()
+    sets.append(np.array([J, 4, 9]))
+    with pytest.warns(rn.SingularRemovalWarning):
+        ours = gpu.group_effect(sets, "ns")
+    with pytest.warns(rn.SingularRemovalWarning):
+        ref = cpu.group_effect(sets, "ns")
+    assert np.all(np.isinf(ours[-1])) and np.all(np.isinf(ref[-1]))
+    assert np.all(ours[[1, 6]] == 0)
+    assert rel(ours[:-1], ref[:-1]) <= 1e-10
+    finite = sets[:-1]
+    a, b = gpu.retrain(finite, tol=1e-12), cpu.retrain(finite, tol=1e-12)
+    assert a.converged.all()
+    assert rel(a.theta, b.theta) <= 1e-9

@@ -279,7 +279,10 @@ def test_singular_removal_attribution():
     assert abs(h[J] - 1.0) <= 1e-12
 
 
-def test_singular_removal_newton_step():
+@pytest.mark.parametrize("columns", [None, "1"], ids=["one-batch", "batch-per-set"])
+def test_singular_removal_newton_step(monkeypatch, columns):
+    if columns:  # Woodbury batches of one set each, or all sets in one
+        monkeypatch.setenv("RIF_WOODBURY_COLUMNS", columns)
     X, y, theta, J = _singular_problem()
     kw = dict(l2=0.0, family="squared")
     R = Reference(X, y, theta, **kw)

@@ -98,6 +98,29 @@ def test_newton_step_set_sizes_relative_to_p(rng, seed):
         assert_close(got, R.ns(T), TOL64, f"NS k={k} (p={P.p})", seed, per="whole")
 
 
+@pytest.mark.parametrize("columns", ["1", "9", "1000000"])
+def test_newton_step_batches_of_small_sets(rng, seed, monkeypatch, columns):
+    """Sets up to woodbury_limit() are solved together in batches of about RIF_WOODBURY_COLUMNS
+    panel columns (one set per batch, a few, or all), the larger ones one by one: every split,
+    in any order of sizes, repeated samples across sets and empty sets, gives the reference."""
+    monkeypatch.setenv("RIF_WOODBURY_COLUMNS", columns)
+    P = make_problem(rng, "logistic", n=120, d=10, fit_intercept=True, weighted=True, l2=0.5)
+    R = P.ref
+    A = rn.Attribution(P.X, P.y, P.theta, **P.kw)
+    limit = P.p // 2  # the largest Woodbury set (the core's woodbury_limit)
+    sizes = [3, 0, 1, limit, 40, 2, limit + 1, 1, 4, 0, 7]
+    sets = [rng.choice(P.n, size=k, replace=False) for k in sizes]
+    sets[7] = sets[2].copy()  # the same sample in two sets
+    got = A.group_effect(sets, method="ns")
+    want = np.array([R.ns(T) if len(T) else np.zeros(P.p) for T in sets])
+    assert np.all(got[[1, 9]] == 0), "an empty set's Newton step is zero"
+    nonempty = [j for j, k in enumerate(sizes) if k]
+    assert_close(got[nonempty], want[nonempty], TOL64, f"batched NS (columns={columns})", seed)
+    # the functional form and one thread agree with the object to rounding
+    one = rn.newton_step(P.X, P.y, P.theta, sets, num_threads=1, **P.kw)
+    assert_close(one[nonempty], got[nonempty], 1e-12, "1 thread vs default", seed)
+
+
 # ----------------------------------------------------------------------------------------------
 # Attribution object
 # ----------------------------------------------------------------------------------------------

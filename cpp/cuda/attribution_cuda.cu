@@ -1019,6 +1019,147 @@ bool influence_rows(State& S, const std::int64_t* idx, Index k, const Vector& co
   return true;
 }
 
+/// B = L^{-1} U of a WoodburyBatch, in device memory (see cuda_backend.hpp).
+class Panel {
+ public:
+  int device = 0;
+  Index p = 0, columns = 0;
+  std::unique_ptr<DeviceBuffer> B;  ///< p x columns, column-major
+};
+
+void PanelDeleter::operator()(Panel* panel) const {
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  try {
+    const DeviceScope scope(panel->device);
+    delete panel;
+  } catch (const std::exception&) {
+    delete panel;
+  }
+}
+
+PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
+                        const std::vector<Index>& offsets, Vector& grams) {
+  if (!S.device_rows || !S.factor) return nullptr;
+  if (offsets.empty() || scale.size() != offsets.back()) {
+    throw std::invalid_argument("woodbury_panel: offsets and scales do not match");
+  }
+  const Index p = S.p, K = offsets.back();
+  Index gram_total = 0;
+  for (size_t q = 0; q + 1 < offsets.size(); ++q) {
+    const Index k = offsets[q + 1] - offsets[q];
+    gram_total += k * k;
+  }
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  // B, the blocks and the indices must fit in half of the free memory (the rest for the
+  // right-hand sides of the solves and for other work); otherwise the CPU takes the sets.
+  size_t free_bytes = 0, total_bytes = 0;
+  check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+  const double need = sizeof(double) * (static_cast<double>(p) * K + gram_total) + 16.0 * K;
+  if (need > 0.5 * static_cast<double>(free_bytes)) return nullptr;
+  PanelPtr panel(new Panel);
+  panel->device = S.device;
+  panel->p = p;
+  panel->columns = K;
+  panel->B = std::make_unique<DeviceBuffer>(sizeof(double) * p * K);
+  grams.setZero(gram_total);
+  if (K == 0) return panel;
+  cudaStream_t cs = S.hd.compute;
+  DeviceBuffer idx_d(sizeof(long long) * K), coef_d(sizeof(double) * K);
+  DeviceBuffer gram_d(sizeof(double) * gram_total);
+  double* B = panel->B->as<double>();
+  S.gather_to(idx, scale.data(), K, idx_d.as<long long>(), coef_d.as<double>(), B);
+  const double one = 1.0, zero = 0.0;
+  const int pi = as_int(p);
+  check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                    CUBLAS_DIAG_NON_UNIT, pi, as_int(K), &one, S.factor->as<double>(), pi, B, pi),
+        "trsm L^{-1} U");
+  Index g0 = 0;
+  for (size_t q = 0; q + 1 < offsets.size(); ++q) {
+    const Index k = offsets[q + 1] - offsets[q];
+    if (k == 0) continue;
+    const double* Bq = B + static_cast<size_t>(offsets[q]) * p;
+    const int ki = as_int(k);
+    // the whole k x k block B_q^T B_q (symmetric), column-major
+    check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, ki, ki, pi, &one, Bq, pi, Bq, pi,
+                      &zero, gram_d.as<double>() + g0, ki),
+          "gemm B^T B");
+    g0 += k * k;
+  }
+  check(cudaMemcpyAsync(grams.data(), gram_d.ptr, sizeof(double) * gram_total,
+                        cudaMemcpyDeviceToHost, cs),
+        "copy B^T B");
+  check(cudaStreamSynchronize(cs), "Woodbury panel");
+  return panel;
+}
+
+void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<Index>& begin,
+                    const std::vector<Index>& count,
+                    const std::function<void(Vector&)>& correct) {
+  const Index p = S.p, q = G.cols();
+  if (!S.factor || G.rows() != p || panel.p != p || static_cast<Index>(begin.size()) != q ||
+      static_cast<Index>(count.size()) != q) {
+    throw std::invalid_argument("woodbury_solve: shapes do not match");
+  }
+  std::vector<Index> packed(static_cast<size_t>(q) + 1, 0);  // column c's t: [packed[c], ..)
+  for (size_t c = 0; c < static_cast<size_t>(q); ++c) {
+    if (begin[c] < 0 || count[c] < 0 || begin[c] + count[c] > panel.columns) {
+      throw std::invalid_argument("woodbury_solve: columns outside the panel");
+    }
+    packed[c + 1] = packed[c] + count[c];
+  }
+  if (q == 0) return;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  cudaStream_t cs = S.hd.compute;
+  const Index T = packed.back();
+  DeviceBuffer G_d(sizeof(double) * p * q), t_d(sizeof(double) * T);
+  const double one = 1.0, zero = 0.0;
+  const int pi = as_int(p), qi = as_int(q);
+  const double* L = S.factor->as<double>();
+  const double* B = panel.B->as<double>();
+  double* g = G_d.as<double>();
+  double* t = t_d.as<double>();
+  check(cudaMemcpyAsync(g, G.data(), sizeof(double) * p * q, cudaMemcpyHostToDevice, cs),
+        "upload right-hand sides");
+  check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
+                    CUBLAS_DIAG_NON_UNIT, pi, qi, &one, L, pi, g, pi),
+        "trsm L^{-1} G");
+  for (size_t c = 0; c < static_cast<size_t>(q); ++c) {  // t_c = B_c^T b_c
+    if (count[c] == 0) continue;
+    check(cublasDgemv(S.hd.blas, CUBLAS_OP_T, pi, as_int(count[c]), &one,
+                      B + static_cast<size_t>(begin[c]) * p, pi, g + c * p, 1, &zero,
+                      t + packed[c], 1),
+          "gemv B^T b");
+  }
+  Vector host_t(T);
+  if (T > 0) {
+    check(cudaMemcpyAsync(host_t.data(), t, sizeof(double) * T, cudaMemcpyDeviceToHost, cs),
+          "copy B^T b");
+  }
+  check(cudaStreamSynchronize(cs), "Woodbury B^T b");
+  correct(host_t);  // t_c <- M_c^{-1} t_c on the host
+  if (T > 0) {
+    check(cudaMemcpyAsync(t, host_t.data(), sizeof(double) * T, cudaMemcpyHostToDevice, cs),
+          "upload M^{-1} B^T b");
+  }
+  for (size_t c = 0; c < static_cast<size_t>(q); ++c) {  // b_c += B_c t_c
+    if (count[c] == 0) continue;
+    check(cublasDgemv(S.hd.blas, CUBLAS_OP_N, pi, as_int(count[c]), &one,
+                      B + static_cast<size_t>(begin[c]) * p, pi, t + packed[c], 1, &one,
+                      g + c * p, 1),
+          "gemv B t");
+  }
+  check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T,
+                    CUBLAS_DIAG_NON_UNIT, pi, qi, &one, L, pi, g, pi),
+        "trsm L^{-T} G");
+  check(cudaMemcpyAsync(G.data(), g, sizeof(double) * p * q, cudaMemcpyDeviceToHost, cs),
+        "copy solutions");
+  check(cudaStreamSynchronize(cs), "Woodbury solve");
+}
+
 void copy_to_host(const DeviceMatrix& X, void* out) {
   const size_t bytes =
       static_cast<size_t>(X.rows) * static_cast<size_t>(X.cols) * (X.f32 ? sizeof(float) : sizeof(double));

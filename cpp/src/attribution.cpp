@@ -345,28 +345,66 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
 
 void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
                               std::vector<Index>& singular, int threads) const {
-  host_factor();  // before the parallel region below
-  const Index p = params(), n = problem_.X.rows();
+  const Index p = params(), n = problem_.X.rows(), m = sets.count;
   check_sets(sets, n);
   threads = resolve_threads(threads);
-  std::vector<char> is_singular(static_cast<size_t>(sets.count), 0);
-  const BlasSingleThreadScope serial;  // the solvers below call the BLAS from several threads
-  for_each_item(sets.count, threads, [&](Index j, int inner) {
-    const Index k = sets.size(j);
-    Vector g = Vector::Zero(p);
-    accumulate(sets.begin(j), k, r_.data(), g);
-    const DowndatedSolver solver(*this, sets.begin(j), k, inner);
+  std::vector<char> is_singular(static_cast<size_t>(m), 0);
+  Matrix G = Matrix::Zero(p, m);  // sum_{i in T} r_i x_i per set
+  parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
+    accumulate(sets.begin(j), sets.size(j), r_.data(), G.col(j));
+  });
+  std::vector<Index> small, large;
+  for (Index j = 0; j < m; ++j) (sets.size(j) <= woodbury_limit() ? small : large).push_back(j);
+
+  // Small sets by Woodbury, batched: chunks of about woodbury_panel_columns() columns (each
+  // set's samples plus its right-hand side), at least one set per chunk.
+  const Index budget = woodbury_panel_columns(p);
+  for (size_t s0 = 0; s0 < small.size();) {
+    std::vector<Index> chunk;
+    for (Index cols = 0; s0 < small.size();) {
+      const Index need = sets.size(small[s0]) + 1;
+      if (!chunk.empty() && cols + need > budget) break;
+      cols += need;
+      chunk.push_back(small[s0++]);
+    }
+    const WoodburyBatch batch(*this, sets, chunk, threads);
+    std::vector<Index> which;
+    for (Index q = 0; q < static_cast<Index>(chunk.size()); ++q) {
+      if (batch.singular(q)) {
+        is_singular[static_cast<size_t>(chunk[static_cast<size_t>(q)])] = 1;
+      } else {
+        which.push_back(q);
+      }
+    }
+    Matrix rhs(p, static_cast<Index>(which.size()));
+    for (size_t c = 0; c < which.size(); ++c) {
+      rhs.col(static_cast<Index>(c)) = G.col(chunk[static_cast<size_t>(which[c])]);
+    }
+    batch.solve(rhs, which, threads);
+    for (size_t c = 0; c < which.size(); ++c) {
+      out.row(chunk[static_cast<size_t>(which[c])]) = rhs.col(static_cast<Index>(c)).transpose();
+    }
+  }
+
+  // Large sets: a fresh factor of H_{-T} each.
+  if (!large.empty()) host_factor();  // before the parallel region below
+  for_each_item(static_cast<Index>(large.size()), threads, [&](Index c, int inner) {
+    const Index j = large[static_cast<size_t>(c)];
+    const DowndatedSolver solver(*this, sets.begin(j), sets.size(j));
     if (solver.singular()) {
-      out.row(j).setConstant(kInf);
       is_singular[static_cast<size_t>(j)] = 1;
       return;
     }
+    Vector g = G.col(j);
     solver.solve(g, inner);
     out.row(j) = g.transpose();
   });
   singular.clear();
-  for (Index j = 0; j < sets.count; ++j) {
-    if (is_singular[static_cast<size_t>(j)]) singular.push_back(j);
+  for (Index j = 0; j < m; ++j) {
+    if (is_singular[static_cast<size_t>(j)]) {
+      out.row(j).setConstant(kInf);
+      singular.push_back(j);
+    }
   }
 }
 

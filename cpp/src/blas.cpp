@@ -147,17 +147,22 @@ void trtri_lower(Matrix& L, int threads) {
 #endif
 }
 
-void trsm_lower(const Matrix& L, double* B, Index k, int threads) {
+void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose) {
   const Index p = L.rows();
 #ifdef RIF_HAVE_OPENBLAS
   OpenblasThreads scope(threads);
   const int m = as_int(p), n = as_int(k);
   const double one = 1.0;
-  scipy_dtrsm_("L", "L", "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1, 1, 1, 1);
+  scipy_dtrsm_("L", "L", transpose ? "T" : "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1, 1, 1,
+               1);
 #else
   (void)threads;
   Eigen::Map<Matrix> b(B, p, k);
-  L.triangularView<Eigen::Lower>().solveInPlace(b);
+  if (transpose) {
+    L.transpose().triangularView<Eigen::Upper>().solveInPlace(b);
+  } else {
+    L.triangularView<Eigen::Lower>().solveInPlace(b);
+  }
 #endif
 }
 

@@ -40,6 +40,17 @@ void accumulate(State&, const std::int64_t*, Index, const double*, Eigen::Ref<Ve
 }
 void gradients(State&, const Design&, const Matrix&, Matrix&) { absent(); }
 
+class Panel {};
+void PanelDeleter::operator()(Panel* panel) const { delete panel; }
+PanelPtr woodbury_panel(State&, const std::int64_t*, const Vector&, const std::vector<Index>&,
+                        Vector&) {
+  return nullptr;
+}
+void woodbury_solve(State&, const Panel&, Matrix&, const std::vector<Index>&,
+                    const std::vector<Index>&, const std::function<void(Vector&)>&) {
+  absent();
+}
+
 void copy_to_host(const DeviceMatrix&, void*) { absent(); }
 
 }  // namespace rif::cuda

@@ -1,65 +1,135 @@
 #include "rif/downdate.hpp"
 
-#include "rif/blas.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
 
 #include <Eigen/Dense>
 
 #include <cmath>
-#include <optional>
+#include <cstdlib>
 
 namespace rif {
 
-DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k,
-                                 int threads)
-    : L_(attribution.factor()) {
+DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k) {
   const Index p = attribution.params();
   const Vector root = attribution.curvature().cwiseSqrt();
   Matrix U(p, k);
   attribution.gather(idx, k, U, root.data());
-  woodbury_ = k <= attribution.woodbury_limit();
-  if (woodbury_) {
-    // H_{-T} = L (I - B B^T) L^T with B = L^{-1} U; I - B B^T is invertible iff M = I - B^T B
-    // is, and M's Cholesky pivots are the leverages' complements 1 - h for k = 1.
-    // Column panels on `threads` threads, one single-threaded BLAS call each (no BLAS worker
-    // threads are woken, so nothing spins against the OpenMP passes that follow).
-    const Index panel = std::max<Index>(16, (k + threads - 1) / std::max(threads, 1));
-    std::optional<BlasSingleThreadScope> serial;
-    if (threads > 1) serial.emplace();  // callers that build solvers in parallel hold one
-    parallel_chunks(k, panel, threads, [&](int, Index begin, Index count) {
-      trsm_lower(L_, U.col(begin).data(), count, 1);
-    });
-    B_ = std::move(U);
-    M_ = Matrix::Identity(k, k);
-    M_.selfadjointView<Eigen::Lower>().rankUpdate(B_.transpose(), -1.0);
-    singular_ = !try_cholesky_in_place(M_) ||
-                (k > 0 && M_.diagonal().minCoeff() <= std::sqrt(singular_tolerance));
-  } else {
-    B_ = attribution.hessian();
-    B_.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
-    const Vector diag = B_.diagonal();
-    // Same criterion as the Woodbury path: a pivot that lost all but singular_tolerance of its
-    // diagonal means H_{-T} is singular to working accuracy.
-    singular_ = !try_cholesky_in_place(B_) ||
-                (B_.diagonal().cwiseAbs2().array() <=
-                 singular_tolerance * diag.cwiseAbs().array()).any();
-  }
+  F_ = attribution.hessian();
+  F_.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
+  const Vector diag = F_.diagonal();
+  // The criterion of the Woodbury path: a pivot that lost all but singular_tolerance of its
+  // diagonal means H_{-T} is singular to working accuracy.
+  singular_ = !try_cholesky_in_place(F_) ||
+              (F_.diagonal().cwiseAbs2().array() <= singular_tolerance * diag.cwiseAbs().array())
+                  .any();
 }
 
 void DowndatedSolver::solve(Eigen::Ref<Vector> g, int threads) const {
-  if (!woodbury_) {
-    solve_factored(B_, g, threads);
+  solve_factored(F_, g, threads);
+}
+
+Index woodbury_panel_columns(Index p) {
+  if (const char* env = std::getenv("RIF_WOODBURY_COLUMNS")) {  // test knob: many chunks
+    const long long v = std::atoll(env);
+    if (v > 0) return static_cast<Index>(v);
+  }
+  constexpr Index kPanelDoubles = Index{32} << 20;  // 256 MiB
+  return std::max<Index>(1, kPanelDoubles / std::max<Index>(p, 1));
+}
+
+WoodburyBatch::WoodburyBatch(const Attribution& attribution, const SetList& sets,
+                             std::vector<Index> members, int threads)
+    : A_(attribution) {
+  const Index p = A_.params(), m = static_cast<Index>(members.size());
+  offset_.assign(static_cast<size_t>(m) + 1, 0);
+  std::vector<Index> gram_offset(static_cast<size_t>(m) + 1, 0);
+  for (Index q = 0; q < m; ++q) {
+    const Index k = sets.size(members[static_cast<size_t>(q)]);
+    offset_[static_cast<size_t>(q) + 1] = offset_[static_cast<size_t>(q)] + k;
+    gram_offset[static_cast<size_t>(q) + 1] = gram_offset[static_cast<size_t>(q)] + k * k;
+  }
+  const Index K = offset_.back();
+  std::vector<std::int64_t> idx(static_cast<size_t>(K));
+  for (Index q = 0; q < m; ++q) {
+    const Index j = members[static_cast<size_t>(q)];
+    std::copy(sets.begin(j), sets.begin(j) + sets.size(j), idx.begin() + offset_[static_cast<size_t>(q)]);
+  }
+  const Vector& a = A_.curvature();
+  Vector grams;
+  if (A_.rows_on_device()) {
+    Vector scale(K);
+    for (Index e = 0; e < K; ++e) scale[e] = std::sqrt(a[idx[static_cast<size_t>(e)]]);
+    device_ = A_.device_panel(idx.data(), scale, offset_, grams);
+  }
+  if (!device_) {
+    const Vector root = a.cwiseSqrt();
+    B_.resize(p, K);
+    parallel_chunks(m, 1, threads, [&](int, Index q, Index) {
+      const Index begin = offset_[static_cast<size_t>(q)];
+      const Index k = offset_[static_cast<size_t>(q) + 1] - begin;
+      A_.gather(idx.data() + begin, k, B_.middleCols(begin, k), root.data());
+    });
+    solve_lower_columns(A_.factor(), B_, false, threads);
+  }
+  M_.resize(static_cast<size_t>(m));
+  singular_.assign(static_cast<size_t>(m), 0);
+  parallel_chunks(m, 1, threads, [&](int, Index q, Index) {
+    const size_t u = static_cast<size_t>(q);
+    const Index begin = offset_[u], k = offset_[u + 1] - begin;
+    Matrix& M = M_[u];
+    M = Matrix::Identity(k, k);
+    if (device_) {
+      M -= Eigen::Map<const Matrix>(grams.data() + gram_offset[u], k, k);
+    } else {
+      M.selfadjointView<Eigen::Lower>().rankUpdate(B_.middleCols(begin, k).transpose(), -1.0);
+    }
+    // M's Cholesky pivots are the leverages' complements 1 - h for k = 1.
+    singular_[u] = !try_cholesky_in_place(M) ||
+                   (k > 0 && M.diagonal().minCoeff() <= std::sqrt(singular_tolerance));
+  });
+}
+
+WoodburyBatch::~WoodburyBatch() = default;
+
+void WoodburyBatch::solve(Matrix& G, const std::vector<Index>& which, int threads) const {
+  // H_{-T}^{-1} g = L^{-T} (b + B M^{-1} B^T b), b = L^{-1} g, for each column and its set.
+  const Index q = static_cast<Index>(which.size());
+  if (G.cols() != q) throw std::invalid_argument("WoodburyBatch::solve: one set per column");
+  std::vector<Index> begin(static_cast<size_t>(q)), count(static_cast<size_t>(q));
+  std::vector<Index> packed(static_cast<size_t>(q) + 1, 0);  // column c's t: [packed[c], ..)
+  for (Index c = 0; c < q; ++c) {
+    const size_t u = static_cast<size_t>(c), w = static_cast<size_t>(which[u]);
+    if (singular_[w]) throw std::logic_error("WoodburyBatch::solve: H_{-T} is singular");
+    begin[u] = offset_[w];
+    count[u] = offset_[w + 1] - offset_[w];
+    packed[u + 1] = packed[u] + count[u];
+  }
+  const auto correct = [&](Vector& t) {  // t <- M^{-1} t, set by set
+    parallel_chunks(q, 1, threads, [&](int, Index c, Index) {
+      const size_t u = static_cast<size_t>(c);
+      Eigen::Map<Matrix> tc(t.data() + packed[u], count[u], 1);
+      solve_factored(M_[static_cast<size_t>(which[u])], tc);
+    });
+  };
+  if (device_) {
+    A_.device_woodbury_solve(*device_, G, begin, count, correct);
     return;
   }
-  // H_{-T}^{-1} g = L^{-T} (b + B M^{-1} B^T b), b = L^{-1} g.
-  solve_lower_vector(L_, g, false, threads);
-  if (B_.cols() > 0) {
-    Vector c = B_.transpose() * g;
-    solve_factored(M_, c);
-    g.noalias() += B_ * c;
-  }
-  solve_lower_vector(L_, g, true, threads);
+  const Matrix& L = A_.factor();
+  solve_lower_columns(L, G, false, threads);
+  Vector t(packed.back());
+  parallel_chunks(q, 1, threads, [&](int, Index c, Index) {
+    const size_t u = static_cast<size_t>(c);
+    t.segment(packed[u], count[u]).noalias() =
+        B_.middleCols(begin[u], count[u]).transpose() * G.col(c);
+  });
+  correct(t);
+  parallel_chunks(q, 1, threads, [&](int, Index c, Index) {
+    const size_t u = static_cast<size_t>(c);
+    G.col(c).noalias() += B_.middleCols(begin[u], count[u]) * t.segment(packed[u], count[u]);
+  });
+  solve_lower_columns(L, G, true, threads);
 }
 
 }  // namespace rif

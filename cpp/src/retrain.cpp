@@ -89,7 +89,6 @@ Vector weights_without(const Problem& P, const SetList& sets, Index j) {
 RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOptions& options) {
   const Problem& P = A.problem();
   A.require_host("retraining");
-  (void)A.factor();  // with the GPU backend: the host copy of the factor, before any threads
   const Index n = P.X.rows(), p = A.params(), m = sets.count;
   check_sets(sets, n);
   if (!(options.tol > 0)) throw std::invalid_argument("tol must be > 0");
@@ -113,15 +112,29 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     result.tolerance[j] = options.tol * std::max(1.0, g.norm());
   });
 
-  // The downdated Hessian at theta_hat for every set, prepared in parallel.
-  std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));
-  {
-    const BlasSingleThreadScope serial;  // single-threaded BLAS calls from several threads
-    for_each_item(m, threads, [&](Index j, int inner) {
-      solvers[static_cast<size_t>(j)] =
-          std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j), inner);
-    });
+  // The downdated Hessian at theta_hat for every set: small sets by Woodbury, all in one batch
+  // (on the GPU when X and the factor are there), large ones factored afresh, in parallel.
+  std::vector<Index> small, large, position(static_cast<size_t>(m), -1);
+  for (Index j = 0; j < m; ++j) {
+    if (sets.size(j) <= A.woodbury_limit()) {
+      position[static_cast<size_t>(j)] = static_cast<Index>(small.size());
+      small.push_back(j);
+    } else {
+      large.push_back(j);
+    }
   }
+  std::unique_ptr<WoodburyBatch> batch;
+  if (!small.empty()) batch = std::make_unique<WoodburyBatch>(A, sets, small, threads);
+  std::vector<std::unique_ptr<DowndatedSolver>> solvers(static_cast<size_t>(m));
+  if (!large.empty()) (void)A.factor();  // the host copy of the factor, before any threads
+  for_each_item(static_cast<Index>(large.size()), threads, [&](Index c, int) {
+    const Index j = large[static_cast<size_t>(c)];
+    solvers[static_cast<size_t>(j)] = std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j));
+  });
+  const auto singular_at_start = [&](Index j) {
+    const Index q = position[static_cast<size_t>(j)];
+    return q >= 0 ? batch->singular(q) : solvers[static_cast<size_t>(j)]->singular();
+  };
 
   for (Index j = 0; j < m; ++j) Theta.col(j) = A.theta();
   // Sets iterate with the downdated Hessian at theta_hat (a chord method) while that converges
@@ -134,7 +147,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   Vector best_norm = Vector::Constant(m, INFINITY);
   std::vector<Index> active, stalled;
   for (Index j = 0; j < m; ++j) {
-    (solvers[static_cast<size_t>(j)]->singular() ? stalled : active).push_back(j);
+    (singular_at_start(j) ? stalled : active).push_back(j);
   }
   constexpr int kMaxRefreshes = 3;
   // At theta_hat no pass is needed: grad F_{-T}(theta_hat) = grad F(theta_hat) - sum_T r_i x_i.
@@ -195,8 +208,29 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     }
     // Gradients at the restarted iterates of refreshed sets.
     if (!refresh.empty()) set_gradients(A, sets, refresh, Theta, G, threads);
-    for_each_item(static_cast<Index>(next.size()), threads, [&](Index c, int inner) {
-      const Index j = next[static_cast<size_t>(c)];
+    // Steps: one batched Woodbury solve for the sets still on the downdated Hessian at
+    // theta_hat, the others (fresh or large factors) one by one.
+    std::vector<Index> batched, single, which;
+    for (Index j : next) {
+      const Index q = position[static_cast<size_t>(j)];
+      if (q >= 0 && !fresh[static_cast<size_t>(j)].size()) {
+        batched.push_back(j);
+        which.push_back(q);
+      } else {
+        single.push_back(j);
+      }
+    }
+    if (!batched.empty()) {
+      Matrix steps(p, static_cast<Index>(batched.size()));
+      for (size_t c = 0; c < batched.size(); ++c) steps.col(static_cast<Index>(c)) = G.col(batched[c]);
+      batch->solve(steps, which, threads);
+      for (size_t c = 0; c < batched.size(); ++c) {
+        Theta.col(batched[c]) -= steps.col(static_cast<Index>(c));
+        ++result.iterations[static_cast<size_t>(batched[c])];
+      }
+    }
+    for_each_item(static_cast<Index>(single.size()), threads, [&](Index c, int inner) {
+      const Index j = single[static_cast<size_t>(c)];
       const size_t u = static_cast<size_t>(j);
       Vector step = G.col(j);
       if (fresh[u].size()) {

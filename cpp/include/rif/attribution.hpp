@@ -78,6 +78,20 @@ class Attribution {
   void accumulate(const std::int64_t* idx, Index k, const double* coef,
                   Eigen::Ref<Vector> out) const;
 
+  /// cuda::woodbury_panel on this attribution's device state; null without one, when X is not
+  /// in device memory, or when the panel does not fit there.
+  cuda::PanelPtr device_panel(const std::int64_t* idx, const Vector& scale,
+                              const std::vector<Index>& offsets, Vector& grams) const {
+    if (!rows_on_device()) return nullptr;
+    return cuda::woodbury_panel(*gpu_, idx, scale, offsets, grams);
+  }
+  /// cuda::woodbury_solve on this attribution's device state (a panel from device_panel()).
+  void device_woodbury_solve(const cuda::Panel& panel, Matrix& G, const std::vector<Index>& begin,
+                             const std::vector<Index>& count,
+                             const std::function<void(Vector&)>& correct) const {
+    cuda::woodbury_solve(*gpu_, panel, G, begin, count, correct);
+  }
+
   /// Whether device_gradients() is available: the passes of retraining then run on the GPU.
   bool passes_on_device() const { return rows_on_device(); }
   /// G = X^T r(X Theta) (p x m, all samples with their weights, no penalty) on the GPU.

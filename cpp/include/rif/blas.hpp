@@ -45,8 +45,9 @@ Index potrf_lower(Matrix& A, double* pivot, int threads);
 /// Inverse of the lower-triangular L, in place (lower triangle).
 void trtri_lower(Matrix& L, int threads);
 
-/// B <- L^{-1} B for lower-triangular L (p x p) and B p x k column-major, in place.
-void trsm_lower(const Matrix& L, double* B, Index k, int threads);
+/// B <- L^{-1} B (or L^{-T} B when `transpose`) for lower-triangular L (p x p) and B p x k
+/// column-major, in place.
+void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose = false);
 
 /// B <- T B for lower-triangular T (p x p) and B p x k column-major, in place.
 void trmm_lower(const Matrix& T, double* B, Index k, int threads);

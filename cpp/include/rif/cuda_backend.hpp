@@ -7,8 +7,10 @@
 #include "rif/glm.hpp"
 #include "rif/types.hpp"
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace rif::cuda {
 
@@ -90,6 +92,27 @@ void gather(State& state, const std::int64_t* idx, Index k, const double* coef,
 /// coef must be given (coef[j] per position j, unlike Design::accumulate's per sample).
 void accumulate(State& state, const std::int64_t* idx, Index k, const double* coef,
                 Eigen::Ref<Vector> out);
+
+/// B = L^{-1} U for the Woodbury solves of many small sets, kept in device memory: U's columns
+/// are samples of X in device memory, each scaled.
+class Panel;
+struct PanelDeleter {
+  void operator()(Panel* panel) const;
+};
+using PanelPtr = std::unique_ptr<Panel, PanelDeleter>;
+
+/// The panel B = L^{-1} U (p x K) with U(:, j) = scale[j] x_{idx[j]}, from X and the factor in
+/// device memory, and grams = the blocks B_q^T B_q of the segments [offsets[q], offsets[q + 1])
+/// (offsets.back() = K), packed one after another (each k x k, column-major). Returns null when
+/// X is not in device memory or the panel would not fit in free device memory.
+PanelPtr woodbury_panel(State& state, const std::int64_t* idx, const Vector& scale,
+                        const std::vector<Index>& offsets, Vector& grams);
+
+/// For each column c of G (p x q): b = L^{-1} G(:, c) and t = B_c^T b with B_c the panel's
+/// columns [begin[c], begin[c] + count[c]); then `correct` on the host with every t packed one
+/// after another (it overwrites them in place); then G(:, c) = L^{-T} (b + B_c t). On the device.
+void woodbury_solve(State& state, const Panel& panel, Matrix& G, const std::vector<Index>& begin,
+                    const std::vector<Index>& count, const std::function<void(Vector&)>& correct);
 
 /// Whether X stays in device memory for this state (so influence_rows runs there).
 bool resident(const State& state);
