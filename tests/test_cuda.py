@@ -56,7 +56,11 @@ def test_gpu_matches_cpu(dtype, family, fit_intercept):
     assert rel(gpu.rescaled_influence([0, 5, 7]), cpu.rescaled_influence([0, 5, 7])) <= 1e-10
     sets = [rng.choice(n, 30, replace=False) for _ in range(3)]
     assert rel(gpu.group_effect(sets, "ns"), cpu.group_effect(sets, "ns")) <= 1e-10
-    # retraining's passes on the device (this family's residuals), the rest on the CPU
+    # solves with the factor kept on the device (potrs), for group sums and solve()
+    assert rel(gpu.group_effect(sets, "rif"), cpu.group_effect(sets, "rif")) <= 1e-10
+    V = rng.standard_normal((cpu.n_params, 4))
+    assert rel(gpu.solve(V), cpu.solve(V)) <= 1e-10
+    # retraining's passes and Woodbury solves on the device, refreshes on the CPU
     assert rel(gpu.retrain(sets).theta, cpu.retrain(sets).theta) <= 1e-9
     assert abs(gpu.gradient_norm - cpu.gradient_norm) <= 1e-8 * max(1.0, cpu.gradient_norm)
 

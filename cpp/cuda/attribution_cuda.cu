@@ -839,6 +839,28 @@ void project(State& S, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix
   out = result;
 }
 
+void solve(State& S, Eigen::Ref<Matrix> V) {
+  const Index p = S.p, m = V.cols();
+  if (!S.factor || V.rows() != p) throw std::invalid_argument("solve: shapes do not match");
+  if (m == 0) return;
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  cudaGetLastError();
+  const DeviceScope scope(S.device);
+  cudaStream_t cs = S.hd.compute;
+  Matrix host = V;  // contiguous, leading dimension p
+  DeviceBuffer V_d(sizeof(double) * p * m), info_d(sizeof(int));
+  check(cudaMemcpyAsync(V_d.ptr, host.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice, cs),
+        "upload V");
+  check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, as_int(p), as_int(m),
+                         S.factor->as<double>(), as_int(p), V_d.as<double>(), as_int(p),
+                         info_d.as<int>()),
+        "potrs");
+  check(cudaMemcpyAsync(host.data(), V_d.ptr, sizeof(double) * p * m, cudaMemcpyDeviceToHost, cs),
+        "copy H^{-1} V");
+  check(cudaStreamSynchronize(cs), "H^{-1} V");
+  V = host;
+}
+
 void fetch_factor(State& S, Matrix& H, Matrix& L) {
   const Index p = S.p;
   if (!S.hessian || !S.factor) throw std::logic_error("fetch_factor: H was fetched already");

@@ -240,7 +240,11 @@ void Attribution::solve(Eigen::Ref<Matrix> v) const {
     msg << "the vector to solve with must have " << params() << " rows, got " << v.rows();
     throw std::invalid_argument(msg.str());
   }
-  solve_factored(factor(), v);
+  if (gpu_) {
+    cuda::solve(*gpu_, v);  // the factor stays on the device
+  } else {
+    solve_factored(L_, v);
+  }
 }
 
 void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled,
@@ -336,7 +340,7 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
       accumulate(sets.begin(j), sets.size(j), coef.data(), G.col(j));
     }
   });
-  solve_factored(factor(), G);
+  solve(G);
   out = G.transpose();
   for (Index j = 0; j < sets.count; ++j) {
     if (infinite[static_cast<size_t>(j)]) out.row(j).setConstant(kInf);

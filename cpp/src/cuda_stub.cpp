@@ -29,6 +29,7 @@ StatePtr attribute(const Design&, const DeviceMatrix*, Family, const Vector&, co
 
 void project(State&, const Design&, const Matrix&, Eigen::Ref<RowMatrix>) { absent(); }
 void fetch_factor(State&, Matrix&, Matrix&) { absent(); }
+void solve(State&, Eigen::Ref<Matrix>) { absent(); }
 
 bool influence_rows(State&, const std::int64_t*, Index, const Vector&, Eigen::Ref<RowMatrix>) {
   return false;

@@ -69,6 +69,9 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
 /// factor kept there, X from the state (device memory) or streamed from `host` again.
 void project(State& state, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix> out);
 
+/// V <- H^{-1} V (p x m) with the factor kept on the device (potrs).
+void solve(State& state, Eigen::Ref<Matrix> V);
+
 /// H (lower triangle) and its Cholesky factor L, copied from the device (they stay there: the
 /// host copies are made only for the queries that run on the CPU).
 void fetch_factor(State& state, Matrix& H, Matrix& L);
