@@ -348,9 +348,10 @@ def test_large_sets_on_device_x(monkeypatch):
 @pytest.mark.parametrize("columns", ["1", "60", None])
 def test_woodbury_batches_on_the_device(monkeypatch, columns):
     """Small sets' Newton steps and retraining steps through the Woodbury panel kept in device
-    memory (X kept there): batches of one set, a few, or all (RIF_WOODBURY_COLUMNS), empty
-    sets, a sample in two sets, and a set whose removal makes H singular (inf on both
-    backends); the same answers as the CPU."""
+    memory (X kept there): Newton steps in batches of one set, a few, or all
+    (RIF_WOODBURY_COLUMNS; retraining takes all its sets in one), empty sets, a sample in two
+    sets, and a set whose removal makes H singular (inf on both backends); the same answers as
+    the CPU."""
     if columns:
         monkeypatch.setenv("RIF_WOODBURY_COLUMNS", columns)
     rng = np.random.default_rng(10)
@@ -371,8 +372,11 @@ def test_woodbury_batches_on_the_device(monkeypatch, columns):
             for k in (5, 0, 1, 40, 17, 3, 0, 30)]
     sets[5] = sets[0][:3].copy()
     sets.append(np.array([J, 4, 9]))
+    assert gpu._core.device_panels == 0
     with pytest.warns(rn.SingularRemovalWarning):
         ours = gpu.group_effect(sets, "ns")
+    batches = {"1": len(sets), "60": 2, None: 1}[columns]  # 9 sets of 108 columns in all
+    assert gpu._core.device_panels == batches, "the panels were built on the device"
     with pytest.warns(rn.SingularRemovalWarning):
         ref = cpu.group_effect(sets, "ns")
     assert np.all(np.isinf(ours[-1])) and np.all(np.isinf(ref[-1]))
@@ -380,5 +384,6 @@ def test_woodbury_batches_on_the_device(monkeypatch, columns):
     assert rel(ours[:-1], ref[:-1]) <= 1e-10
     finite = sets[:-1]
     a, b = gpu.retrain(finite, tol=1e-12), cpu.retrain(finite, tol=1e-12)
+    assert gpu._core.device_panels == batches + 1
     assert a.converged.all()
     assert rel(a.theta, b.theta) <= 1e-9

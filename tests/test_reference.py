@@ -119,6 +119,10 @@ def test_newton_step_batches_of_small_sets(rng, seed, monkeypatch, columns):
     # the functional form and one thread agree with the object to rounding
     one = rn.newton_step(P.X, P.y, P.theta, sets, num_threads=1, **P.kw)
     assert_close(one[nonempty], got[nonempty], 1e-12, "1 thread vs default", seed)
+    assert A._core.device_panels == 0  # the CPU backend
+    monkeypatch.setenv("RIF_WOODBURY_COLUMNS", "1e6")
+    with pytest.raises(ValueError, match="RIF_WOODBURY_COLUMNS must be a positive integer"):
+        A.group_effect(sets, method="ns")
 
 
 # ----------------------------------------------------------------------------------------------

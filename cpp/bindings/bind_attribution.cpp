@@ -109,6 +109,8 @@ void bind_attribution(py::module_& m) {
                              [](const PyAttribution& s) { return s.core->has_host_data(); })
       .def_property_readonly("rows_on_device",
                              [](const PyAttribution& s) { return s.core->rows_on_device(); })
+      .def_property_readonly("device_panels",
+                             [](const PyAttribution& s) { return s.core->device_panels(); })
       .def("attach_host",
            [](PyAttribution& s, const py::array& X) {
              s.core->attach_host(to_design(X, s.core->problem().X.intercept()));

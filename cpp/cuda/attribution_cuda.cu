@@ -1080,18 +1080,27 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
   check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
   const double need = sizeof(double) * (static_cast<double>(p) * K + gram_total) + 16.0 * K;
   if (need > 0.5 * static_cast<double>(free_bytes)) return nullptr;
+  if (K > std::numeric_limits<int>::max()) return nullptr;  // cuBLAS takes int sizes
   PanelPtr panel(new Panel);
   panel->device = S.device;
   panel->p = p;
   panel->columns = K;
-  panel->B = std::make_unique<DeviceBuffer>(sizeof(double) * p * K);
+  std::unique_ptr<DeviceBuffer> idx_d, coef_d, gram_d;
+  try {
+    panel->B = std::make_unique<DeviceBuffer>(sizeof(double) * p * K);
+    idx_d = std::make_unique<DeviceBuffer>(sizeof(long long) * K);
+    coef_d = std::make_unique<DeviceBuffer>(sizeof(double) * K);
+    gram_d = std::make_unique<DeviceBuffer>(sizeof(double) * gram_total);
+  } catch (const std::runtime_error&) {
+    // the memory went elsewhere since cudaMemGetInfo (another process): the CPU takes the
+    // sets (check() has cleared the error)
+    return nullptr;
+  }
   grams.setZero(gram_total);
   if (K == 0) return panel;
   cudaStream_t cs = S.hd.compute;
-  DeviceBuffer idx_d(sizeof(long long) * K), coef_d(sizeof(double) * K);
-  DeviceBuffer gram_d(sizeof(double) * gram_total);
   double* B = panel->B->as<double>();
-  S.gather_to(idx, scale.data(), K, idx_d.as<long long>(), coef_d.as<double>(), B);
+  S.gather_to(idx, scale.data(), K, idx_d->as<long long>(), coef_d->as<double>(), B);
   const double one = 1.0, zero = 0.0;
   const int pi = as_int(p);
   check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
@@ -1105,11 +1114,11 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
     const int ki = as_int(k);
     // the whole k x k block B_q^T B_q (symmetric), column-major
     check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, ki, ki, pi, &one, Bq, pi, Bq, pi,
-                      &zero, gram_d.as<double>() + g0, ki),
+                      &zero, gram_d->as<double>() + g0, ki),
           "gemm B^T B");
     g0 += k * k;
   }
-  check(cudaMemcpyAsync(grams.data(), gram_d.ptr, sizeof(double) * gram_total,
+  check(cudaMemcpyAsync(grams.data(), gram_d->ptr, sizeof(double) * gram_total,
                         cudaMemcpyDeviceToHost, cs),
         "copy B^T B");
   check(cudaStreamSynchronize(cs), "Woodbury panel");
@@ -1120,8 +1129,8 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
                     const std::vector<Index>& count,
                     const std::function<void(Vector&)>& correct) {
   const Index p = S.p, q = G.cols();
-  if (!S.factor || G.rows() != p || panel.p != p || static_cast<Index>(begin.size()) != q ||
-      static_cast<Index>(count.size()) != q) {
+  if (!S.factor || G.rows() != p || panel.p != p || panel.device != S.device ||
+      static_cast<Index>(begin.size()) != q || static_cast<Index>(count.size()) != q) {
     throw std::invalid_argument("woodbury_solve: shapes do not match");
   }
   std::vector<Index> packed(static_cast<size_t>(q) + 1, 0);  // column c's t: [packed[c], ..)
@@ -1162,7 +1171,9 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
           "copy B^T b");
   }
   check(cudaStreamSynchronize(cs), "Woodbury B^T b");
-  correct(host_t);  // t_c <- M_c^{-1} t_c on the host
+  // t_c <- M_c^{-1} t_c on the host (k x k systems; the device lock is held meanwhile, so other
+  // attributions' device work waits for these small solves)
+  correct(host_t);
   if (T > 0) {
     check(cudaMemcpyAsync(t, host_t.data(), sizeof(double) * T, cudaMemcpyHostToDevice, cs),
           "upload M^{-1} B^T b");

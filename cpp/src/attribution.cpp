@@ -353,10 +353,6 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
   check_sets(sets, n);
   threads = resolve_threads(threads);
   std::vector<char> is_singular(static_cast<size_t>(m), 0);
-  Matrix G = Matrix::Zero(p, m);  // sum_{i in T} r_i x_i per set
-  parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
-    accumulate(sets.begin(j), sets.size(j), r_.data(), G.col(j));
-  });
   std::vector<Index> small, large;
   for (Index j = 0; j < m; ++j) (sets.size(j) <= woodbury_limit() ? small : large).push_back(j);
 
@@ -372,7 +368,7 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
       chunk.push_back(small[s0++]);
     }
     const WoodburyBatch batch(*this, sets, chunk, threads);
-    std::vector<Index> which;
+    std::vector<Index> which;  // the chunk's positions whose H_{-T} is not singular
     for (Index q = 0; q < static_cast<Index>(chunk.size()); ++q) {
       if (batch.singular(q)) {
         is_singular[static_cast<size_t>(chunk[static_cast<size_t>(q)])] = 1;
@@ -380,13 +376,15 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
         which.push_back(q);
       }
     }
-    Matrix rhs(p, static_cast<Index>(which.size()));
-    for (size_t c = 0; c < which.size(); ++c) {
-      rhs.col(static_cast<Index>(c)) = G.col(chunk[static_cast<size_t>(which[c])]);
-    }
+    const Index cols = static_cast<Index>(which.size());
+    Matrix rhs = Matrix::Zero(p, cols);  // sum_{i in T} r_i x_i per set
+    parallel_chunks(cols, 1, threads, [&](int, Index c, Index) {
+      const Index j = chunk[static_cast<size_t>(which[static_cast<size_t>(c)])];
+      accumulate(sets.begin(j), sets.size(j), r_.data(), rhs.col(c));
+    });
     batch.solve(rhs, which, threads);
-    for (size_t c = 0; c < which.size(); ++c) {
-      out.row(chunk[static_cast<size_t>(which[c])]) = rhs.col(static_cast<Index>(c)).transpose();
+    for (Index c = 0; c < cols; ++c) {
+      out.row(chunk[static_cast<size_t>(which[static_cast<size_t>(c)])]) = rhs.col(c).transpose();
     }
   }
 
@@ -399,7 +397,8 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
       is_singular[static_cast<size_t>(j)] = 1;
       return;
     }
-    Vector g = G.col(j);
+    Vector g = Vector::Zero(p);
+    accumulate(sets.begin(j), sets.size(j), r_.data(), g);
     solver.solve(g, inner);
     out.row(j) = g.transpose();
   });

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 namespace rif {
 
@@ -31,15 +33,20 @@ void DowndatedSolver::solve(Eigen::Ref<Vector> g, int threads) const {
 
 Index woodbury_panel_columns(Index p) {
   if (const char* env = std::getenv("RIF_WOODBURY_COLUMNS")) {  // test knob: many chunks
-    const long long v = std::atoll(env);
-    if (v > 0) return static_cast<Index>(v);
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (end == env || *end != '\0' || v <= 0) {
+      throw std::invalid_argument(std::string("RIF_WOODBURY_COLUMNS must be a positive integer, got '") +
+                                  env + "'");
+    }
+    return static_cast<Index>(v);
   }
   constexpr Index kPanelDoubles = Index{32} << 20;  // 256 MiB
   return std::max<Index>(1, kPanelDoubles / std::max<Index>(p, 1));
 }
 
 WoodburyBatch::WoodburyBatch(const Attribution& attribution, const SetList& sets,
-                             std::vector<Index> members, int threads)
+                             const std::vector<Index>& members, int threads)
     : A_(attribution) {
   const Index p = A_.params(), m = static_cast<Index>(members.size());
   offset_.assign(static_cast<size_t>(m) + 1, 0);

@@ -208,14 +208,16 @@ void solve_lower_vector(const Matrix& L, Eigen::Ref<Vector> g, bool transpose, i
 void solve_lower_columns(const Matrix& L, Matrix& B, bool transpose, int threads) {
   const Index k = B.cols();
   if (k == 0) return;
-  if (k == 1) {
-    Eigen::Ref<Vector> b = B.col(0);
-    solve_lower_vector(L, b, transpose, threads);
+  if (k < threads) {  // too few columns to share out: each one on all the threads
+    for (Index c = 0; c < k; ++c) {
+      Eigen::Ref<Vector> b = B.col(c);
+      solve_lower_vector(L, b, transpose, threads);
+    }
     return;
   }
   // Always single-threaded BLAS calls, split over OpenMP threads: BLAS worker threads woken
   // here would spin against the OpenMP passes over X around these solves (2 cores).
-  threads = std::max(1, std::min<int>(threads, static_cast<int>(k)));
+  threads = std::max(1, threads);
   const Index panel = (k + threads - 1) / threads;
   const BlasSingleThreadScope serial;
   parallel_chunks(k, panel, threads, [&](int, Index begin, Index count) {

@@ -83,8 +83,12 @@ class Attribution {
   cuda::PanelPtr device_panel(const std::int64_t* idx, const Vector& scale,
                               const std::vector<Index>& offsets, Vector& grams) const {
     if (!rows_on_device()) return nullptr;
-    return cuda::woodbury_panel(*gpu_, idx, scale, offsets, grams);
+    cuda::PanelPtr panel = cuda::woodbury_panel(*gpu_, idx, scale, offsets, grams);
+    if (panel) device_panels_.fetch_add(1, std::memory_order_relaxed);
+    return panel;
   }
+  /// How many Woodbury panels device_panel() has built on the GPU (for tests and diagnostics).
+  long device_panels() const { return device_panels_.load(std::memory_order_relaxed); }
   /// cuda::woodbury_solve on this attribution's device state (a panel from device_panel()).
   void device_woodbury_solve(const cuda::Panel& panel, Matrix& G, const std::vector<Index>& begin,
                              const std::vector<Index>& count,
@@ -165,6 +169,7 @@ class Attribution {
   cuda::StatePtr gpu_;  ///< the device's state when built with use_cuda
   int threads_ = 1;  ///< the threads the object was built with (for lazily computed parts)
   mutable std::once_flag zero_once_;
+  mutable std::atomic<long> device_panels_{0};
   mutable Vector gradient_zero_;
 };
 

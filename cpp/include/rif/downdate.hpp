@@ -27,8 +27,8 @@ class DowndatedSolver {
   bool singular_ = false;
 };
 
-/// Columns of one WoodburyBatch panel plus its right-hand sides that callers aim for: 256 MiB
-/// of doubles (RIF_WOODBURY_COLUMNS overrides it, for tests), at least 1.
+/// Columns of one WoodburyBatch panel plus its right-hand sides that newton_step aims for:
+/// 256 MiB of doubles (a positive integer in RIF_WOODBURY_COLUMNS overrides it, for tests).
 Index woodbury_panel_columns(Index p);
 
 /// Woodbury for many small sets at once (each at most Attribution::woodbury_limit() samples).
@@ -40,17 +40,15 @@ Index woodbury_panel_columns(Index p);
 /// host.
 class WoodburyBatch {
  public:
-  /// Prepares sets[members[q]] for q = 0..members.size().
-  WoodburyBatch(const Attribution& attribution, const SetList& sets, std::vector<Index> members,
-                int threads);
+  /// Prepares sets[members[q]] for q in [0, members.size()).
+  WoodburyBatch(const Attribution& attribution, const SetList& sets,
+                const std::vector<Index>& members, int threads);
   ~WoodburyBatch();
   WoodburyBatch(const WoodburyBatch&) = delete;
   WoodburyBatch& operator=(const WoodburyBatch&) = delete;
 
   /// Whether H_{-T} of member q is (numerically) singular; solve() must then not be asked for it.
   bool singular(Index q) const { return singular_[static_cast<size_t>(q)] != 0; }
-  /// Whether the panel and the triangular solves are on the GPU.
-  bool on_device() const { return device_ != nullptr; }
 
   /// Column c of G <- H_{-T}^{-1} G(:, c) with T the set of member which[c] (not singular).
   void solve(Matrix& G, const std::vector<Index>& which, int threads) const;

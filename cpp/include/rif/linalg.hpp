@@ -42,9 +42,10 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
 /// are split over the threads; the small diagonal triangles are solved in between.
 void solve_lower_vector(const Matrix& L, Eigen::Ref<Vector> g, bool transpose, int threads);
 
-/// B <- L^{-1} B, or L^{-T} B when `transpose`, for the columns of B: one column as
-/// solve_lower_vector does, several in panels of columns over `threads` threads (single-threaded
-/// BLAS calls; call it outside parallel regions).
+/// B <- L^{-1} B, or L^{-T} B when `transpose`, for the columns of B: fewer columns than
+/// threads one by one as solve_lower_vector does (each split over the threads), more in panels
+/// of columns over `threads` OpenMP threads, one single-threaded BLAS call each (call it
+/// outside parallel regions).
 void solve_lower_columns(const Matrix& L, Matrix& B, bool transpose, int threads);
 
 /// v <- H^{-1} v with H = L L^T, for each column of v (a single column on `threads` threads).
