@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -95,6 +96,7 @@ Vector weights_without(const Problem& P, const SetList& sets, Index j) {
 class Anderson {
  public:
   static constexpr int kDepth = 5;
+  static constexpr double kMaxStretch = 100;  ///< largest accelerated step / chord step
 
   /// theta <- the next iterate, from theta and its chord step f.
   void step(Eigen::Ref<Vector> theta, const Vector& f) {
@@ -116,11 +118,13 @@ class Anderson {
       const Matrix dF = dF_.leftCols(filled_);
       const Vector gamma = dF.completeOrthogonalDecomposition().solve(f);
       Vector accelerated = theta + f - (dX_.leftCols(filled_) + dF) * gamma;
-      if (accelerated.allFinite()) {
+      // An extrapolation far beyond the chord step mostly raises the gradient: such a step, or
+      // a non-finite one, becomes a plain step with a fresh history from here.
+      if (accelerated.allFinite() && (accelerated - theta).norm() <= kMaxStretch * f.norm()) {
         theta = accelerated;
         return;
       }
-      reset();  // a degenerate combination: plain step, fresh history from here
+      reset();
       x_ = theta;
       f_ = f;
       started_ = true;
@@ -132,6 +136,15 @@ class Anderson {
   void reset() {
     filled_ = next_ = 0;
     started_ = false;
+  }
+
+  /// Frees the history's memory (the set is done iterating).
+  void release() {
+    reset();
+    dX_.resize(0, 0);
+    dF_.resize(0, 0);
+    x_.resize(0);
+    f_.resize(0);
   }
 
  private:
@@ -220,8 +233,9 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     (singular_at_start(j) ? stalled : active).push_back(j);
   }
   constexpr int kMaxRefreshes = 3;
-  // Accelerated steps are not monotone: the rate is judged over kWindow passes, from the
-  // kWindow-th pass after a (re)start on.
+  // Accelerated steps are not monotone: from the kWindow-th pass after a (re)start on, the rate
+  // is judged over the last kWindow passes; before, only the first (plain) step is, and only
+  // for growth. Without acceleration every pass is judged against the one before.
   constexpr int kWindow = 4;
   // At theta_hat no pass is needed: grad F_{-T}(theta_hat) = grad F(theta_hat) - sum_T r_i x_i.
   const Vector minus_r = -A.residuals();
@@ -230,42 +244,62 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     P.X.accumulate(sets.begin(j), sets.size(j), minus_r.data(), g);
     G.col(j) = g;
   });
-  std::vector<std::vector<double>> norms(static_cast<size_t>(m));  // since the last (re)start
+  // Per set since its last (re)start: the last kWindow + 1 gradient norms and how many there
+  // were; and the best norm when it was last refreshed.
+  std::vector<std::deque<double>> recent(static_cast<size_t>(m));
+  std::vector<int> seen(static_cast<size_t>(m), 0);
+  Vector best_at_refresh = Vector::Constant(m, INFINITY);
+  const auto done = [&](size_t u) {  // the set leaves the iteration: free its history
+    anderson[u].release();
+    std::deque<double>().swap(recent[u]);
+  };
   for (bool first = true; !active.empty(); first = false) {
     if (!first) set_gradients(A, sets, active, Theta, G, threads);
     std::vector<Index> next, refresh;
     for (Index j : active) {
       const size_t u = static_cast<size_t>(j);
       const double norm = G.col(j).norm();
-      std::vector<double>& seen = norms[u];
-      seen.push_back(norm);
+      std::deque<double>& norms = recent[u];
+      norms.push_back(norm);
+      if (norms.size() > static_cast<size_t>(kWindow) + 1) norms.pop_front();
+      const int passes = seen[u]++;
       const bool finite = std::isfinite(norm);
       if (finite && norm < best_norm[j]) {
         best_norm[j] = norm;
         best.col(j) = Theta.col(j);
       }
       result.grad_norm[j] = best_norm[j];
-      if (norm <= result.tolerance[j]) {
-        result.converged[u] = 1;
+      if (norm <= result.tolerance[j] || result.iterations[u] >= options.max_iter) {
+        result.converged[u] = norm <= result.tolerance[j];  // else: out of iterations
+        done(u);
         continue;
       }
-      if (result.iterations[u] >= options.max_iter) continue;  // out of iterations
-      const size_t passes = seen.size() - 1;
       bool slow = !finite;
-      if (finite && passes >= static_cast<size_t>(kWindow)) {
-        const double rate = std::pow(norm / seen[passes - kWindow], 1.0 / kWindow);
-        // Passes still needed at this rate; a refresh costs about as much as 30 of them.
-        const double needed =
-            rate < 1 ? std::log(result.tolerance[j] / norm) / std::log(rate) : 1e9;
-        slow = rate > 0.95 || (rate > 0.5 && needed > 30);
+      if (finite && passes >= 1) {
+        const int window = !accelerate ? 1 : (passes >= kWindow ? kWindow : 0);
+        const double step_rate = norm / norms[norms.size() - 2];
+        if (window == 0) {
+          slow = passes == 1 && step_rate > 0.95;  // the plain first step did not help
+        } else {
+          const double rate = std::pow(norm / norms[norms.size() - 1 - window], 1.0 / window);
+          // Passes still needed at this rate; a refresh costs about as much as 30 of them.
+          const double needed =
+              rate < 1 ? std::log(result.tolerance[j] / norm) / std::log(rate) : 1e9;
+          slow = rate > 0.95 || (rate > 0.5 && needed > 30);
+        }
       }
       if (slow) {
-        if (refreshes[u] >= kMaxRefreshes) {
+        // A refresh restarts from the best iterate: if that is where the last one started,
+        // it would only repeat the same passes.
+        if (refreshes[u] >= kMaxRefreshes || best_norm[j] >= best_at_refresh[j]) {
           stalled.push_back(j);
+          done(u);
           continue;
         }
+        best_at_refresh[j] = best_norm[j];
         Theta.col(j) = best.col(j);  // restart from the best iterate with an exact Hessian
-        seen.assign(1, best_norm[j]);
+        norms.assign(1, best_norm[j]);
+        seen[u] = 1;
         anderson[u].reset();
         refresh.push_back(j);
       }
@@ -285,6 +319,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
         fresh[u].resize(0, 0);
         next.erase(std::find(next.begin(), next.end(), j));
         stalled.push_back(j);
+        done(u);
       }
     }
     // Gradients at the restarted iterates of refreshed sets.

@@ -480,8 +480,10 @@ class Attribution:
 
         All sets iterate together: each iteration is one pass over X (two matrix products per
         row block for all sets) and a solve with the Hessian at theta_hat downdated by T
-        (Woodbury on the cached factor). Sets that converge slowly switch to Newton steps with
-        fresh Hessians. Stops on ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``, never
+        (Woodbury on the cached factor, all small sets in one multi-column solve), each step
+        Anderson-accelerated from the set's last five (``RIF_RETRAIN_ANDERSON=0`` turns that
+        off). Sets that still converge slowly switch to Newton steps with fresh Hessians. Stops
+        on ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``, never
         on an iteration count alone, and reports the final norm; warns ConvergenceWarning for
         sets that did not get there (or whose problem without T has no positive-definite
         Hessian). ``max_iter`` bounds the iterations of each set. ``show_progress`` shows a progress bar over batches of
