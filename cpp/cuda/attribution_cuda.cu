@@ -19,6 +19,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -548,6 +549,39 @@ DeviceBuffer upload(const Vector& v, cudaStream_t stream) {
   }
   return buf;
 }
+
+/// Segment indices grouped by width (widths of 0 left out), for cuBLAS batched calls: one call
+/// per distinct width instead of one per segment.
+std::map<Index, std::vector<size_t>> by_width(const std::vector<Index>& width) {
+  std::map<Index, std::vector<size_t>> groups;
+  for (size_t i = 0; i < width.size(); ++i) {
+    if (width[i] > 0) groups[width[i]].push_back(i);
+  }
+  return groups;
+}
+
+/// The pointer arrays of batched calls in device memory, uploaded at once on `stream` (from
+/// pageable memory: the copy is staged before cudaMemcpyAsync returns). Array a of `arrays`
+/// (each `items` long, grouped as the calls take them) starts at slice(a).
+class DevicePointers {
+ public:
+  DevicePointers(const std::vector<const void*>& host, size_t items, cudaStream_t stream)
+      : items_(items), buf_(sizeof(void*) * host.size()) {
+    if (!host.empty()) {
+      check(cudaMemcpyAsync(buf_.ptr, host.data(), sizeof(void*) * host.size(),
+                            cudaMemcpyHostToDevice, stream),
+            "upload pointer arrays");
+    }
+  }
+  template <class T>
+  T* const* slice(size_t a) const {
+    return reinterpret_cast<T* const*>(buf_.as<void*>() + a * items_);
+  }
+
+ private:
+  size_t items_;
+  DeviceBuffer buf_;
+};
 
 }  // namespace
 
@@ -1106,17 +1140,33 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
   check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
                     CUBLAS_DIAG_NON_UNIT, pi, as_int(K), &one, S.factor->as<double>(), pi, B, pi),
         "trsm L^{-1} U");
-  Index g0 = 0;
-  for (size_t q = 0; q + 1 < offsets.size(); ++q) {
-    const Index k = offsets[q + 1] - offsets[q];
-    if (k == 0) continue;
-    const double* Bq = B + static_cast<size_t>(offsets[q]) * p;
-    const int ki = as_int(k);
-    // the whole k x k block B_q^T B_q (symmetric), column-major
-    check(cublasDgemm(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, ki, ki, pi, &one, Bq, pi, Bq, pi,
-                      &zero, gram_d->as<double>() + g0, ki),
-          "gemm B^T B");
-    g0 += k * k;
+  // the whole k x k blocks B_q^T B_q (symmetric, column-major), one batched GEMM per width k
+  const size_t m = offsets.size() - 1;
+  std::vector<Index> width(m), gram_at(m);
+  for (size_t q = 0, g0 = 0; q < m; ++q) {
+    width[q] = offsets[q + 1] - offsets[q];
+    gram_at[q] = static_cast<Index>(g0);
+    g0 += static_cast<size_t>(width[q] * width[q]);
+  }
+  const auto groups = by_width(width);
+  std::vector<const void*> arrays;  // [B_q | block q], each in group order
+  for (const auto& group : groups) {
+    for (size_t q : group.second) arrays.push_back(B + static_cast<size_t>(offsets[q]) * p);
+  }
+  const size_t items = arrays.size();
+  for (const auto& group : groups) {
+    for (size_t q : group.second) arrays.push_back(gram_d->as<double>() + gram_at[q]);
+  }
+  const DevicePointers pointers(arrays, items, cs);
+  size_t at = 0;
+  for (const auto& [k, members] : groups) {
+    const int ki = as_int(k), count = as_int(static_cast<Index>(members.size()));
+    check(cublasDgemmBatched(S.hd.blas, CUBLAS_OP_T, CUBLAS_OP_N, ki, ki, pi, &one,
+                             pointers.slice<const double>(0) + at, pi,
+                             pointers.slice<const double>(0) + at, pi, &zero,
+                             pointers.slice<double>(1) + at, ki, count),
+          "batched gemm B^T B");
+    at += members.size();
   }
   check(cudaMemcpyAsync(grams.data(), gram_d->ptr, sizeof(double) * gram_total,
                         cudaMemcpyDeviceToHost, cs),
@@ -1158,12 +1208,29 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
   check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N,
                     CUBLAS_DIAG_NON_UNIT, pi, qi, &one, L, pi, g, pi),
         "trsm L^{-1} G");
-  for (size_t c = 0; c < static_cast<size_t>(q); ++c) {  // t_c = B_c^T b_c
-    if (count[c] == 0) continue;
-    check(cublasDgemv(S.hd.blas, CUBLAS_OP_T, pi, as_int(count[c]), &one,
-                      B + static_cast<size_t>(begin[c]) * p, pi, g + c * p, 1, &zero,
-                      t + packed[c], 1),
-          "gemv B^T b");
+  // per column c: B_c, b_c (in g) and t_c, grouped by width for one batched call per width
+  const auto groups = by_width(count);
+  std::vector<const void*> arrays;  // [B_c | g_c | t_c], each in group order
+  for (const auto& group : groups) {
+    for (size_t c : group.second) arrays.push_back(B + static_cast<size_t>(begin[c]) * p);
+  }
+  const size_t items = arrays.size();
+  for (const auto& group : groups) {
+    for (size_t c : group.second) arrays.push_back(g + c * p);
+  }
+  for (const auto& group : groups) {
+    for (size_t c : group.second) arrays.push_back(t + packed[c]);
+  }
+  const DevicePointers pointers(arrays, items, cs);
+  size_t at = 0;
+  for (const auto& [k, columns] : groups) {  // t_c = B_c^T b_c
+    check(cublasDgemvBatched(S.hd.blas, CUBLAS_OP_T, pi, as_int(k), &one,
+                             pointers.slice<const double>(0) + at, pi,
+                             pointers.slice<const double>(1) + at, 1, &zero,
+                             pointers.slice<double>(2) + at, 1,
+                             as_int(static_cast<Index>(columns.size()))),
+          "batched gemv B^T b");
+    at += columns.size();
   }
   Vector host_t(T);
   if (T > 0) {
@@ -1178,12 +1245,15 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
     check(cudaMemcpyAsync(t, host_t.data(), sizeof(double) * T, cudaMemcpyHostToDevice, cs),
           "upload M^{-1} B^T b");
   }
-  for (size_t c = 0; c < static_cast<size_t>(q); ++c) {  // b_c += B_c t_c
-    if (count[c] == 0) continue;
-    check(cublasDgemv(S.hd.blas, CUBLAS_OP_N, pi, as_int(count[c]), &one,
-                      B + static_cast<size_t>(begin[c]) * p, pi, t + packed[c], 1, &one,
-                      g + c * p, 1),
-          "gemv B t");
+  at = 0;
+  for (const auto& [k, columns] : groups) {  // b_c += B_c t_c
+    check(cublasDgemvBatched(S.hd.blas, CUBLAS_OP_N, pi, as_int(k), &one,
+                             pointers.slice<const double>(0) + at, pi,
+                             pointers.slice<const double>(2) + at, 1, &one,
+                             pointers.slice<double>(1) + at, 1,
+                             as_int(static_cast<Index>(columns.size()))),
+          "batched gemv B t");
+    at += columns.size();
   }
   check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T,
                     CUBLAS_DIAG_NON_UNIT, pi, qi, &one, L, pi, g, pi),
