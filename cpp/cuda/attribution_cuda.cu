@@ -1112,7 +1112,8 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
   // right-hand sides of the solves and for other work); otherwise the CPU takes the sets.
   size_t free_bytes = 0, total_bytes = 0;
   check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
-  const double need = sizeof(double) * (static_cast<double>(p) * K + gram_total) + 16.0 * K;
+  const double need = sizeof(double) * (static_cast<double>(p) * K + gram_total) + 16.0 * K +
+                      2.0 * sizeof(void*) * static_cast<double>(offsets.size());
   if (need > 0.5 * static_cast<double>(free_bytes)) return nullptr;
   if (K > std::numeric_limits<int>::max()) return nullptr;  // cuBLAS takes int sizes
   PanelPtr panel(new Panel);
@@ -1157,7 +1158,13 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
   for (const auto& group : groups) {
     for (size_t q : group.second) arrays.push_back(gram_d->as<double>() + gram_at[q]);
   }
-  const DevicePointers pointers(arrays, items, cs);
+  std::unique_ptr<DevicePointers> held;
+  try {
+    held = std::make_unique<DevicePointers>(arrays, items, cs);
+  } catch (const std::runtime_error&) {
+    return nullptr;  // as above: out of device memory, the CPU takes the sets
+  }
+  const DevicePointers& pointers = *held;
   size_t at = 0;
   for (const auto& [k, members] : groups) {
     const int ki = as_int(k), count = as_int(static_cast<Index>(members.size()));
