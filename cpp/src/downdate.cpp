@@ -36,8 +36,8 @@ Index woodbury_panel_columns(Index p) {
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
     if (end == env || *end != '\0' || v <= 0) {
-      throw std::invalid_argument(std::string("RIF_WOODBURY_COLUMNS must be a positive integer, got '") +
-                                  env + "'");
+      throw std::invalid_argument(
+          std::string("RIF_WOODBURY_COLUMNS must be a positive integer, got '") + env + "'");
     }
     return static_cast<Index>(v);
   }
@@ -60,7 +60,8 @@ WoodburyBatch::WoodburyBatch(const Attribution& attribution, const SetList& sets
   std::vector<std::int64_t> idx(static_cast<size_t>(K));
   for (Index q = 0; q < m; ++q) {
     const Index j = members[static_cast<size_t>(q)];
-    std::copy(sets.begin(j), sets.begin(j) + sets.size(j), idx.begin() + offset_[static_cast<size_t>(q)]);
+    std::copy(sets.begin(j), sets.begin(j) + sets.size(j),
+              idx.begin() + offset_[static_cast<size_t>(q)]);
   }
   const Vector& a = A_.curvature();
   Vector grams;

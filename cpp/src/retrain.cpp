@@ -209,7 +209,8 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   if (!large.empty()) (void)A.factor();  // the host copy of the factor, before any threads
   for_each_item(static_cast<Index>(large.size()), threads, [&](Index c, int) {
     const Index j = large[static_cast<size_t>(c)];
-    solvers[static_cast<size_t>(j)] = std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j));
+    solvers[static_cast<size_t>(j)] =
+        std::make_unique<DowndatedSolver>(A, sets.begin(j), sets.size(j));
   });
   const auto singular_at_start = [&](Index j) {
     const Index q = position[static_cast<size_t>(j)];
@@ -338,7 +339,9 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     }
     if (!batched.empty()) {
       Matrix steps(p, static_cast<Index>(batched.size()));
-      for (size_t c = 0; c < batched.size(); ++c) steps.col(static_cast<Index>(c)) = G.col(batched[c]);
+      for (size_t c = 0; c < batched.size(); ++c) {
+        steps.col(static_cast<Index>(c)) = G.col(batched[c]);
+      }
       batch->solve(steps, which, threads);
       parallel_chunks(static_cast<Index>(batched.size()), 1, threads, [&](int, Index c, Index) {
         const Index j = batched[static_cast<size_t>(c)];
