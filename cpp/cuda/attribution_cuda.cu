@@ -93,6 +93,40 @@ class DeviceScope {
   int previous_ = -1;
 };
 
+/// What each entry point on a state holds while it runs: the device lock, a cleared error slot
+/// (a stale error would otherwise be reported by its first call) and the state's device current.
+class DeviceEntry {
+ public:
+  explicit DeviceEntry(int device) : lock_(device_mutex()), scope_(cleared(device)) {}
+
+ private:
+  static int cleared(int device) {
+    cudaGetLastError();
+    return device;
+  }
+  std::lock_guard<std::recursive_mutex> lock_;  // taken before the device is made current
+  DeviceScope scope_;
+};
+
+/// Deletes an object that owns device memory (it names its `device`), under the device lock
+/// with that device current; with no usable device left, deletes it anyway (freeing what can be
+/// freed).
+template <class T>
+void delete_on_device(T* object) {
+  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
+  try {
+    const DeviceScope scope(object->device);
+    delete object;
+  } catch (const std::exception&) {
+    delete object;
+  }
+}
+
+int as_int(Index v) {
+  if (v > std::numeric_limits<int>::max()) throw std::runtime_error("dimension too large for cuBLAS");
+  return static_cast<int>(v);
+}
+
 /// cuBLAS / cuSOLVER handles and two streams for one device, created on first use and kept for
 /// the life of the process (creating them costs milliseconds; never destroying them avoids
 /// teardown-order trouble with the static CUDA runtime at exit). Call under device_mutex().
@@ -510,6 +544,16 @@ class State {
     check(cudaGetLastError(), "gather_columns");
   }
 
+  /// cols (p x m, device memory) <- H^{-1} cols with the factor kept here (potrs), on the
+  /// compute stream.
+  void solve_in_place(double* cols, Index m) {
+    if (!info_) info_ = std::make_unique<DeviceBuffer>(sizeof(int));
+    check(cusolverDnDpotrs(hd.solver, CUBLAS_FILL_MODE_LOWER, as_int(p), as_int(m),
+                           factor->as<double>(), as_int(p), cols, as_int(p), info_->as<int>()),
+          "potrs");
+  }
+  std::unique_ptr<DeviceBuffer> info_;  ///< potrs's status word (argument errors only)
+
   /// out (p x count, column-major) from raw device rows, columns scaled by sqrt(a) if given.
   void load(const char* raw, const double* a, double* out, Index count) {
     if (f32) {
@@ -524,21 +568,10 @@ class State {
 };
 
 void StateDeleter::operator()(State* state) const {
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  try {
-    const DeviceScope scope(state->device);
-    delete state;  // frees X's resident copy, if any
-  } catch (const std::exception&) {
-    delete state;  // no usable device left: free what can be freed
-  }
+  delete_on_device(state);  // frees X's resident copy, if any
 }
 
 namespace {
-
-int as_int(Index v) {
-  if (v > std::numeric_limits<int>::max()) throw std::runtime_error("dimension too large for cuBLAS");
-  return static_cast<int>(v);
-}
 
 DeviceBuffer upload(const Vector& v, cudaStream_t stream) {
   DeviceBuffer buf(sizeof(double) * v.size());
@@ -552,21 +585,32 @@ DeviceBuffer upload(const Vector& v, cudaStream_t stream) {
 
 /// Segment indices grouped by width (widths of 0 left out), for cuBLAS batched calls: one call
 /// per distinct width instead of one per segment.
-std::map<Index, std::vector<size_t>> by_width(const std::vector<Index>& width) {
-  std::map<Index, std::vector<size_t>> groups;
+using WidthGroups = std::map<Index, std::vector<size_t>>;
+WidthGroups by_width(const std::vector<Index>& width) {
+  WidthGroups groups;
   for (size_t i = 0; i < width.size(); ++i) {
     if (width[i] > 0) groups[width[i]].push_back(i);
   }
   return groups;
 }
 
-/// The pointer arrays of batched calls in device memory, uploaded at once on `stream` (from
-/// pageable memory: the copy is staged before cudaMemcpyAsync returns). Array a of `arrays`
-/// (each `items` long, grouped as the calls take them) starts at slice(a).
+/// The pointer arrays of batched calls over `groups`, in device memory: array a holds
+/// pointer_of[a](i) for every segment i, in group order (the order the calls take them), and
+/// starts at slice(a). Uploaded at once on `stream` (from pageable memory, which is staged
+/// before cudaMemcpyAsync returns).
 class DevicePointers {
  public:
-  DevicePointers(const std::vector<const void*>& host, size_t items, cudaStream_t stream)
-      : items_(items), buf_(sizeof(void*) * host.size()) {
+  template <class... F>
+  DevicePointers(const WidthGroups& groups, cudaStream_t stream, F&&... pointer_of)
+      : items_(count(groups)), buf_(sizeof(void*) * items_ * sizeof...(F)) {
+    std::vector<const void*> host;
+    host.reserve(items_ * sizeof...(F));
+    const auto append = [&](auto&& of) {
+      for (const auto& group : groups) {
+        for (size_t i : group.second) host.push_back(of(i));
+      }
+    };
+    (append(pointer_of), ...);
     if (!host.empty()) {
       check(cudaMemcpyAsync(buf_.ptr, host.data(), sizeof(void*) * host.size(),
                             cudaMemcpyHostToDevice, stream),
@@ -579,6 +623,11 @@ class DevicePointers {
   }
 
  private:
+  static size_t count(const WidthGroups& groups) {
+    size_t n = 0;
+    for (const auto& group : groups) n += group.second.size();
+    return n;
+  }
   size_t items_;
   DeviceBuffer buf_;
 };
@@ -840,19 +889,13 @@ void project(State& S, const Design& host, const Matrix& V, Eigen::Ref<RowMatrix
     throw std::invalid_argument("project: shapes do not match");
   }
   if (m == 0 || n == 0) return;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer U_d(sizeof(double) * p * m), out_d(sizeof(double) * n * m);
-  DeviceBuffer work_d(sizeof(double) * p * S.rows), info_d(sizeof(int));
+  DeviceBuffer work_d(sizeof(double) * p * S.rows);
   check(cudaMemcpyAsync(U_d.ptr, V.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice, cs),
         "upload V");
-  // U = H^{-1} V with the factor kept on the device
-  check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, as_int(p), as_int(m),
-                         S.factor->as<double>(), as_int(p), U_d.as<double>(), as_int(p),
-                         info_d.as<int>()),
-        "potrs");
+  S.solve_in_place(U_d.as<double>(), m);  // U = H^{-1} V with the factor kept on the device
   check(cudaStreamSynchronize(cs), "H^{-1} V");
   const char* host_rows = S.host_rows(host);
   const double one = 1.0, zero = 0.0;
@@ -877,18 +920,13 @@ void solve(State& S, Eigen::Ref<Matrix> V) {
   const Index p = S.p, m = V.cols();
   if (!S.factor || V.rows() != p) throw std::invalid_argument("solve: shapes do not match");
   if (m == 0) return;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   Matrix host = V;  // contiguous, leading dimension p
-  DeviceBuffer V_d(sizeof(double) * p * m), info_d(sizeof(int));
+  DeviceBuffer V_d(sizeof(double) * p * m);
   check(cudaMemcpyAsync(V_d.ptr, host.data(), sizeof(double) * p * m, cudaMemcpyHostToDevice, cs),
         "upload V");
-  check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, as_int(p), as_int(m),
-                         S.factor->as<double>(), as_int(p), V_d.as<double>(), as_int(p),
-                         info_d.as<int>()),
-        "potrs");
+  S.solve_in_place(V_d.as<double>(), m);
   check(cudaMemcpyAsync(host.data(), V_d.ptr, sizeof(double) * p * m, cudaMemcpyDeviceToHost, cs),
         "copy H^{-1} V");
   check(cudaStreamSynchronize(cs), "H^{-1} V");
@@ -898,9 +936,7 @@ void solve(State& S, Eigen::Ref<Matrix> V) {
 void fetch_factor(State& S, Matrix& H, Matrix& L) {
   const Index p = S.p;
   if (!S.hessian || !S.factor) throw std::logic_error("fetch_factor: H was fetched already");
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   H.resize(p, p);
   L.resize(p, p);
   check(cudaMemcpyAsync(H.data(), S.hessian->ptr, sizeof(double) * p * p, cudaMemcpyDeviceToHost,
@@ -920,9 +956,7 @@ void gradients(State& S, const Design& host, const Matrix& Theta, Matrix& G) {
   if (Theta.rows() != p) throw std::invalid_argument("gradients: theta has the wrong length");
   G.setZero(p, m);
   if (m == 0) return;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   DeviceBuffer T_d(sizeof(double) * p * m), G_d(sizeof(double) * p * m);
   // Z (sub x m) for sub-blocks of rows: about 32 Mi doubles at most, however many sets
@@ -969,9 +1003,7 @@ void gather(State& S, const std::int64_t* idx, Index k, const double* coef,
   if (!S.device_rows) throw std::logic_error("gather: X is not in device memory");
   if (out.rows() != p || out.cols() != k) throw std::invalid_argument("gather: shapes differ");
   if (k == 0) return;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   // in chunks of at most one row block: bounded device memory for sets as large as n
   const Index chunk = std::min(k, S.rows);
@@ -998,9 +1030,7 @@ void accumulate(State& S, const std::int64_t* idx, Index k, const double* coef,
   if (!S.device_rows) throw std::logic_error("accumulate: X is not in device memory");
   if (out.size() != p) throw std::invalid_argument("accumulate: shapes differ");
   if (k == 0) return;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   Index chunk = std::min<Index>(k, Index{1} << 20);
   chunk = std::min(chunk, env_rows("RIF_CUDA_ACCUMULATE_ROWS", chunk));
@@ -1049,23 +1079,17 @@ bool influence_rows(State& S, const std::int64_t* idx, Index k, const Vector& co
     throw std::invalid_argument("influence_rows: shapes do not match");
   }
   if (k == 0) return true;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   const Index chunk = std::min(k, S.rows);
   DeviceBuffer idx_d(sizeof(long long) * chunk), coef_d(sizeof(double) * chunk);
-  DeviceBuffer work_d(sizeof(double) * p * chunk), info_d(sizeof(int));
+  DeviceBuffer work_d(sizeof(double) * p * chunk);
   RowMatrix rows(chunk, p);  // p x chunk column-major on the device = chunk x p row-major
-  const int pi = as_int(p);
   for (Index c = 0; c < k; c += chunk) {
     const Index count = std::min(chunk, k - c);
     S.gather_to(idx + c, coef.data() + c, count, idx_d.as<long long>(), coef_d.as<double>(),
                 work_d.as<double>());
-    // columns coef_j H^{-1} x_j, with H = L L^T
-    check(cusolverDnDpotrs(S.hd.solver, CUBLAS_FILL_MODE_LOWER, pi, as_int(count),
-                           S.factor->as<double>(), pi, work_d.as<double>(), pi, info_d.as<int>()),
-          "potrs");
+    S.solve_in_place(work_d.as<double>(), count);  // columns coef_j H^{-1} x_j
     check(cudaMemcpyAsync(rows.data(), work_d.ptr, sizeof(double) * p * count,
                           cudaMemcpyDeviceToHost, cs),
           "copy rows");
@@ -1083,15 +1107,7 @@ class Panel {
   std::unique_ptr<DeviceBuffer> B;  ///< p x columns, column-major
 };
 
-void PanelDeleter::operator()(Panel* panel) const {
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  try {
-    const DeviceScope scope(panel->device);
-    delete panel;
-  } catch (const std::exception&) {
-    delete panel;
-  }
-}
+void PanelDeleter::operator()(Panel* panel) const { delete_on_device(panel); }
 
 PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
                         const std::vector<Index>& offsets, Vector& grams) {
@@ -1105,9 +1121,7 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
     const Index k = offsets[q + 1] - offsets[q];
     gram_total += k * k;
   }
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   // B, the blocks and the indices must fit in half of the free memory (the rest for the
   // right-hand sides of the solves and for other work); otherwise the CPU takes the sets.
   size_t free_bytes = 0, total_bytes = 0;
@@ -1150,17 +1164,11 @@ PanelPtr woodbury_panel(State& S, const std::int64_t* idx, const Vector& scale,
     g0 += static_cast<size_t>(width[q] * width[q]);
   }
   const auto groups = by_width(width);
-  std::vector<const void*> arrays;  // [B_q | block q], each in group order
-  for (const auto& group : groups) {
-    for (size_t q : group.second) arrays.push_back(B + static_cast<size_t>(offsets[q]) * p);
-  }
-  const size_t items = arrays.size();
-  for (const auto& group : groups) {
-    for (size_t q : group.second) arrays.push_back(gram_d->as<double>() + gram_at[q]);
-  }
-  std::unique_ptr<DevicePointers> held;
+  std::unique_ptr<DevicePointers> held;  // [B_q | block q]
   try {
-    held = std::make_unique<DevicePointers>(arrays, items, cs);
+    held = std::make_unique<DevicePointers>(
+        groups, cs, [&](size_t q) { return B + static_cast<size_t>(offsets[q]) * p; },
+        [&](size_t q) { return gram_d->as<double>() + gram_at[q]; });
   } catch (const std::runtime_error&) {
     return nullptr;  // as above: out of device memory, the CPU takes the sets
   }
@@ -1198,13 +1206,11 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
     packed[c + 1] = packed[c] + count[c];
   }
   if (q == 0) return;
-  const std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  cudaGetLastError();
-  const DeviceScope scope(S.device);
+  const DeviceEntry entry(S.device);
   cudaStream_t cs = S.hd.compute;
   const Index T = packed.back();
   DeviceBuffer G_d(sizeof(double) * p * q), t_d(sizeof(double) * T);
-  const double one = 1.0, zero = 0.0;
+  const double one = 1.0;
   const int pi = as_int(p), qi = as_int(q);
   const double* L = S.factor->as<double>();
   const double* B = panel.B->as<double>();
@@ -1217,28 +1223,24 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
         "trsm L^{-1} G");
   // per column c: B_c, b_c (in g) and t_c, grouped by width for one batched call per width
   const auto groups = by_width(count);
-  std::vector<const void*> arrays;  // [B_c | g_c | t_c], each in group order
-  for (const auto& group : groups) {
-    for (size_t c : group.second) arrays.push_back(B + static_cast<size_t>(begin[c]) * p);
-  }
-  const size_t items = arrays.size();
-  for (const auto& group : groups) {
-    for (size_t c : group.second) arrays.push_back(g + c * p);
-  }
-  for (const auto& group : groups) {
-    for (size_t c : group.second) arrays.push_back(t + packed[c]);
-  }
-  const DevicePointers pointers(arrays, items, cs);
-  size_t at = 0;
-  for (const auto& [k, columns] : groups) {  // t_c = B_c^T b_c
-    check(cublasDgemvBatched(S.hd.blas, CUBLAS_OP_T, pi, as_int(k), &one,
-                             pointers.slice<const double>(0) + at, pi,
-                             pointers.slice<const double>(1) + at, 1, &zero,
-                             pointers.slice<double>(2) + at, 1,
-                             as_int(static_cast<Index>(columns.size()))),
-          "batched gemv B^T b");
-    at += columns.size();
-  }
+  const DevicePointers pointers(  // [B_c | g_c | t_c]
+      groups, cs, [&](size_t c) { return B + static_cast<size_t>(begin[c]) * p; },
+      [&](size_t c) { return g + c * p; }, [&](size_t c) { return t + packed[c]; });
+  // array y <- op(B_c) array x + beta array y, one batched call per width
+  const auto batched_gemv = [&](cublasOperation_t op, size_t x, double beta, size_t y,
+                                const char* what) {
+    size_t at = 0;
+    for (const auto& [k, columns] : groups) {
+      check(cublasDgemvBatched(S.hd.blas, op, pi, as_int(k), &one,
+                               pointers.slice<const double>(0) + at, pi,
+                               pointers.slice<const double>(x) + at, 1, &beta,
+                               pointers.slice<double>(y) + at, 1,
+                               as_int(static_cast<Index>(columns.size()))),
+            what);
+      at += columns.size();
+    }
+  };
+  batched_gemv(CUBLAS_OP_T, 1, 0.0, 2, "batched gemv B^T b");  // t_c = B_c^T b_c
   Vector host_t(T);
   if (T > 0) {
     check(cudaMemcpyAsync(host_t.data(), t, sizeof(double) * T, cudaMemcpyDeviceToHost, cs),
@@ -1252,16 +1254,7 @@ void woodbury_solve(State& S, const Panel& panel, Matrix& G, const std::vector<I
     check(cudaMemcpyAsync(t, host_t.data(), sizeof(double) * T, cudaMemcpyHostToDevice, cs),
           "upload M^{-1} B^T b");
   }
-  at = 0;
-  for (const auto& [k, columns] : groups) {  // b_c += B_c t_c
-    check(cublasDgemvBatched(S.hd.blas, CUBLAS_OP_N, pi, as_int(k), &one,
-                             pointers.slice<const double>(0) + at, pi,
-                             pointers.slice<const double>(2) + at, 1, &one,
-                             pointers.slice<double>(1) + at, 1,
-                             as_int(static_cast<Index>(columns.size()))),
-          "batched gemv B t");
-    at += columns.size();
-  }
+  batched_gemv(CUBLAS_OP_N, 2, 1.0, 1, "batched gemv B t");  // b_c += B_c t_c
   check(cublasDtrsm(S.hd.blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T,
                     CUBLAS_DIAG_NON_UNIT, pi, qi, &one, L, pi, g, pi),
         "trsm L^{-T} G");
