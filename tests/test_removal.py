@@ -255,6 +255,8 @@ def test_search_equals_argsort(rng, seed, method, sign):
     assert np.array_equal(got, np.argsort(-sign * scores, kind="stable")[:k]), seed
     assert np.array_equal(R.search(A, metric, k, method=method, sign=sign), got)
     assert got.dtype == np.int64
+    # from scores computed once (run_search's way)
+    assert np.array_equal(R.top_by_score(scores, k, sign=sign), got)
 
 
 def test_search_errors(rng):
@@ -269,3 +271,11 @@ def test_search_errors(rng):
         R.search(A, g, 3, method="ns")
     with pytest.raises(ValueError, match="sign"):
         R.search(A, g, 3, sign=2)
+    with pytest.raises(ValueError, match=r"k must lie in \[1, n\] with n = 30"):
+        R.top_by_score(np.zeros(30), 31)
+    with pytest.raises(ValueError, match="one score per sample"):
+        R.top_by_score(np.zeros((30, 2)), 3)
+    with pytest.raises(ValueError, match="sign"):
+        R.top_by_score(np.zeros(30), 3, sign=0)
+    # NaN scores rank last
+    assert np.array_equal(R.top_by_score(np.array([np.nan, 1.0, 2.0]), 3), [2, 1, 0])

@@ -381,7 +381,7 @@ def run_search(
     (m,) = [q for q in _paper_metrics(X, y, X_test, y_test, cfg, rng, A) if q.name == metric]
     grad = m.gradient(theta)
     scores = {meth: A.scores(grad, method=meth) for meth in ("if", "rif")}
-    chosen = {(meth, k): _removal.search(A, grad, k, method=meth, sign=sign)
+    chosen = {(meth, k): _removal.top_by_score(scores[meth], k, sign=sign)
               for meth in ("if", "rif") for k in ks}
     keys = list(chosen)
     sets = [chosen[key] for key in keys]

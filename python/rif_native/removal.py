@@ -38,6 +38,7 @@ __all__ = [
     "removal_sizes",
     "search",
     "test_subset",
+    "top_by_score",
     "top_influence_sets",
 ]
 
@@ -435,6 +436,22 @@ def search(attribution: Any, direction: Any, k: int, method: str = "rif",
     direction = np.asarray(direction)
     if direction.ndim != 1:
         raise ValueError(f"direction must be one gradient of shape (p,), got {direction.shape}")
-    s = np.asarray(attribution.scores(direction, method=method), dtype=np.float64)
+    return top_by_score(attribution.scores(direction, method=method), k, sign)
+
+
+def top_by_score(scores: ArrayLike, k: int, sign: int = +1) -> np.ndarray:
+    """The k samples with the largest ``sign * score``: what :func:`search` returns, from scores
+    computed already (one ``attribution.scores`` call can then serve several k).
+
+    Returns (k,) int64 indices ordered by decreasing ``sign * score`` (ties: lower index first;
+    NaN scores rank last).
+    """
+    sign = _sign(sign)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be one score per sample, shape (n,), got {s.shape}")
+    k = _count(k, "k")
+    if not 1 <= k <= s.size:
+        raise ValueError(f"k must lie in [1, n] with n = {s.size} samples, got {k}")
     key = np.where(np.isnan(s), -np.inf, sign * s)
     return _top(key, k)
