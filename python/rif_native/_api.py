@@ -190,6 +190,13 @@ def _check_shape(n: int, d: int, fit_intercept: bool) -> None:
         raise ValueError(f"X has no features (d = 0), got shape ({n}, {d})")
 
 
+def _separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
+    """Whether logistic linear predictors z put every `live` sample on its label's side (z > 0
+    exactly where y = 1): the data are then linearly separable, and with l2 = 0 no finite
+    minimiser exists."""
+    return bool(np.all((z[live] > 0) == (y[live] == 1)))
+
+
 def _check_stopping(tol: float, max_iter: int) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
@@ -538,7 +545,7 @@ class Attribution:
         for j in range(len(thetas)):
             live = np.ones(self.n, dtype=bool) if w is None else w > 0
             live[indices[offsets[j]:offsets[j + 1]]] = False
-            if live.any() and np.all((Z[live, j] > 0) == (y[live] == 1)):
+            if live.any() and _separated(Z[:, j], y, live):
                 separable.append(j)
         if separable:
             warnings.warn(
@@ -661,8 +668,7 @@ def fit(
                        loss=float(out["loss"]))
     if result.converged and family == "logistic" and float(l2) == 0.0:
         z = Xa @ result.theta[:d] + (result.theta[d] if fit_intercept else 0.0)
-        live = slice(None) if wa is None else wa > 0
-        if np.all((z[live] > 0) == (ya[live] == 1)):
+        if _separated(z, ya, slice(None) if wa is None else wa > 0):
             warnings.warn(
                 "the data are linearly separable: with l2 = 0 the logistic loss has no finite "
                 "minimiser, and the returned theta only met the gradient tolerance on its way to "
