@@ -175,6 +175,18 @@ void Attribution::attach_host(const Design& X) {
   problem_.X = X;
 }
 
+namespace {
+
+/// by_sample[idx[j]] for j < k: per-sample values in the order of the samples asked for, as the
+/// device functions take them.
+Vector at_positions(const std::int64_t* idx, Index k, const double* by_sample) {
+  Vector out(k);
+  for (Index j = 0; j < k; ++j) out[j] = by_sample[idx[j]];
+  return out;
+}
+
+}  // namespace
+
 void Attribution::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
                          const double* scale) const {
   if (problem_.X.has_data() || !rows_on_device()) {
@@ -182,11 +194,7 @@ void Attribution::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> ou
     problem_.X.gather(idx, k, out, scale);
     return;
   }
-  Vector coef;
-  if (scale) {
-    coef.resize(k);
-    for (Index j = 0; j < k; ++j) coef[j] = scale[idx[j]];
-  }
+  const Vector coef = scale ? at_positions(idx, k, scale) : Vector();
   cuda::gather(*gpu_, idx, k, scale ? coef.data() : nullptr, out);
 }
 
@@ -197,9 +205,16 @@ void Attribution::accumulate(const std::int64_t* idx, Index k, const double* coe
     problem_.X.accumulate(idx, k, coef, out);
     return;
   }
-  Vector c(k);
-  for (Index j = 0; j < k; ++j) c[j] = coef[idx[j]];
-  cuda::accumulate(*gpu_, idx, k, c.data(), out);
+  cuda::accumulate(*gpu_, idx, k, at_positions(idx, k, coef).data(), out);
+}
+
+cuda::PanelPtr Attribution::device_panel(const std::int64_t* idx, const double* scale,
+                                         const std::vector<Index>& offsets, Vector& grams) const {
+  if (!rows_on_device()) return nullptr;
+  cuda::PanelPtr panel =
+      cuda::woodbury_panel(*gpu_, idx, at_positions(idx, offsets.back(), scale), offsets, grams);
+  if (panel) device_panels_.fetch_add(1, std::memory_order_relaxed);
+  return panel;
 }
 
 void Attribution::require_host(const char* what) const {

@@ -63,15 +63,10 @@ WoodburyBatch::WoodburyBatch(const Attribution& attribution, const SetList& sets
     std::copy(sets.begin(j), sets.begin(j) + sets.size(j),
               idx.begin() + offset_[static_cast<size_t>(q)]);
   }
-  const Vector& a = A_.curvature();
+  const Vector root = A_.curvature().cwiseSqrt();  // U's columns: sqrt(a_i) x_i
   Vector grams;
-  if (A_.rows_on_device()) {
-    Vector scale(K);
-    for (Index e = 0; e < K; ++e) scale[e] = std::sqrt(a[idx[static_cast<size_t>(e)]]);
-    device_ = A_.device_panel(idx.data(), scale, offset_, grams);
-  }
+  device_ = A_.device_panel(idx.data(), root.data(), offset_, grams);
   if (!device_) {
-    const Vector root = a.cwiseSqrt();
     B_.resize(p, K);
     parallel_chunks(m, 1, threads, [&](int, Index q, Index) {
       const Index begin = offset_[static_cast<size_t>(q)];

@@ -78,15 +78,11 @@ class Attribution {
   void accumulate(const std::int64_t* idx, Index k, const double* coef,
                   Eigen::Ref<Vector> out) const;
 
-  /// cuda::woodbury_panel on this attribution's device state; null without one, when X is not
-  /// in device memory, or when the panel does not fit there.
-  cuda::PanelPtr device_panel(const std::int64_t* idx, const Vector& scale,
-                              const std::vector<Index>& offsets, Vector& grams) const {
-    if (!rows_on_device()) return nullptr;
-    cuda::PanelPtr panel = cuda::woodbury_panel(*gpu_, idx, scale, offsets, grams);
-    if (panel) device_panels_.fetch_add(1, std::memory_order_relaxed);
-    return panel;
-  }
+  /// cuda::woodbury_panel on this attribution's device state for samples idx[0..offsets.back()),
+  /// column j scaled by scale[idx[j]] (indexed by sample, as for gather()); null without a
+  /// device state, when X is not in device memory, or when the panel does not fit there.
+  cuda::PanelPtr device_panel(const std::int64_t* idx, const double* scale,
+                              const std::vector<Index>& offsets, Vector& grams) const;
   /// How many Woodbury panels device_panel() has built on the GPU (for tests and diagnostics).
   long device_panels() const { return device_panels_.load(std::memory_order_relaxed); }
   /// cuda::woodbury_solve on this attribution's device state (a panel from device_panel()).
