@@ -5,12 +5,9 @@ import numpy as np
 import pytest
 
 import rif_native as rn
+from conftest import rel_err as rel  # ||got - ref|| / ||ref||, shapes checked
 
 needs_gpu = pytest.mark.skipif(not rn.cuda_available(), reason="no usable CUDA device")
-
-
-def rel(a, b):
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
 def test_backend_choice_without_a_gpu(monkeypatch):
