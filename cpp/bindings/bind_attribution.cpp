@@ -33,10 +33,11 @@ rif::cuda::DeviceMatrix device_matrix(const py::tuple& t) {
   return m;
 }
 
-rif::Problem make_problem(const rif::Design& X, const F64Array& y, const py::object& weights,
-                          double l2, const std::string& family) {
-  rif::Problem problem{X, rif::parse_family(family), to_vector(y, "y"), rif::Vector(), l2};
-  if (!weights.is_none()) problem.w = to_vector(weights.cast<F64Array>(), "sample_weight");
+rif::Problem make_problem(const rif::Design& X, const py::object& y, const py::object& weights,
+                          const py::object& l2, const py::object& family) {
+  rif::Problem problem{X, rif::parse_family(text_arg(family, "family")),
+                       to_vector(f64_arg(y, "y"), "y"), rif::Vector(), real_arg(l2, "l2")};
+  if (!weights.is_none()) problem.w = to_vector(f64_arg(weights, "sample_weight"), "sample_weight");
   return problem;
 }
 
@@ -47,11 +48,13 @@ py::array_t<double> copy_vector(const rif::Vector& v) {
 }
 
 /// Directions arrive as an (m, p) C-contiguous array: the memory of a column-major p x m matrix.
-rif::Matrix directions(const F64Array& V) {
+rif::Matrix directions(const py::object& arg) {
+  const F64Array V = f64_arg(arg, "V");
   if (V.ndim() != 2) throw std::invalid_argument("directions must be a 2-D (m, p) array");
   return Eigen::Map<const rif::Matrix>(V.data(), V.shape(1), V.shape(0));
 }
 
+/// Sets as compressed lists, viewing the two arrays (which the caller keeps alive).
 rif::SetList set_list(const I64Array& indices, const I64Array& offsets) {
   if (offsets.ndim() != 1 || offsets.shape(0) < 1 || indices.ndim() != 1) {
     throw std::invalid_argument("sets: indices and offsets must be 1-D, offsets non-empty");
@@ -76,23 +79,33 @@ Eigen::Map<rif::RowMatrix> as_map(py::array_t<double>& a) {
 
 void bind_attribution(py::module_& m) {
   py::class_<PyAttribution>(m, "Attribution", "Kernel object: factor once, answer many questions.")
-      .def(py::init([](const py::object& X, const F64Array& y, const F64Array& theta, double l2,
-                       const std::string& family, const py::object& sample_weight,
-                       bool fit_intercept, int num_threads, bool use_cuda,
+      .def(py::init([](const py::object& X, const py::object& y, const py::object& theta,
+                       const py::object& l2, const py::object& family,
+                       const py::object& sample_weight, const py::object& fit_intercept_arg,
+                       const py::object& num_threads_arg, const py::object& use_cuda_arg,
                        const py::object& device, const py::object& device_owner) {
              auto self = std::make_unique<PyAttribution>();
-             self->X = X;
              self->device_owner = device_owner;
+             const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
+             const int num_threads = threads_arg(num_threads_arg);
+             const bool use_cuda = flag_arg(use_cuda_arg, "use_cuda");
              rif::cuda::DeviceMatrix dev;
              const bool on_device = !device.is_none();
-             if (on_device) dev = device_matrix(device.cast<py::tuple>());
+             if (on_device) {
+               if (!py::isinstance<py::tuple>(device)) {
+                 throw py::type_error("device must be a (pointer, rows, cols, f32) tuple");
+               }
+               dev = device_matrix(device.cast<py::tuple>());
+             } else {
+               self->X = design_arg(X);  // the array the kernel reads, owned here
+             }
              // For device X a shape-only view: the CPU-side queries need attach_host() first.
              const rif::Design design =
                  on_device ? rif::Design(static_cast<const double*>(nullptr), dev.rows, dev.cols,
                                          fit_intercept)
-                           : to_design(X.cast<py::array>(), fit_intercept);
+                           : to_design(self->X, fit_intercept);
              rif::Problem problem = make_problem(design, y, sample_weight, l2, family);
-             rif::Vector t = to_vector(theta, "theta");
+             rif::Vector t = to_vector(f64_arg(theta, "theta"), "theta");
              // Safe without the GIL: the kernel reads only X's buffer (kept alive by self) and
              // its own copies of y, w and theta.
              py::gil_scoped_release release;
@@ -112,9 +125,10 @@ void bind_attribution(py::module_& m) {
       .def_property_readonly("device_panels",
                              [](const PyAttribution& s) { return s.core->device_panels(); })
       .def("attach_host",
-           [](PyAttribution& s, const py::array& X) {
-             s.core->attach_host(to_design(X, s.core->problem().X.intercept()));
-             s.X = X;
+           [](PyAttribution& s, const py::object& X) {
+             py::array owned = design_arg(X);
+             s.core->attach_host(to_design(owned, s.core->problem().X.intercept()));
+             s.X = owned;
            },
            py::arg("X"), "Give a host copy of device X to the queries that run on the CPU.")
       .def_property_readonly("leverage",
@@ -148,7 +162,7 @@ void bind_attribution(py::module_& m) {
              return out;
            })
       .def("solve",
-           [](const PyAttribution& s, const F64Array& V) {
+           [](const PyAttribution& s, const py::object& V) {
              rif::Matrix U = directions(V);
              {
                py::gil_scoped_release release;
@@ -160,7 +174,11 @@ void bind_attribution(py::module_& m) {
            },
            py::arg("V"), "H^{-1} V for V given as (m, p); returns (m, p).")
       .def("influence_rows",
-           [](const PyAttribution& s, const I64Array& indices, bool rescaled, int num_threads) {
+           [](const PyAttribution& s, const py::object& indices_arg,
+              const py::object& rescaled_arg, const py::object& threads) {
+             const I64Array indices = i64_arg(indices_arg, "indices");
+             const bool rescaled = flag_arg(rescaled_arg, "rescaled");
+             const int num_threads = threads_arg(threads);
              if (indices.ndim() != 1) throw std::invalid_argument("indices must be 1-D");
              const rif::Index k = indices.shape(0);
              auto out = row_matrix(k, s.core->params());
@@ -171,8 +189,11 @@ void bind_attribution(py::module_& m) {
            },
            py::arg("indices"), py::arg("rescaled"), py::arg("num_threads"))
       .def("scores",
-           [](const PyAttribution& s, const F64Array& V, bool rescaled, int num_threads) {
+           [](const PyAttribution& s, const py::object& V, const py::object& rescaled_arg,
+              const py::object& threads) {
              const rif::Matrix D = directions(V);
+             const bool rescaled = flag_arg(rescaled_arg, "rescaled");
+             const int num_threads = threads_arg(threads);
              auto out = row_matrix(s.core->problem().X.rows(), D.cols());
              auto map = as_map(out);
              py::gil_scoped_release release;  // reads X (kept alive) and writes only `out`
@@ -181,8 +202,13 @@ void bind_attribution(py::module_& m) {
            },
            py::arg("V"), py::arg("rescaled"), py::arg("num_threads"))
       .def("group_sums",
-           [](const PyAttribution& s, const I64Array& indices, const I64Array& offsets,
-              bool rescaled, int num_threads) {
+           [](const PyAttribution& s, const py::object& indices_arg,
+              const py::object& offsets_arg, const py::object& rescaled_arg,
+              const py::object& threads) {
+             const I64Array indices = i64_arg(indices_arg, "indices");
+             const I64Array offsets = i64_arg(offsets_arg, "offsets");
+             const bool rescaled = flag_arg(rescaled_arg, "rescaled");
+             const int num_threads = threads_arg(threads);
              const rif::SetList sets = set_list(indices, offsets);
              auto out = row_matrix(sets.count, s.core->params());
              auto map = as_map(out);
@@ -192,8 +218,11 @@ void bind_attribution(py::module_& m) {
            },
            py::arg("indices"), py::arg("offsets"), py::arg("rescaled"), py::arg("num_threads"))
       .def("newton_step",
-           [](const PyAttribution& s, const I64Array& indices, const I64Array& offsets,
-              int num_threads) {
+           [](const PyAttribution& s, const py::object& indices_arg,
+              const py::object& offsets_arg, const py::object& threads) {
+             const I64Array indices = i64_arg(indices_arg, "indices");
+             const I64Array offsets = i64_arg(offsets_arg, "offsets");
+             const int num_threads = threads_arg(threads);
              const rif::SetList sets = set_list(indices, offsets);
              auto out = row_matrix(sets.count, s.core->params());
              auto map = as_map(out);
@@ -206,8 +235,15 @@ void bind_attribution(py::module_& m) {
            },
            py::arg("indices"), py::arg("offsets"), py::arg("num_threads"))
       .def("retrain",
-           [](const PyAttribution& s, const I64Array& indices, const I64Array& offsets, double tol,
-              int max_iter, int num_threads) {
+           [](const PyAttribution& s, const py::object& indices_arg,
+              const py::object& offsets_arg, const py::object& tol_arg,
+              const py::object& max_iter_arg, const py::object& threads) {
+             const I64Array indices = i64_arg(indices_arg, "indices");
+             const I64Array offsets = i64_arg(offsets_arg, "offsets");
+             const double tol = real_arg(tol_arg, "tol");
+             const int max_iter = int_arg(max_iter_arg, "max_iter");
+             const int num_threads = threads_arg(threads);
+             check_stopping(tol, max_iter);
              const rif::SetList sets = set_list(indices, offsets);
              rif::RetrainResult r;
              {
@@ -223,18 +259,26 @@ void bind_attribution(py::module_& m) {
              d["n_iter"] = r.iterations;
              d["converged"] = std::vector<bool>(r.converged.begin(), r.converged.end());
              d["refreshed"] = std::vector<bool>(r.refreshed.begin(), r.refreshed.end());
+             d["singular"] = std::vector<bool>(r.singular.begin(), r.singular.end());
              return d;
            },
            py::arg("indices"), py::arg("offsets"), py::arg("tol"), py::arg("max_iter"),
            py::arg("num_threads"));
 
   m.def("fit",
-        [](py::array X, const F64Array& y, const F64Array& theta0, double l2,
-           const std::string& family, const py::object& sample_weight, bool fit_intercept,
-           double tol, int max_iter, int num_threads) {
+        [](const py::object& X_arg, const py::object& y, const py::object& theta0,
+           const py::object& l2, const py::object& family, const py::object& sample_weight,
+           const py::object& fit_intercept_arg, const py::object& tol_arg,
+           const py::object& max_iter_arg, const py::object& threads) {
+          const py::array X = design_arg(X_arg);  // owned here while the kernel reads it
+          const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
+          const double tol = real_arg(tol_arg, "tol");
+          const int max_iter = int_arg(max_iter_arg, "max_iter");
+          const int num_threads = threads_arg(threads);
+          check_stopping(tol, max_iter);
           rif::Problem problem =
               make_problem(to_design(X, fit_intercept), y, sample_weight, l2, family);
-          rif::Vector t = to_vector(theta0, "theta0");
+          rif::Vector t = to_vector(f64_arg(theta0, "theta0"), "theta0");
           rif::FitOptions options{tol, max_iter, num_threads};
           rif::FitResult result;
           {
@@ -247,6 +291,7 @@ void bind_attribution(py::module_& m) {
           d["loss"] = result.loss;
           d["n_iter"] = result.iterations;
           d["converged"] = result.converged;
+          d["stalled"] = result.stalled;
           return d;
         },
         py::arg("X"), py::arg("y"), py::arg("theta0"), py::arg("l2"), py::arg("family"),

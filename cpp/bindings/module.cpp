@@ -2,44 +2,64 @@
 
 #include "rif/build_info.hpp"
 #include "rif/cuda_backend.hpp"
+#include "rif/interrupt.hpp"
 
+#include <pythread.h>
+
+#include <atomic>
 #include <sstream>
 
 namespace rif_py {
 
-rif::Vector to_vector(const F64Array& a, const char* name) {
-  if (a.ndim() != 1) {
-    std::ostringstream msg;
-    msg << name << " must be 1-D, got " << a.ndim() << " dimensions";
-    throw std::invalid_argument(msg.str());
-  }
-  return Eigen::Map<const rif::Vector>(a.data(), a.shape(0));
+namespace {
+
+/// Python's main thread, the only one its signal handlers (Ctrl-C) run in.
+std::atomic<unsigned long> main_thread{0};
+
+/// The exception a signal handler raised while a kernel call was running on this thread: kept
+/// (as PyErr_Fetch gives it) until the call has unwound, then raised by the translator.
+struct PendingError {
+  PyObject* type = nullptr;
+  PyObject* value = nullptr;
+  PyObject* traceback = nullptr;
+};
+thread_local PendingError pending;
+
+/// The kernel's interrupt hook: on Python's main thread, takes the GIL (the kernel runs with
+/// it released; taking it again is reentrant where it was kept) and runs any pending signal
+/// handlers. When one raised (KeyboardInterrupt for Ctrl-C), keeps its exception and asks the
+/// kernel to stop.
+bool python_interrupt_hook() {
+  if (PyThread_get_thread_ident() != main_thread.load(std::memory_order_relaxed)) return false;
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() == 0) return false;
+  Py_XDECREF(pending.type);
+  Py_XDECREF(pending.value);
+  Py_XDECREF(pending.traceback);
+  PyErr_Fetch(&pending.type, &pending.value, &pending.traceback);
+  return true;
 }
 
-rif::Design to_design(const py::array& X, bool fit_intercept) {
-  if (X.ndim() != 2) {
-    std::ostringstream msg;
-    msg << "X must be 2-D (n samples x d features), got " << X.ndim() << " dimensions";
-    throw std::invalid_argument(msg.str());
+/// Raises the exception kept by the hook (KeyboardInterrupt when there is none).
+void raise_pending() {
+  if (pending.type) {
+    PyErr_Restore(pending.type, pending.value, pending.traceback);  // steals the references
+    pending = PendingError{};
+  } else {
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
   }
-  if (!(X.flags() & py::array::c_style)) {
-    throw py::type_error("X must be C-contiguous here (the Python layer converts it)");
-  }
-  const auto n = static_cast<rif::Index>(X.shape(0)), d = static_cast<rif::Index>(X.shape(1));
-  if (py::isinstance<py::array_t<double>>(X)) {
-    return rif::Design(static_cast<const double*>(X.data()), n, d, fit_intercept);
-  }
-  if (py::isinstance<py::array_t<float>>(X)) {
-    return rif::Design(static_cast<const float*>(X.data()), n, d, fit_intercept);
-  }
-  throw py::type_error("X must be float64 or float32 here (the Python layer converts it)");
 }
+
+}  // namespace
 
 }  // namespace rif_py
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rif-native compiled kernel: leverage, IF, RIF and Newton-step attribution for GLMs";
   rif::initialize();
+  rif_py::main_thread.store(
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>());
+  rif::set_interrupt_hook(&rif_py::python_interrupt_hook);
 
   // NotPositiveDefiniteError subclasses numpy.linalg.LinAlgError and carries the failing
   // column and pivot as attributes.
@@ -58,6 +78,8 @@ PYBIND11_MODULE(_core, m) {
       exc.attr("column") = e.column();
       exc.attr("pivot") = e.pivot();
       py::set_error(type, exc);
+    } catch (const rif::interrupted&) {
+      rif_py::raise_pending();
     }
   });
 

@@ -15,15 +15,42 @@ namespace py = pybind11;
 
 namespace rif_py {
 
-using F64Array = py::array_t<double, py::array::c_style>;
-using I64Array = py::array_t<std::int64_t, py::array::c_style>;
+using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I64Array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+
+// Argument converters. The bindings take every argument as a plain Python object and convert
+// it here, so that a wrong type is one line that names the argument and the type expected
+// (pybind11's own overload error would print every argument, arrays included).
+
+/// A real number (int, float or NumPy scalar; not bool, not None).
+double real_arg(const py::handle& v, const char* name);
+/// A Python or NumPy int (not bool); values beyond `int` are clamped to its range.
+int int_arg(const py::handle& v, const char* name);
+/// Threads: an int >= 0 (0 for every core), clamped to the cores there are by the kernel.
+int threads_arg(const py::handle& v);
+/// True or False (Python or NumPy bool).
+bool flag_arg(const py::handle& v, const char* name);
+/// A str.
+std::string text_arg(const py::handle& v, const char* name);
+/// An array of real numbers as a C-contiguous float64 array (a new one when v is anything
+/// else): the caller keeps the returned array alive while the kernel reads it.
+F64Array f64_arg(const py::handle& v, const char* name);
+/// The same for integer indices (int64).
+I64Array i64_arg(const py::handle& v, const char* name);
+/// X as a 2-D C-contiguous float64 or float32 array: the array itself when it already is one,
+/// otherwise a float64 copy made once. The caller must keep the returned array (not v) alive
+/// as long as a Design views it.
+py::array design_arg(const py::handle& v);
 
 /// A read-only view of a 1-D float64 array as an Eigen vector (copied: these are O(n) or O(p)).
 rif::Vector to_vector(const F64Array& a, const char* name);
 
 /// The design view of X, which must already be a C-contiguous float64 or float32 2-D array
-/// (the Python layer converts anything else once). The array must outlive the view.
+/// (design_arg() makes one). The array must outlive the view.
 rif::Design to_design(const py::array& X, bool fit_intercept);
+
+/// The stopping rule of fit and retrain: tol in [machine epsilon, inf), max_iter >= 0.
+void check_stopping(double tol, int max_iter);
 
 void bind_attribution(py::module_& m);
 

@@ -783,7 +783,7 @@ StatePtr attribute(const Design& host, const DeviceMatrix* device, Family family
   check(cudaStreamSynchronize(cs), "Cholesky");
   const Index column = info > 0 ? info - 1 : -1;
   check_factor_diagonal(diag_L, column, column >= 0 ? diag_L[column] : 0.0,
-                        pivot_floor_of_diagonal(diag_H),
+                        pivot_floors(diag_H),
                         "The Hessian H = X^T diag(a) X + l2 P at theta");
   const auto t2 = clock::now();
 

@@ -8,6 +8,7 @@
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -23,6 +24,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 }  // namespace
 
 void check_sets(const SetList& sets, Index n) {
+  std::vector<std::int64_t> sorted;
   for (Index j = 0; j < sets.count; ++j) {
     if (sets.offsets[j + 1] < sets.offsets[j]) throw std::invalid_argument("sets: bad offsets");
     for (const std::int64_t* it = sets.begin(j); it != sets.begin(j) + sets.size(j); ++it) {
@@ -31,6 +33,15 @@ void check_sets(const SetList& sets, Index n) {
         msg << "sets: set " << j << " holds index " << *it << ", outside [0, " << n << ")";
         throw std::invalid_argument(msg.str());
       }
+    }
+    // A sample removed twice from one set would be subtracted twice from H.
+    sorted.assign(sets.begin(j), sets.begin(j) + sets.size(j));
+    std::sort(sorted.begin(), sorted.end());
+    const auto twice = std::adjacent_find(sorted.begin(), sorted.end());
+    if (twice != sorted.end()) {
+      std::ostringstream msg;
+      msg << "sets: set " << j << " holds sample index " << *twice << " more than once";
+      throw std::invalid_argument(msg.str());
     }
   }
 }
@@ -113,6 +124,17 @@ void linear_predictor(const Design& X, const Vector& theta, Vector& z, int threa
   check_linear_predictor(X, z);
 }
 
+void check_gradient_finite(const Vector& g, const char* where) {
+  for (Index k = 0; k < g.size(); ++k) {
+    if (!std::isfinite(g[k])) {
+      std::ostringstream msg;
+      msg << "the gradient of F " << where << " overflows float64 (entry " << k
+          << "): rescale X, or check theta and l2";
+      throw std::invalid_argument(msg.str());
+    }
+  }
+}
+
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads) {
   Vector g;
   problem.X.multiply_transposed(r, g, threads);
@@ -151,14 +173,17 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
     };
     const auto t0 = clock::now();
     rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
+    check_hessian_finite(problem_.X, H_);
     const auto t1 = clock::now();
     L_ = H_;
-    cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads);
+    cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads,
+                      hessian_advice(problem_.X.features(), problem_.X.intercept(), problem_.l2));
     const auto t2 = clock::now();
     rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r on the same pass
     timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
   }
   add_penalty_gradient(problem_, theta_, gradient_);
+  check_gradient_finite(gradient_, "at theta");
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {
     const double gap = 1.0 - h_[i];
@@ -418,8 +443,9 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
     out.row(j) = g.transpose();
   });
   singular.clear();
+  const std::vector<char> empty = structurally_singular(*this, sets, a_);
   for (Index j = 0; j < m; ++j) {
-    if (is_singular[static_cast<size_t>(j)]) {
+    if (is_singular[static_cast<size_t>(j)] || empty[static_cast<size_t>(j)]) {
       out.row(j).setConstant(kInf);
       singular.push_back(j);
     }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "rif/interrupt.hpp"
+
 #ifdef RIF_HAVE_OPENBLAS
 extern "C" {
 // Symbols of the scipy-openblas32 build of OpenBLAS (prefix "scipy_", 32-bit integers).
@@ -18,6 +20,9 @@ void scipy_dtrsm_(const char* side, const char* uplo, const char* transa, const 
                   const int* m, const int* n, const double* alpha, const double* a,
                   const int* lda, double* b, const int* ldb, size_t, size_t, size_t, size_t);
 void scipy_dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
+void scipy_dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                  const double* alpha, const double* a, const int* lda, const double* b,
+                  const int* ldb, const double* beta, double* c, const int* ldc, size_t, size_t);
 void scipy_dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
                    int* info, size_t, size_t);
 void scipy_openblas_set_num_threads(int num_threads);
@@ -113,12 +118,54 @@ void syrk_lower(Matrix& C, const double* A, Index k, int threads) {
 #endif
 }
 
+#ifdef RIF_HAVE_OPENBLAS
+namespace {
+
+/// Right-looking blocked Cholesky of the lower triangle of the n x n matrix A (leading
+/// dimension n) in calls short enough to check for an interruption between them: a panel of
+/// kPanel columns (potrf of its diagonal block, trsm below it), then the trailing update in
+/// strips of kStrip columns (syrk on the strip's diagonal block, gemm below). Returns LAPACK's
+/// info for the whole matrix.
+int potrf_in_pieces(double* A, int n) {
+  constexpr int kPanel = 512, kStrip = 2048;
+  const double one = 1.0, minus_one = -1.0;
+  const auto at = [&](int i, int j) { return A + static_cast<size_t>(j) * n + i; };
+  for (int k = 0; k < n; k += kPanel) {
+    check_interrupt();
+    const int b = std::min(kPanel, n - k), rest = n - k - b;
+    int info = 0;
+    scipy_dpotrf_("L", &b, at(k, k), &n, &info, 1);
+    if (info > 0) return k + info;
+    if (rest == 0) break;
+    scipy_dtrsm_("R", "L", "T", "N", &rest, &b, &one, at(k, k), &n, at(k + b, k), &n, 1, 1, 1, 1);
+    for (int c = k + b; c < n; c += kStrip) {
+      check_interrupt();
+      const int w = std::min(kStrip, n - c), below = n - c - w;
+      scipy_dsyrk_("L", "N", &w, &b, &minus_one, at(c, k), &n, &one, at(c, c), &n, 1, 1);
+      if (below > 0) {
+        scipy_dgemm_("N", "T", &below, &w, &b, &minus_one, at(c + w, k), &n, at(c, k), &n, &one,
+                     at(c + w, c), &n, 1, 1);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+#endif
+
 Index potrf_lower(Matrix& A, double* pivot, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
   OpenblasThreads scope(threads);
   const int n = as_int(A.rows());
   int info = 0;
-  scipy_dpotrf_("L", &n, A.data(), &n, &info, 1);
+  // One LAPACK call up to p = 4096 (about a tenth of a second here); above, pieces that
+  // leave room to stop on Ctrl-C.
+  if (n <= 4096) {
+    scipy_dpotrf_("L", &n, A.data(), &n, &info, 1);
+  } else {
+    info = potrf_in_pieces(A.data(), n);
+  }
   if (info > 0) {
     *pivot = A(info - 1, info - 1);  // LAPACK leaves the failing pivot on the diagonal
     return info - 1;

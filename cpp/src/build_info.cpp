@@ -6,6 +6,8 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -21,14 +23,22 @@
 
 namespace rif {
 
-int resolve_threads(int requested) {
-  if (requested > 0) return requested;
+int available_cores() {
 #ifdef RIF_HAVE_OPENMP
-  return omp_get_num_procs();
+  return std::max(1, omp_get_num_procs());
 #else
   const unsigned hw = std::thread::hardware_concurrency();
   return hw ? static_cast<int>(hw) : 1;
 #endif
+}
+
+int resolve_threads(int requested) {
+  if (requested < 0) {
+    throw std::invalid_argument("num_threads must be >= 1 (or 0 / None for every core), got " +
+                                std::to_string(requested));
+  }
+  const int cores = available_cores();
+  return requested == 0 ? cores : std::min(requested, cores);
 }
 
 BuildInfo build_info() {

@@ -12,6 +12,45 @@
 
 namespace rif {
 
+std::vector<char> structurally_singular(const Attribution& A, const SetList& sets,
+                                        const Vector& support) {
+  const Problem& P = A.problem();
+  const Design& X = P.X;
+  const Index n = X.rows(), d = X.features(), m = sets.count;
+  const auto supported = [&](Index i) { return support.size() == 0 || support[i] > 0; };
+  std::vector<char> out(static_cast<size_t>(m), 0);
+  const bool features_unpenalised = P.l2 == 0 && d > 0;
+  if (!X.intercept() && !features_unpenalised) return out;
+  A.require_host("the check for parameters left without data");
+  // Per parameter (features, then the intercept): how many supported samples touch it.
+  std::vector<Index> total(static_cast<size_t>(d) + 1, 0);
+  Matrix row(X.params(), 1);
+  const auto add_row = [&](Index i, std::vector<Index>& counts, Index sign) {
+    if (features_unpenalised) {
+      const std::int64_t idx = i;
+      X.gather(&idx, 1, row);
+      for (Index k = 0; k < d; ++k) counts[static_cast<size_t>(k)] += sign * (row(k, 0) != 0);
+    }
+    counts[static_cast<size_t>(d)] += sign;
+  };
+  for (Index i = 0; i < n; ++i) {
+    if (supported(i)) add_row(i, total, 1);
+  }
+  for (Index j = 0; j < m; ++j) {
+    std::vector<Index> left = total;
+    for (Index e = 0; e < sets.size(j); ++e) {
+      const Index i = static_cast<Index>(sets.begin(j)[e]);
+      if (supported(i)) add_row(i, left, -1);
+    }
+    bool empty = X.intercept() && left[static_cast<size_t>(d)] == 0;
+    for (Index k = 0; features_unpenalised && k < d && !empty; ++k) {
+      empty = left[static_cast<size_t>(k)] == 0;
+    }
+    out[static_cast<size_t>(j)] = empty;
+  }
+  return out;
+}
+
 DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int64_t* idx, Index k) {
   const Index p = attribution.params();
   const Vector root = attribution.curvature().cwiseSqrt();

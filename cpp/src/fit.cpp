@@ -1,5 +1,6 @@
 #include "rif/fit.hpp"
 
+#include "rif/interrupt.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
 
@@ -25,36 +26,57 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
   if (options.max_iter < 0) throw std::invalid_argument("max_iter must be >= 0");
   const Index n = problem.X.rows();
 
+  FitResult result;
+  Vector theta = std::move(theta0), z, z_new, step;
+  linear_predictor(problem.X, theta, z, threads);  // names X's first NaN / inf, if any
+
   // The scale of the problem: the gradient norm at theta = 0.
   Vector r, a;
   derivatives(problem.family, Vector::Zero(n), problem.y, problem.w, r, a);
-  const double scale = gradient(problem, Vector::Zero(problem.X.params()), r, threads).norm();
+  const Vector g0 = gradient(problem, Vector::Zero(problem.X.params()), r, threads);
+  check_gradient_finite(g0, "at theta = 0");
+  const double scale = g0.stableNorm();
   const double gtol = options.tol * std::max(1.0, scale);
 
-  FitResult result;
-  Vector theta = std::move(theta0), z, z_new, step;
-  linear_predictor(problem.X, theta, z, threads);
   double F = objective(problem, theta, z);
   Matrix H;
   int iter = 0;
+  // Near the optimum, Newton steps at least halve the gradient norm until it reaches the
+  // rounding noise of the gradient; there it only wanders. Stop when, in that regime, kStall
+  // iterations in a row have not halved the best norm: the tolerance cannot be met.
+  constexpr int kStall = 3;
+  double best = INFINITY;
+  int without_progress = 0;
+  bool rounding_regime = false;
   for (;; ++iter) {
+    check_interrupt();
     derivatives(problem.family, z, problem.y, problem.w, r, a);
     const Vector g = gradient(problem, theta, r, threads);
-    result.grad_norm = g.norm();
+    check_gradient_finite(g, "during fitting");
+    result.grad_norm = g.stableNorm();
     if (result.grad_norm <= gtol) {
       result.converged = true;
       break;
     }
+    if (result.grad_norm <= 0.5 * best) {
+      without_progress = 0;
+    } else if (rounding_regime && ++without_progress >= kStall) {
+      result.stalled = true;
+      break;
+    }
+    best = std::min(best, result.grad_norm);
     if (iter >= options.max_iter) break;
     hessian(problem.X, a, problem.l2, H, threads);
+    check_hessian_finite(problem.X, H);
     std::ostringstream what;
     what << "The Hessian at Newton iteration " << iter;
-    cholesky_in_place(H, what.str(), threads);
+    cholesky_in_place(H, what.str(), threads,
+                      hessian_advice(problem.X.features(), problem.X.intercept(), problem.l2));
     step = -g;
     solve_factored(H, step, threads);
     const double slope = g.dot(step);
     // Near the optimum the decrease of F drowns in rounding: take the full step there.
-    const bool rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));
+    rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));
     bool accepted = false;
     for (double t = 1.0; t > 1e-12; t *= 0.5) {
       Vector candidate = theta + t * step;
@@ -68,7 +90,10 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
         break;
       }
     }
-    if (!accepted) break;  // no decrease possible: report the gradient norm reached
+    if (!accepted) {  // no decrease possible: report the gradient norm reached
+      result.stalled = true;
+      break;
+    }
   }
   result.theta = std::move(theta);
   result.loss = F;

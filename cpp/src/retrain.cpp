@@ -3,6 +3,7 @@
 #include "rif/blas.hpp"
 #include "rif/downdate.hpp"
 #include "rif/fit.hpp"
+#include "rif/interrupt.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
 
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -172,9 +174,13 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   const Index n = P.X.rows(), p = A.params(), m = sets.count;
   check_sets(sets, n);
   if (!(options.tol > 0)) throw std::invalid_argument("tol must be > 0");
+  if (!(options.tol >= std::numeric_limits<double>::epsilon())) {
+    throw std::invalid_argument("tol must be at least machine epsilon (2.2e-16)");
+  }
   const int threads = resolve_threads(options.threads);
 
   RetrainResult result;
+  result.singular = structurally_singular(A, sets, P.w);
   result.iterations.assign(static_cast<size_t>(m), 0);
   result.converged.assign(static_cast<size_t>(m), 0);
   result.refreshed.assign(static_cast<size_t>(m), 0);
@@ -189,7 +195,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
     Vector g = g0;
     P.X.accumulate(sets.begin(j), sets.size(j), minus_r0.data(), g);
-    result.tolerance[j] = options.tol * std::max(1.0, g.norm());
+    result.tolerance[j] = options.tol * std::max(1.0, g.stableNorm());
   });
 
   // The downdated Hessian at theta_hat for every set: small sets by Woodbury, all in one batch
@@ -231,7 +237,9 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   Vector best_norm = Vector::Constant(m, INFINITY);
   std::vector<Index> active, stalled;
   for (Index j = 0; j < m; ++j) {
-    (singular_at_start(j) ? stalled : active).push_back(j);
+    if (!result.singular[static_cast<size_t>(j)]) {
+      (singular_at_start(j) ? stalled : active).push_back(j);
+    }
   }
   constexpr int kMaxRefreshes = 3;
   // Accelerated steps are not monotone: from the kWindow-th pass after a (re)start on, the rate
@@ -254,12 +262,16 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     anderson[u].release();
     std::deque<double>().swap(recent[u]);
   };
+  for (Index j = 0; j < m; ++j) {  // a set left without data for a parameter: no refit
+    if (result.singular[static_cast<size_t>(j)]) result.grad_norm[j] = G.col(j).stableNorm();
+  }
   for (bool first = true; !active.empty(); first = false) {
+    check_interrupt();
     if (!first) set_gradients(A, sets, active, Theta, G, threads);
     std::vector<Index> next, refresh;
     for (Index j : active) {
       const size_t u = static_cast<size_t>(j);
-      const double norm = G.col(j).norm();
+      const double norm = G.col(j).stableNorm();
       std::deque<double>& norms = recent[u];
       norms.push_back(norm);
       if (norms.size() > static_cast<size_t>(kWindow) + 1) norms.pop_front();
@@ -376,6 +388,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   // search on the data without T, from their best iterate, within what is left of max_iter. A
   // set whose problem has no positive-definite Hessian stays unconverged; the others go on.
   for (Index j : stalled) {
+    check_interrupt();
     const size_t u = static_cast<size_t>(j);
     if (best_norm[j] == INFINITY) best.col(j) = Theta.col(j);
     Theta.col(j) = best.col(j);

@@ -51,6 +51,8 @@ class FitResult:
         n_iter: Newton iterations taken.
         converged: whether ``grad_norm <= tol * max(1, ||grad F(0)||)``.
         loss: F(theta), penalty included.
+        stalled: stopped early because the gradient norm could no longer decrease (it reached
+            the rounding noise of the gradient): the tolerance cannot be met in float64.
     """
 
     theta: np.ndarray
@@ -58,6 +60,7 @@ class FitResult:
     n_iter: int
     converged: bool
     loss: float
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class RetrainResult:
         n_iter: iterations taken.
         converged: grad_norm <= tolerance.
         refreshed: whether the set needed fresh Hessians (full Newton) after the cheap phase.
+        singular: whether removing the set leaves an unpenalised parameter (the intercept, or
+            any parameter when l2 = 0) without data: the refit is not unique, so it is not
+            attempted (converged False, theta = theta_hat).
     """
 
     theta: np.ndarray
@@ -81,6 +87,7 @@ class RetrainResult:
     n_iter: np.ndarray
     converged: np.ndarray
     refreshed: np.ndarray
+    singular: np.ndarray
 
 
 def cuda_available() -> bool:
@@ -197,11 +204,33 @@ def _separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
     return bool(np.all((z[live] > 0) == (y[live] == 1)))
 
 
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _real(value: Any, name: str) -> float:
+    """A real number argument as float, or a one-line TypeError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def _check_stopping(tol: float, max_iter: int) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+    tol = _real(tol, "tol")
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    if tol < _EPS:
+        raise ValueError(f"tol must be at least {_EPS:.3g} (machine precision: the gradient "
+                         f"norm is relative to its scale and cannot go lower), got {tol!r}")
+
+
+def _family(family: Any) -> str:
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a str ('logistic', 'squared' or 'poisson'), got "
+                        f"{type(family).__name__}")
+    return family
 
 
 def _threads(num_threads: Optional[int]) -> int:
@@ -269,6 +298,19 @@ def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
     return np.ascontiguousarray(indices, dtype=np.int64), offsets, single
 
 
+def _check_overflow(out: np.ndarray, what: str, expected_inf: Any = None,
+                    source: Optional[np.ndarray] = None) -> None:
+    """A non-finite entry of `out` outside the rows that may be inf (singular removals) is a
+    float64 overflow: a ValueError that says so, never a silent inf or NaN."""
+    bad = ~np.isfinite(out)
+    if expected_inf is not None:
+        bad[expected_inf] = False
+    if bad.any():
+        scale = (f" (its largest entry is {float(np.abs(source).max()):.3g})"
+                 if source is not None and source.size else "")
+        raise ValueError(f"{what} overflows float64{scale}: rescale the input, or X")
+
+
 def _name_some(items: np.ndarray) -> str:
     shown = ", ".join(str(int(i)) for i in items[:_MAX_NAMED])
     return shown + (f" and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else "")
@@ -334,7 +376,7 @@ class Attribution:
         if self._device is None:
             use_cuda = _use_cuda(backend)
             Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
-            self._core = _core.Attribution(Xa, ya, ta, float(l2), str(family), wa,
+            self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                            fit_intercept, self._threads, use_cuda)
         else:
             if _backend_choice(backend) == "cpu":
@@ -346,7 +388,7 @@ class Attribution:
             n, d = dev.rows, dev.cols
             _check_shape(n, d, fit_intercept)
             ya, ta, wa = _vectors(y, sample_weight, theta, "theta", n, d, fit_intercept)
-            self._core = _core.Attribution(None, ya, ta, float(l2), str(family), wa,
+            self._core = _core.Attribution(None, ya, ta, _real(l2, "l2"), _family(family), wa,
                                            fit_intercept, self._threads, True,
                                            dev.as_tuple(), dev.owner)
         p = d + int(fit_intercept)
@@ -421,6 +463,7 @@ class Attribution:
         """H^{-1} v for v of shape (p,) or (p, m), from the cached factor."""
         V = self._directions(v, "v")
         out = self._core.solve(V).T
+        _check_overflow(out, "H^{-1} v", source=V)
         return out[:, 0] if np.ndim(v) == 1 else out
 
     # -- per-sample estimates
@@ -449,6 +492,8 @@ class Attribution:
         rescaled = _method(method, ("if", "rif")) == "rif"
         V = self._directions(direction, "direction")
         out = self._core.scores(V, rescaled, self._threads)
+        _check_overflow(out, "the scores <direction, estimate_i>",
+                        np.isinf(self._rescale) if rescaled else None, source=V)
         if rescaled:
             self._warn_samples(self.singular_samples)
         return out[:, 0] if np.ndim(direction) == 1 else out
@@ -470,6 +515,7 @@ class Attribution:
         indices, offsets, single = _parse_sets(sets, self.n)
         if method == "ns":
             out, singular = self._core.newton_step(indices, offsets, self._threads)
+            _check_overflow(out, "the Newton steps", np.asarray(singular, dtype=np.int64))
             if singular:
                 warnings.warn(
                     f"removing set(s) {_name_some(np.asarray(singular))} makes the Hessian "
@@ -477,6 +523,7 @@ class Attribution:
                     SingularRemovalWarning, stacklevel=2)
         else:
             out = self._core.group_sums(indices, offsets, method == "rif", self._threads)
+            _check_overflow(out, "the group effects", np.isinf(out).all(axis=1))
             if method == "rif":
                 self._warn_samples(np.intersect1d(indices, self.singular_samples))
         return out[0] if single else out
@@ -511,15 +558,24 @@ class Attribution:
                                             float(tol), int(max_iter), self._threads))
         out = {k: (np.concatenate([np.asarray(p_[k]) for p_ in parts]) if parts else
                    np.empty((0, self.n_params)) if k == "theta" else np.empty(0))
-               for k in ("theta", "grad_norm", "tolerance", "n_iter", "converged", "refreshed")}
+               for k in ("theta", "grad_norm", "tolerance", "n_iter", "converged", "refreshed",
+                         "singular")}
         theta = out["theta"].reshape(-1, self.n_params)
         fields = dict(theta=theta, effect=theta - self._core.theta[None, :],
                       grad_norm=out["grad_norm"], tolerance=out["tolerance"],
                       n_iter=np.asarray(out["n_iter"], dtype=np.int64),
                       converged=np.asarray(out["converged"], dtype=bool),
-                      refreshed=np.asarray(out["refreshed"], dtype=bool))
+                      refreshed=np.asarray(out["refreshed"], dtype=bool),
+                      singular=np.asarray(out["singular"], dtype=bool))
         self._warn_separable(theta, indices, offsets)
-        bad = np.flatnonzero(~fields["converged"])
+        empty = np.flatnonzero(fields["singular"])
+        if len(empty):
+            warnings.warn(
+                f"removing set(s) {_name_some(empty)} leaves an unpenalised parameter (the "
+                "intercept, or any parameter when l2 = 0) without data: the refit is not "
+                "unique and was not attempted (converged False).",
+                ConvergenceWarning, stacklevel=2)
+        bad = np.flatnonzero(~fields["converged"] & ~fields["singular"])
         if len(bad):
             warnings.warn(
                 f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
@@ -589,6 +645,8 @@ class Attribution:
         if not self._core.rows_on_device:
             self._need_host()
         out = self._core.influence_rows(idx, rescaled, self._threads)
+        _check_overflow(out, "the influence rows", np.isinf(self._rescale[idx]) if rescaled
+                        else None)
         if rescaled:
             self._warn_samples(np.intersect1d(idx, self.singular_samples))
         return out
@@ -661,11 +719,11 @@ def fit(
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
-    out = _core.fit(Xa, ya, t0, float(l2), str(family), wa, fit_intercept, float(tol),
-                    int(max_iter), _threads(num_threads))
+    out = _core.fit(Xa, ya, t0, _real(l2, "l2"), _family(family), wa, fit_intercept,
+                    float(tol), int(max_iter), _threads(num_threads))
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
                        n_iter=int(out["n_iter"]), converged=bool(out["converged"]),
-                       loss=float(out["loss"]))
+                       loss=float(out["loss"]), stalled=bool(out["stalled"]))
     if result.converged and family == "logistic" and float(l2) == 0.0:
         z = Xa @ result.theta[:d] + (result.theta[d] if fit_intercept else 0.0)
         if _separated(z, ya, slice(None) if wa is None else wa > 0):
@@ -673,7 +731,13 @@ def fit(
                 "the data are linearly separable: with l2 = 0 the logistic loss has no finite "
                 "minimiser, and the returned theta only met the gradient tolerance on its way to "
                 "infinity. Add l2 > 0.", ConvergenceWarning, stacklevel=2)
-    if not result.converged:
+    if result.stalled and not result.converged:
+        warnings.warn(
+            f"fit stopped after {result.n_iter} iterations: the gradient norm "
+            f"{result.grad_norm:.3g} no longer decreases (float64 rounding), above the tolerance "
+            f"tol = {tol:g} times the gradient's scale; raise tol.",
+            ConvergenceWarning, stacklevel=2)
+    elif not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations with gradient norm "
             f"{result.grad_norm:.3g} above the tolerance; with l2 = 0 the data may be separable "

@@ -50,6 +50,9 @@ inline void add_penalty_gradient(const Problem& P, const Eigen::Ref<const Vector
   g.head(d) += P.l2 * theta.head(d);
 }
 
+/// Throws std::invalid_argument, naming `where`, when the gradient g is not finite.
+void check_gradient_finite(const Vector& g, const char* where);
+
 /// Gradient of F at theta: X^T r + l2 P theta.
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads);
 
@@ -111,7 +114,7 @@ class Attribution {
     host_factor();
     return L_;
   }
-  double gradient_norm() const { return gradient_.norm(); }
+  double gradient_norm() const { return gradient_.stableNorm(); }
   /// grad F(theta) = X^T r + l2 P theta at the attribution's theta.
   const Vector& gradient() const { return gradient_; }
   Index params() const { return problem_.X.params(); }

@@ -10,6 +10,14 @@
 
 namespace rif {
 
+/// Whether removing each set leaves an unpenalised parameter with no data, which makes the
+/// problem without it singular whatever the pivots say: the intercept when no sample outside
+/// the set has positive `support` (the curvature a for the Hessian at theta_hat, the weights
+/// for a refit), and, when l2 = 0, a feature that is zero on every such sample. Decided by
+/// counting, never by rounding. An empty `support` means all ones.
+std::vector<char> structurally_singular(const Attribution& attribution, const SetList& sets,
+                                        const Vector& support);
+
 /// H_{-T} factored afresh: for sets above Attribution::woodbury_limit().
 class DowndatedSolver {
  public:

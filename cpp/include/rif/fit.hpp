@@ -17,11 +17,15 @@ struct FitResult {
   double loss = 0;  ///< F(theta), penalty included
   int iterations = 0;
   bool converged = false;
+  /// Stopped before the tolerance because the gradient norm could no longer decrease (it
+  /// reached the rounding noise of the gradient, or no step lowered F).
+  bool stalled = false;
 };
 
 /// Minimises F(theta) = sum_i w_i loss(y_i, x_i theta) + l2/2 ||theta||_P^2 from theta0 by Newton
-/// steps with a backtracking (Armijo) line search. Throws not_positive_definite if a Hessian on
-/// the way is singular.
+/// steps with a backtracking (Armijo) line search, until the gradient tolerance is met, max_iter
+/// is reached, or the gradient norm stops decreasing (`stalled`). Throws not_positive_definite
+/// if a Hessian on the way is singular, std::invalid_argument when X's scale overflows.
 FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options);
 
 }  // namespace rif

@@ -5,29 +5,43 @@
 #include "rif/design.hpp"
 #include "rif/types.hpp"
 
+#include <functional>
+#include <string>
+
 namespace rif {
 
 /// H = X^T diag(a) X + l2 P (lower triangle filled; P = identity without the intercept).
 /// Threaded over row blocks, each thread its own partial sum.
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads);
 
-/// Pivots (diagonal entries of the factor, squared) at or below this are rounding noise of a
-/// singular matrix: n eps max|diag(A)| for the n x n matrix A being factored.
-double pivot_floor(const Matrix& A);
-/// The same from A's diagonal alone.
-double pivot_floor_of_diagonal(const Vector& diagonal);
+/// The floor of each Cholesky pivot (diagonal entry of the factor, squared) of a p x p matrix A
+/// with diagonal `diagonal`: floor_k = max(p eps |A_kk|, DBL_MIN / eps). A pivot at or below
+/// it is rounding noise of a singular matrix (the rounding error of pivot k is of the order of
+/// p eps A_kk, whatever the scale of the other columns), or too small to invert in float64.
+Vector pivot_floors(const Vector& diagonal);
 
-/// Checks a finished factor L of A: a failing pivot from the factorisation (column >= 0), or
-/// one at or below floor, throws not_positive_definite naming it, `what_hint` and the advice.
-void check_factor(const Matrix& L, Index column, double pivot, double floor,
-                  const std::string& what_hint);
-/// The same from the factor's diagonal alone.
-void check_factor_diagonal(const Vector& diagonal, Index column, double pivot, double floor,
-                           const std::string& what_hint);
+/// What to tell the user when the pivot of `column` fails (empty: the default advice on l2).
+using Advice = std::function<std::string(Index column)>;
+
+/// Checks a finished factor by its diagonal: a failing pivot from the factorisation (column >=
+/// 0), or the first one at or below its floor, throws not_positive_definite naming it,
+/// `what_hint` and the advice.
+void check_factor_diagonal(const Vector& diagonal, Index column, double pivot,
+                           const Vector& floors, const std::string& what_hint,
+                           const Advice& advice = nullptr);
+
+/// The advice for the Hessian of a problem with d penalised features (the intercept, when
+/// there is one, is column d): l2 cannot help the intercept.
+Advice hessian_advice(Index d, bool intercept, double l2);
+
+/// Throws std::invalid_argument when H is not finite: X's largest entry (named) squared,
+/// times the curvature, overflows float64.
+void check_hessian_finite(const Design& X, const Matrix& H);
 
 /// Lower Cholesky factor of the lower triangle of A, in place (upper triangle zeroed).
 /// Throws not_positive_definite naming the first non-positive pivot and `what_hint`.
-void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads = 1);
+void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads = 1,
+                       const Advice& advice = nullptr);
 
 /// Like cholesky_in_place, but returns false instead of throwing (A is then left undefined).
 bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pivot = nullptr);

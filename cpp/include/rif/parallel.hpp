@@ -1,9 +1,11 @@
 #pragma once
 /// Threading over row blocks: one Eigen call per thread, never Eigen's own threads.
 
+#include "rif/interrupt.hpp"
 #include "rif/types.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <mutex>
 
@@ -13,7 +15,12 @@
 
 namespace rif {
 
-/// Number of threads to use: `requested` if positive, otherwise every core.
+/// The cores this process may use (at least 1).
+int available_cores();
+
+/// Number of threads to use: `requested` if positive, otherwise every core, and never more
+/// than the cores there are (more threads than cores only contend). Throws
+/// std::invalid_argument for a negative request.
 int resolve_threads(int requested);
 
 /// Index of the calling thread inside a parallel region (0 outside one).
@@ -32,19 +39,25 @@ inline Index block_rows(Index p) {
 }
 
 /// Calls f(thread, begin, count) for consecutive chunks of [0, n) of at most `block` items, on up
-/// to `threads` threads. The first exception thrown by f is rethrown after the loop.
+/// to `threads` threads. Between chunks it checks for an interruption (check_interrupt). The
+/// first exception thrown by f is rethrown after the loop; once one is thrown, the chunks not
+/// yet started are skipped.
 template <class F>
 void parallel_chunks(Index n, Index block, int threads, F&& f) {
   const Index chunks = (n + block - 1) / block;
   std::exception_ptr error;
   std::mutex error_mutex;
+  std::atomic<bool> failed{false};
   auto run = [&](Index c) {
+    if (failed.load(std::memory_order_relaxed)) return;
     try {
+      check_interrupt();
       const Index begin = c * block;
       f(thread_index(), begin, std::min(block, n - begin));
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (!error) error = std::current_exception();
+      failed.store(true, std::memory_order_relaxed);
     }
   };
 #ifdef RIF_HAVE_OPENMP

@@ -23,6 +23,9 @@ struct RetrainResult {
   std::vector<int> iterations;    ///< iterations taken per set (both phases)
   std::vector<char> converged;    ///< whether grad_norm <= tolerance
   std::vector<char> refreshed;    ///< whether the set needed fresh Hessians (full Newton)
+  /// whether removing the set leaves an unpenalised parameter without data (no unique refit:
+  /// not attempted, not converged; see structurally_singular)
+  std::vector<char> singular;
 };
 
 RetrainResult retrain(const Attribution& attribution, const SetList& sets,
