@@ -272,3 +272,52 @@ def test_unpenalised_feature_without_data(rng):
         res = A.retrain([np.arange(10), np.arange(10, 20)])
     assert list(res.singular) == [True, False]
     assert bool(res.converged[1])
+
+
+# ------------------------------------------------------------------------------------- memory
+
+
+def test_memory_is_checked_before_it_is_asked_for(rng, monkeypatch):
+    X, y = _logistic(rng, 2000, 500)
+    with pytest.raises(MemoryError) as info:
+        rn.Attribution(X, y, np.zeros(500), l2=1.0, max_memory="2M")
+    msg = _one_line(info.value)
+    assert "needs about" in msg and "max_memory" in msg
+    with pytest.raises(MemoryError):
+        rn.fit(X, y, l2=1.0, max_memory=1e6)
+    monkeypatch.setenv("RIF_MAX_MEMORY", "3MiB")
+    with pytest.raises(MemoryError, match="RIF_MAX_MEMORY"):
+        rn.leverage(X, y, np.zeros(500), l2=1.0)
+    monkeypatch.setenv("RIF_MAX_MEMORY", "1G")
+    A = rn.Attribution(X, y, np.zeros(500), l2=1.0)
+    ref = Reference(X, y, np.zeros(500), l2=1.0)
+    assert rel_err(A.leverage, ref.h) < 1e-10
+    # sets are checked per call: 300 sets of 100 at p = 500 need a 145 MB Woodbury panel
+    A = rn.Attribution(X, y, np.zeros(500), l2=1.0, max_memory="100M")
+    sets = [rng.choice(2000, 100, replace=False) for _ in range(300)]
+    with pytest.raises(MemoryError, match="fewer or smaller sets"):
+        A.group_effect(sets, method="ns")
+    for bad in ("lots", -5, "0G"):
+        with pytest.raises(ValueError, match="max_memory"):
+            rn.Attribution(X, y, np.zeros(500), l2=1.0, max_memory=bad)
+
+
+def test_memory_error_comes_first_under_an_address_space_limit():
+    """d = 20,000 under a 4 GB ulimit -v: two 3.2 GB p x p matrices do not fit. A MemoryError
+    that says so comes at once, not after seconds of work or as std::bad_alloc."""
+    code = textwrap.dedent("""
+        import resource, time, numpy as np, rif_native as rn
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, resource.RLIM_INFINITY))
+        X = np.ones((100, 20000), dtype=np.float32); y = np.zeros(100)
+        t = time.perf_counter()
+        try:
+            rn.Attribution(X, y, np.zeros(20000), l2=1.0)
+        except MemoryError as e:
+            print("MemoryError", round(time.perf_counter() - t, 3), e)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]
+    assert last.startswith("MemoryError"), last
+    assert float(last.split()[1]) < 1.0, last
+    assert "ulimit -v" in last and "GiB" in last

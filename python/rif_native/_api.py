@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _memory
 from ._device import device_matrix, is_device_array
 
 NotPositiveDefiniteError = _core.NotPositiveDefiniteError
@@ -226,6 +226,10 @@ def _check_stopping(tol: float, max_iter: int) -> None:
                          f"norm is relative to its scale and cannot go lower), got {tol!r}")
 
 
+def _cores(threads: int) -> int:
+    return threads if threads > 0 else int(_core.build_info()["max_threads"])
+
+
 def _family(family: Any) -> str:
     if not isinstance(family, str):
         raise TypeError(f"family must be a str ('logistic', 'squared' or 'poisson'), got "
@@ -350,6 +354,10 @@ class Attribution:
             None reads the RIF_BACKEND environment variable, default "auto". With CUDA, host X
             crosses the bus once and stays in device memory while the object lives, when it
             fits (``RIF_CUDA_KEEP_X=0`` streams it again on every pass instead).
+        max_memory: the most memory (bytes, or a size such as "4G") this object's calls may
+            allocate; None reads RIF_MAX_MEMORY, else what the machine (its cgroup, ``ulimit
+            -v``) has available. A call that would need more raises MemoryError first, saying
+            how much it needs.
 
     X may also be a matrix already in GPU memory (CuPy, PyTorch, JAX, Numba: anything with
     ``__cuda_array_interface__`` or a CUDA DLPack export; C-contiguous float64 or float32): it is
@@ -369,13 +377,21 @@ class Attribution:
         fit_intercept: bool = False,
         num_threads: Optional[int] = None,
         backend: Optional[str] = None,
+        max_memory: _memory.MemorySize = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
         self._threads = _threads(num_threads)
+        self._max_memory = max_memory
+        _memory.parse_size(max_memory)
         self._device = device_matrix(X)
         if self._device is None:
             use_cuda = _use_cuda(backend)
             Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
+            if not use_cuda:
+                _memory.require(
+                    _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads)),
+                    f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
+                    "parameters", _memory.ADVICE_FACTOR, max_memory)
             self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                            fit_intercept, self._threads, use_cuda)
         else:
@@ -514,6 +530,7 @@ class Attribution:
         method = _method(method, _METHODS)
         indices, offsets, single = _parse_sets(sets, self.n)
         if method == "ns":
+            self._require_sets(offsets, retrain=False)
             out, singular = self._core.newton_step(indices, offsets, self._threads)
             _check_overflow(out, "the Newton steps", np.asarray(singular, dtype=np.int64))
             if singular:
@@ -554,6 +571,7 @@ class Attribution:
         for b in progress(range(0, max(m, 1), step), desc="retraining",
                           total=-(-m // step), enabled=show_progress and m > step):
             lo, hi = offsets[b], offsets[min(b + step, m)]
+            self._require_sets(offsets[b:min(b + step, m) + 1], retrain=True)
             parts.append(self._core.retrain(indices[lo:hi], offsets[b:min(b + step, m) + 1] - lo,
                                             float(tol), int(max_iter), self._threads))
         out = {k: (np.concatenate([np.asarray(p_[k]) for p_ in parts]) if parts else
@@ -616,6 +634,15 @@ class Attribution:
                 f"max_leverage={float(self._leverage.max()):.4g})")
 
     # -- helpers
+    def _require_sets(self, offsets: np.ndarray, retrain: bool) -> None:
+        sizes = np.diff(offsets).tolist()
+        _memory.require(
+            _memory.sets_bytes(self.n_params, sizes, max(1, self.n_params // 2), retrain,
+                               _cores(self._threads)),
+            f"{'retraining' if retrain else 'Newton steps for'} {len(sizes)} set(s) of "
+            f"{sum(sizes)} samples in all at p = {self.n_params}", _memory.ADVICE_SETS,
+            self._max_memory)
+
     def _need_host(self) -> None:
         """Queries that run on the CPU read X from host memory: for X in GPU memory, copy it
         there once, on the first such query."""
@@ -642,6 +669,9 @@ class Attribution:
     def _rows(self, indices: Optional[ArrayLike], rescaled: bool) -> np.ndarray:
         idx = (np.arange(self.n, dtype=np.int64) if indices is None
                else _one_set(indices, self.n, "indices"))
+        _memory.require(8.0 * len(idx) * self.n_params,
+                        f"{len(idx)} influence rows of p = {self.n_params} entries",
+                        _memory.ADVICE_ROWS, self._max_memory)
         if not self._core.rows_on_device:
             self._need_host()
         out = self._core.influence_rows(idx, rescaled, self._threads)
@@ -707,18 +737,25 @@ def fit(
     max_iter: int = 100,
     theta0: Optional[ArrayLike] = None,
     num_threads: Optional[int] = None,
+    max_memory: _memory.MemorySize = None,
 ) -> FitResult:
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
     Damped Newton steps with a backtracking line search, from ``theta0`` (zeros by default),
     until ``||grad F|| <= tol * max(1, ||grad F(0)||)``. Warns ConvergenceWarning when
-    ``max_iter`` is reached first (e.g. separable data with l2 = 0, where no minimiser exists).
+    ``max_iter`` is reached first (e.g. separable data with l2 = 0, where no minimiser exists),
+    or when the gradient norm stops decreasing above the tolerance (``stalled``). ``max_memory``
+    caps the memory it may use (see :class:`Attribution`).
     """
     fit_intercept = bool(fit_intercept)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
+    p = d + int(fit_intercept)
+    _memory.require(_memory.fit_bytes(n, p, _cores(_threads(num_threads))),
+                    f"fitting n = {n} samples with p = {p} parameters", _memory.ADVICE_FACTOR,
+                    max_memory)
     out = _core.fit(Xa, ya, t0, _real(l2, "l2"), _family(family), wa, fit_intercept,
                     float(tol), int(max_iter), _threads(num_threads))
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),

@@ -1,0 +1,146 @@
+"""Memory checked before it is asked for.
+
+Each call estimates what the native kernel will allocate (the Hessian and its factor, panels,
+per-set buffers, outputs) and compares it with what the process can still get: the machine's
+available memory, a cgroup limit, an address-space limit (``ulimit -v``), or a cap that the user
+sets with ``max_memory=`` or the ``RIF_MAX_MEMORY`` environment variable. Over budget is a
+``MemoryError`` that says how much is needed and what to do, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+from typing import Optional, Union
+
+MemorySize = Union[int, float, str, None]
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20,
+          "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40,
+          "tib": 2**40}
+_DOUBLE = 8
+_BLOCK_BYTES = 16 * 2**20  # one row block of a pass over X, per thread
+
+
+def parse_size(value: MemorySize, name: str = "max_memory") -> Optional[int]:
+    """Bytes from an int / float or a string such as '4G', '512MiB', '2.5e9'; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of bytes or a size such as '4G', got bool")
+    if isinstance(value, (int, float)):
+        size = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", value)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"{name} must be a size such as '4G', '512M' or a number of bytes, "
+                             f"got {value!r}")
+        size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    else:
+        raise TypeError(f"{name} must be a number of bytes or a size such as '4G', got "
+                        f"{type(value).__name__}")
+    if not size > 0 or size != size or size == float("inf"):
+        raise ValueError(f"{name} must be a positive size, got {value!r}")
+    return int(size)
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _meminfo_available() -> Optional[int]:
+    text = _read("/proc/meminfo")
+    m = re.search(r"^MemAvailable:\s+(\d+) kB", text or "", re.M)
+    return int(m.group(1)) * 1024 if m else None
+
+
+def _cgroup_available() -> Optional[int]:
+    limit, used = _read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")
+    if limit is None:  # cgroup v1
+        limit = _read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        used = _read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+    try:
+        lim = int(limit.strip())  # "max" (no limit) fails here
+        return max(0, lim - int((used or "0").strip())) if lim < 2**60 else None
+    except (AttributeError, ValueError):
+        return None
+
+
+def _address_space_available() -> Optional[int]:
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    m = re.search(r"^VmSize:\s+(\d+) kB", _read("/proc/self/status") or "", re.M)
+    used = int(m.group(1)) * 1024 if m else 0
+    return max(0, soft - used)
+
+
+def available() -> tuple[Optional[int], str]:
+    """(bytes this process can still allocate, where that figure comes from); None if unknown."""
+    found = [(v, what) for v, what in ((_meminfo_available(), "available memory"),
+                                       (_cgroup_available(), "the cgroup's memory limit"),
+                                       (_address_space_available(), "the address-space limit "
+                                                                    "(ulimit -v)"))
+             if v is not None]
+    return min(found) if found else (None, "unknown")
+
+
+def budget(max_memory: MemorySize = None) -> tuple[Optional[int], str]:
+    """The bytes a call may use: max_memory, else RIF_MAX_MEMORY, else what is available."""
+    if max_memory is not None:
+        return parse_size(max_memory), "max_memory"
+    env = os.environ.get("RIF_MAX_MEMORY")
+    if env:
+        return parse_size(env, "the RIF_MAX_MEMORY environment variable"), "RIF_MAX_MEMORY"
+    return available()
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.3g} MiB"
+
+
+def require(nbytes: float, what: str, advice: str, max_memory: MemorySize = None) -> None:
+    """Raise MemoryError when `what` needs more than the budget (see budget())."""
+    limit, source = budget(max_memory)
+    if limit is not None and nbytes > limit:
+        raise MemoryError(
+            f"{what} needs about {_gib(nbytes)} but {source} allows {_gib(limit)}: {advice} "
+            "(max_memory= or RIF_MAX_MEMORY sets the cap)")
+
+
+# ------------------------------------------------------------------------- per-call estimates
+
+
+def attribution_bytes(n: int, p: int, threads: int) -> float:
+    """H, its factor and (when n >= 3p) the inverse factor, row blocks, per-sample vectors."""
+    factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p
+    return _DOUBLE * (factors + 8 * n) + threads * _BLOCK_BYTES
+
+
+def fit_bytes(n: int, p: int, threads: int) -> float:
+    """One Hessian factored in place, row blocks, per-sample vectors."""
+    return _DOUBLE * (p * p + 8 * n) + threads * _BLOCK_BYTES
+
+
+def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads: int) -> float:
+    """Newton steps or retraining for sets of the given sizes: the Woodbury panel of the small
+    sets and their k x k systems, a fresh p x p factor per large set (retraining holds them all,
+    Newton steps one per thread), and the per-set vectors (retraining: iterates, gradients and
+    the Anderson history, about 16 per set)."""
+    small = [k for k in sizes if k <= woodbury_limit]
+    large = len(sizes) - len(small)
+    panel = p * (sum(small) + len(small)) + sum(k * k for k in small)
+    per_set = (16 if retrain else 2) * p * len(sizes)
+    factors = (large if retrain else min(large, threads)) * 2 * p * p
+    return _DOUBLE * (panel + per_set + factors)
+
+
+ADVICE_FACTOR = ("use fewer features (e.g. a PCA of the embeddings), float32 X does not help "
+                 "here: the p x p factors dominate; or a machine with more memory")
+ADVICE_SETS = "pass fewer or smaller sets per call (loop over batches)"
+ADVICE_ROWS = "ask for fewer samples at a time (indices=...)"
