@@ -3,6 +3,7 @@
 #include "rif/build_info.hpp"
 #include "rif/cuda_backend.hpp"
 #include "rif/interrupt.hpp"
+#include "rif/parallel.hpp"
 
 #include <pythread.h>
 
@@ -98,6 +99,8 @@ PYBIND11_MODULE(_core, m) {
     return d;
   }, "What this build was compiled with.");
 
+  m.def("default_threads", &rif::default_threads,
+        "Threads a call with num_threads=None uses now: the cores no other process keeps busy.");
   m.def("cuda_available", &rif::cuda::available,
         "Whether this build has the CUDA backend and a usable CUDA device is present.");
   m.def("cuda_device", &rif::cuda::device_name, "Name of CUDA device 0, or why there is none.");

@@ -8,7 +8,12 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <fstream>
 #include <string>
+
+#ifdef __linux__
+#include <dirent.h>
+#endif
 #include <thread>
 
 #ifndef RIF_VERSION
@@ -32,13 +37,53 @@ int available_cores() {
 #endif
 }
 
+namespace {
+
+/// Threads of other processes that are running or ready to run now (Linux: the system's
+/// runnable count from /proc/loadavg minus this process's own runnable threads, which include
+/// OpenMP and BLAS workers still spinning after a previous call); 0 when unknown.
+int busy_elsewhere() {
+#ifdef __linux__
+  std::ifstream loadavg("/proc/loadavg");
+  double one, five, fifteen;
+  int running = 0;
+  char slash;
+  int total = 0;
+  if (!(loadavg >> one >> five >> fifteen >> running >> slash >> total)) return 0;
+  int own = 0;
+  if (DIR* dir = opendir("/proc/self/task")) {
+    while (const dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] == '.') continue;
+      std::ifstream stat(std::string("/proc/self/task/") + entry->d_name + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto close = line.rfind(')');  // the state follows the command name
+      if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'R') ++own;
+    }
+    closedir(dir);
+  }
+  return std::max(0, running - std::max(own, 1));
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+int default_threads() {
+  const int cores = available_cores();
+  // Cores that other processes keep busy would only make our threads wait for each other
+  // (OpenMP and BLAS workers spin at barriers): use the idle ones, at least one.
+  return std::clamp(cores - busy_elsewhere(), 1, cores);
+}
+
 int resolve_threads(int requested) {
   if (requested < 0) {
     throw std::invalid_argument("num_threads must be >= 1 (or 0 / None for every core), got " +
                                 std::to_string(requested));
   }
   const int cores = available_cores();
-  return requested == 0 ? cores : std::min(requested, cores);
+  return requested == 0 ? default_threads() : std::min(requested, cores);
 }
 
 BuildInfo build_info() {
@@ -55,7 +100,7 @@ BuildInfo build_info() {
 #endif
   info.blas = blas_is_openblas() ? "OpenBLAS (scipy-openblas32)" : "Eigen";
   info.cuda = cuda::compiled();
-  info.max_threads = resolve_threads(0);
+  info.max_threads = available_cores();
   return info;
 }
 

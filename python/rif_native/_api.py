@@ -227,7 +227,9 @@ def _check_stopping(tol: float, max_iter: int) -> None:
 
 
 def _cores(threads: int) -> int:
-    return threads if threads > 0 else int(_core.build_info()["max_threads"])
+    """The threads a call will use at most (the kernel clamps requests to the cores)."""
+    cores = int(_core.build_info()["max_threads"])
+    return min(threads, cores) if threads > 0 else cores
 
 
 def _family(family: Any) -> str:

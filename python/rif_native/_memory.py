@@ -119,12 +119,12 @@ def require(nbytes: float, what: str, advice: str, max_memory: MemorySize = None
 def attribution_bytes(n: int, p: int, threads: int) -> float:
     """H, its factor and (when n >= 3p) the inverse factor, row blocks, per-sample vectors."""
     factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p
-    return _DOUBLE * (factors + 8 * n) + threads * _BLOCK_BYTES
+    return _DOUBLE * (factors + 8 * n) + min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
 
 
 def fit_bytes(n: int, p: int, threads: int) -> float:
     """One Hessian factored in place, row blocks, per-sample vectors."""
-    return _DOUBLE * (p * p + 8 * n) + threads * _BLOCK_BYTES
+    return _DOUBLE * (p * p + 8 * n) + min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
 
 
 def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads: int) -> float:

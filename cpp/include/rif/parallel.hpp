@@ -18,8 +18,12 @@ namespace rif {
 /// The cores this process may use (at least 1).
 int available_cores();
 
-/// Number of threads to use: `requested` if positive, otherwise every core, and never more
-/// than the cores there are (more threads than cores only contend). Throws
+/// The default thread count: the cores that no other process keeps busy right now (at least
+/// one), so that a call on a shared machine does not fight the other work for cores.
+int default_threads();
+
+/// Number of threads to use: `requested` if positive, otherwise default_threads(), and never
+/// more than the cores there are (more threads than cores only contend). Throws
 /// std::invalid_argument for a negative request.
 int resolve_threads(int requested);
 
