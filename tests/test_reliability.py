@@ -321,3 +321,27 @@ def test_memory_error_comes_first_under_an_address_space_limit():
     assert last.startswith("MemoryError"), last
     assert float(last.split()[1]) < 1.0, last
     assert "ulimit -v" in last and "GiB" in last
+
+
+class _BadInterface:
+    __cuda_array_interface__ = "abc"
+
+
+class _PartialInterface:
+    __cuda_array_interface__ = {"shape": (3, 2)}
+
+
+class _BadDlpack:
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self):
+        return "not a capsule"
+
+
+@pytest.mark.parametrize("fake", [_BadInterface, _PartialInterface, _BadDlpack])
+def test_fake_gpu_arrays_get_a_clear_error(fake):
+    with pytest.raises(TypeError) as info:
+        rn.Attribution(fake(), np.zeros(3), np.zeros(2), l2=1.0)
+    msg = _one_line(info.value)
+    assert fake.__name__ in msg and ("__cuda_array_interface__" in msg or "DLPack" in msg)

@@ -132,9 +132,24 @@ def device_matrix(X: Any) -> Optional[DeviceMatrix]:
     export = _cuda_export(X)
     if export is None:
         return None
+    kind = type(X).__name__
     if export[0] == "interface":
-        return _from_interface(X, export[1])
-    matrix, _ = dlpack_matrix(X.__dlpack__(), X)
+        iface = export[1]
+        try:
+            return _from_interface(X, iface)
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+            if isinstance(exc, (TypeError, ValueError)) and "GPU memory" in str(exc):
+                raise  # our own message about a well-formed interface
+            raise TypeError(
+                f"X ({kind}) has a malformed __cuda_array_interface__ ({type(exc).__name__}: "
+                f"{str(exc)[:80]}): expected a dict with 'shape', 'typestr' and 'data'") from None
+    try:
+        matrix, _ = dlpack_matrix(X.__dlpack__(), X)
+    except (TypeError, ValueError) as exc:
+        if "GPU memory" in str(exc):
+            raise
+        raise TypeError(f"X ({kind}) claims a CUDA DLPack export, but its __dlpack__() did not "
+                        f"give a DLPack capsule ({type(exc).__name__}: {str(exc)[:80]})") from None
     return matrix
 
 
