@@ -12,9 +12,14 @@ removing the sample is predicted to increase the test loss, i.e. the sample help
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 import rif_native
-from rif_native import _stats
+from rif_native import _output, _progress, _stats
 from rif_native._markdown import markdown_table
 from rif_native.metrics import TestLoss
 from rif_native.datasets import Dataset, load_dataset, load_sms_spam
@@ -166,7 +171,12 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--json", metavar="PATH",
         help="also write all results (including every sample's scores) as JSON to PATH "
-        "('-' for stdout, which then carries nothing else)",
+        "('-' for stdout, which then carries nothing else); an existing file is kept unless "
+        "--force is given",
+    )
+    out.add_argument(
+        "--force", action="store_true",
+        help="overwrite an existing --json file (without it, the command refuses before any work)",
     )
     out.add_argument(
         "--quiet", action="store_true",
@@ -232,7 +242,7 @@ def _add_experiment_parsers(sub) -> None:
         description=(
             "Fit the GLM, build removal sets (random, clustered by one feature, clustered by "
             "L2 distance, top by IF on test loss / test prediction, positive and negative; "
-            "sizes linear from 0.1%% to 5%% of n), retrain exactly without each set, and "
+            "sizes linear from 0.1% to 5% of n), retrain exactly without each set, and "
             "compare the IF, RIF and NS predictions of the change of each metric with the "
             "actual change. Writes tables (CSV, JSON), a summary, Figure 1 (PNG, PDF), the "
             "runtime table and report.md into the output folder."
@@ -340,7 +350,11 @@ def _add_experiment_parsers(sub) -> None:
 def _add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", default=default_out,
-                     help=f"output folder (default {default_out}; created if missing)")
+                     help=f"output folder (default {default_out}; created if missing; checked "
+                     "before any work)")
+    out.add_argument("--force", action="store_true",
+                     help="overwrite the files of an earlier run in the output folder (without "
+                     "it, the command refuses before any work)")
     out.add_argument("--quiet", action="store_true",
                      help="no progress bars or log lines; only the final summary")
 
@@ -360,6 +374,17 @@ def _ranking(scores: np.ndarray, rank_by: str) -> np.ndarray:
         key = scores
     key = np.where(np.isnan(key), np.inf, key)
     return np.argsort(key, kind="stable")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message with its whitespace (newlines included) folded to single spaces."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _printable(text: str) -> str:
+    """text with control characters escaped (a hostile file's bytes can end up in a message,
+    and must not move the cursor or start a terminal escape sequence)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _json_float(x) -> float | None:
@@ -422,14 +447,14 @@ def _split(dataset: Dataset, args, family: str):
     return train, test, f"random {fraction:g} of the samples (seed {args.seed})"
 
 
-def _write_json(path: str, payload: dict) -> None:
+def _write_json(path: Optional[Path], payload: dict) -> None:
+    """payload as JSON to the (checked) file path, atomically, or to stdout for None."""
     text = json.dumps(payload, indent=1, allow_nan=False)
-    if path == "-":
+    if path is None:
         sys.stdout.write(text + "\n")
         return
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        _output.write_text(path, text + "\n")
     except OSError as exc:
         raise _UsageError(f"cannot write --json file {path}: {exc.strerror or exc}") from None
 
@@ -437,6 +462,41 @@ def _write_json(path: str, payload: dict) -> None:
 # --------------------------------------------------------------------------------------------
 # rif attribute
 # --------------------------------------------------------------------------------------------
+
+
+def _load_user_data(path: str, labels: Optional[str]) -> Dataset:
+    """load_dataset, with every failure to read an untrusted file as a one-line usage error."""
+    try:
+        return load_dataset(path, labels)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _UsageError(_one_line(exc)) from None
+    except MemoryError as exc:
+        message = _one_line(exc)
+        if str(path) not in message and (labels is None or str(labels) not in message):
+            message = f"{path} ({_file_size(path)}): {message}"
+        raise _UsageError(f"not enough memory to read the data: {message}") from None
+    except OSError as exc:
+        raise _UsageError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # a parser's surprise on a hostile file is still the file's fault
+        raise _UsageError(f"cannot read {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def _file_size(path: str) -> str:
+    try:
+        return _bytes(os.path.getsize(path))
+    except OSError:
+        return "size unknown"
+
+
+def _bytes(size: float) -> str:
+    """A byte count for people: 512 bytes, 1.5 MiB, 7.3 TiB."""
+    if size < 1024:
+        return f"{size:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def _prepare(args) -> argparse.Namespace:
@@ -449,8 +509,9 @@ def _prepare(args) -> argparse.Namespace:
         dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
         source = "built-in"
     else:
-        dataset = load_dataset(args.data, args.labels)
+        dataset = _load_user_data(args.data, args.labels)
         source = str(args.data)
+    args.data_shape = dataset.X.shape  # for the message if memory runs out later
     family = args.family
     _check_labels(family, dataset.y, "labels")
     if dataset.y_test is not None:
@@ -467,40 +528,45 @@ def _prepare(args) -> argparse.Namespace:
         y_train=np.ascontiguousarray(dataset.y[train]), X_test=X_test, y_test=y_test)
 
 
-def _attribute(args) -> int:
-    caught_warnings: list[str] = []
-    timings: dict[str, float] = {}
-    json_to_stdout = args.json == "-"
-    show_info = not args.quiet and not json_to_stdout
-    show_table = not json_to_stdout
+def _attribute(args, outputs: _output.Outputs) -> int:
+    json_file = _json_target(args, outputs)
+    show_info = not args.quiet and args.json != "-"
 
     def say(line: str = "") -> None:
         if show_info:
             print(line)
 
-    # ---- checks that need no computation
-    if args.json is not None and args.json != "-":
-        target = Path(args.json)
-        if target.is_dir():
-            raise _UsageError(f"cannot write --json file {target}: it is a directory")
-        if not (target.parent if str(target.parent) else Path(".")).is_dir():
-            raise _UsageError(
-                f"cannot write --json file {target}: directory {target.parent} does not exist"
-            )
     t0 = time.perf_counter()
     data = _prepare(args)
-    timings["load"] = time.perf_counter() - t0
-    dataset, source, split_note = data.dataset, data.source, data.split_note
-    train, test = data.train, data.test
-    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    timings = {"load": time.perf_counter() - t0}
+    n_train, d = data.X_train.shape
+    say(f"data       {data.dataset.name} ({data.source}): {data.dataset.n_samples} samples x "
+        f"{d} features")
+    say(f"split      train {n_train}, test {data.y_test.shape[0]} ({data.split_note})")
+    res = _fit_and_score(data, args, timings)
+    _say_fit(res, args, say)
+    ranks = _rankings(res, args.rank_by, args.top)
+    if args.json != "-":
+        _print_rankings(data, res, ranks, args.rank_by, show_info)
+    if args.json is not None:
+        _write_json(json_file, _attribute_payload(data, res, ranks, args))
+        say(f"json       written to {args.json}")
+    return 0
+
+
+def _json_target(args, outputs: _output.Outputs) -> Optional[Path]:
+    """The --json file, checked before any work (None for none or for '-', stdout)."""
+    if args.json is None or args.json == "-":
+        return None
+    return outputs.file(args.json, option="--json")
+
+
+def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
+    """Fit on the training part, then every training sample's RIF and IF score on the total
+    test loss (removal effects); warnings are collected and repeated on stderr."""
     family = args.family
-    n_train, d = X_train.shape
-    n_test = X_test.shape[0]
-
-    say(f"data       {dataset.name} ({source}): {dataset.n_samples} samples x {d} features")
-    say(f"split      train {n_train}, test {n_test} ({split_note})")
-
-    # ---- fit
+    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    d = X_train.shape[1]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
@@ -519,7 +585,6 @@ def _attribute(args) -> int:
         # gradient of the total test loss with respect to theta = (coefficients, intercept)
         direction = test_loss.gradient(theta)
 
-        # ---- attribution
         t0 = time.perf_counter()
         attribution = rif_native.Attribution(
             X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
@@ -533,9 +598,9 @@ def _attribute(args) -> int:
         timings["attribution"] = time.perf_counter() - t0
         leverage = np.asarray(attribution.leverage, dtype=np.float64)
         singular = np.asarray(attribution.singular_samples, dtype=np.int64)
-    for w in caught:
-        caught_warnings.append(f"{w.category.__name__}: {w.message}")
-        print(f"{_PROG}: warning: {w.category.__name__}: {w.message}", file=sys.stderr)
+    caught_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    for line in caught_warnings:
+        print(f"{_PROG}: warning: {_printable(line)}", file=sys.stderr)
 
     metrics: dict[str, float | None] = {
         "train_loss_mean": _json_float(loss_train.mean()),
@@ -545,23 +610,32 @@ def _attribute(args) -> int:
     if family == "logistic":
         metrics["train_accuracy"] = float(np.mean((z_train > 0) == (y_train == 1)))
         metrics["test_accuracy"] = float(np.mean((z_test > 0) == (y_test == 1)))
+    return argparse.Namespace(
+        fit=fit, loss_train=loss_train, loss_test=loss_test, metrics=metrics,
+        scores_rif=scores_rif, scores_if=scores_if, leverage=leverage, singular=singular,
+        timings=timings, warnings=caught_warnings)
 
+
+def _say_fit(res, args, say) -> None:
+    """The fit, accuracy or loss, leverage and timing lines."""
+    fit, metrics, leverage, timings = res.fit, res.metrics, res.leverage, res.timings
     status = "converged" if fit.converged else "NOT converged"
     say(
-        f"fit        {family}, l2 = {args.l2:g}, intercept: {fit.n_iter} iterations, {status}, "
-        f"||grad F|| = {fit.grad_norm:.2e}"
+        f"fit        {args.family}, l2 = {args.l2:g}, intercept: {fit.n_iter} iterations, "
+        f"{status}, ||grad F|| = {fit.grad_norm:.2e}"
     )
-    if family == "logistic":
+    if args.family == "logistic":
         say(
             f"accuracy   train {metrics['train_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}"
-            f"   (mean test loss {loss_test.mean():.4f})"
+            f"   (mean test loss {res.loss_test.mean():.4f})"
         )
     else:
-        say(f"loss       mean train {loss_train.mean():.4g}, mean test {loss_test.mean():.4g}")
+        say(f"loss       mean train {res.loss_train.mean():.4g}, mean test "
+            f"{res.loss_test.mean():.4g}")
     say(
         f"leverage   max {leverage.max():.3f}, mean {leverage.mean():.3f}, "
         f"{int(np.count_nonzero(leverage > 0.5))} samples above 0.5"
-        + (f", {singular.size} singular (h = 1, RIF infinite)" if singular.size else "")
+        + (f", {res.singular.size} singular (h = 1, RIF infinite)" if res.singular.size else "")
     )
     say(
         f"time       load {timings['load']:.2f} s, fit {timings['fit']:.2f} s, attribution "
@@ -570,128 +644,138 @@ def _attribute(args) -> int:
     )
     say()
 
-    # ---- rankings
-    k = min(args.top, n_train)
-    order_rif = _ranking(scores_rif, args.rank_by)[:k]
-    order_if = _ranking(scores_if, args.rank_by)[:k]
+
+def _rankings(res, rank_by: str, top: int) -> argparse.Namespace:
+    """The top-k positions by RIF and by IF, their overlap and the rank correlation."""
+    k = min(top, res.scores_rif.size)
+    order_rif = _ranking(res.scores_rif, rank_by)[:k]
+    order_if = _ranking(res.scores_if, rank_by)[:k]
     shared = len(set(order_rif.tolist()) & set(order_if.tolist()))
     rho = _stats.spearman(
-        np.nan_to_num(scores_rif, nan=0.0), np.nan_to_num(scores_if, nan=0.0)
+        np.nan_to_num(res.scores_rif, nan=0.0), np.nan_to_num(res.scores_if, nan=0.0)
     )
-    texts = dataset.texts
-    target_names = dataset.target_names
+    return argparse.Namespace(k=k, order_rif=order_rif, order_if=order_if, shared=shared, rho=rho)
 
-    if show_table:
-        by = {"abs": "|score|", "helpful": "score (most helpful first)",
-              "harmful": "score (most harmful first)"}[args.rank_by]
-        print(f"Top {k} training samples by {by}, metric: total loss on {n_test} test samples.")
-        print("Sign: removal effect theta_{-i} - theta_hat. Positive score = removing the sample "
-              "INCREASES the test loss (it helps);")
-        print("negative = removing it decreases the test loss (it hurts). index = row of the "
-              "data set" + (" (after dedupe)." if dataset.source_index is not None else "."))
-        print()
-        text_width = 22 if texts is not None else 0
-        names = [_label_name(float(v), target_names) for v in np.unique(y_train)[:50]]
-        label_width = min(8, max(5, *(len(name) for name in names)))
 
-        def cells(pos: int, score: float) -> str:
-            idx = int(train[pos])
-            label = _label_name(float(y_train[pos]), target_names)[:label_width]
-            part = f"{idx:>6} {label:<{label_width}} {score:>+10.3e} {leverage[pos]:>6.3f}"
-            if texts is not None:
-                part += " " + f"{_snippet(texts[idx], text_width):<{text_width}}"
-            return part
+def _print_rankings(data, res, ranks, rank_by: str, show_info: bool) -> None:
+    """The two rankings side by side, their agreement and (show_info) the rescaling range."""
+    k, order_rif, order_if = ranks.k, ranks.order_rif, ranks.order_if
+    scores_rif, scores_if, leverage = res.scores_rif, res.scores_if, res.leverage
+    texts, train, y_train = data.dataset.texts, data.train, data.y_train
+    target_names = data.dataset.target_names
+    by = {"abs": "|score|", "helpful": "score (most helpful first)",
+          "harmful": "score (most harmful first)"}[rank_by]
+    print(f"Top {k} training samples by {by}, metric: total loss on {data.y_test.shape[0]} test "
+          "samples.")
+    print("Sign: removal effect theta_{-i} - theta_hat. Positive score = removing the sample "
+          "INCREASES the test loss (it helps);")
+    print("negative = removing it decreases the test loss (it hurts). index = row of the "
+          "data set" + (" (after dedupe)." if data.dataset.source_index is not None else "."))
+    print()
+    text_width = 22 if texts is not None else 0
+    names = [_label_name(float(v), target_names) for v in np.unique(y_train)[:50]]
+    label_width = min(8, max(5, *(len(name) for name in names)))
 
-        head = f"{'index':>6} {'label':<{label_width}} {'score':>10} {'lev':>6}"
+    def cells(pos: int, score: float) -> str:
+        idx = int(train[pos])
+        label = _label_name(float(y_train[pos]), target_names)[:label_width]
+        part = f"{idx:>6} {label:<{label_width}} {score:>+10.3e} {leverage[pos]:>6.3f}"
         if texts is not None:
-            head += " " + f"{'text':<{text_width}}"
-        width = len(head)
-        print(f"{'':>4}   {'RIF (rescaled influence)':<{width}} | IF (influence function)")
-        print(f"{'rank':>4}   {head} | {head}".rstrip())
-        print(f"{'':->4}   {'':->{width}} | {'':->{width}}")
-        for rank in range(k):
-            left = cells(order_rif[rank], scores_rif[order_rif[rank]])
-            right = cells(order_if[rank], scores_if[order_if[rank]])
-            print(f"{rank + 1:>4}   {left} | {right}".rstrip())
-        print()
-        print(f"shared     {shared} of the top {k} samples appear in both rankings")
-        print(f"spearman   {rho:.4f} (rank correlation of all {n_train} RIF and IF scores)")
+            part += " " + f"{_snippet(texts[idx], text_width):<{text_width}}"
+        return part
+
+    head = f"{'index':>6} {'label':<{label_width}} {'score':>10} {'lev':>6}"
+    if texts is not None:
+        head += " " + f"{'text':<{text_width}}"
+    width = len(head)
+    print(f"{'':>4}   {'RIF (rescaled influence)':<{width}} | IF (influence function)")
+    print(f"{'rank':>4}   {head} | {head}".rstrip())
+    print(f"{'':->4}   {'':->{width}} | {'':->{width}}")
+    for rank in range(k):
+        left = cells(order_rif[rank], scores_rif[order_rif[rank]])
+        right = cells(order_if[rank], scores_if[order_if[rank]])
+        print(f"{rank + 1:>4}   {left} | {right}".rstrip())
+    print()
+    print(f"shared     {ranks.shared} of the top {k} samples appear in both rankings")
+    print(f"spearman   {ranks.rho:.4f} (rank correlation of all {scores_rif.size} RIF and IF "
+          "scores)")
+    if show_info:
         ratio = np.abs(scores_rif) / np.maximum(np.abs(scores_if), np.finfo(float).tiny)
-        if show_info:
-            max_rescale = np.max(1.0 / np.maximum(1.0 - leverage, 1e-300))
-            print(f"rescale    1/(1-h): max {max_rescale:.3g}; "
-                  f"|RIF| / |IF| for the top-{k} RIF samples: "
-                  f"{np.min(ratio[order_rif]):.3g} .. {np.max(ratio[order_rif]):.3g}")
+        max_rescale = np.max(1.0 / np.maximum(1.0 - leverage, 1e-300))
+        print(f"rescale    1/(1-h): max {max_rescale:.3g}; "
+              f"|RIF| / |IF| for the top-{k} RIF samples: "
+              f"{np.min(ratio[order_rif]):.3g} .. {np.max(ratio[order_rif]):.3g}")
 
-    # ---- JSON
-    if args.json is not None:
-        def entries(order, scores, other):
-            out = []
-            for rank, pos in enumerate(order, start=1):
-                idx = int(train[pos])
-                item = {
-                    "rank": rank,
-                    "index": idx,
-                    "label": float(y_train[pos]),
-                    "score": _json_float(scores[pos]),
-                    "other_score": _json_float(other[pos]),
-                    "leverage": float(leverage[pos]),
-                }
-                if dataset.source_index is not None:
-                    item["source_line"] = int(dataset.source_index[idx])
-                if texts is not None:
-                    item["text"] = texts[idx]
-                out.append(item)
-            return out
 
-        payload = {
-            "command": "attribute",
-            "version": getattr(rif_native, "__version__", None),
-            "sign_convention": _SIGN_NOTE,
-            "dataset": {
-                "name": dataset.name,
-                "source": source,
-                "description": dataset.description,
-                "n_samples": dataset.n_samples,
-                "n_features": d,
-            },
-            "split": {
-                "n_train": n_train,
-                "n_test": n_test,
-                "how": split_note,
-                "seed": args.seed,
-                "test_indices": None if test is None else test.tolist(),
-            },
-            "model": {
-                "family": family,
-                "l2": args.l2,
-                "fit_intercept": True,
-                "n_iter": int(fit.n_iter),
-                "converged": bool(fit.converged),
-                "grad_norm": _json_float(fit.grad_norm),
-            },
-            "metrics": metrics,
-            "attribution": {
-                "metric": "total test loss",
-                "rank_by": args.rank_by,
-                "top": k,
-                "top_rif": entries(order_rif, scores_rif, scores_if),
-                "top_if": entries(order_if, scores_if, scores_rif),
-                "shared_top_k": shared,
-                "spearman": _json_float(rho),
-                "max_leverage": float(leverage.max()),
-                "singular_samples": [int(train[i]) for i in singular],
-            },
-            "timings_s": timings,
-            "warnings": caught_warnings,
-            "train_indices": train.tolist(),
-            "scores_rif": [_json_float(s) for s in scores_rif],
-            "scores_if": [_json_float(s) for s in scores_if],
-            "leverage": leverage.tolist(),
+def _ranking_entries(data, res, order, scores, other) -> list:
+    """One JSON entry per ranked sample (index = row of the data set)."""
+    out = []
+    for rank, pos in enumerate(order, start=1):
+        idx = int(data.train[pos])
+        item = {
+            "rank": rank,
+            "index": idx,
+            "label": float(data.y_train[pos]),
+            "score": _json_float(scores[pos]),
+            "other_score": _json_float(other[pos]),
+            "leverage": float(res.leverage[pos]),
         }
-        _write_json(args.json, payload)
-        say(f"json       written to {args.json}")
-    return 0
+        if data.dataset.source_index is not None:
+            item["source_line"] = int(data.dataset.source_index[idx])
+        if data.dataset.texts is not None:
+            item["text"] = data.dataset.texts[idx]
+        out.append(item)
+    return out
+
+
+def _attribute_payload(data, res, ranks, args) -> dict:
+    """Everything `rif attribute` computed, for --json."""
+    fit, dataset, test = res.fit, data.dataset, data.test
+    return {
+        "command": "attribute",
+        "version": getattr(rif_native, "__version__", None),
+        "sign_convention": _SIGN_NOTE,
+        "dataset": {
+            "name": dataset.name,
+            "source": data.source,
+            "description": dataset.description,
+            "n_samples": dataset.n_samples,
+            "n_features": data.X_train.shape[1],
+        },
+        "split": {
+            "n_train": data.y_train.size,
+            "n_test": data.y_test.shape[0],
+            "how": data.split_note,
+            "seed": args.seed,
+            "test_indices": None if test is None else test.tolist(),
+        },
+        "model": {
+            "family": args.family,
+            "l2": args.l2,
+            "fit_intercept": True,
+            "n_iter": int(fit.n_iter),
+            "converged": bool(fit.converged),
+            "grad_norm": _json_float(fit.grad_norm),
+        },
+        "metrics": res.metrics,
+        "attribution": {
+            "metric": "total test loss",
+            "rank_by": args.rank_by,
+            "top": ranks.k,
+            "top_rif": _ranking_entries(data, res, ranks.order_rif, res.scores_rif, res.scores_if),
+            "top_if": _ranking_entries(data, res, ranks.order_if, res.scores_if, res.scores_rif),
+            "shared_top_k": ranks.shared,
+            "spearman": _json_float(ranks.rho),
+            "max_leverage": float(res.leverage.max()),
+            "singular_samples": [int(data.train[i]) for i in res.singular],
+        },
+        "timings_s": res.timings,
+        "warnings": res.warnings,
+        "train_indices": data.train.tolist(),
+        "scores_rif": [_json_float(s) for s in res.scores_rif],
+        "scores_if": [_json_float(s) for s in res.scores_if],
+        "leverage": res.leverage.tolist(),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,20 +791,29 @@ def _experiment_config(args, **extra) -> "experiment.ExperimentConfig":
         num_threads=args.threads, backend=args.backend, **extra)
 
 
-def _out_dir(args) -> Path:
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise _UsageError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+#: The files each command writes into its --out folder (checked for earlier runs' files first).
+_OUTPUT_FILES = {
+    "experiment": ("estimates.csv", "estimates.json", "summary.csv", "summary.json",
+                   "runtime.json", "figure1.png", "figure1.pdf", "report.md", "config.json"),
+    "poisoning": ("poisoning.csv", "poisoning.json", "figure3.png", "figure3.pdf", "summary.csv",
+                  "summary.json"),
+    "sweep": ("sweep.csv", "sweep.json", "figure2.png", "figure2.pdf"),
+    "search": ("search.csv", "search.json"),
+    "benchmark": ("table2.json", "table2.md"),
+}
 
 
-def _experiment(args) -> int:
+def _out_dir(args, outputs: _output.Outputs) -> Path:
+    """The --out folder, made and checked writable before any work; see _OUTPUT_FILES."""
+    return outputs.folder(args.out, _OUTPUT_FILES[args.command])
+
+
+def _experiment(args, outputs: _output.Outputs) -> int:
     from . import experiment
 
     say = (lambda line="": None) if args.quiet else print
+    out = _out_dir(args, outputs)
     data = _prepare(args)
-    out = _out_dir(args)
     say(f"data       {data.dataset.name} ({data.source}): train {data.y_train.size}, test "
         f"{data.y_test.size} ({data.split_note}), d = {data.X_train.shape[1]}")
     cfg = _experiment_config(args, n_sizes=args.sizes, strategies=tuple(args.strategies),
@@ -743,13 +836,13 @@ def _experiment(args) -> int:
     return 0
 
 
-def _poisoning(args) -> int:
+def _poisoning(args, outputs: _output.Outputs) -> int:
     from . import experiment, plots
 
     if args.family != "logistic":
         raise _UsageError("poisoning flips 0/1 labels: it needs --family logistic")
+    out = _out_dir(args, outputs)
     data = _prepare(args)
-    out = _out_dir(args)
     cfg = _experiment_config(args)
     rows = experiment.run_poisoning(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
                                     n_points=args.points, show_progress=not args.quiet)
@@ -765,11 +858,11 @@ def _poisoning(args) -> int:
     return 0
 
 
-def _sweep(args) -> int:
+def _sweep(args, outputs: _output.Outputs) -> int:
     from . import experiment, plots
 
+    out = _out_dir(args, outputs)
     data = _prepare(args)
-    out = _out_dir(args)
     cfg = _experiment_config(args, n_sizes=args.sizes)
     rows = experiment.run_sweep(data.X_train, data.y_train, data.X_test, data.y_test, cfg,
                                 n_fractions=args.n_fractions, l2_factors=args.l2_factors,
@@ -790,14 +883,14 @@ def _sweep(args) -> int:
     return 0
 
 
-def _search(args) -> int:
+def _search(args, outputs: _output.Outputs) -> int:
     from . import experiment
 
+    out = _out_dir(args, outputs)
     data = _prepare(args)
     n = data.y_train.size
     if max(args.k) > n:
         raise _UsageError(f"--k {max(args.k)} is larger than the {n} training samples")
-    out = _out_dir(args)
     rows = experiment.run_search(data.X_train, data.y_train, data.X_test, data.y_test,
                                  _experiment_config(args), ks=args.k, metric=args.metric,
                                  sign=-1 if args.decrease else +1, show_progress=not args.quiet)
@@ -814,18 +907,18 @@ def _search(args) -> int:
     return 0
 
 
-def _benchmark(args) -> int:
+def _benchmark(args, outputs: _output.Outputs) -> int:
     from . import benchmark
     from .experiment import write_json
 
-    out = _out_dir(args)
+    out = _out_dir(args, outputs)
     shapes = {k: benchmark.SHAPES[k] for k in args.shapes}
     result = benchmark.run_table2(shapes, repeat=args.repeat, num_threads=args.threads,
                                   log=(lambda s: None) if args.quiet else print,
                                   backend=args.backend)
     table = benchmark.table2_markdown(result)
     write_json(out / "table2.json", result)
-    (out / "table2.md").write_text(table + "\n")
+    _output.write_text(out / "table2.md", table + "\n")
     print(table)
     print()
     print(f"wrote table2.json and table2.md to {out.resolve()}")
@@ -846,24 +939,124 @@ def _check_backend(backend: Optional[str]) -> None:
         raise _UsageError(str(exc)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``rif`` command line; return the exit status (0 ok, 2 bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in _COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["attribute", *argv]
-    parser = _build_parser()
+def _command_argv(argv: list[str]) -> list[str]:
+    """argv with the command made explicit: bare options mean 'attribute'; a first word that
+    is no command is a usage error (never silently taken as 'attribute', even before --help)."""
+    if not argv:
+        return ["attribute"]
+    first = argv[0]
+    if first in _COMMANDS or first in ("-h", "--help", "--version"):
+        return argv
+    if first.startswith("-") and first != "-":
+        return ["attribute", *argv]
+    close = difflib.get_close_matches(first, _COMMANDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise _UsageError(f"unknown command {first!r}{hint}; the commands are "
+                      f"{', '.join(_COMMANDS)} (see '{_PROG} --help')")
+
+
+def _run(args, outputs: _output.Outputs) -> int:
+    """Run the command; if it does not finish, remove what it created (then re-raise)."""
     try:
-        args = parser.parse_args(argv)
+        return _HANDLERS[args.command](args, outputs)
+    except BaseException:
+        outputs.discard()
+        raise
+
+
+def _run_in_worker(args) -> int:
+    """Run the command in a worker thread while this thread waits, so that Ctrl-C is answered
+    at once: Python raises KeyboardInterrupt only in the main thread, and only after a native
+    call (a fit can take minutes) returns. The worker's result or exception comes back here."""
+    outputs = _output.Outputs(force=getattr(args, "force", False))
+    box: dict = {}
+    done = threading.Event()  # not Thread.is_alive: an interrupted join() makes it say False
+
+    def work() -> None:
+        try:
+            box["status"] = _run(args, outputs)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"rif {args.command}", daemon=True).start()
+    try:
+        while not done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        if not done.is_set():
+            _abandon(outputs)
+        outputs.discard()  # finished just now: exit status 130 still means nothing was left
+        raise
+    if "error" in box:
+        raise box.pop("error")
+    return box["status"]
+
+
+def _abandon(outputs: _output.Outputs) -> None:
+    """Ctrl-C while the worker still computes: remove what the run wrote, say so, and end the
+    process now (os._exit: the native call cannot be stopped, and the interpreter's normal exit
+    would run destructors under it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+    outputs.abandon()
+    if _progress.bar_open():
+        sys.stderr.write("\n")  # finish the progress bar's line
+    sys.stderr.write(f"{_PROG}: interrupted\n")
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(130)
+
+
+def _error_message(exc: Exception, args) -> Optional[str]:
+    """The one line for an error the user can act on; None for a bug (keep the traceback)."""
+    if isinstance(exc, (_UsageError, _output.OutputError)):
+        return _one_line(exc)
+    if isinstance(exc, MemoryError):
+        return _memory_message(exc, args)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, (OSError, ValueError, TypeError, np.linalg.LinAlgError)):
+        return _one_line(exc)
+    return None
+
+
+def _memory_message(exc: MemoryError, args) -> str:
+    shape = getattr(args, "data_shape", None)
+    detail = f" ({_one_line(exc)})" if str(exc) else ""
+    if shape is None:
+        return f"not enough memory{detail}"
+    n, d = shape
+    return (f"not enough memory{detail} for {n} samples x {d} features (a fit holds the "
+            f"(d+1) x (d+1) Hessian: {_bytes(8.0 * (d + 1) ** 2)}); use fewer samples or features")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``rif`` command line; return the exit status.
+
+    0: done. 2: one line on stderr (bad options or data, an output that must not or cannot be
+    written, a failure while writing, not enough memory). 130: interrupted (Ctrl-C). After 2 or
+    130, what the run had created is removed again. A Ctrl-C that arrives while the command
+    still computes ends the process (os._exit(130)) after that cleanup, because the computation
+    runs in a native call that cannot be stopped.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
+    try:
+        args = _build_parser().parse_args(_command_argv(argv))
         _check_backend(getattr(args, "backend", None))
-        return _HANDLERS[args.command](args)
+        return _run_in_worker(args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
-    except _UsageError as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
-        message = " ".join(str(exc).split())
-        print(f"{_PROG}: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        message = _error_message(exc, args)
+        if message is None:
+            raise
+        print(f"{_PROG}: error: {_printable(message)}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ Both return a :class:`Dataset`. Only NumPy and the standard library are used.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import dataclasses
@@ -18,6 +19,7 @@ import gzip
 import hashlib
 import html
 import importlib.resources
+import itertools
 import os
 import re
 from pathlib import Path
@@ -327,37 +329,80 @@ def _check_two_classes(y: np.ndarray, source: str, yname: str = "y") -> None:
         )
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (np.savez), an empty one
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def _check_magic(path: Path, magic: tuple[bytes, ...], what: str) -> None:
+    """Refuse a file whose first bytes are not those of ``what`` before NumPy parses it."""
+    head = _read_head(path, 8)
+    if not head:
+        raise ValueError(f"{path}: not a readable {what} (the file is empty)")
+    if not head.startswith(magic):
+        hint = {".npz": "a zip archive of .npy arrays, as np.savez writes",
+                ".npy": "a NumPy array file, as np.save writes"}[what]
+        raise ValueError(f"{path}: not a readable {what} (it does not start like {hint})")
+
+
+def _npz_arrays(archive, keys: tuple[str, ...], source: str) -> dict:
+    """Read the named members; a damaged or non-numeric member is a ValueError naming it."""
+    out = {}
+    for key in keys:
+        try:
+            out[key] = archive[key]
+        except MemoryError as exc:
+            raise _too_large(source, f"array {key!r}", exc) from None
+        except Exception as exc:  # BadZipFile (bad CRC), EOFError (truncated), zlib.error, ...
+            if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+                why = "it is an object array; arrays must be numeric and are never unpickled"
+            else:
+                why = f"the archive is damaged: {type(exc).__name__}: {_one_line(exc)}"
+            raise ValueError(f"{source}: array {key!r} cannot be read ({why})") from None
+    return out
+
+
+def _npz_keys(keys: set, source: str) -> tuple[str, ...]:
+    """The members to read: X and y, and X_test, y_test when both are there."""
+    missing = [k for k in ("X", "y") if k not in keys]
+    if missing:
+        raise ValueError(
+            f"{source}: missing key(s) {', '.join(missing)}; a .npz needs arrays 'X' (n x d) "
+            f"and 'y' (n,), optionally 'X_test' and 'y_test' (found: "
+            f"{', '.join(sorted(keys)) or 'none'})"
+        )
+    has_test = [k for k in ("X_test", "y_test") if k in keys]
+    if len(has_test) == 1:
+        other = "y_test" if has_test[0] == "X_test" else "X_test"
+        raise ValueError(f"{source}: has {has_test[0]!r} but not {other!r}; give both or neither")
+    return ("X", "y", *has_test)
+
+
 def _load_npz(path: Path) -> Dataset:
     source = str(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, ...
-        raise ValueError(f"{source}: not a readable .npz archive ({exc})") from None
-    with archive:
-        keys = set(archive.files)
-        missing = [k for k in ("X", "y") if k not in keys]
-        if missing:
-            raise ValueError(
-                f"{source}: missing key(s) {', '.join(missing)}; a .npz needs arrays 'X' (n x d) "
-                f"and 'y' (n,), optionally 'X_test' and 'y_test' (found: "
-                f"{', '.join(sorted(keys)) or 'none'})"
-            )
-        has_test = [k for k in ("X_test", "y_test") if k in keys]
-        if len(has_test) == 1:
-            other = "y_test" if has_test[0] == "X_test" else "X_test"
-            raise ValueError(
-                f"{source}: has {has_test[0]!r} but not {other!r}; give both or neither"
-            )
+    _check_magic(path, _ZIP_MAGIC, ".npz")
+    # Our own handle: np.load leaves its file open when the archive turns out to be damaged.
+    with open(path, "rb") as f:
         try:
-            X, y = archive["X"], archive["y"]
-            test = (archive["X_test"], archive["y_test"]) if has_test else None
-        except ValueError as exc:  # object arrays refused by allow_pickle=False
-            raise ValueError(f"{source}: arrays must be numeric ({exc})") from None
-    X, y = _check_pair(X, y, source)
+            archive = np.load(f, allow_pickle=False)
+        except MemoryError as exc:
+            raise _too_large(source, "the archive", exc) from None
+        except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, ...
+            raise ValueError(f"{source}: not a readable .npz archive ({_one_line(exc)})") \
+                from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # pragma: no cover - magic checked
+            raise ValueError(f"{source}: not a readable .npz archive (it holds a single array)")
+        with archive:
+            arrays = _npz_arrays(archive, _npz_keys(set(archive.files), source), source)
+    X, y = _check_pair(arrays["X"], arrays["y"], source)
     _check_two_classes(y, source)
     X_test = y_test = None
-    if test is not None:
-        X_test, y_test = _check_pair(*test, source, "X_test", "y_test")
+    if "X_test" in arrays:
+        X_test, y_test = _check_pair(arrays["X_test"], arrays["y_test"], source, "X_test", "y_test")
         if X_test.shape[1] != X.shape[1]:
             raise ValueError(
                 f"{source}: X_test has {X_test.shape[1]} columns but X has {X.shape[1]}"
@@ -375,15 +420,24 @@ def _load_npz(path: Path) -> Dataset:
     )
 
 
-def _load_npy(path: Path, labels: Path) -> Dataset:
-    def read(p: Path, what: str) -> np.ndarray:
-        try:
-            return np.load(p, allow_pickle=False)
-        except Exception as exc:
-            raise ValueError(f"{p}: not a readable numeric .npy file for {what} ({exc})") from None
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    """One array from a .npy file, never unpickled; a bad file is a ValueError naming it."""
+    if _read_head(path, 8).startswith(_ZIP_MAGIC):
+        raise ValueError(f"{path}: is a .npz archive, not a .npy file for {what}; give it as "
+                         "--data PATH.npz (arrays X and y) instead")
+    _check_magic(path, (_NPY_MAGIC,), ".npy")
+    try:
+        return np.load(path, allow_pickle=False)
+    except MemoryError as exc:
+        raise _too_large(str(path), f"the array of {what}", exc) from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable numeric .npy file for {what} "
+                         f"({_one_line(exc)})") from None
 
-    X = read(path, "the features")
-    y = read(labels, "the labels")
+
+def _load_npy(path: Path, labels: Path) -> Dataset:
+    X = _read_npy(path, "the features")
+    y = _read_npy(labels, "the labels")
     source = f"{path} with labels {labels}"
     X, y = _check_pair(X, y, source)
     _check_two_classes(y, source)
@@ -397,6 +451,16 @@ def _load_npy(path: Path, labels: Path) -> Dataset:
     )
 
 
+def _too_large(source: str, what: str, exc: MemoryError) -> MemoryError:
+    """A MemoryError that names the file (NumPy's own message says how much it wanted)."""
+    detail = f" ({_one_line(exc)})" if str(exc) else ""
+    return MemoryError(f"{source}: {what} does not fit in memory{detail}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _is_number(field: str) -> bool:
     try:
         float(field)
@@ -405,43 +469,118 @@ def _is_number(field: str) -> bool:
     return True
 
 
+#: Bytes read from the start of a CSV file to recognise binary data and UTF-16/32 text.
+_CSV_SNIFF_BYTES = 1 << 16
+#: Parsed CSV values are collected in float64 blocks of about this many bytes.
+_CSV_BLOCK_BYTES = 1 << 23
+
+
+def _check_csv_bytes(path: Path) -> None:
+    """Refuse text in UTF-16/32 and binary data, which would otherwise parse as odd numbers."""
+    head = _read_head(path, _CSV_SNIFF_BYTES)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        raise ValueError(f"{path}: the file is UTF-16 or UTF-32 text; save it as UTF-8 (or ASCII)")
+    if b"\x00" in head:
+        raise ValueError(f"{path}: the file contains NUL bytes, so it is binary data or UTF-16 "
+                         "text, not a UTF-8 CSV file")
+
+
+def _csv_rows(path: Path, delimiter: str):
+    """(line number, fields) of each row with a non-blank field; bad text is a ValueError."""
+    reader = None
+    try:
+        # utf-8-sig: a byte-order mark is dropped instead of sticking to the first field
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                if row and any(field.strip() for field in row):
+                    yield reader.line_num, row
+    except UnicodeDecodeError:
+        line, byte = _first_non_utf8(path)
+        raise ValueError(f"{path}: not a UTF-8 text file: line {line} has the byte 0x{byte:02x}, "
+                         "which UTF-8 cannot decode (Latin-1 or Windows text?); save it as UTF-8") \
+            from None
+    except csv.Error as exc:
+        line = reader.line_num if reader is not None else 0
+        raise ValueError(f"{path}: line {line}: not a readable CSV line ({_one_line(exc)})") \
+            from None
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int]:
+    """(line number, value) of the first byte of ``path`` that is not valid UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as f:
+        while chunk := f.read(_CSV_SNIFF_BYTES):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return line + exc.object[:exc.start].count(b"\n"), exc.object[exc.start]
+            line += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:  # the file ends inside a multi-byte character
+        return line, exc.object[exc.start]
+    return line, 0  # pragma: no cover - only called after a decoding error
+
+
+def _csv_header(rows, source: str):
+    """The header (or None) and the first data row; a first line not all numbers is a header."""
+    first = next(rows, None)
+    if first is None:
+        raise ValueError(f"{source}: the file has no data rows")
+    fields = [field.strip() for field in first[1]]
+    if all(_is_number(field) for field in fields):
+        return None, first
+    first = next(rows, None)
+    if first is None:
+        raise ValueError(f"{source}: the file has a header but no data rows")
+    return fields, first
+
+
+def _csv_values(rows, width: int, source: str, expected: str) -> np.ndarray:
+    """Parse every row into one float64 array, block by block (no list of strings of all rows)."""
+    block_rows = max(1, _CSV_BLOCK_BYTES // (8 * width))
+    blocks, block, filled = [], np.empty((block_rows, width)), 0
+    for lineno, row in rows:
+        if len(row) != width:
+            raise ValueError(
+                f"{source}: line {lineno} has {len(row)} columns, expected {width} ({expected})"
+            )
+        try:
+            block[filled] = [float(field) for field in row]
+        except ValueError:
+            j = next(j for j, field in enumerate(row) if not _is_number(field))
+            raise ValueError(
+                f"{source}: line {lineno}, column {j + 1}: {row[j].strip()!r} is not a number"
+            ) from None
+        filled += 1
+        if filled == block_rows:
+            blocks.append(block)
+            block, filled = np.empty((block_rows, width)), 0
+    blocks.append(block[:filled])
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
 def _load_csv(path: Path) -> Dataset:
     source = str(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    _check_csv_bytes(path)
+    rows = _csv_rows(path, delimiter)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [(k, r) for k, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)]
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{source}: not a UTF-8 text file ({exc})") from None
-    rows = [(k, r) for k, r in rows if r and any(field.strip() for field in r)]
-    if not rows:
-        raise ValueError(f"{source}: the file has no data rows")
-    header = None
-    first = [field.strip() for field in rows[0][1]]
-    if not all(_is_number(field) for field in first):
-        header, rows = first, rows[1:]
-        if not rows:
-            raise ValueError(f"{source}: the file has a header but no data rows")
-    width = len(header) if header is not None else len(rows[0][1])
-    if width < 2:
-        raise ValueError(
-            f"{source}: needs at least 2 columns (features, then the label in the last column), "
-            f"found {width}"
-        )
-    values = np.empty((len(rows), width), dtype=np.float64)
-    for i, (lineno, row) in enumerate(rows):
-        if len(row) != width:
+        header, first = _csv_header(rows, source)
+        width = len(header) if header is not None else len(first[1])
+        if width < 2:
             raise ValueError(
-                f"{source}: line {lineno} has {len(row)} columns, expected {width}"
-                + (" (as in the header)" if header is not None else " (as in the first row)")
+                f"{source}: needs at least 2 columns (features, then the label in the last "
+                f"column), found {width}"
             )
-        for j, field in enumerate(row):
-            try:
-                values[i, j] = float(field)
-            except ValueError:
-                raise ValueError(
-                    f"{source}: line {lineno}, column {j + 1}: {field.strip()!r} is not a number"
-                ) from None
+        expected = "as in the header" if header is not None else "as in the first row"
+        values = _csv_values(itertools.chain([first], rows), width, source, expected)
+    except MemoryError as exc:
+        raise _too_large(source, "the table", exc) from None
+    finally:
+        rows.close()
     X, y = _check_pair(values[:, :-1], values[:, -1], source, "features", "labels (last column)")
     _check_two_classes(y, source, "labels (last column)")
     names = header[:-1] if header is not None else [f"x{j}" for j in range(X.shape[1])]
@@ -454,6 +593,15 @@ def _load_csv(path: Path) -> Dataset:
         description=f"{source}: {X.shape[0]} samples, {X.shape[1]} features, label = "
         + (repr(header[-1]) if header is not None else "last column"),
     )
+
+
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path}: the {what} file is not a regular file (a folder or a device)")
+    return path
 
 
 def load_dataset(path: str | os.PathLike, labels: str | os.PathLike | None = None) -> Dataset:
@@ -476,16 +624,16 @@ def load_dataset(path: str | os.PathLike, labels: str | os.PathLike | None = Non
     FileNotFoundError
         ``path`` or ``labels`` does not exist (the message names it).
     ValueError
-        Unsupported extension, missing keys, wrong shapes or columns, non-numeric values,
-        NaN/inf, a single label value; the message names the file and what is wrong.
+        Unsupported extension, a file that is not what its extension says (damaged or truncated
+        archive, binary data, text that is not UTF-8), missing keys, object arrays (never
+        unpickled), wrong shapes or columns, non-numeric values, NaN/inf, a single label value;
+        the message names the file and what is wrong.
+    MemoryError
+        The arrays do not fit in memory.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+    path = _existing_file(path, "data")
     if labels is not None:
-        labels = Path(labels)
-        if not labels.is_file():
-            raise FileNotFoundError(f"labels file not found: {labels}")
+        labels = _existing_file(labels, "labels")
     suffix = path.suffix.lower()
     if suffix in (".npz", ".csv", ".tsv") and labels is not None:
         raise ValueError(

@@ -21,6 +21,7 @@ import numpy as np
 from . import _stats, metrics as _metrics, removal as _removal
 from ._api import Attribution, fit
 from ._markdown import markdown_table
+from ._output import atomic_target, write_text
 from ._progress import progress
 
 METHODS = ("if", "rif", "ns")
@@ -163,13 +164,12 @@ def run_experiment(
 
 
 def _write_csv(path: Path, rows: list) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
+    """rows as CSV, written atomically (a temporary name in the same folder, then os.replace)."""
+    with atomic_target(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
 
 
 def _jsonable(x):
@@ -185,7 +185,8 @@ def _jsonable(x):
 
 
 def write_json(path: Path, payload) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2))
+    """payload as JSON (non-finite floats as null), written atomically."""
+    write_text(path, json.dumps(_jsonable(payload), indent=2))
 
 
 def write_table(path_stem: Path, rows: list) -> list:
@@ -257,7 +258,7 @@ def write_outputs(res: ExperimentResult, outdir: Path) -> list:
         "![Figure 1](figure1.png)",
         "",
     ]
-    (outdir / "report.md").write_text("\n".join(report))
+    write_text(outdir / "report.md", "\n".join(report))
     files.append(outdir / "report.md")
     return files
 

@@ -32,6 +32,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ._markdown import markdown_table
+from ._output import atomic_target
 from ._stats import slope_through_origin
 
 __all__ = ["figure1", "figure2", "figure3", "summary_table_markdown", "slope_through_origin"]
@@ -160,8 +161,11 @@ def _save(fig, path_stem: PathLike) -> list[Path]:
     # Append rather than with_suffix(): a stem such as "fig1.catdog" keeps its dot.
     png = stem.parent / (stem.name + ".png")
     pdf = stem.parent / (stem.name + ".pdf")
-    fig.savefig(png, dpi=_DPI, format="png")
-    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None})
+    # Each file is written under a temporary name beside it and then moved into place.
+    with atomic_target(png) as tmp:
+        fig.savefig(tmp, dpi=_DPI, format="png")
+    with atomic_target(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
     return [png, pdf]
 
 
