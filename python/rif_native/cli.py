@@ -12,14 +12,11 @@ removing the sample is predicted to increase the test loss, i.e. the sample help
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -964,49 +961,17 @@ def _run(args, outputs: _output.Outputs) -> int:
         raise
 
 
-def _run_in_worker(args) -> int:
-    """Run the command in a worker thread while this thread waits, so that Ctrl-C is answered
-    at once: Python raises KeyboardInterrupt only in the main thread, and only after a native
-    call (a fit can take minutes) returns. The worker's result or exception comes back here."""
+def _run_command(args) -> int:
+    """Run the command in this (the main) thread: the native kernel checks for Ctrl-C between
+    row blocks and iterations, so KeyboardInterrupt arrives within about a second even during a
+    long fit; _run has then removed what the run created."""
     outputs = _output.Outputs(force=getattr(args, "force", False))
-    box: dict = {}
-    done = threading.Event()  # not Thread.is_alive: an interrupted join() makes it say False
-
-    def work() -> None:
-        try:
-            box["status"] = _run(args, outputs)
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name=f"rif {args.command}", daemon=True).start()
     try:
-        while not done.wait(0.2):
-            pass
+        return _run(args, outputs)
     except KeyboardInterrupt:
-        if not done.is_set():
-            _abandon(outputs)
-        outputs.discard()  # finished just now: exit status 130 still means nothing was left
+        if _progress.bar_open():
+            sys.stderr.write("\n")  # finish the progress bar's line
         raise
-    if "error" in box:
-        raise box.pop("error")
-    return box["status"]
-
-
-def _abandon(outputs: _output.Outputs) -> None:
-    """Ctrl-C while the worker still computes: remove what the run wrote, say so, and end the
-    process now (os._exit: the native call cannot be stopped, and the interpreter's normal exit
-    would run destructors under it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-    outputs.abandon()
-    if _progress.bar_open():
-        sys.stderr.write("\n")  # finish the progress bar's line
-    sys.stderr.write(f"{_PROG}: interrupted\n")
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(130)
 
 
 def _error_message(exc: Exception, args) -> Optional[str]:
@@ -1036,17 +1001,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``rif`` command line; return the exit status.
 
     0: done. 2: one line on stderr (bad options or data, an output that must not or cannot be
-    written, a failure while writing, not enough memory). 130: interrupted (Ctrl-C). After 2 or
-    130, what the run had created is removed again. A Ctrl-C that arrives while the command
-    still computes ends the process (os._exit(130)) after that cleanup, because the computation
-    runs in a native call that cannot be stopped.
+    written, a failure while writing, not enough memory). 130: interrupted (Ctrl-C, within
+    about a second: the native calls check for it). After 2 or 130, what the run had created is
+    removed again.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = None
     try:
         args = _build_parser().parse_args(_command_argv(argv))
         _check_backend(getattr(args, "backend", None))
-        return _run_in_worker(args)
+        return _run_command(args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
