@@ -83,3 +83,60 @@ def test_fit_intercept_and_families(rng, seed, family, weighted):
     fr = rn.fit(X, y, **kw)
     assert fr.converged
     assert rel_err(fr.theta, theta) <= 1e-8, f"{family} fit vs statsmodels (seed={seed})"
+
+
+def _longley():
+    data = pytest.importorskip("statsmodels.datasets.longley").load()
+    X = np.asarray(data.exog, dtype=float)  # raw: GNP deflator ~100, GNP ~3e5, YEAR ~1950
+    y = np.asarray(data.endog, dtype=float)
+    return X, y
+
+
+def test_longley_uncentred_with_intercept():
+    """statsmodels' bundled longley data, raw (cond(X) about 5e9): the intercept's pivot of H
+    is lost to cancellation unless the features are centred, which rif-native does inside
+    (the intercept absorbs the shift). Everything must equal the computation on explicitly
+    centred data mapped back to the user's parametrisation (theta_b = theta~_b - c . beta),
+    and agree with statsmodels' OLS influence.
+
+    Tolerances: against the explicitly centred computation 1e-10 (both compute the same
+    centred problem; the centre differs in the last bits); against statsmodels, whose raw
+    computation loses about cond(X) * eps = 1e-6 of relative accuracy, 1e-6 for leverage and
+    fit, and 1e-5 for RIF rows (per-row norm-wise)."""
+    X, y = _longley()
+    n, d = X.shape
+    kw = dict(l2=0.0, family="squared", fit_intercept=True)
+    fr = rn.fit(X, y, **kw)
+    assert fr.converged
+    c = X.mean(axis=0)
+    Xc = X - c
+    frc = rn.fit(Xc, y, **kw)
+    mapped = frc.theta.copy()
+    mapped[d] -= c @ frc.theta[:d]
+    assert rel_err(fr.theta, mapped) <= 1e-10
+
+    A = rn.Attribution(X, y, fr.theta, **kw)
+    Ac = rn.Attribution(Xc, y, frc.theta, **kw)
+    assert rel_err(A.leverage, Ac.leverage) <= 1e-10
+    rif_c = Ac.rescaled_influence()
+    rif_c[:, d] -= rif_c[:, :d] @ c
+    assert rel_err(A.rescaled_influence(), rif_c) <= 1e-10
+    ns_c = Ac.group_effect([[0, 1, 2], [5, 9]], method="ns")
+    ns_c[:, d] -= ns_c[:, :d] @ c
+    assert rel_err(A.group_effect([[0, 1, 2], [5, 9]], method="ns"), ns_c) <= 1e-10
+    v = np.r_[np.ones(d), 3.0]  # a direction in the user's parameters
+    vc = v.copy()
+    vc[:d] -= c * v[d]          # the same linear functional in the centred parameters
+    assert rel_err(A.scores(v), Ac.scores(vc)) <= 1e-10
+
+    res, infl = sm_fit(np.column_stack([X, np.ones(n)]), y, "squared")
+    theta_sm = np.asarray(res.params)
+    assert rel_err(fr.theta, theta_sm) <= 1e-6
+    assert rel_err(A.leverage, infl.hat_matrix_diag) <= 1e-6
+    assert_close(A.rescaled_influence(), np.asarray(infl.params_one) - theta_sm, 1e-5,
+                 "longley RIF vs params_one - params")
+    # exact: for squared loss the Newton step of removing a set is the exact refit
+    sets = [[0, 1], [7, 8, 15]]
+    refit = A.retrain(sets, tol=1e-13)
+    assert refit.converged.all()
+    assert rel_err(refit.effect, A.group_effect(sets, method="ns")) <= 1e-8

@@ -149,6 +149,14 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   threads_ = threads;
   validate(problem_, theta_, threads);
   if (device && !use_cuda) throw std::invalid_argument("X in device memory needs the cuda backend");
+  if (!use_cuda && problem_.X.intercept() && problem_.X.has_data()) {
+    // Centred on the weighted column means: the intercept's pivot then stays resolvable
+    // however far the features sit from 0 (Design::set_centre).
+    centre_ = column_means(problem_.X, problem_.w, threads);
+    if (!centre_.allFinite()) centre_.setZero();  // X's NaN / inf are named just below
+    problem_.X.set_centre(centre_.data());
+    point_to_kernel(problem_.X, theta_);
+  }
   if (use_cuda) {
     if (cuda::eigen_align_bytes() != EIGEN_DEFAULT_ALIGN_BYTES) {
       throw std::runtime_error("this build's CUDA backend was compiled with another SIMD level "
@@ -271,10 +279,27 @@ void Attribution::host_factor() const {
 Matrix Attribution::hessian() const {
   host_factor();
   Matrix full = H_.selfadjointView<Eigen::Lower>();
+  if (const double* c = problem_.X.centre()) {
+    // H = T^T H~ T with T = [I 0; c^T 1]: H_bb = s, H_beta,b = b + s c, and
+    // H_beta,beta = A + b c^T + c b^T + s c c^T for H~ = [A b; b^T s].
+    const Index d = problem_.X.features();
+    const Eigen::Map<const Vector> cv(c, d);
+    const double s = full(d, d);
+    const Vector b = full.col(d).head(d);
+    full.topLeftCorner(d, d) += b * cv.transpose() + cv * b.transpose() + s * cv * cv.transpose();
+    full.col(d).head(d) = b + s * cv;
+    full.row(d).head(d) = full.col(d).head(d).transpose();
+  }
   return full;
 }
 
 void Attribution::solve(Eigen::Ref<Matrix> v) const {
+  for (Index j = 0; j < v.cols(); ++j) dual_to_kernel(problem_.X, v.col(j));
+  solve_kernel(v);
+  for (Index j = 0; j < v.cols(); ++j) point_to_user(problem_.X, v.col(j));
+}
+
+void Attribution::solve_kernel(Eigen::Ref<Matrix> v) const {
   if (v.rows() != params()) {
     std::ostringstream msg;
     msg << "the vector to solve with must have " << params() << " rows, got " << v.rows();
@@ -305,7 +330,7 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
     for (Index j = 0; j < k; ++j) {
       if (rescaled && std::isinf(rescale_[idx[j]])) out.row(j).setConstant(kInf);
     }
-    return;
+    return;  // (the GPU backend never centres)
   }
   require_host("per-sample influence rows");
   host_factor();
@@ -325,6 +350,7 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
         out.row(begin + j) = (r_[i] * (rescaled ? rescale_[i] : 1.0)) * buf.col(j).transpose();
       }
     }
+    rows_to_user(problem_.X, out.middleRows(begin, count));
   });
 }
 
@@ -341,7 +367,8 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
   if (gpu_) {
     cuda::project(*gpu_, problem_.X, V, out);  // out = X H^{-1} V on the device
   } else {
-    U = V;
+    U = V;  // <V, T^{-1} d~> = <T^{-T} V, d~>: the directions in the kernel's parameters
+    for (Index j = 0; j < m; ++j) dual_to_kernel(problem_.X, U.col(j));
     solve_factored(L_, U);
   }
   const Index block = block_rows(p);
@@ -380,8 +407,9 @@ void Attribution::group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowM
       accumulate(sets.begin(j), sets.size(j), coef.data(), G.col(j));
     }
   });
-  solve(G);
+  solve_kernel(G);
   out = G.transpose();
+  rows_to_user(problem_.X, out);
   for (Index j = 0; j < sets.count; ++j) {
     if (infinite[static_cast<size_t>(j)]) out.row(j).setConstant(kInf);
   }
@@ -450,6 +478,7 @@ void Attribution::newton_step(const SetList& sets, Eigen::Ref<RowMatrix> out,
       singular.push_back(j);
     }
   }
+  rows_to_user(problem_.X, out);
 }
 
 }  // namespace rif

@@ -11,11 +11,14 @@ template <class T>
 void Design::load_impl(const T* data, Index begin, Index count, double* out, const double* scale,
                        int threads) const {
   const Index p = params();
+  const double* c = centre_;
   auto copy_row = [&](Index j) {
     const T* src = data + (begin + j) * d_;
     double* dst = out + j * p;
     const double s = scale ? scale[j] : 1.0;
-    if (scale) {
+    if (c) {
+      for (Index k = 0; k < d_; ++k) dst[k] = s * (static_cast<double>(src[k]) - c[k]);
+    } else if (scale) {
       for (Index k = 0; k < d_; ++k) dst[k] = s * static_cast<double>(src[k]);
     } else {
       for (Index k = 0; k < d_; ++k) dst[k] = static_cast<double>(src[k]);
@@ -44,7 +47,9 @@ void Design::load(Index begin, Index count, Matrix& buffer, const double* scale,
 }
 
 Eigen::Map<const Matrix> Design::block(Index begin, Index count, Matrix& buffer) const {
-  if (f64_ && !intercept_) return Eigen::Map<const Matrix>(f64_ + begin * d_, d_, count);
+  if (f64_ && !intercept_ && !centre_) {
+    return Eigen::Map<const Matrix>(f64_ + begin * d_, d_, count);
+  }
   load(begin, count, buffer);
   return Eigen::Map<const Matrix>(buffer.data(), params(), count);
 }
@@ -63,7 +68,9 @@ void Design::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
     const Index i = static_cast<Index>(idx[j]);
     const double s = scale ? scale[i] : 1.0;
     double* dst = out.col(j).data();
-    if (f64_) {
+    if (centre_) {
+      for (Index c = 0; c < d_; ++c) dst[c] = s * (raw(i, c) - centre_[c]);
+    } else if (f64_) {
       const double* src = f64_ + i * d_;
       for (Index c = 0; c < d_; ++c) dst[c] = s * src[c];
     } else {
@@ -80,7 +87,9 @@ void Design::accumulate(const std::int64_t* idx, Index k, const double* coef,
   for (Index j = 0; j < k; ++j) {
     const Index i = static_cast<Index>(idx[j]);
     const double s = coef[i];
-    if (f64_) {
+    if (centre_) {
+      for (Index c = 0; c < d_; ++c) dst[c] += s * (raw(i, c) - centre_[c]);
+    } else if (f64_) {
       const double* src = f64_ + i * d_;
       for (Index c = 0; c < d_; ++c) dst[c] += s * src[c];
     } else {
@@ -114,10 +123,62 @@ void Design::multiply_transposed(const Vector& c, Vector& g, int threads) const 
   for (size_t t = 1; t < partial.size(); ++t) g += partial[t];
 }
 
+void point_to_user(const Design& X, Eigen::Ref<Vector> v) {
+  if (!X.centre()) return;
+  const Index d = X.features();
+  v[d] -= Eigen::Map<const Vector>(X.centre(), d).dot(v.head(d));
+}
+
+void point_to_kernel(const Design& X, Eigen::Ref<Vector> v) {
+  if (!X.centre()) return;
+  const Index d = X.features();
+  v[d] += Eigen::Map<const Vector>(X.centre(), d).dot(v.head(d));
+}
+
+void dual_to_user(const Design& X, Eigen::Ref<Vector> g) {
+  if (!X.centre()) return;
+  const Index d = X.features();
+  g.head(d) += g[d] * Eigen::Map<const Vector>(X.centre(), d);
+}
+
+void dual_to_kernel(const Design& X, Eigen::Ref<Vector> g) {
+  if (!X.centre()) return;
+  const Index d = X.features();
+  g.head(d) -= g[d] * Eigen::Map<const Vector>(X.centre(), d);
+}
+
+double user_norm(const Design& X, const Vector& g) {
+  if (!X.centre()) return g.stableNorm();
+  Vector u = g;
+  dual_to_user(X, u);
+  return u.stableNorm();
+}
+
+void rows_to_user(const Design& X, Eigen::Ref<RowMatrix> out) {
+  if (!X.centre()) return;
+  Vector row;
+  for (Index i = 0; i < out.rows(); ++i) {
+    if (!out.row(i).allFinite()) continue;
+    row = out.row(i).transpose();
+    point_to_user(X, row);
+    out.row(i) = row.transpose();
+  }
+}
+
+Vector column_means(const Design& X, const Vector& w, int threads) {
+  const Index n = X.rows(), d = X.features();
+  Design raw = X;
+  raw.set_centre(nullptr);
+  const bool weighted = w.size() == n && w.sum() > 0;
+  Vector g;
+  raw.multiply_transposed(weighted ? w : Vector::Ones(n), g, threads);
+  const double total = weighted ? w.sum() : static_cast<double>(n);
+  return g.head(d) / total;
+}
+
 Index Design::first_nonfinite_in_row(Index i) const {
   for (Index k = 0; k < d_; ++k) {
-    const double v = f64_ ? f64_[i * d_ + k] : static_cast<double>(f32_[i * d_ + k]);
-    if (!std::isfinite(v)) return k;
+    if (!std::isfinite(raw(i, k))) return k;
   }
   return -1;
 }

@@ -24,12 +24,9 @@ std::vector<char> structurally_singular(const Attribution& A, const SetList& set
   A.require_host("the check for parameters left without data");
   // Per parameter (features, then the intercept): how many supported samples touch it.
   std::vector<Index> total(static_cast<size_t>(d) + 1, 0);
-  Matrix row(X.params(), 1);
   const auto add_row = [&](Index i, std::vector<Index>& counts, Index sign) {
-    if (features_unpenalised) {
-      const std::int64_t idx = i;
-      X.gather(&idx, 1, row);
-      for (Index k = 0; k < d; ++k) counts[static_cast<size_t>(k)] += sign * (row(k, 0) != 0);
+    if (features_unpenalised) {  // the data as stored: centring would hide its zeros
+      for (Index k = 0; k < d; ++k) counts[static_cast<size_t>(k)] += sign * (X.raw(i, k) != 0);
     }
     counts[static_cast<size_t>(d)] += sign;
   };
@@ -56,7 +53,7 @@ DowndatedSolver::DowndatedSolver(const Attribution& attribution, const std::int6
   const Vector root = attribution.curvature().cwiseSqrt();
   Matrix U(p, k);
   attribution.gather(idx, k, U, root.data());
-  F_ = attribution.hessian();
+  F_ = attribution.kernel_hessian().selfadjointView<Eigen::Lower>();
   F_.selfadjointView<Eigen::Lower>().rankUpdate(U, -1.0);
   const Vector diag = F_.diagonal();
   // The criterion of the Woodbury path: a pivot that lost all but singular_tolerance of its

@@ -19,9 +19,20 @@ double objective(const Problem& problem, const Vector& theta, const Vector& z) {
 
 }  // namespace
 
-FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) {
+FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   const int threads = resolve_threads(options.threads);
-  validate(problem, theta0, threads);
+  validate(given, theta0, threads);
+  // With an intercept, iterate on the centred design (Design::set_centre) unless the caller's
+  // design is centred already (retraining's fallback, whose theta is then the kernel's).
+  Problem problem = given;
+  Vector centre;
+  const bool centre_here = problem.X.intercept() && !problem.X.centre() && problem.X.has_data();
+  if (centre_here) {
+    centre = column_means(problem.X, problem.w, threads);
+    if (!centre.allFinite()) centre.setZero();  // X's NaN / inf are named just below
+    problem.X.set_centre(centre.data());
+    point_to_kernel(problem.X, theta0);
+  }
   if (!(options.tol > 0)) throw std::invalid_argument("tol must be > 0");
   if (options.max_iter < 0) throw std::invalid_argument("max_iter must be >= 0");
   const Index n = problem.X.rows();
@@ -35,7 +46,7 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
   derivatives(problem.family, Vector::Zero(n), problem.y, problem.w, r, a);
   const Vector g0 = gradient(problem, Vector::Zero(problem.X.params()), r, threads);
   check_gradient_finite(g0, "at theta = 0");
-  const double scale = g0.stableNorm();
+  const double scale = user_norm(problem.X, g0);
   const double gtol = options.tol * std::max(1.0, scale);
 
   double F = objective(problem, theta, z);
@@ -53,7 +64,7 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
     derivatives(problem.family, z, problem.y, problem.w, r, a);
     const Vector g = gradient(problem, theta, r, threads);
     check_gradient_finite(g, "during fitting");
-    result.grad_norm = g.stableNorm();
+    result.grad_norm = user_norm(problem.X, g);
     if (result.grad_norm <= gtol) {
       result.converged = true;
       break;
@@ -95,6 +106,7 @@ FitResult fit(const Problem& problem, Vector theta0, const FitOptions& options) 
       break;
     }
   }
+  if (centre_here) point_to_user(problem.X, theta);
   result.theta = std::move(theta);
   result.loss = F;
   result.iterations = iter;

@@ -34,12 +34,17 @@ Matrix all_sample_gradients(const Problem& P, const Matrix& T, int threads) {
   std::vector<Matrix> partial(static_cast<size_t>(nt), Matrix::Zero(p, m));
   const Index d = X.features();
   const bool intercept = X.intercept();
+  // Raw feature rows with a centred design: x~ . t = x . t_beta + (t_b - c . t_beta), and
+  // sum_i r_i x~_i = sum_i r_i x_i - c sum_i r_i (corrected after the pass).
+  Eigen::RowVectorXd offset;
+  if (intercept) offset = T.row(d);
+  if (X.centre()) offset -= Eigen::Map<const Vector>(X.centre(), d).transpose() * T.topRows(d);
   parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
     // The d feature rows only (no copy for float64 X); the intercept is handled on the side.
     auto Xt = X.feature_block(begin, count, buffers[static_cast<size_t>(t)]);
     Matrix& Z = Zs[static_cast<size_t>(t)];
     Z.noalias() = Xt.transpose() * T.topRows(d);  // count x m linear predictors
-    if (intercept) Z.rowwise() += T.row(d);
+    if (intercept) Z.rowwise() += offset;
     for (Index c = 0; c < m; ++c) {
       for (Index j = 0; j < count; ++j) {
         Z(j, c) = weighted_residual(P, begin + j, Z(j, c));
@@ -51,6 +56,9 @@ Matrix all_sample_gradients(const Problem& P, const Matrix& T, int threads) {
   });
   Matrix total = partial[0];
   for (size_t t = 1; t < partial.size(); ++t) total += partial[t];
+  if (X.centre()) {
+    total.topRows(d).noalias() -= Eigen::Map<const Vector>(X.centre(), d) * total.row(d);
+  }
   return total;
 }
 
@@ -195,7 +203,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   parallel_chunks(m, 1, threads, [&](int, Index j, Index) {
     Vector g = g0;
     P.X.accumulate(sets.begin(j), sets.size(j), minus_r0.data(), g);
-    result.tolerance[j] = options.tol * std::max(1.0, g.stableNorm());
+    result.tolerance[j] = options.tol * std::max(1.0, user_norm(P.X, g));
   });
 
   // The downdated Hessian at theta_hat for every set: small sets by Woodbury, all in one batch
@@ -263,7 +271,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     std::deque<double>().swap(recent[u]);
   };
   for (Index j = 0; j < m; ++j) {  // a set left without data for a parameter: no refit
-    if (result.singular[static_cast<size_t>(j)]) result.grad_norm[j] = G.col(j).stableNorm();
+    if (result.singular[static_cast<size_t>(j)]) result.grad_norm[j] = user_norm(P.X, G.col(j));
   }
   for (bool first = true; !active.empty(); first = false) {
     check_interrupt();
@@ -271,7 +279,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     std::vector<Index> next, refresh;
     for (Index j : active) {
       const size_t u = static_cast<size_t>(j);
-      const double norm = G.col(j).stableNorm();
+      const double norm = user_norm(P.X, G.col(j));
       std::deque<double>& norms = recent[u];
       norms.push_back(norm);
       if (norms.size() > static_cast<size_t>(kWindow) + 1) norms.pop_front();
@@ -418,6 +426,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     }
   }
   result.theta = Theta.transpose();
+  rows_to_user(P.X, result.theta);
   return result;
 }
 

@@ -102,8 +102,18 @@ class Attribution {
     cuda::gradients(*gpu_, problem_.X, Theta, G);
   }
 
+  /// The problem as the kernel sees it: with an intercept (on the CPU) its design is centred
+  /// on the weighted column means of X (Design::set_centre), and every vector below marked
+  /// "kernel" is in the parameters theta~ of that centred design; the others are the user's.
   const Problem& problem() const { return problem_; }
+  /// theta~ (kernel).
   const Vector& theta() const { return theta_; }
+  /// theta as the user gave it.
+  Vector user_theta() const {
+    Vector t = theta_;
+    point_to_user(problem_.X, t);
+    return t;
+  }
   const Vector& residuals() const { return r_; }
   const Vector& curvature() const { return a_; }
   const Vector& leverage() const { return h_; }
@@ -114,19 +124,27 @@ class Attribution {
     host_factor();
     return L_;
   }
-  double gradient_norm() const { return gradient_.stableNorm(); }
-  /// grad F(theta) = X^T r + l2 P theta at the attribution's theta.
+  /// ||grad F(theta)|| in the user's parameters.
+  double gradient_norm() const { return user_norm(problem_.X, gradient_); }
+  /// grad F(theta) = X^T r + l2 P theta at the attribution's theta (kernel).
   const Vector& gradient() const { return gradient_; }
   Index params() const { return problem_.X.params(); }
-  /// grad F(0) = X^T r(0) (the penalty vanishes at 0), computed on first use and kept: the
-  /// scale of retraining tolerances.
+  /// grad F(0) = X^T r(0) (the penalty vanishes at 0; kernel), computed on first use and kept:
+  /// the scale of retraining tolerances.
   const Vector& gradient_at_zero() const;
 
-  /// Full symmetric H (both triangles).
+  /// Full symmetric H (both triangles), in the user's parameters.
   Matrix hessian() const;
+  /// The same in the kernel's parameters (lower triangle filled).
+  const Matrix& kernel_hessian() const {
+    host_factor();
+    return H_;
+  }
 
-  /// v <- H^{-1} v, column by column.
+  /// v <- H^{-1} v, column by column, in the user's parameters.
   void solve(Eigen::Ref<Matrix> v) const;
+  /// The same in the kernel's (v a kernel gradient, the result a kernel point).
+  void solve_kernel(Eigen::Ref<Matrix> v) const;
 
   /// Rows IF_i = r_i H^{-1} x_i (times rescale_i when rescaled) for samples idx[0..k), written
   /// to out (k x p, row-major).
@@ -157,6 +175,7 @@ class Attribution {
 
  private:
   Problem problem_;
+  Vector centre_;  ///< the design's centre (empty when not centred)
   Vector theta_, r_, a_, h_, rescale_;
   mutable Matrix H_, L_;  ///< with the GPU backend filled by host_factor() on first use
   mutable std::mutex factor_mutex_;

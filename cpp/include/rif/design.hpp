@@ -2,6 +2,13 @@
 /// A read-only view of the n x d design matrix X (row-major float64 or float32), with an optional
 /// virtual column of ones appended last for the intercept. X itself is never copied: passes over
 /// X load one row block at a time, converting to float64 only when they must.
+///
+/// With an intercept the view can be centred (set_centre): every block, gather, sum and product
+/// then reads x - c for a fixed vector c, the intercept's column staying 1. That is the same
+/// model in the parameters theta~ = T theta (theta~_b = theta_b + c . theta_beta), and its
+/// Hessian T^{-T} H T^{-1} is computed from centred rows without the cancellation that makes
+/// H of uncentred data (a column near 1950, say) numerically singular in the intercept. The
+/// functions at the end of this header map between the two parametrisations.
 
 #include "rif/types.hpp"
 
@@ -27,13 +34,23 @@ class Design {
   /// The raw row-major data (null for the other dtype).
   const double* data_f64() const { return f64_; }
   const float* data_f32() const { return f32_; }
+  /// X's entry (i, k) as stored, never centred.
+  double raw(Index i, Index k) const {
+    return f64_ ? f64_[i * d_ + k] : static_cast<double>(f32_[i * d_ + k]);
+  }
+
+  /// Centres the view on `centre` (d entries, kept alive by the caller; nullptr: uncentred).
+  /// Only with an intercept, which absorbs the shift.
+  void set_centre(const double* centre) { centre_ = intercept_ ? centre : nullptr; }
+  /// The centre, or nullptr when the view is not centred.
+  const double* centre() const { return centre_; }
 
   /// Rows [begin, begin + count) as a p x count column-major matrix (column j = sample begin + j).
   /// Without intercept on float64 data it maps X itself; otherwise it fills and maps `buffer`.
   Eigen::Map<const Matrix> block(Index begin, Index count, Matrix& buffer) const;
 
-  /// The d feature rows of block() without the intercept row: a map into X for float64 data,
-  /// a converted copy in `buffer` for float32.
+  /// The d feature rows of block() without the intercept row, NOT centred (callers correct for
+  /// centre() themselves): a map into X for float64 data, a converted copy for float32.
   Eigen::Map<const Matrix> feature_block(Index begin, Index count, Matrix& buffer) const;
 
   /// Like block(), but always a writable copy in `buffer`, column j scaled by scale[j] when given,
@@ -68,6 +85,26 @@ class Design {
   Index n_ = 0;
   Index d_ = 0;
   bool intercept_ = false;
+  const double* centre_ = nullptr;
 };
+
+// Maps between the user's parameters theta and the kernel's theta~ = T theta of a centred
+// design (all no-ops when X.centre() is null). Points and differences of points (removal
+// effects) map alike; gradients and metric directions (duals) by T^{-T} and T^T.
+
+/// theta~ -> theta: theta_b = theta~_b - c . theta~_beta.
+void point_to_user(const Design& X, Eigen::Ref<Vector> v);
+/// theta -> theta~: theta~_b = theta_b + c . theta_beta.
+void point_to_kernel(const Design& X, Eigen::Ref<Vector> v);
+/// A dual vector g~ -> g = T^T g~: g_beta = g~_beta + c g~_b.
+void dual_to_user(const Design& X, Eigen::Ref<Vector> g);
+/// g -> g~ = T^{-T} g: g~_beta = g_beta - c g_b.
+void dual_to_kernel(const Design& X, Eigen::Ref<Vector> g);
+/// ||T^T g~||: the norm of a kernel gradient in the user's parameters.
+double user_norm(const Design& X, const Vector& g);
+/// point_to_user() for every finite row of out (rows of inf, singular removals, stay so).
+void rows_to_user(const Design& X, Eigen::Ref<RowMatrix> out);
+/// The column means of X weighted by w (all ones when empty, or when every weight is 0).
+Vector column_means(const Design& X, const Vector& w, int threads);
 
 }  // namespace rif
