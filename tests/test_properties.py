@@ -1027,7 +1027,7 @@ def test_retrain_matches_reference(spec, data):
     before = snapshot(arg)
     res = call(A.retrain, arg, tol=1e-10, max_iter=100)
     unchanged(before, (arg,), "retrain")
-    fields = ("theta", "effect", "grad_norm", "tolerance", "n_iter", "converged", "refreshed")
+    fields = [f.name for f in dataclasses.fields(rn.RetrainResult)]
     if single:
         assert res.theta.shape == (case.p,), f"retrain single set: theta shape {res.theta.shape}"
         res = rn.RetrainResult(**{f: np.asarray(getattr(res, f))[None] for f in fields})
@@ -1549,14 +1549,14 @@ def _core_answers(C, case: Case, sets) -> dict:
     return out
 
 
-def _same(got: dict, ref: dict, tol: float, what: str) -> None:
+def _same(got: dict, ref: dict, tol: float, what: str, atol: float = 0.0) -> None:
     for k, r in ref.items():
         g = np.asarray(got[k])
         r = np.asarray(r)
         assert g.shape == r.shape, f"{what}: {k} shape {g.shape} vs {r.shape}"
         assert np.isfinite(g).all() == np.isfinite(r).all(), f"{what}: {k} non-finite entries"
         err = float(norm(np.nan_to_num(g - r)))
-        assert err <= tol * float(norm(np.nan_to_num(r))) + TINY, \
+        assert err <= tol * float(norm(np.nan_to_num(r))) + atol + TINY, \
             f"{what}: {k} differs from the canonical call by {err:.3e}"
 
 
@@ -1794,7 +1794,9 @@ def iso_core_methods(spec, data):
     elif argname == "max_iter":
         variants = [("20", c, "accept", c), ("0", 0, "accept", 0), ("-1", -1, "reject", None),
                     ("-2^31", -2**31, "reject", None), ("float", 2.5, "reject", None),
-                    ("None", None, "reject", None), ("2^40", 2**40, "reject", None)]
+                    ("None", None, "reject", None),
+                    # beyond int: clamped (an iteration budget no call can spend)
+                    ("2^40", 2**40, "either", c)]
     else:
         raise AssertionError(argname)
     label, obj, verdict, value = data.draw(st.sampled_from(variants), label="variant")
@@ -1816,11 +1818,15 @@ def iso_core_methods(spec, data):
     if out is not None and method != "attach_host":
         cargs = dict(canon, **{argname: value})
         ref = call(getattr(C2, method), *cargs.values())
+        atol = 0.0
         if method == "retrain":
+            # another thread count takes another path to the gradient tolerance (1e-10 of
+            # its scale, here of order 1): the refits agree to that, not to rounding
             out, ref = out["theta"], ref["theta"]
+            atol = 1e-9
         elif method == "newton_step":
             out, ref = out[0], ref[0]
-        _same({"out": out}, {"out": ref}, 1e-12, what)
+        _same({"out": out}, {"out": ref}, 1e-12, what, atol)
     # the object still gives the canonical answers (attach_host: with the same values)
     _same(_core_answers(C, case, [T.tolist()]), _core_answers(C2, case, [T.tolist()]), 1e-12,
           f"{what}, then every query")

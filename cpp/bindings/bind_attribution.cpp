@@ -4,6 +4,7 @@
 #include "rif/glm.hpp"
 #include "rif/retrain.hpp"
 
+#include <cmath>
 #include <memory>
 #include <sstream>
 #include <vector>
@@ -37,7 +38,14 @@ rif::Problem make_problem(const rif::Design& X, const py::object& y, const py::o
                           const py::object& l2, const py::object& family) {
   rif::Problem problem{X, rif::parse_family(text_arg(family, "family")),
                        to_vector(f64_arg(y, "y"), "y"), rif::Vector(), real_arg(l2, "l2")};
-  if (!weights.is_none()) problem.w = to_vector(f64_arg(weights, "sample_weight"), "sample_weight");
+  if (!weights.is_none()) {
+    problem.w = to_vector(f64_arg(weights, "sample_weight"), "sample_weight");
+    if (problem.w.size() != X.rows()) {  // (an empty w means "all ones" inside the kernel)
+      throw std::invalid_argument("sample_weight must have one entry per sample (" +
+                                  std::to_string(X.rows()) + "), got " +
+                                  std::to_string(problem.w.size()));
+    }
+  }
   return problem;
 }
 
@@ -51,6 +59,10 @@ py::array_t<double> copy_vector(const rif::Vector& v) {
 rif::Matrix directions(const py::object& arg) {
   const F64Array V = f64_arg(arg, "V");
   if (V.ndim() != 2) throw std::invalid_argument("directions must be a 2-D (m, p) array");
+  const double* v = V.data();
+  for (py::ssize_t e = 0; e < V.size(); ++e) {
+    if (!std::isfinite(v[e])) throw std::invalid_argument("V contains NaN or inf");
+  }
   return Eigen::Map<const rif::Matrix>(V.data(), V.shape(1), V.shape(0));
 }
 

@@ -149,6 +149,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   threads_ = threads;
   validate(problem_, theta_, threads);
   if (device && !use_cuda) throw std::invalid_argument("X in device memory needs the cuda backend");
+  user_theta_ = theta_;
   if (!use_cuda && problem_.X.intercept() && problem_.X.has_data()) {
     // Centred on the weighted column means: the intercept's pivot then stays resolvable
     // however far the features sit from 0 (Design::set_centre).

@@ -130,6 +130,15 @@ def build_info() -> dict:
 # ----------------------------------------------------------------------------- input handling
 
 
+def _asarray(v: Any, name: str) -> np.ndarray:
+    """np.asarray(v), with NumPy's own errors for ragged or odd input named after `name`."""
+    try:
+        return np.asarray(v)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a rectangular array of numbers, got "
+                         f"{type(v).__name__} that NumPy cannot convert ({str(exc)[:60]})") from None
+
+
 def _check_numeric(arr: np.ndarray, name: str) -> None:
     if arr.dtype.kind not in "biuf":
         raise TypeError(
@@ -141,7 +150,7 @@ def _as_design(X: ArrayLike, fit_intercept: bool) -> np.ndarray:
     """X as a 2-D C-contiguous float64 or float32 array, converting at most once."""
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):
         raise TypeError("X is a sparse matrix; rif_native needs a dense array (X.toarray())")
-    arr = np.asarray(X)
+    arr = _asarray(X, "X")
     _check_numeric(arr, "X")
     if arr.ndim != 2:
         raise ValueError(f"X must be 2-D (n samples x d features), got shape {arr.shape}")
@@ -157,7 +166,7 @@ def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
     if is_device_array(v):
         raise TypeError(f"{name} is in GPU memory: pass it as a NumPy array (only X is read on "
                         "the device; y, weights and theta are small)")
-    arr = np.asarray(v)
+    arr = _asarray(v, name)
     _check_numeric(arr, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D with {length} entries ({what}), got shape {arr.shape}")
@@ -256,7 +265,7 @@ def _method(method: str, allowed: Sequence[str]) -> str:
 
 
 def _one_set(s: ArrayLike, n: int, label: str) -> np.ndarray:
-    arr = np.asarray(s)
+    arr = _asarray(s, label)
     if arr.ndim != 1:
         raise ValueError(f"{label} must be 1-D (indices or a boolean mask), got shape {arr.shape}")
     if arr.dtype == bool:
@@ -658,7 +667,7 @@ class Attribution:
                 self._data = (Xh,) + self._data[1:]
 
     def _directions(self, v: ArrayLike, name: str) -> np.ndarray:
-        arr = np.asarray(v)
+        arr = _asarray(v, name)
         _check_numeric(arr, name)
         if arr.ndim not in (1, 2) or arr.shape[0] != self.n_params:
             raise ValueError(f"{name} must have shape ({self.n_params},) or ({self.n_params}, m), "

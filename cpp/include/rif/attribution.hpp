@@ -108,12 +108,8 @@ class Attribution {
   const Problem& problem() const { return problem_; }
   /// theta~ (kernel).
   const Vector& theta() const { return theta_; }
-  /// theta as the user gave it.
-  Vector user_theta() const {
-    Vector t = theta_;
-    point_to_user(problem_.X, t);
-    return t;
-  }
+  /// theta exactly as the user gave it.
+  const Vector& user_theta() const { return user_theta_; }
   const Vector& residuals() const { return r_; }
   const Vector& curvature() const { return a_; }
   const Vector& leverage() const { return h_; }
@@ -176,7 +172,7 @@ class Attribution {
  private:
   Problem problem_;
   Vector centre_;  ///< the design's centre (empty when not centred)
-  Vector theta_, r_, a_, h_, rescale_;
+  Vector theta_, user_theta_, r_, a_, h_, rescale_;
   mutable Matrix H_, L_;  ///< with the GPU backend filled by host_factor() on first use
   mutable std::mutex factor_mutex_;
   mutable std::atomic<bool> factor_ready_{false};
