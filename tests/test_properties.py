@@ -1346,7 +1346,9 @@ def _ctor_corruptions(case: Case) -> list:
         ("X object with None", "X", {"X": _put(X, (0, 0), None, dtype=object)}),
         ("X strings", "X", {"X": X.astype(str)}),
         ("X None", "X", {"X": None}),
-        ("X ragged list", "X", {"X": [list(r) for r in X[:-1]] + [list(X[-1][:-1]) + [1, 2]]}),
+        # (rows of different lengths, also when n = 1: then one extra row)
+        ("X ragged list", "X", {"X": [list(r) for r in X[:-1]] + [list(X[-1][:-1]) + [1, 2]]
+                                if n > 1 else [list(X[0]), list(X[0]) + [1.0]]}),
         ("X sparse", "X", {"X": _Sparse()}),
         ("X datetime", "X", {"X": np.zeros(X.shape, dtype="datetime64[s]")}),
         ("y short", "y", {"y": y[:-1]}),
@@ -1423,8 +1425,10 @@ def test_invalid_constructor_inputs(spec, data):
     case = spec.build()
     cases = _ctor_corruptions(case)
     label, argname, update = data.draw(st.sampled_from(cases), label="corruption")
-    entry = data.draw(st.sampled_from(CTOR_ENTRIES if argname != "backend"
-                                      else CTOR_ENTRIES[:-1]), label="entry")
+    entries = CTOR_ENTRIES if argname != "backend" else CTOR_ENTRIES[:-1]
+    if label == "theta None":  # fit's theta0 is optional: None is valid there
+        entries = [e for e in entries if e != "fit"]
+    entry = data.draw(st.sampled_from(entries), label="entry")
     journal("invalid input", (spec, label, entry))
     kw = dict(X=case.X, y=case.y, theta=case.theta, **case.kw)
     kw.update(update)

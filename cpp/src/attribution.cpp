@@ -337,18 +337,25 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
   host_factor();
   threads = resolve_threads(threads);
   const Index block = block_rows(p);
+  // H^{-1} (c_i x_i) with c_i = r_i (times the rescaling): scaled before the solve, so that a
+  // sample without residual gets exactly 0 even where H^{-1} x_i alone would overflow.
+  Vector coef(n);
+  for (Index i = 0; i < n; ++i) {
+    const double s = rescaled ? rescale_[i] : 1.0;
+    coef[i] = std::isinf(s) ? 0.0 : r_[i] * s;
+  }
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(k, block, threads)));
   parallel_chunks(k, block, threads, [&](int t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];
     buf.resize(p, count);
-    problem_.X.gather(idx + begin, count, buf);
+    problem_.X.gather(idx + begin, count, buf, coef.data());
     solve_factored(L_, buf);
     for (Index j = 0; j < count; ++j) {
       const Index i = static_cast<Index>(idx[begin + j]);
       if (rescaled && std::isinf(rescale_[i])) {
         out.row(begin + j).setConstant(kInf);
       } else {
-        out.row(begin + j) = (r_[i] * (rescaled ? rescale_[i] : 1.0)) * buf.col(j).transpose();
+        out.row(begin + j) = buf.col(j).transpose();
       }
     }
     rows_to_user(problem_.X, out.middleRows(begin, count));

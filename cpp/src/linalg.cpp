@@ -81,7 +81,7 @@ bool try_cholesky_in_place(Matrix& A, Index* failed_column, double* pivot) {
 Vector pivot_floors(const Vector& diagonal) {
   const Index n = diagonal.size();
   constexpr double eps = std::numeric_limits<double>::epsilon();
-  constexpr double smallest = std::numeric_limits<double>::min() / eps;
+  constexpr double smallest = std::numeric_limits<double>::min();  // subnormal: no inverse
   return (static_cast<double>(n) * eps * diagonal.cwiseAbs().array()).max(smallest).matrix();
 }
 

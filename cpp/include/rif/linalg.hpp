@@ -15,9 +15,9 @@ namespace rif {
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads);
 
 /// The floor of each Cholesky pivot (diagonal entry of the factor, squared) of a p x p matrix A
-/// with diagonal `diagonal`: floor_k = max(p eps |A_kk|, DBL_MIN / eps). A pivot at or below
-/// it is rounding noise of a singular matrix (the rounding error of pivot k is of the order of
-/// p eps A_kk, whatever the scale of the other columns), or too small to invert in float64.
+/// with diagonal `diagonal`: floor_k = max(p eps |A_kk|, DBL_MIN). A pivot at or below it is
+/// rounding noise of a singular matrix (the rounding error of pivot k is of the order of
+/// p eps A_kk, whatever the scale of the other columns), or subnormal (no float64 inverse).
 Vector pivot_floors(const Vector& diagonal);
 
 /// What to tell the user when the pivot of `column` fails (empty: the default advice on l2).
