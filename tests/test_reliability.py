@@ -4,6 +4,7 @@ never a borderline rounding comparison, so they do not depend on the processor."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -302,6 +303,8 @@ def test_memory_is_checked_before_it_is_asked_for(rng, monkeypatch):
             rn.Attribution(X, y, np.zeros(500), l2=1.0, max_memory=bad)
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer reserves terabytes of address space for its shadow")
 def test_memory_error_comes_first_under_an_address_space_limit():
     """d = 20,000 under a 4 GB ulimit -v: two 3.2 GB p x p matrices do not fit. A MemoryError
     that says so comes at once, not after seconds of work or as std::bad_alloc."""
