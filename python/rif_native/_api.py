@@ -359,7 +359,8 @@ class Attribution:
         family: "logistic", "squared" or "poisson".
         sample_weight: (n,) weights >= 0, default all ones.
         fit_intercept: treat X as having a trailing column of ones that the penalty skips.
-        num_threads: threads for every computation of this object; None uses all cores.
+        num_threads: threads for every computation of this object; None uses, at each call,
+            the cores that no other process keeps busy (at least one).
         backend: "cpu", "cuda" (z, the Hessian, factor, leverages and ``scores`` on the GPU; a
             RuntimeError when this build or machine has none) or "auto" (CUDA when available).
             None reads the RIF_BACKEND environment variable, default "auto". With CUDA, host X

@@ -360,7 +360,8 @@ def from_estimator(
             1 for ``classes_[1]`` and 0 for ``classes_[0]``.
         sample_weight: the weights passed to ``estimator.fit``, if any. A LogisticRegression's
             ``class_weight`` is multiplied in, as scikit-learn does.
-        num_threads: threads for the Attribution; None uses all cores.
+        num_threads: threads for the Attribution; None uses the cores no other process keeps
+            busy at each call.
         check_stationary: check that theta minimises the mapped objective.
         rtol: warn :class:`~rif_native.ConvergenceWarning` when ``||grad F(theta)||`` exceeds
             ``rtol * ||grad F(0)||``: the estimates assume theta is the minimiser.
