@@ -152,7 +152,9 @@ void bind_attribution(py::module_& m) {
       .def_property_readonly(
           "curvature", [](const PyAttribution& s) { return copy_vector(s.core->curvature()); })
       .def_property_readonly("theta",
-                             [](const PyAttribution& s) { return copy_vector(s.core->user_theta()); })
+                             [](const PyAttribution& s) {
+                               return copy_vector(s.core->user_theta());
+                             })
       .def_property_readonly("gradient_norm",
                              [](const PyAttribution& s) { return s.core->gradient_norm(); })
       .def_property_readonly("timings",

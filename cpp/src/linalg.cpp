@@ -132,8 +132,7 @@ void check_hessian_finite(const Design& X, const Matrix& H) {
   double largest = 0;
   for (Index i = 0; i < X.rows(); ++i) {
     for (Index k = 0; k < X.features(); ++k) {
-      const double v = std::abs(X.is_float32() ? static_cast<double>(X.data_f32()[i * X.features() + k])
-                                               : X.data_f64()[i * X.features() + k]);
+      const double v = std::abs(X.raw(i, k));
       if (v > largest) {
         largest = v;
         row = i;

@@ -136,7 +136,8 @@ def _asarray(v: Any, name: str) -> np.ndarray:
         return np.asarray(v)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} must be a rectangular array of numbers, got "
-                         f"{type(v).__name__} that NumPy cannot convert ({str(exc)[:60]})") from None
+                         f"{type(v).__name__} that NumPy cannot convert ({str(exc)[:60]})"
+                         ) from None
 
 
 def _check_numeric(arr: np.ndarray, name: str) -> None:

@@ -221,7 +221,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--threads", type=_positive_int, default=None, metavar="N",
-        help="number of threads for the native kernels (default: the cores no other process keeps busy)",
+        help="number of threads for the native kernels (default: the cores no other process "
+             "keeps busy)",
     )
     model.add_argument(
         "--backend", choices=("cpu", "cuda", "auto"), default=None,
