@@ -120,7 +120,7 @@ WoodburyBatch::WoodburyBatch(const Attribution& attribution, const SetList& sets
     M = Matrix::Identity(k, k);
     if (device_) {
       M -= Eigen::Map<const Matrix>(grams.data() + gram_offset[u], k, k);
-    } else {
+    } else if (k > 0) {  // (an empty set's panel has no memory: Eigen must not touch it)
       M.selfadjointView<Eigen::Lower>().rankUpdate(B_.middleCols(begin, k).transpose(), -1.0);
     }
     // M's Cholesky pivots are the leverages' complements 1 - h for k = 1.
@@ -147,6 +147,7 @@ void WoodburyBatch::solve(Matrix& G, const std::vector<Index>& which, int thread
   const auto correct = [&](Vector& t) {  // t <- M^{-1} t, set by set
     parallel_chunks(q, 1, threads, [&](int, Index c, Index) {
       const size_t u = static_cast<size_t>(c);
+      if (count[u] == 0) return;  // an empty set: nothing to correct (and no memory to map)
       Eigen::Map<Matrix> tc(t.data() + packed[u], count[u], 1);
       solve_factored(M_[static_cast<size_t>(which[u])], tc);
     });
@@ -160,12 +161,14 @@ void WoodburyBatch::solve(Matrix& G, const std::vector<Index>& which, int thread
   Vector t(packed.back());
   parallel_chunks(q, 1, threads, [&](int, Index c, Index) {
     const size_t u = static_cast<size_t>(c);
+    if (count[u] == 0) return;
     t.segment(packed[u], count[u]).noalias() =
         B_.middleCols(begin[u], count[u]).transpose() * G.col(c);
   });
   correct(t);
   parallel_chunks(q, 1, threads, [&](int, Index c, Index) {
     const size_t u = static_cast<size_t>(c);
+    if (count[u] == 0) return;
     G.col(c).noalias() += B_.middleCols(begin[u], count[u]) * t.segment(packed[u], count[u]);
   });
   solve_lower_columns(L, G, true, threads);
