@@ -1,6 +1,6 @@
 """The long property run: at least 100,000 calls into rif_native, in subprocess batches.
 
-    python tests/fuzz/run_long.py [--calls 100000] [--max-minutes 120] [--scale 20] [--seed S]
+    python tests/fuzz/run_long.py [--calls 100000] [--max-minutes 120] [--scale 5] [--seed S]
 
 Each batch is ``python -m pytest tests/test_properties.py`` in a fresh interpreter with
 HYPOTHESIS_PROFILE=long (random examples, ``--scale`` times the CI example counts),
@@ -34,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=100_000, help="stop after this many calls")
     ap.add_argument("--max-minutes", type=float, default=120.0, help="stop after this long")
-    ap.add_argument("--scale", type=float, default=20.0,
+    ap.add_argument("--scale", type=float, default=5.0,
                     help="examples per property, as a multiple of the CI profile's")
     ap.add_argument("--seed", type=int, default=None, help="first batch's seed (default: random)")
     ap.add_argument("-k", default=None, help="pytest -k expression: only these properties")
