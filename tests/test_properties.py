@@ -1714,7 +1714,9 @@ def iso_core_constructor(spec, data):
         assert out is None, f"{what}: accepted an invalid input"
     if out is not None:
         ref = _core.fit(*fit_args(dict(canon, **{argname: value})))
-        _same({"theta": out["theta"]}, {"theta": ref["theta"]}, 1e-12, what)
+        # another thread count takes another path to fit's gradient tolerance: the minimisers
+        # agree to that (relative 1e-7 here), not to rounding
+        _same({"theta": out["theta"]}, {"theta": ref["theta"]}, 1e-7, what, 1e-9)
 
 
 def _index_variants(c: np.ndarray, n: int, sets_api: bool) -> list:
@@ -1764,7 +1766,7 @@ def iso_core_methods(spec, data):
                     ("not from 0", np.array([1, k]), "reject", None),
                     ("short end", np.array([0, max(k - 1, 0)]) if k else np.array([0, 1]),
                      "reject", None), ("past end", np.array([0, k + 1]), "reject", None),
-                    ("decreasing", np.array([0, k, 0, k]), "reject", None),
+                    ("decreasing", np.array([0, k, 0, k]), "reject" if k else "either", c),
                     ("empty", np.array([], dtype=np.int64), "reject", None),
                     ("2-D", c[None], "reject", None), ("None", None, "reject", None),
                     ("huge", np.array([0, 2**62]), "reject", None),
@@ -1822,15 +1824,15 @@ def iso_core_methods(spec, data):
     if out is not None and method != "attach_host":
         cargs = dict(canon, **{argname: value})
         ref = call(getattr(C2, method), *cargs.values())
-        atol = 0.0
+        tol, atol = 1e-12, 0.0
         if method == "retrain":
             # another thread count takes another path to the gradient tolerance (1e-10 of
             # its scale, here of order 1): the refits agree to that, not to rounding
             out, ref = out["theta"], ref["theta"]
-            atol = 1e-9
+            tol, atol = 1e-7, 1e-9
         elif method == "newton_step":
             out, ref = out[0], ref[0]
-        _same({"out": out}, {"out": ref}, 1e-12, what, atol)
+        _same({"out": out}, {"out": ref}, tol, what, atol)
     # the object still gives the canonical answers (attach_host: with the same values)
     _same(_core_answers(C, case, [T.tolist()]), _core_answers(C2, case, [T.tolist()]), 1e-12,
           f"{what}, then every query")

@@ -40,7 +40,8 @@ rif::Problem make_problem(const rif::Design& X, const py::object& y, const py::o
                        to_vector(f64_arg(y, "y"), "y"), rif::Vector(), real_arg(l2, "l2")};
   if (!weights.is_none()) {
     problem.w = to_vector(f64_arg(weights, "sample_weight"), "sample_weight");
-    if (problem.w.size() != X.rows()) {  // (an empty w means "all ones" inside the kernel)
+    // (an empty w means "all ones" inside the kernel; an empty X is named by the kernel)
+    if (X.rows() > 0 && problem.w.size() != X.rows()) {
       throw std::invalid_argument("sample_weight must have one entry per sample (" +
                                   std::to_string(X.rows()) + "), got " +
                                   std::to_string(problem.w.size()));

@@ -102,8 +102,8 @@ void check_factor_diagonal(const Vector& diagonal, Index column, double pivot,
   if (column < 0) return;
   const std::string text = advice ? advice(column) : std::string();
   std::ostringstream msg;
-  msg << what_hint << " is not positive definite: the Cholesky pivot of column " << column
-      << " is " << pivot << " (not above its rounding floor " << floors[column] << "). "
+  msg << what_hint << " is not positive definite: the pivot of column " << column
+      << " is " << pivot << " (floor " << floors[column] << "). "
       << (text.empty() ? "Add a ridge penalty l2 > 0, or remove constant, duplicate or "
                          "collinear features."
                        : text);
@@ -113,16 +113,17 @@ void check_factor_diagonal(const Vector& diagonal, Index column, double pivot,
 Advice hessian_advice(Index d, bool intercept, double l2) {
   return [=](Index column) -> std::string {
     if (intercept && column == d) {
-      return "The intercept is not penalised, so l2 does not help it: some samples need "
-             "positive weight and curvature.";
+      return "The intercept is unpenalised: it needs samples with weight and curvature, and X's "
+             "columns at a scale float64 resolves (standardise X).";
     }
     if (l2 > 0) {
       std::ostringstream msg;
-      msg << "l2 = " << l2 << " is too small against X's scale here: raise l2, or remove "
-          << "constant, duplicate or collinear features.";
+      msg << "l2 = " << l2 << " is too small for X's scale: raise l2, standardise X's columns, "
+          << "or drop constant, duplicate or collinear features.";
       return msg.str();
     }
-    return "";
+    return "Add a ridge penalty l2 > 0, or remove constant, duplicate or collinear features "
+           "of X.";
   };
 }
 
