@@ -1781,7 +1781,17 @@ def _index_variants(c: np.ndarray, n: int, sets_api: bool) -> list:
     return out
 
 
-@examples(400)
+def with_offsets(args: dict, argname: str) -> dict:
+    """A changed `indices` (one set) comes with offsets [0, len(indices)], so that the kernel
+    judges the indices themselves, not the offsets that no longer match them."""
+    obj = args.get("indices")
+    if argname == "indices" and "offsets" in args and np.ndim(obj) == 1 and not isinstance(
+            obj, str):
+        args["offsets"] = np.array([0, len(obj)], dtype=np.int64)
+    return args
+
+
+@examples(600)
 @given(spec=specs(regimes=("ridge",), big_l2=False, max_n=16, max_d=4, intercept=False),
        data=st.data())
 @surveyed
@@ -1792,7 +1802,8 @@ def iso_core_methods(spec, data):
     C = _core.Attribution(case.X, case.y, case.theta, case.l2, spec.family, case.w, False, 0)
     C2 = _core.Attribution(case.X, case.y, case.theta, case.l2, spec.family, case.w, False, 0)
     CALLS.add(2)
-    T = np.asarray(draw_subset(data, n, 4, "set"), dtype=np.int64)
+    T = np.asarray(data.draw(st.lists(st.integers(0, n - 1), unique=True, min_size=1,
+                                      max_size=min(n, 4)), label="set"), dtype=np.int64)
     offsets = np.array([0, len(T)], dtype=np.int64)
     V = np.ascontiguousarray(np.linspace(-1.0, 1.0, 2 * p).reshape(2, p))
     method = data.draw(st.sampled_from(["influence_rows", "scores", "solve", "group_sums",
@@ -1854,7 +1865,7 @@ def iso_core_methods(spec, data):
     journal("core method", (spec, method, argname, label))
     watchdog()
     what = f"_core.Attribution.{method}({argname}={label})"
-    args = dict(canon, **{argname: obj})
+    args = with_offsets(dict(canon, **{argname: obj}), argname)
     before = snapshot(*args.values())
     out = _outcome(lambda: getattr(C, method)(*args.values()), verdict,
                    "direction" if argname == "V" else argname, what)
@@ -1867,7 +1878,7 @@ def iso_core_methods(spec, data):
         args[argname] = None
         churn(case.X.nbytes)
     if out is not None and method != "attach_host":
-        cargs = dict(canon, **{argname: value})
+        cargs = with_offsets(dict(canon, **{argname: value}), argname)
         ref = call(getattr(C2, method), *cargs.values())
         if method == "retrain":
             out, ref = out["theta"], ref["theta"]
