@@ -372,12 +372,30 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
   }
   threads = resolve_threads(threads);
   Matrix U;
+  // Per column, the scale taken out of V and of H^{-1} V before the pass and put back after
+  // the residual: a sample with r_i = 0 then scores exactly 0 even where x_i . H^{-1} v alone
+  // would overflow (a tiny l2 with no data); only a score that itself overflows is inf.
+  Vector scale = Vector::Ones(m), scale_u = Vector::Ones(m);
   if (gpu_) {
     cuda::project(*gpu_, problem_.X, V, out);  // out = X H^{-1} V on the device
   } else {
     U = V;  // <V, T^{-1} d~> = <T^{-T} V, d~>: the directions in the kernel's parameters
-    for (Index j = 0; j < m; ++j) dual_to_kernel(problem_.X, U.col(j));
+    for (Index j = 0; j < m; ++j) {
+      dual_to_kernel(problem_.X, U.col(j));
+      const double s = U.col(j).cwiseAbs().maxCoeff();
+      if (s > 0 && std::isfinite(s)) {
+        U.col(j) /= s;
+        scale[j] = s;
+      }
+    }
     solve_factored(L_, U);
+    for (Index j = 0; j < m; ++j) {
+      const double s = U.col(j).cwiseAbs().maxCoeff();
+      if (s > 0 && std::isfinite(s)) {
+        U.col(j) /= s;
+        scale_u[j] = s;
+      }
+    }
   }
   const Index block = block_rows(p);
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
@@ -393,7 +411,11 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
         // Singular removal: infinite, with the sign of the (unrescaled) numerator.
         for (Index c = 0; c < m; ++c) rows(j, c) = std::copysign(kInf, r_[i] * rows(j, c));
       } else {
-        rows.row(j) *= r_[i] * (rescaled ? rescale_[i] : 1.0);
+        const double coef = r_[i] * (rescaled ? rescale_[i] : 1.0);
+        for (Index c = 0; c < m; ++c) {
+          const double v = rows(j, c) * coef;
+          rows(j, c) = v == 0 ? 0.0 : (v * scale[c]) * scale_u[c];
+        }
       }
     }
   });
