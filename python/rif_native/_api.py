@@ -360,8 +360,8 @@ class Attribution:
         family: "logistic", "squared" or "poisson".
         sample_weight: (n,) weights >= 0, default all ones.
         fit_intercept: treat X as having a trailing column of ones that the penalty skips.
-        num_threads: threads for every computation of this object; None uses, at each call,
-            the cores that no other process keeps busy (at least one).
+        num_threads: threads for every computation of this object; None uses the cores that no
+            other process keeps busy when the object is built (at least one).
         backend: "cpu", "cuda" (z, the Hessian, factor, leverages and ``scores`` on the GPU; a
             RuntimeError when this build or machine has none) or "auto" (CUDA when available).
             None reads the RIF_BACKEND environment variable, default "auto". With CUDA, host X
@@ -393,7 +393,9 @@ class Attribution:
         max_memory: _memory.MemorySize = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
-        self._threads = _threads(num_threads)
+        # None: the idle cores now, decided once, so that every method of this object runs
+        # with the same count (and repeated calls give the same rounding)
+        self._threads = _threads(num_threads) or int(_core.default_threads())
         self._max_memory = max_memory
         _memory.parse_size(max_memory)
         self._device = device_matrix(X)
