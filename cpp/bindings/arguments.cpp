@@ -145,17 +145,4 @@ rif::Design to_design(const py::array& X, bool fit_intercept) {
   throw py::type_error("X must be float64 or float32 here (the Python layer converts it)");
 }
 
-void check_stopping(double tol, int max_iter) {
-  constexpr double eps = std::numeric_limits<double>::epsilon();
-  if (!(tol >= eps) || !std::isfinite(tol)) {
-    std::ostringstream msg;
-    msg << "tol must be a finite number >= " << eps
-        << " (relative to the gradient's scale; smaller cannot be met in float64), got " << tol;
-    throw std::invalid_argument(msg.str());
-  }
-  if (max_iter < 0) {
-    throw std::invalid_argument("max_iter must be >= 0, got " + std::to_string(max_iter));
-  }
-}
-
 }  // namespace rif_py

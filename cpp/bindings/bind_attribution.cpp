@@ -258,7 +258,7 @@ void bind_attribution(py::module_& m) {
              const double tol = real_arg(tol_arg, "tol");
              const int max_iter = int_arg(max_iter_arg, "max_iter");
              const int num_threads = threads_arg(threads);
-             check_stopping(tol, max_iter);
+             rif::check_stopping(tol, max_iter);  // before any work
              const rif::SetList sets = set_list(indices, offsets);
              rif::RetrainResult r;
              {
@@ -290,7 +290,7 @@ void bind_attribution(py::module_& m) {
           const double tol = real_arg(tol_arg, "tol");
           const int max_iter = int_arg(max_iter_arg, "max_iter");
           const int num_threads = threads_arg(threads);
-          check_stopping(tol, max_iter);
+          rif::check_stopping(tol, max_iter);  // before any work
           rif::Problem problem =
               make_problem(to_design(X, fit_intercept), y, sample_weight, l2, family);
           rif::Vector t = to_vector(f64_arg(theta0, "theta0"), "theta0");

@@ -49,9 +49,6 @@ rif::Vector to_vector(const F64Array& a, const char* name);
 /// (design_arg() makes one). The array must outlive the view.
 rif::Design to_design(const py::array& X, bool fit_intercept);
 
-/// The stopping rule of fit and retrain: tol in [machine epsilon, inf), max_iter >= 0.
-void check_stopping(double tol, int max_iter);
-
 void bind_attribution(py::module_& m);
 
 }  // namespace rif_py

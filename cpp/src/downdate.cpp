@@ -21,7 +21,8 @@ std::vector<char> structurally_singular(const Attribution& A, const SetList& set
   std::vector<char> out(static_cast<size_t>(m), 0);
   const bool features_unpenalised = P.l2 == 0 && d > 0;
   if (!X.intercept() && !features_unpenalised) return out;
-  A.require_host("the check for parameters left without data");
+  // The intercept needs only counts; X's entries (host memory) only when l2 = 0.
+  if (features_unpenalised) A.require_host("the check for parameters left without data");
   // Per parameter (features, then the intercept): how many supported samples touch it.
   std::vector<Index> total(static_cast<size_t>(d) + 1, 0);
   const auto add_row = [&](Index i, std::vector<Index>& counts, Index sign) {

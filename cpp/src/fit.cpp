@@ -5,6 +5,7 @@
 #include "rif/parallel.hpp"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace rif {
@@ -18,6 +19,19 @@ double objective(const Problem& problem, const Vector& theta, const Vector& z) {
 }
 
 }  // namespace
+
+void check_stopping(double tol, int max_iter) {
+  constexpr double eps = std::numeric_limits<double>::epsilon();
+  if (!(tol >= eps) || !std::isfinite(tol)) {
+    std::ostringstream msg;
+    msg << "tol must be a finite number >= " << eps
+        << " (relative to the gradient's scale; smaller cannot be met in float64), got " << tol;
+    throw std::invalid_argument(msg.str());
+  }
+  if (max_iter < 0) {
+    throw std::invalid_argument("max_iter must be >= 0, got " + std::to_string(max_iter));
+  }
+}
 
 FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   const int threads = resolve_threads(options.threads);
@@ -33,8 +47,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     problem.X.set_centre(centre.data());
     point_to_kernel(problem.X, theta0);
   }
-  if (!(options.tol > 0)) throw std::invalid_argument("tol must be > 0");
-  if (options.max_iter < 0) throw std::invalid_argument("max_iter must be >= 0");
+  check_stopping(options.tol, options.max_iter);
   const Index n = problem.X.rows();
 
   FitResult result;

@@ -181,10 +181,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
   A.require_host("retraining");
   const Index n = P.X.rows(), p = A.params(), m = sets.count;
   check_sets(sets, n);
-  if (!(options.tol > 0)) throw std::invalid_argument("tol must be > 0");
-  if (!(options.tol >= std::numeric_limits<double>::epsilon())) {
-    throw std::invalid_argument("tol must be at least machine epsilon (2.2e-16)");
-  }
+  check_stopping(options.tol, options.max_iter);
   const int threads = resolve_threads(options.threads);
 
   RetrainResult result;

@@ -22,6 +22,11 @@ struct FitResult {
   bool stalled = false;
 };
 
+/// The stopping rule of fit and retrain: tol in [machine epsilon, inf) (relative to the
+/// gradient's scale, smaller cannot be met in float64), max_iter >= 0; else
+/// std::invalid_argument.
+void check_stopping(double tol, int max_iter);
+
 /// Minimises F(theta) = sum_i w_i loss(y_i, x_i theta) + l2/2 ||theta||_P^2 from theta0 by Newton
 /// steps with a backtracking (Armijo) line search, until the gradient tolerance is met, max_iter
 /// is reached, or the gradient norm stops decreasing (`stalled`). Throws not_positive_definite
