@@ -104,7 +104,8 @@ I64Array i64_arg(const py::handle& v, const char* name) {
   return out;
 }
 
-py::array design_arg(const py::handle& v) {
+py::object design_arg(const py::handle& v) {
+  if (is_source(v)) return py::reinterpret_borrow<py::object>(v);
   py::array a = any_array(v, "X", "a 2-D array of real numbers");
   const bool c_contiguous = a.flags() & py::array::c_style;
   const bool native = a.dtype().byteorder() != '>';
@@ -126,7 +127,9 @@ rif::Vector to_vector(const F64Array& a, const char* name) {
   return Eigen::Map<const rif::Vector>(a.data(), a.shape(0));
 }
 
-rif::Design to_design(const py::array& X, bool fit_intercept) {
+rif::Design to_design(const py::object& obj, bool fit_intercept) {
+  if (is_source(obj)) return source_design(obj, fit_intercept);
+  const py::array X = py::reinterpret_borrow<py::array>(obj);
   if (X.ndim() != 2) {
     std::ostringstream msg;
     msg << "X must be 2-D (n samples x d features), got " << X.ndim() << " dimensions";

@@ -139,7 +139,7 @@ void bind_attribution(py::module_& m) {
                              [](const PyAttribution& s) { return s.core->device_panels(); })
       .def("attach_host",
            [](PyAttribution& s, const py::object& X) {
-             py::array owned = design_arg(X);
+             py::object owned = design_arg(X);
              s.core->attach_host(to_design(owned, s.core->problem().X.intercept()));
              s.X = owned;
            },
@@ -285,7 +285,7 @@ void bind_attribution(py::module_& m) {
            const py::object& l2, const py::object& family, const py::object& sample_weight,
            const py::object& fit_intercept_arg, const py::object& tol_arg,
            const py::object& max_iter_arg, const py::object& threads) {
-          const py::array X = design_arg(X_arg);  // owned here while the kernel reads it
+          const py::object X = design_arg(X_arg);  // owned here while the kernel reads it
           const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
           const double tol = real_arg(tol_arg, "tol");
           const int max_iter = int_arg(max_iter_arg, "max_iter");

@@ -122,4 +122,5 @@ PYBIND11_MODULE(_core, m) {
         "Copy a C-contiguous device matrix into a new NumPy array (CUDA builds).");
 
   rif_py::bind_attribution(m);
+  rif_py::bind_sources(m);
 }

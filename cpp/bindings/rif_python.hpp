@@ -38,17 +38,24 @@ F64Array f64_arg(const py::handle& v, const char* name);
 /// The same for integer indices (int64).
 I64Array i64_arg(const py::handle& v, const char* name);
 /// X as a 2-D C-contiguous float64 or float32 array: the array itself when it already is one,
-/// otherwise a float64 copy made once. The caller must keep the returned array (not v) alive
-/// as long as a Design views it.
-py::array design_arg(const py::handle& v);
+/// otherwise a float64 copy made once; or a source (is_source()) as it is. The caller must keep
+/// the returned object (not v) alive as long as a Design views it.
+py::object design_arg(const py::handle& v);
+
+/// Whether v describes a source of rows (the Python layer's rif_native.sources objects: shape,
+/// float32, shards, read_into, take_into, progress) rather than an array.
+bool is_source(const py::handle& v);
+/// The design view of such a source: its shards read in place, or rows read by its reader.
+rif::Design source_design(const py::object& spec, bool fit_intercept);
 
 /// A read-only view of a 1-D float64 array as an Eigen vector (copied: these are O(n) or O(p)).
 rif::Vector to_vector(const F64Array& a, const char* name);
 
 /// The design view of X, which must already be a C-contiguous float64 or float32 2-D array
-/// (design_arg() makes one). The array must outlive the view.
-rif::Design to_design(const py::array& X, bool fit_intercept);
+/// or a source (design_arg() makes one). The object must outlive the view.
+rif::Design to_design(const py::object& X, bool fit_intercept);
 
 void bind_attribution(py::module_& m);
+void bind_sources(py::module_& m);
 
 }  // namespace rif_py

@@ -149,6 +149,10 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   threads_ = threads;
   validate(problem_, theta_, threads);
   if (device && !use_cuda) throw std::invalid_argument("X in device memory needs the cuda backend");
+  if (use_cuda && problem_.X.source()) {
+    throw std::invalid_argument("the cuda backend reads X from one array in host or device "
+                                "memory, not from a source of row blocks: use backend='cpu'");
+  }
   user_theta_ = theta_;
   if (!use_cuda && problem_.X.intercept() && problem_.X.has_data()) {
     // Centred on the weighted column means: the intercept's pivot then stays resolvable

@@ -2,18 +2,70 @@
 
 #include "rif/parallel.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace rif {
 
+namespace {
+
+/// Per-thread buffers for rows read from a source (fetch) and for gathered rows (take).
+thread_local std::vector<char> fetch_scratch;
+thread_local std::vector<char> take_scratch;
+
+char* scratch(std::vector<char>& buffer, std::size_t bytes) {
+  if (buffer.size() < bytes) buffer.resize(bytes);
+  return buffer.data();
+}
+
+}  // namespace
+
+const void* Design::fetch(Index begin, Index count, bool pass, bool* in_place) const {
+  if (in_place) *in_place = true;
+  if (f64_) return f64_ + begin * d_;
+  if (f32_) return f32_ + begin * d_;
+  const RowSource& src = *source_;
+  if (pass) {
+    src.report(count);
+    src.prefetch(begin + count, 2 * count);
+  }
+  if (const void* rows = src.direct(begin, count)) return rows;
+  if (in_place) *in_place = false;
+  char* out = scratch(fetch_scratch, static_cast<std::size_t>(count) * src.row_bytes());
+  src.read(begin, count, out);
+  return out;
+}
+
+const void* Design::take(const std::int64_t* idx, Index k) const {
+  char* out = scratch(take_scratch, static_cast<std::size_t>(k) * source_->row_bytes());
+  source_->take(idx, k, out);
+  return out;
+}
+
+double Design::raw_from_source(Index i, Index k) const {
+  const void* row = fetch(i, 1, false);
+  return is_float32() ? static_cast<double>(static_cast<const float*>(row)[k])
+                      : static_cast<const double*>(row)[k];
+}
+
+void Design::raw_row(Index i, double* out) const {
+  const void* row = fetch(i, 1, false);
+  if (is_float32()) {
+    const float* src = static_cast<const float*>(row);
+    for (Index k = 0; k < d_; ++k) out[k] = static_cast<double>(src[k]);
+  } else {
+    std::copy_n(static_cast<const double*>(row), d_, out);
+  }
+}
+
 template <class T>
-void Design::load_impl(const T* data, Index begin, Index count, double* out, const double* scale,
+void Design::load_impl(const T* rows, Index count, double* out, const double* scale,
                        int threads) const {
   const Index p = params();
   const double* c = centre_;
   auto copy_row = [&](Index j) {
-    const T* src = data + (begin + j) * d_;
+    const T* src = rows + j * d_;
     double* dst = out + j * p;
     const double s = scale ? scale[j] : 1.0;
     if (c) {
@@ -39,64 +91,90 @@ void Design::load_impl(const T* data, Index begin, Index count, double* out, con
 void Design::load(Index begin, Index count, Matrix& buffer, const double* scale,
                   int threads) const {
   buffer.resize(params(), count);
-  if (f64_) {
-    load_impl(f64_, begin, count, buffer.data(), scale, threads);
+  const void* rows = fetch(begin, count, true);
+  if (is_float32()) {
+    load_impl(static_cast<const float*>(rows), count, buffer.data(), scale, threads);
   } else {
-    load_impl(f32_, begin, count, buffer.data(), scale, threads);
+    load_impl(static_cast<const double*>(rows), count, buffer.data(), scale, threads);
   }
 }
 
 Eigen::Map<const Matrix> Design::block(Index begin, Index count, Matrix& buffer) const {
-  if (f64_ && !intercept_ && !centre_) {
-    return Eigen::Map<const Matrix>(f64_ + begin * d_, d_, count);
+  if (!is_float32() && !intercept_ && !centre_) {
+    bool in_place = false;
+    const void* rows = fetch(begin, count, true, &in_place);
+    if (in_place) return Eigen::Map<const Matrix>(static_cast<const double*>(rows), d_, count);
+    buffer.resize(d_, count);
+    std::copy_n(static_cast<const double*>(rows), d_ * count, buffer.data());
+    return Eigen::Map<const Matrix>(buffer.data(), d_, count);
   }
   load(begin, count, buffer);
   return Eigen::Map<const Matrix>(buffer.data(), params(), count);
 }
 
 Eigen::Map<const Matrix> Design::feature_block(Index begin, Index count, Matrix& buffer) const {
-  if (f64_) return Eigen::Map<const Matrix>(f64_ + begin * d_, d_, count);
-  buffer.resize(d_, count);
-  const float* src = f32_ + begin * d_;
-  for (Index e = 0; e < d_ * count; ++e) buffer.data()[e] = static_cast<double>(src[e]);
+  bool in_place = false;
+  const void* rows = fetch(begin, count, true, &in_place);
+  if (!is_float32()) {
+    if (in_place) return Eigen::Map<const Matrix>(static_cast<const double*>(rows), d_, count);
+    buffer.resize(d_, count);
+    std::copy_n(static_cast<const double*>(rows), d_ * count, buffer.data());
+  } else {
+    buffer.resize(d_, count);
+    const float* src = static_cast<const float*>(rows);
+    for (Index e = 0; e < d_ * count; ++e) buffer.data()[e] = static_cast<double>(src[e]);
+  }
   return Eigen::Map<const Matrix>(buffer.data(), d_, count);
 }
 
-void Design::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
-                    const double* scale) const {
+template <class T>
+void Design::gather_impl(const T* rows, Index k, double* out, Index stride, const double* scale,
+                         const std::int64_t* idx) const {
   for (Index j = 0; j < k; ++j) {
-    const Index i = static_cast<Index>(idx[j]);
-    const double s = scale ? scale[i] : 1.0;
-    double* dst = out.col(j).data();
+    const T* src = rows + j * d_;
+    const double s = scale ? scale[idx[j]] : 1.0;
+    double* dst = out + j * stride;
     if (centre_) {
-      for (Index c = 0; c < d_; ++c) dst[c] = s * (raw(i, c) - centre_[c]);
-    } else if (f64_) {
-      const double* src = f64_ + i * d_;
-      for (Index c = 0; c < d_; ++c) dst[c] = s * src[c];
+      for (Index c = 0; c < d_; ++c) dst[c] = s * (static_cast<double>(src[c]) - centre_[c]);
     } else {
-      const float* src = f32_ + i * d_;
       for (Index c = 0; c < d_; ++c) dst[c] = s * static_cast<double>(src[c]);
     }
     if (intercept_) dst[d_] = s;
   }
 }
 
-void Design::accumulate(const std::int64_t* idx, Index k, const double* coef,
-                        Eigen::Ref<Vector> out) const {
-  double* dst = out.data();
+void Design::gather(const std::int64_t* idx, Index k, Eigen::Ref<Matrix> out,
+                    const double* scale) const {
+  const Index stride = out.outerStride();
+  if (source_) {
+    const void* rows = take(idx, k);
+    if (is_float32()) {
+      gather_impl(static_cast<const float*>(rows), k, out.data(), stride, scale, idx);
+    } else {
+      gather_impl(static_cast<const double*>(rows), k, out.data(), stride, scale, idx);
+    }
+    return;
+  }
   for (Index j = 0; j < k; ++j) {
     const Index i = static_cast<Index>(idx[j]);
-    const double s = coef[i];
-    if (centre_) {
-      for (Index c = 0; c < d_; ++c) dst[c] += s * (raw(i, c) - centre_[c]);
-    } else if (f64_) {
-      const double* src = f64_ + i * d_;
-      for (Index c = 0; c < d_; ++c) dst[c] += s * src[c];
+    double* dst = out.col(j).data();
+    if (f64_) {
+      gather_impl(f64_ + i * d_, 1, dst, stride, scale, idx + j);
     } else {
-      const float* src = f32_ + i * d_;
-      for (Index c = 0; c < d_; ++c) dst[c] += s * static_cast<double>(src[c]);
+      gather_impl(f32_ + i * d_, 1, dst, stride, scale, idx + j);
     }
-    if (intercept_) dst[d_] += s;
+  }
+}
+
+void Design::accumulate(const std::int64_t* idx, Index k, const double* coef,
+                        Eigen::Ref<Vector> out) const {
+  // Through gather() in pieces: sources then read their rows in one take per piece.
+  constexpr Index kPiece = 256;
+  Matrix rows(params(), std::min(k, kPiece));
+  for (Index j0 = 0; j0 < k; j0 += kPiece) {
+    const Index m = std::min(kPiece, k - j0);
+    gather(idx + j0, m, rows.leftCols(m), coef);
+    out += rows.leftCols(m).rowwise().sum();
   }
 }
 
@@ -177,8 +255,10 @@ Vector column_means(const Design& X, const Vector& w, int threads) {
 }
 
 Index Design::first_nonfinite_in_row(Index i) const {
+  std::vector<double> row(static_cast<std::size_t>(d_));
+  raw_row(i, row.data());
   for (Index k = 0; k < d_; ++k) {
-    if (!std::isfinite(raw(i, k))) return k;
+    if (!std::isfinite(row[static_cast<std::size_t>(k)])) return k;
   }
   return -1;
 }

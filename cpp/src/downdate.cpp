@@ -25,14 +25,29 @@ std::vector<char> structurally_singular(const Attribution& A, const SetList& set
   if (features_unpenalised) A.require_host("the check for parameters left without data");
   // Per parameter (features, then the intercept): how many supported samples touch it.
   std::vector<Index> total(static_cast<size_t>(d) + 1, 0);
+  std::vector<double> row(static_cast<size_t>(d));
   const auto add_row = [&](Index i, std::vector<Index>& counts, Index sign) {
     if (features_unpenalised) {  // the data as stored: centring would hide its zeros
-      for (Index k = 0; k < d; ++k) counts[static_cast<size_t>(k)] += sign * (X.raw(i, k) != 0);
+      X.raw_row(i, row.data());
+      for (Index k = 0; k < d; ++k) counts[static_cast<size_t>(k)] += sign * (row[k] != 0);
     }
     counts[static_cast<size_t>(d)] += sign;
   };
-  for (Index i = 0; i < n; ++i) {
-    if (supported(i)) add_row(i, total, 1);
+  if (features_unpenalised) {  // one pass over X's row blocks
+    const Index block = block_rows(X.params());
+    Matrix buffer;
+    for (Index begin = 0; begin < n; begin += block) {
+      check_interrupt();
+      const Index count = std::min(block, n - begin);
+      const auto rows = X.feature_block(begin, count, buffer);  // uncentred
+      for (Index j = 0; j < count; ++j) {
+        if (!supported(begin + j)) continue;
+        for (Index k = 0; k < d; ++k) total[static_cast<size_t>(k)] += rows(k, j) != 0;
+        ++total[static_cast<size_t>(d)];
+      }
+    }
+  } else {
+    for (Index i = 0; i < n; ++i) total[static_cast<size_t>(d)] += supported(i);
   }
   for (Index j = 0; j < m; ++j) {
     std::vector<Index> left = total;

@@ -131,13 +131,19 @@ void check_hessian_finite(const Design& X, const Matrix& H) {
   if (H.allFinite()) return;
   Index row = 0, col = 0;
   double largest = 0;
-  for (Index i = 0; i < X.rows(); ++i) {
-    for (Index k = 0; k < X.features(); ++k) {
-      const double v = std::abs(X.raw(i, k));
-      if (v > largest) {
-        largest = v;
-        row = i;
-        col = k;
+  const Index block = block_rows(X.params());
+  Matrix buffer;
+  for (Index begin = 0; begin < X.rows(); begin += block) {
+    const Index count = std::min(block, X.rows() - begin);
+    const auto rows = X.feature_block(begin, count, buffer);  // as stored
+    for (Index j = 0; j < count; ++j) {
+      for (Index k = 0; k < X.features(); ++k) {
+        const double v = std::abs(rows(k, j));
+        if (v > largest) {
+          largest = v;
+          row = begin + j;
+          col = k;
+        }
       }
     }
   }

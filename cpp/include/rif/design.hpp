@@ -1,7 +1,8 @@
 #pragma once
 /// A read-only view of the n x d design matrix X (row-major float64 or float32), with an optional
-/// virtual column of ones appended last for the intercept. X itself is never copied: passes over
-/// X load one row block at a time, converting to float64 only when they must.
+/// virtual column of ones appended last for the intercept. X is one array in memory or a
+/// RowSource (shards, a reader of a file format). X itself is never copied: passes over X load
+/// one row block at a time, converting to float64 only when they must.
 ///
 /// With an intercept the view can be centred (set_centre): every block, gather, sum and product
 /// then reads x - c for a fixed vector c, the intercept's column staying 1. That is the same
@@ -10,9 +11,12 @@
 /// H of uncentred data (a column near 1950, say) numerically singular in the intercept. The
 /// functions at the end of this header map between the two parametrisations.
 
+#include "rif/source.hpp"
 #include "rif/types.hpp"
 
 #include <Eigen/Core>
+
+#include <memory>
 
 namespace rif {
 
@@ -22,22 +26,32 @@ class Design {
       : f64_(data), n_(n), d_(d), intercept_(intercept) {}
   Design(const float* data, Index n, Index d, bool intercept)
       : f32_(data), n_(n), d_(d), intercept_(intercept) {}
+  /// X read from `source` (rows() x cols(), its dtype), which the view shares.
+  Design(std::shared_ptr<const RowSource> source, bool intercept)
+      : source_(std::move(source)), n_(source_->rows()), d_(source_->cols()),
+        intercept_(intercept) {}
 
   Index rows() const { return n_; }
   Index features() const { return d_; }
   /// Number of parameters p = d + intercept.
   Index params() const { return d_ + (intercept_ ? 1 : 0); }
   bool intercept() const { return intercept_; }
-  bool is_float32() const { return f32_ != nullptr; }
+  bool is_float32() const { return f32_ != nullptr || (source_ && source_->is_float32()); }
   /// False for a shape-only view (X in device memory, no host copy attached yet).
-  bool has_data() const { return f64_ != nullptr || f32_ != nullptr; }
-  /// The raw row-major data (null for the other dtype).
+  bool has_data() const { return f64_ != nullptr || f32_ != nullptr || source_ != nullptr; }
+  /// The source X is read from, or null when X is one array (data_f64() / data_f32()).
+  const RowSource* source() const { return source_.get(); }
+  /// The raw row-major data (null for the other dtype, and for a source).
   const double* data_f64() const { return f64_; }
   const float* data_f32() const { return f32_; }
   /// X's entry (i, k) as stored, never centred.
   double raw(Index i, Index k) const {
-    return f64_ ? f64_[i * d_ + k] : static_cast<double>(f32_[i * d_ + k]);
+    if (f64_) return f64_[i * d_ + k];
+    if (f32_) return static_cast<double>(f32_[i * d_ + k]);
+    return raw_from_source(i, k);
   }
+  /// Row i of X as stored (d values, never centred) into out.
+  void raw_row(Index i, double* out) const;
 
   /// Centres the view on `centre` (d entries, kept alive by the caller; nullptr: uncentred).
   /// Only with an intercept, which absorbs the shift.
@@ -76,10 +90,22 @@ class Design {
   Index first_nonfinite_in_row(Index i) const;
 
  private:
+  /// Rows [begin, begin + count) as stored: a pointer into X (or into a shard) when they lie
+  /// there contiguously (*in_place = true), else a copy in this thread's scratch buffer, valid
+  /// until the thread's next fetch. A pass's block (`pass`) is counted and the next blocks'
+  /// reading requested ahead.
+  const void* fetch(Index begin, Index count, bool pass, bool* in_place = nullptr) const;
+  /// Rows idx[0..k) as stored, in this thread's gather buffer (valid until its next take).
+  const void* take(const std::int64_t* idx, Index k) const;
+  double raw_from_source(Index i, Index k) const;
   template <class T>
-  void load_impl(const T* data, Index begin, Index count, double* out, const double* scale,
+  void load_impl(const T* rows, Index count, double* out, const double* scale,
                  int threads) const;
+  template <class T>
+  void gather_impl(const T* rows, Index k, double* out, Index stride, const double* scale,
+                   const std::int64_t* idx) const;
 
+  std::shared_ptr<const RowSource> source_;
   const double* f64_ = nullptr;
   const float* f32_ = nullptr;
   Index n_ = 0;

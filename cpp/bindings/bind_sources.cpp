@@ -1,0 +1,149 @@
+#include "rif_python.hpp"
+
+#include "rif/interrupt.hpp"
+#include "rif/source.hpp"
+
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace rif_py {
+
+namespace {
+
+/// The Python exception a failed read of X becomes (registered as rif_native SourceReadError,
+/// a subclass of OSError).
+class source_read_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Turns a Python error raised by a source's reader into a C++ exception that may cross the
+/// kernel's threads: Ctrl-C stays an interruption; anything else keeps its type's name and text.
+[[noreturn]] void rethrow_read_error(py::error_already_set& e, const char* what) {
+  if (e.matches(PyExc_KeyboardInterrupt)) throw rif::interrupted();
+  std::ostringstream msg;
+  msg << what << ": " << py::str(e.type().attr("__name__")).cast<std::string>() << ": "
+      << py::str(e.value()).cast<std::string>();
+  throw source_read_error(msg.str());
+}
+
+/// Releases a Python object with the GIL held, from whichever thread drops the last reference.
+void release_with_gil(py::object& o) {
+  py::gil_scoped_acquire gil;
+  o = py::object();
+}
+
+/// A source whose rows a Python object reads: `read_into(begin, out)` fills the (count, d) array
+/// `out` with rows [begin, begin + count), `take_into(idx, out)` with rows idx.
+class PyRowSource : public rif::RowSource {
+ public:
+  PyRowSource(py::object reader, rif::Index rows, rif::Index cols, bool f32)
+      : RowSource(rows, cols, f32), reader_(std::move(reader)) {}
+  ~PyRowSource() override { release_with_gil(reader_); }
+
+  void read(rif::Index begin, rif::Index count, void* out) const override {
+    py::gil_scoped_acquire gil;
+    try {
+      reader_.attr("read_into")(begin, view(out, count));
+    } catch (py::error_already_set& e) {
+      rethrow_read_error(e, "reading rows of X failed");
+    }
+  }
+
+  void take(const std::int64_t* idx, rif::Index k, void* out) const override {
+    py::gil_scoped_acquire gil;
+    try {
+      py::array_t<std::int64_t> rows(k);
+      std::copy_n(idx, k, rows.mutable_data());
+      reader_.attr("take_into")(rows, view(out, k));
+    } catch (py::error_already_set& e) {
+      rethrow_read_error(e, "reading rows of X failed");
+    }
+  }
+
+ private:
+  /// `count` rows of the caller's buffer as a writable NumPy array (no copy, no owner: valid
+  /// only during the call).
+  py::array view(void* out, rif::Index count) const {
+    const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(count),
+                                         static_cast<py::ssize_t>(cols())};
+    if (is_float32()) return py::array_t<float>(shape, static_cast<float*>(out), py::none());
+    return py::array_t<double>(shape, static_cast<double*>(out), py::none());
+  }
+  py::object reader_;
+};
+
+/// ShardSource over NumPy arrays, which it keeps alive.
+class PyShardSource : public rif::ShardSource {
+ public:
+  PyShardSource(py::list arrays, std::vector<const void*> data, std::vector<rif::Index> rows,
+                rif::Index cols, bool f32)
+      : ShardSource(std::move(data), std::move(rows), cols, f32), arrays_(std::move(arrays)) {}
+  ~PyShardSource() override { release_with_gil(arrays_); }
+
+ private:
+  py::object arrays_;
+};
+
+std::shared_ptr<rif::RowSource> make_shards(const py::object& spec, rif::Index n, rif::Index d,
+                                            bool f32) {
+  py::list arrays(spec.attr("shards"));
+  std::vector<const void*> data;
+  std::vector<rif::Index> rows;
+  for (const py::handle& h : arrays) {
+    const py::array a = py::reinterpret_borrow<py::array>(h);
+    const bool right_type = f32 ? py::isinstance<py::array_t<float>>(a)
+                                : py::isinstance<py::array_t<double>>(a);
+    if (!py::isinstance<py::array>(h) || a.ndim() != 2 || a.shape(1) != d || !right_type ||
+        !(a.flags() & py::array::c_style)) {
+      throw std::invalid_argument("shards must be C-contiguous 2-D arrays of one dtype and width");
+    }
+    data.push_back(a.data());
+    rows.push_back(static_cast<rif::Index>(a.shape(0)));
+  }
+  auto source = std::make_shared<PyShardSource>(arrays, std::move(data), std::move(rows), d, f32);
+  if (source->rows() != n) throw std::invalid_argument("shards: row counts do not add up to n");
+  return source;
+}
+
+}  // namespace
+
+bool is_source(const py::handle& v) {
+  return py::hasattr(v, "shards") && py::hasattr(v, "read_into") && py::hasattr(v, "shape");
+}
+
+rif::Design source_design(const py::object& spec, bool fit_intercept) {
+  const py::tuple shape(spec.attr("shape"));
+  const auto n = shape[0].cast<rif::Index>(), d = shape[1].cast<rif::Index>();
+  const bool f32 = spec.attr("float32").cast<bool>();
+  std::shared_ptr<rif::RowSource> source;
+  if (spec.attr("shards").is_none()) {
+    source = std::make_shared<PyRowSource>(spec, n, d, f32);
+  } else {
+    source = make_shards(spec, n, d, f32);
+  }
+  py::object progress = spec.attr("progress");
+  if (!progress.is_none()) {
+    std::shared_ptr<py::object> fn(new py::object(std::move(progress)), [](py::object* o) {
+      release_with_gil(*o);
+      delete o;
+    });
+    source->set_progress([fn](rif::Index count) {
+      py::gil_scoped_acquire gil;
+      try {
+        (*fn)(count);
+      } catch (py::error_already_set& e) {
+        rethrow_read_error(e, "the progress display failed");
+      }
+    });
+  }
+  return rif::Design(std::shared_ptr<const rif::RowSource>(std::move(source)), fit_intercept);
+}
+
+void bind_sources(py::module_& m) {
+  py::register_exception<source_read_error>(m, "SourceReadError", PyExc_OSError);
+}
+
+}  // namespace rif_py
