@@ -36,6 +36,7 @@ from ._api import (
     NotPositiveDefiniteError,
     RetrainResult,
     SingularRemovalWarning,
+    TopSamples,
     build_info,
     cuda_available,
     fit,
@@ -44,6 +45,9 @@ from ._api import (
     newton_step,
     rescaled_influence,
 )
+
+from . import sources
+from .sources import SourceReadError
 
 __version__: str = _core.build_info()["version"]
 
@@ -54,6 +58,8 @@ __all__ = [
     "NotPositiveDefiniteError",
     "RetrainResult",
     "SingularRemovalWarning",
+    "SourceReadError",
+    "TopSamples",
     "__version__",
     "build_info",
     "cuda_available",
@@ -62,4 +68,5 @@ __all__ = [
     "leverage",
     "newton_step",
     "rescaled_influence",
+    "sources",
 ]

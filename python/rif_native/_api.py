@@ -8,6 +8,7 @@ Sign convention: every estimate is a removal effect ``theta_{-T} - theta_hat`` (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -16,7 +17,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core, _memory
+from . import _core, _memory, sources
 from ._device import device_matrix, is_device_array
 
 NotPositiveDefiniteError = _core.NotPositiveDefiniteError
@@ -53,6 +54,7 @@ class FitResult:
         loss: F(theta), penalty included.
         stalled: stopped early because the gradient norm could no longer decrease (it reached
             the rounding noise of the gradient): the tolerance cannot be met in float64.
+        passes: for X read from a source, the passes made over X (else None).
     """
 
     theta: np.ndarray
@@ -61,6 +63,7 @@ class FitResult:
     converged: bool
     loss: float
     stalled: bool = False
+    passes: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,23 @@ class RetrainResult:
     converged: np.ndarray
     refreshed: np.ndarray
     singular: np.ndarray
+
+
+@dataclass(frozen=True)
+class TopSamples:
+    """Result of :meth:`Attribution.top`: sample indices and their scores, largest first.
+
+    Attributes:
+        increase: the samples whose removal increases the metric most (scores largest first).
+        increase_scores: their scores.
+        decrease: the samples whose removal decreases it most (scores smallest first).
+        decrease_scores: their scores.
+    """
+
+    increase: np.ndarray
+    increase_scores: np.ndarray
+    decrease: np.ndarray
+    decrease_scores: np.ndarray
 
 
 def cuda_available() -> bool:
@@ -147,10 +167,15 @@ def _check_numeric(arr: np.ndarray, name: str) -> None:
         )
 
 
-def _as_design(X: ArrayLike, fit_intercept: bool) -> np.ndarray:
-    """X as a 2-D C-contiguous float64 or float32 array, converting at most once."""
+def _as_design(X: ArrayLike, fit_intercept: bool) -> Any:
+    """X as a 2-D C-contiguous float64 or float32 array, converting at most once; or, for a
+    file, shards or a chunked store (rif_native.sources), a Source read block by block."""
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):
         raise TypeError("X is a sparse matrix; rif_native needs a dense array (X.toarray())")
+    if sources.is_source_like(X):
+        source = sources.open_source(X)
+        _check_shape(source.shape[0], source.shape[1], fit_intercept)
+        return source
     arr = _asarray(X, "X")
     _check_numeric(arr, "X")
     if arr.ndim != 2:
@@ -205,6 +230,24 @@ def _check_shape(n: int, d: int, fit_intercept: bool) -> None:
         raise ValueError(f"X is empty: it needs at least one sample (row), got shape ({n}, {d})")
     if d == 0 and not fit_intercept:
         raise ValueError(f"X has no features (d = 0), got shape ({n}, {d})")
+
+
+def _matvec(X: Any, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """X theta (theta (p,) or (p, m), the intercept last) for an array or a Source."""
+    if isinstance(X, sources.Source):
+        return sources.matvec(X, theta, fit_intercept)
+    d = X.shape[1]
+    z = X @ theta[:d]
+    if fit_intercept:
+        z += theta[d]
+    return z
+
+
+def _reading(X: Any, progress: Optional[bool]) -> Any:
+    """The context of a kernel call: a progress bar over the passes when X is a Source."""
+    if isinstance(X, sources.Source):
+        return X.show_progress(progress)
+    return contextlib.nullcontext()
 
 
 def _separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
@@ -371,6 +414,13 @@ class Attribution:
             allocate; None reads RIF_MAX_MEMORY, else what the machine (its cgroup, ``ulimit
             -v``) has available. A call that would need more raises MemoryError first, saying
             how much it needs.
+        progress: for X read from a source (below), a progress bar over each pass of the
+            kernel over X (stderr); None shows it when stderr is a terminal.
+
+    X may be larger than memory: a ``.npy`` path or memmap, a list of ``.npy`` shards, a Zarr
+    array, an h5py dataset, a Dask array or any row-sliceable 2-D object is read block by block
+    by every method (see :mod:`rif_native.sources`; backend "cpu"). Per-sample answers are
+    n-vectors; the n x p IF / RIF matrix can be written block by block to a file (``out=``).
 
     X may also be a matrix already in GPU memory (CuPy, PyTorch, JAX, Numba: anything with
     ``__cuda_array_interface__`` or a CUDA DLPack export; C-contiguous float64 or float32): it is
@@ -391,8 +441,10 @@ class Attribution:
         num_threads: Optional[int] = None,
         backend: Optional[str] = None,
         max_memory: _memory.MemorySize = None,
+        progress: Optional[bool] = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
+        self._progress = progress
         # None: the idle cores now, decided once, so that every method of this object runs
         # with the same count (and repeated calls give the same rounding)
         self._threads = _threads(num_threads) or int(_core.default_threads())
@@ -402,13 +454,19 @@ class Attribution:
         if self._device is None:
             use_cuda = _use_cuda(backend)
             Xa, ya, ta, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta, "theta")
+            if use_cuda and isinstance(Xa, sources.Source):
+                if _backend_choice(backend) == "cuda":
+                    raise ValueError("backend='cuda' reads X from one array in memory; X here is "
+                                     f"read from a source ({Xa!r}): use backend='cpu'")
+                use_cuda = False
             if not use_cuda:
                 _memory.require(
                     _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads)),
                     f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
                     "parameters", _memory.ADVICE_FACTOR, max_memory)
-            self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
-                                           fit_intercept, self._threads, use_cuda)
+            with _reading(Xa, progress):
+                self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
+                                               fit_intercept, self._threads, use_cuda)
         else:
             if _backend_choice(backend) == "cpu":
                 raise ValueError("X is in GPU memory, which the CPU backend cannot read: use "
@@ -498,20 +556,24 @@ class Attribution:
         return out[:, 0] if np.ndim(v) == 1 else out
 
     # -- per-sample estimates
-    def influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+    def influence(self, indices: Optional[ArrayLike] = None, *,
+                  out: Optional[Any] = None) -> np.ndarray:
         """Rows IF_i = H^{-1} g_i, removal effects of each sample, for `indices` (all if None).
 
-        Returns (k, p). The full matrix is n x p: pass indices when n is large.
+        Returns (k, p). The full matrix is n x p: pass indices when n is large, or a path
+        ``out`` ending in ``.npy`` or ``.zarr`` to write the rows there block by block (the
+        file appears complete or not at all) and get it back opened read-only.
         """
-        return self._rows(indices, rescaled=False)
+        return self._rows(indices, rescaled=False, out=out)
 
-    def rescaled_influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+    def rescaled_influence(self, indices: Optional[ArrayLike] = None, *,
+                           out: Optional[Any] = None) -> np.ndarray:
         """Rows RIF_i = IF_i / (1 - h_i): the Newton step of removing sample i (a removal effect).
 
         Returns (k, p); rows of samples whose removal makes H singular are inf, with a
-        SingularRemovalWarning naming them.
+        SingularRemovalWarning naming them. ``out`` as for :meth:`influence`.
         """
-        return self._rows(indices, rescaled=True)
+        return self._rows(indices, rescaled=True, out=out)
 
     def scores(self, direction: ArrayLike, method: str = "rif") -> np.ndarray:
         """<direction, estimate_i> for every sample i: the linear removal effect on a metric.
@@ -522,12 +584,34 @@ class Attribution:
         """
         rescaled = _method(method, ("if", "rif")) == "rif"
         V = self._directions(direction, "direction")
-        out = self._core.scores(V, rescaled, self._threads)
+        with self._reading():
+            out = self._core.scores(V, rescaled, self._threads)
         _check_overflow(out, "the scores <direction, estimate_i>",
                         np.isinf(self._rescale) if rescaled else None, source=V)
         if rescaled:
             self._warn_samples(self.singular_samples)
         return out[:, 0] if np.ndim(direction) == 1 else out
+
+    def top(self, direction: ArrayLike, k: int = 10, method: str = "rif") -> "TopSamples":
+        """The k samples whose removal most increases and most decreases the metric whose
+        gradient is ``direction`` ((p,) or (p, m)), by :meth:`scores`: one pass over X, and
+        nothing n x p is formed. Returns a TopSamples whose arrays are (k,) or (k, m), best
+        first."""
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        S = np.asarray(self.scores(direction, method))
+        M = S.reshape(self.n, -1)
+        k = min(k, self.n)
+        cols = np.arange(M.shape[1])[None, :]
+        up = np.argpartition(-M, k - 1, axis=0)[:k]
+        up = np.take_along_axis(up, np.argsort(-M[up, cols], axis=0, kind="stable"), axis=0)
+        down = np.argpartition(M, k - 1, axis=0)[:k]
+        down = np.take_along_axis(down, np.argsort(M[down, cols], axis=0, kind="stable"), axis=0)
+        shape = (k,) if S.ndim == 1 else (k, M.shape[1])
+        return TopSamples(increase=up.reshape(shape), increase_scores=M[up, cols].reshape(shape),
+                          decrease=down.reshape(shape),
+                          decrease_scores=M[down, cols].reshape(shape))
 
     # -- group estimates
     def group_effect(self, sets: SetsLike, method: str = "rif") -> np.ndarray:
@@ -546,7 +630,8 @@ class Attribution:
         indices, offsets, single = _parse_sets(sets, self.n)
         if method == "ns":
             self._require_sets(offsets, retrain=False)
-            out, singular = self._core.newton_step(indices, offsets, self._threads)
+            with self._reading():
+                out, singular = self._core.newton_step(indices, offsets, self._threads)
             _check_overflow(out, "the Newton steps", np.asarray(singular, dtype=np.int64))
             if singular:
                 warnings.warn(
@@ -587,8 +672,10 @@ class Attribution:
                           total=-(-m // step), enabled=show_progress and m > step):
             lo, hi = offsets[b], offsets[min(b + step, m)]
             self._require_sets(offsets[b:min(b + step, m) + 1], retrain=True)
-            parts.append(self._core.retrain(indices[lo:hi], offsets[b:min(b + step, m) + 1] - lo,
-                                            float(tol), int(max_iter), self._threads))
+            with self._reading():
+                parts.append(self._core.retrain(indices[lo:hi],
+                                                offsets[b:min(b + step, m) + 1] - lo,
+                                                float(tol), int(max_iter), self._threads))
         out = {k: (np.concatenate([np.asarray(p_[k]) for p_ in parts]) if parts else
                    np.empty((0, self.n_params)) if k == "theta" else np.empty(0))
                for k in ("theta", "grad_norm", "tolerance", "n_iter", "converged", "refreshed",
@@ -626,10 +713,7 @@ class Attribution:
         if self.family != "logistic" or self.l2 != 0.0 or len(thetas) == 0:
             return
         X, y, w = self._data
-        d = self.n_features
-        Z = X @ thetas[:, :d].T
-        if self.fit_intercept:
-            Z += thetas[:, d]
+        Z = _matvec(X, thetas.T, self.fit_intercept)
         separable = []
         for j in range(len(thetas)):
             live = np.ones(self.n, dtype=bool) if w is None else w > 0
@@ -649,6 +733,9 @@ class Attribution:
                 f"max_leverage={float(self._leverage.max()):.4g})")
 
     # -- helpers
+    def _reading(self) -> Any:
+        return _reading(self._data[0], self._progress)
+
     def _require_sets(self, offsets: np.ndarray, retrain: bool) -> None:
         sizes = np.diff(offsets).tolist()
         _memory.require(
@@ -681,20 +768,34 @@ class Attribution:
             raise ValueError(f"{name} contains NaN or inf")
         return np.ascontiguousarray(arr, dtype=np.float64)
 
-    def _rows(self, indices: Optional[ArrayLike], rescaled: bool) -> np.ndarray:
+    def _rows(self, indices: Optional[ArrayLike], rescaled: bool,
+              out: Optional[Any] = None) -> np.ndarray:
         idx = (np.arange(self.n, dtype=np.int64) if indices is None
                else _one_set(indices, self.n, "indices"))
-        _memory.require(8.0 * len(idx) * self.n_params,
-                        f"{len(idx)} influence rows of p = {self.n_params} entries",
-                        _memory.ADVICE_ROWS, self._max_memory)
         if not self._core.rows_on_device:
             self._need_host()
-        out = self._core.influence_rows(idx, rescaled, self._threads)
-        _check_overflow(out, "the influence rows", np.isinf(self._rescale[idx]) if rescaled
-                        else None)
+        if out is not None:
+            from ._targets import write_rows
+
+            block = max(1, (16 << 20) // (8 * self.n_params))
+            with self._reading():
+                written = write_rows(out, len(idx), self.n_params, block,
+                                     lambda a, b: self._row_block(idx[a:b], rescaled))
+        else:
+            _memory.require(8.0 * len(idx) * self.n_params,
+                            f"{len(idx)} influence rows of p = {self.n_params} entries",
+                            _memory.ADVICE_ROWS, self._max_memory)
+            with self._reading():
+                written = self._row_block(idx, rescaled)
         if rescaled:
             self._warn_samples(np.intersect1d(idx, self.singular_samples))
-        return out
+        return written
+
+    def _row_block(self, idx: np.ndarray, rescaled: bool) -> np.ndarray:
+        rows = self._core.influence_rows(idx, rescaled, self._threads)
+        _check_overflow(rows, "the influence rows", np.isinf(self._rescale[idx]) if rescaled
+                        else None)
+        return rows
 
     def _warn_samples(self, singular: np.ndarray) -> None:
         if len(singular):
@@ -708,7 +809,8 @@ class Attribution:
 
 _DOC_KEYWORDS = """
     Keywords are those of :class:`Attribution`: ``l2``, ``family``, ``sample_weight``,
-    ``fit_intercept``, ``num_threads``, ``backend``."""
+    ``fit_intercept``, ``num_threads``, ``backend``, ``max_memory``, ``progress``. X may be a
+    source larger than memory (a ``.npy`` path, shards, Zarr, HDF5, Dask: rif_native.sources)."""
 
 
 def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
@@ -716,17 +818,20 @@ def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.
     return Attribution(X, y, theta, **kwargs).leverage.copy()
 
 
-def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
+def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, out: Optional[Any] = None,
+              **kwargs: Any) -> np.ndarray:
     """(n, p) classic influence functions: row i is IF_i = H^{-1} g_i, the first-order removal
-    effect theta_{-i} - theta_hat of sample i."""
-    return Attribution(X, y, theta, **kwargs).influence()
+    effect theta_{-i} - theta_hat of sample i. ``out``: a ``.npy`` or ``.zarr`` path to write
+    the rows to block by block (see :meth:`Attribution.influence`)."""
+    return Attribution(X, y, theta, **kwargs).influence(out=out)
 
 
-def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
+def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *,
+                       out: Optional[Any] = None, **kwargs: Any) -> np.ndarray:
     """(n, p) rescaled influence functions: row i is RIF_i = IF_i / (1 - h_i), the Newton-step
     removal effect theta_{-i} - theta_hat of sample i. A drop-in replacement for influence()
-    that stays accurate when d is comparable to n."""
-    return Attribution(X, y, theta, **kwargs).rescaled_influence()
+    that stays accurate when d is comparable to n. ``out`` as for :func:`influence`."""
+    return Attribution(X, y, theta, **kwargs).rescaled_influence(out=out)
 
 
 def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike,
@@ -753,6 +858,7 @@ def fit(
     theta0: Optional[ArrayLike] = None,
     num_threads: Optional[int] = None,
     max_memory: _memory.MemorySize = None,
+    progress: Optional[bool] = None,
 ) -> FitResult:
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
@@ -760,7 +866,9 @@ def fit(
     until ``||grad F|| <= tol * max(1, ||grad F(0)||)``. Warns ConvergenceWarning when
     ``max_iter`` is reached first (e.g. separable data with l2 = 0, where no minimiser exists),
     or when the gradient norm stops decreasing above the tolerance (``stalled``). ``max_memory``
-    caps the memory it may use (see :class:`Attribution`).
+    caps the memory it may use (see :class:`Attribution`). X may be a source larger than
+    memory (rif_native.sources): each iteration then reads it about three times (gradient,
+    Hessian, line search), ``passes`` says how often in all, and ``progress`` draws a bar.
     """
     fit_intercept = bool(fit_intercept)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
@@ -771,13 +879,17 @@ def fit(
     _memory.require(_memory.fit_bytes(n, p, _cores(_threads(num_threads))),
                     f"fitting n = {n} samples with p = {p} parameters", _memory.ADVICE_FACTOR,
                     max_memory)
-    out = _core.fit(Xa, ya, t0, _real(l2, "l2"), _family(family), wa, fit_intercept,
-                    float(tol), int(max_iter), _threads(num_threads))
+    source = Xa if isinstance(Xa, sources.Source) else None
+    before = source.passes if source else 0.0
+    with _reading(Xa, progress):
+        out = _core.fit(Xa, ya, t0, _real(l2, "l2"), _family(family), wa, fit_intercept,
+                        float(tol), int(max_iter), _threads(num_threads))
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
                        n_iter=int(out["n_iter"]), converged=bool(out["converged"]),
-                       loss=float(out["loss"]), stalled=bool(out["stalled"]))
+                       loss=float(out["loss"]), stalled=bool(out["stalled"]),
+                       passes=source.passes - before if source else None)
     if result.converged and family == "logistic" and float(l2) == 0.0:
-        z = Xa @ result.theta[:d] + (result.theta[d] if fit_intercept else 0.0)
+        z = _matvec(Xa, result.theta, fit_intercept)
         if _separated(z, ya, slice(None) if wa is None else wa > 0):
             warnings.warn(
                 "the data are linearly separable: with l2 = 0 the logistic loss has no finite "

@@ -143,4 +143,5 @@ def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads:
 ADVICE_FACTOR = ("use fewer features (e.g. a PCA of the embeddings), float32 X does not help "
                  "here: the p x p factors dominate; or a machine with more memory")
 ADVICE_SETS = "pass fewer or smaller sets per call (loop over batches)"
-ADVICE_ROWS = "ask for fewer samples at a time (indices=...)"
+ADVICE_ROWS = ("ask for fewer samples at a time (indices=...), or write the rows to a file "
+               "block by block (out='rows.npy')")

@@ -1,0 +1,409 @@
+"""Sources: X read by row ranges, so that it need not fit in memory.
+
+Every function and object of rif_native that takes X accepts, besides an array in memory:
+
+* a NumPy memmap, or the path of a ``.npy`` file (opened memory-mapped);
+* a list of ``.npy`` paths or 2-D arrays ("shards") that stack, in order, into one X;
+* a Zarr array, an h5py dataset, a Dask array (computed chunk by chunk on this machine; see
+  :mod:`rif_native.dask` for running on the cluster), or any 2-D object with ``shape``,
+  ``dtype`` and row slicing ``X[a:b]``.
+
+The kernel's passes read such a source one row block at a time (a few MiB), converting to float64
+block by block: float32 stays float32 on disk and in the reading, and every sum is accumulated
+in float64, exactly as for a float32 array in memory. Memory-mapped files and shards are read in
+place, and the operating system is asked to read the next blocks ahead while the current one is
+computed; other sources are read in whole chunks of their own layout by a reader thread that
+keeps one chunk ahead of the computation. ``Source.passes`` counts the passes made over X.
+
+>>> import rif_native as rn
+>>> X = rn.sources.open_source(["part0.npy", "part1.npy"])  # doctest: +SKIP
+>>> rn.Attribution(X, y, theta, l2=1.0).leverage            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import mmap
+import os
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import _core
+
+SourceReadError = _core.SourceReadError
+SourceReadError.__doc__ = ("Reading rows of X from its source failed (a subclass of OSError); "
+                           "the message names the rows and the source's own error.")
+
+#: Bytes a reader aims to fetch per read of a source without chunks of its own.
+READ_BYTES = 32 << 20
+
+
+def _module_of(obj: Any) -> str:
+    return type(obj).__module__.split(".")[0]
+
+
+def is_source_like(X: Any) -> bool:
+    """Whether X is read through a Source (anything but an array, list of rows or device
+    array in memory)."""
+    if isinstance(X, Source):
+        return True
+    if isinstance(X, np.ndarray):
+        return _file_backed(X)
+    if isinstance(X, (str, os.PathLike)):
+        return True
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(_is_shard(s) for s in X)
+    return _module_of(X) in ("zarr", "h5py", "dask") or (
+        hasattr(X, "shape") and hasattr(X, "dtype") and hasattr(X, "__getitem__")
+        and not hasattr(X, "__array_interface__") and not hasattr(X, "__cuda_array_interface__")
+        and not hasattr(X, "__dlpack__") and not hasattr(X, "tocsr"))
+
+
+def _file_backed(a: np.ndarray) -> bool:
+    """Whether the array's memory is a mapped file (np.memmap, np.load(mmap_mode=...))."""
+    base: Any = a
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def _is_shard(s: Any) -> bool:
+    if isinstance(s, (str, os.PathLike)):
+        return True
+    return getattr(s, "ndim", None) == 2 or (
+        _module_of(s) in ("zarr", "h5py", "dask") and len(getattr(s, "shape", ())) == 2)
+
+
+def _open_npy(path: Any) -> np.ndarray:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"X: no such file: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"X: {path!r} is a folder; give a .npy file, a list of .npy shards, or "
+                         "open a Zarr store with zarr.open() and pass the array")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"X: {path!r} is not a readable .npy file ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"X: {path!r} holds several arrays (an .npz?); give one 2-D .npy array")
+    return arr
+
+
+def _check_dtype(dtype: Any, what: str) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold real numbers (float, int or bool), got dtype {dtype}")
+    return dtype
+
+
+class Source:
+    """X as row ranges of one or more stored arrays (see the module's docstring).
+
+    Attributes:
+        shape: (n, d).
+        dtype: float32 or float64, the type the kernel reads (other stored types are
+            converted block by block to float64).
+        passes: rows read by the kernel's passes so far, divided by n.
+    """
+
+    def __init__(self, parts: Sequence[Any], *, name: str = "X",
+                 progress: Optional[bool] = None) -> None:
+        if not parts:
+            raise ValueError(f"{name}: an empty list of shards")
+        widths = {int(p.shape[1]) if len(p.shape) == 2 else -1 for p in parts}
+        for j, p in enumerate(parts):
+            if len(p.shape) != 2:
+                raise ValueError(f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}")
+        if len(widths) != 1:
+            raise ValueError(f"{name}: shards must have the same number of columns, got "
+                             f"{[int(p.shape[1]) for p in parts]}")
+        stored = [_check_dtype(p.dtype, f"{name} (shard {j})") for j, p in enumerate(parts)]
+        self._parts = list(parts)
+        self._starts = np.concatenate([[0], np.cumsum([int(p.shape[0]) for p in parts])])
+        n, d = int(self._starts[-1]), widths.pop()
+        self.shape = (n, d)
+        self.float32 = all(s == np.float32 for s in stored)
+        self.dtype = np.dtype(np.float32 if self.float32 else np.float64)
+        self.name = name
+        # Shards the kernel can read in place: C-contiguous, native, of the kernel's dtype.
+        in_place = all(isinstance(p, np.ndarray) and p.flags.c_contiguous and p.dtype.isnative
+                       and p.dtype == self.dtype for p in parts)
+        self.shards: Optional[list] = list(parts) if in_place else None
+        self._readers = None if in_place else [_ChunkReader(p) for p in parts]
+        self._rows_read = 0
+        self._lock = threading.Lock()
+        self._show = progress
+        self._bar: Any = None
+        self.progress: Optional[Callable[[int], None]] = self._count
+
+    # -- what the kernel calls (holding the GIL, from any of its threads)
+    def read_into(self, begin: int, out: np.ndarray) -> None:
+        """Fill `out` (count x d) with rows [begin, begin + count)."""
+        end = begin + out.shape[0]
+        j = int(np.searchsorted(self._starts, begin, side="right")) - 1
+        row = begin
+        while row < end:
+            lo = row - int(self._starts[j])
+            hi = min(end, int(self._starts[j + 1])) - int(self._starts[j])
+            self._read_part(j, lo, hi, out[row - begin:row - begin + hi - lo])
+            row += hi - lo
+            j += 1
+
+    def take_into(self, idx: np.ndarray, out: np.ndarray) -> None:
+        """Fill `out` (k x d) with rows idx (in the given order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) and np.all(np.diff(idx) == 1):  # a run: one read
+            self.read_into(int(idx[0]), out)
+            return
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
+        for j in np.unique(shard):
+            sel = np.flatnonzero(shard == j)
+            local = idx[sel] - self._starts[j]
+            if self._readers is None:
+                out[sel] = self._parts[j][local]
+            else:
+                out[sel] = self._readers[j].take(local)
+
+    def _read_part(self, j: int, lo: int, hi: int, out: np.ndarray) -> None:
+        try:
+            if self._readers is None:
+                out[...] = self._parts[j][lo:hi]
+            else:
+                self._readers[j].read_into(lo, hi, out)
+        except SourceReadError:
+            raise
+        except Exception as exc:
+            first = int(self._starts[j])
+            raise SourceReadError(
+                f"reading rows {first + lo}:{first + hi} of {self.name} "
+                f"({describe(self._parts[j])}) failed: {type(exc).__name__}: {exc}") from exc
+
+    def _count(self, rows: int) -> None:
+        with self._lock:
+            self._rows_read += int(rows)
+            if self._bar is not None:
+                self._tick(int(rows))
+
+    # -- progress
+    @property
+    def passes(self) -> float:
+        """Passes over X made by the kernel so far (rows read / n)."""
+        return self._rows_read / max(self.shape[0], 1)
+
+    def show_progress(self, enabled: Optional[bool]) -> "_ProgressScope":
+        """A context in which the kernel's passes over this source draw a tqdm bar (None: when
+        the source's own setting, else stderr being a terminal, says so)."""
+        if enabled is None:
+            enabled = self._show
+        if enabled is None:
+            import sys
+
+            enabled = sys.stderr.isatty()
+        return _ProgressScope(self, bool(enabled))
+
+    def _tick(self, rows: int) -> None:
+        """Move the bar: it counts the rows of the current pass and names the pass."""
+        bar, n = self._bar, max(self.shape[0], 1)
+        done = self._rows_read - self._bar_start
+        k = (done - 1) // n + 1 if done else 1
+        if k != self._bar_pass:
+            self._bar_pass = k
+            bar.reset(total=n)
+            bar.set_description(f"reading {self.name}, pass {k}")
+        bar.update(done - (k - 1) * n - bar.n)
+
+    # -- for Python code that needs X's rows (small checks, the Dask engine)
+    def blocks(self, rows: Optional[int] = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(begin, rows as an array) for consecutive row blocks, read one ahead."""
+        n, d = self.shape
+        rows = rows or max(1, READ_BYTES // max(1, d * self.dtype.itemsize))
+        for begin in range(0, n, rows):
+            out = np.empty((min(rows, n - begin), d), dtype=self.dtype)
+            self.read_into(begin, out)
+            yield begin, out
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        kinds = sorted({describe(p) for p in self._parts})
+        return (f"Source(shape={self.shape}, dtype={self.dtype.name}, shards={len(self._parts)}, "
+                f"{', '.join(kinds[:3])})")
+
+
+class _ProgressScope:
+    def __init__(self, source: Source, enabled: bool) -> None:
+        self.source, self.enabled = source, enabled
+
+    def __enter__(self) -> Source:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            from . import _progress
+
+            s = self.source
+            with s._lock:
+                s._bar = tqdm(total=s.shape[0], desc=f"reading {s.name}, pass 1", unit="rows",
+                              unit_scale=True, leave=False, dynamic_ncols=True)
+                s._bar_start, s._bar_pass = s._rows_read, 1
+            _progress._open_bars += 1
+        return self.source
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            from . import _progress
+
+            s = self.source
+            with s._lock:
+                bar, s._bar = s._bar, None
+            bar.close()
+            _progress._open_bars -= 1
+
+
+def describe(part: Any) -> str:
+    """A short description of a stored array: its kind and, for files, its path."""
+    if isinstance(part, np.ndarray):
+        filename = getattr(part, "filename", None)
+        base: Any = part
+        while filename is None and base is not None:
+            filename = getattr(base, "filename", None)
+            base = getattr(base, "base", None)
+        return f"memory-mapped {filename}" if filename else "array in memory"
+    module = _module_of(part)
+    if module == "zarr":
+        return f"Zarr array {getattr(part, 'path', '') or getattr(part, 'name', '')}".strip()
+    if module == "h5py":
+        return f"HDF5 dataset {part.name} in {part.file.filename}"
+    if module == "dask":
+        return "Dask array"
+    return type(part).__name__
+
+
+class _ChunkReader:
+    """Reads one stored array in whole chunks of its own layout (Zarr / HDF5 chunks, Dask
+    blocks, or about READ_BYTES otherwise), one chunk ahead of the caller on a thread of its
+    own; serves any row range from the chunks it holds (at most four)."""
+
+    _KEEP = 4
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        n, d = int(array.shape[0]), int(array.shape[1])
+        self.bounds = _chunk_bounds(array, n, d)
+        self.kind = _module_of(array)
+        self._chunks: "collections.OrderedDict[int, Future]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rif-read")
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
+
+    def _load(self, c: int) -> np.ndarray:
+        lo, hi = int(self.bounds[c]), int(self.bounds[c + 1])
+        block = self.array[lo:hi]
+        if self.kind == "dask":
+            block = block.compute()
+        block = np.asarray(block)
+        if block.shape != (hi - lo, self.array.shape[1]):
+            raise ValueError(f"rows {lo}:{hi} came back with shape {block.shape}")
+        return block
+
+    def _chunk(self, c: int) -> Future:
+        """The chunk's future (started now if it was not held), with the next one requested."""
+        with self._lock:
+            fut = self._chunks.get(c)
+            if fut is None:
+                fut = self._executor().submit(self._load, c)
+                self._chunks[c] = fut
+            self._chunks.move_to_end(c)
+            nxt = c + 1
+            if nxt < len(self.bounds) - 1 and nxt not in self._chunks:
+                self._chunks[nxt] = self._executor().submit(self._load, nxt)
+            while len(self._chunks) > self._KEEP:
+                self._chunks.popitem(last=False)
+        return fut
+
+    def read_into(self, lo: int, hi: int, out: np.ndarray) -> None:
+        c = int(np.searchsorted(self.bounds, lo, side="right")) - 1
+        row = lo
+        while row < hi:
+            start, stop = int(self.bounds[c]), int(self.bounds[c + 1])
+            block = self._chunk(c).result()
+            end = min(hi, stop)
+            out[row - lo:end - lo] = block[row - start:end - start]
+            row = end
+            c += 1
+
+    def take(self, local: np.ndarray) -> np.ndarray:
+        order = np.argsort(local, kind="stable")
+        rows = local[order]
+        if self.kind == "zarr":
+            got = np.asarray(self.array.oindex[rows, :])
+        elif self.kind == "h5py":
+            uniq, inverse = np.unique(rows, return_inverse=True)
+            got = np.asarray(self.array[uniq])[inverse]
+        elif self.kind == "dask":
+            got = np.asarray(self.array[rows].compute())
+        else:
+            got = np.stack([np.asarray(self.array[int(i):int(i) + 1])[0] for i in rows])
+        out = np.empty_like(got)
+        out[order] = got
+        return out
+
+
+def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
+    """Row boundaries of the reads: the store's own chunks, merged up to about READ_BYTES."""
+    itemsize = np.dtype(array.dtype).itemsize
+    target = max(1, READ_BYTES // max(1, d * itemsize))
+    chunks = getattr(array, "chunks", None)
+    if _module_of(array) == "dask":  # whole Dask blocks, small ones merged up to the target
+        bounds = [0]
+        for size in (int(c) for c in chunks[0]):
+            if len(bounds) > 1 and bounds[-1] - bounds[-2] + size <= target:
+                bounds[-1] += size
+            else:
+                bounds.append(bounds[-1] + size)
+        return np.asarray(bounds, dtype=np.int64)
+    step = int(chunks[0]) if chunks and isinstance(chunks[0], (int, np.integer)) else target
+    step = step * max(1, target // step)  # whole store chunks, about READ_BYTES a read
+    return np.asarray(list(range(0, n, step)) + [n], dtype=np.int64)
+
+
+def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> Source:
+    """X (see the module's docstring) as a Source; a Source is returned as it is."""
+    if isinstance(X, Source):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        return Source([_open_npy(X)], name=name, progress=progress)
+    if isinstance(X, (list, tuple)):
+        parts = [_open_npy(s) if isinstance(s, (str, os.PathLike)) else s for s in X]
+        return Source(parts, name=name, progress=progress)
+    return Source([X], name=name, progress=progress)
+
+
+def as_kernel_input(X: Any, *, progress: Optional[bool] = None) -> Any:
+    """X as the kernel takes it: a Source for sources, X itself otherwise."""
+    return open_source(X, progress=progress) if is_source_like(X) else X
+
+
+def matvec(source: Source, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """z = X theta (theta (p,) or (p, m)), block by block."""
+    d = source.shape[1]
+    theta = np.asarray(theta, dtype=np.float64)
+    out = np.empty((source.shape[0],) + theta.shape[1:])
+    for begin, rows in source.blocks():
+        z = rows @ theta[:d]
+        if fit_intercept:
+            z += theta[d]
+        out[begin:begin + len(rows)] = z
+    return out
