@@ -110,12 +110,29 @@ class TopSamples:
     decrease_scores: np.ndarray
 
 
+def _top(S: np.ndarray, n: int, k: Any) -> TopSamples:
+    """The k largest and k smallest scores of each column of S ((n,) or (n, m))."""
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    M = S.reshape(n, -1)
+    k = min(k, n)
+    cols = np.arange(M.shape[1])[None, :]
+    up = np.argpartition(-M, k - 1, axis=0)[:k]
+    up = np.take_along_axis(up, np.argsort(-M[up, cols], axis=0, kind="stable"), axis=0)
+    down = np.argpartition(M, k - 1, axis=0)[:k]
+    down = np.take_along_axis(down, np.argsort(M[down, cols], axis=0, kind="stable"), axis=0)
+    shape = (k,) if S.ndim == 1 else (k, M.shape[1])
+    return TopSamples(increase=up.reshape(shape), increase_scores=M[up, cols].reshape(shape),
+                      decrease=down.reshape(shape), decrease_scores=M[down, cols].reshape(shape))
+
+
 def cuda_available() -> bool:
     """True when this build has the CUDA backend and a CUDA device is usable."""
     return bool(_core.cuda_available())
 
 
-_BACKENDS = ("cpu", "cuda", "auto")
+_BACKENDS = ("cpu", "cuda", "auto", "dask")
 
 
 def _backend_choice(backend: Optional[str]) -> str:
@@ -123,14 +140,26 @@ def _backend_choice(backend: Optional[str]) -> str:
     chosen = backend if backend is not None else os.environ.get("RIF_BACKEND", "auto")
     if chosen not in _BACKENDS:
         source = "backend" if backend is not None else "the RIF_BACKEND environment variable"
-        raise ValueError(f"{source} must be one of 'cpu', 'cuda', 'auto', got {chosen!r}")
+        raise ValueError(f"{source} must be one of 'cpu', 'cuda', 'auto', 'dask', got {chosen!r}")
     return chosen
+
+
+def _on_dask(X: Any, backend: Optional[str]) -> bool:
+    """Whether X runs on the Dask engine: a Dask array, unless backend 'cpu' or 'cuda' is asked
+    for explicitly (then it is read on this machine, chunk by chunk)."""
+    from ._dask import is_dask_array
+
+    if is_dask_array(X):
+        return backend in (None, "auto", "dask")
+    if backend == "dask":
+        raise ValueError(f"backend='dask' needs X as a Dask array, got {type(X).__name__}")
+    return False
 
 
 def _use_cuda(backend: Optional[str]) -> bool:
     """Resolve backend= (or the RIF_BACKEND environment variable when None) to CUDA or not."""
     chosen = _backend_choice(backend)
-    if chosen == "cpu":
+    if chosen in ("cpu", "dask"):
         return False
     if chosen == "cuda":
         if not _core.cuda_available():
@@ -428,6 +457,14 @@ class Attribution:
     steps gather their sets' rows there. Retraining copies X to host memory once, on first use.
     """
 
+    def __new__(cls, X: ArrayLike = None, *args: Any, **kwargs: Any) -> "Attribution":
+        # A Dask array X runs on the Dask engine: the same methods, in the subclass.
+        if cls is Attribution and _on_dask(X, kwargs.get("backend")):
+            from ._dask import DaskAttribution
+
+            return super().__new__(DaskAttribution)
+        return super().__new__(cls)
+
     def __init__(
         self,
         X: ArrayLike,
@@ -597,21 +634,7 @@ class Attribution:
         gradient is ``direction`` ((p,) or (p, m)), by :meth:`scores`: one pass over X, and
         nothing n x p is formed. Returns a TopSamples whose arrays are (k,) or (k, m), best
         first."""
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        S = np.asarray(self.scores(direction, method))
-        M = S.reshape(self.n, -1)
-        k = min(k, self.n)
-        cols = np.arange(M.shape[1])[None, :]
-        up = np.argpartition(-M, k - 1, axis=0)[:k]
-        up = np.take_along_axis(up, np.argsort(-M[up, cols], axis=0, kind="stable"), axis=0)
-        down = np.argpartition(M, k - 1, axis=0)[:k]
-        down = np.take_along_axis(down, np.argsort(M[down, cols], axis=0, kind="stable"), axis=0)
-        shape = (k,) if S.ndim == 1 else (k, M.shape[1])
-        return TopSamples(increase=up.reshape(shape), increase_scores=M[up, cols].reshape(shape),
-                          decrease=down.reshape(shape),
-                          decrease_scores=M[down, cols].reshape(shape))
+        return _top(np.asarray(self.scores(direction, method)), self.n, k)
 
     # -- group estimates
     def group_effect(self, sets: SetsLike, method: str = "rif") -> np.ndarray:
@@ -859,6 +882,7 @@ def fit(
     num_threads: Optional[int] = None,
     max_memory: _memory.MemorySize = None,
     progress: Optional[bool] = None,
+    backend: Optional[str] = None,
 ) -> FitResult:
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
@@ -868,9 +892,17 @@ def fit(
     or when the gradient norm stops decreasing above the tolerance (``stalled``). ``max_memory``
     caps the memory it may use (see :class:`Attribution`). X may be a source larger than
     memory (rif_native.sources): each iteration then reads it about three times (gradient,
-    Hessian, line search), ``passes`` says how often in all, and ``progress`` draws a bar.
+    Hessian, line search), ``passes`` says how often in all, and ``progress`` draws a bar. A
+    Dask array X is fitted on its cluster (rif_native._dask.fit: two distributed passes per
+    iteration) unless ``backend="cpu"``.
     """
     fit_intercept = bool(fit_intercept)
+    if _on_dask(X, backend):
+        from . import _dask
+
+        return _dask.fit(X, y, l2=l2, family=family, sample_weight=sample_weight,
+                         fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, theta0=theta0,
+                         num_threads=num_threads)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))

@@ -1,0 +1,695 @@
+"""The Dask engine: attribution, fitting and exact retraining for a Dask array X chunked by rows.
+
+Each pass over X is one task per row chunk, run where the chunk lives with the native per-chunk
+kernels (``_core.chunk_hessian``, ``chunk_gradients``, ``chunk_leverage``); partial sums come
+back through a tree reduction (at most eight per node), so only p x p matrices and p-vectors
+travel. The client factors H once and broadcasts the factor once (``Client.scatter(...,
+broadcast=True)`` on a distributed cluster); leverages, residuals, scores and IF / RIF rows stay
+with their chunks as lazy Dask arrays. Sets' rows (group effects, Newton steps, retraining) are
+gathered to the client, where the k x p and p x p algebra runs.
+
+With an intercept the chunks share one centred parametrisation, as the in-memory kernel does
+(X's weighted column means, one extra pass; see ``Design::set_centre``). Every task runs the
+kernel on ``num_threads`` threads (default 1: Dask's workers supply the parallelism).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import _core
+from ._api import (
+    Attribution,
+    ConvergenceWarning,
+    FitResult,
+    NotPositiveDefiniteError,
+    RetrainResult,
+    SingularRemovalWarning,
+    _check_stopping,
+    _family,
+    _top,
+    _method,
+    _name_some,
+    _one_set,
+    _parse_sets,
+    _real,
+    _METHODS,
+)
+
+_SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
+_FAN_IN = 8
+_CHORD_ITERATIONS = 10  # chord steps before a set falls back to Newton with fresh Hessians
+
+
+def is_dask_array(X: Any) -> bool:
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "to_delayed")
+
+
+def _client() -> Any:
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _add(*parts: dict) -> dict:
+    out = dict(parts[0])
+    for p in parts[1:]:
+        for k, v in p.items():
+            out[k] = out[k] + v
+    return out
+
+
+def _tree_sum(parts: list) -> Any:
+    """The sum of delayed dicts of partial sums, as a tree of at most _FAN_IN per node."""
+    from dask import delayed
+
+    while len(parts) > 1:
+        parts = [delayed(_add, pure=True)(*parts[i:i + _FAN_IN])
+                 for i in range(0, len(parts), _FAN_IN)]
+    return parts[0]
+
+
+def _check_labels(family: str, y: np.ndarray, w: Optional[np.ndarray]) -> None:
+    if not np.isfinite(y).all():
+        raise ValueError("y contains NaN or inf")
+    if family == "logistic" and not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("logistic labels y must be 0 or 1")
+    if family == "poisson" and (y < 0).any():
+        raise ValueError("poisson counts y must be >= 0")
+    if w is not None and (not np.isfinite(w).all() or (w < 0).any()):
+        raise ValueError("sample_weight must be finite and >= 0")
+
+
+class _Chunks:
+    """X's row chunks with y and w cut alike, kept on the workers; runs one task per chunk."""
+
+    def __init__(self, X: Any, y: np.ndarray, w: Optional[np.ndarray], family: str,
+                 fit_intercept: bool, threads: int) -> None:
+        import dask.array as da
+
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n samples x d features), got shape {X.shape}")
+        if np.dtype(X.dtype).kind not in "biuf":
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})  # whole rows in each chunk
+        if np.dtype(X.dtype) not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        self.X, self.family, self.fit_intercept, self.threads = X, family, fit_intercept, threads
+        self.n, self.d = int(X.shape[0]), int(X.shape[1])
+        rows = X.chunks[0]
+        self.bounds = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self.blocks = list(X.to_delayed().ravel())
+        self.y = y
+        self.w = w
+        client = _client()
+        yd = da.from_array(y, chunks=(rows,))
+        wd = None if w is None else da.from_array(w, chunks=(rows,))
+        if client is not None:  # labels and weights go to the workers once
+            yd = yd.persist()
+            wd = None if wd is None else wd.persist()
+        self._held = (yd, wd)  # persisted: their futures live as long as these references
+        self.y_blocks = list(yd.to_delayed().ravel())
+        self.w_blocks = [None] * len(self.blocks) if wd is None else list(wd.to_delayed().ravel())
+        self.centre: Optional[np.ndarray] = None
+
+    def map(self, fn: Callable, *args: Any, weights: Optional[list] = None) -> list:
+        """One delayed fn(block, y, w, *args) per chunk."""
+        from dask import delayed
+
+        w_blocks = self.w_blocks if weights is None else weights
+        return [delayed(fn, pure=True)(b, yb, wb, *args)
+                for b, yb, wb in zip(self.blocks, self.y_blocks, w_blocks)]
+
+    def weight_blocks(self, w: np.ndarray) -> list:
+        """Weights other than the problem's (a set's samples at 0), cut like X."""
+        import dask.array as da
+
+        return list(da.from_array(w, chunks=(self.X.chunks[0],)).to_delayed().ravel())
+
+    def column_means(self) -> np.ndarray:
+        import dask
+
+        wd = self.w if self.w is not None and self.w.sum() > 0 else None
+        weights = wd if wd is not None else np.ones(self.n)
+        sums = _tree_sum(self.map(_weighted_sum, weights=self.weight_blocks(weights)))
+        (total,) = dask.compute(sums)
+        return total["s"] / float(weights.sum())
+
+    def hessian(self, theta: np.ndarray, weights: Optional[list] = None) -> dict:
+        """{H (no penalty), g = X^T r (no penalty), loss} at the kernel's theta, over all chunks."""
+        import dask
+
+        parts = self.map(_chunk_hessian, theta, self.family, self.fit_intercept, self.centre,
+                         self.threads, weights=weights)
+        (total,) = dask.compute(_tree_sum(parts))
+        return total
+
+    def gradients(self, thetas: np.ndarray, weights: Optional[list] = None) -> dict:
+        """{G (m, p): X^T r(X theta_j), loss (m,)} for the rows theta_j (kernel's), no penalty."""
+        import dask
+
+        parts = self.map(_chunk_gradients, np.ascontiguousarray(thetas), self.family,
+                         self.fit_intercept, self.centre, self.threads, weights=weights)
+        (total,) = dask.compute(_tree_sum(parts))
+        return total
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """X's rows idx, gathered to the client (kernel's layout: centred, ones column)."""
+        if len(idx) == 0:
+            return np.empty((0, self.d + int(self.fit_intercept)))
+        order = np.argsort(idx, kind="stable")
+        got = np.asarray(self.X[idx[order]].compute(), dtype=np.float64)
+        raw = np.empty_like(got)
+        raw[order] = got
+        return self.kernel_rows(raw)
+
+    def kernel_rows(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if not self.fit_intercept:
+            return raw
+        centred = raw - self.centre if self.centre is not None else raw
+        return np.hstack([centred, np.ones((len(raw), 1))])
+
+
+# -- the tasks (module-level functions: they are sent to the workers)
+
+def _weighted_sum(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict:
+    return {"s": np.asarray(w, dtype=np.float64) @ np.asarray(X, dtype=np.float64)}
+
+
+def _chunk_hessian(X, y, w, theta, family, fit_intercept, centre, threads) -> dict:
+    return dict(_core.chunk_hessian(X, y, w, theta, family, fit_intercept, centre, threads))
+
+
+def _chunk_gradients(X, y, w, thetas, family, fit_intercept, centre, threads) -> dict:
+    return dict(_core.chunk_gradients(X, y, w, thetas, family, fit_intercept, centre, threads))
+
+
+def _chunk_leverage(X, y, w, theta, family, fit_intercept, centre, factor, threads) -> dict:
+    return dict(_core.chunk_leverage(X, y, w, theta, family, fit_intercept, centre, factor,
+                                     threads))
+
+
+def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarray:
+    """s_i = r_i x~_i . U (over 1 - h_i when rescaled) for the chunk."""
+    Xf = np.asarray(X, dtype=np.float64)
+    d = Xf.shape[1]
+    Z = Xf @ U[:d]
+    if fit_intercept:
+        Z += U[d] - (centre @ U[:d] if centre is not None else 0.0)
+    S = per_sample["r"][:, None] * Z
+    if rescaled:
+        S = S * _rescale(per_sample["h"])[:, None]
+    return S
+
+
+def _chunk_rows(X, per_sample, Hinv, centre, fit_intercept, rescaled) -> np.ndarray:
+    """IF (or RIF) rows of the chunk in the user's parameters."""
+    Xf = np.asarray(X, dtype=np.float64)
+    d = Xf.shape[1]
+    if fit_intercept:
+        Xk = np.hstack([Xf - centre if centre is not None else Xf, np.ones((len(Xf), 1))])
+    else:
+        Xk = Xf
+    coef = per_sample["r"] * (_rescale(per_sample["h"]) if rescaled else 1.0)
+    R = (Xk @ Hinv) * coef[:, None]
+    if fit_intercept and centre is not None:
+        R[:, d] -= R[:, :d] @ centre
+    return R
+
+
+def _get(result: dict, key: str) -> np.ndarray:
+    return result[key]
+
+
+def _rescale(h: np.ndarray) -> np.ndarray:
+    gap = 1.0 - h
+    with np.errstate(divide="ignore"):
+        return np.where(gap <= _SINGULAR, np.inf, 1.0 / np.maximum(gap, _SINGULAR))
+
+
+# -- the parametrisation (as in design.hpp: theta~_b = theta_b + c . theta_beta)
+
+class _Params:
+    def __init__(self, d: int, centre: Optional[np.ndarray]) -> None:
+        self.d, self.c = d, centre
+
+    def point_to_kernel(self, v: np.ndarray) -> np.ndarray:
+        v = np.array(v, dtype=np.float64)
+        if self.c is not None:
+            v[..., self.d] += v[..., :self.d] @ self.c
+        return v
+
+    def point_to_user(self, v: np.ndarray) -> np.ndarray:
+        v = np.array(v, dtype=np.float64)
+        if self.c is not None:
+            v[..., self.d] -= v[..., :self.d] @ self.c
+        return v
+
+    def dual_to_kernel(self, g: np.ndarray) -> np.ndarray:
+        g = np.array(g, dtype=np.float64)
+        if self.c is not None:
+            g[..., :self.d] -= g[..., self.d:self.d + 1] * self.c
+        return g
+
+    def dual_to_user(self, g: np.ndarray) -> np.ndarray:
+        g = np.array(g, dtype=np.float64)
+        if self.c is not None:
+            g[..., :self.d] += g[..., self.d:self.d + 1] * self.c
+        return g
+
+    def user_norm(self, g: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(self.dual_to_user(g), axis=-1)
+
+
+def _penalty(theta: np.ndarray, d: int, l2: float) -> np.ndarray:
+    out = np.zeros_like(theta)
+    out[..., :d] = l2 * theta[..., :d]
+    return out
+
+
+def _factor(H: np.ndarray, what: str) -> np.ndarray:
+    try:
+        return np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        raise NotPositiveDefiniteError(
+            f"{what} is not positive definite: add a ridge penalty l2 > 0, or remove constant, "
+            "duplicate or collinear features of X") from None
+
+
+def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """H^{-1} B from the factor L of H (two triangular solves, through NumPy's solver)."""
+    return np.linalg.solve(L.T, np.linalg.solve(L, B))
+
+
+def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
+           num_threads: Optional[int], theta_name: str) -> tuple:
+    y = np.ascontiguousarray(np.asarray(y.compute() if is_dask_array(y) else y), dtype=np.float64)
+    w = None
+    if sample_weight is not None:
+        sw = sample_weight.compute() if is_dask_array(sample_weight) else sample_weight
+        w = np.ascontiguousarray(np.asarray(sw), dtype=np.float64)
+    n, d = int(X.shape[0]), int(X.shape[1])
+    if y.shape != (n,):
+        raise ValueError(f"y must have {n} entries (one label per row of X), got shape {y.shape}")
+    if w is not None and w.shape != (n,):
+        raise ValueError(f"sample_weight must have {n} entries, got shape {w.shape}")
+    _check_labels(family, y, w)
+    p = d + int(fit_intercept)
+    t = None
+    if theta is not None:
+        t = np.ascontiguousarray(np.asarray(theta), dtype=np.float64)
+        if t.shape != (p,):
+            raise ValueError(f"{theta_name} must have {p} entries ({d} features"
+                             f"{' + intercept, last' if fit_intercept else ''}), got {t.shape}")
+        if not np.isfinite(t).all():
+            raise ValueError(f"{theta_name} contains NaN or inf")
+    threads = 1 if num_threads is None else int(num_threads)
+    chunks = _Chunks(X, y, w, family, fit_intercept, threads)
+    if fit_intercept:
+        chunks.centre = chunks.column_means()
+    return chunks, t
+
+
+class DaskAttribution(Attribution):
+    """:class:`Attribution` for a Dask array X chunked by rows (made by ``Attribution(X, ...)``
+    for such an X; ``backend="cpu"`` reads it on the client instead). Same methods; leverage,
+    rescale, residuals, curvature, scores and IF / RIF rows are lazy Dask arrays, computed
+    where X's chunks live. See :mod:`rif_native._dask` for what runs where."""
+
+    def __init__(self, X: Any, y: Any, theta: Any, *, l2: float = 0.0, family: str = "logistic",
+                 sample_weight: Any = None, fit_intercept: bool = False,
+                 num_threads: Optional[int] = None, backend: Optional[str] = None,
+                 max_memory: Any = None, progress: Optional[bool] = None) -> None:
+        import dask
+        import dask.array as da
+
+        self.family, self.l2 = _family(family), _real(l2, "l2")
+        if not self.l2 >= 0 or not np.isfinite(self.l2):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+        self.fit_intercept = bool(fit_intercept)
+        self.backend, self._progress, self._max_memory = "dask", progress, max_memory
+        self._chunks, t = _setup(X, y, theta, sample_weight, self.family, self.fit_intercept,
+                                 num_threads, "theta")
+        ch = self._chunks
+        self._threads = ch.threads
+        self.n, self.n_features = ch.n, ch.d
+        self.n_params = p = ch.d + int(self.fit_intercept)
+        self._params = _Params(ch.d, ch.centre)
+        self._user_theta = t
+        self._theta = self._params.point_to_kernel(t)
+        total = ch.hessian(self._theta)
+        H = total["H"]
+        H[np.arange(ch.d), np.arange(ch.d)] += self.l2
+        self._H = H
+        self._L = _factor(H, "The Hessian H = X^T diag(a) X + l2 P at theta")
+        self._gradient = total["g"] + _penalty(self._theta, ch.d, self.l2)
+        self._Hinv: Optional[np.ndarray] = None
+        client = _client()
+        factor = client.scatter(self._L, broadcast=True) if client is not None else self._L
+        # one task per chunk, persisted: h, r, a stay where the chunk is
+        passes = ch.map(_chunk_leverage, self._theta, self.family, self.fit_intercept, ch.centre,
+                        factor, ch.threads)
+        self._per_sample = list(dask.persist(*passes))
+        sizes = np.diff(ch.bounds)
+
+        def lazy(key: str) -> Any:
+            from dask import delayed
+
+            return da.concatenate([da.from_delayed(delayed(_get, pure=True)(r, key), (int(s),),
+                                                   dtype=np.float64)
+                                   for r, s in zip(self._per_sample, sizes)])
+        self._lazy = lazy
+        self._leverage = lazy("h")
+        self._rescale = self._leverage.map_blocks(_rescale, dtype=np.float64)
+        self._data = (None, ch.y, ch.w)
+
+    # -- per-sample quantities (lazy)
+    @property
+    def theta(self) -> np.ndarray:
+        return self._user_theta.copy()
+
+    @property
+    def residuals(self) -> Any:
+        return self._lazy("r")
+
+    @property
+    def curvature(self) -> Any:
+        return self._lazy("a")
+
+    @property
+    def singular_samples(self) -> np.ndarray:
+        return np.flatnonzero(np.isinf(np.asarray(self._rescale.compute())))
+
+    @property
+    def gradient_norm(self) -> float:
+        return float(self._params.user_norm(self._gradient))
+
+    @property
+    def timings(self) -> dict:
+        return {}
+
+    def hessian(self) -> np.ndarray:
+        """H in the user's parameters (T^T H~ T)."""
+        T = np.eye(self.n_params)
+        if self._params.c is not None:
+            T[self.n_features, :self.n_features] = self._params.c
+        return T.T @ self._H @ T
+
+    def solve(self, v: Any) -> np.ndarray:
+        """H^{-1} v (user's parameters) for v of shape (p,) or (p, m)."""
+        K = self._params.dual_to_kernel(self._directions(v, "v"))  # (m, p) kernel duals
+        out = self._params.point_to_user(self._kernel_solve(K.T).T).T
+        return out[:, 0] if np.ndim(v) == 1 else out
+
+    def _kernel_solve(self, B: np.ndarray) -> np.ndarray:
+        return _cho_solve(self._L, B)
+
+    def _inverse(self) -> np.ndarray:
+        if self._Hinv is None:
+            self._Hinv = self._kernel_solve(np.eye(self.n_params))
+        return self._Hinv
+
+    # -- per-sample estimates (lazy)
+    def scores(self, direction: Any, method: str = "rif") -> Any:
+        """Lazy (n,) or (n, m) Dask array of <direction, estimate_i>; see Attribution.scores."""
+        import dask.array as da
+        from dask import delayed
+
+        rescaled = _method(method, ("if", "rif")) == "rif"
+        V = self._directions(direction, "direction")  # (m, p)
+        U = self._kernel_solve(self._params.dual_to_kernel(V).T)  # (p, m), kernel point
+        ch = self._chunks
+        m = V.shape[0]
+        parts = [da.from_delayed(delayed(_chunk_scores, pure=True)(
+                     b, r, U, ch.centre, self.fit_intercept, rescaled),
+                     (int(s), m), dtype=np.float64)
+                 for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))]
+        out = da.concatenate(parts)
+        return out[:, 0] if np.ndim(direction) == 1 else out
+
+    def _rows(self, indices: Any, rescaled: bool, out: Any = None) -> Any:
+        import dask.array as da
+        from dask import delayed
+
+        Hinv = self._inverse()
+        ch = self._chunks
+        if indices is not None:
+            idx = _one_set(indices, self.n, "indices")
+            Xk = ch.rows(idx)
+            r = np.asarray(self.residuals[idx].compute()) if len(idx) else np.empty(0)
+            coef = r * (np.asarray(self._rescale[idx].compute()) if rescaled else 1.0)
+            rows = self._params.point_to_user((Xk @ Hinv) * coef[:, None])
+            if rescaled:
+                self._warn_samples(idx[np.isinf(coef)])
+            return rows
+        lazy = da.concatenate([da.from_delayed(delayed(_chunk_rows, pure=True)(
+            b, r, Hinv, ch.centre, self.fit_intercept, rescaled),
+            (int(s), self.n_params), dtype=np.float64)
+            for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))])
+        if out is None:
+            return lazy
+        from ._targets import write_rows
+
+        block = max(1, (16 << 20) // (8 * self.n_params))
+        return write_rows(out, self.n, self.n_params, block,
+                          lambda a, b: np.asarray(lazy[a:b].compute()))
+
+    def top(self, direction: Any, k: int = 10, method: str = "rif") -> Any:
+        """As Attribution.top (the scores, an n-vector per direction, are computed)."""
+        return _top(np.asarray(self.scores(direction, method).compute()), self.n, k)
+
+    # -- group estimates (sets' rows gathered to the client)
+    def group_effect(self, sets: Any, method: str = "rif") -> np.ndarray:
+        method = _method(method, _METHODS)
+        indices, offsets, single = _parse_sets(sets, self.n)
+        Xk = self._chunks.rows(indices)
+        per = self._sample_values(indices)
+        out = np.empty((len(offsets) - 1, self.n_params))
+        singular = []
+        for j in range(len(offsets) - 1):
+            sl = slice(offsets[j], offsets[j + 1])
+            g = Xk[sl].T @ per["r"][sl]
+            if method == "if":
+                out[j] = self._kernel_solve(Xk[sl].T @ per["r"][sl])
+            elif method == "rif":
+                out[j] = self._kernel_solve(Xk[sl].T @ (per["r"][sl] * _rescale(per["h"][sl])))
+            else:
+                U = Xk[sl] * np.sqrt(per["a"][sl])[:, None]
+                try:
+                    out[j] = _cho_solve(np.linalg.cholesky(self._H - U.T @ U), g)
+                except np.linalg.LinAlgError:
+                    out[j] = np.inf
+                    singular.append(j)
+        out = self._params.point_to_user(out)
+        if singular:
+            warnings.warn(f"removing set(s) {_name_some(np.asarray(singular))} makes the Hessian "
+                          "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                          SingularRemovalWarning, stacklevel=2)
+        return out[0] if single else out
+
+    def _sample_values(self, idx: np.ndarray) -> dict:
+        if len(idx) == 0:
+            return {k: np.empty(0) for k in ("r", "a", "h")}
+        import dask
+
+        r, a, h = dask.compute(self.residuals[idx], self.curvature[idx], self._leverage[idx])
+        return {"r": np.asarray(r), "a": np.asarray(a), "h": np.asarray(h)}
+
+    def retrain(self, sets: Any, *, tol: float = 1e-10, max_iter: int = 100,
+                show_progress: bool = False, batch: int = 16) -> RetrainResult:
+        """Exact refits without each set, all sets together: chord steps with H_{-T} at theta_hat
+        (one distributed gradient pass per iteration for all sets), then Newton steps with fresh
+        distributed Hessians for sets still short of the tolerance after a few. Stops on
+        ||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||), as Attribution.retrain."""
+        _check_stopping(tol, max_iter)
+        indices, offsets, single = _parse_sets(sets, self.n)
+        result = _Retrain(self, indices, offsets, float(tol), int(max_iter)).run()
+        if single:
+            result = {k: v[0] for k, v in result.items()}
+        bad = np.flatnonzero(~np.atleast_1d(result["converged"]))
+        if len(bad):
+            warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped above the tolerance.",
+                          ConvergenceWarning, stacklevel=2)
+        return RetrainResult(**result)
+
+    def __repr__(self) -> str:
+        return (f"DaskAttribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
+                f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
+                f"chunks={len(self._chunks.blocks)})")
+
+
+class _Retrain:
+    """The distributed exact refit of m sets (see DaskAttribution.retrain)."""
+
+    def __init__(self, A: DaskAttribution, indices: np.ndarray, offsets: np.ndarray, tol: float,
+                 max_iter: int) -> None:
+        self.A, self.tol, self.max_iter = A, tol, max_iter
+        self.sets = [indices[offsets[j]:offsets[j + 1]] for j in range(len(offsets) - 1)]
+        ch = A._chunks
+        self.rows = [ch.rows(s) for s in self.sets]
+        w = ch.w if ch.w is not None else np.ones(ch.n)
+        self.weights = [w[s] for s in self.sets]
+
+    def _set_gradients(self, thetas: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """sum_{i in T_j} w_i dloss/dz x~_i at theta (row k of thetas for set which[k])."""
+        out = np.zeros_like(thetas)
+        y = self.A._chunks.y
+        for k, j in enumerate(which):
+            s, Xk, w = self.sets[j], self.rows[j], self.weights[j]
+            if len(s):
+                out[k] = Xk.T @ (w * _first_derivative(self.A.family, y[s], Xk @ thetas[k]))
+        return out
+
+    def _gradients(self, thetas: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """grad F_{-T_j} (kernel's) at row k of thetas for set j = which[k]: one pass."""
+        A = self.A
+        G = A._chunks.gradients(thetas)["G"]
+        return G - self._set_gradients(thetas, which) + _penalty(thetas, A.n_features, A.l2)
+
+    def run(self) -> dict:
+        A = self.A
+        m, p, d = len(self.sets), A.n_params, A.n_features
+        theta = np.tile(A._theta, (m, 1))
+        scale = A._params.user_norm(self._gradients(np.zeros((m, p)), np.arange(m)))
+        target = self.tol * np.maximum(1.0, scale)
+        solvers = []
+        for Xk, s in zip(self.rows, self.sets):
+            a = np.asarray(A.curvature[s].compute()) if len(s) else np.empty(0)
+            U = Xk * np.sqrt(a)[:, None]
+            solvers.append(_factor_or_none(A._H - U.T @ U))
+        n_iter = np.zeros(m, dtype=np.int64)
+        refreshed = np.zeros(m, dtype=bool)
+        done = np.zeros(m, dtype=bool)
+        singular = np.array([L is None for L in solvers], dtype=bool)
+        norms = np.full(m, np.inf)
+        for it in range(self.max_iter + 1):
+            live = np.flatnonzero(~done & ~singular)
+            if len(live) == 0:
+                break
+            G = self._gradients(theta[live], live)
+            norms[live] = A._params.user_norm(G)
+            for k, j in enumerate(live):
+                if norms[j] <= target[j]:
+                    done[j] = True
+                    continue
+                if it == self.max_iter:
+                    continue
+                if it >= _CHORD_ITERATIONS:  # a fresh Hessian without the set
+                    refreshed[j] = True
+                    w = (A._chunks.w.copy() if A._chunks.w is not None else np.ones(A.n))
+                    w[self.sets[j]] = 0.0
+                    H = A._chunks.hessian(theta[j], A._chunks.weight_blocks(w))["H"]
+                    H[np.arange(d), np.arange(d)] += A.l2
+                    L = _factor_or_none(H)
+                    if L is None:
+                        singular[j] = True
+                        continue
+                else:
+                    L = solvers[j]
+                theta[j] -= _cho_solve(L, G[k])
+                n_iter[j] += 1
+        user = A._params.point_to_user(theta)
+        user[singular] = np.nan
+        return dict(theta=user, effect=user - A._user_theta[None, :], grad_norm=norms,
+                    tolerance=target, n_iter=n_iter, converged=done, refreshed=refreshed,
+                    singular=singular)
+
+
+def _factor_or_none(H: np.ndarray) -> Optional[np.ndarray]:
+    try:
+        return np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _first_derivative(family: str, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    if family == "logistic":
+        return 1.0 / (1.0 + np.exp(-z)) - y
+    if family == "poisson":
+        return np.exp(z) - y
+    return z - y
+
+
+def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_weight: Any = None,
+        fit_intercept: bool = False, tol: float = 1e-10, max_iter: int = 100,
+        theta0: Any = None, num_threads: Optional[int] = None) -> FitResult:
+    """Newton's method on a Dask array X, as rif_native.fit: per iteration one distributed pass
+    for H, the gradient and the loss, and one for the line search (all its step lengths in
+    the same pass)."""
+    family, l2 = _family(family), _real(l2, "l2")
+    _check_stopping(tol, max_iter)
+    ch, t0 = _setup(X, y, theta0, sample_weight, family, bool(fit_intercept), num_threads,
+                    "theta0")
+    d = ch.d
+    p = d + int(fit_intercept)
+    params = _Params(d, ch.centre)
+    theta = params.point_to_kernel(np.zeros(p) if t0 is None else t0)
+    passes = 1.0 if fit_intercept else 0.0
+    g0 = ch.gradients(np.zeros((1, p)))["G"][0]
+    passes += 1
+    gtol = tol * max(1.0, float(params.user_norm(g0)))
+    steps = 0.5 ** np.arange(8)
+    best, without_progress, rounding = np.inf, 0, False
+    converged = stalled = False
+    total = ch.hessian(theta)
+    passes += 1
+    F = total["loss"] + 0.5 * l2 * theta[:d] @ theta[:d]
+    it = 0
+    while True:  # the kernel's fit (fit.cpp), with distributed passes
+        g = total["g"] + _penalty(theta, d, l2)
+        norm = float(params.user_norm(g))
+        if norm <= gtol:
+            converged = True
+            break
+        if norm <= 0.5 * best:
+            without_progress = 0
+        elif rounding:
+            without_progress += 1
+            if without_progress >= 3:
+                stalled = True
+                break
+        best = min(best, norm)
+        if it >= max_iter:
+            break
+        H = total["H"]
+        H[np.arange(d), np.arange(d)] += l2
+        step = -_cho_solve(_factor(H, f"The Hessian at Newton iteration {it}"), g)
+        slope = float(g @ step)
+        # near the optimum the decrease of F drowns in rounding: the full step there
+        rounding = -slope <= 1e-13 * (1.0 + abs(F))
+        accepted = rounding
+        if rounding:
+            theta = theta + step
+        t = 1.0
+        while not accepted and t > 1e-12:  # eight step lengths per pass
+            ts = t * steps
+            cands = theta[None, :] + ts[:, None] * step[None, :]
+            losses = (ch.gradients(cands)["loss"] +
+                      0.5 * l2 * np.sum(cands[:, :d] ** 2, axis=1))
+            passes += 1
+            ok = np.flatnonzero(losses <= F + 1e-4 * ts * slope)
+            if len(ok):
+                theta, accepted = cands[int(ok[0])], True
+            t = ts[-1] * 0.5
+        if not accepted:
+            stalled = True
+            break
+        it += 1
+        total = ch.hessian(theta)
+        passes += 1
+        F = total["loss"] + 0.5 * l2 * theta[:d] @ theta[:d]
+    result = FitResult(theta=params.point_to_user(theta), grad_norm=norm, n_iter=it,
+                       converged=converged, loss=float(F), stalled=stalled, passes=passes)
+    if not converged:
+        warnings.warn(f"fit stopped after {it} iterations with gradient norm {norm:.3g} above "
+                      "the tolerance; add l2 > 0 or raise max_iter.", ConvergenceWarning,
+                      stacklevel=2)
+    return result
