@@ -229,6 +229,32 @@ class Source:
             self.read_into(begin, out)
             yield begin, out
 
+    def take(self, idx: Any) -> np.ndarray:
+        """Rows idx as an array in memory (k x d, the source's dtype)."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(f"{self.name}: row indices must lie in [0, {self.shape[0]})")
+        out = np.empty((len(idx), self.shape[1]), dtype=self.dtype)
+        self.take_into(idx, out)
+        return out
+
+    def subset(self, begin: int, end: int, *, name: Optional[str] = None) -> "Source":
+        """Rows [begin, end) as a Source of their own (no copy: shards are sliced)."""
+        n = self.shape[0]
+        if not 0 <= begin < end <= n:
+            raise ValueError(f"{self.name}: rows [{begin}, {end}) are not a non-empty range "
+                             f"of [0, {n})")
+        parts = []
+        for j, part in enumerate(self._parts):
+            lo = max(begin, int(self._starts[j])) - int(self._starts[j])
+            hi = min(end, int(self._starts[j + 1])) - int(self._starts[j])
+            if hi <= lo:
+                continue
+            whole = lo == 0 and hi == part.shape[0]
+            parts.append(part if whole else part[lo:hi] if isinstance(part, np.ndarray)
+                         else _RowRange(part, lo, hi))
+        return Source(parts, name=name or self.name, progress=self._show)
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -284,6 +310,24 @@ def describe(part: Any) -> str:
     if module == "dask":
         return "Dask array"
     return type(part).__name__
+
+
+class _RowRange:
+    """Rows [lo, hi) of a stored array, sliceable like one (Source.subset of a Zarr, HDF5 or
+    Dask source)."""
+
+    def __init__(self, array: Any, lo: int, hi: int) -> None:
+        self.array, self.lo, self.hi = array, lo, hi
+        self.shape = (hi - lo, int(array.shape[1]))
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("rows of a range are read by slices")
+        a, b, _ = key.indices(self.shape[0])
+        block = self.array[self.lo + a:self.lo + b]
+        return np.asarray(block.compute() if _module_of(block) == "dask" else block)
 
 
 class _ChunkReader:
