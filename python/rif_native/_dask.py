@@ -49,12 +49,16 @@ def is_dask_array(X: Any) -> bool:
 
 
 def _client() -> Any:
+    """The distributed Client that dask.compute would use now, or None (Dask's local
+    schedulers, or one chosen with dask.config.set(scheduler=...))."""
     try:
+        from dask.base import get_scheduler
         from distributed import get_client
 
-        return get_client()
+        client = get_client()
     except (ImportError, ValueError):
         return None
+    return client if get_scheduler() == client.get else None
 
 
 def _add(*parts: dict) -> dict:

@@ -1,0 +1,184 @@
+"""The Dask engine against the in-memory kernel, on a distributed LocalCluster (2 workers, one
+thread each) and on Dask's local scheduler: every answer equal to 1e-10 relative to its scale
+(the in-memory path is itself checked against NumPy, statsmodels and refits elsewhere)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+from rif_native.datasets import load_sms_spam
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+TOL = 1e-10
+
+
+def close(a, b, tol=TOL):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cluster's own start-up notes
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=50)
+        c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def problem(seed, n=3000, d=25, dtype=np.float64, weights=True, family="logistic"):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) + rng.uniform(-3, 3, d)).astype(dtype)
+    z = X.astype(np.float64) @ rng.standard_normal(d) * 0.2
+    if family == "logistic":
+        y = (rng.random(n) < 1 / (1 + np.exp(-(z - z.mean())))).astype(float)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(np.clip(z - z.mean(), -3, 3) * 0.3)).astype(float)
+    else:
+        y = z + rng.standard_normal(n)
+    w = rng.uniform(0.2, 2.0, n) if weights else None
+    return X, y, w
+
+
+def uneven_chunks(n, seed):
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, n), 6, replace=False))
+    return tuple(np.diff(np.concatenate([[0], cuts, [n]])).tolist())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_attribution_matches_in_memory(client, dtype, fit_intercept):
+    X, y, w = problem(1, dtype=dtype)
+    n, d = X.shape
+    kw = dict(l2=2.0, fit_intercept=fit_intercept, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    Xd = da.from_array(X, chunks=(uneven_chunks(n, 2), d))
+    B = rn.Attribution(Xd, y, theta, **kw)
+    assert type(B).__name__ == "DaskAttribution" and isinstance(B, rn.Attribution)
+    assert isinstance(B.leverage, da.Array)  # lazy, computed where the chunks are
+    close(B.leverage.compute(), A.leverage)
+    close(B.rescale.compute(), A.rescale)
+    close(B.residuals.compute(), A.residuals)
+    close(B.curvature.compute(), A.curvature)
+    close(B.hessian(), A.hessian())
+    assert B.gradient_norm == pytest.approx(A.gradient_norm, rel=1e-3, abs=1e-9)
+    V = np.random.default_rng(3).standard_normal((A.n_params, 3))
+    close(B.solve(V), A.solve(V))
+    close(B.solve(V[:, 0]), A.solve(V[:, 0]))
+    for method in ("if", "rif"):
+        close(B.scores(V, method).compute(), A.scores(V, method))
+        close(B.scores(V[:, 1], method).compute(), A.scores(V[:, 1], method))
+    close(B.influence().compute(), A.influence())
+    close(B.rescaled_influence().compute(), A.rescaled_influence())
+    idx = [7, 0, n - 1, 123]
+    close(B.rescaled_influence(idx), A.rescaled_influence(idx))
+    top, top_ref = B.top(V[:, 0], 5), A.top(V[:, 0], 5)
+    np.testing.assert_array_equal(top.increase, top_ref.increase)
+    np.testing.assert_array_equal(top.decrease, top_ref.decrease)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_sets_newton_steps_and_retraining(client, fit_intercept):
+    X, y, w = problem(4)
+    n, d = X.shape
+    kw = dict(l2=1.0, fit_intercept=fit_intercept, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(da.from_array(X, chunks=(700, d)), y, theta, **kw)
+    rng = np.random.default_rng(5)
+    sets = [np.arange(3), rng.choice(n, 40, replace=False), np.arange(500, 520)]
+    for method in ("if", "rif", "ns"):
+        close(B.group_effect(sets, method), A.group_effect(sets, method))
+    close(B.group_effect(sets[1], "ns"), A.group_effect(sets[1], "ns"))
+    got, ref = B.retrain(sets, tol=1e-13), A.retrain(sets, tol=1e-13)
+    assert got.converged.all()
+    close(got.theta, ref.theta, 1e-9)
+    close(got.effect, ref.effect, 1e-9)
+
+
+@pytest.mark.parametrize("family,fit_intercept", [("logistic", True), ("poisson", False),
+                                                  ("squared", True)])
+def test_fit_matches_in_memory(client, family, fit_intercept):
+    X, y, w = problem(6, family=family)
+    kw = dict(l2=0.5, family=family, fit_intercept=fit_intercept, sample_weight=w, tol=1e-13)
+    ref = rn.fit(X, y, **kw)
+    got = rn.fit(da.from_array(X, chunks=(800, X.shape[1])), y, **kw)
+    assert got.converged
+    close(got.theta, ref.theta)
+    assert got.loss == pytest.approx(ref.loss, rel=1e-12)
+    assert got.passes is not None and got.passes >= 2 * got.n_iter
+
+
+def test_labels_and_weights_as_dask_arrays(client):
+    X, y, w = problem(7)
+    d = X.shape[1]
+    theta = rn.fit(X, y, l2=1.0, sample_weight=w).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, sample_weight=w)
+    B = rn.Attribution(da.from_array(X, chunks=(1000, d)), da.from_array(y, chunks=500), theta,
+                       l2=1.0, sample_weight=da.from_array(w, chunks=1000))
+    close(B.leverage.compute(), A.leverage)
+
+
+def test_local_scheduler_without_cluster():
+    """No distributed client: Dask's own threads run the same tasks."""
+    X, y, w = problem(8, n=1500)
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    Xd = da.from_array(X, chunks=(400, X.shape[1]))
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        B = rn.Attribution(Xd, y, theta, l2=1.0, fit_intercept=True)
+        close(B.leverage.compute(), A.leverage)
+        close(B.scores(np.ones(A.n_params)).compute(), A.scores(np.ones(A.n_params)))
+
+
+def test_real_data_and_columns_in_several_chunks(client):
+    """The bundled SMS Spam bag of words, with X's columns split across chunks (rechunked)."""
+    data = load_sms_spam(max_features=200)
+    X, y = data.X, data.y
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    B = rn.Attribution(da.from_array(X, chunks=(1000, 50)), y, theta, l2=1.0,
+                       fit_intercept=True)
+    close(B.leverage.compute(), A.leverage)
+    v = np.zeros(A.n_params)
+    v[-1] = 1.0
+    close(B.scores(v).compute(), A.scores(v))
+
+
+def test_rows_written_to_a_file(client, tmp_path):
+    X, y, w = problem(9, n=1200)
+    theta = rn.fit(X, y, l2=1.0).theta
+    A = rn.Attribution(X, y, theta, l2=1.0)
+    B = rn.Attribution(da.from_array(X, chunks=(300, X.shape[1])), y, theta, l2=1.0)
+    written = B.rescaled_influence(out=tmp_path / "rif.npy")
+    close(np.load(tmp_path / "rif.npy"), A.rescaled_influence())
+    close(written, A.rescaled_influence())
+
+
+def test_backend_choice():
+    X, y, _ = problem(10, n=400, d=5)
+    theta = np.zeros(5)
+    Xd = da.from_array(X, chunks=(100, 5))
+    cpu = rn.Attribution(Xd, y, theta, l2=1.0, backend="cpu")  # read here, chunk by chunk
+    assert type(cpu) is rn.Attribution
+    with pytest.raises(ValueError, match="needs X as a Dask array"):
+        rn.Attribution(X, y, theta, l2=1.0, backend="dask")
+    with pytest.raises(ValueError, match="logistic labels"):
+        rn.Attribution(Xd, y + 2, theta, l2=1.0)
+    with pytest.raises(ValueError, match="theta must have 5 entries"):
+        rn.Attribution(Xd, y, np.zeros(6), l2=1.0)
