@@ -157,7 +157,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   if (!use_cuda && problem_.X.intercept() && problem_.X.has_data()) {
     // Centred on the weighted column means: the intercept's pivot then stays resolvable
     // however far the features sit from 0 (Design::set_centre).
-    centre_ = column_means(problem_.X, problem_.w, threads);
+    centre_ = design_centre(problem_.X, problem_.w, threads);
     if (!centre_.allFinite()) centre_.setZero();  // X's NaN / inf are named just below
     problem_.X.set_centre(centre_.data());
     point_to_kernel(problem_.X, theta_);
@@ -176,16 +176,16 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
     gradient_ = std::move(res.g);
     timings_ = Timings{res.seconds[0], res.seconds[1], res.seconds[2]};
   } else {
-    Vector z;
-    linear_predictor(problem_.X, theta_, z, threads);
-    derivatives(problem_.family, z, problem_.y, problem_.w, r_, a_);
-    check_derivatives(z, r_, a_);
     using clock = std::chrono::steady_clock;
     const auto seconds = [](clock::time_point a, clock::time_point b) {
       return std::chrono::duration<double>(b - a).count();
     };
     const auto t0 = clock::now();
-    rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
+    Vector z;  // z, (r, a) and H on one pass over X
+    hessian_at(problem_.X, problem_.family, problem_.y, problem_.w, problem_.l2, theta_, z, r_,
+               a_, H_, threads);
+    check_linear_predictor(problem_.X, z);
+    check_derivatives(z, r_, a_);
     check_hessian_finite(problem_.X, H_);
     const auto t1 = clock::now();
     L_ = H_;

@@ -42,7 +42,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   Vector centre;
   const bool centre_here = problem.X.intercept() && !problem.X.centre() && problem.X.has_data();
   if (centre_here) {
-    centre = column_means(problem.X, problem.w, threads);
+    centre = design_centre(problem.X, problem.w, threads);
     if (!centre.allFinite()) centre.setZero();  // X's NaN / inf are named just below
     problem.X.set_centre(centre.data());
     point_to_kernel(problem.X, theta0);

@@ -66,10 +66,14 @@ void validate_weights(const Vector& w, Index n) {
 
 void derivatives(Family family, const Vector& z, const Vector& y, const Vector& w, Vector& r,
                  Vector& a) {
-  const Index n = z.size();
-  r.resize(n);
-  a.resize(n);
-  for (Index i = 0; i < n; ++i) {
+  r.resize(z.size());
+  a.resize(z.size());
+  derivatives_range(family, z, y, w, r, a, 0, z.size());
+}
+
+void derivatives_range(Family family, const Vector& z, const Vector& y, const Vector& w,
+                       Vector& r, Vector& a, Index begin, Index count) {
+  for (Index i = begin; i < begin + count; ++i) {
     const double wi = w.size() ? w[i] : 1.0;
     if (wi == 0) {  // a removed sample: no contribution, even where exp(z) overflows
       r[i] = a[i] = 0.0;

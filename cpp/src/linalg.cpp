@@ -42,6 +42,46 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
   H.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
+void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
+                const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads) {
+  const Index p = X.params(), n = X.rows();
+  const KernelPlan plan = kernel_plan(p, threads, n);
+  const int nt = chunk_threads(n, plan.block, plan.outer);
+  z.resize(n);
+  r.resize(n);
+  a.resize(n);
+  H.setZero(p, p);
+  std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
+  std::vector<Matrix> buffers(static_cast<size_t>(nt));
+  std::optional<BlasSingleThreadScope> serial;
+  if (plan.outer > 1) serial.emplace();
+  parallel_chunks(n, plan.block, plan.outer, [&](int t, Index begin, Index count) {
+    Matrix& buf = buffers[static_cast<size_t>(t)];
+    X.load(begin, count, buf, nullptr, plan.inner);
+    z.segment(begin, count).noalias() = buf.transpose() * theta;
+    derivatives_range(family, z, y, w, r, a, begin, count);
+    for (Index j = 0; j < count; ++j) buf.col(j) *= std::sqrt(a[begin + j]);
+    Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
+    if (target.rows() != p) target.setZero(p, p);
+    syrk_lower(target, buf.data(), count, plan.inner);
+  });
+  for (const Matrix& part : partial) {
+    if (part.rows() == p) H.triangularView<Eigen::Lower>() += part;
+  }
+  H.diagonal().head(X.features()).array() += l2;
+  H.triangularView<Eigen::StrictlyUpper>().setZero();
+}
+
+Vector design_centre(const Design& X, const Vector& w, int threads) {
+  if (!X.source()) return column_means(X, w, threads);
+  const Index d = X.features(), count = std::min(X.rows(), block_rows(X.params()));
+  Matrix buffer;
+  const auto rows = X.feature_block(0, count, buffer);  // as stored, d x count
+  const bool weighted = w.size() == X.rows() && w.head(count).sum() > 0;
+  if (!weighted) return rows.rowwise().mean();
+  return rows * w.head(count) / w.head(count).sum();
+}
+
 bool try_cholesky_in_place(Matrix& A, Index* failed_column, double* pivot) {
   const Index n = A.rows();
   const Vector floors = pivot_floors(A.diagonal());

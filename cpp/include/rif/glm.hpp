@@ -54,6 +54,9 @@ inline double loss(Family family, double y, double z) {
 /// r_i = w_i dloss/dz and a_i = w_i d2loss/dz2 at z (w empty means all ones).
 void derivatives(Family family, const Vector& z, const Vector& y, const Vector& w, Vector& r,
                  Vector& a);
+/// The same for samples [begin, begin + count) only, into r and a already of length n.
+void derivatives_range(Family family, const Vector& z, const Vector& y, const Vector& w,
+                       Vector& r, Vector& a, Index begin, Index count);
 
 /// sum_i w_i loss(y_i, z_i); +inf when it overflows.
 double total_loss(Family family, const Vector& z, const Vector& y, const Vector& w);

@@ -3,6 +3,7 @@
 /// names its failing pivot, and the blocked leverage pass.
 
 #include "rif/design.hpp"
+#include "rif/glm.hpp"
 #include "rif/types.hpp"
 
 #include <functional>
@@ -13,6 +14,18 @@ namespace rif {
 /// H = X^T diag(a) X + l2 P (lower triangle filled; P = identity without the intercept).
 /// Threaded over row blocks, each thread its own partial sum.
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads);
+
+/// One pass over X at theta for the given family, labels y and weights w (empty: all ones):
+/// z = X theta, the derivatives (r, a) of every sample and H = X^T diag(a) X + l2 P (lower
+/// triangle). The pass that builds H reads X anyway; X read from a source (a file) is then read
+/// once for all of them. Non-finite values are left for the caller's checks.
+void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
+                const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads);
+
+/// A centre for X's rows when X is read from a source: the weighted means of its first row
+/// block (any centre near the data removes the intercept's cancellation; this one costs no
+/// pass over X). Column means of all of X otherwise (column_means).
+Vector design_centre(const Design& X, const Vector& w, int threads);
 
 /// The floor of each Cholesky pivot (diagonal entry of the factor, squared) of a p x p matrix A
 /// with diagonal `diagonal`: floor_k = max(p eps |A_kk|, DBL_MIN). A pivot at or below it is
