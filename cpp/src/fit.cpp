@@ -51,19 +51,34 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   const Index n = problem.X.rows();
 
   FitResult result;
-  Vector theta = std::move(theta0), z, z_new, step;
-  linear_predictor(problem.X, theta, z, threads);  // names X's first NaN / inf, if any
+  Vector theta = std::move(theta0), z, r, a, g, step;
+  Matrix H;
+  double F = 0;
+  // One pass over X per visited point: z, the loss, the gradient and the Hessian together, so
+  // that each Newton iteration reads X once (the point of a step that is not taken whole is
+  // found from the rejected point's z without reading X again).
+  const auto visit = [&] {
+    hessian_at(problem.X, problem.family, problem.y, problem.w, problem.l2, theta, z, r, a, H,
+               threads, &g);
+    check_linear_predictor(problem.X, z);  // names X's first NaN / inf, if any
+    add_penalty_gradient(problem, theta, g);
+    F = objective(problem, theta, z);
+  };
+  visit();
 
-  // The scale of the problem: the gradient norm at theta = 0.
-  Vector r, a;
-  derivatives(problem.family, Vector::Zero(n), problem.y, problem.w, r, a);
-  const Vector g0 = gradient(problem, Vector::Zero(problem.X.params()), r, threads);
+  // The scale of the problem: the gradient norm at theta = 0 (the visit's when it started there).
+  Vector g0;
+  if (theta.isZero(0)) {
+    g0 = g;
+  } else {
+    Vector r0, a0;
+    derivatives(problem.family, Vector::Zero(n), problem.y, problem.w, r0, a0);
+    g0 = gradient(problem, Vector::Zero(problem.X.params()), r0, threads);
+  }
   check_gradient_finite(g0, "at theta = 0");
   const double scale = user_norm(problem.X, g0);
   const double gtol = options.tol * std::max(1.0, scale);
 
-  double F = objective(problem, theta, z);
-  Matrix H;
   int iter = 0;
   // Near the optimum, Newton steps at least halve the gradient norm until it reaches the
   // rounding noise of the gradient; there it only wanders. Stop when, in that regime, kStall
@@ -74,8 +89,6 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   bool rounding_regime = false;
   for (;; ++iter) {
     check_interrupt();
-    derivatives(problem.family, z, problem.y, problem.w, r, a);
-    const Vector g = gradient(problem, theta, r, threads);
     check_gradient_finite(g, "during fitting");
     result.grad_norm = user_norm(problem.X, g);
     if (result.grad_norm <= gtol) {
@@ -90,7 +103,6 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     }
     best = std::min(best, result.grad_norm);
     if (iter >= options.max_iter) break;
-    hessian(problem.X, a, problem.l2, H, threads);
     check_hessian_finite(problem.X, H);
     std::ostringstream what;
     what << "The Hessian at Newton iteration " << iter;
@@ -101,20 +113,30 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     const double slope = g.dot(step);
     // Near the optimum the decrease of F drowns in rounding: take the full step there.
     rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));
+    const Vector theta_k = theta, z_k = z, g_k = g;
+    const double F_k = F;
+    theta = theta_k + step;
+    visit();
+    if (rounding_regime || F <= F_k + 1e-4 * slope) continue;
+    // Backtrack along the step: z is linear in t, z_k + t (z - z_k), so no pass is needed
+    // until a length is accepted.
+    const Vector u = z - z_k;
     bool accepted = false;
-    for (double t = 1.0; t > 1e-12; t *= 0.5) {
-      Vector candidate = theta + t * step;
-      problem.X.multiply(candidate, z_new, threads);
-      const double F_new = objective(problem, candidate, z_new);
-      if (rounding_regime || F_new <= F + 1e-4 * t * slope) {
+    for (double t = 0.5; t > 1e-12; t *= 0.5) {
+      Vector candidate = theta_k + t * step;
+      const Vector z_t = z_k + t * u;
+      if (objective(problem, candidate, z_t) <= F_k + 1e-4 * t * slope) {
         theta = std::move(candidate);
-        z.swap(z_new);
-        F = F_new;
+        visit();
         accepted = true;
         break;
       }
     }
     if (!accepted) {  // no decrease possible: report the gradient norm reached
+      theta = theta_k;
+      z = z_k;
+      g = g_k;
+      F = F_k;
       result.stalled = true;
       break;
     }

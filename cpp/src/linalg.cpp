@@ -43,7 +43,8 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 }
 
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
-                const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads) {
+                const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
+                Vector* g) {
   const Index p = X.params(), n = X.rows();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const int nt = chunk_threads(n, plan.block, plan.outer);
@@ -53,6 +54,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   H.setZero(p, p);
   std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
+  std::vector<Vector> gradients(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
   std::optional<BlasSingleThreadScope> serial;
   if (plan.outer > 1) serial.emplace();
   parallel_chunks(n, plan.block, plan.outer, [&](int t, Index begin, Index count) {
@@ -60,6 +62,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     X.load(begin, count, buf, nullptr, plan.inner);
     z.segment(begin, count).noalias() = buf.transpose() * theta;
     derivatives_range(family, z, y, w, r, a, begin, count);
+    if (g) gradients[static_cast<size_t>(t)].noalias() += buf * r.segment(begin, count);
     for (Index j = 0; j < count; ++j) buf.col(j) *= std::sqrt(a[begin + j]);
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
@@ -70,6 +73,10 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   }
   H.diagonal().head(X.features()).array() += l2;
   H.triangularView<Eigen::StrictlyUpper>().setZero();
+  if (g) {
+    *g = gradients[0];
+    for (size_t t = 1; t < gradients.size(); ++t) *g += gradients[t];
+  }
 }
 
 Vector design_centre(const Design& X, const Vector& w, int threads) {
