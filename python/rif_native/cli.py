@@ -12,6 +12,7 @@ removing the sample is predicted to increase the test loss, i.e. the sample help
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -147,9 +148,16 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Data files: .npz with arrays X (n x d) and y (n,), optionally X_test and y_test "
-            "(then used as the test part instead of a random split); .npy features with "
-            "--labels PATH.npy; .csv/.tsv with the label in the last column and an optional "
-            "header line. The default data set is the SMS Spam Collection v.1 (Almeida, Gomez "
+            "(then used as the test part instead of a random split); .csv/.tsv with the label in "
+            "the last column and an optional header line. Large data stay on disk and are read "
+            "block by block, with the labels from --labels PATH.npy: a .npy file (memory-mapped), "
+            "a folder of .npy shards (stacked in the order of their file names: pad numbers with "
+            "zeros, part-000.npy, part-001.npy, ...), --data given several times (.npy shards "
+            "stacked in the order given), a .zarr store holding one 2-D array (or STORE.zarr:NAME) "
+            "and an HDF5 file FILE.h5 / FILE.hdf5 (its only 2-D dataset, or FILE.h5:NAME). Such "
+            "data are split contiguously, not shuffled: the last --test-fraction of the rows are "
+            "the test part. A progress bar follows each pass over them (none with --quiet). "
+            "The default data set is the SMS Spam Collection v.1 (Almeida, Gomez "
             "Hidalgo and Yamakami, DocEng 2011), deduplicated, as a bag of words (1 = spam)."
         ),
     )
@@ -177,7 +185,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--quiet", action="store_true",
-        help="print only the two rankings and their agreement (no data, fit or timing lines)",
+        help="print only the two rankings and their agreement (no data, fit or timing lines, "
+        "no progress bars)",
     )
     _add_experiment_parsers(sub)
     return parser
@@ -186,11 +195,17 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument(
-        "--data", metavar="PATH",
-        help="your data file (.npz, .npy, .csv, .tsv); default: the built-in SMS Spam data",
+        "--data", metavar="PATH", action="append",
+        help="your data: a .npz, .csv or .tsv file; or X alone, with --labels: a .npy file "
+        "(memory-mapped), a folder of .npy shards (stacked in file name order), a .zarr store, "
+        "FILE.h5[:NAME] / FILE.hdf5[:NAME], or --data given several times (.npy shards stacked "
+        "in that order), which 'rif attribute' reads from disk block by block and the other "
+        "commands read whole. Default: the built-in SMS Spam data",
     )
     data.add_argument(
-        "--labels", metavar="PATH", help="labels .npy file, needed when --data is a .npy file"
+        "--labels", metavar="PATH",
+        help="labels .npy file (one label per row of X), needed when --data is X alone (.npy, "
+        "shards, .zarr, .h5)",
     )
     data.add_argument(
         "--max-features", type=_positive_int, metavar="N", default=None,
@@ -199,7 +214,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--test-fraction", type=_fraction, default=None, metavar="F",
         help="fraction of samples held out as the test part (default 0.2; "
-        "ignored when the .npz file has X_test and y_test)",
+        "ignored when the .npz file has X_test and y_test); for data that 'rif attribute' "
+        "reads from disk (.npy, shards, .zarr, .h5) the LAST F of the rows, not a random part",
     )
     data.add_argument(
         "--seed", type=int, default=0,
@@ -462,21 +478,24 @@ def _write_json(path: Optional[Path], payload: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _load_user_data(path: str, labels: Optional[str]) -> Dataset:
-    """load_dataset, with every failure to read an untrusted file as a one-line usage error."""
+def _load_user_data(path, labels: Optional[str]) -> Dataset:
+    """load_dataset (path: one path, or a list of .npy shards), with every failure to read an
+    untrusted file as a one-line usage error."""
+    shown = ", ".join(str(p) for p in path) if isinstance(path, list) else str(path)
     try:
         return load_dataset(path, labels)
     except (ValueError, FileNotFoundError) as exc:
         raise _UsageError(_one_line(exc)) from None
     except MemoryError as exc:
         message = _one_line(exc)
-        if str(path) not in message and (labels is None or str(labels) not in message):
-            message = f"{path} ({_file_size(path)}): {message}"
+        if shown not in message and (labels is None or str(labels) not in message):
+            size = "" if isinstance(path, list) else f" ({_file_size(path)})"
+            message = f"{shown}{size}: {message}"
         raise _UsageError(f"not enough memory to read the data: {message}") from None
     except OSError as exc:
-        raise _UsageError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
+        raise _UsageError(f"cannot read {exc.filename or shown}: {exc.strerror or exc}") from None
     except Exception as exc:  # a parser's surprise on a hostile file is still the file's fault
-        raise _UsageError(f"cannot read {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise _UsageError(f"cannot read {shown}: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _file_size(path: str) -> str:
@@ -498,7 +517,10 @@ def _bytes(size: float) -> str:
 
 
 def _prepare(args) -> argparse.Namespace:
-    """Load the data set named by the arguments and split it into training and test parts."""
+    """Load the data set named by the arguments and split it into training and test parts.
+
+    Data on disk (Dataset.on_disk) stay there for 'rif attribute', split contiguously (see
+    _prepare_on_disk); the other commands hold X in memory, so they read it whole."""
     if args.labels is not None and args.data is None:
         raise _UsageError("--labels needs --data (the features file it belongs to)")
     if args.data is not None and args.max_features is not None:
@@ -507,9 +529,14 @@ def _prepare(args) -> argparse.Namespace:
         dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
         source = "built-in"
     else:
-        dataset = _load_user_data(args.data, args.labels)
-        source = str(args.data)
+        paths = args.data if len(args.data) > 1 else args.data[0]
+        dataset = _load_user_data(paths, args.labels)
+        source = ", ".join(args.data)
     args.data_shape = dataset.X.shape  # for the message if memory runs out later
+    if dataset.on_disk:
+        if args.command == "attribute":
+            return _prepare_on_disk(dataset, source, args)
+        dataset = _read_whole(dataset, args.command)
     family = args.family
     _check_labels(family, dataset.y, "labels")
     if dataset.y_test is not None:
@@ -522,8 +549,61 @@ def _prepare(args) -> argparse.Namespace:
         y_test = np.ascontiguousarray(dataset.y[test])
     return argparse.Namespace(
         dataset=dataset, source=source, split_note=split_note, train=train, test=test,
-        X_train=np.ascontiguousarray(dataset.X[train]),
+        contiguous=False, X_train=np.ascontiguousarray(dataset.X[train]),
         y_train=np.ascontiguousarray(dataset.y[train]), X_test=X_test, y_test=y_test)
+
+
+def _read_whole(dataset: Dataset, command: str) -> Dataset:
+    """X on disk read into memory, for the commands that hold it there (their removal sets and
+    retraining index rows at random); too large for memory is a usage error naming the one
+    command that reads it block by block."""
+    try:
+        return dataset.in_memory()
+    except ValueError as exc:
+        raise _UsageError(_one_line(exc)) from None
+    except MemoryError as exc:
+        raise _UsageError(
+            f"{_one_line(exc)}: 'rif {command}' holds X in memory; only 'rif attribute' reads "
+            "--data block by block") from None
+
+
+def _prepare_on_disk(dataset: Dataset, source: str, args) -> argparse.Namespace:
+    """Training and test parts of X on disk as row ranges of it, never copies: the last
+    --test-fraction of the rows are the test part (contiguous, not shuffled)."""
+    from ._api import _backend_choice
+    from .sources import open_source
+
+    if _backend_choice(args.backend) == "cuda":
+        asked = "--backend cuda" if args.backend else "RIF_BACKEND=cuda"
+        raise _UsageError(f"{asked} needs X as one array in memory, but --data {source} is "
+                          "read from disk block by block: use the backend cpu or auto")
+    family = args.family
+    _check_labels(family, dataset.y, "labels")
+    n = dataset.n_samples
+    fraction = 0.2 if args.test_fraction is None else args.test_fraction
+    n_test = int(round(fraction * n))
+    if n_test < 1 or n - n_test < 2:
+        raise _UsageError(
+            f"cannot split {n} samples with --test-fraction {fraction:g}: need at least 1 test "
+            "and 2 training samples"
+        )
+    n_train = n - n_test
+    y_train, y_test = dataset.y[:n_train], dataset.y[n_train:]
+    if family == "logistic" and np.unique(y_train).size < 2:
+        raise _UsageError(
+            f"the training part (the first {n_train} rows: the data are read from disk, not "
+            "shuffled) has a single class; use a smaller --test-fraction or store the rows in "
+            "a mixed order"
+        )
+    X = open_source(dataset.X, name=dataset.name)
+    label = Path(dataset.name).name
+    return argparse.Namespace(
+        dataset=dataset, source=source, contiguous=True,
+        split_note=(f"the last {fraction:g} of the rows, rows {n_train}..{n - 1}; contiguous: "
+                    "the data are read from disk, not shuffled"),
+        train=np.arange(n_train), test=np.arange(n_train, n),
+        X_train=X.subset(0, n_train, name=f"{label} (training rows)"), y_train=y_train,
+        X_test=X.subset(n_train, n, name=f"{label} (test rows)"), y_test=y_test)
 
 
 def _attribute(args, outputs: _output.Outputs) -> int:
@@ -538,8 +618,9 @@ def _attribute(args, outputs: _output.Outputs) -> int:
     data = _prepare(args)
     timings = {"load": time.perf_counter() - t0}
     n_train, d = data.X_train.shape
+    storage = data.dataset.storage
     say(f"data       {data.dataset.name} ({data.source}): {data.dataset.n_samples} samples x "
-        f"{d} features")
+        f"{d} features" + (f" ({storage}, read block by block)" if storage else ""))
     say(f"split      train {n_train}, test {data.y_test.shape[0]} ({data.split_note})")
     res = _fit_and_score(data, args, timings)
     _say_fit(res, args, say)
@@ -564,44 +645,65 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
     test loss (removal effects); warnings are collected and repeated on stderr."""
     family = args.family
     X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
+    on_disk = data.contiguous
+    progress = not args.quiet
     d = X_train.shape[1]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
-        fit = rif_native.fit(
-            X_train, y_train, l2=args.l2, family=family, fit_intercept=True,
-            num_threads=args.threads,
-        )
+        with _naming(data.source, on_disk):
+            fit = rif_native.fit(
+                X_train, y_train, l2=args.l2, family=family, fit_intercept=True,
+                num_threads=args.threads, progress=progress,
+            )
         timings["fit"] = time.perf_counter() - t0
 
         theta = np.asarray(fit.theta, dtype=np.float64)
-        z_train = X_train @ theta[:d] + theta[d]
-        z_test = X_test @ theta[:d] + theta[d]
-        test_loss = TestLoss(X_test, y_test, fit_intercept=True, family=family)
-        loss_train = TestLoss(X_train, y_train, fit_intercept=True, family=family).per_sample(theta)
-        loss_test = test_loss.per_sample(theta)
-        # gradient of the total test loss with respect to theta = (coefficients, intercept)
-        direction = test_loss.gradient(theta)
+        if on_disk:
+            # the test rows block by block: their losses, their gradient and predictions
+            test = _test_pass(X_test, y_test, theta, family, data, progress)
+            loss_test, direction, z_test = test.loss, test.gradient, test.z
+            z_train = None
+        else:
+            z_train = X_train @ theta[:d] + theta[d]
+            z_test = X_test @ theta[:d] + theta[d]
+            test_loss = TestLoss(X_test, y_test, fit_intercept=True, family=family)
+            loss_train = TestLoss(X_train, y_train, fit_intercept=True,
+                                  family=family).per_sample(theta)
+            loss_test = test_loss.per_sample(theta)
+            # gradient of the total test loss with respect to theta = (coefficients, intercept)
+            direction = test_loss.gradient(theta)
 
         t0 = time.perf_counter()
-        attribution = rif_native.Attribution(
-            X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
-            num_threads=args.threads, backend=args.backend,
-        )
-        timings["attribution_setup"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        scores_rif = np.asarray(attribution.scores(direction, method="rif"), dtype=np.float64)
-        scores_if = np.asarray(attribution.scores(direction, method="if"), dtype=np.float64)
+        with _naming(data.source, on_disk):
+            attribution = rif_native.Attribution(
+                X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
+                num_threads=args.threads, backend=args.backend, progress=progress,
+            )
+            timings["attribution_setup"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            scores_rif = np.asarray(attribution.scores(direction, method="rif"), dtype=np.float64)
+            scores_if = np.asarray(attribution.scores(direction, method="if"), dtype=np.float64)
         timings["scores"] = time.perf_counter() - t1
         timings["attribution"] = time.perf_counter() - t0
         leverage = np.asarray(attribution.leverage, dtype=np.float64)
         singular = np.asarray(attribution.singular_samples, dtype=np.int64)
+        if on_disk:
+            # no further pass over the training rows: F(theta) less the penalty is their total
+            # loss, and for the unweighted logistic loss r_i = sigmoid(z_i) - y_i, so z_i > 0
+            # exactly where r_i + y_i > 1/2
+            train_loss_mean = (fit.loss - 0.5 * args.l2 * float(theta[:d] @ theta[:d])) \
+                / y_train.size
+            if family == "logistic":
+                z_train = np.asarray(attribution.residuals) + y_train - 0.5
+        else:
+            train_loss_mean = float(loss_train.mean())
     caught_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
     for line in caught_warnings:
         print(f"{_PROG}: warning: {_printable(line)}", file=sys.stderr)
 
     metrics: dict[str, float | None] = {
-        "train_loss_mean": _json_float(loss_train.mean()),
+        "train_loss_mean": _json_float(train_loss_mean),
         "test_loss_mean": _json_float(loss_test.mean()),
         "test_loss_total": _json_float(loss_test.sum()),
     }
@@ -609,9 +711,50 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
         metrics["train_accuracy"] = float(np.mean((z_train > 0) == (y_train == 1)))
         metrics["test_accuracy"] = float(np.mean((z_test > 0) == (y_test == 1)))
     return argparse.Namespace(
-        fit=fit, loss_train=loss_train, loss_test=loss_test, metrics=metrics,
+        fit=fit, train_loss_mean=train_loss_mean, loss_test=loss_test, metrics=metrics,
         scores_rif=scores_rif, scores_if=scores_if, leverage=leverage, singular=singular,
         timings=timings, warnings=caught_warnings)
+
+
+@contextlib.contextmanager
+def _naming(source: str, on_disk: bool):
+    """A context in which a ValueError about X read from disk (the kernel names NaN or inf in
+    X by row on its first pass) becomes a usage error that names the data."""
+    try:
+        yield
+    except ValueError as exc:
+        if not on_disk:
+            raise
+        raise _UsageError(f"{source}: {_one_line(exc)}") from None
+
+
+def _test_pass(X_test, y_test: np.ndarray, theta: np.ndarray, family: str, data,
+               progress: bool) -> argparse.Namespace:
+    """One pass over the test rows on disk, block by block: each row's loss and z, and the
+    gradient of the total test loss (the direction the scores need), with NaN/inf named by
+    row of the data set."""
+    from .sources import READ_BYTES
+
+    d = X_test.shape[1]
+    first = int(data.test[0])
+    loss = np.empty(y_test.size)
+    z = np.empty(y_test.size)
+    gradient = np.zeros(d + 1)
+    block = max(1, READ_BYTES // (d * X_test.dtype.itemsize))
+    total = -(-y_test.size // block)
+    for begin, rows in _progress.progress(X_test.blocks(block), desc=f"reading {X_test.name}",
+                                          total=total, enabled=progress and total > 1):
+        end = begin + len(rows)
+        bad = ~np.isfinite(rows)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise _UsageError(f"{data.source}: X contains NaN or infinity (first at row "
+                              f"{first + begin + r}, column {c})")
+        part = TestLoss(rows, y_test[begin:end], fit_intercept=True, family=family)
+        loss[begin:end] = part.per_sample(theta)
+        gradient += part.gradient(theta)
+        z[begin:end] = rows @ theta[:d] + theta[d]
+    return argparse.Namespace(loss=loss, gradient=gradient, z=z)
 
 
 def _say_fit(res, args, say) -> None:
@@ -628,7 +771,7 @@ def _say_fit(res, args, say) -> None:
             f"   (mean test loss {res.loss_test.mean():.4f})"
         )
     else:
-        say(f"loss       mean train {res.loss_train.mean():.4g}, mean test "
+        say(f"loss       mean train {res.train_loss_mean:.4g}, mean test "
             f"{res.loss_test.mean():.4g}")
     say(
         f"leverage   max {leverage.max():.3f}, mean {leverage.mean():.3f}, "
@@ -739,11 +882,13 @@ def _attribute_payload(data, res, ranks, args) -> dict:
             "description": dataset.description,
             "n_samples": dataset.n_samples,
             "n_features": data.X_train.shape[1],
+            "storage": dataset.storage,
         },
         "split": {
             "n_train": data.y_train.size,
             "n_test": data.y_test.shape[0],
             "how": data.split_note,
+            "contiguous": data.contiguous,
             "seed": args.seed,
             "test_indices": None if test is None else test.tolist(),
         },

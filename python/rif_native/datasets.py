@@ -3,9 +3,12 @@
 ``load_sms_spam()`` turns the SMS Spam Collection v.1 (shipped gzip-compressed inside the
 package, see ``data/README.md`` for source, citation and license) into a bag-of-words feature
 matrix for a binary logistic regression (1 = spam). ``load_dataset(path)`` reads a user's
-``.npz``, ``.npy`` (with a separate labels file) or ``.csv`` file.
+``.npz`` or ``.csv`` file into memory, or opens X where it lies on disk (a memory-mapped ``.npy``,
+``.npy`` shards, a Zarr store, an HDF5 dataset; labels from a separate ``.npy``) to be read
+block by block.
 
-Both return a :class:`Dataset`. Only NumPy and the standard library are used.
+Both return a :class:`Dataset`. Only NumPy and the standard library are used for in-memory files;
+Zarr and HDF5 stores need zarr and h5py.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import itertools
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -56,8 +60,12 @@ class Dataset:
 
     Attributes
     ----------
-    X : (n, d) float64, C-contiguous
-        Features, one row per sample.
+    X : (n, d) float64, C-contiguous; or X on disk (see ``on_disk``)
+        Features, one row per sample. Data opened where they lie (``load_dataset`` of a
+        ``.npy``, shards, a Zarr store or an HDF5 file) keep X there: a read-only
+        ``np.memmap`` for one ``.npy`` file, a :class:`rif_native.sources.Source` otherwise, in
+        the stored dtype and not yet checked for NaN/inf (the kernel's first pass does that);
+        ``in_memory()`` reads it whole.
     y : (n,) float64
         Labels (for the bundled classification data: 0.0 or 1.0).
     texts : list of str or None
@@ -73,6 +81,11 @@ class Dataset:
         Names of the label values 0 and 1 where known (``("ham", "spam")``).
     source_index : (n,) int64 or None
         Row of each sample in the original file (differs from ``arange(n)`` after deduplication).
+    storage : str or None
+        For X on disk, how it is stored ("memory-mapped .npy", "3 .npy shards", "Zarr array",
+        "HDF5 dataset /x"); None for X in memory.
+    origin : str or None
+        For X on disk, the file(s) it comes from, as messages name them.
     """
 
     X: np.ndarray
@@ -85,6 +98,8 @@ class Dataset:
     y_test: np.ndarray | None = None
     target_names: tuple[str, ...] | None = None
     source_index: np.ndarray | None = None
+    storage: str | None = None
+    origin: str | None = None
 
     @property
     def n_samples(self) -> int:
@@ -93,6 +108,37 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return int(self.X.shape[1])
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether X stays on disk, read block by block (memory-mapped ``.npy``, shards, Zarr,
+        HDF5), rather than held in memory."""
+        return self.storage is not None
+
+    def in_memory(self) -> "Dataset":
+        """This data set with X read whole into memory (float64, C-contiguous, checked finite),
+        for code that needs X as one array; itself when X is in memory already.
+
+        Raises MemoryError, before reading anything, when X as float64 needs more than the
+        memory available; ValueError naming the first NaN or infinity.
+        """
+        if not self.on_disk:
+            return self
+        from . import _memory
+
+        n, d = self.X.shape
+        need = 8.0 * n * d
+        limit, what = _memory.available()
+        if limit is not None and need > limit:
+            raise MemoryError(
+                f"{self.origin}: X ({n} x {d}) needs {_memory._gib(need)} in memory as float64, "
+                f"more than the {_memory._gib(limit)} of {what}")
+        from .sources import open_source
+
+        X = np.empty((n, d))
+        for begin, rows in open_source(self.X).blocks():
+            X[begin:begin + len(rows)] = _as_float_array(rows, "X", self.origin, row_offset=begin)
+        return dataclasses.replace(self, X=X, storage=None, origin=None)
 
     def __repr__(self) -> str:
         test = "" if self.X_test is None else f", n_test={self.X_test.shape[0]}"
@@ -279,8 +325,9 @@ def load_sms_spam(
 # --------------------------------------------------------------------------------------------
 
 
-def _as_float_array(a, what: str, source: str) -> np.ndarray:
-    """Check that ``a`` is real-numeric and finite; return it as float64."""
+def _as_float_array(a, what: str, source: str, row_offset: int = 0) -> np.ndarray:
+    """Check that ``a`` is real-numeric and finite; return it as float64 (``row_offset``: the
+    row of the data set that ``a``'s first row is, for the message)."""
     a = np.asarray(a)
     if a.dtype == bool:
         a = a.astype(np.float64)
@@ -291,7 +338,7 @@ def _as_float_array(a, what: str, source: str) -> np.ndarray:
     a = np.ascontiguousarray(a, dtype=np.float64)
     if not np.all(np.isfinite(a)):
         bad = np.argwhere(~np.isfinite(a))[0]
-        where = f"row {bad[0]}" + (f", column {bad[1]}" if bad.size > 1 else "")
+        where = f"row {bad[0] + row_offset}" + (f", column {bad[1]}" if bad.size > 1 else "")
         raise ValueError(f"{source}: {what} contains NaN or infinity (first at {where})")
     return a
 
@@ -435,20 +482,238 @@ def _read_npy(path: Path, what: str) -> np.ndarray:
                          f"({_one_line(exc)})") from None
 
 
-def _load_npy(path: Path, labels: Path) -> Dataset:
-    X = _read_npy(path, "the features")
-    y = _read_npy(labels, "the labels")
-    source = f"{path} with labels {labels}"
-    X, y = _check_pair(X, y, source)
+#: A .npy file that cannot be memory-mapped (truncated, an object array) and is at most this
+#: large is read whole instead, so that the error is the reader's own, as for any small file.
+_NPY_READ_WHOLE_BYTES = 64 << 20
+
+
+def _map_npy(path: Path, what: str) -> np.ndarray:
+    """One array from a .npy file, memory-mapped read-only (never read whole; never unpickled);
+    a bad file is a ValueError naming it."""
+    if _read_head(path, 8).startswith(_ZIP_MAGIC):
+        raise ValueError(f"{path}: is a .npz archive, not a .npy file for {what}; give it as "
+                         "--data PATH.npz (arrays X and y) instead")
+    _check_magic(path, (_NPY_MAGIC,), ".npy")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        if path.stat().st_size <= _NPY_READ_WHOLE_BYTES:
+            return _read_npy(path, what)  # raises the reader's own error (or reads a small file)
+        raise ValueError(f"{path}: not a readable numeric .npy file for {what} (it cannot be "
+                         f"memory-mapped: {_one_line(exc)}; is it truncated?)") from None
+
+
+def _check_stored(X, source: str, xname: str = "X", shard: bool = False, hint: str = ""):
+    """Checks of X on disk that read no data: a numeric dtype, 2-D (one .npy may be 1-D: one
+    column; a shard or a store's array may not), not empty. ``hint`` follows a 1-D shape."""
+    if X.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{source}: {xname} must be numeric (integer or floating point), got dtype {X.dtype}"
+        )
+    if X.ndim == 1 and not shard:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ValueError(f"{source}: {xname} must be 2-D (n samples x d features), got shape "
+                         f"{tuple(X.shape)}{hint if X.ndim == 1 else ''}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{source}: {xname} is empty (shape {tuple(X.shape)})")
+    return X
+
+
+def _labels_for(n: int, labels: Path, source: str) -> np.ndarray:
+    """The labels .npy of X on disk (read whole: one number per sample), checked."""
+    y = _as_float_array(_read_npy(labels, "the labels"), "y", source)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(
+            f"{source}: y must be 1-D (one label per sample), got shape {y.shape}"
+        )
+    if y.shape[0] != n:
+        raise ValueError(f"{source}: X has {n} rows but y has {y.shape[0]} labels")
     _check_two_classes(y, source)
+    return np.ascontiguousarray(y)
+
+
+def _need_labels(path: Path, labels, what: str) -> Path:
+    if labels is None:
+        raise ValueError(
+            f"{path}: {what} holds only the features X; give the labels as a .npy file "
+            "(labels=PATH, on the command line --labels PATH)"
+        )
+    return labels
+
+
+def _on_disk(X, y: np.ndarray, *, name: str, origin: str, storage: str) -> Dataset:
+    n, d = X.shape
     return Dataset(
         X=X,
         y=y,
         texts=None,
-        feature_names=[f"x{j}" for j in range(X.shape[1])],
-        name=path.stem,
-        description=f"{path} (labels {labels}): {X.shape[0]} samples, {X.shape[1]} features",
+        feature_names=[f"x{j}" for j in range(d)],
+        name=name,
+        description=f"{origin}: {n} samples, {d} features ({storage}, read block by block)",
+        storage=storage,
+        origin=origin,
     )
+
+
+def _load_npy(path: Path, labels: Path) -> Dataset:
+    X = _map_npy(path, "the features")
+    source = f"{path} with labels {labels}"
+    if not isinstance(X, np.memmap):  # a small file the memory map refused, read whole
+        y = _read_npy(labels, "the labels")
+        X, y = _check_pair(X, y, source)
+        _check_two_classes(y, source)
+        return Dataset(
+            X=X,
+            y=y,
+            texts=None,
+            feature_names=[f"x{j}" for j in range(X.shape[1])],
+            name=path.stem,
+            description=f"{path} (labels {labels}): {X.shape[0]} samples, {X.shape[1]} features",
+        )
+    X = _check_stored(X, source)
+    y = _labels_for(X.shape[0], labels, source)
+    return _on_disk(X, y, name=path.stem, origin=source, storage="memory-mapped .npy")
+
+
+def _source(parts: list, name: str):
+    from .sources import Source
+
+    return Source(parts, name=name)
+
+
+def _load_shards(paths: list[Path], labels: Path, what: str, name: str) -> Dataset:
+    """X stacked, in the given order, from .npy shards, each memory-mapped; ``what`` names
+    them in messages."""
+    parts, first = [], None
+    for path in paths:
+        X = _check_stored(_map_npy(path, "the features"), str(path), shard=True,
+                          hint=" (the labels? give them with --labels, outside the shards)")
+        if first is None:
+            first = (path, X.shape[1])
+        elif X.shape[1] != first[1]:
+            raise ValueError(
+                f"{path}: has {X.shape[1]} columns but {first[0]} has {first[1]}: the shards "
+                "of X must have the same number of columns"
+            )
+        parts.append(X)
+    origin = f"{what} with labels {labels}"
+    n = sum(int(X.shape[0]) for X in parts)
+    y = _labels_for(n, labels, origin)
+    storage = f"{len(parts)} .npy shard{'s' if len(parts) > 1 else ''}"
+    return _on_disk(_source(parts, name), y, name=name, origin=origin, storage=storage)
+
+
+def _shards_in(folder: Path) -> list[Path]:
+    """The folder's .npy files in name order (hidden files and subfolders left out)."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".npy"
+                   and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+
+
+def _is_zarr(folder: Path) -> bool:
+    return folder.suffix.lower() == ".zarr" or any(
+        (folder / marker).is_file() for marker in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _load_zarr(path: Path, member, labels) -> Dataset:
+    """X from a Zarr store: its one 2-D array, or the array named ``member``."""
+    labels = _need_labels(path, labels, "a Zarr store")
+    try:
+        import zarr
+    except ImportError:
+        raise ValueError(f"{path}: reading a Zarr store needs the zarr package "
+                         "(pip install zarr)") from None
+    try:
+        node = zarr.open(str(path), mode="r")
+        if member:
+            node = node[member] if hasattr(node, "members") else None
+            if not hasattr(node, "dtype"):
+                raise KeyError(member)
+        arrays = ([(member or "", node)] if hasattr(node, "dtype") else
+                  [(k, v) for k, v in node.members(max_depth=None) if hasattr(v, "dtype")])
+    except KeyError:
+        raise ValueError(f"{path}: the Zarr store has no array {member!r}") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Zarr store ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
+    key, X = _the_2d(path, arrays, member, "Zarr store", "array")
+    shown = f"{path}:{key}" if key else str(path)
+    origin = f"{shown} with labels {labels}"
+    X = _check_stored(X, origin, shard=True)
+    y = _labels_for(X.shape[0], labels, origin)
+    name = path.name[:-5] if path.name.lower().endswith(".zarr") else path.name
+    return _on_disk(_source([X], Path(shown).name), y, name=name, origin=origin,
+                    storage="Zarr array" + (f" {key}" if key else ""))
+
+
+def _the_2d(path: Path, found: list, member, kind: str, what: str):
+    """(name, array): the named one, or the only 2-D one of a store."""
+    if member or (len(found) == 1 and found[0][0] == ""):
+        return found[0]
+    two_d = [(k, v) for k, v in found if len(v.shape) == 2]
+    if len(two_d) == 1:
+        return two_d[0]
+    if not two_d:
+        listed = ", ".join(f"{k} {tuple(v.shape)}" for k, v in found[:5]) or "nothing"
+        raise ValueError(f"{path}: the {kind} holds no 2-D {what} (found: {listed}); X must be "
+                         f"a 2-D {what} (n samples x d features)")
+    names = ", ".join(k for k, _ in two_d[:5]) + (", ..." if len(two_d) > 5 else "")
+    raise ValueError(f"{path}: the {kind} holds several 2-D {what}s ({names}); name the one "
+                     f"that is X as {path}:NAME")
+
+
+def _load_hdf5(path: Path, member, labels) -> Dataset:
+    """X from an HDF5 file: the dataset named ``member``, or its only 2-D dataset."""
+    labels = _need_labels(path, labels, "an HDF5 file")
+    try:
+        import h5py
+    except ImportError:
+        raise ValueError(f"{path}: reading an HDF5 file needs the h5py package "
+                         "(pip install h5py)") from None
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({_one_line(exc)})") from None
+    try:
+        if member:
+            node = f[member] if member in f else None
+            if not isinstance(node, h5py.Dataset):
+                raise ValueError(f"{path}: the HDF5 file has no dataset {member!r}")
+            found = [(node.name, node)]
+        else:
+            found = []
+            f.visititems(lambda k, v: found.append((f"/{k}", v))
+                         if isinstance(v, h5py.Dataset) else None)
+        key, X = _the_2d(path, found, member, "HDF5 file", "dataset")
+    except ValueError:
+        f.close()
+        raise
+    except Exception as exc:
+        f.close()
+        raise ValueError(f"{path}: not a readable HDF5 file ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
+    origin = f"{path}:{key} with labels {labels}"
+    X = _check_stored(X, origin, shard=True)
+    y = _labels_for(X.shape[0], labels, origin)
+    return _on_disk(_source([X], f"{path.name}:{key}"), y, name=path.stem, origin=origin,
+                    storage=f"HDF5 dataset {key}")
+
+
+_STORE_SUFFIXES = (".h5", ".hdf5", ".zarr")
+
+
+def _store_member(spec: str):
+    """(store path, member name) for 'FILE.h5:NAME', 'FILE.hdf5:NAME' or 'STORE.zarr:NAME'
+    when that store exists; None otherwise."""
+    for i, c in enumerate(spec):
+        if c != ":":
+            continue
+        head = spec[:i].rstrip("/" + os.sep)
+        if head.lower().endswith(_STORE_SUFFIXES) and os.path.exists(head):
+            return Path(head), spec[i + 1:]
+    return None
 
 
 def _too_large(source: str, what: str, exc: MemoryError) -> MemoryError:
@@ -604,20 +869,41 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def load_dataset(path: str | os.PathLike, labels: str | os.PathLike | None = None) -> Dataset:
-    """Read a user's data set from a file.
+def _existing_path(path: str | os.PathLike) -> Path:
+    """The data path: a regular file or a folder (shards, a Zarr store)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise ValueError(f"{path}: the data file is not a regular file (a folder or a device)")
+    return path
+
+
+def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
+                 labels: str | os.PathLike | None = None) -> Dataset:
+    """Read a user's data set from a file, or open X where it lies on disk.
 
     Supported forms, chosen by the file extension:
 
     * ``.npz``: arrays ``X`` (n x d) and ``y`` (n,), optionally ``X_test`` and ``y_test`` (both
       or neither) for a held-out test part.
-    * ``.npy``: ``X`` (n x d); the labels come from a second ``.npy`` given as ``labels``
-      (on the command line ``--labels PATH``).
     * ``.csv`` (comma) or ``.tsv`` (tab): one sample per line, features then the label in the
       last column; a first line that is not all numbers is taken as a header (column names).
 
-    Everything must be numeric and finite; ``y`` must have at least two distinct values.
-    Labels are returned as float64 and not recoded (a logistic model needs 0/1).
+    and, with the labels from a second ``.npy`` given as ``labels`` (on the command line
+    ``--labels PATH``), X kept on disk and read block by block (``Dataset.on_disk``):
+
+    * ``.npy``: X (n x d) memory-mapped read-only, never read whole;
+    * a folder of ``.npy`` shards, stacked in the order of their names (``part-000.npy``,
+      ``part-001.npy``, ...: pad numbers with zeros), or a list of ``.npy`` paths, stacked in
+      the order given; every shard 2-D with the same number of columns;
+    * a Zarr store (a folder ``NAME.zarr``): its one 2-D array, or ``STORE.zarr:ARRAY``;
+    * an HDF5 file ``FILE.h5`` / ``FILE.hdf5``: its only 2-D dataset, or ``FILE.h5:DATASET``.
+
+    Everything read into memory must be numeric and finite; ``y`` must have at least two
+    distinct values. X on disk is only checked for its dtype and shape here: NaN or infinity in
+    it is reported by the first pass over it. Labels are returned as float64 and not recoded (a
+    logistic model needs 0/1).
 
     Raises
     ------
@@ -626,18 +912,51 @@ def load_dataset(path: str | os.PathLike, labels: str | os.PathLike | None = Non
     ValueError
         Unsupported extension, a file that is not what its extension says (damaged or truncated
         archive, binary data, text that is not UTF-8), missing keys, object arrays (never
-        unpickled), wrong shapes or columns, non-numeric values, NaN/inf, a single label value;
-        the message names the file and what is wrong.
+        unpickled), wrong shapes or columns, non-numeric values, NaN/inf, a single label value,
+        a folder without .npy shards, shards of different widths, a store with several 2-D
+        arrays and none named, X on disk without labels; the message names the file and what
+        is wrong.
     MemoryError
-        The arrays do not fit in memory.
+        The arrays to be read into memory do not fit.
     """
-    path = _existing_file(path, "data")
+    if isinstance(path, (list, tuple)) and len(path) == 1:
+        path = path[0]
     if labels is not None:
         labels = _existing_file(labels, "labels")
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise ValueError("no data file given")
+        paths = [_existing_file(p, "data") for p in path]
+        for p in paths:
+            if p.suffix.lower() != ".npy":
+                raise ValueError(f"{p}: data given as several files are .npy shards of X, "
+                                 f"stacked in order; {p.suffix or 'no extension'!r} is not .npy")
+        what = ", ".join(str(p) for p in paths)
+        _need_labels(paths[0], labels, "a .npy shard")
+        return _load_shards(paths, labels, what, f"{paths[0].stem}..{paths[-1].stem}")
+    member = _store_member(os.fspath(path))
+    if member is not None:
+        store, name = member
+        if store.suffix.lower() == ".zarr":
+            return _load_zarr(store, name, labels)
+        return _load_hdf5(store, name, labels)
+    path = _existing_path(path)
+    if path.is_dir():
+        if _is_zarr(path):
+            return _load_zarr(path, None, labels)
+        shards = _shards_in(path)
+        if not shards:
+            raise ValueError(
+                f"{path}: not a regular file but a folder, and it holds no .npy files (a folder "
+                "given as data is read as .npy shards in name order, or as a .zarr store)"
+            )
+        _need_labels(path, labels, "a folder of .npy shards")
+        return _load_shards(shards, labels, str(path), path.name)
     suffix = path.suffix.lower()
     if suffix in (".npz", ".csv", ".tsv") and labels is not None:
         raise ValueError(
-            f"{path}: a {suffix} file holds its own labels; a separate labels file is only for .npy"
+            f"{path}: a {suffix} file holds its own labels; a separate labels file is only for "
+            ".npy, .npy shards, .zarr and .h5"
         )
     if suffix == ".npz":
         return _load_npz(path)
@@ -650,7 +969,10 @@ def load_dataset(path: str | os.PathLike, labels: str | os.PathLike | None = Non
         return _load_npy(path, labels)
     if suffix in (".csv", ".tsv"):
         return _load_csv(path)
+    if suffix in (".h5", ".hdf5"):
+        return _load_hdf5(path, None, labels)
     raise ValueError(
         f"{path}: unsupported file type {suffix or '(no extension)'!r}; use .npz (X, y), "
-        ".npy with --labels, or .csv (last column = label)"
+        ".npy with --labels, or .csv (last column = label); with --labels also a folder of .npy "
+        "shards, a .zarr store or an .h5/.hdf5 file"
     )
