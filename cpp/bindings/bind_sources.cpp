@@ -12,24 +12,42 @@ namespace rif_py {
 
 namespace {
 
-/// The Python exception a failed read of X becomes (registered as rif_native SourceReadError,
-/// a subclass of OSError).
+/// Releases a Python object with the GIL held, from whichever thread drops the last reference.
+void release_with_gil(py::object& o);
+
+/// A failed read of X on its way through the kernel's threads: the Python exception the reader
+/// raised, kept (with the GIL-safe deleter) so that the caller gets it back with its cause.
+/// Becomes rif_native SourceReadError (a subclass of OSError).
 class source_read_error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  source_read_error(const std::string& what, py::object raised)
+      : std::runtime_error(what), raised_(new py::object(std::move(raised)), [](py::object* o) {
+          release_with_gil(*o);
+          delete o;
+        }) {}
+  const py::object& raised() const { return *raised_; }
+
+ private:
+  std::shared_ptr<py::object> raised_;
 };
 
+PYBIND11_CONSTINIT py::gil_safe_call_once_and_store<py::object> source_error_type;
+
 /// Turns a Python error raised by a source's reader into a C++ exception that may cross the
-/// kernel's threads: Ctrl-C stays an interruption; anything else keeps its type's name and text.
+/// kernel's threads: Ctrl-C stays an interruption; a SourceReadError (the Python layer's, which
+/// names the rows) passes as it is; anything else keeps its type's name and text.
 [[noreturn]] void rethrow_read_error(py::error_already_set& e, const char* what) {
   if (e.matches(PyExc_KeyboardInterrupt)) throw rif::interrupted();
+  const py::object raised = e.value();
+  if (e.matches(source_error_type.get_stored())) {
+    throw source_read_error(py::str(raised).cast<std::string>(), raised);
+  }
   std::ostringstream msg;
   msg << what << ": " << py::str(e.type().attr("__name__")).cast<std::string>() << ": "
-      << py::str(e.value()).cast<std::string>();
-  throw source_read_error(msg.str());
+      << py::str(raised).cast<std::string>();
+  throw source_read_error(msg.str(), raised);
 }
 
-/// Releases a Python object with the GIL held, from whichever thread drops the last reference.
 void release_with_gil(py::object& o) {
   py::gil_scoped_acquire gil;
   o = py::object();
@@ -143,7 +161,25 @@ rif::Design source_design(const py::object& spec, bool fit_intercept) {
 }
 
 void bind_sources(py::module_& m) {
-  py::register_exception<source_read_error>(m, "SourceReadError", PyExc_OSError);
+  source_error_type.call_once_and_store_result([&m]() {
+    return py::object(py::exception<source_read_error>(m, "SourceReadError", PyExc_OSError));
+  });
+  m.attr("SourceReadError") = source_error_type.get_stored();
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const source_read_error& e) {
+      const py::object& type = source_error_type.get_stored();
+      const py::object& raised = e.raised();
+      if (py::isinstance(raised, type)) {  // the Python layer's own, with its cause
+        PyErr_SetObject(type.ptr(), raised.ptr());
+        return;
+      }
+      py::object error = type(e.what());
+      error.attr("__cause__") = raised;
+      PyErr_SetObject(type.ptr(), error.ptr());
+    }
+  });
 }
 
 }  // namespace rif_py

@@ -890,13 +890,16 @@ def fit(
     until ``||grad F|| <= tol * max(1, ||grad F(0)||)``. Warns ConvergenceWarning when
     ``max_iter`` is reached first (e.g. separable data with l2 = 0, where no minimiser exists),
     or when the gradient norm stops decreasing above the tolerance (``stalled``). ``max_memory``
-    caps the memory it may use (see :class:`Attribution`). X may be a source larger than
-    memory (rif_native.sources): each iteration then reads it about three times (gradient,
-    Hessian, line search), ``passes`` says how often in all, and ``progress`` draws a bar. A
+    caps the memory it may use (see :class:`Attribution`). Each iteration reads X once (z,
+    loss, gradient and Hessian in one pass; a step that is not taken whole is shortened without
+    reading X again). X may be a source larger than memory (rif_native.sources): ``passes``
+    then says how often it was read, and ``progress`` draws a bar. A
     Dask array X is fitted on its cluster (rif_native._dask.fit: two distributed passes per
     iteration) unless ``backend="cpu"``.
     """
     fit_intercept = bool(fit_intercept)
+    if backend is not None and _backend_choice(backend) == "cuda":
+        raise ValueError("fit runs on the CPU (or on Dask); backend='cuda' is for Attribution")
     if _on_dask(X, backend):
         from . import _dask
 

@@ -110,7 +110,8 @@ class Source:
         shape: (n, d).
         dtype: float32 or float64, the type the kernel reads (other stored types are
             converted block by block to float64).
-        passes: rows read by the kernel's passes so far, divided by n.
+        passes: rows read by passes over X so far (the kernel's and blocks()), divided by n;
+            reads of single samples (gathers) are not counted.
     """
 
     def __init__(self, parts: Sequence[Any], *, name: str = "X",
@@ -166,10 +167,18 @@ class Source:
         for j in np.unique(shard):
             sel = np.flatnonzero(shard == j)
             local = idx[sel] - self._starts[j]
-            if self._readers is None:
-                out[sel] = self._parts[j][local]
-            else:
-                out[sel] = self._readers[j].take(local)
+            try:
+                if self._readers is None:
+                    out[sel] = self._parts[j][local]
+                else:
+                    out[sel] = self._readers[j].take(local)
+            except Exception as exc:
+                rows = idx[sel]
+                shown = ", ".join(str(int(i)) for i in rows[:5]) + (" ..." if len(rows) > 5
+                                                                     else "")
+                raise SourceReadError(
+                    f"reading rows {shown} of {self.name} ({_describe_safely(self._parts[j])}) "
+                    f"failed: {type(exc).__name__}: {exc}") from exc
 
     def _read_part(self, j: int, lo: int, hi: int, out: np.ndarray) -> None:
         try:
@@ -183,7 +192,8 @@ class Source:
             first = int(self._starts[j])
             raise SourceReadError(
                 f"reading rows {first + lo}:{first + hi} of {self.name} "
-                f"({describe(self._parts[j])}) failed: {type(exc).__name__}: {exc}") from exc
+                f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _count(self, rows: int) -> None:
         with self._lock:
@@ -227,6 +237,7 @@ class Source:
         for begin in range(0, n, rows):
             out = np.empty((min(rows, n - begin), d), dtype=self.dtype)
             self.read_into(begin, out)
+            self._count(len(out))  # a pass like the kernel's: counted, and on the bar
             yield begin, out
 
     def take(self, idx: Any) -> np.ndarray:
@@ -293,6 +304,14 @@ class _ProgressScope:
             _progress._open_bars -= 1
 
 
+def _describe_safely(part: Any) -> str:
+    """describe(), for an error message about a part that may be broken (a closed file)."""
+    try:
+        return describe(part)
+    except Exception:
+        return type(part).__name__
+
+
 def describe(part: Any) -> str:
     """A short description of a stored array: its kind and, for files, its path."""
     if isinstance(part, np.ndarray):
@@ -333,9 +352,10 @@ class _RowRange:
 class _ChunkReader:
     """Reads one stored array in whole chunks of its own layout (Zarr / HDF5 chunks, Dask
     blocks, or about READ_BYTES otherwise), one chunk ahead of the caller on a thread of its
-    own; serves any row range from the chunks it holds (at most four)."""
+    own; serves any row range from the chunks it holds (at most three: the one being read, the
+    one read ahead, and the last one used)."""
 
-    _KEEP = 4
+    _KEEP = 3
 
     def __init__(self, array: Any) -> None:
         self.array = array
