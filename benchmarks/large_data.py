@@ -6,6 +6,7 @@ Run from the repository root, with NumPy's BLAS at its own kernel for the floor'
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/large_data.py dask
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/large_data.py linear
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/large_data.py disk
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/large_data.py precision
 
 Each writes its data under --dir (default ./bench-data, created; files are reused between runs
 and removed with --clean) and prints one table, labelled with the machine. The measured work is
@@ -21,6 +22,7 @@ backed by a file), sampled every 20 ms.
 * dask: the same X as a Zarr store read by a distributed.LocalCluster (2 workers, 1 thread
   each), against the in-process attribution of the same store and of the array in memory.
 * linear: n = 0.5, 1, 2, 4 million at d = 512 (memory-mapped): seconds per million samples.
+* precision: n = 1,000,000, d = 512 as float64 and float32 in memory and float32 on disk.
 * disk: n = 8,000,000, d = 1024 float32 (32 GiB, more than a 24 GiB machine's memory): the
   attribution and ``fit`` with their passes, time, floors and private memory.
 """
@@ -146,8 +148,14 @@ def write_zarr(path: str, source: np.ndarray, compressed: bool):
 
 # -- the measured work
 
+#: Every core, named: the default (None) takes only the cores idle at the call, which a disk
+#: busy writing back pages (kernel threads counted as runnable) can make one.
+THREADS = len(os.sched_getaffinity(0))
+
+
 def attribution(X, y, theta, v, **kw) -> dict:
     passes0 = getattr(X, "passes", None)
+    kw.setdefault("num_threads", THREADS)
     with PrivatePeak() as mem:
         t0 = time.perf_counter()
         A = rn.Attribution(X, y, theta, l2=1.0, progress=False, **kw)
@@ -202,6 +210,26 @@ def case_sources(args) -> None:
                 f"NumPy DGEMM {peak / 1e9:.0f} GFLOP/s, floor {floor:.2f} s", HEADER, rows)
 
 
+def case_precision(args) -> None:
+    """What float32 costs: the same values as float64 and float32 arrays in memory (the kernel
+    converts float32 block by block and computes in float64) and as a float32 .npy on disk."""
+    n, d = args.n or 1_000_000, args.d or 512
+    theta, v = labels_and_theta(n, d)
+    path = os.path.join(args.dir, f"x_{n}_{d}.npy")
+    y = write_npy(path, n, d, theta)
+    peak = rb.gemm_peak()
+    floor = rb.floor_seconds(n, d, peak)
+    X32 = np.array(np.load(path, mmap_mode="r"))
+    X64 = X32.astype(np.float64)
+    ref = attribution(X64, y, theta, v)
+    rows = [row("float64 in memory", ref, floor),
+            row("float32 in memory", attribution(X32, y, theta, v), floor, ref["scores"]),
+            row("float32 memory-mapped .npy", attribution(rn.sources.open_source(path), y,
+                                                           theta, v), floor, ref["scores"])]
+    print_table(f"float32 against float64, n = {n}, d = {d}; NumPy DGEMM {peak / 1e9:.0f} "
+                f"GFLOP/s, floor {floor:.2f} s", HEADER, rows)
+
+
 def case_dask(args) -> None:
     import dask.array as da
     from distributed import Client, LocalCluster
@@ -224,8 +252,8 @@ def case_dask(args) -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster):
         Xd = da.from_zarr(zpath)
-        attribution(da.from_zarr(zpath)[:50_000], y[:50_000], theta, v)  # warm the workers
-        dist = attribution(Xd, y, theta, v)
+        attribution(da.from_zarr(zpath)[:50_000], y[:50_000], theta, v, num_threads=1)  # warm
+        dist = attribution(Xd, y, theta, v, num_threads=1)  # one thread per task
     rows = [row("in process, array in memory", ref, floor),
             row("in process, Zarr", local, floor, ref["scores"]),
             row("Dask LocalCluster (2 x 1 thread), Zarr", dist, floor, ref["scores"])]
@@ -275,7 +303,7 @@ def case_disk(args) -> None:
         before = src.passes
         with PrivatePeak() as mem:
             t0 = time.perf_counter()
-            f = rn.fit(src, y, l2=1.0, progress=False)
+            f = rn.fit(src, y, l2=1.0, progress=False, num_threads=THREADS)
             seconds = time.perf_counter() - t0
         passes = src.passes - before
         fit_compute = (f.n_iter * n * (d + 0.0) ** 2 + f.n_iter * d**3 / 3) / peak
@@ -291,7 +319,7 @@ def case_disk(args) -> None:
 
 def main() -> None:
     cases = {"sources": case_sources, "dask": case_dask, "linear": case_linear,
-             "disk": case_disk}
+             "disk": case_disk, "precision": case_precision}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", choices=sorted(cases))
     parser.add_argument("--dir", default="bench-data", help="where the data files go")

@@ -3,6 +3,7 @@
 #include "rif/interrupt.hpp"
 #include "rif/source.hpp"
 
+#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -53,8 +54,8 @@ void release_with_gil(py::object& o) {
   o = py::object();
 }
 
-/// A source whose rows a Python object reads: `read_into(begin, out)` fills the (count, d) array
-/// `out` with rows [begin, begin + count), `take_into(idx, out)` with rows idx.
+/// A source whose rows a Python object reads: `chunk_at(begin)` gives (array, first row) of a
+/// chunk that holds row `begin`, `take_into(idx, out)` fills the (k, d) array out with rows idx.
 class PyRowSource : public rif::RowSource {
  public:
   PyRowSource(py::object reader, rif::Index rows, rif::Index cols, bool f32)
@@ -62,11 +63,39 @@ class PyRowSource : public rif::RowSource {
   ~PyRowSource() override { release_with_gil(reader_); }
 
   void read(rif::Index begin, rif::Index count, void* out) const override {
-    py::gil_scoped_acquire gil;
-    try {
-      reader_.attr("read_into")(begin, view(out, count));
-    } catch (py::error_already_set& e) {
-      rethrow_read_error(e, "reading rows of X failed");
+    char* dst = static_cast<char*>(out);
+    while (count > 0) {
+      // The reader hands over a chunk it holds (a C-contiguous array of the kernel's dtype and
+      // its first row); the rows are copied from it without the GIL, so that the kernel's
+      // threads do not queue for it behind the reader's own Python work.
+      py::object chunk;
+      const char* data = nullptr;
+      rif::Index first = 0, rows = 0;
+      {
+        py::gil_scoped_acquire gil;
+        try {
+          const py::tuple got(reader_.attr("chunk_at")(begin));
+          const py::array a = py::reinterpret_borrow<py::array>(got[0]);
+          first = got[1].cast<rif::Index>();
+          rows = static_cast<rif::Index>(a.shape(0));
+          if (a.ndim() != 2 || a.shape(1) != cols() || !(a.flags() & py::array::c_style) ||
+              a.itemsize() != static_cast<py::ssize_t>(is_float32() ? 4 : 8) ||
+              begin < first || begin >= first + rows) {
+            throw std::logic_error("chunk_at gave an array that does not hold the row");
+          }
+          data = static_cast<const char*>(a.data());
+          chunk = got[0];
+        } catch (py::error_already_set& e) {
+          rethrow_read_error(e, "reading rows of X failed");
+        }
+      }
+      const rif::Index here = std::min(count, first + rows - begin);
+      std::memcpy(dst, data + (begin - first) * row_bytes(),
+                  static_cast<std::size_t>(here) * row_bytes());
+      release_with_gil(chunk);
+      dst += here * row_bytes();
+      begin += here;
+      count -= here;
     }
   }
 
@@ -129,7 +158,7 @@ std::shared_ptr<rif::RowSource> make_shards(const py::object& spec, rif::Index n
 }  // namespace
 
 bool is_source(const py::handle& v) {
-  return py::hasattr(v, "shards") && py::hasattr(v, "read_into") && py::hasattr(v, "shape");
+  return py::hasattr(v, "shards") && py::hasattr(v, "chunk_at") && py::hasattr(v, "shape");
 }
 
 rif::Design source_design(const py::object& spec, bool fit_intercept) {

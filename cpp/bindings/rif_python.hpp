@@ -43,7 +43,7 @@ I64Array i64_arg(const py::handle& v, const char* name);
 py::object design_arg(const py::handle& v);
 
 /// Whether v describes a source of rows (the Python layer's rif_native.sources objects: shape,
-/// float32, shards, read_into, take_into, progress) rather than an array.
+/// float32, shards, chunk_at, take_into, progress) rather than an array.
 bool is_source(const py::handle& v);
 /// The design view of such a source: its shards read in place, or rows read by its reader.
 rif::Design source_design(const py::object& spec, bool fit_intercept);

@@ -570,9 +570,10 @@ class _Retrain:
             U = Xk * np.sqrt(a)[:, None]
             solvers.append(_factor_or_none(A._H - U.T @ U))
         n_iter = np.zeros(m, dtype=np.int64)
-        refreshed = np.zeros(m, dtype=bool)
+        # a set whose H_{-T} at theta_hat is not positive definite starts with fresh Hessians
+        refreshed = np.array([L is None for L in solvers], dtype=bool)
         done = np.zeros(m, dtype=bool)
-        singular = np.array([L is None for L in solvers], dtype=bool)
+        singular = np.zeros(m, dtype=bool)
         norms = np.full(m, np.inf)
         for it in range(self.max_iter + 1):
             live = np.flatnonzero(~done & ~singular)
@@ -586,22 +587,22 @@ class _Retrain:
                     continue
                 if it == self.max_iter:
                     continue
-                if it >= _CHORD_ITERATIONS:  # a fresh Hessian without the set
+                if it >= _CHORD_ITERATIONS or solvers[j] is None:  # fresh H without the set
                     refreshed[j] = True
                     w = (A._chunks.w.copy() if A._chunks.w is not None else np.ones(A.n))
                     w[self.sets[j]] = 0.0
                     H = A._chunks.hessian(theta[j], A._chunks.weight_blocks(w))["H"]
                     H[np.arange(d), np.arange(d)] += A.l2
                     L = _factor_or_none(H)
-                    if L is None:
+                    if L is None:  # no positive-definite Hessian without T: not refitted
                         singular[j] = True
+                        theta[j] = A._theta
                         continue
                 else:
                     L = solvers[j]
                 theta[j] -= _cho_solve(L, G[k])
                 n_iter[j] += 1
         user = A._params.point_to_user(theta)
-        user[singular] = np.nan
         return dict(theta=user, effect=user - A._user_theta[None, :], grad_norm=norms,
                     tolerance=target, n_iter=n_iter, converged=done, refreshed=refreshed,
                     singular=singular)

@@ -137,7 +137,7 @@ class Source:
         in_place = all(isinstance(p, np.ndarray) and p.flags.c_contiguous and p.dtype.isnative
                        and p.dtype == self.dtype for p in parts)
         self.shards: Optional[list] = list(parts) if in_place else None
-        self._readers = None if in_place else [_ChunkReader(p) for p in parts]
+        self._readers = None if in_place else [_ChunkReader(p, self.dtype) for p in parts]
         self._rows_read = 0
         self._lock = threading.Lock()
         self._show = progress
@@ -145,6 +145,26 @@ class Source:
         self.progress: Optional[Callable[[int], None]] = self._count
 
     # -- what the kernel calls (holding the GIL, from any of its threads)
+    def chunk_at(self, begin: int) -> tuple:
+        """(rows, first): a C-contiguous array of the kernel's dtype holding row `begin`, whose
+        first row is row `first` of X (the kernel copies from it without the GIL)."""
+        j = int(np.searchsorted(self._starts, begin, side="right")) - 1
+        first = int(self._starts[j])
+        try:
+            if self._readers is None:
+                return self._parts[j], first
+            block, start = self._readers[j].chunk_at(begin - first)
+            return block, first + start
+        except SourceReadError:
+            raise
+        except Exception as exc:
+            lo, hi = (self._readers[j].rows_around(begin - first) if self._readers
+                      else (0, self._parts[j].shape[0]))
+            raise SourceReadError(
+                f"reading rows {first + lo}:{first + hi} of {self.name} "
+                f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def read_into(self, begin: int, out: np.ndarray) -> None:
         """Fill `out` (count x d) with rows [begin, begin + count)."""
         end = begin + out.shape[0]
@@ -357,8 +377,8 @@ class _ChunkReader:
 
     _KEEP = 3
 
-    def __init__(self, array: Any) -> None:
-        self.array = array
+    def __init__(self, array: Any, dtype: np.dtype) -> None:
+        self.array, self.dtype = array, dtype
         n, d = int(array.shape[0]), int(array.shape[1])
         self.bounds = _chunk_bounds(array, n, d)
         self.kind = _module_of(array)
@@ -377,7 +397,7 @@ class _ChunkReader:
         block = self.array[lo:hi]
         if self.kind == "dask":
             block = block.compute()
-        block = np.asarray(block)
+        block = np.ascontiguousarray(block, dtype=self.dtype)  # the kernel's dtype, native
         if block.shape != (hi - lo, self.array.shape[1]):
             raise ValueError(f"rows {lo}:{hi} came back with shape {block.shape}")
         return block
@@ -396,6 +416,16 @@ class _ChunkReader:
             while len(self._chunks) > self._KEEP:
                 self._chunks.popitem(last=False)
         return fut
+
+    def rows_around(self, row: int) -> tuple:
+        """[first, end) of the chunk holding `row`."""
+        c = int(np.searchsorted(self.bounds, row, side="right")) - 1
+        return int(self.bounds[c]), int(self.bounds[c + 1])
+
+    def chunk_at(self, row: int) -> tuple:
+        """(the chunk holding `row`, its first row)."""
+        c = int(np.searchsorted(self.bounds, row, side="right")) - 1
+        return self._chunk(c).result(), int(self.bounds[c])
 
     def read_into(self, lo: int, hi: int, out: np.ndarray) -> None:
         c = int(np.searchsorted(self.bounds, lo, side="right")) - 1
