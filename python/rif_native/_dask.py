@@ -462,9 +462,24 @@ class DaskAttribution(Attribution):
             return lazy
         from ._targets import write_rows
 
+        bounds, held = ch.bounds, {}
+
+        def fill(a: int, b: int) -> np.ndarray:
+            """Rows [a, b), each chunk's rows computed once (the last two kept)."""
+            parts = []
+            for c in range(int(np.searchsorted(bounds, a, side="right")) - 1, len(bounds) - 1):
+                if bounds[c] >= b:
+                    break
+                if c not in held:
+                    held[c] = np.asarray(lazy.blocks[c].compute())
+                    for old in [k for k in held if k < c - 1]:
+                        del held[old]
+                lo, hi = max(a, bounds[c]), min(b, bounds[c + 1])
+                parts.append(held[c][lo - bounds[c]:hi - bounds[c]])
+            return np.concatenate(parts)
+
         block = max(1, (16 << 20) // (8 * self.n_params))
-        return write_rows(out, self.n, self.n_params, block,
-                          lambda a, b: np.asarray(lazy[a:b].compute()))
+        return write_rows(out, self.n, self.n_params, block, fill)
 
     def top(self, direction: Any, k: int = 10, method: str = "rif") -> Any:
         """As Attribution.top (the scores, an n-vector per direction, are computed)."""
