@@ -145,6 +145,17 @@ def _zarr(X, folder):
     return zarr.open_array(str(Path(folder) / "X.zarr"), mode="r")
 
 
+def _zarr_plain(X, folder, zarr_format):
+    """Uncompressed, whole rows per chunk (97 does not divide n): read in place from its chunk
+    files."""
+    zarr = pytest.importorskip("zarr")
+    path = str(Path(folder) / f"X{zarr_format}.zarr")
+    z = zarr.create_array(path, shape=X.shape, chunks=(97, X.shape[1]), dtype=X.dtype,
+                          compressors=None, zarr_format=zarr_format)
+    z[:] = X
+    return zarr.open_array(path, mode="r")
+
+
 def _h5(X, folder, stack, chunks):
     h5py = pytest.importorskip("h5py")
     f = stack.enter_context(h5py.File(Path(folder) / "X.h5", "w"))
@@ -166,12 +177,15 @@ KINDS = {
                                    for j, p in enumerate(_shard_paths(X, f))],
     "array-shards": lambda X, f, s: _array_shards(X),
     "zarr": lambda X, f, s: _zarr(X, f),
+    "zarr-uncompressed-v3": lambda X, f, s: _zarr_plain(X, f, 3),
+    "zarr-uncompressed-v2": lambda X, f, s: _zarr_plain(X, f, 2),
     "h5py-chunked": lambda X, f, s: _h5(X, f, s, chunks=(53, X.shape[1])),
     "h5py-contiguous": lambda X, f, s: _h5(X, f, s, chunks=None),
     "dask": lambda X, f, s: _dask(X, f),
     "row-sliceable": lambda X, f, s: RowSliceable(X),
 }
-IN_PLACE = {"npy-str", "npy-pathlike", "np.load-mmap", "np.memmap", "npy-shards", "array-shards"}
+IN_PLACE = {"npy-str", "npy-pathlike", "np.load-mmap", "np.memmap", "npy-shards", "array-shards",
+            "zarr-uncompressed-v3", "zarr-uncompressed-v2"}
 
 
 def make_problem(seed, dtype, fit_intercept, weighted, n=N, d=D):
@@ -842,3 +856,22 @@ def test_ctrl_c_while_reading_a_source(case, tmp_path):
     assert reply.startswith("interrupted"), f"{reply!r} {err}"
     assert latency < 2.0, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
     assert "usable" in out and proc.returncode == 0, f"{out!r} {err}"
+
+
+def test_zarr_with_a_chunk_never_written_is_read_by_the_reader(tmp_path):
+    """A chunk Zarr never wrote (all fill value) has no file to map: the reader reads X, and
+    the fill value comes back."""
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(FIXED_SEED + 9)
+    X = rng.standard_normal((500, 12)).astype(np.float32)
+    X[100:200] = 0.0  # the second chunk: left unwritten below
+    y = (rng.random(500) < 0.5).astype(float)
+    z = zarr.create_array(str(tmp_path / "X.zarr"), shape=X.shape, chunks=(100, 12),
+                          dtype="f4", compressors=None, fill_value=0.0)
+    z[:100] = X[:100]
+    z[200:] = X[200:]
+    S = sources.open_source(zarr.open_array(str(tmp_path / "X.zarr"), mode="r"))
+    assert S.shards is None  # not in place
+    theta = rn.fit(X, y, l2=1.0).theta
+    close(rn.Attribution(S, y, theta, l2=1.0).leverage,
+          rn.Attribution(X, y, theta, l2=1.0).leverage, "leverage")

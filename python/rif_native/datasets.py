@@ -579,9 +579,9 @@ def _load_npy(path: Path, labels: Path) -> Dataset:
 
 
 def _source(parts: list, name: str):
-    from .sources import Source
+    from .sources import open_source
 
-    return Source(parts, name=name)
+    return open_source(list(parts), name=name)  # uncompressed Zarr: its chunk files in place
 
 
 def _load_shards(paths: list[Path], labels: Path, what: str, name: str) -> Dataset:

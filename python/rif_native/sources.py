@@ -13,7 +13,8 @@ block by block: float32 stays float32 on disk and in the reading, and every sum 
 in float64, exactly as for a float32 array in memory. Memory-mapped files and shards are read in
 place, and the operating system is asked to read the next blocks ahead while the current one is
 computed; other sources are read in whole chunks of their own layout by a reader thread that
-keeps one chunk ahead of the computation. ``Source.passes`` counts the passes made over X.
+keeps one chunk ahead of the computation. An uncompressed Zarr array in a local folder is read in
+place from its chunk files, like shards. ``Source.passes`` counts the passes made over X.
 
 >>> import rif_native as rn
 >>> X = rn.sources.open_source(["part0.npy", "part1.npy"])  # doctest: +SKIP
@@ -473,16 +474,88 @@ def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
     return np.asarray(list(range(0, n, step)) + [n], dtype=np.int64)
 
 
+#: The most chunk files an uncompressed Zarr array may have to be mapped in place.
+MAX_MAPPED_CHUNKS = 10000
+
+
+def _read_json(path: str) -> dict:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _zarr_chunk_files(z: Any) -> Optional[list]:
+    """An uncompressed Zarr array in a local folder as memory maps of its chunk files (rows of
+    whole chunks, each file a plain C-order block), so that the kernel reads it in place like
+    .npy shards; None when it is anything else (compressed, filtered, sharded, remote, chunked
+    across columns, big-endian, a chunk never written), which a reader then reads."""
+    try:
+        root = getattr(z.store, "root", None)
+        if root is None or len(z.shape) != 2:
+            return None
+        folder = os.path.join(os.fspath(root), z.path or "")
+        n, d = int(z.shape[0]), int(z.shape[1])
+        v3 = os.path.join(folder, "zarr.json")
+        if os.path.isfile(v3):
+            meta = _read_json(v3)
+            grid = meta.get("chunk_grid", {})
+            codecs = meta.get("codecs", [])
+            plain = (len(codecs) == 1 and codecs[0].get("name") == "bytes"
+                     and codecs[0].get("configuration", {}).get("endian", "little") == "little")
+            if (grid.get("name") != "regular" or not plain or meta.get("storage_transformers")
+                    or meta.get("data_type") not in ("float32", "float64")):
+                return None
+            rows, width = grid["configuration"]["chunk_shape"]
+            encoding = meta.get("chunk_key_encoding", {})
+            sep = encoding.get("configuration", {}).get("separator", "/")
+            key = (lambda i: f"c{sep}{i}{sep}0") if encoding.get("name") == "default" \
+                else (lambda i: f"{i}{sep}0")
+            dtype = np.dtype("<f4" if meta["data_type"] == "float32" else "<f8")
+        else:
+            meta = _read_json(os.path.join(folder, ".zarray"))
+            if (meta.get("compressor") is not None or meta.get("filters")
+                    or meta.get("order") != "C" or meta.get("dtype") not in ("<f4", "<f8")):
+                return None
+            rows, width = meta["chunks"]
+            sep = meta.get("dimension_separator", ".")
+            key = lambda i: f"{i}{sep}0"  # noqa: E731
+            dtype = np.dtype(meta["dtype"])
+        if width != d or rows < 1 or -(-n // rows) > MAX_MAPPED_CHUNKS:
+            return None
+        maps = []
+        for i in range(-(-n // rows)):
+            path = os.path.join(folder, *key(i).split("/"))
+            if not os.path.isfile(path) or os.path.getsize(path) != rows * d * dtype.itemsize:
+                return None
+            block = np.memmap(path, dtype=dtype, mode="r", shape=(rows, d))
+            maps.append(block[:min(rows, n - i * rows)])
+        return maps
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _in_place_parts(part: Any) -> list:
+    """A part as parts the kernel reads in place where it can (Zarr chunk files)."""
+    if _module_of(part) == "zarr":
+        maps = _zarr_chunk_files(part)
+        if maps:
+            return maps
+    return [part]
+
+
 def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> Source:
-    """X (see the module's docstring) as a Source; a Source is returned as it is."""
+    """X (see the module's docstring) as a Source; a Source is returned as it is. An
+    uncompressed Zarr array in a local folder is read in place from its chunk files."""
     if isinstance(X, Source):
         return X
     if isinstance(X, (str, os.PathLike)):
         return Source([_open_npy(X)], name=name, progress=progress)
-    if isinstance(X, (list, tuple)):
-        parts = [_open_npy(s) if isinstance(s, (str, os.PathLike)) else s for s in X]
-        return Source(parts, name=name, progress=progress)
-    return Source([X], name=name, progress=progress)
+    items = list(X) if isinstance(X, (list, tuple)) else [X]
+    parts = []
+    for s in items:
+        parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
+    return Source(parts, name=name, progress=progress)
 
 
 def as_kernel_input(X: Any, *, progress: Optional[bool] = None) -> Any:
