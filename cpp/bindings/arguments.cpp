@@ -85,10 +85,23 @@ std::string text_arg(const py::handle& v, const char* name) {
   return v.cast<std::string>();
 }
 
+/// Whether the array's data are aligned for its type (NumPy's ALIGNED flag). Arrays rebuilt
+/// from bytes (pickle protocol 5, a Dask worker's network frames) may not be, and the kernel
+/// reads doubles and floats through typed pointers.
+bool aligned(const py::array& a) {
+  return (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0;
+}
+
+/// An aligned C-contiguous copy of `a` in `dtype` (numpy.require).
+py::array aligned_copy(const py::array& a, const char* dtype) {
+  return py::module_::import("numpy").attr("require")(a, dtype, py::make_tuple("C", "A"));
+}
+
 F64Array f64_arg(const py::handle& v, const char* name) {
   py::array a = any_array(v, name, "an array of real numbers");
   F64Array out = F64Array::ensure(a);  // the array itself when already C-contiguous float64
   if (!out) wrong_type(name, "an array of real numbers convertible to float64", v);
+  if (!aligned(out)) out = F64Array::ensure(aligned_copy(out, "float64"));
   return out;
 }
 
@@ -109,6 +122,10 @@ py::object design_arg(const py::handle& v) {
   py::array a = any_array(v, "X", "a 2-D array of real numbers");
   const bool c_contiguous = a.flags() & py::array::c_style;
   const bool native = a.dtype().byteorder() != '>';
+  if (c_contiguous && native && !aligned(a) &&
+      (py::isinstance<py::array_t<double>>(a) || py::isinstance<py::array_t<float>>(a))) {
+    return aligned_copy(a, py::isinstance<py::array_t<float>>(a) ? "float32" : "float64");
+  }
   if (c_contiguous && native &&
       (py::isinstance<py::array_t<double>>(a) || py::isinstance<py::array_t<float>>(a))) {
     return a;

@@ -144,8 +144,10 @@ std::shared_ptr<rif::RowSource> make_shards(const py::object& spec, rif::Index n
     const bool right_type = f32 ? py::isinstance<py::array_t<float>>(a)
                                 : py::isinstance<py::array_t<double>>(a);
     if (!py::isinstance<py::array>(h) || a.ndim() != 2 || a.shape(1) != d || !right_type ||
-        !(a.flags() & py::array::c_style)) {
-      throw std::invalid_argument("shards must be C-contiguous 2-D arrays of one dtype and width");
+        !(a.flags() & py::array::c_style) ||
+        !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) {
+      throw std::invalid_argument(
+          "shards must be aligned C-contiguous 2-D arrays of one dtype and width");
     }
     data.push_back(a.data());
     rows.push_back(static_cast<rif::Index>(a.shape(0)));

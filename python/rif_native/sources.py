@@ -134,9 +134,9 @@ class Source:
         self.float32 = all(s == np.float32 for s in stored)
         self.dtype = np.dtype(np.float32 if self.float32 else np.float64)
         self.name = name
-        # Shards the kernel can read in place: C-contiguous, native, of the kernel's dtype.
-        in_place = all(isinstance(p, np.ndarray) and p.flags.c_contiguous and p.dtype.isnative
-                       and p.dtype == self.dtype for p in parts)
+        # Shards the kernel can read in place: C-contiguous, aligned, native, of its dtype.
+        in_place = all(isinstance(p, np.ndarray) and p.flags.c_contiguous and p.flags.aligned
+                       and p.dtype.isnative and p.dtype == self.dtype for p in parts)
         self.shards: Optional[list] = list(parts) if in_place else None
         self._readers = None if in_place else [_ChunkReader(p, self.dtype) for p in parts]
         self._rows_read = 0
