@@ -57,14 +57,19 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   // One pass over X per visited point: z, the loss, the gradient and the Hessian together, so
   // that each Newton iteration reads X once (the point of a step that is not taken whole is
   // found from the rejected point's z without reading X again).
-  const auto visit = [&] {
+  // Where the gradient norm is predicted to meet the tolerance, the visit leaves the Hessian
+  // out (the last iteration then costs a gradient, not a Hessian), and makes up for it only if
+  // the prediction was wrong.
+  bool have_hessian = false;
+  const auto visit = [&](bool with_hessian) {
     hessian_at(problem.X, problem.family, problem.y, problem.w, problem.l2, theta, z, r, a, H,
-               threads, &g);
+               threads, &g, with_hessian);
     check_linear_predictor(problem.X, z);  // names X's first NaN / inf, if any
     add_penalty_gradient(problem, theta, g);
     F = objective(problem, theta, z);
+    have_hessian = with_hessian;
   };
-  visit();
+  visit(true);
 
   // The scale of the problem: the gradient norm at theta = 0 (the visit's when it started there).
   Vector g0;
@@ -87,6 +92,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   double best = INFINITY;
   int without_progress = 0;
   bool rounding_regime = false;
+  double previous_norm = INFINITY;
   for (;; ++iter) {
     check_interrupt();
     check_gradient_finite(g, "during fitting");
@@ -103,6 +109,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     }
     best = std::min(best, result.grad_norm);
     if (iter >= options.max_iter) break;
+    if (!have_hessian) visit(true);  // the prediction below was wrong: the same point again
     check_hessian_finite(problem.X, H);
     std::ostringstream what;
     what << "The Hessian at Newton iteration " << iter;
@@ -113,10 +120,16 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     const double slope = g.dot(step);
     // Near the optimum the decrease of F drowns in rounding: take the full step there.
     rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));
+    // Quadratic convergence: ||g_{k+1}|| ~ ||g_k||^3 / ||g_{k-1}||^2.
+    const double norm = result.grad_norm;
+    const double predicted = std::isfinite(previous_norm)
+                                 ? norm * (norm / previous_norm) * (norm / previous_norm)
+                                 : INFINITY;  // no rate seen yet
+    previous_norm = norm;
     const Vector theta_k = theta, z_k = z, g_k = g;
     const double F_k = F;
     theta = theta_k + step;
-    visit();
+    visit(!(predicted <= 0.1 * gtol));
     if (rounding_regime || F <= F_k + 1e-4 * slope) continue;
     // Backtrack along the step: z is linear in t, z_k + t (z - z_k), so no pass is needed
     // until a length is accepted.
@@ -127,7 +140,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
       const Vector z_t = z_k + t * u;
       if (objective(problem, candidate, z_t) <= F_k + 1e-4 * t * slope) {
         theta = std::move(candidate);
-        visit();
+        visit(true);
         accepted = true;
         break;
       }

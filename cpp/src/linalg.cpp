@@ -44,15 +44,15 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
                 const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
-                Vector* g) {
+                Vector* g, bool with_hessian) {
   const Index p = X.params(), n = X.rows();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const int nt = chunk_threads(n, plan.block, plan.outer);
   z.resize(n);
   r.resize(n);
   a.resize(n);
-  H.setZero(p, p);
-  std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
+  if (with_hessian) H.setZero(p, p);
+  std::vector<Matrix> partial(with_hessian ? static_cast<size_t>(nt - 1) : 0);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   std::vector<Vector> gradients(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
   std::optional<BlasSingleThreadScope> serial;
@@ -63,16 +63,19 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     z.segment(begin, count).noalias() = buf.transpose() * theta;
     derivatives_range(family, z, y, w, r, a, begin, count);
     if (g) gradients[static_cast<size_t>(t)].noalias() += buf * r.segment(begin, count);
+    if (!with_hessian) return;
     for (Index j = 0; j < count; ++j) buf.col(j) *= std::sqrt(a[begin + j]);
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
     syrk_lower(target, buf.data(), count, plan.inner);
   });
-  for (const Matrix& part : partial) {
-    if (part.rows() == p) H.triangularView<Eigen::Lower>() += part;
+  if (with_hessian) {
+    for (const Matrix& part : partial) {
+      if (part.rows() == p) H.triangularView<Eigen::Lower>() += part;
+    }
+    H.diagonal().head(X.features()).array() += l2;
+    H.triangularView<Eigen::StrictlyUpper>().setZero();
   }
-  H.diagonal().head(X.features()).array() += l2;
-  H.triangularView<Eigen::StrictlyUpper>().setZero();
   if (g) {
     *g = gradients[0];
     for (size_t t = 1; t < gradients.size(); ++t) *g += gradients[t];

@@ -18,11 +18,12 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 /// One pass over X at theta for the given family, labels y and weights w (empty: all ones):
 /// z = X theta, the derivatives (r, a) of every sample and H = X^T diag(a) X + l2 P (lower
 /// triangle), and with g also g = X^T r (no penalty). The pass that builds H reads X anyway; X
-/// read from a source (a file) is then read once for all of them. Non-finite values are left
-/// for the caller's checks.
+/// read from a source (a file) is then read once for all of them. Without with_hessian the
+/// pass computes only z, (r, a) and g, and leaves H as it was. Non-finite values are left for
+/// the caller's checks.
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
                 const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
-                Vector* g = nullptr);
+                Vector* g = nullptr, bool with_hessian = true);
 
 /// A centre for X's rows when X is read from a source: the weighted means of its first row
 /// block (any centre near the data removes the intercept's cancellation; this one costs no
