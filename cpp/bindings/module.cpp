@@ -124,4 +124,5 @@ PYBIND11_MODULE(_core, m) {
   rif_py::bind_attribution(m);
   rif_py::bind_sources(m);
   rif_py::bind_chunks(m);
+  rif_py::bind_softmax(m);
 }

@@ -58,5 +58,6 @@ rif::Design to_design(const py::object& X, bool fit_intercept);
 void bind_attribution(py::module_& m);
 void bind_sources(py::module_& m);
 void bind_chunks(py::module_& m);
+void bind_softmax(py::module_& m);
 
 }  // namespace rif_py

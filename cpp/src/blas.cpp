@@ -25,6 +25,7 @@ void scipy_dgemm_(const char* transa, const char* transb, const int* m, const in
                   const int* ldb, const double* beta, double* c, const int* ldc, size_t, size_t);
 void scipy_dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
                    int* info, size_t, size_t);
+void scipy_dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
 void scipy_openblas_set_num_threads(int num_threads);
 int scipy_openblas_get_num_threads(void);
 }
@@ -225,6 +226,22 @@ void trmm_lower(const Matrix& T, double* B, Index k, int threads) {
   Eigen::Map<Matrix> b(B, p, k);
   b = T.triangularView<Eigen::Lower>() * b;
 #endif
+}
+
+void potri_lower(Matrix& L, int threads) {
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int n = as_int(L.rows());
+  int info = 0;
+  scipy_dpotri_("L", &n, L.data(), &n, &info, 1);
+#else
+  (void)threads;
+  Matrix inv = Matrix::Identity(L.rows(), L.cols());
+  L.triangularView<Eigen::Lower>().solveInPlace(inv);
+  L.triangularView<Eigen::Lower>().transpose().solveInPlace(inv);
+  L = inv;
+#endif
+  L.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
 }  // namespace rif

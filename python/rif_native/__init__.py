@@ -48,6 +48,8 @@ from ._api import (
 
 from . import sources
 from .sources import SourceReadError
+from . import multiclass_metrics, multinomial
+from .multinomial import MultinomialAttribution
 
 __version__: str = _core.build_info()["version"]
 
@@ -55,6 +57,7 @@ __all__ = [
     "Attribution",
     "ConvergenceWarning",
     "FitResult",
+    "MultinomialAttribution",
     "NotPositiveDefiniteError",
     "RetrainResult",
     "SingularRemovalWarning",
@@ -66,6 +69,8 @@ __all__ = [
     "fit",
     "influence",
     "leverage",
+    "multiclass_metrics",
+    "multinomial",
     "newton_step",
     "rescaled_influence",
     "sources",

@@ -458,6 +458,11 @@ class Attribution:
     """
 
     def __new__(cls, X: ArrayLike = None, *args: Any, **kwargs: Any) -> "Attribution":
+        # The multinomial family has its own class (rif_native.multinomial).
+        if cls is Attribution and kwargs.get("family") == "multinomial":
+            from .multinomial import MultinomialAttribution
+
+            return MultinomialAttribution(X, *args, **kwargs)  # type: ignore[return-value]
         # A Dask array X runs on the Dask engine: the same methods, in the subclass.
         if cls is Attribution and _on_dask(X, kwargs.get("backend")):
             from ._dask import DaskAttribution
@@ -883,6 +888,7 @@ def fit(
     max_memory: _memory.MemorySize = None,
     progress: Optional[bool] = None,
     backend: Optional[str] = None,
+    n_classes: Optional[int] = None,
 ) -> FitResult:
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
@@ -896,8 +902,21 @@ def fit(
     then says how often it was read, and ``progress`` draws a bar. A
     Dask array X is fitted on its cluster (rif_native._dask.fit: two distributed passes per
     iteration) unless ``backend="cpu"``.
+
+    ``family="multinomial"`` (y integer classes 0..K-1, ``n_classes`` when not y.max() + 1)
+    fits softmax regression: see :func:`rif_native.multinomial.fit`; theta is then (K, p).
     """
     fit_intercept = bool(fit_intercept)
+    if family == "multinomial":
+        if backend not in (None, "cpu", "auto") or max_memory is not None:
+            raise ValueError("the multinomial fit runs on the CPU in memory: leave backend and "
+                             "max_memory unset")
+        from . import multinomial
+
+        return multinomial.fit(X, y, l2=l2, sample_weight=sample_weight,
+                               fit_intercept=fit_intercept, tol=tol, max_iter=max_iter,
+                               theta0=theta0, num_threads=num_threads, progress=progress,
+                               n_classes=n_classes)
     if backend is not None and _backend_choice(backend) == "cuda":
         raise ValueError("fit runs on the CPU (or on Dask); backend='cuda' is for Attribution")
     if _on_dask(X, backend):

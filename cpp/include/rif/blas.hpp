@@ -45,6 +45,9 @@ Index potrf_lower(Matrix& A, double* pivot, int threads);
 /// Inverse of the lower-triangular L, in place (lower triangle).
 void trtri_lower(Matrix& L, int threads);
 
+/// (L L^T)^{-1} from the lower Cholesky factor L, in place (lower triangle; upper zeroed).
+void potri_lower(Matrix& L, int threads);
+
 /// B <- L^{-1} B (or L^{-T} B when `transpose`) for lower-triangular L (p x p) and B p x k
 /// column-major, in place.
 void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose = false);

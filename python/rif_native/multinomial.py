@@ -1,0 +1,534 @@
+"""Multinomial (softmax) logistic regression: exact generalised leverage, IF, RIF, NS and refits.
+
+The model has K classes, labels y in {0, ..., K-1}, parameters ``theta`` (K, p) laid out as
+scikit-learn's multinomial ``LogisticRegression`` (row k = class k's coefficients, the intercept
+last: ``np.column_stack([coef_, intercept_])``), logits ``z_i = theta [x_i, 1]`` and
+
+    F(theta) = sum_i w_i (logsumexp(z_i) - z_{i, y_i}) + l2/2 ||coefficients||^2
+
+(intercepts unpenalised; scikit-learn's ``C`` is ``l2 = 1 / C``). With ``p_i = softmax(z_i)``,
+sample i's gradient is ``g_i = w_i (p_i - e_{y_i}) x_i^T`` and its Hessian
+``H_i = w_i A_i kron x_i x_i^T`` with ``A_i = diag(p_i) - p_i p_i^T`` (rank K - 1).
+
+**The shift direction.** Adding one vector to every row of theta changes no probability, so F
+is flat along those directions wherever the penalty does not reach them (always the intercepts;
+every coefficient when l2 = 0). rif-native works exactly in the subspace S where theta's rows
+sum to zero (rif_native._softmax): H restricted to S is positive definite (given data of full
+rank), its inverse there is the pseudo-inverse ``H^+`` of the full Hessian, and every removal
+effect below lies in S (its rows sum to zero). Metrics do not see the shift. A theta whose rows
+do not sum to zero (scikit-learn's intercepts, say) is used as given: only its projection on S
+matters, and refits are returned as ``theta + effect``.
+
+**Estimates** (removal effects ``theta_{-T} - theta_hat``; positive: removing T increases it):
+
+* IF_i = H^+ g_i;
+* RIF_i = (H - H_i)^+ g_i, the exact Newton step of leaving i out, through a (K-1) x (K-1)
+  Woodbury system per sample: the multiclass form of IF_i / (1 - h_i);
+* NS_T = (H - sum_{i in T} H_i)^+ sum_{i in T} g_i, a (K-1)|T| Woodbury system (or a fresh
+  factor when that is smaller);
+* the generalised leverage of sample i is the K x K matrix
+  ``M_i = w_i A_i^{1/2} (I kron x_i)^T H^+ (I kron x_i) A_i^{1/2}``, eigenvalues in [0, 1]
+  (those of H^+ H_i); ``leverage`` is its largest eigenvalue (1: removing i leaves H singular).
+
+**Cost** (n samples, p = d + fit_intercept, m = K - 1, q = m p): the Hessian pass builds the
+m (m + 1) / 2 distinct p x p blocks as weighted symmetric rank updates (n p^2 flops each); the
+inverse Hessian costs q^3; the leverage pass forms x_i^T (H^{-1})_{kl} x_i for all pairs by one
+triangular product per pair (n p^2 flops each). In all ``m (m + 1) n p^2 + q^3``, against
+``2 n p^2 + p^3 / 3`` for a binary model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core, _memory, _softmax, sources
+from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
+                   _as_design, _check_stopping, _method, _name_some, _parse_sets, _reading,
+                   _real, _threads, _top)
+
+__all__ = ["MultinomialAttribution", "fit"]
+
+ArrayLike = Any
+_SINGULAR = 1e-10  # leverage within this of 1: removing the sample leaves H singular
+_BLOCK = 65536  # samples per block of the per-sample algebra
+_HESSIAN = "The multinomial Hessian at theta (in the subspace where the class rows sum to zero)"
+
+
+class _Problem:
+    """The data, in the kernel's coordinates, and one pass over them."""
+
+    def __init__(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike],
+                 fit_intercept: bool, n_classes: Optional[int], num_threads: Optional[int]):
+        self.fit_intercept = bool(fit_intercept)
+        self.X = _as_design(X, self.fit_intercept)
+        self.n, self.d = self.X.shape
+        self.w = _softmax.weights(sample_weight, self.n)
+        self.y, self.K = _softmax.labels(y, self.n, n_classes, self.w)
+        self.threads = _threads(num_threads) or int(_core.default_threads())
+        centre = None
+        if self.fit_intercept and isinstance(self.X, np.ndarray) and self.n:
+            total = self.n if self.w is None else float(self.w.sum())
+            centre = (np.average(self.X, axis=0, weights=self.w).astype(np.float64)
+                      if total > 0 else None)
+        self.c = _softmax.Coordinates(self.K, self.d, self.fit_intercept, centre)
+        self.p, self.m = self.c.p, self.c.m
+        self.q = self.m * self.p
+
+    def weight(self) -> np.ndarray:
+        return np.ones(self.n) if self.w is None else self.w
+
+    def run(self, R: np.ndarray, hessian: bool, w: Optional[np.ndarray] = None,
+            progress: Optional[bool] = None) -> dict:
+        """One pass at reduced parameters R (m, p): P, G (m, p), loss and H (q, q) if asked."""
+        with _reading(self.X, progress):
+            out = _core.softmax_pass(self.X, self.y, self.w if w is None else w,
+                                     np.ascontiguousarray(R.T), self.c.Q, self.l2,
+                                     self.fit_intercept, self.c.centre, self.threads, hessian)
+        out["G"] = np.ascontiguousarray(out["G"].T)  # (m, p)
+        return out
+
+    def user_norm(self, G: np.ndarray) -> float:
+        """||grad F|| in the user's (K, p) parameters of a reduced gradient (m, p)."""
+        return float(np.linalg.norm(self.c.dual_to_user(G)))
+
+    l2 = 0.0
+
+
+def _inverse(H: np.ndarray, threads: int, what: str = _HESSIAN) -> np.ndarray:
+    return _core.spd_inverse(H, what, threads)
+
+
+class MultinomialAttribution:
+    """Factor the multinomial Hessian once at ``theta``; answer removal questions from it.
+
+    Args:
+        X: (n, d) features (float64 or float32 arrays are read in place; ``.npy`` paths, shards
+            and other sources of rif_native.sources are read block by block).
+        y: (n,) integer class labels 0..K-1.
+        theta: (K, p) parameters, p = d + fit_intercept, a row per class with the intercept
+            last (scikit-learn: ``np.column_stack([coef_, intercept_])``). Usually the
+            minimiser of F (:func:`fit`); ``gradient_norm`` says how close it is.
+        l2: ridge penalty on the coefficients (not the intercepts); scikit-learn's ``C`` is
+            ``l2 = 1 / C``.
+        sample_weight: (n,) weights >= 0, default all ones.
+        fit_intercept: X has a trailing column of ones, unpenalised.
+        num_threads: threads for every computation (None: the idle cores now).
+        n_classes: K, when some class has no label in y (it must still have samples: an error
+            says so); default ``y.max() + 1``.
+        max_memory, progress: as for :class:`rif_native.Attribution`.
+
+    Every estimate is a removal effect ``theta_{-T} - theta_hat`` of shape (K, p), lying in the
+    subspace where the class rows sum to zero (see the module's docstring).
+    """
+
+    family = "multinomial"
+    backend = "cpu"
+
+    def __init__(self, X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, l2: float = 0.0,
+                 sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
+                 num_threads: Optional[int] = None, n_classes: Optional[int] = None,
+                 max_memory: _memory.MemorySize = None, progress: Optional[bool] = None,
+                 family: str = "multinomial", backend: Optional[str] = None) -> None:
+        if family != "multinomial":
+            raise ValueError(f"MultinomialAttribution is the multinomial family, got {family!r}")
+        if backend not in (None, "cpu", "auto"):
+            raise ValueError(f"the multinomial family runs on the CPU; backend={backend!r} is "
+                             "not available for it")
+        pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads)
+        pb.l2 = _real(l2, "l2")
+        if pb.l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {pb.l2}")
+        self._pb, self._progress = pb, progress
+        self.n, self.n_features, self.n_params, self.n_classes = pb.n, pb.d, pb.p, pb.K
+        self.l2, self.fit_intercept = pb.l2, pb.fit_intercept
+        self._theta = _softmax.parameters(theta, pb.K, pb.p)
+        self._theta.setflags(write=False)
+        _memory.require(8 * (3 * pb.q * pb.q + pb.n * (2 * pb.K + pb.m * (pb.m + 3))),
+                        f"a multinomial attribution with n = {pb.n}, K = {pb.K}, p = {pb.p} "
+                        f"(H and its inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR, max_memory)
+        self._R = pb.c.point_to_kernel(self._theta)
+        out = pb.run(self._R, hessian=True, progress=progress)
+        self._H = out["H"]
+        self._gradient = out["G"]
+        self._loss = float(out["loss"])
+        self._P = out["P"]
+        self._Hinv = _inverse(self._H, pb.threads)
+        with _reading(pb.X, progress):
+            S = _core.softmax_quadforms(pb.X, self._Hinv, pb.m, pb.fit_intercept, pb.c.centre,
+                                        pb.threads)
+        self._per_sample(S)
+
+    # -- the per-sample algebra
+    def _per_sample(self, S: np.ndarray) -> None:
+        """From the quadratic forms S: each sample's reduced residual r~_i, the Woodbury
+        coefficients c_i = (I - w_i A~_i S_i)^{-1} r~_i (RIF_i = H^{-1} (c_i kron x_i)) and the
+        leverage eigenvalues."""
+        pb = self._pb
+        n, m = pb.n, pb.m
+        w = pb.weight()
+        resid = self._P * w[:, None]
+        resid[np.arange(n), pb.y] -= w
+        self._resid = resid  # (n, K): w_i (p_i - e_{y_i})
+        self._r = resid @ pb.c.Q  # (n, m)
+        self._coef = np.empty((n, m))
+        self._leverage = np.empty(n)
+        self._S = S  # (n, m (m + 1) / 2) quadratic forms x_i^T (H^{-1})_{kl} x_i
+        eye = np.eye(m)
+        for b in range(0, n, _BLOCK):
+            sl = slice(b, min(b + _BLOCK, n))
+            A = _softmax.curvature(self._P[sl], pb.c.Q) * w[sl, None, None]
+            Sm = _softmax.quadform_matrices(S[sl], m)
+            root = _softmax.sqrtm_psd(A)
+            M = root @ Sm @ root
+            lam = np.linalg.eigvalsh(M)
+            self._leverage[sl] = lam[:, -1]
+            self._coef[sl] = np.linalg.solve(eye - A @ Sm, self._r[sl][..., None])[..., 0]
+        singular = self._leverage >= 1.0 - _SINGULAR
+        self._coef[singular] = np.inf
+        self._singular = np.flatnonzero(singular)
+        for a in (self._leverage, self._resid, self._P):
+            a.setflags(write=False)
+
+    # -- properties
+    @property
+    def theta(self) -> np.ndarray:
+        """(K, p) the parameters the object was built at, as given."""
+        return self._theta
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(n, K) predicted class probabilities at theta."""
+        return self._P
+
+    @property
+    def residuals(self) -> np.ndarray:
+        """(n, K) w_i (p_i - e_{y_i}): sample i's gradient is its outer product with x_i."""
+        return self._resid
+
+    @property
+    def leverage(self) -> np.ndarray:
+        """(n,) the largest eigenvalue of each sample's K x K generalised leverage M_i, in
+        [0, 1]; for K = 2 the binary model's h_i."""
+        return self._leverage
+
+    @property
+    def singular_samples(self) -> np.ndarray:
+        """Samples whose removal leaves H singular (leverage 1): their RIF is inf."""
+        return self._singular
+
+    @property
+    def gradient_norm(self) -> float:
+        """||grad F(theta)|| (Frobenius, in the user's (K, p) parameters)."""
+        return self._pb.user_norm(self._gradient)
+
+    @property
+    def loss(self) -> float:
+        """F(theta), penalty included."""
+        return self._loss
+
+    def leverage_matrices(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+        """(k, K, K) generalised leverage matrices M_i (all samples when indices is None):
+        ``w_i A_i^{1/2} (I kron x_i)^T H^+ (I kron x_i) A_i^{1/2}``, symmetric PSD, with the
+        eigenvalues of H^+ H_i."""
+        idx = self._indices(indices)
+        pb = self._pb
+        out = np.empty((len(idx), pb.K, pb.K))
+        for b in range(0, len(idx), _BLOCK):
+            part = idx[b:b + _BLOCK]
+            A = _softmax.curvature(self._P[part], pb.c.Q) * pb.weight()[part, None, None]
+            root = _softmax.sqrtm_psd(A)
+            Mr = root @ _softmax.quadform_matrices(self._S[part], pb.m) @ root
+            # in full coordinates A_i^{1/2} = Q A~_i^{1/2} Q^T on the subspace, so M_i = Q M~_i Q^T
+            out[b:b + _BLOCK] = pb.c.Q @ Mr @ pb.c.Q.T
+        return out
+
+    # -- estimates
+    def influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+        """(k, K, p) IF rows H^+ g_i of samples indices (all when None): removal effects."""
+        idx = self._indices(indices)
+        return self._rows(idx, self._r[idx])
+
+    def rescaled_influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+        """(k, K, p) RIF rows (H - H_i)^+ g_i: the exact Newton step of leaving each sample
+        out. Samples whose removal leaves H singular get inf rows (SingularRemovalWarning)."""
+        idx = self._indices(indices)
+        self._warn_samples(np.intersect1d(idx, self._singular))
+        return self._rows(idx, self._coef[idx])
+
+    def solve(self, direction: ArrayLike) -> np.ndarray:
+        """H^+ v for a gradient-like v (K, p) (or (k, K, p)) in the user's parameters."""
+        D = self._directions(direction)
+        pb = self._pb
+        V = pb.c.dual_to_kernel(D).reshape(len(D), pb.q)
+        U = (V @ self._Hinv).reshape(len(D), pb.m, pb.p)
+        out = pb.c.point_to_user(U)
+        return out[0] if np.ndim(direction) == 2 else out
+
+    def scores(self, direction: ArrayLike, method: str = "rif") -> np.ndarray:
+        """Each sample's estimated removal effect on a metric with gradient ``direction``
+        ((K, p) at theta): ``<direction, RIF_i>`` (or IF_i): (n,), or (n, k) for k directions
+        (k, K, p)."""
+        method = _method(method, ("if", "rif"))
+        D = self._directions(direction)
+        pb = self._pb
+        V = pb.c.dual_to_kernel(D).reshape(len(D), pb.q)
+        A = (V @ self._Hinv).reshape(len(D), pb.m, pb.p)
+        coef = self._coef if method == "rif" else self._r
+        out = np.empty((pb.n, len(D)))
+        with _reading(pb.X, self._progress):
+            for j, Aj in enumerate(A):
+                Z = _softmax.linear(pb.X, pb.c.predictor(Aj), pb.fit_intercept)  # (n, m)
+                with np.errstate(invalid="ignore"):
+                    out[:, j] = np.einsum("im,im->i", Z, coef)
+        if method == "rif" and len(self._singular):
+            out[self._singular] = np.inf
+            self._warn_samples(self._singular)
+        return out[:, 0] if np.ndim(direction) == 2 else out
+
+    def top(self, direction: ArrayLike, k: int = 10, method: str = "rif") -> TopSamples:
+        """The k samples whose removal increases (decreases) the metric most, by scores()."""
+        return _top(self.scores(direction, method), self.n, k)
+
+    def group_effect(self, sets: Any, method: str = "rif") -> np.ndarray:
+        """Estimated removal effect of each set T: (K, p) for one set, (s, K, p) for a list.
+
+        method: "if" (sum of IF_i), "rif" (sum of RIF_i) or "ns" (the Newton step of removing
+        T together: exact Woodbury on the held inverse, or a fresh factor of H - sum H_i when
+        that system would be larger than H). Sets whose removal leaves H singular get inf.
+        """
+        method = _method(method, ("if", "rif", "ns"))
+        indices, offsets, single = _parse_sets(sets, self.n)
+        pb = self._pb
+        out = np.empty((len(offsets) - 1, pb.K, pb.p))
+        bad = []
+        for j in range(len(offsets) - 1):
+            T = indices[offsets[j]:offsets[j + 1]]
+            if method == "ns":
+                eff = self._newton_step(T)
+                if not np.all(np.isfinite(eff)):
+                    bad.append(j)
+                out[j] = eff
+            else:
+                coef = self._coef[T] if method == "rif" else self._r[T]
+                out[j] = self._sum_rows(T, coef)
+        if method == "rif":
+            self._warn_samples(np.intersect1d(indices, self._singular))
+        if bad:
+            warnings.warn(f"removing set(s) {_name_some(np.asarray(bad))} makes the Hessian "
+                          "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                          SingularRemovalWarning, stacklevel=2)
+        return out[0] if single else out
+
+    def retrain(self, sets: Any, *, tol: float = 1e-10, max_iter: int = 100) -> RetrainResult:
+        """Refit exactly without each set T: argmin F_{-T} from theta, to
+        ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``.
+
+        Each set iterates chord steps with its Hessian at theta (H - sum_{i in T} H_i, through
+        Woodbury on the held inverse; one cheap pass over X per step, O(n d K)) and switches to
+        Newton steps with fresh Hessians when the chord's rate is slower than 1/2. A set that
+        takes every sample of some class is not refitted (``singular``: that class's
+        parameters then have no finite minimiser).
+        """
+        _check_stopping(tol, max_iter)
+        indices, offsets, single = _parse_sets(sets, self.n)
+        from ._multinomial_retrain import retrain_sets
+
+        fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter))
+        empty = np.flatnonzero(fields["singular"])
+        if len(empty):
+            warnings.warn(f"removing set(s) {_name_some(empty)} takes every sample of a class: "
+                          "the refit has no finite minimiser and was not attempted "
+                          "(converged False).", ConvergenceWarning, stacklevel=2)
+        bad = np.flatnonzero(~fields["converged"] & ~fields["singular"])
+        if len(bad):
+            warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
+                          f"{float(fields['grad_norm'][bad].max()):.3g} above the tolerance.",
+                          ConvergenceWarning, stacklevel=2)
+        if single:
+            fields = {k: v[0] for k, v in fields.items()}
+        return RetrainResult(**fields)
+
+    def __repr__(self) -> str:
+        return (f"MultinomialAttribution(n={self.n}, d={self.n_features}, K={self.n_classes}, "
+                f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
+                f"max_leverage={float(self._leverage.max()) if self.n else 0.0:.4g})")
+
+    # -- helpers
+    def _indices(self, indices: Optional[ArrayLike]) -> np.ndarray:
+        if indices is None:
+            return np.arange(self.n)
+        idx = np.asarray(indices).reshape(-1)
+        if idx.dtype == bool:
+            if idx.shape[0] != self.n:
+                raise ValueError(f"a boolean mask of samples needs length {self.n}")
+            return np.flatnonzero(idx)
+        if len(idx) and not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError("indices must be integers (or a boolean mask)")
+        idx = idx.astype(np.int64)
+        if len(idx) and (idx.min() < -self.n or idx.max() >= self.n):
+            raise IndexError(f"sample indices must lie in [0, {self.n})")
+        return np.where(idx < 0, idx + self.n, idx)
+
+    def _directions(self, v: ArrayLike) -> np.ndarray:
+        D = np.asarray(v, dtype=np.float64)
+        K, p = self.n_classes, self.n_params
+        if D.ndim == 2:
+            D = D[None]
+        if D.ndim != 3 or D.shape[1:] != (K, p):
+            raise ValueError(f"a direction must have shape (K, p) = ({K}, {p}) (or (k, {K}, "
+                             f"{p}) for k of them), got {np.shape(v)}")
+        if not np.all(np.isfinite(D)):
+            raise ValueError("a direction has non-finite entries")
+        return D
+
+    def _rows(self, idx: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """H^{-1} (c_i kron x_i) for each i, in the user's (K, p) parameters."""
+        pb = self._pb
+        out = np.empty((len(idx), pb.K, pb.p))
+        for b in range(0, len(idx), 1024):
+            part = idx[b:b + 1024]
+            Xr = _softmax.rows(pb.X, part, pb.fit_intercept, pb.c.centre)
+            c = coef[b:b + 1024]
+            G = (c[:, :, None] * Xr[:, None, :]).reshape(len(part), pb.q)
+            finite = np.all(np.isfinite(c), axis=1)
+            U = np.full((len(part), pb.q), np.inf)
+            U[finite] = G[finite] @ self._Hinv
+            out[b:b + 1024] = pb.c.point_to_user(U.reshape(len(part), pb.m, pb.p))
+            out[b:b + 1024][~finite] = np.inf
+        return out
+
+    def _sum_rows(self, T: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        pb = self._pb
+        if not np.all(np.isfinite(coef)):
+            return np.full((pb.K, pb.p), np.inf)
+        Xr = _softmax.rows(pb.X, T, pb.fit_intercept, pb.c.centre)
+        g = (coef.T @ Xr).reshape(pb.q)
+        return pb.c.point_to_user((g @ self._Hinv).reshape(pb.m, pb.p))
+
+    def _set_panel(self, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For a set T (k samples): its rows Xr (k, p), W^T-products HW = H^{-1} W (q, k m)
+        with W's column (i, a) = e_a kron x_i, E = blockdiag(w_i A~_i) (k m, k m) and
+        S_T = W^T H^{-1} W."""
+        pb = self._pb
+        k, m, p = len(T), pb.m, pb.p
+        Xr = _softmax.rows(pb.X, T, pb.fit_intercept, pb.c.centre)
+        Hb = self._Hinv.reshape(pb.q, m, p)
+        HW = np.einsum("qap,ip->qia", Hb, Xr).reshape(pb.q, k * m)
+        ST = np.einsum("ip,apJ->iaJ", Xr, HW.reshape(m, p, k * m)).reshape(k * m, k * m)
+        A = _softmax.curvature(self._P[T], pb.c.Q) * pb.weight()[T, None, None]
+        E = np.zeros((k * m, k * m))
+        for j in range(k):
+            E[j * m:(j + 1) * m, j * m:(j + 1) * m] = A[j]
+        return Xr, HW, E, ST
+
+    def _newton_step(self, T: np.ndarray) -> np.ndarray:
+        pb = self._pb
+        k, m = len(T), pb.m
+        if k == 0:
+            return np.zeros((pb.K, pb.p))
+        rho = self._r[T].reshape(k * m)
+        if k * m <= pb.q:
+            Xr, HW, E, ST = self._set_panel(T)
+            system = np.eye(k * m) - E @ ST
+            try:
+                cvec = np.linalg.solve(system, rho)
+            except np.linalg.LinAlgError:
+                return np.full((pb.K, pb.p), np.inf)
+            if not _well_posed(system, E, ST):
+                return np.full((pb.K, pb.p), np.inf)
+            U = HW @ cvec
+        else:
+            U = self._fresh_solve(T, (rho.reshape(k, m).T @ _softmax.rows(
+                pb.X, T, pb.fit_intercept, pb.c.centre)).reshape(pb.q))
+            if U is None:
+                return np.full((pb.K, pb.p), np.inf)
+        return pb.c.point_to_user(U.reshape(m, pb.p))
+
+    def _downdated(self, T: np.ndarray) -> np.ndarray:
+        """H - sum_{i in T} H_i (q, q)."""
+        pb = self._pb
+        Xr = _softmax.rows(pb.X, T, pb.fit_intercept, pb.c.centre)
+        A = _softmax.curvature(self._P[T], pb.c.Q) * pb.weight()[T, None, None]
+        # sum_i A_i kron x_i x_i^T, block (a, b) = X_T^T diag(A_ab) X_T
+        D = np.einsum("iab,ip,ir->apbr", A, Xr, Xr, optimize=True).reshape(pb.q, pb.q)
+        return self._H - D
+
+    def _fresh_solve(self, T: np.ndarray, g: np.ndarray) -> Optional[np.ndarray]:
+        try:
+            Hinv = _inverse(self._downdated(T), self._pb.threads,
+                            "The Hessian without the removed set")
+        except np.linalg.LinAlgError:
+            return None
+        return Hinv @ g
+
+    def _warn_samples(self, singular: np.ndarray) -> None:
+        if len(singular):
+            warnings.warn(f"removing sample(s) {_name_some(np.asarray(singular))} leaves the "
+                          "Hessian singular (leverage 1): their RIF is inf. Add l2 > 0.",
+                          SingularRemovalWarning, stacklevel=3)
+
+
+def _well_posed(system: np.ndarray, E: np.ndarray, ST: np.ndarray) -> bool:
+    """Whether I - E S_T is invertible beyond rounding: its eigenvalues are 1 - those of
+    E^{1/2} S_T E^{1/2} (in [0, 1]); singular when the largest comes within _SINGULAR of 1."""
+    root = _softmax.sqrtm_psd(E)
+    lam = np.linalg.eigvalsh(root @ ST @ root)
+    return bool(lam.size == 0 or lam[-1] < 1.0 - _SINGULAR)
+
+
+def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[ArrayLike] = None,
+        fit_intercept: bool = False, tol: float = 1e-10, max_iter: int = 100,
+        theta0: Optional[ArrayLike] = None, n_classes: Optional[int] = None,
+        num_threads: Optional[int] = None, progress: Optional[bool] = None) -> FitResult:
+    """Minimise the multinomial F by Newton's method in the subspace where the class rows sum
+    to zero, from ``theta0`` (zeros by default), until
+    ``||grad F|| <= tol * max(1, ||grad F(0)||)``. Each iteration is one Hessian pass over X
+    (m (m + 1) / 2 rank updates), the inverse of the q x q reduced Hessian, and one gradient
+    pass per line-search trial. Returns theta (K, p) with rows summing to zero.
+    """
+    _check_stopping(tol, max_iter)
+    pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads)
+    pb.l2 = _real(l2, "l2")
+    if pb.l2 < 0:
+        raise ValueError(f"l2 must be >= 0, got {pb.l2}")
+    R = (np.zeros((pb.m, pb.p)) if theta0 is None
+         else pb.c.point_to_kernel(_softmax.parameters(theta0, pb.K, pb.p, "theta0")))
+    zero = pb.run(np.zeros((pb.m, pb.p)), hessian=False, progress=progress)
+    target = float(tol) * max(1.0, pb.user_norm(zero["G"]))
+    out = pb.run(R, hessian=True, progress=progress)
+    it, converged, stalled = 0, False, False
+    best = np.inf
+    while True:
+        norm = pb.user_norm(out["G"])
+        if norm <= target:
+            converged = True
+            break
+        if it >= max_iter:
+            break
+        if norm >= best and it > 3 and norm < 1e3 * target:
+            stalled = True
+            break
+        best = min(best, norm)
+        step = -(_inverse(out["H"], pb.threads) @ out["G"].reshape(pb.q)).reshape(pb.m, pb.p)
+        slope = float(np.vdot(out["G"], step))
+        t = 1.0
+        while True:
+            trial = pb.run(R + t * step, hessian=False, progress=progress)
+            if trial["loss"] <= out["loss"] + 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        R = R + t * step
+        it += 1
+        out = pb.run(R, hessian=True, progress=progress)
+    theta = pb.c.point_to_user(R)
+    result = FitResult(theta=theta, grad_norm=pb.user_norm(out["G"]), n_iter=it,
+                       converged=converged, loss=float(out["loss"]), stalled=stalled)
+    if not converged:
+        warnings.warn(f"multinomial fit stopped after {it} iterations with gradient norm "
+                      f"{result.grad_norm:.3g} above the tolerance; with l2 = 0 the classes may "
+                      "be separable (no finite minimiser): add l2 > 0 or raise max_iter.",
+                      ConvergenceWarning, stacklevel=2)
+    return result
