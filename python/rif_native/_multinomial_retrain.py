@@ -84,7 +84,7 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
 
 
 def retrain_sets(att: Any, indices: np.ndarray, offsets: np.ndarray, tol: float,
-                 max_iter: int) -> dict:
+                 max_iter: int, show_progress: bool = False) -> dict:
     """RetrainResult's fields for every set (leading axis: the sets)."""
     pb = att._pb
     s = len(offsets) - 1
@@ -92,7 +92,9 @@ def retrain_sets(att: Any, indices: np.ndarray, offsets: np.ndarray, tol: float,
     effect = np.empty((s, pb.K, pb.p))
     cols = {k: [] for k in ("grad_norm", "tolerance", "n_iter", "converged", "refreshed",
                             "singular")}
-    for j in range(s):
+    from ._progress import progress
+
+    for j in progress(range(s), desc="retraining", total=s, enabled=show_progress and s > 1):
         T = np.unique(indices[offsets[j]:offsets[j + 1]])
         r = _refit(att, T, tol, max_iter)
         effect[j] = pb.c.point_to_user(r["R"] - att._R)

@@ -83,6 +83,19 @@ def _paper_metrics(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A: Attribut
                                   family=cfg.family, fit_intercept=cfg.fit_intercept)
 
 
+def _multiclass_metrics(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> list:
+    """The paper's three metrics for a multinomial model (rif_native.multiclass_metrics), on
+    the same kind of test subset."""
+    from . import multiclass_metrics
+
+    yt = np.asarray(y_test).astype(np.int64)
+    losses = multiclass_metrics.TestLoss(X_test, yt, fit_intercept=cfg.fit_intercept
+                                         ).per_sample(A.theta)
+    sub = _removal.test_subset(losses, min(cfg.test_subset, len(yt)), rng)
+    return multiclass_metrics.paper_metrics(X_test[sub], yt[sub], X, y, attribution=A, l2=cfg.l2,
+                                            fit_intercept=cfg.fit_intercept)
+
+
 def run_experiment(
     X: np.ndarray,
     y: np.ndarray,
@@ -114,7 +127,10 @@ def run_experiment(
     res.runtime.update({k: v for k, v in A.timings.items()})
     log(f"attribution: {A!r}")
 
-    every = _paper_metrics(X, y, X_test, y_test, cfg, rng, A)
+    if cfg.family == "multinomial":
+        every = _multiclass_metrics(X, y, X_test, y_test, cfg, rng, A)
+    else:
+        every = _paper_metrics(X, y, X_test, y_test, cfg, rng, A)
     mets = [m for m in every if m.name in cfg.metrics]
     if not mets:
         raise ValueError(f"metrics must name at least one of {', '.join(PAPER_METRICS)}")

@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-__all__ = ["ClassProbability", "LogitMargin", "SelfLoss", "TestLoss"]
+__all__ = ["ClassProbability", "LogitMargin", "SelfLoss", "TestLoss", "paper_metrics"]
 
 ArrayLike = Any
 _BLOCK = 4096
@@ -120,7 +120,9 @@ class TestLoss(_Metric):
                  sample_weight: Optional[ArrayLike] = None) -> None:
         super().__init__(_design(X_test, fit_intercept, "X_test"))
         y = np.asarray(y_test)
-        if y.shape != (len(self._X),) or not np.issubdtype(y.dtype, np.integer) or \
+        if y.shape != (len(self._X),) or y.dtype == bool or \
+                not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)) \
+                or not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or \
                 (len(y) and y.min() < 0):
             raise ValueError("y_test must hold one integer class index >= 0 per test point")
         self._y = y.astype(np.int64)
@@ -137,6 +139,11 @@ class TestLoss(_Metric):
         picked = np.take_along_axis(Z, np.broadcast_to(y[None, :, None], Z.shape[:2] + (1,)),
                                     axis=2)[..., 0]
         return self._w[rows] * (_logsumexp(Z) - picked)
+
+    def per_sample(self, theta: ArrayLike) -> np.ndarray:
+        """(points,) each test point's weighted loss at theta."""
+        T, _ = self._thetas(theta)
+        return self._per_point((self._X @ T[0].T)[None], slice(0, len(self._X)))[0]
 
     def _dz(self, Z: np.ndarray, rows: slice) -> np.ndarray:
         self._check_classes(Z.shape[-1])
@@ -194,10 +201,21 @@ class SelfLoss(TestLoss):
     name = "self-loss"
 
     def __init__(self, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, fit_intercept: bool = False,
-                 sample_weight: Optional[ArrayLike] = None) -> None:
+                 sample_weight: Optional[ArrayLike] = None, attribution: Any = None) -> None:
         super().__init__(X, y, fit_intercept=fit_intercept, sample_weight=sample_weight)
         self.l2 = float(l2)
         self._d = self._X.shape[1] - int(fit_intercept)
+        self._attribution = attribution
+
+    def linear_effect(self, delta: ArrayLike, theta_hat: ArrayLike) -> Union[float, np.ndarray]:
+        """With an attribution at theta_hat, the second-order term ``0.5 delta^T H delta`` (the
+        gradient vanishes at the optimum, so the first-order term is 0); without, 0 + the
+        gradient term."""
+        if self._attribution is None:
+            return super().linear_effect(delta, theta_hat)
+        D, single = self._thetas(delta)
+        out = self._attribution.quadratic_form(D)
+        return float(out[0]) if single else out
 
     def _extra(self, T: np.ndarray) -> np.ndarray:
         return 0.5 * self.l2 * np.einsum("skp,skp->s", T[..., :self._d], T[..., :self._d])
@@ -206,3 +224,23 @@ class SelfLoss(TestLoss):
         G = np.zeros_like(theta)
         G[:, :self._d] = self.l2 * theta[:, :self._d]
         return G
+
+
+def paper_metrics(X_test_subset: ArrayLike, y_test_subset: ArrayLike, X: ArrayLike, y: ArrayLike,
+                  *, attribution: Any = None, l2: float = 0.0, fit_intercept: bool = False,
+                  sample_weight: Optional[ArrayLike] = None,
+                  target: Optional[int] = None) -> list:
+    """The paper's three metrics for a multinomial model, named as the binary ones:
+    ``test_prediction`` (total probability of the ``target`` class over the test subset; default
+    the subset's most frequent label), ``test_loss`` and ``self_loss``."""
+    yt = np.asarray(y_test_subset).astype(np.int64)
+    if target is None:
+        target = int(np.argmax(np.bincount(yt))) if len(yt) else 0
+    prediction = ClassProbability(X_test_subset, target, fit_intercept=fit_intercept)
+    loss = TestLoss(X_test_subset, yt, fit_intercept=fit_intercept)
+    self_loss = SelfLoss(X, y, l2=l2, fit_intercept=fit_intercept, sample_weight=sample_weight,
+                         attribution=attribution)
+    for metric, name in ((prediction, "test_prediction"), (loss, "test_loss"),
+                         (self_loss, "self_loss")):
+        metric.name = name
+    return [prediction, loss, self_loss]

@@ -39,6 +39,7 @@ triangular product per pair (n p^2 flops each). In all ``m (m + 1) n p^2 + q^3``
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Optional
 
@@ -150,16 +151,21 @@ class MultinomialAttribution:
                         f"a multinomial attribution with n = {pb.n}, K = {pb.K}, p = {pb.p} "
                         f"(H and its inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR, max_memory)
         self._R = pb.c.point_to_kernel(self._theta)
+        t0 = time.perf_counter()
         out = pb.run(self._R, hessian=True, progress=progress)
+        t1 = time.perf_counter()
         self._H = out["H"]
         self._gradient = out["G"]
         self._loss = float(out["loss"])
         self._P = out["P"]
         self._Hinv = _inverse(self._H, pb.threads)
+        t2 = time.perf_counter()
         with _reading(pb.X, progress):
             S = _core.softmax_quadforms(pb.X, self._Hinv, pb.m, pb.fit_intercept, pb.c.centre,
                                         pb.threads)
         self._per_sample(S)
+        self._timings = {"hessian": t1 - t0, "factor": t2 - t1,
+                         "leverage": time.perf_counter() - t2}
 
     # -- the per-sample algebra
     def _per_sample(self, S: np.ndarray) -> None:
@@ -223,6 +229,18 @@ class MultinomialAttribution:
     def gradient_norm(self) -> float:
         """||grad F(theta)|| (Frobenius, in the user's (K, p) parameters)."""
         return self._pb.user_norm(self._gradient)
+
+    @property
+    def timings(self) -> dict:
+        """Seconds of the construction's stages: hessian, factor (the inverse), leverage."""
+        return dict(self._timings)
+
+    def quadratic_form(self, delta: ArrayLike) -> np.ndarray:
+        """0.5 delta^T H delta for each (K, p) delta of (s, K, p) (H at theta, penalty
+        included): the second-order change of F along a removal effect."""
+        D = np.asarray(delta, dtype=np.float64).reshape(-1, self.n_classes, self.n_params)
+        V = self._pb.c.point_to_kernel(D).reshape(len(D), self._pb.q)
+        return 0.5 * np.einsum("sq,sq->s", V @ self._H, V)
 
     @property
     def loss(self) -> float:
@@ -322,7 +340,8 @@ class MultinomialAttribution:
                           SingularRemovalWarning, stacklevel=2)
         return out[0] if single else out
 
-    def retrain(self, sets: Any, *, tol: float = 1e-10, max_iter: int = 100) -> RetrainResult:
+    def retrain(self, sets: Any, *, tol: float = 1e-10, max_iter: int = 100,
+                show_progress: bool = False, batch: int = 16) -> RetrainResult:
         """Refit exactly without each set T: argmin F_{-T} from theta, to
         ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``.
 
@@ -330,13 +349,14 @@ class MultinomialAttribution:
         Woodbury on the held inverse; one cheap pass over X per step, O(n d K)) and switches to
         Newton steps with fresh Hessians when the chord's rate is slower than 1/2. A set that
         takes every sample of some class is not refitted (``singular``: that class's
-        parameters then have no finite minimiser).
+        parameters then have no finite minimiser). ``show_progress`` draws a bar over the sets
+        (``batch`` is accepted for the binary API's sake).
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
         from ._multinomial_retrain import retrain_sets
 
-        fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter))
+        fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter), show_progress)
         empty = np.flatnonzero(fields["singular"])
         if len(empty):
             warnings.warn(f"removing set(s) {_name_some(empty)} takes every sample of a class: "
@@ -415,9 +435,12 @@ class MultinomialAttribution:
         pb = self._pb
         k, m, p = len(T), pb.m, pb.p
         Xr = _softmax.rows(pb.X, T, pb.fit_intercept, pb.c.centre)
-        Hb = self._Hinv.reshape(pb.q, m, p)
-        HW = np.einsum("qap,ip->qia", Hb, Xr).reshape(pb.q, k * m)
-        ST = np.einsum("ip,apJ->iaJ", Xr, HW.reshape(m, p, k * m)).reshape(k * m, k * m)
+        # H^{-1} W: column (i, a) is H^{-1}'s column block a applied to x_i
+        HW = (self._Hinv.reshape(pb.q * m, p) @ Xr.T).reshape(pb.q, m, k)
+        HW = np.ascontiguousarray(HW.transpose(0, 2, 1)).reshape(pb.q, k * m)
+        # S_T = W^T H^{-1} W: row (i, a) is x_i against row block a of H^{-1} W
+        blocks = HW.reshape(m, p, k * m)
+        ST = np.stack([Xr @ blocks[a] for a in range(m)], axis=1).reshape(k * m, k * m)
         A = _softmax.curvature(self._P[T], pb.c.Q) * pb.weight()[T, None, None]
         E = np.zeros((k * m, k * m))
         for j in range(k):

@@ -284,6 +284,57 @@ def _logistic_targets(estimator: Any, y: np.ndarray) -> np.ndarray:
     return (y == classes[1]).astype(np.float64)
 
 
+def _multinomial(estimator: Any, X: np.ndarray, y: np.ndarray, sw: Optional[np.ndarray],
+                 l2: float, fit_intercept: bool, num_threads: Optional[int],
+                 check_stationary: bool, rtol: float) -> Any:
+    """A multinomial LogisticRegression (K >= 3 classes) as a MultinomialAttribution, y mapped
+    to the indices of classes_; theta = [coef_, intercept_] (K, p)."""
+    from .multinomial import MultinomialAttribution
+
+    classes = np.asarray(estimator.classes_)
+    if getattr(estimator, "multi_class", "auto") == "ovr" or \
+            getattr(estimator, "solver", None) == "liblinear":
+        raise ValueError("this LogisticRegression fits one-vs-rest binary models (multi_class="
+                         "'ovr' or solver='liblinear'), not a multinomial model: attribute each "
+                         "binary model on its own, or refit with solver='lbfgs'")
+    known = np.isin(y, classes)
+    if not known.all():
+        raise ValueError(f"y holds label {y[~known][0]!r}, not among the estimator's classes_ "
+                         f"{list(classes)[:10]}: pass the labels it was fitted on")
+    labels = np.searchsorted(classes, y)
+    cw = _class_weights(estimator, y, sw)
+    w = sw if cw is None else (cw if sw is None else sw * cw)
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    if coef.shape != (len(classes), X.shape[1]):
+        raise ValueError(f"LogisticRegression has coef_ of shape {coef.shape}; expected "
+                         f"({len(classes)}, {X.shape[1]}) for a multinomial model on this X")
+    theta = coef
+    if fit_intercept:
+        theta = np.column_stack([coef, np.asarray(estimator.intercept_, dtype=np.float64)])
+    A = MultinomialAttribution(X, labels, theta, l2=l2, sample_weight=w,
+                               fit_intercept=fit_intercept, num_threads=num_threads,
+                               n_classes=len(classes))
+    if check_stationary:
+        # grad F(0) = sum_i w_i (1/K - e_{y_i}) x_i^T
+        K = len(classes)
+        R = np.full((len(y), K), 1.0 / K)
+        R[np.arange(len(y)), labels] -= 1.0
+        if w is not None:
+            R *= w[:, None]
+        Xt = np.hstack([X, np.ones((len(X), 1))]) if fit_intercept else X
+        scale = float(np.linalg.norm(R.T @ Xt))
+        relative = A.gradient_norm / scale if scale > 0 else A.gradient_norm
+        if not relative <= rtol:
+            warnings.warn(
+                f"the LogisticRegression's coefficients are not a stationary point of the "
+                f"multinomial objective (l2={l2:g}, fit_intercept={fit_intercept}): "
+                f"||grad F(theta)|| = {A.gradient_norm:.3g}, {relative:.3g} times ||grad F(0)|| "
+                f"(rtol={rtol:g}). Refit with a lower tol and a higher max_iter, or with "
+                f"rif_native.fit(X, y, family='multinomial', l2={l2:g}, "
+                f"fit_intercept={fit_intercept}).", ConvergenceWarning, stacklevel=3)
+    return A
+
+
 def _theta(estimator: Any, kind: str, d: int, fit_intercept: bool) -> np.ndarray:
     coef = np.asarray(estimator.coef_, dtype=np.float64)
     if coef.ndim == 2 and coef.shape[0] != 1:
@@ -353,7 +404,8 @@ def from_estimator(
     ``theta_{-T} - theta_hat`` in the estimator's own coefficients.
 
     Args:
-        estimator: a fitted LogisticRegression (binary; L2 penalty or none), Ridge,
+        estimator: a fitted LogisticRegression (binary, or multinomial with K >= 3 classes:
+            then a :class:`~rif_native.MultinomialAttribution`; L2 penalty or none), Ridge,
             LinearRegression or PoissonRegressor.
         X: (n, d) the training features, d = ``estimator.n_features_in_``.
         y: (n,) the training targets; for LogisticRegression the original labels, mapped to
@@ -369,7 +421,7 @@ def from_estimator(
     Raises:
         TypeError: unsupported estimator (the message names the supported ones).
         ValueError: penalties or models that cannot be represented (L1, elastic net,
-            multiclass, multi-output, positive=True, liblinear with an intercept), an
+            one-vs-rest multiclass, multi-output, positive=True, liblinear with an intercept), an
             unfitted estimator, or data that does not match it.
     """
     kind = _kind(estimator)
@@ -381,6 +433,9 @@ def from_estimator(
     sw = _weights(sample_weight, n)
     family, l2, fit_intercept = to_l2(estimator, n, sw)
     _check_representable(estimator, kind, fit_intercept)
+    if kind == "LogisticRegression" and len(getattr(estimator, "classes_", ())) > 2:
+        return _multinomial(estimator, Xa, ya, sw, l2, fit_intercept, num_threads,
+                            check_stationary, rtol)
     w = sw
     if kind == "LogisticRegression":
         targets = _logistic_targets(estimator, ya)
