@@ -16,6 +16,26 @@ import numpy as np
 _CHORD_RATE = 0.5
 
 
+def line_search(pb: Any, R: np.ndarray, step: np.ndarray, at: dict,
+                w: Any = None) -> tuple[float, dict]:
+    """Backtracking from R along step (at: the pass at R): the first t = 1, 1/2, ... whose point
+    meets Armijo's condition on F, or, where the predicted decrease t |slope| is within F's
+    rounding, whose gradient is smaller (near the optimum F no longer resolves the steps)."""
+    slope = float(np.vdot(at["G"], step))
+    norm = pb.user_norm(at["G"])
+    noise = 1e-12 * max(1.0, abs(at["loss"]))
+    t = 1.0
+    while True:
+        nxt = pb.run(R + t * step, hessian=False, w=w)
+        if nxt["loss"] <= at["loss"] + 1e-4 * t * slope:
+            return t, nxt
+        if t * abs(slope) <= noise and pb.user_norm(nxt["G"]) < norm:
+            return t, nxt
+        if t < 1e-10:
+            return t, nxt
+        t *= 0.5
+
+
 def _chord_solver(att: Any, T: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """g (m, p) -> (H - sum_{i in T} H_i)^{-1} g at theta_hat."""
     pb = att._pb
@@ -70,13 +90,7 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
         full = pb.run(R, hessian=True, w=w)
         step = -(_inverse(full["H"], pb.threads, "The Hessian without the removed set")
                  @ full["G"].reshape(pb.q)).reshape(pb.m, pb.p)
-        slope = float(np.vdot(full["G"], step))
-        t = 1.0
-        while True:
-            nxt = pb.run(R + t * step, hessian=False, w=w)
-            if nxt["loss"] <= full["loss"] + 1e-4 * t * slope or t < 1e-10:
-                break
-            t *= 0.5
+        t, nxt = line_search(pb, R, step, full, w)
         R = R + t * step
         cur, norm = nxt, pb.user_norm(nxt["G"])
     out.update(R=R, grad_norm=norm, tolerance=target, n_iter=it, converged=norm <= target)

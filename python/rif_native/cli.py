@@ -29,7 +29,7 @@ import rif_native
 from rif_native import _output, _progress, _stats
 from rif_native._markdown import markdown_table
 from rif_native.metrics import TestLoss
-from rif_native.datasets import Dataset, load_dataset, load_sms_spam
+from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spam
 
 __all__ = ["main"]
 
@@ -40,7 +40,7 @@ _METRICS = ("test_prediction", "test_loss", "self_loss")
 # C = 33) keeps the problem in the high-dimensional regime the paper studies (max leverage ~0.8).
 _DEFAULT_L2 = 0.03
 _DEFAULT_MAX_FEATURES = 1500
-_FAMILIES = ("logistic", "squared", "poisson")
+_FAMILIES = ("logistic", "squared", "poisson", "multinomial")
 
 _SIGN_NOTE = (
     "score_i = predicted change of the TOTAL test loss if training sample i is removed "
@@ -209,7 +209,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--max-features", type=_positive_int, metavar="N", default=None,
-        help=f"vocabulary size of the built-in data set (default {_DEFAULT_MAX_FEATURES})",
+        help=f"vocabulary size of the built-in data set (default {_DEFAULT_MAX_FEATURES}); "
+        "with --family multinomial, the random features of the built-in digits (default 128)",
     )
     data.add_argument(
         "--test-fraction", type=_fraction, default=None, metavar="F",
@@ -227,7 +228,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model")
     model.add_argument(
         "--family", choices=_FAMILIES, default="logistic",
-        help="GLM family (default logistic, which needs labels 0/1)",
+        help="GLM family (default logistic, which needs labels 0/1); multinomial: softmax "
+        "regression on class labels 0..K-1 (built-in data: handwritten digits, 10 classes)",
     )
     model.add_argument(
         "--l2", type=_nonnegative_float, default=_DEFAULT_L2, metavar="L2",
@@ -435,6 +437,9 @@ def _check_labels(family: str, y: np.ndarray, what: str) -> None:
             )
     elif family == "poisson" and (y < 0).any():
         raise _UsageError(f"{what}: poisson regression needs labels >= 0")
+    elif family == "multinomial" and (np.any(y < 0) or np.any(y != np.round(y))):
+        raise _UsageError(f"{what}: multinomial regression needs class labels 0, 1, ..., K-1 "
+                          "(integers); recode the labels")
 
 
 def _split(dataset: Dataset, args, family: str):
@@ -453,7 +458,7 @@ def _split(dataset: Dataset, args, family: str):
     perm = np.random.default_rng(args.seed).permutation(n)
     test = np.sort(perm[:n_test])
     train = np.sort(perm[n_test:])
-    if family == "logistic" and np.unique(dataset.y[train]).size < 2:
+    if family in ("logistic", "multinomial") and np.unique(dataset.y[train]).size < 2:
         raise _UsageError(
             f"the training part (seed {args.seed}) has a single class; use more data, another "
             "--seed or a smaller --test-fraction"
@@ -525,7 +530,10 @@ def _prepare(args) -> argparse.Namespace:
         raise _UsageError("--labels needs --data (the features file it belongs to)")
     if args.data is not None and args.max_features is not None:
         raise _UsageError("--max-features applies only to the built-in data set, not to --data")
-    if args.data is None:
+    if args.data is None and args.family == "multinomial":
+        dataset = load_digits(n_features=args.max_features or 128)
+        source = "built-in"
+    elif args.data is None:
         dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
         source = "built-in"
     else:
@@ -662,14 +670,13 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
         if on_disk:
             # the test rows block by block: their losses, their gradient and predictions
             test = _test_pass(X_test, y_test, theta, family, data, progress)
-            loss_test, direction, z_test = test.loss, test.gradient, test.z
-            z_train = None
+            loss_test, direction, correct_test = test.loss, test.gradient, test.correct
+            correct_train = None
         else:
-            z_train = X_train @ theta[:d] + theta[d]
-            z_test = X_test @ theta[:d] + theta[d]
-            test_loss = TestLoss(X_test, y_test, fit_intercept=True, family=family)
-            loss_train = TestLoss(X_train, y_train, fit_intercept=True,
-                                  family=family).per_sample(theta)
+            correct_train = _correct(X_train, y_train, theta, family)
+            correct_test = _correct(X_test, y_test, theta, family)
+            test_loss = _test_loss(X_test, y_test, family)
+            loss_train = _test_loss(X_train, y_train, family).per_sample(theta)
             loss_test = test_loss.per_sample(theta)
             # gradient of the total test loss with respect to theta = (coefficients, intercept)
             direction = test_loss.gradient(theta)
@@ -692,10 +699,14 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
             # no further pass over the training rows: F(theta) less the penalty is their total
             # loss, and for the unweighted logistic loss r_i = sigmoid(z_i) - y_i, so z_i > 0
             # exactly where r_i + y_i > 1/2
-            train_loss_mean = (fit.loss - 0.5 * args.l2 * float(theta[:d] @ theta[:d])) \
+            coef = theta[..., :d]
+            train_loss_mean = (fit.loss - 0.5 * args.l2 * float(np.sum(coef * coef))) \
                 / y_train.size
             if family == "logistic":
-                z_train = np.asarray(attribution.residuals) + y_train - 0.5
+                correct_train = ((np.asarray(attribution.residuals) + y_train - 0.5 > 0)
+                                 == (y_train == 1))
+            elif family == "multinomial":
+                correct_train = attribution.probabilities.argmax(axis=1) == y_train
         else:
             train_loss_mean = float(loss_train.mean())
     caught_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
@@ -707,13 +718,32 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
         "test_loss_mean": _json_float(loss_test.mean()),
         "test_loss_total": _json_float(loss_test.sum()),
     }
-    if family == "logistic":
-        metrics["train_accuracy"] = float(np.mean((z_train > 0) == (y_train == 1)))
-        metrics["test_accuracy"] = float(np.mean((z_test > 0) == (y_test == 1)))
+    if correct_train is not None:
+        metrics["train_accuracy"] = float(np.mean(correct_train))
+        metrics["test_accuracy"] = float(np.mean(correct_test))
     return argparse.Namespace(
         fit=fit, train_loss_mean=train_loss_mean, loss_test=loss_test, metrics=metrics,
         scores_rif=scores_rif, scores_if=scores_if, leverage=leverage, singular=singular,
         timings=timings, warnings=caught_warnings)
+
+
+def _test_loss(X, y: np.ndarray, family: str):
+    """The total loss over the rows (X, y) as a metric (per_sample, gradient) at theta."""
+    if family == "multinomial":
+        from .multiclass_metrics import TestLoss as ClassLoss
+
+        return ClassLoss(X, y, fit_intercept=True)
+    return TestLoss(X, y, fit_intercept=True, family=family)
+
+
+def _correct(X, y: np.ndarray, theta: np.ndarray, family: str) -> Optional[np.ndarray]:
+    """Whether each row's predicted class is its label (classification families), else None."""
+    d = X.shape[1]
+    if family == "logistic":
+        return ((X @ theta[:d] + theta[d]) > 0) == (y == 1)
+    if family == "multinomial":
+        return (X @ theta[:, :d].T + theta[:, d]).argmax(axis=1) == y
+    return None
 
 
 @contextlib.contextmanager
@@ -738,8 +768,8 @@ def _test_pass(X_test, y_test: np.ndarray, theta: np.ndarray, family: str, data,
     d = X_test.shape[1]
     first = int(data.test[0])
     loss = np.empty(y_test.size)
-    z = np.empty(y_test.size)
-    gradient = np.zeros(d + 1)
+    correct = np.empty(y_test.size, dtype=bool)
+    gradient = np.zeros(theta.shape)
     block = max(1, READ_BYTES // (d * X_test.dtype.itemsize))
     total = -(-y_test.size // block)
     for begin, rows in _progress.progress(X_test.blocks(block), desc=f"reading {X_test.name}",
@@ -750,11 +780,14 @@ def _test_pass(X_test, y_test: np.ndarray, theta: np.ndarray, family: str, data,
             r, c = np.argwhere(bad)[0]
             raise _UsageError(f"{data.source}: X contains NaN or infinity (first at row "
                               f"{first + begin + r}, column {c})")
-        part = TestLoss(rows, y_test[begin:end], fit_intercept=True, family=family)
+        part = _test_loss(rows, y_test[begin:end], family)
         loss[begin:end] = part.per_sample(theta)
         gradient += part.gradient(theta)
-        z[begin:end] = rows @ theta[:d] + theta[d]
-    return argparse.Namespace(loss=loss, gradient=gradient, z=z)
+        right = _correct(rows, y_test[begin:end], theta, family)
+        if right is not None:
+            correct[begin:end] = right
+    return argparse.Namespace(loss=loss, gradient=gradient,
+                              correct=correct if family in ("logistic", "multinomial") else None)
 
 
 def _say_fit(res, args, say) -> None:
@@ -765,7 +798,7 @@ def _say_fit(res, args, say) -> None:
         f"fit        {args.family}, l2 = {args.l2:g}, intercept: {fit.n_iter} iterations, "
         f"{status}, ||grad F|| = {fit.grad_norm:.2e}"
     )
-    if args.family == "logistic":
+    if "train_accuracy" in metrics:
         say(
             f"accuracy   train {metrics['train_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}"
             f"   (mean test loss {res.loss_test.mean():.4f})"

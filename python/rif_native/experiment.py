@@ -96,6 +96,13 @@ def _multiclass_metrics(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> 
                                             fit_intercept=cfg.fit_intercept)
 
 
+def _metrics_for(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> list:
+    """The paper's three metrics for the configured family."""
+    if cfg.family == "multinomial":
+        return _multiclass_metrics(X, y, X_test, y_test, cfg, rng, A)
+    return _paper_metrics(X, y, X_test, y_test, cfg, rng, A)
+
+
 def run_experiment(
     X: np.ndarray,
     y: np.ndarray,
@@ -127,10 +134,7 @@ def run_experiment(
     res.runtime.update({k: v for k, v in A.timings.items()})
     log(f"attribution: {A!r}")
 
-    if cfg.family == "multinomial":
-        every = _multiclass_metrics(X, y, X_test, y_test, cfg, rng, A)
-    else:
-        every = _paper_metrics(X, y, X_test, y_test, cfg, rng, A)
+    every = _metrics_for(X, y, X_test, y_test, cfg, rng, A)
     mets = [m for m in every if m.name in cfg.metrics]
     if not mets:
         raise ValueError(f"metrics must name at least one of {', '.join(PAPER_METRICS)}")
@@ -395,7 +399,7 @@ def run_search(
     kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
     theta = fit(X, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw).theta
     A = Attribution(X, y, theta, num_threads=cfg.num_threads, backend=cfg.backend, **kw)
-    (m,) = [q for q in _paper_metrics(X, y, X_test, y_test, cfg, rng, A) if q.name == metric]
+    (m,) = [q for q in _metrics_for(X, y, X_test, y_test, cfg, rng, A) if q.name == metric]
     grad = m.gradient(theta)
     scores = {meth: A.scores(grad, method=meth) for meth in ("if", "rif")}
     chosen = {(meth, k): _removal.top_by_score(scores[meth], k, sign=sign)

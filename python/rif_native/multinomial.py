@@ -512,6 +512,8 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
     (m (m + 1) / 2 rank updates), the inverse of the q x q reduced Hessian, and one gradient
     pass per line-search trial. Returns theta (K, p) with rows summing to zero.
     """
+    from ._multinomial_retrain import line_search
+
     _check_stopping(tol, max_iter)
     pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads)
     pb.l2 = _real(l2, "l2")
@@ -536,13 +538,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
             break
         best = min(best, norm)
         step = -(_inverse(out["H"], pb.threads) @ out["G"].reshape(pb.q)).reshape(pb.m, pb.p)
-        slope = float(np.vdot(out["G"], step))
-        t = 1.0
-        while True:
-            trial = pb.run(R + t * step, hessian=False, progress=progress)
-            if trial["loss"] <= out["loss"] + 1e-4 * t * slope or t < 1e-10:
-                break
-            t *= 0.5
+        t, _ = line_search(pb, R, step, out)
         R = R + t * step
         it += 1
         out = pb.run(R, hessian=True, progress=progress)
