@@ -257,11 +257,24 @@ def test_l1_fitted_estimator_rejected(rng):
         from_estimator(est, X, y)
 
 
-def test_multiclass_rejected(rng):
+def test_multiclass_is_multinomial(rng):
+    """A multinomial LogisticRegression on 3 classes becomes a MultinomialAttribution whose
+    probabilities are the estimator's; labels are mapped through classes_."""
+    X = rng.standard_normal((90, 3))
+    labels = np.array(["a", "b", "c"])[np.repeat([0, 1, 2], 30)]
+    est = LogisticRegression(C=2.0, tol=1e-12, max_iter=10000).fit(X, labels)
+    A = from_estimator(est, X, labels)
+    assert isinstance(A, rn.MultinomialAttribution)
+    assert A.n_classes == 3 and A.l2 == 0.5
+    np.testing.assert_allclose(A.probabilities, est.predict_proba(X), rtol=0, atol=1e-12)
+
+
+def test_one_vs_rest_rejected(rng):
     X = rng.standard_normal((90, 3))
     y = np.repeat([0, 1, 2], 30)
     est = LogisticRegression(max_iter=1000).fit(X, y)
-    with pytest.raises(ValueError, match=r"3 classes.*binary logistic regression only"):
+    est.multi_class = "ovr"  # what older scikit-learn versions fit on request
+    with pytest.raises(ValueError, match=r"one-vs-rest"):
         from_estimator(est, X, y)
 
 
