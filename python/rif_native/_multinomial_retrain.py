@@ -13,7 +13,39 @@ from typing import Any, Callable
 
 import numpy as np
 
-_CHORD_RATE = 0.5
+_CHORD_RATE = 0.7  # a chord step that shrinks the gradient less than this is a stall
+_STALLS = 3  # consecutive stalls before the set switches to Newton steps
+_DEPTH = 5  # Anderson's history
+
+
+class _Anderson:
+    """Anderson acceleration of the chord iteration x <- x + f(x) (type II, last _DEPTH
+    steps): the next point is x + f - (dX + dF) gamma with gamma the least-squares fit of f by
+    the recent differences of f."""
+
+    def __init__(self) -> None:
+        self.x: list = []
+        self.f: list = []
+
+    @property
+    def size(self) -> int:
+        return max(len(self.x) - 1, 0)
+
+    def clear(self) -> None:
+        self.x, self.f = [], []
+
+    def next(self, x: np.ndarray, f: np.ndarray) -> np.ndarray:
+        self.x.append(x.reshape(-1).copy())
+        self.f.append(f.reshape(-1).copy())
+        if len(self.x) > _DEPTH + 1:
+            self.x.pop(0)
+            self.f.pop(0)
+        if len(self.x) < 2:
+            return x + f
+        dX = np.diff(np.array(self.x), axis=0).T
+        dF = np.diff(np.array(self.f), axis=0).T
+        gamma, *_ = np.linalg.lstsq(dF, f.reshape(-1), rcond=None)
+        return (x.reshape(-1) + f.reshape(-1) - (dX + dF) @ gamma).reshape(x.shape)
 
 
 def line_search(pb: Any, R: np.ndarray, step: np.ndarray, at: dict,
@@ -75,18 +107,26 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
     solve = _chord_solver(att, T) if len(T) else None
     it = 0
     newton = False
+    history = _Anderson()
+    stalls = 0
     while norm > target and it < max_iter:
         it += 1
         if not newton:
-            R_new = R - solve(cur["G"])
+            f = -solve(cur["G"])  # the chord step: residual of the fixed-point map
+            R_new = history.next(R, f)
             nxt = pb.run(R_new, hessian=False, w=w)
             new_norm = pb.user_norm(nxt["G"])
-            if new_norm <= _CHORD_RATE * norm:
-                R, cur, norm = R_new, nxt, new_norm
-                continue
-            newton = out["refreshed"] = True
+            if new_norm > norm and history.size:  # the extrapolation overshot: plain step
+                history.clear()
+                R_new = R + f
+                nxt = pb.run(R_new, hessian=False, w=w)
+                new_norm = pb.user_norm(nxt["G"])
+            stalls = stalls + 1 if new_norm > _CHORD_RATE * norm else 0
             if new_norm < norm:
                 R, cur, norm = R_new, nxt, new_norm
+            if stalls < _STALLS:
+                continue
+            newton = out["refreshed"] = True
         full = pb.run(R, hessian=True, w=w)
         step = -(_inverse(full["H"], pb.threads, "The Hessian without the removed set")
                  @ full["G"].reshape(pb.q)).reshape(pb.m, pb.p)
