@@ -227,7 +227,10 @@ class MultinomialAttribution:
 
     @property
     def gradient_norm(self) -> float:
-        """||grad F(theta)|| (Frobenius, in the user's (K, p) parameters)."""
+        """||grad F|| (Frobenius, in the user's (K, p) parameters) at theta's projection on the
+        subspace where the class rows sum to zero: the point every estimate is computed at,
+        with theta's predictions. (With l2 > 0, a theta whose coefficient rows do not sum to
+        zero is not itself a minimiser of F; its projection may be.)"""
         return self._pb.user_norm(self._gradient)
 
     @property
