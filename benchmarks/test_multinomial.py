@@ -79,8 +79,8 @@ def numpy_obvious(problem, l2=1.0, batch=256):
         V = np.zeros((k, K, K * p))  # V_i = I_K kron x_i, one column per class
         for c in range(K):
             V[:, c, c * p:(c + 1) * p] = x
-        HV = np.einsum("qr,ikr->ikq", Hp, V)
-        S = np.einsum("ikq,ilq->ikl", V, HV)
+        HV = (V.reshape(k * K, K * p) @ Hp).reshape(k, K, K * p)  # H^+ V_i (Hp symmetric)
+        S = V @ np.swapaxes(HV, 1, 2)
         c = np.linalg.solve(np.eye(K) - A[b:b + k] @ S, R[b:b + k, :, None])[..., 0]
         out[b:b + k] = np.einsum("ikq,q,ik->i", V, v, c)
     return out
