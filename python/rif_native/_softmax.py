@@ -160,8 +160,13 @@ def linear(X: Any, B: np.ndarray, fit_intercept: bool) -> np.ndarray:
     if isinstance(X, sources.Source):
         return sources.matvec(X, B.T, fit_intercept)
     d = X.shape[1]
-    Z = X @ B[:, :d].T.astype(X.dtype, copy=False)
-    Z = np.asarray(Z, dtype=np.float64)
+    coef = np.ascontiguousarray(B[:, :d].T, dtype=np.float64)
+    if X.dtype == np.float64:
+        Z = X @ coef
+    else:  # float32 rows converted block by block: the products in float64, as the kernel's
+        Z = np.empty((X.shape[0], B.shape[0]))
+        for b in range(0, X.shape[0], 16384):
+            Z[b:b + 16384] = X[b:b + 16384].astype(np.float64) @ coef
     if fit_intercept:
         Z += B[:, d]
     return Z

@@ -62,7 +62,11 @@ class _Problem:
     """The data, in the kernel's coordinates, and one pass over them."""
 
     def __init__(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike],
-                 fit_intercept: bool, n_classes: Optional[int], num_threads: Optional[int]):
+                 fit_intercept: bool, n_classes: Optional[int], num_threads: Optional[int],
+                 l2: Any):
+        self.l2 = _real(l2, "l2")
+        if self.l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {self.l2}")
         self.fit_intercept = bool(fit_intercept)
         self.X = _as_design(X, self.fit_intercept)
         self.n, self.d = self.X.shape
@@ -94,8 +98,6 @@ class _Problem:
     def user_norm(self, G: np.ndarray) -> float:
         """||grad F|| in the user's (K, p) parameters of a reduced gradient (m, p)."""
         return float(np.linalg.norm(self.c.dual_to_user(G)))
-
-    l2 = 0.0
 
 
 def _inverse(H: np.ndarray, threads: int, what: str = _HESSIAN) -> np.ndarray:
@@ -138,10 +140,7 @@ class MultinomialAttribution:
         if backend not in (None, "cpu", "auto"):
             raise ValueError(f"the multinomial family runs on the CPU; backend={backend!r} is "
                              "not available for it")
-        pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads)
-        pb.l2 = _real(l2, "l2")
-        if pb.l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {pb.l2}")
+        pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
         self._pb, self._progress = pb, progress
         self.n, self.n_features, self.n_params, self.n_classes = pb.n, pb.d, pb.p, pb.K
         self.l2, self.fit_intercept = pb.l2, pb.fit_intercept
@@ -518,10 +517,10 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
     from ._multinomial_retrain import line_search
 
     _check_stopping(tol, max_iter)
-    pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads)
-    pb.l2 = _real(l2, "l2")
-    if pb.l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {pb.l2}")
+    pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
+    _memory.require(8 * (2 * pb.q * pb.q + pb.n * (2 * pb.K + pb.m)),
+                    f"fitting a multinomial model with n = {pb.n}, K = {pb.K}, p = {pb.p} "
+                    f"(its Hessian and inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR)
     R = (np.zeros((pb.m, pb.p)) if theta0 is None
          else pb.c.point_to_kernel(_softmax.parameters(theta0, pb.K, pb.p, "theta0")))
     zero = pb.run(np.zeros((pb.m, pb.p)), hessian=False, progress=progress)
