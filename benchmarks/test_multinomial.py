@@ -142,3 +142,56 @@ def test_cifar_peak_memory(benchmark):
     benchmark.extra_info["peak_growth_bytes"] = grown
     benchmark.extra_info["q_by_q_doubles"] = grown / (8.0 * q * q)
     benchmark.extra_info["X_bytes"] = 8 * n * d
+
+
+def _leverage_inputs(n, d, K):
+    X, y, theta, _ = softmax_problem(n, d, K)
+    A = rn.MultinomialAttribution(X, y, theta, l2=1.0, fit_intercept=True)
+    return X, A._Hinv, K - 1, A._pb.c.centre
+
+
+def quadforms_triangular(X, Hinv, m, centre):
+    """rif-native's leverage pass: one triangular product per class pair (n p^2 flops each)."""
+    from rif_native import _core
+
+    return _core.softmax_quadforms(X, Hinv, m, True, centre, 0)
+
+
+def quadforms_gemm(X, Hinv, m, centre, block=4096):
+    """The alternative: products with whole block rows of H^{-1}, x_i^T (H^{-1})_{k,l>=k} for
+    each k (about m (m + 1) n p^2 flops, twice the triangular products', but as GEMMs)."""
+    n, d = X.shape
+    p = d + 1
+    k_idx, l_idx = np.triu_indices(m)
+    out = np.empty((n, len(k_idx)))
+    for b in range(0, n, block):
+        Xt = np.hstack([X[b:b + block] - centre, np.ones((min(block, n - b), 1))])
+        col = 0
+        for k in range(m):
+            W = Xt @ Hinv[k * p:(k + 1) * p, k * p:]  # (rows, (m - k) p)
+            W = W.reshape(len(Xt), m - k, p)
+            out[b:b + block, col:col + m - k] = np.einsum("ilp,ip->il", W, Xt)
+            col += m - k
+    return out
+
+
+LEVERAGE = {"triangular (rif-native)": quadforms_triangular, "gemm blocks": quadforms_gemm}
+
+
+@pytest.mark.parametrize("how", list(LEVERAGE))
+def test_leverage_pass_choices(benchmark, how, gemm_peak):
+    """The leverage pass alone at n = 20,000, d = 512, K = 10: triangular products of the
+    pair factors (m (m + 1) / 2 n p^2 flops) against GEMMs with H^{-1}'s block rows
+    (m (m + 1) n p^2), equal results checked first."""
+    n, d, K = 20_000, 512, 10
+    X, Hinv, m, centre = _leverage_inputs(n, d, K)
+    ref = quadforms_triangular(X, Hinv, m, centre)
+    got = LEVERAGE[how](X, Hinv, m, centre)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    benchmark.group = "multinomial leverage pass n=20000 d=512 K=10"
+    p = d + 1
+    pairs = m * (m + 1) // 2
+    benchmark.extra_info["flops"] = (pairs if how.startswith("tri") else 2 * pairs) * n * p * p
+    benchmark.extra_info["floor_s"] = benchmark.extra_info["flops"] / gemm_peak
+    benchmark.pedantic(LEVERAGE[how], args=(X, Hinv, m, centre), rounds=2, iterations=1,
+                       warmup_rounds=0)

@@ -270,18 +270,21 @@ def _logistic_targets(estimator: Any, y: np.ndarray) -> np.ndarray:
     classes = np.asarray(estimator.classes_)
     if classes.shape[0] != 2:
         raise ValueError(f"LogisticRegression was fitted on {classes.shape[0]} classes "
-                         f"({list(classes)[:10]}); rif_native handles binary logistic "
-                         "regression only (classes_[1] as 1). Fit one-vs-rest binary models, "
-                         "or a binary model on the two classes of interest.")
+                         f"({list(classes)[:10]}); a binary model needs two classes "
+                         "(classes_[1] as 1), a multinomial one three or more.")
     if getattr(estimator, "multi_class", None) == "multinomial":
         raise ValueError("LogisticRegression(multi_class='multinomial') on two classes uses a "
                          "symmetric softmax parameterisation, not binary logistic regression; "
                          "refit with the default multi_class")
+    _check_known(y, classes)
+    return (y == classes[1]).astype(np.float64)
+
+
+def _check_known(y: np.ndarray, classes: np.ndarray) -> None:
     known = np.isin(y, classes)
     if not known.all():
         raise ValueError(f"y holds label {y[~known][0]!r}, not among the estimator's classes_ "
-                         f"{list(classes)}: pass the labels it was fitted on")
-    return (y == classes[1]).astype(np.float64)
+                         f"{list(classes)[:10]}: pass the labels it was fitted on")
 
 
 def _multinomial(estimator: Any, X: np.ndarray, y: np.ndarray, sw: Optional[np.ndarray],
@@ -297,10 +300,7 @@ def _multinomial(estimator: Any, X: np.ndarray, y: np.ndarray, sw: Optional[np.n
         raise ValueError("this LogisticRegression fits one-vs-rest binary models (multi_class="
                          "'ovr' or solver='liblinear'), not a multinomial model: attribute each "
                          "binary model on its own, or refit with solver='lbfgs'")
-    known = np.isin(y, classes)
-    if not known.all():
-        raise ValueError(f"y holds label {y[~known][0]!r}, not among the estimator's classes_ "
-                         f"{list(classes)[:10]}: pass the labels it was fitted on")
+    _check_known(y, classes)
     labels = np.searchsorted(classes, y)
     cw = _class_weights(estimator, y, sw)
     w = sw if cw is None else (cw if sw is None else sw * cw)
