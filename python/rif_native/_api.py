@@ -617,6 +617,15 @@ class Attribution:
         """
         return self._rows(indices, rescaled=True, out=out)
 
+    def diagnostics(self, names: Optional[Sequence[str]] = None,
+                    direction: Optional[ArrayLike] = None) -> Any:
+        """Per-sample regression diagnostics with statsmodels' ``summary_frame()`` columns
+        (``dfb_<name>``, ``cooks_d``, ``standard_resid``, ``hat_diag``, ``dffits_internal``) and
+        ``rif_norm`` (plus ``rif_score`` for a direction): see :mod:`rif_native.diagnostics`."""
+        from .diagnostics import diagnostics
+
+        return diagnostics(self, names=names, direction=direction)
+
     def scores(self, direction: ArrayLike, method: str = "rif") -> np.ndarray:
         """<direction, estimate_i> for every sample i: the linear removal effect on a metric.
 
