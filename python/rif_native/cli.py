@@ -34,7 +34,7 @@ from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spa
 __all__ = ["main"]
 
 _PROG = "rif"
-_COMMANDS = ("attribute", "experiment", "poisoning", "sweep", "search", "benchmark")
+_COMMANDS = ("attribute", "experiment", "poisoning", "sweep", "search", "audit", "benchmark")
 _METRICS = ("test_prediction", "test_loss", "self_loss")
 # With 1500 bag-of-words features for about 4100 training messages, l2 = 0.03 (scikit-learn
 # C = 33) keeps the problem in the high-dimensional regime the paper studies (max leverage ~0.8).
@@ -337,6 +337,10 @@ def _add_experiment_parsers(sub) -> None:
     sea.add_argument("--decrease", action="store_true",
                      help="look for removals that decrease the metric (default: increase)")
     _add_output_args(sea, "rif-output/search")
+
+    from ._cli_audit import add_parser as _add_audit
+
+    _add_audit(sub)
 
     from .benchmark import SHAPES
 
@@ -977,6 +981,7 @@ _OUTPUT_FILES = {
                   "summary.json"),
     "sweep": ("sweep.csv", "sweep.json", "figure2.png", "figure2.pdf"),
     "search": ("search.csv", "search.json"),
+    "audit": ("audit.json", "audit.csv", "audit.png", "report.md"),
     "benchmark": ("table2.json", "table2.md"),
 }
 
@@ -1103,8 +1108,14 @@ def _benchmark(args, outputs: _output.Outputs) -> int:
     return 0
 
 
+def _audit(args, outputs: _output.Outputs) -> int:
+    from ._cli_audit import run
+
+    return run(args, outputs)
+
+
 _HANDLERS = {"attribute": _attribute, "experiment": _experiment, "poisoning": _poisoning,
-             "sweep": _sweep, "search": _search, "benchmark": _benchmark}
+             "sweep": _sweep, "search": _search, "benchmark": _benchmark, "audit": _audit}
 
 
 def _check_backend(backend: Optional[str]) -> None:

@@ -1,0 +1,155 @@
+"""rif_native.audit: every reported change is checked against an independent exact refit (a
+float64 Newton solver written here), and so is the claim that the set is the shortest flipping
+prefix of the search's order; targets that cannot be flipped, targets already flipped, bad
+input; the rif audit command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+from rif_native import audit as au
+from rif_native.cli import main
+
+
+def _design(X):
+    return np.column_stack([X, np.ones(len(X))])
+
+
+def _refit(X, y, w, l2=0.0):
+    """argmin sum_i w_i logloss + l2/2 ||beta||^2 (intercept unpenalised), to ||g|| < 1e-12."""
+    Z = _design(X)
+    pen = np.r_[np.full(X.shape[1], l2), 0.0]
+    theta = np.zeros(Z.shape[1])
+    for _ in range(200):
+        s = 1 / (1 + np.exp(-(Z @ theta)))
+        g = Z.T @ (w * (s - y)) + pen * theta
+        if np.linalg.norm(g) < 1e-12:
+            break
+        H = (Z * (w * s * (1 - s))[:, None]).T @ Z + np.diag(pen)
+        theta -= np.linalg.solve(H, g)
+    return theta
+
+
+def _z(X, y, w, theta, j, l2=0.0):
+    Z = _design(X)
+    s = 1 / (1 + np.exp(-(Z @ theta)))
+    H = (Z * (w * s * (1 - s))[:, None]).T @ Z + np.diag(np.r_[np.full(X.shape[1], l2), 0.0])
+    return theta[j] / np.sqrt(np.linalg.inv(H)[j, j])
+
+
+def _data(rng, n=400, d=30):
+    X = rng.standard_normal((n, d))
+    beta = rng.standard_normal(d) * 0.4
+    beta[0] = 0.35  # a modest effect: flippable by a few percent of the samples
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ beta)))).astype(np.float64)
+    return X, y
+
+
+def _without(w, removed):
+    w = w.copy()
+    w[list(removed)] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sign_flip_is_verified_and_shortest(rng, weighted):
+    X, y = _data(rng)
+    w = rng.integers(1, 3, size=len(y)).astype(float) if weighted else np.ones(len(y))
+    theta = _refit(X, y, w)
+    A = rn.Attribution(X, y, theta, sample_weight=w if weighted else None, fit_intercept=True)
+    results = au.audit(A, au.coefficient(A, 0), max_fraction=0.2)
+    assert set(results) == {"rif", "if"}
+    for m, r in results.items():
+        assert r.flipped, m
+        s = np.sign(theta[0])
+        ref = _refit(X, y, _without(w, r.removed))
+        assert s * ref[0] <= 0, f"{m}: the reported set does not flip the sign"
+        assert abs(r.value_after - s * ref[0]) <= 1e-8 * abs(theta[0])
+        shorter = _refit(X, y, _without(w, r.removed[:-1]))
+        assert s * shorter[0] > 0, f"{m}: a shorter prefix flips too"
+        assert r.size == len(r.removed) and r.fraction == r.size / len(y)
+        assert np.isclose(r.weight_fraction, w[r.removed].sum() / w.sum())
+        for q in r.rounds:  # every actual value in the trail is a refit's
+            assert q["converged"]
+
+
+def test_significance_recomputes_the_standard_error(rng):
+    X, y = _data(rng)
+    w = np.ones(len(y))
+    theta = _refit(X, y, w)
+    A = rn.Attribution(X, y, theta, fit_intercept=True)
+    z0 = abs(_z(X, y, w, theta, 0))
+    threshold = 0.6 * z0  # |z| must fall by 40%
+    r = au.audit(A, au.significance(A, 0, threshold=threshold), max_fraction=0.2)["rif"]
+    assert r.flipped
+    assert abs(r.value_before - (z0 - threshold)) <= 1e-8 * z0
+    ref = _refit(X, y, _without(w, r.removed))
+    z1 = abs(_z(X, y, _without(w, r.removed), ref, 0))
+    assert z1 <= threshold and abs(r.value_after - (z1 - threshold)) <= 1e-7 * z0
+
+
+def test_prediction_target(rng):
+    X, y = _data(rng)
+    theta = _refit(X, y, np.ones(len(y)))
+    A = rn.Attribution(X, y, theta, fit_intercept=True)
+    x = rng.standard_normal(X.shape[1]) * 0.2  # a point near the boundary
+    r = au.audit(A, au.prediction(A, x), max_fraction=0.2)["rif"]
+    assert r.flipped
+    ref = _refit(X, y, _without(np.ones(len(y)), r.removed))
+    before, after = np.r_[x, 1] @ theta, np.r_[x, 1] @ ref
+    assert np.sign(after) != np.sign(before)
+
+
+def test_unflippable_target_is_reported(rng):
+    """A coefficient with |z| far above its threshold cannot flip by dropping 2 samples."""
+    X, y = _data(rng)
+    X[:, 1] *= 1.0
+    y = (X[:, 1] + 0.3 * rng.standard_normal(len(y)) > 0).astype(float)
+    theta = _refit(X, y, np.ones(len(y)), l2=1.0)
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    results = au.audit(A, au.coefficient(A, 1), max_fraction=2 / len(y))
+    for r in results.values():
+        assert not r.flipped and r.removed == [] and r.max_removed == 2
+    assert "no set of up to 2 samples" in au.report(results)
+
+
+def test_bad_input(rng):
+    X, y = _data(rng, n=120, d=4)
+    A = rn.Attribution(X, y, _refit(X, y, np.ones(len(y))), fit_intercept=True)
+    with pytest.raises(ValueError, match="unknown coefficient"):
+        au.coefficient(A, "nosuch", names=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="out of range"):
+        au.coefficient(A, 9)
+    with pytest.raises(ValueError, match="threshold"):
+        au.significance(A, 0, threshold=-1.0)
+    with pytest.raises(ValueError, match="margin"):
+        au.coefficient(A, 0, margin=-0.1)
+    with pytest.raises(ValueError, match="max_fraction"):
+        au.audit(A, au.coefficient(A, 0), max_fraction=0.0)
+    z0 = abs(_z(X, y, np.ones(len(y)), A.theta, 0))
+    with pytest.raises(ValueError, match="already"):  # a target already at its threshold
+        au.audit(A, au.significance(A, 0, threshold=z0 + 1.0))
+
+
+def test_rif_audit_command(capsys, tmp_path, rng):
+    X, y = _data(rng, n=300, d=10)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    out = tmp_path / "audit"
+    code = main(["audit", "--data", str(path), "--coef", "x1", "--l2", "0", "--out", str(out),
+                 "--quiet", "--max-fraction", "0.3"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    payload = json.loads((out / "audit.json").read_text())
+    assert set(payload) == {"rif", "if"}
+    for name in ("audit.csv", "audit.png", "report.md"):
+        assert (out / name).stat().st_size > 0
+    assert "flips 'sign of x1'" in text or "no set of up to" in text
+    code = main(["audit", "--data", str(path), "--coef", "nosuch", "--out",
+                 str(tmp_path / "bad")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "unknown coefficient" in err
