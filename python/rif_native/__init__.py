@@ -50,6 +50,7 @@ from . import sources
 from .sources import SourceReadError
 from . import multiclass_metrics, multinomial
 from .multinomial import MultinomialAttribution
+from .trust import TrustWarning
 
 __version__: str = _core.build_info()["version"]
 
@@ -63,6 +64,7 @@ __all__ = [
     "SingularRemovalWarning",
     "SourceReadError",
     "TopSamples",
+    "TrustWarning",
     "__version__",
     "build_info",
     "cuda_available",

@@ -617,6 +617,15 @@ class Attribution:
         """
         return self._rows(indices, rescaled=True, out=out)
 
+    def trust(self, sets: Optional[SetsLike] = None, *, warn: bool = True) -> dict:
+        """How far to trust RIF here: n/p, leverage quantiles, the count above 0.5, the largest
+        |RIF_i - IF_i| / |IF_i|, and with ``sets`` each set's additivity gap (sum of RIF against
+        the Newton step), a TrustWarning naming the sets above 20%: see
+        :mod:`rif_native.trust`."""
+        from .trust import trust
+
+        return trust(self, sets, warn=warn)
+
     def diagnostics(self, names: Optional[Sequence[str]] = None,
                     direction: Optional[ArrayLike] = None) -> Any:
         """Per-sample regression diagnostics with statsmodels' ``summary_frame()`` columns
@@ -767,7 +776,9 @@ class Attribution:
     def __repr__(self) -> str:
         return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, backend={self.backend!r}, "
-                f"max_leverage={float(self._leverage.max()):.4g})")
+                f"max_leverage={float(self._leverage.max()):.4g}, "
+                f"n/p={self.n / self.n_params:.3g}, "
+                f"leverage>0.5: {int(np.count_nonzero(self._leverage > 0.5))})")
 
     # -- helpers
     def _reading(self) -> Any:

@@ -72,7 +72,7 @@ def run(args, outputs) -> int:
         raise _UsageError(str(exc)) from None
     say(f"data       {data.dataset.name}: train {y.size}, d = {X.shape[1]}; fit "
         f"{fitted.n_iter} iterations, ||grad F|| = {fitted.grad_norm:.2e}")
-    text = au.report(results)
+    text = au.report(results, A)
     from ._output import write_text
 
     au.write(results, str(out / "audit.json"))

@@ -320,9 +320,13 @@ def audit(A: Attribution, target: Target, *, max_fraction: float = 0.05,
     return {m: auditor.run(m) for m in methods}
 
 
-def report(results: dict) -> str:
-    """A short Markdown report of audit() results."""
+def report(results: dict, A: Any = None) -> str:
+    """A short Markdown report of audit() results (with the trust line of Attribution A)."""
     lines = []
+    if A is not None:
+        from .trust import line
+
+        lines.append(f"- trust: {line(A)}")
     for m, r in results.items():
         if r.flipped:
             lines.append(

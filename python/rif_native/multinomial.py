@@ -373,10 +373,19 @@ class MultinomialAttribution:
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
 
+    def trust(self, sets: Any = None, *, warn: bool = True) -> dict:
+        """How far to trust RIF here (see rif_native.trust); p counts the K - 1 free class
+        rows."""
+        from .trust import trust
+
+        return trust(self, sets, warn=warn)
+
     def __repr__(self) -> str:
         return (f"MultinomialAttribution(n={self.n}, d={self.n_features}, K={self.n_classes}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
-                f"max_leverage={float(self._leverage.max()) if self.n else 0.0:.4g})")
+                f"max_leverage={float(self._leverage.max()) if self.n else 0.0:.4g}, "
+                f"n/p={self.n / (self.n_params * (self.n_classes - 1)):.3g}, "
+                f"leverage>0.5: {int(np.count_nonzero(self._leverage > 0.5))})")
 
     # -- helpers
     def _indices(self, indices: Optional[ArrayLike]) -> np.ndarray:
