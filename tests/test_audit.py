@@ -111,7 +111,7 @@ def test_unflippable_target_is_reported(rng):
     y = (X[:, 1] + 0.3 * rng.standard_normal(len(y)) > 0).astype(float)
     theta = _refit(X, y, np.ones(len(y)), l2=1.0)
     A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
-    results = au.audit(A, au.coefficient(A, 1), max_fraction=2 / len(y))
+    results = A.audit(au.coefficient(A, 1), max_fraction=2 / len(y))
     for r in results.values():
         assert not r.flipped and r.removed == [] and r.max_removed == 2
     assert "no set of up to 2 samples" in au.report(results)
@@ -153,3 +153,24 @@ def test_rif_audit_command(capsys, tmp_path, rng):
                  str(tmp_path / "bad")])
     _, err = capsys.readouterr()
     assert code == 2 and "unknown coefficient" in err
+
+
+def test_metric_threshold_target(rng):
+    """Raise the total test loss past 105% of its value: verified with the refit's test loss
+    computed here."""
+    X, y = _data(rng)
+    Xt, yt = _data(rng, n=100)
+    theta = _refit(X, y, np.ones(len(y)))
+    A = rn.Attribution(X, y, theta, fit_intercept=True)
+    metric = rn.metrics.TestLoss(Xt, yt, fit_intercept=True)
+
+    def loss(t):
+        z = _design(Xt) @ t
+        return float(np.sum(np.logaddexp(0, z) - yt * z))
+
+    threshold = 1.05 * loss(theta)
+    r = au.audit(A, au.metric_threshold(metric, threshold), max_fraction=0.2)["rif"]
+    assert r.flipped
+    ref = _refit(X, y, _without(np.ones(len(y)), r.removed))
+    assert loss(ref) >= threshold
+    assert loss(_refit(X, y, _without(np.ones(len(y)), r.removed[:-1]))) < threshold

@@ -48,7 +48,7 @@ from ._api import (
 
 from . import sources
 from .sources import SourceReadError
-from . import multiclass_metrics, multinomial
+from . import audit, diagnostics, metrics, multiclass_metrics, multinomial, trust
 from .multinomial import MultinomialAttribution
 from .trust import TrustWarning
 
@@ -71,9 +71,13 @@ __all__ = [
     "fit",
     "influence",
     "leverage",
+    "audit",
+    "diagnostics",
+    "metrics",
     "multiclass_metrics",
     "multinomial",
     "newton_step",
     "rescaled_influence",
     "sources",
+    "trust",
 ]

@@ -617,6 +617,13 @@ class Attribution:
         """
         return self._rows(indices, rescaled=True, out=out)
 
+    def audit(self, target: Any, **kwargs: Any) -> dict:
+        """The fewest samples whose removal flips ``target`` (rif_native.audit's targets),
+        by RIF and by IF, verified by exact retraining: see :func:`rif_native.audit.audit`."""
+        from .audit import audit
+
+        return audit(self, target, **kwargs)
+
     def trust(self, sets: Optional[SetsLike] = None, *, warn: bool = True) -> dict:
         """How far to trust RIF here: n/p, leverage quantiles, the count above 0.5, the largest
         |RIF_i - IF_i| / |IF_i|, and with ``sets`` each set's additivity gap (sum of RIF against
