@@ -29,6 +29,7 @@ import rif_native
 from rif_native import _output, _progress, _stats
 from rif_native._markdown import markdown_table
 from rif_native.metrics import TestLoss
+from rif_native import _cli_audit
 from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spam
 
 __all__ = ["main"]
@@ -338,9 +339,7 @@ def _add_experiment_parsers(sub) -> None:
                      help="look for removals that decrease the metric (default: increase)")
     _add_output_args(sea, "rif-output/search")
 
-    from ._cli_audit import add_parser as _add_audit
-
-    _add_audit(sub)
+    _cli_audit.add_parser(sub)
 
     from .benchmark import SHAPES
 
@@ -981,7 +980,7 @@ _OUTPUT_FILES = {
                   "summary.json"),
     "sweep": ("sweep.csv", "sweep.json", "figure2.png", "figure2.pdf"),
     "search": ("search.csv", "search.json"),
-    "audit": ("audit.json", "audit.csv", "audit.png", "report.md"),
+    "audit": _cli_audit.FILES,
     "benchmark": ("table2.json", "table2.md"),
 }
 
@@ -1109,9 +1108,7 @@ def _benchmark(args, outputs: _output.Outputs) -> int:
 
 
 def _audit(args, outputs: _output.Outputs) -> int:
-    from ._cli_audit import run
-
-    return run(args, outputs)
+    return _cli_audit.run(args, outputs)
 
 
 _HANDLERS = {"attribute": _attribute, "experiment": _experiment, "poisoning": _poisoning,
