@@ -14,24 +14,14 @@ import rif_native as rn
 from rif_native import audit as au
 from rif_native.cli import main
 
+from conftest import logistic_refit
+
 
 def _design(X):
     return np.column_stack([X, np.ones(len(X))])
 
 
-def _refit(X, y, w, l2=0.0):
-    """argmin sum_i w_i logloss + l2/2 ||beta||^2 (intercept unpenalised), to ||g|| < 1e-12."""
-    Z = _design(X)
-    pen = np.r_[np.full(X.shape[1], l2), 0.0]
-    theta = np.zeros(Z.shape[1])
-    for _ in range(200):
-        s = 1 / (1 + np.exp(-(Z @ theta)))
-        g = Z.T @ (w * (s - y)) + pen * theta
-        if np.linalg.norm(g) < 1e-12:
-            break
-        H = (Z * (w * s * (1 - s))[:, None]).T @ Z + np.diag(pen)
-        theta -= np.linalg.solve(H, g)
-    return theta
+_refit = logistic_refit
 
 
 def _z(X, y, w, theta, j, l2=0.0):
@@ -41,7 +31,7 @@ def _z(X, y, w, theta, j, l2=0.0):
     return theta[j] / np.sqrt(np.linalg.inv(H)[j, j])
 
 
-def _data(rng, n=400, d=30):
+def _data(rng, n=400, d=10):
     X = rng.standard_normal((n, d))
     beta = rng.standard_normal(d) * 0.4
     beta[0] = 0.35  # a modest effect: flippable by a few percent of the samples

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rif_native as rn
-from conftest import make_problem
+from conftest import logistic_refit, make_problem
 
 sm = pytest.importorskip("statsmodels.api")
 pd = pytest.importorskip("pandas")
@@ -61,19 +61,7 @@ def test_rif_columns_and_dict_without_pandas(rng, monkeypatch):
     assert list(table)[:A.n_params] == [f"dfb_x{j + 1}" for j in range(5)] + ["dfb_const"]
 
 
-def _refit(X, y, w, l2=0.0):
-    """Exact weighted logistic fit with an unpenalised intercept (independent Newton)."""
-    Z = np.column_stack([X, np.ones(len(X))])
-    pen = np.r_[np.full(X.shape[1], l2), 0.0]
-    theta = np.zeros(Z.shape[1])
-    for _ in range(100):
-        s = 1 / (1 + np.exp(-(Z @ theta)))
-        g = Z.T @ (w * (s - y)) + pen * theta
-        if np.linalg.norm(g) < 1e-12:
-            break
-        H = (Z * (w * s * (1 - s))[:, None]).T @ Z + np.diag(pen)
-        theta -= np.linalg.solve(H, g)
-    return theta
+_refit = logistic_refit
 
 
 def test_weighted_rows_describe_removing_the_sample(rng):
