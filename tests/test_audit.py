@@ -164,3 +164,22 @@ def test_metric_threshold_target(rng):
     ref = _refit(X, y, _without(np.ones(len(y)), r.removed))
     assert loss(ref) >= threshold
     assert loss(_refit(X, y, _without(np.ones(len(y)), r.removed[:-1]))) < threshold
+
+
+def test_rif_audit_command_other_targets(capsys, tmp_path, rng):
+    X, y = _data(rng, n=300, d=10)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    code = main(["audit", "--data", str(path), "--kind", "prediction", "--point", "0", "--out",
+                 str(tmp_path / "p"), "--quiet", "--max-fraction", "0.3"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    assert "predicted class" in text
+    code = main(["audit", "--data", str(path), "--kind", "test-loss", "--out",
+                 str(tmp_path / "t")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--threshold" in err
+    code = main(["audit", "--data", str(path), "--kind", "prediction", "--point", "9999",
+                 "--out", str(tmp_path / "q")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--point" in err

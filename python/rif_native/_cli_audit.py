@@ -24,13 +24,19 @@ def add_parser(sub) -> None:
     )
     _add_data_args(aud)
     _add_model_args(aud)
-    aud.add_argument("--coef", required=True, metavar="NAME|INDEX",
-                     help="the coefficient: a column name of the data (a CSV header; 'const' "
-                     "is the intercept) or a 0-based index")
-    aud.add_argument("--kind", choices=("sign", "significance"), default="sign",
-                     help="what to flip (default sign)")
-    aud.add_argument("--threshold", type=float, default=1.96, metavar="Z",
-                     help="--kind significance: the |z| to fall to (default 1.96)")
+    aud.add_argument("--coef", metavar="NAME|INDEX",
+                     help="--kind sign / significance: the coefficient, a column name of the "
+                     "data (a CSV header; 'const' is the intercept) or a 0-based index")
+    aud.add_argument("--kind", choices=("sign", "significance", "prediction", "test-loss"),
+                     default="sign",
+                     help="what to flip (default sign): a coefficient's sign or significance, "
+                     "the predicted class of test point --point, or the total test loss's side "
+                     "of --threshold")
+    aud.add_argument("--point", type=int, default=None, metavar="I",
+                     help="--kind prediction: index of the point in the test part")
+    aud.add_argument("--threshold", type=float, default=None, metavar="T",
+                     help="--kind significance: the |z| to fall to (default 1.96); --kind "
+                     "test-loss: the total test loss to cross (required)")
     aud.add_argument("--margin", type=float, default=0.0, metavar="M",
                      help="--kind sign: cross zero by this much (default 0)")
     aud.add_argument("--max-fraction", type=float, default=0.05, metavar="F",
@@ -43,6 +49,31 @@ def _coef(text: str) -> object:
         return int(text)
     except ValueError:
         return text
+
+
+def _target(args, A, names, data):
+    from . import audit as au
+    from .cli import _UsageError
+    from .metrics import TestLoss
+
+    if args.kind in ("sign", "significance") and args.coef is None:
+        raise _UsageError(f"--kind {args.kind} needs --coef NAME|INDEX")
+    if args.kind == "sign":
+        return au.coefficient(A, _coef(args.coef), margin=args.margin, names=names)
+    if args.kind == "significance":
+        return au.significance(A, _coef(args.coef), names=names,
+                               threshold=1.96 if args.threshold is None else args.threshold)
+    if args.kind == "prediction":
+        n_test = data.y_test.shape[0]
+        if args.point is None or not 0 <= args.point < n_test:
+            raise _UsageError(f"--kind prediction needs --point I with 0 <= I < {n_test} (the "
+                              "test part's size)")
+        return au.prediction(A, data.X_test[args.point])
+    if args.threshold is None:
+        raise _UsageError("--kind test-loss needs --threshold T (a total test loss)")
+    metric = TestLoss(data.X_test, data.y_test, fit_intercept=True, family=args.family)
+    metric.name = "total test loss"
+    return au.metric_threshold(metric, args.threshold)
 
 
 def run(args, outputs) -> int:
@@ -63,10 +94,7 @@ def run(args, outputs) -> int:
     fitted = fit(X, y, **kw)
     A = Attribution(X, y, fitted.theta, **kw)
     try:
-        if args.kind == "sign":
-            target = au.coefficient(A, _coef(args.coef), margin=args.margin, names=names)
-        else:
-            target = au.significance(A, _coef(args.coef), threshold=args.threshold, names=names)
+        target = _target(args, A, names, data)
         results = au.audit(A, target, max_fraction=args.max_fraction)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None

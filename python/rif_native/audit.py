@@ -338,7 +338,8 @@ def report(results: dict, A: Any = None) -> str:
                 + (f"{r.predicted_size} samples." if r.predicted_size else "no flip."))
         else:
             lines.append(f"- **{m.upper()}**: no set of up to {r.max_removed} samples found by "
-                         f"the search flips '{r.target}'.")
+                         f"the search flips '{r.target}' (f = {r.value_before:.4g} at "
+                         "theta_hat; it flips at f <= 0).")
     return "\n".join(lines)
 
 
