@@ -94,14 +94,15 @@ def diagnostics(A: Any, names: Optional[Sequence[str]] = None,
         ratio = np.where(gap > 0, h / np.where(gap > 0, gap, 1.0), np.inf)
         cooks = np.where(a > 0, student ** 2 * ratio / p, 0.0)
         dffits = np.where(a > 0, student * np.sqrt(ratio), 0.0)
-    out = {f"dfb_{name}": -rif[:, j] / np.sqrt(phi * inv_diag[j])
-           for j, name in enumerate(columns)}
-    out.update({"cooks_d": cooks, "standard_resid": student, "hat_diag": h,
-                "dffits_internal": dffits, "rif_norm": np.linalg.norm(rif, axis=1)})
+    dfb = rif / -np.sqrt(phi * inv_diag)  # one pass over the n x p rows
+    names = [f"dfb_{name}" for name in columns]
+    rest = {"cooks_d": cooks, "standard_resid": student, "hat_diag": h,
+            "dffits_internal": dffits, "rif_norm": np.sqrt(np.einsum("ij,ij->i", rif, rif))}
     if direction is not None:
-        out["rif_score"] = np.asarray(A.scores(direction, method="rif"), dtype=np.float64)
+        rest["rif_score"] = np.asarray(A.scores(direction, method="rif"), dtype=np.float64)
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is optional
-        return out
-    return pd.DataFrame(out)
+        return {**{name: dfb[:, j] for j, name in enumerate(names)}, **rest}
+    return pd.concat([pd.DataFrame(dfb, columns=names, copy=False), pd.DataFrame(rest)],
+                     axis=1)
