@@ -138,6 +138,9 @@ def test_rif_audit_command(capsys, tmp_path, rng):
     assert set(payload) == {"rif", "if"}
     for name in ("audit.csv", "audit.png", "report.md"):
         assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "| search | samples dropped |" in report
+    assert report.count("\n| RIF |") == len(payload["rif"]["rounds"])
     assert "flips 'sign of x1'" in text or "no set of up to" in text
     code = main(["audit", "--data", str(path), "--coef", "nosuch", "--out",
                  str(tmp_path / "bad")])

@@ -111,8 +111,13 @@ def run(args, outputs) -> int:
                         f"{q['newton_step']},{q['actual']},{int(bool(q.get('bisection')))}")
     write_text(out / "audit.csv", "\n".join(rows) + "\n")
     au.plot(results, str(out / "audit.png"))
-    write_text(out / "report.md", f"# Audit: {target.name}\n\n{text}\n")
+    trail = au.table(results)
+    write_text(out / "report.md", f"# Audit: {target.name}\n\n{text}\n\n{trail}\n\n"
+                                  "![audit](audit.png)\n")
     print(text)
+    if not args.quiet:
+        print()
+        print(trail)
     print()
     print(f"wrote {len(FILES)} files to {out.resolve()} (report.md, audit.png, ...)")
     return 0

@@ -343,6 +343,26 @@ def report(results: dict, A: Any = None) -> str:
     return "\n".join(lines)
 
 
+def table(results: dict) -> str:
+    """Every refit the searches checked, as a Markdown table (sorted by method and size): the
+    method's additive prediction from theta_hat for that many samples (along the search's
+    order), the Newton step's, and the actual value of the target after the refit."""
+    from ._markdown import markdown_table
+
+    def fmt(v: Any) -> str:
+        return "" if v is None else f"{v:.4g}"
+
+    rows = []
+    for m, r in results.items():
+        for q in sorted(r.rounds, key=lambda q: q["size"]):
+            additive = r.curve[q["size"] - 1] if 0 < q["size"] <= len(r.curve) else None
+            rows.append([m.upper(), q["size"], fmt(additive), fmt(q["newton_step"]),
+                         fmt(q["actual"]), "flips" if q["actual"] <= 0 else ""])
+    return markdown_table(["search", "samples dropped", "additive from theta_hat", "Newton step",
+                           "actual (refit)", ""], ["---", "---:", "---:", "---:", "---:", "---"],
+                          rows)
+
+
 def write(results: dict, path: str) -> None:
     """The results as JSON (written atomically)."""
     from ._output import write_text
