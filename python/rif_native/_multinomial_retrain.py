@@ -2,16 +2,23 @@
 
 Each set T iterates chord steps with the Hessian at theta_hat less the removed samples'
 H - sum_{i in T} H_i (Woodbury on the attribution's inverse, a (K-1)|T| system; a fresh inverse
-when that would be larger than H), one gradient pass over X per step; when a step shrinks the
-gradient by less than half, the set continues with Newton steps at fresh Hessians (one Hessian
-pass each, with a backtracking line search).
+when that would be larger than H), one gradient pass over X per step, Anderson-accelerated; after
+_STALLS consecutive steps that each shrink the gradient norm by less than the factor _CHORD_RATE,
+the set continues with Newton steps at fresh Hessians (one Hessian pass each, with a
+backtracking line search).
+
+A set whose removal leaves no sample of some class, or leaves the Hessian singular (l2 = 0 and
+the remaining rows rank-deficient: no unique minimiser), is not refitted: ``singular``, with
+``converged`` False.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
+
+from . import _softmax, sources
 
 _CHORD_RATE = 0.7  # a chord step that shrinks the gradient less than this is a stall
 _STALLS = 3  # consecutive stalls before the set switches to Newton steps
@@ -68,16 +75,25 @@ def line_search(pb: Any, R: np.ndarray, step: np.ndarray, at: dict,
         t *= 0.5
 
 
-def _chord_solver(att: Any, T: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """g (m, p) -> (H - sum_{i in T} H_i)^{-1} g at theta_hat."""
-    pb = att._pb
-    if len(T) * pb.m > pb.q:
-        from .multinomial import _inverse
+def _chord_solver(att: Any, T: np.ndarray) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """g (m, p) -> (H - sum_{i in T} H_i)^{-1} g at theta_hat; None when that matrix is
+    singular."""
+    from .multinomial import _inverse, _well_posed
 
-        Hinv = _inverse(att._downdated(T), pb.threads, "The Hessian without the removed set")
+    pb = att._pb
+    if len(T) == 0:
+        return lambda g: (att._Hinv @ g.reshape(pb.q)).reshape(pb.m, pb.p)
+    if len(T) * pb.m > pb.q:
+        try:
+            Hinv = _inverse(att._downdated(T), pb.threads, "The Hessian without the removed set")
+        except np.linalg.LinAlgError:  # NotPositiveDefiniteError included
+            return None
         return lambda g: (Hinv @ g.reshape(pb.q)).reshape(pb.m, pb.p)
     Xr, HW, E, ST = att._set_panel(T)
-    middle = np.linalg.solve(np.eye(len(E)) - E @ ST, E)
+    system = np.eye(len(E)) - E @ ST
+    if not _well_posed(system, E, ST):
+        return None
+    middle = np.linalg.solve(system, E)
 
     def solve(g: np.ndarray) -> np.ndarray:
         u = att._Hinv @ g.reshape(pb.q)
@@ -87,6 +103,37 @@ def _chord_solver(att: Any, T: np.ndarray) -> Callable[[np.ndarray], np.ndarray]
     return solve
 
 
+def support_counts(pb: Any) -> Optional[np.ndarray]:
+    """With l2 = 0: per feature, how many samples of positive weight have it nonzero in the
+    data as stored (centring would hide its zeros); None when the features are penalised."""
+    if pb.l2 != 0 or pb.d == 0:
+        return None
+    live = pb.weight() > 0
+    counts = np.zeros(pb.d, dtype=np.int64)
+    blocks = (pb.X.blocks() if isinstance(pb.X, sources.Source)
+              else ((b, pb.X[b:b + 65536]) for b in range(0, pb.n, 65536)))
+    for begin, rows in blocks:
+        keep = live[begin:begin + len(rows)]
+        counts += np.count_nonzero(np.asarray(rows)[keep], axis=0)
+    return counts
+
+
+def no_data_left(pb: Any, T: np.ndarray, counts: Optional[np.ndarray]) -> bool:
+    """Structurally singular H_{-T} with unpenalised features (l2 = 0; counts from
+    support_counts): fewer samples of positive weight left than parameters per class, or a
+    feature that is zero on every one of them."""
+    if counts is None:
+        return False
+    w = pb.weight()
+    if np.count_nonzero(w > 0) - np.count_nonzero(w[T] > 0) < pb.p:
+        return True
+    live = T[w[T] > 0]
+    if len(live) == 0:
+        return bool(np.any(counts == 0))
+    rows = _softmax.rows(pb.X, live, False, None)  # as stored
+    return bool(np.any(counts - np.count_nonzero(rows, axis=0) == 0))
+
+
 def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
     from .multinomial import _inverse
 
@@ -94,17 +141,25 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
     w = pb.weight().copy()
     w[T] = 0.0
     R0 = att._R
-    out = {"refreshed": False, "singular": False}
-    if np.any(np.bincount(pb.y[w > 0], minlength=pb.K) == 0):
+    out = {"refreshed": False, "singular": False, "why": ""}
+
+    def not_refitted(why: str) -> dict:
         out.update(R=R0, grad_norm=np.nan, tolerance=np.nan, n_iter=0, converged=False,
-                   singular=True)
+                   singular=True, why=why)
         return out
+
+    if np.any(np.bincount(pb.y[w > 0], minlength=pb.K) == 0):
+        return not_refitted("class")
+    if att._structurally_singular(T):
+        return not_refitted("hessian")
+    solve = _chord_solver(att, T)
+    if solve is None:
+        return not_refitted("hessian")
     zero = pb.run(np.zeros((pb.m, pb.p)), hessian=False, w=w)
     target = tol * max(1.0, pb.user_norm(zero["G"]))
     R = R0.copy()
     cur = pb.run(R, hessian=False, w=w)
     norm = pb.user_norm(cur["G"])
-    solve = _chord_solver(att, T) if len(T) else None
     it = 0
     newton = False
     history = _Anderson()
@@ -128,8 +183,11 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
                 continue
             newton = out["refreshed"] = True
         full = pb.run(R, hessian=True, w=w)
-        step = -(_inverse(full["H"], pb.threads, "The Hessian without the removed set")
-                 @ full["G"].reshape(pb.q)).reshape(pb.m, pb.p)
+        try:
+            Hinv = _inverse(full["H"], pb.threads, "The Hessian without the removed set")
+        except np.linalg.LinAlgError:  # singular at R though not at theta_hat: give up here
+            break
+        step = -(Hinv @ full["G"].reshape(pb.q)).reshape(pb.m, pb.p)
         t, nxt = line_search(pb, R, step, full, w)
         R = R + t * step
         cur, norm = nxt, pb.user_norm(nxt["G"])
@@ -145,7 +203,7 @@ def retrain_sets(att: Any, indices: np.ndarray, offsets: np.ndarray, tol: float,
     theta = np.empty((s, pb.K, pb.p))
     effect = np.empty((s, pb.K, pb.p))
     cols = {k: [] for k in ("grad_norm", "tolerance", "n_iter", "converged", "refreshed",
-                            "singular")}
+                            "singular", "why")}
     from ._progress import progress
 
     for j in progress(range(s), desc="retraining", total=s, enabled=show_progress and s > 1):
@@ -161,4 +219,4 @@ def retrain_sets(att: Any, indices: np.ndarray, offsets: np.ndarray, tol: float,
                 n_iter=np.asarray(cols["n_iter"], dtype=np.int64),
                 converged=np.asarray(cols["converged"], dtype=bool),
                 refreshed=np.asarray(cols["refreshed"], dtype=bool),
-                singular=np.asarray(cols["singular"], dtype=bool))
+                singular=np.asarray(cols["singular"], dtype=bool), why=cols["why"])

@@ -71,7 +71,7 @@ def labels(y: ArrayLike, n: int, n_classes: Optional[int],
     if len(empty):
         raise ValueError(f"class(es) {', '.join(map(str, empty[:10]))} of 0..{K - 1} have no "
                          "samples (with positive weight): their parameters are not identified. "
-                         "Relabel the classes that occur as 0..K-1, or pass n_classes.")
+                         "Relabel the classes that occur as 0..K'-1 (K' of them).")
     return y64, K
 
 

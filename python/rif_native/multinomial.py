@@ -119,8 +119,9 @@ class MultinomialAttribution:
         sample_weight: (n,) weights >= 0, default all ones.
         fit_intercept: X has a trailing column of ones, unpenalised.
         num_threads: threads for every computation (None: the idle cores now).
-        n_classes: K, when some class has no label in y (it must still have samples: an error
-            says so); default ``y.max() + 1``.
+        n_classes: K, checked against y: labels must lie in 0..K-1, and every class needs
+            samples of positive weight (an error otherwise: a class without samples has no
+            identified parameters). Default ``y.max() + 1``.
         max_memory, progress: as for :class:`rif_native.Attribution`.
 
     Every estimate is a removal effect ``theta_{-T} - theta_hat`` of shape (K, p), lying in the
@@ -194,6 +195,7 @@ class MultinomialAttribution:
         singular = self._leverage >= 1.0 - _SINGULAR
         self._coef[singular] = np.inf
         self._singular = np.flatnonzero(singular)
+        self._support: Optional[tuple] = None  # (support_counts,), once computed
         for a in (self._leverage, self._resid, self._P):
             a.setflags(write=False)
 
@@ -349,21 +351,29 @@ class MultinomialAttribution:
 
         Each set iterates chord steps with its Hessian at theta (H - sum_{i in T} H_i, through
         Woodbury on the held inverse; one cheap pass over X per step, O(n d K)) and switches to
-        Newton steps with fresh Hessians when the chord's rate is slower than 1/2. A set that
-        takes every sample of some class is not refitted (``singular``: that class's
-        parameters then have no finite minimiser). ``show_progress`` draws a bar over the sets
-        (``batch`` is accepted for the binary API's sake).
+        Newton steps with fresh Hessians after three consecutive chord steps that each shrink
+        the gradient norm by less than the factor 0.7. A set that takes every sample of some
+        class (that class's parameters then have no finite minimiser), or whose removal leaves
+        the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is not refitted:
+        ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
+        over the sets (``batch`` is accepted for the binary API's sake).
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
         from ._multinomial_retrain import retrain_sets
 
         fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter), show_progress)
-        empty = np.flatnonzero(fields["singular"])
+        why = np.asarray(fields.pop("why"))
+        empty = np.flatnonzero(why == "class")
         if len(empty):
             warnings.warn(f"removing set(s) {_name_some(empty)} takes every sample of a class: "
                           "the refit has no finite minimiser and was not attempted "
                           "(converged False).", ConvergenceWarning, stacklevel=2)
+        flat = np.flatnonzero(why == "hessian")
+        if len(flat):
+            warnings.warn(f"removing set(s) {_name_some(flat)} leaves the Hessian singular (no "
+                          "unique minimiser): not refitted (converged False). Add l2 > 0.",
+                          SingularRemovalWarning, stacklevel=2)
         bad = np.flatnonzero(~fields["converged"] & ~fields["singular"])
         if len(bad):
             warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
@@ -458,11 +468,22 @@ class MultinomialAttribution:
             E[j * m:(j + 1) * m, j * m:(j + 1) * m] = A[j]
         return Xr, HW, E, ST
 
+    def _structurally_singular(self, T: np.ndarray) -> bool:
+        """Whether H - sum_{i in T} H_i is singular by counting (l2 = 0 only): see
+        _multinomial_retrain.no_data_left."""
+        from ._multinomial_retrain import no_data_left, support_counts
+
+        if self._support is None:  # one pass over X, the first time it is needed
+            self._support = (support_counts(self._pb),)
+        return no_data_left(self._pb, np.asarray(T, dtype=np.int64), self._support[0])
+
     def _newton_step(self, T: np.ndarray) -> np.ndarray:
         pb = self._pb
         k, m = len(T), pb.m
         if k == 0:
             return np.zeros((pb.K, pb.p))
+        if self._structurally_singular(T):
+            return np.full((pb.K, pb.p), np.inf)
         rho = self._r[T].reshape(k * m)
         if k * m <= pb.q:
             Xr, HW, E, ST = self._set_panel(T)

@@ -1,0 +1,90 @@
+"""Multinomial refits and Newton steps of sets whose removal leaves nothing to fit.
+
+With l2 = 0 the features are unpenalised: removing every sample on which a feature is nonzero,
+or leaving fewer samples than parameters per class, makes H_{-T} singular and the refit has no
+unique minimiser. That is decided by counting (not by a pivot's size, which depends on the
+processor's rounding): the refit is not attempted (``singular``, ``converged`` False, a
+warning) and the Newton step is inf. Also: refitting the empty set from a theta that is not the
+minimiser goes to the minimiser.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+from test_multinomial import make_data, newton_fit_mn
+
+
+def _sparse_feature_data(seed):
+    """l2 = 0 data whose feature 0 is nonzero on six samples only, two of each class with
+    opposite signs (so that feature alone separates nothing: the fit is finite)."""
+    rng = np.random.default_rng(seed)
+    X, y, _, _ = make_data(rng, 120, 5, 3, fit_intercept=True, weighted=False, signal=1.0)
+    X[:, 0] = 0.0
+    carriers = np.concatenate([np.flatnonzero(y == k)[:2] for k in range(3)])
+    X[carriers, 0] = [0.7, -0.5, 0.4, -0.8, 0.6, -0.3]
+    theta, gn, g0 = newton_fit_mn(X, y, 3, l2=0.0, fit_intercept=True)
+    assert gn <= 1e-10 * max(1.0, g0)
+    return X, y, theta, carriers
+
+
+def test_removing_every_carrier_of_a_feature_is_singular():
+    X, y, theta, carriers = _sparse_feature_data(7)
+    A = rn.MultinomialAttribution(X, y, theta, l2=0.0, fit_intercept=True)
+    other = np.setdiff1d(np.arange(len(y)), carriers)[:3]
+    sets = [carriers, other[:1], other]  # (K-1)|T| <= 12 = q: the Woodbury path
+    with pytest.warns(rn.SingularRemovalWarning, match=r"set\(s\) 0 "):
+        res = A.retrain(sets)
+    assert res.singular.tolist() == [True, False, False]
+    assert res.converged.tolist() == [False, True, True]
+    np.testing.assert_array_equal(res.theta[0], theta)  # not attempted: theta_hat kept
+    with pytest.warns(rn.SingularRemovalWarning):
+        ns = A.group_effect(sets, method="ns")
+    assert np.all(np.isinf(ns[0])) and np.all(np.isfinite(ns[1:]))
+    # the other sets are refitted exactly (against an independent Newton refit)
+    for j in (1, 2):
+        ref, gn, g0 = newton_fit_mn(X, y, 3, l2=0.0, fit_intercept=True, theta0=theta,
+                                    drop=sets[j])
+        scale = np.linalg.norm(ref - theta)
+        assert np.linalg.norm(res.theta[j] - ref) <= 1e-6 * scale
+
+
+def test_leaving_fewer_samples_than_parameters_is_singular():
+    X, y, theta, _ = _sparse_feature_data(8)
+    A = rn.MultinomialAttribution(X, y, theta, l2=0.0, fit_intercept=True)
+    keep = np.concatenate([np.flatnonzero(y == k)[2:4] for k in range(2)] + [[int(np.flatnonzero(y == 2)[2])]])
+    T = np.setdiff1d(np.arange(len(y)), keep)  # 5 samples of every class left, p = 6
+    with pytest.warns(rn.SingularRemovalWarning):
+        res = A.retrain(T)  # (K-1)|T| > q: the fresh-factor path
+    assert res.singular and not res.converged
+    with pytest.warns(rn.SingularRemovalWarning):
+        assert np.all(np.isinf(A.group_effect(T, method="ns")))
+
+
+def test_penalised_features_are_never_structurally_singular():
+    X, y, _, carriers = _sparse_feature_data(9)
+    theta, gn, g0 = newton_fit_mn(X, y, 3, l2=0.5, fit_intercept=True)
+    A = rn.MultinomialAttribution(X, y, theta, l2=0.5, fit_intercept=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = A.retrain(carriers)
+    assert res.converged and not res.singular
+    ref, _, _ = newton_fit_mn(X, y, 3, l2=0.5, fit_intercept=True, theta0=theta, drop=carriers)
+    assert np.linalg.norm(res.theta - ref) <= 1e-6 * np.linalg.norm(ref - theta)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_retraining_nothing_from_a_non_minimiser_finds_the_minimiser(fit_intercept):
+    rng = np.random.default_rng(10)
+    X, y, w, start = make_data(rng, 200, 5, 4, fit_intercept=fit_intercept, weighted=True)
+    kw = dict(l2=0.3, sample_weight=w, fit_intercept=fit_intercept)
+    ref, gn, g0 = newton_fit_mn(X, y, 4, **kw)
+    assert np.linalg.norm(start - ref) > 0.1 * np.linalg.norm(ref)  # far from it
+    A = rn.MultinomialAttribution(X, y, start, **kw)
+    res = A.retrain([[]])
+    assert res.converged[0]
+    assert np.linalg.norm(res.theta[0] - ref) <= 1e-8 * np.linalg.norm(ref)
