@@ -186,3 +186,103 @@ def test_rif_audit_command_other_targets(capsys, tmp_path, rng):
                  "--out", str(tmp_path / "q")])
     _, err = capsys.readouterr()
     assert code == 2 and "--point" in err
+
+
+def test_significance_of_least_squares_uses_the_dispersion(rng):
+    """family="squared", l2 = 0: |z| is OLS's |t| (se with the Pearson dispersion). The value
+    before and after the reported removal is checked against statsmodels' OLS on the samples
+    kept."""
+    sm = pytest.importorskip("statsmodels.api")
+    n, d = 200, 4
+    X = rng.standard_normal((n, d))
+    y = X @ np.array([0.18, 1.0, -0.5, 0.3]) + 0.3 + 1.5 * rng.standard_normal(n)
+    theta = np.linalg.lstsq(_design(X), y, rcond=None)[0]
+    A = rn.Attribution(X, y, theta, family="squared", fit_intercept=True)
+    t0 = abs(sm.OLS(y, _design(X)).fit().tvalues[0])
+    threshold = 0.6 * t0  # |t| must fall by 40%
+    r = au.audit(A, au.significance(A, 0, threshold=threshold), max_fraction=0.2)["rif"]
+    assert r.value_before + threshold == pytest.approx(t0, rel=1e-9)
+    assert r.flipped
+    keep = np.setdiff1d(np.arange(n), r.removed)
+    t1 = abs(sm.OLS(y[keep], _design(X)[keep]).fit().tvalues[0])
+    assert r.value_after + threshold == pytest.approx(t1, rel=1e-8)
+    assert t1 <= threshold
+
+
+def test_significance_gradient_follows_the_sign_where_it_is_taken(rng):
+    """d|theta_j|/se / dtheta_j is sign(theta_j)/se at the point asked, not at theta_hat: a
+    central difference at a point where theta_j has the other sign."""
+    X, y = _data(rng, n=150, d=4)
+    A = rn.Attribution(X, y, _refit(X, y, np.ones(len(y))), fit_intercept=True)
+    tgt = au.significance(A, 0)
+    t = A.theta.copy()
+    t[0] = -2.0 * A.theta[0]
+    h = 1e-6 * abs(t[0])
+    e = np.zeros_like(t)
+    e[0] = h
+    fd = (tgt.value(t + e, A) - tgt.value(t - e, A)) / (2 * h)
+    assert tgt.gradient(t, A)[0] == pytest.approx(fd, rel=1e-6)
+
+
+def test_a_refit_that_did_not_converge_verifies_nothing(rng, monkeypatch):
+    """A flip seen only at a refit that did not converge is not reported as one."""
+    import dataclasses
+
+    X, y = _data(rng)
+    A = rn.Attribution(X, y, _refit(X, y, np.ones(len(y))), fit_intercept=True)
+    exact = au.audit(A, au.coefficient(A, 0), max_fraction=0.2, methods=("rif",))["rif"]
+    assert exact.flipped and exact.stopped == "flipped"
+    retrain = rn.Attribution.retrain
+    monkeypatch.setattr(rn.Attribution, "retrain", lambda self, *a, **k: dataclasses.replace(
+        retrain(self, *a, **k), converged=False))
+    r = au.audit(A, au.coefficient(A, 0), max_fraction=0.2, methods=("rif",))["rif"]
+    assert not r.flipped and r.removed == [] and r.stopped == "not_converged"
+    assert not r.rounds[-1]["converged"]
+    assert "did not converge" in au.report({"rif": r})
+    assert "not converged" in au.table({"rif": r})
+
+
+def test_metric_threshold_is_oriented_at_each_audits_theta_hat(rng):
+    """The same metric_threshold target, evaluated first where the metric is on the other side
+    (far from theta_hat the test loss is huge), then audited: oriented at theta_hat, below the
+    threshold, the audit raises the test loss past it."""
+    X, y = _data(rng)
+    Xt, yt = _data(rng, n=100)
+    theta = _refit(X, y, np.ones(len(y)))
+    A = rn.Attribution(X, y, theta, fit_intercept=True)
+    metric = rn.metrics.TestLoss(Xt, yt, fit_intercept=True)
+
+    def loss(t):
+        z = _design(Xt) @ t
+        return float(np.sum(np.logaddexp(0, z) - yt * z))
+
+    threshold = 1.03 * loss(theta)
+    tgt = au.metric_threshold(metric, threshold)
+    assert tgt.value(np.zeros_like(theta) + 5.0, A) > 0  # far away: above the threshold
+    r = au.audit(A, tgt, max_fraction=0.2)["rif"]
+    assert r.value_before == pytest.approx(threshold - loss(theta), rel=1e-9)
+    assert r.flipped
+    assert loss(_refit(X, y, _without(np.ones(len(y)), r.removed))) >= threshold
+
+
+def test_why_the_search_stopped_is_reported(rng):
+    X, y = _data(rng)
+    y = (X[:, 1] + 0.3 * rng.standard_normal(len(y)) > 0).astype(float)
+    A = rn.Attribution(X, y, _refit(X, y, np.ones(len(y)), l2=1.0), l2=1.0, fit_intercept=True)
+    r = A.audit(au.coefficient(A, 1), max_fraction=3 / len(y), methods=("rif",))["rif"]
+    assert r.stopped == "max_removed" and r.rounds[-1]["size"] == 3
+    assert "after dropping 3" in au.report({"rif": r})
+
+
+def test_prediction_needs_a_logistic_model(rng, tmp_path, capsys):
+    X, y = _data(rng, n=120, d=4)
+    A = rn.Attribution(X, y, np.zeros(5), family="squared", fit_intercept=True)
+    with pytest.raises(ValueError, match="family='logistic'"):
+        au.prediction(A, X[0])
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    code = main(["audit", "--data", str(path), "--family", "squared", "--kind", "prediction",
+                 "--point", "0", "--out", str(tmp_path / "p")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--family logistic" in err
+    assert not (tmp_path / "p").exists()

@@ -83,6 +83,9 @@ def run(args, outputs) -> int:
 
     if args.family == "multinomial":
         raise _UsageError("rif audit covers the binary GLM families; not --family multinomial")
+    if args.kind == "prediction" and args.family != "logistic":
+        raise _UsageError("--kind prediction audits a predicted class: it needs --family "
+                          "logistic (for other families use --kind test-loss)")
     if not 0 < args.max_fraction <= 1:
         raise _UsageError(f"--max-fraction must be in (0, 1], got {args.max_fraction:g}")
     out = _out_dir(args, outputs)
@@ -104,11 +107,12 @@ def run(args, outputs) -> int:
     from ._output import write_text
 
     au.write(results, str(out / "audit.json"))
-    rows = ["method,size,predicted,newton_step,actual,bisection"]
+    rows = ["method,size,predicted,newton_step,actual,converged,bisection"]
     for m, r in results.items():
         for q in r.rounds:
             rows.append(f"{m},{q['size']},{'' if q['predicted'] is None else q['predicted']},"
-                        f"{q['newton_step']},{q['actual']},{int(bool(q.get('bisection')))}")
+                        f"{q['newton_step']},{q['actual']},{int(bool(q['converged']))},"
+                        f"{int(bool(q.get('bisection')))}")
     write_text(out / "audit.csv", "\n".join(rows) + "\n")
     au.plot(results, str(out / "audit.png"))
     trail = au.table(results)

@@ -41,12 +41,26 @@ __all__ = ["AuditResult", "Target", "audit", "coefficient", "metric_threshold", 
 @dataclass
 class Target:
     """A conclusion ``f(theta) > 0``: ``value(theta, A)`` (A an Attribution at theta on the
-    data in use, for standard errors) and ``gradient(theta, A)``."""
+    data in use, for standard errors) and ``gradient(theta, A)``. With ``oriented`` False the
+    audit takes the conclusion to be the side of zero f is on at theta_hat (it flips f's sign
+    when f < 0 there)."""
 
     name: str
     value: Callable[[np.ndarray, Any], float]
     gradient: Callable[[np.ndarray, Any], np.ndarray]
     needs_attribution: bool = False
+    oriented: bool = True
+
+    def at(self, A: Any) -> "Target":
+        """The oriented target: f > 0 at A's theta (a Target with ``oriented`` already True
+        is itself)."""
+        if self.oriented:
+            return self
+        s = 1.0 if self.value(A.theta, A) >= 0 else -1.0
+        value, gradient = self.value, self.gradient
+        return Target(name=self.name, value=lambda t, B: s * value(t, B),
+                      gradient=lambda t, B: s * np.asarray(gradient(t, B)),
+                      needs_attribution=self.needs_attribution)
 
 
 def _labels(A: Attribution, names: Optional[Sequence[str]]) -> list:
@@ -96,25 +110,32 @@ def coefficient(A: Attribution, which: Union[int, str], *, margin: float = 0.0,
 def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1.96,
                  names: Optional[Sequence[str]] = None) -> Target:
     """Significance of coefficient ``which``: ``|theta_j| / se_j > threshold`` with
-    ``se_j = sqrt([H^{-1}]_jj)`` (for an unpenalised fit the usual standard error;
-    recomputed at every refit). Flipped when |z| falls to the threshold."""
+    ``se_j = sqrt(phi [H^{-1}]_jj)`` (for an unpenalised fit the usual standard error; phi the
+    dispersion: 1 for logistic and Poisson, the Pearson estimate for squared loss, as in
+    rif_native.diagnostics), recomputed at every refit on the samples left. Flipped when |z|
+    falls to the threshold. The search's gradient holds se fixed (the refits do not)."""
+    from .diagnostics import _dispersion
+
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
     j = _index(A, which, names)
-    s = 1.0 if A.theta[j] >= 0 else -1.0
+    _dispersion(A)  # squared loss with no degrees of freedom left: refused here
 
     def se(B: Any) -> float:
-        return float(np.sqrt(B.solve(_unit(B.n_params, j, 1.0))[j]))
+        return float(np.sqrt(_dispersion(B) * B.solve(_unit(B.n_params, j, 1.0))[j]))
 
     label = _labels(A, names)[j]
     return Target(name=f"|z| of {label} above {threshold:g}",
                   value=lambda t, B: float(abs(t[j]) / se(B) - threshold),
-                  gradient=lambda t, B: _unit(len(t), j, s / se(B)),
+                  gradient=lambda t, B: _unit(len(t), j, (1.0 if t[j] >= 0 else -1.0) / se(B)),
                   needs_attribution=True)
 
 
 def prediction(A: Attribution, x: Any) -> Target:
     """The predicted class (binary logistic) of point x: the sign of its logit."""
+    if A.family != "logistic":
+        raise ValueError(f"a predicted class needs family='logistic', not {A.family!r} (for "
+                         "other families audit a metric with metric_threshold)")
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if x.shape[0] != A.n_features:
         raise ValueError(f"x must have {A.n_features} features, got {x.shape[0]}")
@@ -125,21 +146,13 @@ def prediction(A: Attribution, x: Any) -> Target:
 
 
 def metric_threshold(metric: Any, threshold: float) -> Target:
-    """A metric (rif_native.metrics) on the side of ``threshold`` it is on at theta_hat."""
+    """A metric (rif_native.metrics) on the side of ``threshold`` it is on at theta_hat (the
+    audit orients it there: see Target.at)."""
     threshold = float(threshold)
-
-    def value(t: np.ndarray, _A: Any) -> float:
-        return float(metric.value(t) - threshold)
-
-    holder: dict = {}
-
-    def signed(t: np.ndarray, A: Any) -> float:
-        if "s" not in holder:
-            holder["s"] = 1.0 if value(t, A) >= 0 else -1.0
-        return holder["s"] * value(t, A)
-
-    return Target(name=f"{getattr(metric, 'name', 'metric')} vs {threshold:g}", value=signed,
-                  gradient=lambda t, A: holder.get("s", 1.0) * np.asarray(metric.gradient(t)))
+    return Target(name=f"{getattr(metric, 'name', 'metric')} vs {threshold:g}",
+                  value=lambda t, _A: float(metric.value(t) - threshold),
+                  gradient=lambda t, _A: np.asarray(metric.gradient(t), dtype=np.float64),
+                  oriented=False)
 
 
 @dataclass
@@ -158,8 +171,14 @@ class AuditResult:
         predicted_size: the size the method's additive scores at theta_hat predict is needed
             (what an unverified, one-shot search would report; None: they never predict a
             flip within max_removed).
-        rounds: the trail, one dict per refit checked: size, predicted, newton_step, actual.
+        rounds: the trail, one dict per refit checked: size, predicted, newton_step, actual,
+            converged (a refit that did not converge, or that was not attempted because the
+            removal leaves H singular, verifies nothing).
         max_removed: the most samples the search could drop.
+        stopped: why the search ended: "flipped"; "max_removed" (it dropped max_removed
+            samples without a flip); "no_candidates" (no sample left is predicted to move f
+            towards the threshold); "max_rounds"; "not_converged" (the refit of the last set
+            tried did not converge: unverified).
         curve: f0 + the running sum of the method's scores at theta_hat along the order in
             which the search added samples (its additive prediction for each prefix).
     """
@@ -179,6 +198,7 @@ class AuditResult:
     rounds: list = field(default_factory=list)
     max_removed: int = 0
     curve: list = field(default_factory=list)
+    stopped: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,7 +212,8 @@ class _Auditor:
         X, y, w = A._data
         if w is None:
             w = np.ones(A.n)
-        self.A, self.target, self.X, self.y, self.w = A, target, X, y, np.asarray(w, float)
+        self.A, self.X, self.y, self.w = A, X, y, np.asarray(w, float)
+        self.target = target.at(A)
         self.tol = tol
         self.max_remove = max(1, int(np.floor(max_fraction * A.n)))
         self.cache: dict = {}
@@ -231,6 +252,7 @@ class _Auditor:
         theta, B, f_cur = A.theta, A, f0
         first_prediction = None
         predicted_size = None
+        stopped = "max_rounds"
         for _ in range(max_rounds):
             g = tgt.gradient(theta, B)
             with warnings.catch_warnings():  # samples of leverage 1 score inf: never chosen
@@ -241,6 +263,7 @@ class _Auditor:
             cand = np.argsort(scores, kind="stable")
             cand = cand[scores[cand] < 0][:self.max_remove - len(order)]
             if len(cand) == 0:
+                stopped = "no_candidates"
                 break
             cum = f_cur + np.cumsum(scores[cand])
             hit = np.flatnonzero(cum <= 0)
@@ -254,12 +277,19 @@ class _Auditor:
             rounds.append({"size": len(order), "predicted": predicted,
                            "newton_step": ref["newton_step"], "actual": ref["actual"],
                            "converged": ref["converged"]})
+            if not ref["converged"]:
+                stopped = "not_converged"
+                break
             f_cur = ref["actual"]
-            if f_cur <= 0 or len(order) >= self.max_remove:
+            if f_cur <= 0:
+                stopped = "flipped"
+                break
+            if len(order) >= self.max_remove:
+                stopped = "max_removed"
                 break
             theta = ref["theta"]
             B = self._attribution(theta, order)
-        flipped = bool(rounds and rounds[-1]["actual"] <= 0)
+        flipped = stopped == "flipped"
         size = len(order)
         if flipped:
             lo = rounds[-2]["size"] if len(rounds) > 1 else 0  # known not to flip
@@ -270,7 +300,7 @@ class _Auditor:
                 rounds.append({"size": mid, "predicted": None,
                                "newton_step": ref["newton_step"], "actual": ref["actual"],
                                "converged": ref["converged"], "bisection": True})
-                if ref["actual"] <= 0:
+                if ref["converged"] and ref["actual"] <= 0:  # a verified flip
                     hi = mid
                 else:
                     lo = mid
@@ -294,7 +324,7 @@ class _Auditor:
             value_before=f0, value_after=None if final is None else final["actual"],
             predicted=pred, newton_step=None if final is None else final["newton_step"],
             predicted_size=predicted_size, rounds=rounds, max_removed=self.max_remove,
-            curve=curve)
+            curve=curve, stopped=stopped)
 
 
 def audit(A: Attribution, target: Target, *, max_fraction: float = 0.05,
@@ -337,10 +367,29 @@ def report(results: dict, A: Any = None) -> str:
                 f"{r.newton_step:.4g}); its scores at theta_hat alone predicted "
                 + (f"{r.predicted_size} samples." if r.predicted_size else "no flip."))
         else:
-            lines.append(f"- **{m.upper()}**: no set of up to {r.max_removed} samples found by "
-                         f"the search flips '{r.target}' (f = {r.value_before:.4g} at "
-                         "theta_hat; it flips at f <= 0).")
+            lines.append(f"- **{m.upper()}**: " + _not_flipped(r))
     return "\n".join(lines)
+
+
+def _not_flipped(r: AuditResult) -> str:
+    """Why a search found no flipping set, in words, with f where it stopped."""
+    f = f"(f = {r.value_before:.4g} at theta_hat; it flips at f <= 0)"
+    last = r.rounds[-1] if r.rounds else None
+    size = last["size"] if last else 0
+    if r.stopped == "max_removed":
+        return (f"no set of up to {r.max_removed} samples found by the search flips "
+                f"'{r.target}' {f}; f = {last['actual']:.4g} after dropping {size}.")
+    if r.stopped == "not_converged":
+        return (f"the search stopped unverified at {size} samples: the exact refit without "
+                "them did not converge (or the removal leaves H singular, with nothing to "
+                f"fit) {f}.")
+    if r.stopped == "no_candidates":
+        where = f"after dropping {size} samples (f = {last['actual']:.4g})" if last else \
+            "at theta_hat"
+        return (f"the search stopped {where}: no sample left is predicted to move "
+                f"'{r.target}' towards its threshold {f}.")
+    return (f"the search stopped after {len(r.rounds)} rounds at {size} samples without a "
+            f"flip of '{r.target}' {f}.")
 
 
 def table(results: dict) -> str:
@@ -356,8 +405,10 @@ def table(results: dict) -> str:
     for m, r in results.items():
         for q in sorted(r.rounds, key=lambda q: q["size"]):
             additive = r.curve[q["size"] - 1] if 0 < q["size"] <= len(r.curve) else None
+            verdict = ("not converged" if not q.get("converged", True)
+                       else "flips" if q["actual"] <= 0 else "")
             rows.append([m.upper(), q["size"], fmt(additive), fmt(q["newton_step"]),
-                         fmt(q["actual"]), "flips" if q["actual"] <= 0 else ""])
+                         fmt(q["actual"]), verdict])
     return markdown_table(["search", "samples dropped", "additive from theta_hat", "Newton step",
                            "actual (refit)", ""], ["---", "---:", "---:", "---:", "---:", "---"],
                           rows)
