@@ -48,8 +48,9 @@ from ._api import (
 
 from . import sources
 from .sources import SourceReadError
-from . import audit, diagnostics, metrics, multiclass_metrics, multinomial, trust
+from . import audit, diagnostics, metrics, multiclass_metrics, multinomial, refit_check, trust
 from .multinomial import MultinomialAttribution
+from .refit_check import RefitCheck, check_refit
 from .trust import TrustWarning
 
 __version__: str = _core.build_info()["version"]
@@ -60,6 +61,7 @@ __all__ = [
     "FitResult",
     "MultinomialAttribution",
     "NotPositiveDefiniteError",
+    "RefitCheck",
     "RetrainResult",
     "SingularRemovalWarning",
     "SourceReadError",
@@ -67,6 +69,7 @@ __all__ = [
     "TrustWarning",
     "__version__",
     "build_info",
+    "check_refit",
     "cuda_available",
     "fit",
     "influence",
@@ -77,6 +80,7 @@ __all__ = [
     "multiclass_metrics",
     "multinomial",
     "newton_step",
+    "refit_check",
     "rescaled_influence",
     "sources",
     "trust",

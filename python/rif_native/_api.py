@@ -42,6 +42,28 @@ class ConvergenceWarning(RuntimeWarning):
     """fit() stopped before reaching its gradient tolerance."""
 
 
+def _short_repr(result: Any) -> str:
+    """A result's repr that fits a line or two: arrays of more than 6 entries by shape, dtype
+    and their first entries; floats to 4 significant digits."""
+    import dataclasses
+
+    def short(v: Any) -> str:
+        if isinstance(v, np.ndarray):
+            if v.size <= 6:
+                return np.array2string(v, precision=4, separator=", ",
+                                       max_line_width=10**6).replace("\n", "")
+            head = ", ".join(f"{x:.4g}" if v.dtype.kind == "f" else str(x)
+                             for x in v.reshape(-1)[:3])
+            return f"<{' x '.join(map(str, v.shape))} {v.dtype}: {head}, ...>"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return repr(v)
+
+    fields = ", ".join(f"{f.name}={short(getattr(result, f.name))}"
+                       for f in dataclasses.fields(result))
+    return f"{type(result).__name__}({fields})"
+
+
 @dataclass(frozen=True)
 class FitResult:
     """Result of :func:`fit`.
@@ -64,6 +86,9 @@ class FitResult:
     loss: float
     stalled: bool = False
     passes: Optional[float] = None
+
+    def __repr__(self) -> str:
+        return _short_repr(self)
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,9 @@ class RetrainResult:
     converged: np.ndarray
     refreshed: np.ndarray
     singular: np.ndarray
+
+    def __repr__(self) -> str:
+        return _short_repr(self)
 
 
 @dataclass(frozen=True)
@@ -217,7 +245,7 @@ def _as_design(X: ArrayLike, fit_intercept: bool) -> Any:
     return arr
 
 
-def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
+def _as_vector(v: ArrayLike, name: str, length: int, what: str, hint: str = "") -> np.ndarray:
     if is_device_array(v):
         raise TypeError(f"{name} is in GPU memory: pass it as a NumPy array (only X is read on "
                         "the device; y, weights and theta are small)")
@@ -226,7 +254,8 @@ def _as_vector(v: ArrayLike, name: str, length: int, what: str) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D with {length} entries ({what}), got shape {arr.shape}")
     if arr.shape[0] != length:
-        raise ValueError(f"{name} must have {length} entries ({what}), got {arr.shape[0]}")
+        raise ValueError(f"{name} must have {length} entries ({what}), got {arr.shape[0]}"
+                         + hint)
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
@@ -248,10 +277,22 @@ def _vectors(y: ArrayLike, sample_weight: Optional[ArrayLike], theta: Optional[A
     p = d + int(fit_intercept)
     ya = _as_vector(y, "y", n, "one label per row of X")
     ta = None if theta is None else _as_vector(
-        theta, theta_name, p, f"{d} features" + (" + intercept, last" if fit_intercept else ""))
+        theta, theta_name, p, f"{d} features" + (" + intercept, last" if fit_intercept else ""),
+        hint=_intercept_hint(theta, d, fit_intercept))
     wa = None if sample_weight is None else _as_vector(
         sample_weight, "sample_weight", n, "one weight per row of X")
     return ya, ta, wa
+
+
+def _intercept_hint(theta: ArrayLike, d: int, fit_intercept: bool) -> str:
+    """For a theta of the wrong length: that fit_intercept decides it, and which value fits."""
+    got = int(np.size(theta))
+    if not fit_intercept and got == d + 1:
+        return (". fit_intercept decides the length: with fit_intercept=True theta is d + 1 "
+                "long, the intercept last")
+    if fit_intercept and got == d:
+        return ". fit_intercept decides the length: with fit_intercept=False theta is d long"
+    return ""
 
 
 def _check_shape(n: int, d: int, fit_intercept: bool) -> None:
@@ -624,6 +665,15 @@ class Attribution:
 
         return audit(self, target, **kwargs)
 
+    def check_refit(self, removed: Sequence[int], theta_refit: ArrayLike, *,
+                    method: str = "ns") -> Any:
+        """Compare this object's estimate of removing ``removed`` with your own refit, and say
+        whether that refit is converged enough to judge it: see
+        :func:`rif_native.refit_check.check_refit`."""
+        from .refit_check import check_refit
+
+        return check_refit(self, removed, theta_refit, method=method)
+
     def trust(self, sets: Optional[SetsLike] = None, *, warn: bool = True) -> dict:
         """How far to trust RIF here: n/p, leverage quantiles, the count above 0.5, the largest
         |RIF_i - IF_i| / |IF_i|, and with ``sets`` each set's additivity gap (sum of RIF against
@@ -863,37 +913,62 @@ class Attribution:
 # ----------------------------------------------------------------------------- functional API
 
 _DOC_KEYWORDS = """
-    Keywords are those of :class:`Attribution`: ``l2``, ``family``, ``sample_weight``,
+    The keywords are those of :class:`Attribution`: ``l2``, ``family``, ``sample_weight``,
     ``fit_intercept``, ``num_threads``, ``backend``, ``max_memory``, ``progress``. X may be a
     source larger than memory (a ``.npy`` path, shards, Zarr, HDF5, Dask: rif_native.sources)."""
 
 
-def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, **kwargs: Any) -> np.ndarray:
+def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, l2: float = 0.0,
+             family: str = "logistic", sample_weight: Optional[ArrayLike] = None,
+             fit_intercept: bool = False, num_threads: Optional[int] = None,
+             backend: Optional[str] = None, max_memory: _memory.MemorySize = None,
+             progress: Optional[bool] = None) -> np.ndarray:
     """(n,) generalised leverages h_i = a_i x_i^T H^{-1} x_i at theta."""
-    return Attribution(X, y, theta, **kwargs).leverage.copy()
+    return Attribution(X, y, theta, **_keywords(locals())).leverage.copy()
 
 
 def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, out: Optional[Any] = None,
-              **kwargs: Any) -> np.ndarray:
+              l2: float = 0.0, family: str = "logistic",
+              sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
+              num_threads: Optional[int] = None, backend: Optional[str] = None,
+              max_memory: _memory.MemorySize = None,
+              progress: Optional[bool] = None) -> np.ndarray:
     """(n, p) classic influence functions: row i is IF_i = H^{-1} g_i, the first-order removal
     effect theta_{-i} - theta_hat of sample i. ``out``: a ``.npy`` or ``.zarr`` path to write
     the rows to block by block (see :meth:`Attribution.influence`)."""
-    return Attribution(X, y, theta, **kwargs).influence(out=out)
+    return Attribution(X, y, theta, **_keywords(locals())).influence(out=out)
 
 
 def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *,
-                       out: Optional[Any] = None, **kwargs: Any) -> np.ndarray:
+                       out: Optional[Any] = None, l2: float = 0.0, family: str = "logistic",
+                       sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
+                       num_threads: Optional[int] = None, backend: Optional[str] = None,
+                       max_memory: _memory.MemorySize = None,
+                       progress: Optional[bool] = None) -> np.ndarray:
     """(n, p) rescaled influence functions: row i is RIF_i = IF_i / (1 - h_i), the Newton-step
     removal effect theta_{-i} - theta_hat of sample i. A drop-in replacement for influence()
     that stays accurate when d is comparable to n. ``out`` as for :func:`influence`."""
-    return Attribution(X, y, theta, **kwargs).rescaled_influence(out=out)
+    return Attribution(X, y, theta, **_keywords(locals())).rescaled_influence(out=out)
 
 
-def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike,
-                **kwargs: Any) -> np.ndarray:
+def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike, *,
+                l2: float = 0.0, family: str = "logistic",
+                sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
+                num_threads: Optional[int] = None, backend: Optional[str] = None,
+                max_memory: _memory.MemorySize = None,
+                progress: Optional[bool] = None) -> np.ndarray:
     """Newton-step removal effect H_{-T}^{-1} sum_{i in T} g_i of each set T: (p,) for one set,
     (m, p) for a list of sets."""
-    return Attribution(X, y, theta, **kwargs).group_effect(sets, method="ns")
+    return Attribution(X, y, theta, **_keywords(locals())).group_effect(sets, method="ns")
+
+
+_ATTRIBUTION_KEYWORDS = ("l2", "family", "sample_weight", "fit_intercept", "num_threads",
+                         "backend", "max_memory", "progress")
+
+
+def _keywords(args: dict) -> dict:
+    """Attribution's keyword arguments among a one-call function's arguments."""
+    return {k: args[k] for k in _ATTRIBUTION_KEYWORDS}
 
 
 for _f in (leverage, influence, rescaled_influence, newton_step):
