@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core, _memory, sources
+from . import _core, _frames, _memory, sources
 from ._device import device_matrix, is_device_array
 
 NotPositiveDefiniteError = _core.NotPositiveDefiniteError
@@ -527,6 +527,7 @@ class Attribution:
         progress: Optional[bool] = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
+        X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
         self._progress = progress
         # None: the idle cores now, decided once, so that every method of this object runs
         # with the same count (and repeated calls give the same rounding)
@@ -593,6 +594,25 @@ class Attribution:
         return self._core.theta
 
     @property
+    def param_names(self) -> list:
+        """Names of theta's entries: X's column names for a DataFrame (else x1..xd), then
+        "const" for the intercept."""
+        labels = getattr(self, "_labels", None)  # not set on every engine's subclass
+        if labels is not None:
+            return labels.params(self.fit_intercept)
+        return ([f"x{j + 1}" for j in range(self.n_features)]
+                + ([_frames.INTERCEPT] if self.fit_intercept else []))
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        """Each sample's id: X's index for a DataFrame, else 0..n-1. Sample arguments of every
+        method are positions; ``sample_ids[positions]`` gives their ids."""
+        labels = getattr(self, "_labels", None)
+        if labels is not None and labels.ids is not None:
+            return np.asarray(labels.ids)
+        return np.arange(self.n)
+
+    @property
     def leverage(self) -> np.ndarray:
         """(n,) generalised leverages h_i = a_i x_i^T H^{-1} x_i, in [0, 1] (read-only)."""
         return self._leverage
@@ -638,7 +658,8 @@ class Attribution:
         _check_overflow(out, "H^{-1} v", source=V)
         return out[:, 0] if np.ndim(v) == 1 else out
 
-    # -- per-sample estimates
+    # -- per-sample estimates (labelled: see rif_native._frames)
+    @_frames.labelled("rows")
     def influence(self, indices: Optional[ArrayLike] = None, *,
                   out: Optional[Any] = None) -> np.ndarray:
         """Rows IF_i = H^{-1} g_i, removal effects of each sample, for `indices` (all if None).
@@ -649,6 +670,7 @@ class Attribution:
         """
         return self._rows(indices, rescaled=False, out=out)
 
+    @_frames.labelled("rows")
     def rescaled_influence(self, indices: Optional[ArrayLike] = None, *,
                            out: Optional[Any] = None) -> np.ndarray:
         """Rows RIF_i = IF_i / (1 - h_i): the Newton step of removing sample i (a removal effect).
@@ -692,6 +714,7 @@ class Attribution:
 
         return diagnostics(self, names=names, direction=direction)
 
+    @_frames.labelled("scores")
     def scores(self, direction: ArrayLike, method: str = "rif") -> np.ndarray:
         """<direction, estimate_i> for every sample i: the linear removal effect on a metric.
 
@@ -717,6 +740,7 @@ class Attribution:
         return _top(np.asarray(self.scores(direction, method)), self.n, k)
 
     # -- group estimates
+    @_frames.labelled("effect")
     def group_effect(self, sets: SetsLike, method: str = "rif") -> np.ndarray:
         """Estimated removal effect theta_{-T} - theta_hat of each set T.
 
@@ -1009,6 +1033,7 @@ def fit(
     fits softmax regression: see :func:`rif_native.multinomial.fit`; theta is then (K, p).
     """
     fit_intercept = bool(fit_intercept)
+    X, y, sample_weight, _ = _frames.unwrap(X, y, sample_weight)
     if family == "multinomial":
         if backend not in (None, "cpu", "auto") or max_memory is not None:
             raise ValueError("the multinomial fit runs on the CPU in memory: leave backend and "

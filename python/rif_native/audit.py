@@ -64,7 +64,7 @@ class Target:
 
 
 def _labels(A: Attribution, names: Optional[Sequence[str]]) -> list:
-    labels = list(names) if names is not None else [f"x{j + 1}" for j in range(A.n_features)]
+    labels = list(names) if names is not None else A.param_names[:A.n_features]
     if len(labels) != A.n_features:
         raise ValueError(f"names must name the {A.n_features} features, got {len(labels)}")
     return labels + (["const"] if A.fit_intercept else [])
@@ -234,7 +234,7 @@ class _Auditor:
         res = A.retrain(list(removed), tol=self.tol)
         theta = res.theta
         B = self._attribution(theta, removed) if tgt.needs_attribution else None
-        ns_theta = A.theta + A.group_effect(list(removed), method="ns")
+        ns_theta = A.theta + np.asarray(A.group_effect(list(removed), method="ns"))
         C = self._attribution(ns_theta, removed) if tgt.needs_attribution else None
         out = {"theta": theta, "actual": tgt.value(theta, B),
                "newton_step": tgt.value(ns_theta, C), "converged": bool(res.converged)}

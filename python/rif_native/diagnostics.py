@@ -39,8 +39,8 @@ __all__ = ["diagnostics"]
 
 def _names(A: Any, names: Optional[Sequence[str]]) -> list:
     d = A.n_features
-    if names is None:
-        names = [f"x{j + 1}" for j in range(d)]
+    if names is None:  # X's column names for a DataFrame, else x1..xd
+        names = A.param_names[:d]
     names = [str(s) for s in names]
     if len(names) != d:
         raise ValueError(f"names must name the {d} features (not the intercept), got "
@@ -67,8 +67,8 @@ def diagnostics(A: Any, names: Optional[Sequence[str]] = None,
 
     Args:
         A: a :class:`rif_native.Attribution` (binary GLM families; X in memory or a source).
-        names: the d feature names for the ``dfb_`` columns (default x1..xd; the intercept is
-            ``const``).
+        names: the d feature names for the ``dfb_`` columns (default: A.param_names, X's
+            column names when X was a DataFrame, else x1..xd; the intercept is ``const``).
         direction: optional (p,) metric gradient for a ``rif_score`` column.
 
     Returns:
@@ -85,7 +85,7 @@ def diagnostics(A: Any, names: Optional[Sequence[str]] = None,
     a = np.asarray(A.curvature, dtype=np.float64)
     p = A.n_params
     inv_diag = np.diag(A.solve(np.eye(p)))
-    rif = np.asarray(A.rescaled_influence(), dtype=np.float64)
+    rif = np.ascontiguousarray(A.rescaled_influence(), dtype=np.float64)
     gap = 1.0 - h
     with np.errstate(divide="ignore", invalid="ignore"):
         pearson = np.where(a > 0, -r / np.sqrt(np.where(a > 0, a, 1.0)), 0.0)
@@ -104,5 +104,8 @@ def diagnostics(A: Any, names: Optional[Sequence[str]] = None,
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is optional
         return {**{name: dfb[:, j] for j, name in enumerate(names)}, **rest}
-    return pd.concat([pd.DataFrame(dfb, columns=names, copy=False), pd.DataFrame(rest)],
-                     axis=1)
+    frame = pd.concat([pd.DataFrame(dfb, columns=names, copy=False), pd.DataFrame(rest)],
+                      axis=1)
+    if getattr(A, "_labels", None) is not None:  # rows named by X's index
+        frame.index = A._labels.ids
+    return frame

@@ -436,7 +436,7 @@ def search(attribution: Any, direction: Any, k: int, method: str = "rif",
     direction = np.asarray(direction)
     if direction.ndim != 1:
         raise ValueError(f"direction must be one gradient of shape (p,), got {direction.shape}")
-    return top_by_score(attribution.scores(direction, method=method), k, sign)
+    return top_by_score(np.asarray(attribution.scores(direction, method=method)), k, sign)
 
 
 def top_by_score(scores: ArrayLike, k: int, sign: int = +1) -> np.ndarray:

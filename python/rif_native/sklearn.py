@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _frames
 from ._api import Attribution, ConvergenceWarning
 
 __all__ = ["SUPPORTED_ESTIMATORS", "from_estimator", "to_l2"]
@@ -74,10 +75,7 @@ def _kind(estimator: Any) -> str:
         return name
     what = type(estimator).__name__
     supported = ", ".join(SUPPORTED_ESTIMATORS)
-    if name == "Pipeline" or hasattr(estimator, "steps"):
-        hint = (" For a Pipeline, pass its final step and the transformed training data: "
-                "from_estimator(pipe[-1], pipe[:-1].transform(X), y).")
-    elif name is None:
+    if name is None:
         hint = " Only scikit-learn estimators are recognised."
     else:
         hint = (" Its objective has no exact equivalent here; fit the model with rif_native.fit "
@@ -418,15 +416,30 @@ def from_estimator(
         rtol: warn :class:`~rif_native.ConvergenceWarning` when ``||grad F(theta)||`` exceeds
             ``rtol * ||grad F(0)||``: the estimates assume theta is the minimiser.
 
+    A ``Pipeline`` whose last step is one of these is attributed through its other steps: they
+    transform X (a sparse result is made dense), the last step is attributed on the result, and
+    the parameters are named by the steps' ``get_feature_names_out()``. With a DataFrame X
+    (or a Pipeline), the object's answers carry parameter names and X's index as sample ids
+    (see :class:`~rif_native.Attribution`).
+
     Raises:
         TypeError: unsupported estimator (the message names the supported ones).
         ValueError: penalties or models that cannot be represented (L1, elastic net,
             one-vs-rest multiclass, multi-output, positive=True, liblinear with an intercept), an
             unfitted estimator, or data that does not match it.
     """
+    kw = dict(sample_weight=sample_weight, num_threads=num_threads,
+              check_stationary=check_stationary, rtol=rtol)
+    if _sklearn_class_name(estimator) == "Pipeline":
+        return _from_pipeline(estimator, X, y, **kw)
     kind = _kind(estimator)
     if not hasattr(estimator, "coef_"):
         raise ValueError(f"this {kind} is not fitted yet: call its fit(X, y) first")
+    labels = None
+    if _frames.is_pandas(X) and hasattr(X, "columns"):
+        labels = _frames.Labels([str(c) for c in X.columns], X.index)
+        y = _frames.aligned(y, "y", X.index)
+        sample_weight = _frames.aligned(sample_weight, "sample_weight", X.index)
     Xa = _design(X, estimator, kind)
     n, d = Xa.shape
     ya = _labels(y, n)
@@ -463,4 +476,31 @@ def from_estimator(
                 f"fit_intercept={fit_intercept}); and check that X, y and sample_weight are the "
                 "data the estimator was fitted on.",
                 ConvergenceWarning, stacklevel=2)
+    A._labels = labels
+    return A
+
+
+def _from_pipeline(pipe: Any, X: Any, y: Any, **kw: Any) -> Attribution:
+    """from_estimator for a Pipeline: its last step on X transformed by the others."""
+    final = pipe.steps[-1][1]
+    _kind(final)  # an unsupported last step is refused before any work
+    ids = X.index if _frames.is_pandas(X) and hasattr(X, "columns") else None
+    y = _frames.aligned(y, "y", ids)
+    kw["sample_weight"] = _frames.aligned(kw["sample_weight"], "sample_weight", ids)
+    head = pipe[:-1]
+    Xt = head.transform(X)
+    if hasattr(Xt, "toarray") and hasattr(Xt, "nnz"):
+        Xt = Xt.toarray()  # the Hessian is dense anyway; the design is read densely
+    try:
+        names = [str(s) for s in head.get_feature_names_out()]
+    except (AttributeError, ValueError, TypeError):  # a step that cannot name its outputs
+        names = None
+    if _frames.is_pandas(Xt) and hasattr(Xt, "columns"):  # set_output(transform="pandas")
+        names = [str(c) for c in Xt.columns]
+        Xt = Xt.to_numpy()
+    A = from_estimator(final, np.asarray(Xt), y, **kw)
+    if names is not None and len(names) != A.n_features:
+        names = None
+    if hasattr(A, "_labels"):  # the binary families (multinomial answers stay arrays)
+        A._labels = _frames.labels_from(names, ids, A.n_features)
     return A

@@ -1,0 +1,147 @@
+"""pandas in and out: DataFrame X (and Series y, weights) become arrays plus their labels, and
+the answers of an Attribution built from them carry those labels back.
+
+X's column names become the parameter names (the intercept, last, is "const", as statsmodels
+names it) and X's index the sample ids. Methods with a parameter axis (IF / RIF rows, group
+effects) or a sample axis (scores) then return DataFrames or Series; sample arguments (indices,
+sets) stay positions 0..n-1, as NumPy's, and ``A.sample_ids[positions]`` maps them to ids.
+pandas is imported only when a pandas object is passed.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+INTERCEPT = "const"
+
+
+def is_pandas(v: Any) -> bool:
+    return type(v).__module__.split(".")[0] == "pandas"
+
+
+def _frame_array(X: Any) -> np.ndarray:
+    """A DataFrame's values as one float array; ValueError naming the non-numeric columns."""
+    from pandas.api.types import is_numeric_dtype
+
+    bad = [str(c) for c, t in zip(X.columns, X.dtypes) if not is_numeric_dtype(t)]
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise ValueError(
+            f"X has {len(bad)} column(s) that are not numbers: {shown}. Encode categories first "
+            "(pd.get_dummies(X, columns=[...], dtype=float), or rif --one-hot on the command "
+            "line) and drop or embed text columns.")
+    dtype = np.float32 if all(t == np.float32 for t in X.dtypes) else np.float64
+    return np.ascontiguousarray(X.to_numpy(dtype=dtype, na_value=np.nan))
+
+
+def aligned(v: Any, name: str, index: Any) -> Any:
+    """A Series (or one-column DataFrame) as an array, its index checked against X's."""
+    if not is_pandas(v):
+        return v
+    if hasattr(v, "columns"):
+        if v.shape[1] != 1:
+            raise ValueError(f"{name} must be one column, got a DataFrame with {v.shape[1]}")
+        v = v.iloc[:, 0]
+    if index is not None and not v.index.equals(index):
+        raise ValueError(f"{name}'s index does not match X's: align them first "
+                         f"({name} = {name}.loc[X.index]), or pass {name}.to_numpy()")
+    from pandas.api.types import is_numeric_dtype
+
+    if not is_numeric_dtype(v.dtype):
+        raise ValueError(f"{name} must hold numbers, got dtype {v.dtype} (encode labels as "
+                         "0/1 or 0..K-1 first)")
+    return v.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+@dataclass
+class Labels:
+    """The names of X's columns and the ids of its rows."""
+
+    features: list
+    ids: Any  # a pandas Index
+
+    def params(self, fit_intercept: bool) -> list:
+        return self.features + ([INTERCEPT] if fit_intercept else [])
+
+
+def unwrap(X: Any, y: Any, sample_weight: Any) -> tuple:
+    """(X, y, sample_weight, Labels or None): pandas inputs as arrays, with X's labels."""
+    labels = None
+    index = None
+    if is_pandas(X) and hasattr(X, "columns"):
+        labels = Labels([str(c) for c in X.columns], X.index)
+        index = X.index
+        X = _frame_array(X)
+    return X, aligned(y, "y", index), aligned(sample_weight, "sample_weight", index), labels
+
+
+def labels_from(names: Optional[Sequence[str]], ids: Any, d: int) -> Optional[Labels]:
+    """Labels from feature names (length d, or None: x1..xd) and row ids (None: 0..n-1);
+    None when there is neither."""
+    if names is None and ids is None:
+        return None
+    features = [str(s) for s in names] if names is not None else [f"x{j + 1}" for j in range(d)]
+    return Labels(features, ids)
+
+
+def direction(v: Any, names: list) -> Any:
+    """A Series direction indexed by parameter names, in the parameters' order."""
+    if not (is_pandas(v) and not hasattr(v, "columns")
+            and all(isinstance(k, str) for k in v.index)):
+        return v
+    missing = [n for n in names if n not in v.index]
+    extra = [str(n) for n in v.index if n not in set(names)]
+    if missing or extra:
+        raise ValueError(f"the direction's index must name the parameters {names[:5]}"
+                         f"{' ...' if len(names) > 5 else ''}; missing {missing[:5]}, "
+                         f"unknown {extra[:5]}")
+    return v.reindex(names).to_numpy(dtype=np.float64)
+
+
+def labelled(kind: str) -> Callable:
+    """Decorate an Attribution method so that, for an object built from a DataFrame, its
+    answer carries the labels: kind "rows" (rows of samples by parameters), "effect" (one set:
+    a Series over parameters; several: a DataFrame), "scores" (a Series over samples, or a
+    DataFrame for several directions). A Series direction is aligned by parameter name."""
+
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            labels = getattr(self, "_labels", None)
+            if labels is None:
+                return method(self, *args, **kwargs)
+            params = labels.params(self.fit_intercept)
+            if kind == "scores" and args:
+                args = (direction(args[0], params),) + args[1:]
+            elif kind == "scores" and "direction" in kwargs:
+                kwargs["direction"] = direction(kwargs["direction"], params)
+            out = method(self, *args, **kwargs)
+            return _label(kind, out, labels, params, self.n, args, kwargs)
+
+        return call
+
+    return wrap
+
+
+def _label(kind: str, out: Any, labels: Labels, params: list, n: int, args: tuple,
+           kwargs: dict) -> Any:
+    import pandas as pd
+
+    ids = labels.ids if labels.ids is not None else pd.RangeIndex(n)
+    if kind == "rows":
+        if kwargs.get("out") is not None:  # written to a file: returned as opened
+            return out
+        indices = args[0] if args else kwargs.get("indices")
+        rows = ids if indices is None else ids[np.asarray(indices, dtype=np.int64).reshape(-1)]
+        return pd.DataFrame(out, index=rows, columns=params)
+    if kind == "effect":
+        if out.ndim == 1:
+            return pd.Series(out, index=params)
+        return pd.DataFrame(out, columns=params)
+    if out.ndim == 1:
+        return pd.Series(out, index=ids)
+    return pd.DataFrame(out, index=ids)
