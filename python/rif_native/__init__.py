@@ -48,9 +48,11 @@ from ._api import (
 
 from . import sources
 from .sources import SourceReadError
-from . import audit, diagnostics, metrics, multiclass_metrics, multinomial, refit_check, trust
+from . import (audit, diagnostics, metrics, multiclass_metrics, multinomial, refit_check, tables,
+               trust)
 from .multinomial import MultinomialAttribution
 from .refit_check import RefitCheck, check_refit
+from .tables import SampleTable
 from .trust import TrustWarning
 
 __version__: str = _core.build_info()["version"]
@@ -63,6 +65,7 @@ __all__ = [
     "NotPositiveDefiniteError",
     "RefitCheck",
     "RetrainResult",
+    "SampleTable",
     "SingularRemovalWarning",
     "SourceReadError",
     "TopSamples",
@@ -83,5 +86,6 @@ __all__ = [
     "refit_check",
     "rescaled_influence",
     "sources",
+    "tables",
     "trust",
 ]

@@ -687,6 +687,28 @@ class Attribution:
 
         return audit(self, target, **kwargs)
 
+    def table(self, directions: Any = None, *, diagnostics: bool = False) -> Any:
+        """Every sample's id, label, weight, leverage, residual, rescale factor and IF / RIF
+        scores for each direction (and the diagnostics when asked), as a SampleTable with
+        ``to_frame()`` and ``write(path)``: see :mod:`rif_native.tables`."""
+        from .tables import sample_table
+
+        return sample_table(self, directions, diagnostics=diagnostics)
+
+    def __reduce__(self) -> tuple:
+        """Pickle the inputs (X, y, theta, weights and options, with the labels of a
+        DataFrame), not the factor: unpickling builds the object again (one factorisation)."""
+        X, y, w = self._data
+        if not isinstance(X, np.ndarray) or type(self) is not Attribution:
+            raise TypeError("only an Attribution of X in memory (a NumPy array or DataFrame) "
+                            "can be pickled; for data on disk or on a cluster, pickle the "
+                            "arguments and build it again")
+        kwargs = dict(l2=self.l2, family=self.family, sample_weight=w,
+                      fit_intercept=self.fit_intercept,
+                      backend="cpu" if self.backend == "cpu" else "auto",
+                      max_memory=self._max_memory, progress=self._progress)
+        return (_unpickle, (X, y, self.theta, kwargs, getattr(self, "_labels", None)))
+
     def check_refit(self, removed: Sequence[int], theta_refit: ArrayLike, *,
                     method: str = "ns") -> Any:
         """Compare this object's estimate of removing ``removed`` with your own refit, and say
@@ -932,6 +954,13 @@ class Attribution:
                 f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
                 "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible.",
                 SingularRemovalWarning, stacklevel=3)
+
+
+def _unpickle(X: np.ndarray, y: np.ndarray, theta: np.ndarray, kwargs: dict,
+              labels: Any) -> Attribution:
+    A = Attribution(X, y, theta, **kwargs)
+    A._labels = labels
+    return A
 
 
 # ----------------------------------------------------------------------------- functional API

@@ -1,0 +1,204 @@
+"""One table of per-sample answers, and files that read back equal.
+
+``A.table(directions)`` (:func:`sample_table`) gathers what an Attribution knows about each
+sample: its id, label and weight, leverage, residual and RIF rescale factor, and for each named
+direction (a metric's gradient) its IF and RIF scores; with ``diagnostics=True`` also the
+statsmodels-style columns of :mod:`rif_native.diagnostics`.
+
+On disk (``SampleTable.write(path)`` / ``SampleTable.read(path)``, by the file's suffix):
+
+* ``.csv``: a header line with the column names, then one line per sample; ``sample_id`` first.
+  Numbers are written with 17 significant digits, so they read back bit for bit. The run's
+  description (``meta``) is not in a CSV.
+* ``.json``: ``{"format": "rif-native sample table", "version": 1, "meta": {...},
+  "columns": {name: [values, ...]}}``; inf and NaN are written as the strings "inf", "-inf",
+  "nan".
+* ``.parquet`` (needs pyarrow): the columns, with ``meta`` as JSON under the key
+  ``rif_native`` in the file's schema metadata.
+
+Columns (n rows each): ``sample_id``, ``label``, ``weight``, ``leverage``, ``residual``
+(r_i = w_i dloss/dz), ``rescale`` (1 / (1 - h_i)), then ``if_<name>`` and ``rif_<name>`` for
+each direction, then the diagnostics' columns when asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+
+__all__ = ["SampleTable", "sample_table"]
+
+_FORMAT = "rif-native sample table"
+_VERSION = 1
+
+
+@dataclass
+class SampleTable:
+    """Per-sample answers as named columns of equal length (see the module's docstring).
+
+    Attributes:
+        columns: column name -> (n,) array, in order; ``sample_id`` first.
+        meta: what produced them (family, l2, fit_intercept, n, p, directions).
+    """
+
+    columns: dict
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __repr__(self) -> str:
+        return (f"SampleTable({len(self)} samples; columns {', '.join(self.columns)})")
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame indexed by ``sample_id``."""
+        import pandas as pd
+
+        frame = pd.DataFrame({k: v for k, v in self.columns.items() if k != "sample_id"})
+        frame.index = pd.Index(self.columns["sample_id"], name="sample_id")
+        frame.attrs["rif_native"] = dict(self.meta)
+        return frame
+
+    def write(self, path: Union[str, Path]) -> None:
+        """Write to ``.csv``, ``.json`` or ``.parquet`` (by suffix), atomically."""
+        writer = {".csv": self.to_csv, ".json": self.to_json, ".parquet": self.to_parquet}
+        writer[_suffix(path)](path)
+
+    def to_csv(self, path: Union[str, Path]) -> None:
+        from ._output import atomic_target
+
+        names = list(self.columns)
+        cols = [self.columns[k] for k in names]
+        with atomic_target(path) as tmp, open(tmp, "w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(names)
+            for i in range(len(self)):
+                out.writerow([_cell(c[i]) for c in cols])
+
+    def to_json(self, path: Union[str, Path]) -> None:
+        from ._output import write_text
+
+        payload = {"format": _FORMAT, "version": _VERSION, "meta": self.meta,
+                   "columns": {k: [_json_value(x) for x in v.tolist()]
+                               for k, v in self.columns.items()}}
+        write_text(path, json.dumps(payload))
+
+    def to_parquet(self, path: Union[str, Path]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from ._output import atomic_target
+
+        table = pa.table({k: pa.array(v) for k, v in self.columns.items()})
+        table = table.replace_schema_metadata({"rif_native": json.dumps(self.meta)})
+        with atomic_target(path) as tmp:
+            pq.write_table(table, tmp)
+
+    @classmethod
+    def read(cls, path: Union[str, Path]) -> "SampleTable":
+        """Read a table written by :meth:`write` (by suffix)."""
+        kind = _suffix(path)
+        if kind == ".json":
+            payload = json.loads(Path(path).read_text())
+            if payload.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not a {_FORMAT} (no 'format' entry saying so)")
+            columns = {k: _array([_from_json(x) for x in v])
+                       for k, v in payload["columns"].items()}
+            return cls(columns, payload.get("meta", {}))
+        if kind == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {}).get(b"rif_native", b"{}"))
+            return cls({k: table.column(k).to_numpy() for k in table.column_names}, meta)
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            raise ValueError(f"{path} is empty")
+        names = rows[0]
+        return cls({k: _array([r[j] for r in rows[1:]]) for j, k in enumerate(names)}, {})
+
+
+def _suffix(path: Union[str, Path]) -> str:
+    kind = Path(path).suffix.lower()
+    if kind not in (".csv", ".json", ".parquet"):
+        raise ValueError(f"a sample table is written as .csv, .json or .parquet, not {path!r}")
+    return kind
+
+
+def _cell(x: Any) -> str:
+    if isinstance(x, (float, np.floating)):
+        return repr(float(x))  # shortest repr that reads back to the same double
+    return str(x)
+
+
+def _json_value(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
+def _from_json(x: Any) -> Any:
+    return float(x) if x in ("inf", "-inf", "nan") else x
+
+
+def _array(values: list) -> np.ndarray:
+    """Column values (strings from a CSV, or JSON values) as int, float or string arrays."""
+    for kind in (np.int64, np.float64):
+        try:
+            arr = np.array(values, dtype=kind)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        if kind is np.int64 and any(isinstance(v, str) and not v.lstrip("-").isdigit()
+                                    for v in values):
+            continue
+        if kind is np.int64 and any(isinstance(v, float) for v in values):
+            continue
+        return arr
+    return np.array(values, dtype=object)
+
+
+def sample_table(A: Any, directions: Optional[Union[Mapping[str, Any], Any]] = None, *,
+                 diagnostics: bool = False) -> SampleTable:
+    """Every sample's answers from Attribution A (binary GLM families) as a SampleTable.
+
+    Args:
+        directions: a metric's gradient (p,), or {name: gradient} for several; a metric object
+            of rif_native.metrics is taken at A's theta. Each gives ``if_<name>`` and
+            ``rif_<name>`` score columns (removal effects on that metric); one unnamed
+            direction is named "score".
+        diagnostics: add the columns of :func:`rif_native.diagnostics.diagnostics`.
+    """
+    if getattr(A, "family", None) == "multinomial":
+        raise ValueError("sample_table covers the binary GLM families, not multinomial")
+    if directions is None:
+        directions = {}
+    elif not isinstance(directions, Mapping):
+        directions = {"score": directions}
+    X, y, w = A._data
+    cols = {"sample_id": np.asarray(A.sample_ids),
+            "label": np.asarray(y, dtype=np.float64),
+            "weight": np.ones(A.n) if w is None else np.asarray(w, dtype=np.float64),
+            "leverage": np.asarray(A.leverage, dtype=np.float64),
+            "residual": np.asarray(A.residuals, dtype=np.float64),
+            "rescale": np.asarray(A.rescale, dtype=np.float64)}
+    for name, v in directions.items():
+        if hasattr(v, "gradient") and callable(v.gradient):
+            v = v.gradient(A.theta)
+        for method in ("if", "rif"):
+            cols[f"{method}_{name}"] = np.asarray(A.scores(v, method=method), dtype=np.float64)
+    if diagnostics:
+        from .diagnostics import diagnostics as diag
+
+        for name, values in diag(A).items():  # a DataFrame, or a dict without pandas
+            cols[str(name)] = np.asarray(values, dtype=np.float64)
+    meta = {"family": A.family, "l2": A.l2, "fit_intercept": A.fit_intercept, "n": A.n,
+            "p": A.n_params, "param_names": list(A.param_names),
+            "directions": list(directions)}
+    return SampleTable(cols, meta)
