@@ -36,6 +36,7 @@ __all__ = [
     "SMS_SPAM_SHA256",
     "load_dataset",
     "load_digits",
+    "load_table",
     "load_sms_spam",
     "tokenize",
 ]
@@ -88,6 +89,10 @@ class Dataset:
         "HDF5 dataset /x"); None for X in memory.
     origin : str or None
         For X on disk, the file(s) it comes from, as messages name them.
+    sample_ids : (n,) array or None
+        Each sample's id from an id column (``load_table(..., id_column=)``), else None.
+    notes : list of str
+        What the reader changed (labels numbered, columns one-hot encoded), to be said.
     """
 
     X: np.ndarray
@@ -102,6 +107,8 @@ class Dataset:
     source_index: np.ndarray | None = None
     storage: str | None = None
     origin: str | None = None
+    sample_ids: np.ndarray | None = None
+    notes: list = dataclasses.field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -1011,7 +1018,7 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
         _need_labels(path, labels, "a folder of .npy shards")
         return _load_shards(shards, labels, str(path), path.name)
     suffix = path.suffix.lower()
-    if suffix in (".npz", ".csv", ".tsv") and labels is not None:
+    if suffix in (".npz", ".csv", ".tsv", ".parquet") and labels is not None:
         raise ValueError(
             f"{path}: a {suffix} file holds its own labels; a separate labels file is only for "
             ".npy, .npy shards, .zarr and .h5"
@@ -1029,8 +1036,23 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
         return _load_csv(path)
     if suffix in (".h5", ".hdf5"):
         return _load_hdf5(path, None, labels)
+    if suffix == ".parquet":
+        return load_table(path)
     raise ValueError(
         f"{path}: unsupported file type {suffix or '(no extension)'!r}; use .npz (X, y), "
-        ".npy with --labels, or .csv (last column = label); with --labels also a folder of .npy "
-        "shards, a .zarr store or an .h5/.hdf5 file"
+        ".npy with --labels, .csv or .parquet (last column = label); with --labels also a folder "
+        "of .npy shards, a .zarr store or an .h5/.hdf5 file"
     )
+
+
+def load_table(path: str | os.PathLike, *, label: str | None = None,
+               id_column: str | None = None, one_hot: bool = False,
+               family: str = "logistic") -> Dataset:
+    """A table (``.csv``, ``.tsv`` or ``.parquet`` with a header) by column name: the label
+    column (default the last), an optional column of sample ids, non-numeric columns one-hot
+    encoded when ``one_hot`` (else an error naming them), text labels numbered in sorted order.
+    ``Dataset.notes`` says what was changed. Needs pandas (and pyarrow for Parquet); see
+    :func:`rif_native._tabular.load_table`."""
+    from ._tabular import load_table as load
+
+    return load(path, label=label, id_column=id_column, one_hot=one_hot, family=family)
