@@ -1,17 +1,39 @@
-"""Progress bars for long steps: tqdm on stderr, silent when asked to be quiet."""
+"""Progress bars for long steps: tqdm on stderr, silent when asked to be quiet.
+
+A bar never shares a line with what is printed after it: on a terminal it is cleared when it
+closes; on anything else (a log file, a pipe, a CI log), where a carriage return does not take
+it back, it is left in its final state and its line is ended. What was printed before it is
+flushed first, so that stdout and stderr going to one file stay in order.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional, TypeVar
+import sys
+from typing import Any, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 
 _open_bars = 0  # bars drawn and not yet closed (then a message must start on a new line)
+_bars: list[Any] = []  # the bars progress() has open, innermost last
 
 
 def bar_open() -> bool:
     """Whether a progress bar is on the terminal's current line now."""
     return _open_bars > 0
+
+
+def _terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
+def _flush(stream) -> None:
+    try:
+        stream.flush()
+    except (AttributeError, ValueError, OSError):
+        pass
 
 
 def progress(items: Iterable[T], *, desc: str, total: Optional[int] = None,
@@ -23,9 +45,35 @@ def progress(items: Iterable[T], *, desc: str, total: Optional[int] = None,
     from tqdm.auto import tqdm
 
     global _open_bars
-    with tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True) as bar:
+    stream = sys.stderr
+    _flush(sys.stdout)
+    with tqdm(items, desc=desc, total=total, file=stream, leave=not _terminal(stream),
+              dynamic_ncols=True) as bar:
+        _bars.append(bar)
         _open_bars += 1
         try:
             yield from bar
         finally:
-            _open_bars -= 1
+            if bar in _bars:  # not yet closed by close_bars()
+                _bars.remove(bar)
+                _open_bars -= 1
+
+
+def close_bars() -> None:
+    """Close the bars progress() has open now, innermost first (each cleared, or ended with a
+    newline where the stream is no terminal). For KeyboardInterrupt: the interrupted loop's
+    generator, and with it its bar, lives on in the traceback until it is dropped."""
+    global _open_bars
+    while _bars:
+        bar = _bars.pop()
+        _open_bars -= 1
+        bar.close()
+
+
+def end_line() -> None:
+    """End the line of bars that were cleared (tqdm's leave=False, as the bars of data read
+    from disk are) on a stream that is no terminal, where clearing does not take them back; on
+    a terminal, nothing. Call it after such bars, before printing."""
+    if not _terminal(sys.stderr):
+        sys.stderr.write("\n")
+        _flush(sys.stderr)

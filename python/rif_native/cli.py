@@ -1,25 +1,19 @@
-"""The ``rif`` command line tool.
-
-``rif attribute`` (also what a bare ``rif`` runs): fit an L2-regularised GLM on a training part of
-a data set, then rank the training samples by the predicted effect of removing each one on the
-total loss over a held-out test part, by the rescaled influence function (RIF) and by the plain
-influence function (IF), side by side.
+"""The ``rif`` command line tool: argument parsing, data loading and splitting, output checks,
+error reporting, and the commands that live here (experiment, poisoning, sweep, search,
+benchmark). ``rif attribute`` (also what a bare ``rif`` runs) is in _cli_attribute.py and
+``rif audit`` in _cli_audit.py.
 
 Every estimate is a removal effect (theta_{-i} - theta_hat): a positive score means that
-removing the sample is predicted to increase the test loss, i.e. the sample helps.
+removing the sample is predicted to increase the metric.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
-import json
 import math
 import os
 import sys
-import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +22,7 @@ import numpy as np
 import rif_native
 from rif_native import _output, _progress, _stats
 from rif_native._markdown import markdown_table
-from rif_native.metrics import TestLoss
-from rif_native import _cli_audit
+from rif_native import _cli_attribute, _cli_audit
 from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spam
 
 __all__ = ["main"]
@@ -43,12 +36,6 @@ _DEFAULT_L2 = 0.03
 _DEFAULT_L2_MULTINOMIAL = 1.0  # the built-in digits: 1,290 parameters for 1,438 samples
 _DEFAULT_MAX_FEATURES = 1500
 _FAMILIES = ("logistic", "squared", "poisson", "multinomial")
-
-_SIGN_NOTE = (
-    "score_i = predicted change of the TOTAL test loss if training sample i is removed "
-    "(<grad test loss, theta_{-i} - theta_hat>). Positive: removing it increases the test loss "
-    "(the sample helps); negative: removing it decreases the test loss (the sample hurts)."
-)
 
 
 class _UsageError(Exception):
@@ -138,58 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
         version=f"%(prog)s {getattr(rif_native, '__version__', 'unknown')}",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    att = sub.add_parser(
-        "attribute",
-        help="rank training samples by their effect on the test loss (RIF and IF side by side)",
-        description=(
-            "Fit an L2-regularised GLM (with intercept) on a training part, then predict for "
-            "every training sample how the total loss on the held-out test part would change "
-            "if that sample were removed, by the rescaled influence function (RIF, the Newton "
-            "step of leave-one-out) and by the influence function (IF), and print the top "
-            "samples of both rankings side by side. " + _SIGN_NOTE
-        ),
-        epilog=(
-            "Data files: .npz with arrays X (n x d) and y (n,), optionally X_test and y_test "
-            "(then used as the test part instead of a random split); .csv/.tsv with the label in "
-            "the last column and an optional header line. Large data stay on disk and are read "
-            "block by block, with the labels from --labels PATH.npy: a .npy file (memory-mapped), "
-            "a folder of .npy shards (stacked in the order of their file names: pad numbers with "
-            "zeros, part-000.npy, part-001.npy, ...), --data given several times (.npy shards "
-            "stacked in the order given), a .zarr store holding one 2-D array (or STORE.zarr:NAME) "
-            "and an HDF5 file FILE.h5 / FILE.hdf5 (its only 2-D dataset, or FILE.h5:NAME). Such "
-            "data are split contiguously, not shuffled: the last --test-fraction of the rows are "
-            "the test part. A progress bar follows each pass over them (none with --quiet). "
-            "The default data set is the SMS Spam Collection v.1 (Almeida, Gomez "
-            "Hidalgo and Yamakami, DocEng 2011), deduplicated, as a bag of words (1 = spam)."
-        ),
-    )
-    _add_data_args(att)
-    _add_model_args(att)
-    out = att.add_argument_group("output")
-    out.add_argument(
-        "--top", type=_positive_int, default=10, metavar="K",
-        help="number of samples listed per ranking (default 10)",
-    )
-    out.add_argument(
-        "--rank-by", choices=("abs", "helpful", "harmful"), default="abs",
-        help="order of the rankings: largest |score| (default), most helpful (largest positive "
-        "score) or most harmful (most negative score)",
-    )
-    out.add_argument(
-        "--json", metavar="PATH",
-        help="also write all results (including every sample's scores) as JSON to PATH "
-        "('-' for stdout, which then carries nothing else); an existing file is kept unless "
-        "--force is given",
-    )
-    out.add_argument(
-        "--force", action="store_true",
-        help="overwrite an existing --json file (without it, the command refuses before any work)",
-    )
-    out.add_argument(
-        "--quiet", action="store_true",
-        help="print only the two rankings and their agreement (no data, fit or timing lines, "
-        "no progress bars)",
-    )
+    _cli_attribute.add_parser(sub)
     _add_experiment_parsers(sub)
     return parser
 
@@ -385,18 +321,6 @@ def _add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _ranking(scores: np.ndarray, rank_by: str) -> np.ndarray:
-    """Positions sorted by the requested order; ties broken by position (stable)."""
-    if rank_by == "abs":
-        key = -np.abs(scores)
-    elif rank_by == "helpful":
-        key = -scores
-    else:
-        key = scores
-    key = np.where(np.isnan(key), np.inf, key)
-    return np.argsort(key, kind="stable")
-
-
 def _one_line(exc: BaseException) -> str:
     """An exception's message with its whitespace (newlines included) folded to single spaces."""
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -406,29 +330,6 @@ def _printable(text: str) -> str:
     """text with control characters escaped (a hostile file's bytes can end up in a message,
     and must not move the cursor or start a terminal escape sequence)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _json_float(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _snippet(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    if len(text) > width:
-        text = text[: width - 3] + "..."
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        text = text.encode("ascii", "replace").decode("ascii")
-    return text
-
-
-def _label_name(value: float, target_names) -> str:
-    if target_names is not None and value in (0.0, 1.0):
-        return target_names[int(value)]
-    return f"{value:g}"
 
 
 def _check_labels(family: str, y: np.ndarray, what: str) -> None:
@@ -471,20 +372,8 @@ def _split(dataset: Dataset, args, family: str):
     return train, test, f"random {fraction:g} of the samples (seed {args.seed})"
 
 
-def _write_json(path: Optional[Path], payload: dict) -> None:
-    """payload as JSON to the (checked) file path, atomically, or to stdout for None."""
-    text = json.dumps(payload, indent=1, allow_nan=False)
-    if path is None:
-        sys.stdout.write(text + "\n")
-        return
-    try:
-        _output.write_text(path, text + "\n")
-    except OSError as exc:
-        raise _UsageError(f"cannot write --json file {path}: {exc.strerror or exc}") from None
-
-
 # --------------------------------------------------------------------------------------------
-# rif attribute
+# data: loading and splitting
 # --------------------------------------------------------------------------------------------
 
 
@@ -619,346 +508,6 @@ def _prepare_on_disk(dataset: Dataset, source: str, args) -> argparse.Namespace:
         X_test=X.subset(n_train, n, name=f"{label} (test rows)"), y_test=y_test)
 
 
-def _attribute(args, outputs: _output.Outputs) -> int:
-    json_file = _json_target(args, outputs)
-    show_info = not args.quiet and args.json != "-"
-
-    def say(line: str = "") -> None:
-        if show_info:
-            print(line)
-
-    t0 = time.perf_counter()
-    data = _prepare(args)
-    timings = {"load": time.perf_counter() - t0}
-    n_train, d = data.X_train.shape
-    storage = data.dataset.storage
-    say(f"data       {data.dataset.name} ({data.source}): {data.dataset.n_samples} samples x "
-        f"{d} features" + (f" ({storage}, read block by block)" if storage else ""))
-    say(f"split      train {n_train}, test {data.y_test.shape[0]} ({data.split_note})")
-    res = _fit_and_score(data, args, timings)
-    _say_fit(res, args, say)
-    ranks = _rankings(res, args.rank_by, args.top)
-    if args.json != "-":
-        _print_rankings(data, res, ranks, args.rank_by, show_info)
-    if args.json is not None:
-        _write_json(json_file, _attribute_payload(data, res, ranks, args))
-        say(f"json       written to {args.json}")
-    return 0
-
-
-def _json_target(args, outputs: _output.Outputs) -> Optional[Path]:
-    """The --json file, checked before any work (None for none or for '-', stdout)."""
-    if args.json is None or args.json == "-":
-        return None
-    return outputs.file(args.json, option="--json")
-
-
-def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
-    """Fit on the training part, then every training sample's RIF and IF score on the total
-    test loss (removal effects); warnings are collected and repeated on stderr."""
-    family = args.family
-    X_train, y_train, X_test, y_test = data.X_train, data.y_train, data.X_test, data.y_test
-    on_disk = data.contiguous
-    progress = not args.quiet
-    d = X_train.shape[1]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        t0 = time.perf_counter()
-        with _naming(data.source, on_disk):
-            fit = rif_native.fit(
-                X_train, y_train, l2=args.l2, family=family, fit_intercept=True,
-                num_threads=args.threads, progress=progress,
-            )
-        timings["fit"] = time.perf_counter() - t0
-
-        theta = np.asarray(fit.theta, dtype=np.float64)
-        if on_disk:
-            # the test rows block by block: their losses, their gradient and predictions
-            test = _test_pass(X_test, y_test, theta, family, data, progress)
-            loss_test, direction, correct_test = test.loss, test.gradient, test.correct
-            correct_train = None
-        else:
-            correct_train = _correct(X_train, y_train, theta, family)
-            correct_test = _correct(X_test, y_test, theta, family)
-            test_loss = _test_loss(X_test, y_test, family)
-            loss_train = _test_loss(X_train, y_train, family).per_sample(theta)
-            loss_test = test_loss.per_sample(theta)
-            # gradient of the total test loss with respect to theta = (coefficients, intercept)
-            direction = test_loss.gradient(theta)
-
-        t0 = time.perf_counter()
-        with _naming(data.source, on_disk):
-            attribution = rif_native.Attribution(
-                X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
-                num_threads=args.threads, backend=args.backend, progress=progress,
-            )
-            timings["attribution_setup"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            scores_rif = np.asarray(attribution.scores(direction, method="rif"), dtype=np.float64)
-            scores_if = np.asarray(attribution.scores(direction, method="if"), dtype=np.float64)
-        timings["scores"] = time.perf_counter() - t1
-        timings["attribution"] = time.perf_counter() - t0
-        leverage = np.asarray(attribution.leverage, dtype=np.float64)
-        singular = np.asarray(attribution.singular_samples, dtype=np.int64)
-        if on_disk:
-            # no further pass over the training rows: F(theta) less the penalty is their total
-            # loss, and for the unweighted logistic loss r_i = sigmoid(z_i) - y_i, so z_i > 0
-            # exactly where r_i + y_i > 1/2
-            coef = theta[..., :d]
-            train_loss_mean = (fit.loss - 0.5 * args.l2 * float(np.sum(coef * coef))) \
-                / y_train.size
-            if family == "logistic":
-                correct_train = ((np.asarray(attribution.residuals) + y_train - 0.5 > 0)
-                                 == (y_train == 1))
-            elif family == "multinomial":
-                correct_train = attribution.probabilities.argmax(axis=1) == y_train
-        else:
-            train_loss_mean = float(loss_train.mean())
-    caught_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
-    for line in caught_warnings:
-        print(f"{_PROG}: warning: {_printable(line)}", file=sys.stderr)
-
-    metrics: dict[str, float | None] = {
-        "train_loss_mean": _json_float(train_loss_mean),
-        "test_loss_mean": _json_float(loss_test.mean()),
-        "test_loss_total": _json_float(loss_test.sum()),
-    }
-    if correct_train is not None:
-        metrics["train_accuracy"] = float(np.mean(correct_train))
-        metrics["test_accuracy"] = float(np.mean(correct_test))
-    return argparse.Namespace(
-        fit=fit, train_loss_mean=train_loss_mean, loss_test=loss_test, metrics=metrics,
-        scores_rif=scores_rif, scores_if=scores_if, leverage=leverage, singular=singular,
-        timings=timings, warnings=caught_warnings)
-
-
-def _test_loss(X, y: np.ndarray, family: str):
-    """The total loss over the rows (X, y) as a metric (per_sample, gradient) at theta."""
-    if family == "multinomial":
-        from .multiclass_metrics import TestLoss as ClassLoss
-
-        return ClassLoss(X, y, fit_intercept=True)
-    return TestLoss(X, y, fit_intercept=True, family=family)
-
-
-def _correct(X, y: np.ndarray, theta: np.ndarray, family: str) -> Optional[np.ndarray]:
-    """Whether each row's predicted class is its label (classification families), else None."""
-    d = X.shape[1]
-    if family == "logistic":
-        return ((X @ theta[:d] + theta[d]) > 0) == (y == 1)
-    if family == "multinomial":
-        return (X @ theta[:, :d].T + theta[:, d]).argmax(axis=1) == y
-    return None
-
-
-@contextlib.contextmanager
-def _naming(source: str, on_disk: bool):
-    """A context in which a ValueError about X read from disk (the kernel names NaN or inf in
-    X by row on its first pass) becomes a usage error that names the data."""
-    try:
-        yield
-    except ValueError as exc:
-        if not on_disk:
-            raise
-        raise _UsageError(f"{source}: {_one_line(exc)}") from None
-
-
-def _test_pass(X_test, y_test: np.ndarray, theta: np.ndarray, family: str, data,
-               progress: bool) -> argparse.Namespace:
-    """One pass over the test rows on disk, block by block: each row's loss and z, and the
-    gradient of the total test loss (the direction the scores need), with NaN/inf named by
-    row of the data set."""
-    from .sources import READ_BYTES
-
-    d = X_test.shape[1]
-    first = int(data.test[0])
-    loss = np.empty(y_test.size)
-    correct = np.empty(y_test.size, dtype=bool)
-    gradient = np.zeros(theta.shape)
-    block = max(1, READ_BYTES // (d * X_test.dtype.itemsize))
-    total = -(-y_test.size // block)
-    for begin, rows in _progress.progress(X_test.blocks(block), desc=f"reading {X_test.name}",
-                                          total=total, enabled=progress and total > 1):
-        end = begin + len(rows)
-        bad = ~np.isfinite(rows)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise _UsageError(f"{data.source}: X contains NaN or infinity (first at row "
-                              f"{first + begin + r}, column {c})")
-        part = _test_loss(rows, y_test[begin:end], family)
-        loss[begin:end] = part.per_sample(theta)
-        gradient += part.gradient(theta)
-        right = _correct(rows, y_test[begin:end], theta, family)
-        if right is not None:
-            correct[begin:end] = right
-    return argparse.Namespace(loss=loss, gradient=gradient,
-                              correct=correct if family in ("logistic", "multinomial") else None)
-
-
-def _say_fit(res, args, say) -> None:
-    """The fit, accuracy or loss, leverage and timing lines."""
-    fit, metrics, leverage, timings = res.fit, res.metrics, res.leverage, res.timings
-    status = "converged" if fit.converged else "NOT converged"
-    say(
-        f"fit        {args.family}, l2 = {args.l2:g}, intercept: {fit.n_iter} iterations, "
-        f"{status}, ||grad F|| = {fit.grad_norm:.2e}"
-    )
-    if "train_accuracy" in metrics:
-        say(
-            f"accuracy   train {metrics['train_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}"
-            f"   (mean test loss {res.loss_test.mean():.4f})"
-        )
-    else:
-        say(f"loss       mean train {res.train_loss_mean:.4g}, mean test "
-            f"{res.loss_test.mean():.4g}")
-    say(
-        f"leverage   max {leverage.max():.3f}, mean {leverage.mean():.3f}, "
-        f"{int(np.count_nonzero(leverage > 0.5))} samples above 0.5"
-        + (f", {res.singular.size} singular (h = 1, RIF infinite)" if res.singular.size else "")
-    )
-    say(
-        f"time       load {timings['load']:.2f} s, fit {timings['fit']:.2f} s, attribution "
-        f"{timings['attribution']:.2f} s (factor + leverage {timings['attribution_setup']:.2f} s, "
-        f"IF and RIF scores {timings['scores']:.2f} s)"
-    )
-    say()
-
-
-def _rankings(res, rank_by: str, top: int) -> argparse.Namespace:
-    """The top-k positions by RIF and by IF, their overlap and the rank correlation."""
-    k = min(top, res.scores_rif.size)
-    order_rif = _ranking(res.scores_rif, rank_by)[:k]
-    order_if = _ranking(res.scores_if, rank_by)[:k]
-    shared = len(set(order_rif.tolist()) & set(order_if.tolist()))
-    rho = _stats.spearman(
-        np.nan_to_num(res.scores_rif, nan=0.0), np.nan_to_num(res.scores_if, nan=0.0)
-    )
-    return argparse.Namespace(k=k, order_rif=order_rif, order_if=order_if, shared=shared, rho=rho)
-
-
-def _print_rankings(data, res, ranks, rank_by: str, show_info: bool) -> None:
-    """The two rankings side by side, their agreement and (show_info) the rescaling range."""
-    k, order_rif, order_if = ranks.k, ranks.order_rif, ranks.order_if
-    scores_rif, scores_if, leverage = res.scores_rif, res.scores_if, res.leverage
-    texts, train, y_train = data.dataset.texts, data.train, data.y_train
-    target_names = data.dataset.target_names
-    by = {"abs": "|score|", "helpful": "score (most helpful first)",
-          "harmful": "score (most harmful first)"}[rank_by]
-    print(f"Top {k} training samples by {by}, metric: total loss on {data.y_test.shape[0]} test "
-          "samples.")
-    print("Sign: removal effect theta_{-i} - theta_hat. Positive score = removing the sample "
-          "INCREASES the test loss (it helps);")
-    print("negative = removing it decreases the test loss (it hurts). index = row of the "
-          "data set" + (" (after dedupe)." if data.dataset.source_index is not None else "."))
-    print()
-    text_width = 22 if texts is not None else 0
-    names = [_label_name(float(v), target_names) for v in np.unique(y_train)[:50]]
-    label_width = min(8, max(5, *(len(name) for name in names)))
-
-    def cells(pos: int, score: float) -> str:
-        idx = int(train[pos])
-        label = _label_name(float(y_train[pos]), target_names)[:label_width]
-        part = f"{idx:>6} {label:<{label_width}} {score:>+10.3e} {leverage[pos]:>6.3f}"
-        if texts is not None:
-            part += " " + f"{_snippet(texts[idx], text_width):<{text_width}}"
-        return part
-
-    head = f"{'index':>6} {'label':<{label_width}} {'score':>10} {'lev':>6}"
-    if texts is not None:
-        head += " " + f"{'text':<{text_width}}"
-    width = len(head)
-    print(f"{'':>4}   {'RIF (rescaled influence)':<{width}} | IF (influence function)")
-    print(f"{'rank':>4}   {head} | {head}".rstrip())
-    print(f"{'':->4}   {'':->{width}} | {'':->{width}}")
-    for rank in range(k):
-        left = cells(order_rif[rank], scores_rif[order_rif[rank]])
-        right = cells(order_if[rank], scores_if[order_if[rank]])
-        print(f"{rank + 1:>4}   {left} | {right}".rstrip())
-    print()
-    print(f"shared     {ranks.shared} of the top {k} samples appear in both rankings")
-    print(f"spearman   {ranks.rho:.4f} (rank correlation of all {scores_rif.size} RIF and IF "
-          "scores)")
-    if show_info:
-        ratio = np.abs(scores_rif) / np.maximum(np.abs(scores_if), np.finfo(float).tiny)
-        max_rescale = np.max(1.0 / np.maximum(1.0 - leverage, 1e-300))
-        print(f"rescale    1/(1-h): max {max_rescale:.3g}; "
-              f"|RIF| / |IF| for the top-{k} RIF samples: "
-              f"{np.min(ratio[order_rif]):.3g} .. {np.max(ratio[order_rif]):.3g}")
-
-
-def _ranking_entries(data, res, order, scores, other) -> list:
-    """One JSON entry per ranked sample (index = row of the data set)."""
-    out = []
-    for rank, pos in enumerate(order, start=1):
-        idx = int(data.train[pos])
-        item = {
-            "rank": rank,
-            "index": idx,
-            "label": float(data.y_train[pos]),
-            "score": _json_float(scores[pos]),
-            "other_score": _json_float(other[pos]),
-            "leverage": float(res.leverage[pos]),
-        }
-        if data.dataset.source_index is not None:
-            item["source_line"] = int(data.dataset.source_index[idx])
-        if data.dataset.texts is not None:
-            item["text"] = data.dataset.texts[idx]
-        out.append(item)
-    return out
-
-
-def _attribute_payload(data, res, ranks, args) -> dict:
-    """Everything `rif attribute` computed, for --json."""
-    fit, dataset, test = res.fit, data.dataset, data.test
-    return {
-        "command": "attribute",
-        "version": getattr(rif_native, "__version__", None),
-        "sign_convention": _SIGN_NOTE,
-        "dataset": {
-            "name": dataset.name,
-            "source": data.source,
-            "description": dataset.description,
-            "n_samples": dataset.n_samples,
-            "n_features": data.X_train.shape[1],
-            "storage": dataset.storage,
-        },
-        "split": {
-            "n_train": data.y_train.size,
-            "n_test": data.y_test.shape[0],
-            "how": data.split_note,
-            "contiguous": data.contiguous,
-            "seed": args.seed,
-            "test_indices": None if test is None else test.tolist(),
-        },
-        "model": {
-            "family": args.family,
-            "l2": args.l2,
-            "fit_intercept": True,
-            "n_iter": int(fit.n_iter),
-            "converged": bool(fit.converged),
-            "grad_norm": _json_float(fit.grad_norm),
-        },
-        "metrics": res.metrics,
-        "attribution": {
-            "metric": "total test loss",
-            "rank_by": args.rank_by,
-            "top": ranks.k,
-            "top_rif": _ranking_entries(data, res, ranks.order_rif, res.scores_rif, res.scores_if),
-            "top_if": _ranking_entries(data, res, ranks.order_if, res.scores_if, res.scores_rif),
-            "shared_top_k": ranks.shared,
-            "spearman": _json_float(ranks.rho),
-            "max_leverage": float(res.leverage.max()),
-            "singular_samples": [int(data.train[i]) for i in res.singular],
-        },
-        "timings_s": res.timings,
-        "warnings": res.warnings,
-        "train_indices": data.train.tolist(),
-        "scores_rif": [_json_float(s) for s in res.scores_rif],
-        "scores_if": [_json_float(s) for s in res.scores_if],
-        "leverage": res.leverage.tolist(),
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
@@ -974,6 +523,7 @@ def _experiment_config(args, **extra) -> "experiment.ExperimentConfig":
 
 #: The files each command writes into its --out folder (checked for earlier runs' files first).
 _OUTPUT_FILES = {
+    "attribute": _cli_attribute.FILES,
     "experiment": ("estimates.csv", "estimates.json", "summary.csv", "summary.json",
                    "runtime.json", "figure1.png", "figure1.pdf", "report.md", "config.json"),
     "poisoning": ("poisoning.csv", "poisoning.json", "figure3.png", "figure3.pdf", "summary.csv",
@@ -1107,6 +657,10 @@ def _benchmark(args, outputs: _output.Outputs) -> int:
     return 0
 
 
+def _attribute(args, outputs: _output.Outputs) -> int:
+    return _cli_attribute.run(args, outputs)
+
+
 def _audit(args, outputs: _output.Outputs) -> int:
     return _cli_audit.run(args, outputs)
 
@@ -1158,8 +712,9 @@ def _run_command(args) -> int:
     try:
         return _run(args, outputs)
     except KeyboardInterrupt:
+        _progress.close_bars()  # the interrupted loop's bar: cleared, or its line ended
         if _progress.bar_open():
-            sys.stderr.write("\n")  # finish the progress bar's line
+            sys.stderr.write("\n")  # finish the line of a bar drawn elsewhere
         raise
 
 
@@ -1217,4 +772,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m rif_native.cli`: run the package's own module, not this __main__ copy, so that
+    # the command modules' lazy `from .cli import ...` (error classes included) meet one module
+    from rif_native.cli import main as _main
+
+    raise SystemExit(_main())
