@@ -410,22 +410,29 @@ def _print_rankings(data, res, ranks, rank_by: str, show_info: bool) -> None:
           "samples.")
     print("Sign: removal effect theta_{-i} - theta_hat. Positive score = removing the sample "
           "INCREASES the test loss (it helps);")
-    print("negative = removing it decreases the test loss (it hurts). index = row of the "
-          "data set" + (" (after dedupe)." if data.dataset.source_index is not None else "."))
+    where = ("id = the --id column." if data.dataset.sample_ids is not None else
+             "index = row of the data set" + (" (after dedupe)."
+                                              if data.dataset.source_index is not None else "."))
+    print(f"negative = removing it decreases the test loss (it hurts). {where}")
     print()
     text_width = 22 if texts is not None else 0
     names = [_label_name(float(v), target_names) for v in np.unique(y_train)[:50]]
     label_width = min(8, max(5, *(len(name) for name in names)))
 
+    ids = data.dataset.sample_ids  # an --id column, shown instead of the row
+    id_width = 6 if ids is None else min(14, max(2, *(len(str(v)) for v in ids[:1000])))
+
     def cells(pos: int, score: float) -> str:
         idx = int(train[pos])
+        shown = idx if ids is None else str(ids[idx])[:id_width]
         label = _label_name(float(y_train[pos]), target_names)[:label_width]
-        part = f"{idx:>6} {label:<{label_width}} {score:>+10.3e} {leverage[pos]:>6.3f}"
+        part = f"{shown:>{id_width}} {label:<{label_width}} {score:>+10.3e} {leverage[pos]:>6.3f}"
         if texts is not None:
             part += " " + f"{_snippet(texts[idx], text_width):<{text_width}}"
         return part
 
-    head = f"{'index':>6} {'label':<{label_width}} {'score':>10} {'lev':>6}"
+    head = (f"{'index' if ids is None else 'id':>{id_width}} {'label':<{label_width}} "
+            f"{'score':>10} {'lev':>6}")
     if texts is not None:
         head += " " + f"{'text':<{text_width}}"
     width = len(head)
@@ -461,6 +468,8 @@ def _ranking_entries(data, res, order, scores, other) -> list:
             "other_score": _json_float(other[pos]),
             "leverage": float(res.leverage[pos]),
         }
+        if data.dataset.sample_ids is not None:
+            item["id"] = _id(data.dataset.sample_ids[idx])
         if data.dataset.source_index is not None:
             item["source_line"] = int(data.dataset.source_index[idx])
         if data.dataset.texts is not None:
@@ -535,6 +544,23 @@ def _write_outputs(out: Path, data, res, ranks, args, payload: dict) -> None:
     _top_figure(out / "top.png", data, res, ranks, args.rank_by)
 
 
+def _id(value) -> object:
+    """A sample id as JSON holds it: an int, a float or a string."""
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    return str(value)
+
+
+def _csv_cell(value) -> str:
+    """A CSV field, quoted when it holds a comma, quote or line break."""
+    text = str(value)
+    if any(c in text for c in ',"\n\r'):
+        text = '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def _scores_csv(data, res, rank_by: str) -> str:
     """One row per training sample, in training order: its row of the data set, label, RIF and
     IF scores (repr: they read back to the same float64; 'inf' for a singular sample's RIF),
@@ -543,11 +569,14 @@ def _scores_csv(data, res, rank_by: str) -> str:
     rank = np.empty(n, dtype=np.int64)
     rank[_ranking(res.scores_rif, rank_by)] = np.arange(1, n + 1)
     leverage = res.leverage if res.leverage.shape == res.scores_rif.shape else None
-    head = ["index", "label", "score_rif", "score_if"] + ([] if leverage is None else
-                                                          ["leverage"]) + ["rank_rif"]
+    ids = data.dataset.sample_ids
+    head = (["index"] + ([] if ids is None else ["id"]) + ["label", "score_rif", "score_if"]
+            + ([] if leverage is None else ["leverage"]) + ["rank_rif"])
     lines = [",".join(head)]
     for pos in range(n):
-        cells = [str(int(data.train[pos])), repr(float(data.y_train[pos])),
+        idx = int(data.train[pos])
+        cells = [str(idx)] + ([] if ids is None else [_csv_cell(_id(ids[idx]))]) + [
+                 repr(float(data.y_train[pos])),
                  repr(float(res.scores_rif[pos])), repr(float(res.scores_if[pos]))]
         if leverage is not None:
             cells.append(repr(float(leverage[pos])))

@@ -141,6 +141,22 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "commands read whole. Default: the built-in SMS Spam data",
     )
     data.add_argument(
+        "--label", metavar="COLUMN",
+        help="a .csv/.tsv/.parquet table with a header: the label column (default the last); "
+        "text labels are numbered in sorted order, as printed",
+    )
+    data.add_argument(
+        "--id", metavar="COLUMN", dest="id_column",
+        help="a table's column of sample ids: not a feature, shown and written instead of row "
+        "numbers",
+    )
+    data.add_argument(
+        "--one-hot", action="store_true",
+        help="encode a table's non-numeric columns as 0/1 columns NAME=VALUE, the first value "
+        "in sorted order dropped (the reference); what was encoded is printed. Without it such "
+        "columns are an error that names them",
+    )
+    data.add_argument(
         "--labels", metavar="PATH",
         help="labels .npy file (one label per row of X), needed when --data is X alone (.npy, "
         "shards, .zarr, .h5)",
@@ -377,6 +393,38 @@ def _split(dataset: Dataset, args, family: str):
 # --------------------------------------------------------------------------------------------
 
 
+def _by_column(args) -> bool:
+    """Whether the data are a table read by column name (--label, --id, --one-hot, .parquet)."""
+    named = (getattr(args, "label", None) is not None
+             or getattr(args, "id_column", None) is not None or getattr(args, "one_hot", False))
+    parquet = args.data is not None and str(args.data[0]).lower().endswith(".parquet")
+    if named and args.data is None:
+        raise _UsageError("--label, --id and --one-hot read a table: give it with --data "
+                          "FILE.csv|.tsv|.parquet")
+    return named or parquet
+
+
+def _load_table(args) -> Dataset:
+    """The table named by --data, by column name; what the reader changed is said on stderr
+    (stdout may carry JSON)."""
+    from .datasets import load_table
+
+    if len(args.data) > 1 or args.labels is not None:
+        raise _UsageError("a table read by column name (--label, --id, --one-hot) is one "
+                          "--data file with its labels inside; --labels is for .npy data")
+    try:
+        dataset = load_table(args.data[0], label=args.label, id_column=args.id_column,
+                             one_hot=args.one_hot, family=args.family)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _UsageError(_one_line(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"cannot read {args.data[0]}: {exc.strerror or exc}") from None
+    if not getattr(args, "quiet", False):
+        for note in dataset.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return dataset
+
+
 def _load_user_data(path, labels: Optional[str]) -> Dataset:
     """load_dataset (path: one path, or a list of .npy shards), with every failure to read an
     untrusted file as a one-line usage error."""
@@ -424,12 +472,16 @@ def _prepare(args) -> argparse.Namespace:
         raise _UsageError("--labels needs --data (the features file it belongs to)")
     if args.data is not None and args.max_features is not None:
         raise _UsageError("--max-features applies only to the built-in data set, not to --data")
+    by_column = _by_column(args)
     if args.data is None and args.family == "multinomial":
         dataset = load_digits(n_features=args.max_features or 128)
         source = "built-in"
     elif args.data is None:
         dataset = load_sms_spam(max_features=args.max_features or _DEFAULT_MAX_FEATURES)
         source = "built-in"
+    elif by_column:
+        dataset = _load_table(args)
+        source = args.data[0]
     else:
         paths = args.data if len(args.data) > 1 else args.data[0]
         dataset = _load_user_data(paths, args.labels)
