@@ -89,3 +89,14 @@ def test_errors_are_one_line(rng, tmp_path, capsys, argv, message):
 def test_table_options_need_a_table(capsys):
     assert main(["attribute", "--one-hot"]) == 2
     assert "--data FILE.csv" in capsys.readouterr()[1]
+
+
+def test_every_command_help_lists_its_files(capsys):
+    from rif_native import cli
+
+    for command, files in cli._OUTPUT_FILES.items():
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr()[0].split())
+        assert "Output files" in text, command
+        for name in files:
+            assert name in text, (command, name)

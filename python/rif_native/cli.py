@@ -127,6 +127,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _cli_attribute.add_parser(sub)
     _add_experiment_parsers(sub)
+    for name, command in sub.choices.items():  # every command's --help ends with its files
+        files = ", ".join(_OUTPUT_FILES[name])
+        where = "with --out DIR, into DIR" if name == "attribute" else "into --out DIR"
+        command.epilog = ((command.epilog + " ") if command.epilog else "") + \
+            f"Output files ({where}): {files}."
     return parser
 
 
