@@ -148,9 +148,9 @@ def test_rif_audit_command(capsys, tmp_path, rng):
     assert code == 2 and "unknown coefficient" in err
 
 
-def test_metric_threshold_target(rng):
-    """Raise the total test loss past 105% of its value: verified with the refit's test loss
-    computed here."""
+def _test_loss_setup(rng):
+    """Data, its fit, the Attribution, the total test loss as a metric and as a float64
+    function written here."""
     X, y = _data(rng)
     Xt, yt = _data(rng, n=100)
     theta = _refit(X, y, np.ones(len(y)))
@@ -160,6 +160,14 @@ def test_metric_threshold_target(rng):
     def loss(t):
         z = _design(Xt) @ t
         return float(np.sum(np.logaddexp(0, z) - yt * z))
+
+    return X, y, theta, A, metric, loss
+
+
+def test_metric_threshold_target(rng):
+    """Raise the total test loss past 105% of its value: verified with the refit's test loss
+    computed here."""
+    X, y, theta, A, metric, loss = _test_loss_setup(rng)
 
     threshold = 1.05 * loss(theta)
     r = au.audit(A, au.metric_threshold(metric, threshold), max_fraction=0.2)["rif"]
@@ -246,15 +254,7 @@ def test_metric_threshold_is_oriented_at_each_audits_theta_hat(rng):
     """The same metric_threshold target, evaluated first where the metric is on the other side
     (far from theta_hat the test loss is huge), then audited: oriented at theta_hat, below the
     threshold, the audit raises the test loss past it."""
-    X, y = _data(rng)
-    Xt, yt = _data(rng, n=100)
-    theta = _refit(X, y, np.ones(len(y)))
-    A = rn.Attribution(X, y, theta, fit_intercept=True)
-    metric = rn.metrics.TestLoss(Xt, yt, fit_intercept=True)
-
-    def loss(t):
-        z = _design(Xt) @ t
-        return float(np.sum(np.logaddexp(0, z) - yt * z))
+    X, y, theta, A, metric, loss = _test_loss_setup(rng)
 
     threshold = 1.03 * loss(theta)
     tgt = au.metric_threshold(metric, threshold)
