@@ -95,7 +95,9 @@ class FitResult:
 class RetrainResult:
     """Result of :meth:`Attribution.retrain`: the exact refit without each set.
 
-    Attributes (one entry per set; without the leading axis when one set was given):
+    One entry per set in each attribute; without the leading axis when one set was given.
+
+    Attributes:
         theta: refitted parameters argmin F_{-T}.
         effect: the actual removal effect theta_{-T} - theta_hat.
         grad_norm: final ||grad F_{-T}(theta)||_2.
@@ -713,15 +715,15 @@ class Attribution:
                     method: str = "ns") -> Any:
         """Compare this object's estimate of removing ``removed`` with your own refit, and say
         whether that refit is converged enough to judge it: see
-        :func:`rif_native.refit_check.check_refit`."""
+        :func:`rif_native.check_refit`."""
         from .refit_check import check_refit
 
         return check_refit(self, removed, theta_refit, method=method)
 
     def trust(self, sets: Optional[SetsLike] = None, *, warn: bool = True) -> dict:
         """How far to trust RIF here: n/p, leverage quantiles, the count above 0.5, the largest
-        |RIF_i - IF_i| / |IF_i|, and with ``sets`` each set's additivity gap (sum of RIF against
-        the Newton step), a TrustWarning naming the sets above 20%: see
+        ``|RIF_i - IF_i| / |IF_i|``, and with ``sets`` each set's additivity gap (sum of RIF
+        against the Newton step), a TrustWarning naming the sets above 20%: see
         :mod:`rif_native.trust`."""
         from .trust import trust
 

@@ -112,7 +112,7 @@ def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1
     """Significance of coefficient ``which``: ``|theta_j| / se_j > threshold`` with
     ``se_j = sqrt(phi [H^{-1}]_jj)`` (for an unpenalised fit the usual standard error; phi the
     dispersion: 1 for logistic and Poisson, the Pearson estimate for squared loss, as in
-    rif_native.diagnostics), recomputed at every refit on the samples left. Flipped when |z|
+    rif_native.diagnostics), recomputed at every refit on the samples left. Flipped when ``|z|``
     falls to the threshold. The search's gradient holds se fixed (the refits do not)."""
     from .diagnostics import _dispersion
 

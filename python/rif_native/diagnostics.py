@@ -7,19 +7,19 @@ statsmodels' ``GLMResults.get_influence().summary_frame()`` and two of this pack
 ``phi`` the dispersion (1 for logistic and Poisson; for squared loss the Pearson estimate
 ``sum_i w_i (y_i - z_i)^2 / (n - p)``, n counting the samples of positive weight):
 
-==================  ===================================================================
-column              definition
-==================  ===================================================================
-``dfb_<name>``      ``-RIF_ij / sqrt(phi [H^{-1}]_jj)``: statsmodels' DFBETAS, the change
-                    ``theta_hat - theta_{-i}`` in standard errors (note the sign: the
-                    opposite of a removal effect)
-``cooks_d``         ``standard_resid^2 h_i / ((1 - h_i) p)``
-``standard_resid``  ``-r_i / sqrt(phi a_i (1 - h_i))``: the Pearson residual, studentised
-``hat_diag``        ``h_i``
-``dffits_internal`` ``standard_resid sqrt(h_i / (1 - h_i))``
-``rif_norm``        ``||RIF_i||``: how far leaving sample i out moves theta
-``rif_score``       ``<direction, RIF_i>``, when a direction is given
-==================  ===================================================================
+===================  ===================================================================
+column               definition
+===================  ===================================================================
+``dfb_<name>``       ``-RIF_ij / sqrt(phi [H^{-1}]_jj)``: statsmodels' DFBETAS, the change
+                     ``theta_hat - theta_{-i}`` in standard errors (note the sign: the
+                     opposite of a removal effect)
+``cooks_d``          ``standard_resid^2 h_i / ((1 - h_i) p)``
+``standard_resid``   ``-r_i / sqrt(phi a_i (1 - h_i))``: the Pearson residual, studentised
+``hat_diag``         ``h_i``
+``dffits_internal``  ``standard_resid sqrt(h_i / (1 - h_i))``
+``rif_norm``         ``||RIF_i||``: how far leaving sample i out moves theta
+``rif_score``        ``<direction, RIF_i>``, when a direction is given
+===================  ===================================================================
 
 For an unpenalised, unweighted fit these equal statsmodels' to rounding. With a penalty they use
 the penalised Hessian (statsmodels has no penalty). With sample weights, row i describes

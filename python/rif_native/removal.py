@@ -45,6 +45,7 @@ __all__ = [
 ArrayLike = Any
 RngLike = Union[np.random.Generator, int, np.random.SeedSequence, None]
 
+#: The removal-set strategies (see the module's docstring), in the experiment's order.
 STRATEGIES: tuple[str, ...] = (
     "random",
     "feature_cluster",

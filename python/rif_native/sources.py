@@ -4,8 +4,8 @@ Every function and object of rif_native that takes X accepts, besides an array i
 
 * a NumPy memmap, or the path of a ``.npy`` file (opened memory-mapped);
 * a list of ``.npy`` paths or 2-D arrays ("shards") that stack, in order, into one X;
-* a Zarr array, an h5py dataset, a Dask array (computed chunk by chunk on this machine; see
-  :mod:`rif_native.dask` for running on the cluster), or any 2-D object with ``shape``,
+* a Zarr array, an h5py dataset, a Dask array (computed chunk by chunk on this machine with
+  ``backend="cpu"``; by default ``Attribution`` runs it on its cluster), or any 2-D object with ``shape``,
   ``dtype`` and row slicing ``X[a:b]``.
 
 The kernel's passes read such a source one row block at a time (a few MiB), converting to float64

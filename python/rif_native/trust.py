@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = ["ADDITIVITY_LIMIT", "TrustWarning", "trust"]
 
+#: The additivity gap above which a set's summed RIF is flagged (the module docstring's rule).
 ADDITIVITY_LIMIT = 0.2
 
 
