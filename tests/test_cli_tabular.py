@@ -1,6 +1,6 @@
 """The CLI on tables by column name: --label, --id and --one-hot against the same data encoded
 by pandas' own get_dummies and written as a plain numeric CSV (label last), Parquet, and the
-errors."""
+errors. Runs compared bit for bit use one thread each."""
 
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ def test_table_by_column_equals_the_encoded_numeric_csv(rng, tmp_path, capsys):
     encoded["y"] = (df["outcome"] == "yes").astype(float)
     encoded.to_csv(tmp_path / "n.csv", index=False)
     assert main(["attribute", "--data", str(tmp_path / "t.csv"), "--label", "outcome", "--id",
-                 "id", "--one-hot", "--out", str(tmp_path / "a")]) == 0
+                 "id", "--one-hot", "--threads", "1", "--out", str(tmp_path / "a")]) == 0
     out, err = capsys.readouterr()
     assert "note: one-hot 'colour': 3 values, 2 columns ('blue' is the reference" in err
     assert "'no' -> 0, 'yes' -> 1" in err
     assert " id label" in out
-    assert main(["attribute", "--data", str(tmp_path / "n.csv"), "--quiet", "--out",
-                 str(tmp_path / "b")]) == 0
+    assert main(["attribute", "--data", str(tmp_path / "n.csv"), "--quiet", "--threads", "1",
+                 "--out", str(tmp_path / "b")]) == 0
     a, b = _scores(tmp_path / "a" / "scores.csv"), _scores(tmp_path / "b" / "scores.csv")
     assert [r["index"] for r in a] == [r["index"] for r in b]
     assert [r["score_rif"] for r in a] == [r["score_rif"] for r in b]
@@ -57,7 +57,8 @@ def test_parquet_data(rng, tmp_path, capsys):
     df.to_parquet(tmp_path / "t.parquet", index=False)
     for name in ("t.csv", "t.parquet"):
         assert main(["attribute", "--data", str(tmp_path / name), "--id", "id", "--one-hot",
-                     "--quiet", "--out", str(tmp_path / name.replace(".", "_"))]) == 0
+                     "--quiet", "--threads", "1", "--out",
+                     str(tmp_path / name.replace(".", "_"))]) == 0
     capsys.readouterr()
     a = _scores(tmp_path / "t_csv" / "scores.csv")
     b = _scores(tmp_path / "t_parquet" / "scores.csv")
@@ -100,3 +101,40 @@ def test_every_command_help_lists_its_files(capsys):
         assert "Output files" in text, command
         for name in files:
             assert name in text, (command, name)
+
+
+def test_ids_as_written_and_blank_ids_refused(rng, tmp_path, capsys):
+    df = _table(rng)
+    df["id"] = [f"{i:04d}" for i in range(len(df))]  # "0007" must stay "0007"
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["attribute", "--data", str(tmp_path / "t.csv"), "--id", "id", "--one-hot",
+                 "--quiet", "--out", str(tmp_path / "a")]) == 0
+    rows = _scores(tmp_path / "a" / "scores.csv")
+    assert all(r["id"] == f"{int(r['index']):04d}" for r in rows)
+    df.loc[7, "id"] = None
+    df.to_csv(tmp_path / "b.csv", index=False)
+    code = main(["attribute", "--data", str(tmp_path / "b.csv"), "--id", "id", "--one-hot",
+                 "--out", str(tmp_path / "b")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "is empty on 1 row(s), the first data row 8" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_audit_names_the_removed_by_id(rng, tmp_path, capsys):
+    import json
+
+    df = _table(rng)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["audit", "--data", str(tmp_path / "t.csv"), "--label", "outcome", "--id", "id",
+                 "--one-hot", "--coef", "colour=red", "--quiet", "--max-fraction", "0.3",
+                 "--out", str(tmp_path / "u")]) == 0
+    out, _ = capsys.readouterr()
+    payload = json.loads((tmp_path / "u" / "audit.json").read_text())
+    for m, r in payload.items():
+        assert len(r["removed_rows"]) == len(r["removed"])
+        assert r["removed_ids"] == [df["id"][j] for j in r["removed_rows"]]
+        if r["removed_ids"]:
+            assert f"{m.upper()} removes (ids): {r['removed_ids'][0]}" in out
+    code = main(["search", "--data", str(tmp_path / "t.csv"), "--id", "id", "--one-hot",
+                 "--out", str(tmp_path / "s")])
+    assert code == 2 and "--id names samples" in capsys.readouterr()[1]

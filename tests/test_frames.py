@@ -1,4 +1,5 @@
-"""pandas inputs against the NumPy path (values equal bit for bit, names and ids carried),
+"""pandas inputs against the NumPy path (values equal bit for bit with one thread each, names and
+ids carried),
 clear errors for what cannot be used, and scikit-learn Pipelines against a manual transform."""
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def test_dataframe_answers_equal_numpy_and_carry_labels(rng):
     w = rng.uniform(0.5, 2.0, len(y))
     wf = pd.Series(w, index=Xf.index)
     theta = logistic_refit(X, y, w, l2=0.5)
-    A = rn.Attribution(X, y, theta, l2=0.5, sample_weight=w, fit_intercept=True)
-    B = rn.Attribution(Xf, yf, theta, l2=0.5, sample_weight=wf, fit_intercept=True)
+    A = rn.Attribution(X, y, theta, l2=0.5, sample_weight=w, fit_intercept=True, num_threads=1)
+    B = rn.Attribution(Xf, yf, theta, l2=0.5, sample_weight=wf, fit_intercept=True,
+                       num_threads=1)
     assert B.param_names == ["age", "income", "score", "height", "const"]
     np.testing.assert_array_equal(B.sample_ids, Xf.index.to_numpy())
     np.testing.assert_array_equal(B.leverage, A.leverage)
@@ -63,13 +65,15 @@ def test_dataframe_answers_equal_numpy_and_carry_labels(rng):
 
 def test_one_call_functions_and_fit_take_frames(rng):
     X, y, Xf, yf = _frame(rng)
-    r_np = rn.fit(X, y, l2=1.0, fit_intercept=True)
-    r_pd = rn.fit(Xf, yf, l2=1.0, fit_intercept=True)
+    r_np = rn.fit(X, y, l2=1.0, fit_intercept=True, num_threads=1)
+    r_pd = rn.fit(Xf, yf, l2=1.0, fit_intercept=True, num_threads=1)
     np.testing.assert_array_equal(r_pd.theta, r_np.theta)
-    rif = rn.rescaled_influence(Xf, yf, r_np.theta, l2=1.0, fit_intercept=True)
+    rif = rn.rescaled_influence(Xf, yf, r_np.theta, l2=1.0, fit_intercept=True,
+                                num_threads=1)
     assert rif.index.equals(Xf.index) and rif.columns[-1] == "const"
     np.testing.assert_array_equal(
-        rif.to_numpy(), rn.rescaled_influence(X, y, r_np.theta, l2=1.0, fit_intercept=True))
+        rif.to_numpy(), rn.rescaled_influence(X, y, r_np.theta, l2=1.0, fit_intercept=True,
+                                              num_threads=1))
 
 
 def test_what_a_frame_cannot_hold_is_named(rng):
@@ -99,9 +103,9 @@ def test_pipeline_equals_its_last_step_on_the_transformed_data(rng):
     Xf = Xf * [1.0, 1000.0, 0.01, 5.0] + [0.0, 50000.0, 3.0, 170.0]  # raw units
     pipe = make_pipeline(StandardScaler(), LogisticRegression(C=2.0, tol=1e-12, max_iter=10000))
     pipe.fit(Xf, yf)
-    A = rn.Attribution.from_estimator(pipe, Xf, yf)
+    A = rn.Attribution.from_estimator(pipe, Xf, yf, num_threads=1)
     Xt = pipe[:-1].transform(Xf)
-    M = rn.Attribution.from_estimator(pipe[-1], np.asarray(Xt), yf.to_numpy())
+    M = rn.Attribution.from_estimator(pipe[-1], np.asarray(Xt), yf.to_numpy(), num_threads=1)
     np.testing.assert_array_equal(A.theta, M.theta)
     np.testing.assert_array_equal(A.leverage, M.leverage)
     rows = A.rescaled_influence()
@@ -125,10 +129,10 @@ def test_pipeline_with_one_hot_columns(rng):
                             sparse_threshold=1.0)
     pipe = Pipeline([("pre", pre), ("clf", LogisticRegression(tol=1e-12, max_iter=10000))])
     pipe.fit(Xf, yf)
-    A = rn.Attribution.from_estimator(pipe, Xf, yf)
+    A = rn.Attribution.from_estimator(pipe, Xf, yf, num_threads=1)
     Xt = pre.transform(Xf)
     Xt = Xt.toarray() if hasattr(Xt, "toarray") else Xt
-    M = rn.Attribution.from_estimator(pipe[-1], Xt, yf.to_numpy())
+    M = rn.Attribution.from_estimator(pipe[-1], Xt, yf.to_numpy(), num_threads=1)
     np.testing.assert_array_equal(A.rescaled_influence().to_numpy(), M.rescaled_influence())
     assert A.param_names[-3:] == ["cat__colour_green", "cat__colour_red", "const"]
 

@@ -106,7 +106,8 @@ def test_pickled_attribution_answers_the_same(rng, tmp_path):
     X, y, w = _data(rng)
     theta = logistic_refit(X[:, :3], y, w, l2=1.0)
     Xf = pd.DataFrame(X[:, :3], columns=["a", "b", "c"])
-    A = rn.Attribution(Xf, y, theta, l2=1.0, fit_intercept=True, sample_weight=w)
+    A = rn.Attribution(Xf, y, theta, l2=1.0, fit_intercept=True, sample_weight=w,
+                       num_threads=1)  # kept through pickling
     B = pickle.loads(pickle.dumps(A))
     np.testing.assert_array_equal(B.leverage, A.leverage)
     np.testing.assert_array_equal(B.rescaled_influence().to_numpy(),
@@ -125,3 +126,28 @@ def test_bad_paths(rng, tmp_path):
     (tmp_path / "x.json").write_text('{"columns": {}}')
     with pytest.raises(ValueError, match="not a rif-native sample table"):
         rn.SampleTable.read(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_text_ids_read_back_as_text(rng, tmp_path, suffix):
+    """Ids such as "007" or "nan" stay text; ids that are dates are written as their text."""
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+    X, y, w = _data(rng)
+    ids = [f"{i:03d}" for i in range(len(y))]
+    ids[5] = "nan"
+    if suffix == ".csv":
+        ids[5] = "n/a"  # a CSV cell "nan" is a number: the docstring says so
+    Xf = pd.DataFrame(X[:, :3], index=ids)
+    A = rn.Attribution(Xf, y, logistic_refit(X[:, :3], y, w), fit_intercept=True)
+    t = A.table()
+    t.write(tmp_path / f"t{suffix}")
+    back = rn.SampleTable.read(tmp_path / f"t{suffix}")
+    assert list(back.columns["sample_id"]) == ids
+    dates = pd.DataFrame(X[:, :3], index=pd.date_range("2026-01-01", periods=len(y)))
+    D = rn.Attribution(dates, y, A.theta, fit_intercept=True).table()
+    D.write(tmp_path / f"d{suffix}")
+    got = rn.SampleTable.read(tmp_path / f"d{suffix}").columns["sample_id"]
+    assert list(got) == list(D.columns["sample_id"])
+    assert got[0] == "2026-01-01 00:00:00"

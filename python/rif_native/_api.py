@@ -55,6 +55,8 @@ def _short_repr(result: Any) -> str:
             head = ", ".join(f"{x:.4g}" if v.dtype.kind == "f" else str(x)
                              for x in v.reshape(-1)[:3])
             return f"<{' x '.join(map(str, v.shape))} {v.dtype}: {head}, ...>"
+        if isinstance(v, np.generic):  # one set's fields: NumPy scalars
+            v = v.item()
         if isinstance(v, float):
             return f"{v:.4g}"
         return repr(v)
@@ -530,6 +532,7 @@ class Attribution:
     ) -> None:
         fit_intercept = bool(fit_intercept)
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
+        self._num_threads = num_threads  # as given (None: decided again where unpickled)
         self._progress = progress
         # None: the idle cores now, decided once, so that every method of this object runs
         # with the same count (and repeated calls give the same rounding)
@@ -706,7 +709,7 @@ class Attribution:
                             "can be pickled; for data on disk or on a cluster, pickle the "
                             "arguments and build it again")
         kwargs = dict(l2=self.l2, family=self.family, sample_weight=w,
-                      fit_intercept=self.fit_intercept,
+                      fit_intercept=self.fit_intercept, num_threads=self._num_threads,
                       backend="cpu" if self.backend == "cpu" else "auto",
                       max_memory=self._max_memory, progress=self._progress)
         return (_unpickle, (X, y, self.theta, kwargs, getattr(self, "_labels", None)))
@@ -761,7 +764,7 @@ class Attribution:
         gradient is ``direction`` ((p,) or (p, m)), by :meth:`scores`: one pass over X, and
         nothing n x p is formed. Returns a TopSamples whose arrays are (k,) or (k, m), best
         first."""
-        return _top(np.asarray(self.scores(direction, method)), self.n, k)
+        return _top(np.array(self.scores(direction, method), dtype=np.float64), self.n, k)
 
     # -- group estimates
     @_frames.labelled("effect")

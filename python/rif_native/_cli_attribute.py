@@ -597,7 +597,9 @@ def _top_figure(path: Path, data, res, ranks, rank_by: str) -> None:
     labels = []
     for pos in order:
         idx = int(data.train[pos])
-        label = f"row {idx} ({_label_name(float(data.y_train[pos]), target_names)})"
+        ids = data.dataset.sample_ids
+        name = f"row {idx}" if ids is None else f"id {ids[idx]}"
+        label = f"{name} ({_label_name(float(data.y_train[pos]), target_names)})"
         if texts is not None:  # ASCII only: the default font lacks many glyphs (emoji)
             label += " " + _snippet(texts[idx], 28).encode("ascii", "replace").decode("ascii")
         labels.append(label)

@@ -76,6 +76,38 @@ def _target(args, A, names, data):
     return au.metric_threshold(metric, args.threshold)
 
 
+def _where(results, data) -> dict:
+    """Per method: the removed samples as rows of the data set and, with --id, as ids (the
+    search's indices are positions in the training part)."""
+    ids = data.dataset.sample_ids
+    out = {}
+    for m, r in results.items():
+        rows = [int(data.train[i]) for i in r.removed]
+        out[m] = {"removed_rows": rows}
+        if ids is not None:
+            out[m]["removed_ids"] = [v.item() if hasattr(v, "item") else v
+                                     for v in (ids[j] for j in rows)]
+    return out
+
+
+def _payload(results, data) -> dict:
+    where = _where(results, data)
+    return {m: {**r.to_dict(), **where[m]} for m, r in results.items()}
+
+
+def _removed_lines(results, data, shown: int = 20) -> str:
+    """Report lines naming the removed samples (ids with --id, else rows of the data set)."""
+    lines = []
+    for m, w in _where(results, data).items():
+        names = w.get("removed_ids", w["removed_rows"])
+        if names:
+            what = "ids" if "removed_ids" in w else "rows of the data"
+            more = f" ... ({len(names)} in all; audit.json has them)" if len(names) > shown else ""
+            lines.append(f"- {m.upper()} removes ({what}): "
+                         + ", ".join(str(v) for v in names[:shown]) + more)
+    return ("\n" + "\n".join(lines)) if lines else ""
+
+
 def run(args, outputs) -> int:
     from . import audit as au
     from ._api import Attribution, fit
@@ -103,10 +135,12 @@ def run(args, outputs) -> int:
         raise _UsageError(str(exc)) from None
     say(f"data       {data.dataset.name}: train {y.size}, d = {X.shape[1]}; fit "
         f"{fitted.n_iter} iterations, ||grad F|| = {fitted.grad_norm:.2e}")
-    text = au.report(results, A)
+    text = au.report(results, A) + _removed_lines(results, data)
+    import json
+
     from ._output import write_text
 
-    au.write(results, str(out / "audit.json"))
+    write_text(out / "audit.json", json.dumps(_payload(results, data), indent=1))
     rows = ["method,size,predicted,newton_step,actual,converged,bisection"]
     for m, r in results.items():
         for q in r.rounds:

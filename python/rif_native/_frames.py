@@ -38,8 +38,9 @@ def _frame_array(X: Any) -> np.ndarray:
     return np.ascontiguousarray(X.to_numpy(dtype=dtype, na_value=np.nan))
 
 
-def aligned(v: Any, name: str, index: Any) -> Any:
-    """A Series (or one-column DataFrame) as an array, its index checked against X's."""
+def aligned(v: Any, name: str, index: Any, numeric: bool = True) -> Any:
+    """A Series (or one-column DataFrame) as an array, its index checked against X's; with
+    ``numeric`` False (scikit-learn's labels) its values are left as they are."""
     if not is_pandas(v):
         return v
     if hasattr(v, "columns"):
@@ -51,10 +52,24 @@ def aligned(v: Any, name: str, index: Any) -> Any:
                          f"({name} = {name}.loc[X.index]), or pass {name}.to_numpy()")
     from pandas.api.types import is_numeric_dtype
 
+    if not numeric:
+        return v.to_numpy()
     if not is_numeric_dtype(v.dtype):
         raise ValueError(f"{name} must hold numbers, got dtype {v.dtype} (encode labels as "
                          "0/1 or 0..K-1 first)")
     return v.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _unique_names(columns: Any) -> list:
+    """Column names as strings; ValueError when two are the same (a name must pick one
+    parameter)."""
+    names = [str(c) for c in columns]
+    seen: set = set()
+    repeated = [n for n in names if n in seen or seen.add(n)]
+    if repeated:
+        raise ValueError(f"X has repeated column names {sorted(set(repeated))[:5]}: rename "
+                         "them so that each parameter has one name")
+    return names
 
 
 @dataclass
@@ -65,7 +80,11 @@ class Labels:
     ids: Any  # a pandas Index
 
     def params(self, fit_intercept: bool) -> list:
-        return self.features + ([INTERCEPT] if fit_intercept else [])
+        """The features' names, then the intercept's: "const", or "(intercept)" when a
+        feature is already called "const"."""
+        if not fit_intercept:
+            return list(self.features)
+        return self.features + ["(intercept)" if INTERCEPT in self.features else INTERCEPT]
 
 
 def unwrap(X: Any, y: Any, sample_weight: Any) -> tuple:
@@ -73,7 +92,7 @@ def unwrap(X: Any, y: Any, sample_weight: Any) -> tuple:
     labels = None
     index = None
     if is_pandas(X) and hasattr(X, "columns"):
-        labels = Labels([str(c) for c in X.columns], X.index)
+        labels = Labels(_unique_names(X.columns), X.index)
         index = X.index
         X = _frame_array(X)
     return X, aligned(y, "y", index), aligned(sample_weight, "sample_weight", index), labels
@@ -89,17 +108,23 @@ def labels_from(names: Optional[Sequence[str]], ids: Any, d: int) -> Optional[La
 
 
 def direction(v: Any, names: list) -> Any:
-    """A Series direction indexed by parameter names, in the parameters' order."""
-    if not (is_pandas(v) and not hasattr(v, "columns")
-            and all(isinstance(k, str) for k in v.index)):
+    """A pandas direction (a Series, or a DataFrame of several in columns) aligned by its index
+    on the parameter names, in the parameters' order; an index 0..p-1 (pandas' default) is
+    taken by position. ValueError for any other index that does not name the parameters."""
+    if not is_pandas(v):
         return v
-    missing = [n for n in names if n not in v.index]
-    extra = [str(n) for n in v.index if n not in set(names)]
-    if missing or extra:
+    index = [str(k) for k in v.index]
+    if list(v.index) == list(range(len(names))):
+        return v.to_numpy(dtype=np.float64)
+    missing = [n for n in names if n not in set(index)]
+    extra = [k for k in index if k not in set(names)]
+    if missing or extra or len(set(index)) != len(index):
         raise ValueError(f"the direction's index must name the parameters {names[:5]}"
-                         f"{' ...' if len(names) > 5 else ''}; missing {missing[:5]}, "
-                         f"unknown {extra[:5]}")
-    return v.reindex(names).to_numpy(dtype=np.float64)
+                         f"{' ...' if len(names) > 5 else ''} (or be 0..p-1); missing "
+                         f"{missing[:5]}, unknown {extra[:5]}")
+    order = [index.index(n) for n in names]
+    values = v.to_numpy(dtype=np.float64)
+    return values[order]
 
 
 def labelled(kind: str) -> Callable:
@@ -115,12 +140,17 @@ def labelled(kind: str) -> Callable:
             if labels is None:
                 return method(self, *args, **kwargs)
             params = labels.params(self.fit_intercept)
-            if kind == "scores" and args:
-                args = (direction(args[0], params),) + args[1:]
-            elif kind == "scores" and "direction" in kwargs:
-                kwargs["direction"] = direction(kwargs["direction"], params)
+            columns = None
+            if kind == "scores":
+                given = args[0] if args else kwargs.get("direction")
+                if is_pandas(given) and hasattr(given, "columns"):
+                    columns = list(given.columns)  # several directions: their names
+                if args:
+                    args = (direction(args[0], params),) + args[1:]
+                elif "direction" in kwargs:
+                    kwargs["direction"] = direction(kwargs["direction"], params)
             out = method(self, *args, **kwargs)
-            return _label(kind, out, labels, params, self.n, args, kwargs)
+            return _label(kind, out, labels, params, self.n, args, kwargs, columns)
 
         return call
 
@@ -128,7 +158,7 @@ def labelled(kind: str) -> Callable:
 
 
 def _label(kind: str, out: Any, labels: Labels, params: list, n: int, args: tuple,
-           kwargs: dict) -> Any:
+           kwargs: dict, columns: Optional[list] = None) -> Any:
     import pandas as pd
 
     ids = labels.ids if labels.ids is not None else pd.RangeIndex(n)
@@ -136,7 +166,11 @@ def _label(kind: str, out: Any, labels: Labels, params: list, n: int, args: tupl
         if kwargs.get("out") is not None:  # written to a file: returned as opened
             return out
         indices = args[0] if args else kwargs.get("indices")
-        rows = ids if indices is None else ids[np.asarray(indices, dtype=np.int64).reshape(-1)]
+        if indices is not None:
+            indices = np.asarray(indices).reshape(-1)
+            if indices.dtype == bool:  # a mask: the rows it selects
+                indices = np.flatnonzero(indices)
+        rows = ids if indices is None else ids[indices.astype(np.int64)]
         return pd.DataFrame(out, index=rows, columns=params)
     if kind == "effect":
         if out.ndim == 1:
@@ -144,4 +178,4 @@ def _label(kind: str, out: Any, labels: Labels, params: list, n: int, args: tupl
         return pd.DataFrame(out, columns=params)
     if out.ndim == 1:
         return pd.Series(out, index=ids)
-    return pd.DataFrame(out, index=ids)
+    return pd.DataFrame(out, index=ids, columns=columns)

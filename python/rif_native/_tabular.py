@@ -24,7 +24,7 @@ def _pandas(what: str) -> Any:
     return pd
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, id_column: Optional[str] = None) -> Any:
     pd = _pandas("reading a table by column name (--label, --id, --one-hot, .parquet)")
     kind = path.suffix.lower()
     if kind not in SUFFIXES:
@@ -36,8 +36,10 @@ def _read(path: Path) -> Any:
             return pd.read_parquet(path)
         except ImportError:
             raise ValueError("reading .parquet needs pyarrow: pip install pyarrow") from None
+    text = {} if id_column is None else {id_column: str}  # ids as written: "007" stays "007"
     try:
-        return pd.read_csv(path, sep="\t" if kind == ".tsv" else ",", skipinitialspace=True)
+        return pd.read_csv(path, sep="\t" if kind == ".tsv" else ",", skipinitialspace=True,
+                           dtype=text)
     except (UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise ValueError(f"{path}: not a readable {kind[1:].upper()} table "
                          f"({str(exc).splitlines()[0][:120]})") from None
@@ -115,7 +117,7 @@ def load_table(path: Any, *, label: Optional[str] = None, id_column: Optional[st
     from .datasets import Dataset
 
     path = Path(path)
-    frame = _read(path)
+    frame = _read(path, id_column)
     if frame.shape[1] < 2:
         raise ValueError(f"{path}: needs at least 2 columns (features and a label), found "
                          f"{frame.shape[1]}")
@@ -129,6 +131,10 @@ def load_table(path: Any, *, label: Optional[str] = None, id_column: Optional[st
         icol = _column(frame, id_column, "--id", path)
         if icol == ycol:
             raise ValueError(f"{path}: --id and --label name the same column {id_column!r}")
+        blank = np.flatnonzero(frame[icol].isna().to_numpy())
+        if len(blank):
+            raise ValueError(f"{path}: the --id column {id_column!r} is empty on {len(blank)} "
+                             f"row(s), the first data row {int(blank[0]) + 1}")
         ids = frame[icol].to_numpy()
         if len(set(ids.tolist())) != len(ids):
             raise ValueError(f"{path}: the --id column {id_column!r} repeats ids: they must be "
@@ -136,6 +142,12 @@ def load_table(path: Any, *, label: Optional[str] = None, id_column: Optional[st
         drop.append(icol)
     y, target_names = _labels(frame[ycol], family, str(ycol), path, notes)
     X = _encode(frame.drop(columns=drop), one_hot, path, notes)
+    names = [str(c) for c in X.columns]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: the features would have repeated names {repeated[:5]} (a "
+                         "column and a one-hot column, or two columns, of the same name): "
+                         "rename them")
     values = np.ascontiguousarray(X.to_numpy(dtype=np.float64, na_value=np.nan))
     bad = np.flatnonzero(~np.isfinite(values).all(axis=0))
     if len(bad):

@@ -67,7 +67,7 @@ def _labels(A: Attribution, names: Optional[Sequence[str]]) -> list:
     labels = list(names) if names is not None else A.param_names[:A.n_features]
     if len(labels) != A.n_features:
         raise ValueError(f"names must name the {A.n_features} features, got {len(labels)}")
-    return labels + (["const"] if A.fit_intercept else [])
+    return labels + ([A.param_names[-1]] if A.fit_intercept else [])
 
 
 def _index(A: Attribution, which: Union[int, str], names: Optional[Sequence[str]]) -> int:
@@ -257,7 +257,7 @@ class _Auditor:
             g = tgt.gradient(theta, B)
             with warnings.catch_warnings():  # samples of leverage 1 score inf: never chosen
                 warnings.simplefilter("ignore", SingularRemovalWarning)
-                scores = np.asarray(B.scores(g, method=method), dtype=np.float64)
+                scores = np.array(B.scores(g, method=method), dtype=np.float64)  # a copy
             scores[order] = np.inf
             scores[~np.isfinite(scores)] = np.inf
             cand = np.argsort(scores, kind="stable")

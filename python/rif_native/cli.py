@@ -478,6 +478,10 @@ def _prepare(args) -> argparse.Namespace:
     if args.data is not None and args.max_features is not None:
         raise _UsageError("--max-features applies only to the built-in data set, not to --data")
     by_column = _by_column(args)
+    if getattr(args, "id_column", None) is not None and args.command not in ("attribute",
+                                                                            "audit"):
+        raise _UsageError(f"--id names samples in the output of rif attribute and rif audit; "
+                          f"rif {args.command} does not use it")
     if args.data is None and args.family == "multinomial":
         dataset = load_digits(n_features=args.max_features or 128)
         source = "built-in"

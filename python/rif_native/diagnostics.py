@@ -106,6 +106,7 @@ def diagnostics(A: Any, names: Optional[Sequence[str]] = None,
         return {**{name: dfb[:, j] for j, name in enumerate(names)}, **rest}
     frame = pd.concat([pd.DataFrame(dfb, columns=names, copy=False), pd.DataFrame(rest)],
                       axis=1)
-    if getattr(A, "_labels", None) is not None:  # rows named by X's index
-        frame.index = A._labels.ids
+    labels = getattr(A, "_labels", None)
+    if labels is not None and labels.ids is not None:  # rows named by X's index
+        frame.index = labels.ids
     return frame

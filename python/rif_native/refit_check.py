@@ -85,13 +85,11 @@ def check_refit(A: Any, removed: Sequence[int], theta_refit: Any, *,
         method: the estimate: "ns" (the Newton step of the set; for one sample equal to RIF),
             "rif" (sum of RIF rows) or "if".
     """
-    from ._api import Attribution
+    from ._api import Attribution, _one_set
 
     if getattr(A, "family", None) == "multinomial":
         raise ValueError("check_refit covers the binary GLM families, not multinomial")
-    T = np.unique(np.asarray(removed, dtype=np.int64).reshape(-1))
-    if len(T) and not (0 <= T[0] and T[-1] < A.n):
-        raise ValueError(f"removed must hold sample indices in 0..{A.n - 1}")
+    T = np.unique(_one_set(removed, A.n, "removed"))  # indices, or a boolean mask
     theta_refit = np.asarray(theta_refit, dtype=np.float64).reshape(-1)
     if theta_refit.shape != (A.n_params,):
         raise ValueError(f"theta_refit must have {A.n_params} entries (as A's theta), got "

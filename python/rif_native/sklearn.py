@@ -437,8 +437,8 @@ def from_estimator(
         raise ValueError(f"this {kind} is not fitted yet: call its fit(X, y) first")
     labels = None
     if _frames.is_pandas(X) and hasattr(X, "columns"):
-        labels = _frames.Labels([str(c) for c in X.columns], X.index)
-        y = _frames.aligned(y, "y", X.index)
+        labels = _frames.Labels(_frames._unique_names(X.columns), X.index)
+        y = _frames.aligned(y, "y", X.index, numeric=False)  # the estimator's own labels
         sample_weight = _frames.aligned(sample_weight, "sample_weight", X.index)
     Xa = _design(X, estimator, kind)
     n, d = Xa.shape
@@ -485,7 +485,7 @@ def _from_pipeline(pipe: Any, X: Any, y: Any, **kw: Any) -> Attribution:
     final = pipe.steps[-1][1]
     _kind(final)  # an unsupported last step is refused before any work
     ids = X.index if _frames.is_pandas(X) and hasattr(X, "columns") else None
-    y = _frames.aligned(y, "y", ids)
+    y = _frames.aligned(y, "y", ids, numeric=False)
     kw["sample_weight"] = _frames.aligned(kw["sample_weight"], "sample_weight", ids)
     head = pipe[:-1]
     Xt = head.transform(X)

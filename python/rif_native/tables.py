@@ -8,13 +8,18 @@ statsmodels-style columns of :mod:`rif_native.diagnostics`.
 On disk (``SampleTable.write(path)`` / ``SampleTable.read(path)``, by the file's suffix):
 
 * ``.csv``: a header line with the column names, then one line per sample; ``sample_id`` first.
-  Numbers are written with 17 significant digits, so they read back bit for bit. The run's
-  description (``meta``) is not in a CSV.
+  Numbers are written in the shortest form that reads back to the same double. A column reads
+  back as integers when every cell is an integer written canonically ("7", not "007"), else as
+  floats when every cell is a number, else as text. The run's description (``meta``) is not in
+  a CSV.
 * ``.json``: ``{"format": "rif-native sample table", "version": 1, "meta": {...},
-  "columns": {name: [values, ...]}}``; inf and NaN are written as the strings "inf", "-inf",
-  "nan".
+  "dtypes": {name: "int" | "float" | "bool" | "str"}, "columns": {name: [values, ...]}}``;
+  in float columns inf and NaN are the strings "inf", "-inf", "nan".
 * ``.parquet`` (needs pyarrow): the columns, with ``meta`` as JSON under the key
   ``rif_native`` in the file's schema metadata.
+
+Sample ids that are neither numbers nor text (dates, tuples) are held, and written, as their
+text.
 
 Columns (n rows each): ``sample_id``, ``label``, ``weight``, ``leverage``, ``residual``
 (r_i = w_i dloss/dz), ``rescale`` (1 / (1 - h_i)), then ``if_<name>`` and ``rif_<name>`` for
@@ -84,8 +89,9 @@ class SampleTable:
     def to_json(self, path: Union[str, Path]) -> None:
         from ._output import write_text
 
-        payload = {"format": _FORMAT, "version": _VERSION, "meta": self.meta,
-                   "columns": {k: [_json_value(x) for x in v.tolist()]
+        kinds = {k: _kind(v) for k, v in self.columns.items()}
+        payload = {"format": _FORMAT, "version": _VERSION, "meta": self.meta, "dtypes": kinds,
+                   "columns": {k: [_json_value(x, kinds[k]) for x in v.tolist()]
                                for k, v in self.columns.items()}}
         write_text(path, json.dumps(payload))
 
@@ -95,7 +101,8 @@ class SampleTable:
 
         from ._output import atomic_target
 
-        table = pa.table({k: pa.array(v) for k, v in self.columns.items()})
+        table = pa.table({k: pa.array(v if _kind(v) != "str" else [str(x) for x in v])
+                          for k, v in self.columns.items()})
         table = table.replace_schema_metadata({"rif_native": json.dumps(self.meta)})
         with atomic_target(path) as tmp:
             pq.write_table(table, tmp)
@@ -108,8 +115,8 @@ class SampleTable:
             payload = json.loads(Path(path).read_text())
             if payload.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a {_FORMAT} (no 'format' entry saying so)")
-            columns = {k: _array([_from_json(x) for x in v])
-                       for k, v in payload["columns"].items()}
+            kinds = payload.get("dtypes", {})
+            columns = {k: _typed(v, kinds.get(k)) for k, v in payload["columns"].items()}
             return cls(columns, payload.get("meta", {}))
         if kind == ".parquet":
             import pyarrow.parquet as pq
@@ -138,30 +145,58 @@ def _cell(x: Any) -> str:
     return str(x)
 
 
-def _json_value(x: Any) -> Any:
+def _kind(v: np.ndarray) -> str:
+    """A column's kind as the files record it."""
+    return {"b": "bool", "i": "int", "u": "int", "f": "float"}.get(np.asarray(v).dtype.kind,
+                                                                     "str")
+
+
+def _json_value(x: Any, kind: str) -> Any:
+    if kind == "str":
+        return str(x)
     if isinstance(x, float) and not math.isfinite(x):
         return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
     return x
 
 
-def _from_json(x: Any) -> Any:
-    return float(x) if x in ("inf", "-inf", "nan") else x
+def _typed(values: list, kind: Optional[str]) -> np.ndarray:
+    """A JSON column back in its recorded kind."""
+    if kind == "float":
+        return np.array([float(x) for x in values], dtype=np.float64)
+    if kind == "int":
+        return np.array(values, dtype=np.int64)
+    if kind == "bool":
+        return np.array(values, dtype=bool)
+    if kind == "str":
+        return np.array([str(x) for x in values], dtype=object)
+    return _array([str(x) for x in values])
 
 
 def _array(values: list) -> np.ndarray:
-    """Column values (strings from a CSV, or JSON values) as int, float or string arrays."""
-    for kind in (np.int64, np.float64):
-        try:
-            arr = np.array(values, dtype=kind)
-        except (ValueError, TypeError, OverflowError):
-            continue
-        if kind is np.int64 and any(isinstance(v, str) and not v.lstrip("-").isdigit()
-                                    for v in values):
-            continue
-        if kind is np.int64 and any(isinstance(v, float) for v in values):
-            continue
-        return arr
-    return np.array(values, dtype=object)
+    """CSV cells (text) as integers when each is an integer written canonically, else as floats
+    when each is a number, else as text."""
+    try:
+        if all(str(int(v)) == v for v in values):
+            return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        pass
+    try:
+        return np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        return np.array(values, dtype=object)
+
+
+def _ids(ids: Any) -> np.ndarray:
+    """Sample ids as integers, floats or text: others (dates, tuples) as their text, which is
+    what the files hold and read back."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iuf":
+        return ids
+    if ids.dtype.kind == "M":  # NumPy dates: the text pandas prints
+        import pandas as pd
+
+        return np.array([str(v) for v in pd.DatetimeIndex(ids)], dtype=object)
+    return np.array([v if isinstance(v, str) else str(v) for v in ids.tolist()], dtype=object)
 
 
 def sample_table(A: Any, directions: Optional[Union[Mapping[str, Any], Any]] = None, *,
@@ -182,7 +217,7 @@ def sample_table(A: Any, directions: Optional[Union[Mapping[str, Any], Any]] = N
     elif not isinstance(directions, Mapping):
         directions = {"score": directions}
     X, y, w = A._data
-    cols = {"sample_id": np.asarray(A.sample_ids),
+    cols = {"sample_id": _ids(A.sample_ids),
             "label": np.asarray(y, dtype=np.float64),
             "weight": np.ones(A.n) if w is None else np.asarray(w, dtype=np.float64),
             "leverage": np.asarray(A.leverage, dtype=np.float64),
