@@ -231,8 +231,9 @@ def _check_numeric(arr: np.ndarray, name: str) -> None:
 def _as_design(X: ArrayLike, fit_intercept: bool) -> Any:
     """X as a 2-D C-contiguous float64 or float32 array, converting at most once; or, for a
     file, shards or a chunked store (rif_native.sources), a Source read block by block."""
-    if hasattr(X, "tocsr") and hasattr(X, "nnz"):
-        raise TypeError("X is a sparse matrix; rif_native needs a dense array (X.toarray())")
+    if hasattr(X, "tocsr") and hasattr(X, "nnz") and not sources.is_source_like(X):
+        raise TypeError("X is a sparse matrix of an unknown kind: pass a SciPy sparse matrix "
+                        "or a dense array")
     if sources.is_source_like(X):
         source = sources.open_source(X)
         _check_shape(source.shape[0], source.shape[1], fit_intercept)

@@ -203,7 +203,9 @@ def to_l2(estimator: Any, n_samples: int, sample_weight: Optional[Any] = None
 def _design(X: Any, estimator: Any, kind: str) -> np.ndarray:
     """X as a 2-D float64/float32 C-contiguous array with the estimator's number of columns."""
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):
-        raise TypeError("X is a sparse matrix; rif_native needs a dense array (X.toarray())")
+        raise TypeError("X is a sparse matrix: from_estimator needs it dense (X.toarray()); or "
+                        "build rif_native.Attribution(X, y, theta) with theta = [coef_, "
+                        "intercept_], which reads sparse X block by block")
     names = getattr(estimator, "feature_names_in_", None)
     columns = getattr(X, "columns", None)
     if names is not None and columns is not None:

@@ -5,8 +5,10 @@ Every function and object of rif_native that takes X accepts, besides an array i
 * a NumPy memmap, or the path of a ``.npy`` file (opened memory-mapped);
 * a list of ``.npy`` paths or 2-D arrays ("shards") that stack, in order, into one X;
 * a Zarr array, an h5py dataset, a Dask array (computed chunk by chunk on this machine with
-  ``backend="cpu"``; by default ``Attribution`` runs it on its cluster), or any 2-D object with ``shape``,
-  ``dtype`` and row slicing ``X[a:b]``.
+  ``backend="cpu"``; by default ``Attribution`` runs it on its cluster), or any 2-D object with
+  ``shape``, ``dtype`` and row slicing ``X[a:b]``;
+* a SciPy sparse matrix or array (CSR, CSC, COO, ...): converted to CSR once, its row blocks
+  made dense one at a time as they are read (memory: X's nonzeros plus a block, never n x d).
 
 The kernel's passes read such a source one row block at a time (a few MiB), converting to float64
 block by block: float32 stays float32 on disk and in the reading, and every sum is accumulated
@@ -47,10 +49,14 @@ def _module_of(obj: Any) -> str:
     return type(obj).__module__.split(".")[0]
 
 
+def _is_sparse(X: Any) -> bool:
+    return _module_of(X) == "scipy" and hasattr(X, "tocsr") and hasattr(X, "nnz")
+
+
 def is_source_like(X: Any) -> bool:
     """Whether X is read through a Source (anything but an array, list of rows or device
     array in memory)."""
-    if isinstance(X, Source):
+    if isinstance(X, Source) or _is_sparse(X):
         return True
     if isinstance(X, np.ndarray):
         return _file_backed(X)
@@ -352,6 +358,26 @@ def describe(part: Any) -> str:
     return type(part).__name__
 
 
+class _SparseRows:
+    """A SciPy sparse matrix as a source part: row slices come back dense."""
+
+    def __init__(self, matrix: Any) -> None:
+        csr = matrix.tocsr()
+        if csr.dtype not in (np.float64, np.float32):
+            csr = csr.astype(np.float64)
+        self.csr = csr
+        self.shape = (int(csr.shape[0]), int(csr.shape[1]))
+        self.dtype = np.dtype(csr.dtype)
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.csr[key].toarray())
+
+    def __repr__(self) -> str:
+        return (f"sparse matrix {self.shape[0]} x {self.shape[1]}, {self.csr.nnz} nonzeros "
+                f"({self.dtype})")
+
+
 class _RowRange:
     """Rows [lo, hi) of a stored array, sliceable like one (Source.subset of a Zarr, HDF5 or
     Dask source)."""
@@ -554,6 +580,8 @@ def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> 
     items = list(X) if isinstance(X, (list, tuple)) else [X]
     parts = []
     for s in items:
+        if _is_sparse(s):
+            s = _SparseRows(s)
         parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
     return Source(parts, name=name, progress=progress)
 
