@@ -90,15 +90,10 @@ def _where(results, data) -> dict:
     return out
 
 
-def _payload(results, data) -> dict:
-    where = _where(results, data)
-    return {m: {**r.to_dict(), **where[m]} for m, r in results.items()}
-
-
-def _removed_lines(results, data, shown: int = 20) -> str:
+def _removed_lines(where: dict, shown: int = 20) -> str:
     """Report lines naming the removed samples (ids with --id, else rows of the data set)."""
     lines = []
-    for m, w in _where(results, data).items():
+    for m, w in where.items():
         names = w.get("removed_ids", w["removed_rows"])
         if names:
             what = "ids" if "removed_ids" in w else "rows of the data"
@@ -135,12 +130,14 @@ def run(args, outputs) -> int:
         raise _UsageError(str(exc)) from None
     say(f"data       {data.dataset.name}: train {y.size}, d = {X.shape[1]}; fit "
         f"{fitted.n_iter} iterations, ||grad F|| = {fitted.grad_norm:.2e}")
-    text = au.report(results, A) + _removed_lines(results, data)
+    where = _where(results, data)
+    text = au.report(results, A) + _removed_lines(where)
     import json
 
     from ._output import write_text
 
-    write_text(out / "audit.json", json.dumps(_payload(results, data), indent=1))
+    payload = {m: {**r.to_dict(), **where[m]} for m, r in results.items()}
+    write_text(out / "audit.json", json.dumps(payload, indent=1))
     rows = ["method,size,predicted,newton_step,actual,converged,bisection"]
     for m, r in results.items():
         for q in r.rounds:

@@ -60,14 +60,14 @@ def aligned(v: Any, name: str, index: Any, numeric: bool = True) -> Any:
     return v.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _unique_names(columns: Any) -> list:
+def unique_names(columns: Any, what: str = "X") -> list:
     """Column names as strings; ValueError when two are the same (a name must pick one
-    parameter)."""
+    parameter). ``what`` starts the message."""
     names = [str(c) for c in columns]
     seen: set = set()
     repeated = [n for n in names if n in seen or seen.add(n)]
     if repeated:
-        raise ValueError(f"X has repeated column names {sorted(set(repeated))[:5]}: rename "
+        raise ValueError(f"{what} has repeated column names {sorted(set(repeated))[:5]}: rename "
                          "them so that each parameter has one name")
     return names
 
@@ -92,7 +92,7 @@ def unwrap(X: Any, y: Any, sample_weight: Any) -> tuple:
     labels = None
     index = None
     if is_pandas(X) and hasattr(X, "columns"):
-        labels = Labels(_unique_names(X.columns), X.index)
+        labels = Labels(unique_names(X.columns), X.index)
         index = X.index
         X = _frame_array(X)
     return X, aligned(y, "y", index), aligned(sample_weight, "sample_weight", index), labels
@@ -116,15 +116,15 @@ def direction(v: Any, names: list) -> Any:
     index = [str(k) for k in v.index]
     if list(v.index) == list(range(len(names))):
         return v.to_numpy(dtype=np.float64)
-    missing = [n for n in names if n not in set(index)]
-    extra = [k for k in index if k not in set(names)]
-    if missing or extra or len(set(index)) != len(index):
+    where = {k: i for i, k in enumerate(index)}
+    missing = [n for n in names if n not in where]
+    known = set(names)
+    extra = [k for k in index if k not in known]
+    if missing or extra or len(where) != len(index):
         raise ValueError(f"the direction's index must name the parameters {names[:5]}"
                          f"{' ...' if len(names) > 5 else ''} (or be 0..p-1); missing "
                          f"{missing[:5]}, unknown {extra[:5]}")
-    order = [index.index(n) for n in names]
-    values = v.to_numpy(dtype=np.float64)
-    return values[order]
+    return v.to_numpy(dtype=np.float64)[[where[n] for n in names]]
 
 
 def labelled(kind: str) -> Callable:
@@ -165,12 +165,10 @@ def _label(kind: str, out: Any, labels: Labels, params: list, n: int, args: tupl
     if kind == "rows":
         if kwargs.get("out") is not None:  # written to a file: returned as opened
             return out
+        from ._api import _one_set  # the rows the method read: indices or a mask
+
         indices = args[0] if args else kwargs.get("indices")
-        if indices is not None:
-            indices = np.asarray(indices).reshape(-1)
-            if indices.dtype == bool:  # a mask: the rows it selects
-                indices = np.flatnonzero(indices)
-        rows = ids if indices is None else ids[indices.astype(np.int64)]
+        rows = ids if indices is None else ids[_one_set(indices, n, "indices")]
         return pd.DataFrame(out, index=rows, columns=params)
     if kind == "effect":
         if out.ndim == 1:

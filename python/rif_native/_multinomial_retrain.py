@@ -81,11 +81,10 @@ def _chord_solver(att: Any, T: np.ndarray) -> Optional[Callable[[np.ndarray], np
     from .multinomial import _inverse, _well_posed
 
     pb = att._pb
-    if len(T) == 0:
-        return lambda g: (att._Hinv @ g.reshape(pb.q)).reshape(pb.m, pb.p)
-    if len(T) * pb.m > pb.q:
+    if len(T) == 0 or len(T) * pb.m > pb.q:  # H itself, or a fresh inverse of H_{-T}
         try:
-            Hinv = _inverse(att._downdated(T), pb.threads, "The Hessian without the removed set")
+            Hinv = att._Hinv if len(T) == 0 else _inverse(
+                att._downdated(T), pb.threads, "The Hessian without the removed set")
         except np.linalg.LinAlgError:  # NotPositiveDefiniteError included
             return None
         return lambda g: (Hinv @ g.reshape(pb.q)).reshape(pb.m, pb.p)
@@ -110,8 +109,10 @@ def support_counts(pb: Any) -> Optional[np.ndarray]:
         return None
     live = pb.weight() > 0
     counts = np.zeros(pb.d, dtype=np.int64)
+    from .multinomial import _BLOCK
+
     blocks = (pb.X.blocks() if isinstance(pb.X, sources.Source)
-              else ((b, pb.X[b:b + 65536]) for b in range(0, pb.n, 65536)))
+              else ((b, pb.X[b:b + _BLOCK]) for b in range(0, pb.n, _BLOCK)))
     for begin, rows in blocks:
         keep = live[begin:begin + len(rows)]
         counts += np.count_nonzero(np.asarray(rows)[keep], axis=0)

@@ -142,12 +142,9 @@ def load_table(path: Any, *, label: Optional[str] = None, id_column: Optional[st
         drop.append(icol)
     y, target_names = _labels(frame[ycol], family, str(ycol), path, notes)
     X = _encode(frame.drop(columns=drop), one_hot, path, notes)
-    names = [str(c) for c in X.columns]
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise ValueError(f"{path}: the features would have repeated names {repeated[:5]} (a "
-                         "column and a one-hot column, or two columns, of the same name): "
-                         "rename them")
+    from ._frames import unique_names
+
+    names = unique_names(X.columns, f"{path}: the table (after one-hot encoding)")
     values = np.ascontiguousarray(X.to_numpy(dtype=np.float64, na_value=np.nan))
     bad = np.flatnonzero(~np.isfinite(values).all(axis=0))
     if len(bad):
@@ -160,6 +157,6 @@ def load_table(path: Any, *, label: Optional[str] = None, id_column: Optional[st
                    f"{str(ycol)!r}" + (f", ids {id_column!r}" if ids is not None else ""))
     if notes:
         description += "; " + "; ".join(notes)
-    return Dataset(X=values, y=y, texts=None, feature_names=[str(c) for c in X.columns],
+    return Dataset(X=values, y=y, texts=None, feature_names=names,
                    name=path.name, description=description, target_names=target_names,
                    sample_ids=ids, notes=notes)

@@ -439,7 +439,7 @@ def from_estimator(
         raise ValueError(f"this {kind} is not fitted yet: call its fit(X, y) first")
     labels = None
     if _frames.is_pandas(X) and hasattr(X, "columns"):
-        labels = _frames.Labels(_frames._unique_names(X.columns), X.index)
+        labels = _frames.Labels(_frames.unique_names(X.columns), X.index)
         y = _frames.aligned(y, "y", X.index, numeric=False)  # the estimator's own labels
         sample_weight = _frames.aligned(sample_weight, "sample_weight", X.index)
     Xa = _design(X, estimator, kind)
