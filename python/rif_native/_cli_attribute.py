@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import json
 import math
 import sys
@@ -553,14 +555,6 @@ def _id(value) -> object:
     return str(value)
 
 
-def _csv_cell(value) -> str:
-    """A CSV field, quoted when it holds a comma, quote or line break."""
-    text = str(value)
-    if any(c in text for c in ',"\n\r'):
-        text = '"' + text.replace('"', '""') + '"'
-    return text
-
-
 def _scores_csv(data, res, rank_by: str) -> str:
     """One row per training sample, in training order: its row of the data set, label, RIF and
     IF scores (repr: they read back to the same float64; 'inf' for a singular sample's RIF),
@@ -572,17 +566,19 @@ def _scores_csv(data, res, rank_by: str) -> str:
     ids = data.dataset.sample_ids
     head = (["index"] + ([] if ids is None else ["id"]) + ["label", "score_rif", "score_if"]
             + ([] if leverage is None else ["leverage"]) + ["rank_rif"])
-    lines = [",".join(head)]
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\n")  # quotes an id holding a comma or a quote
+    out.writerow(head)
     for pos in range(n):
         idx = int(data.train[pos])
-        cells = [str(idx)] + ([] if ids is None else [_csv_cell(_id(ids[idx]))]) + [
+        cells = [str(idx)] + ([] if ids is None else [str(_id(ids[idx]))]) + [
                  repr(float(data.y_train[pos])),
                  repr(float(res.scores_rif[pos])), repr(float(res.scores_if[pos]))]
         if leverage is not None:
             cells.append(repr(float(leverage[pos])))
         cells.append(str(int(rank[pos])))
-        lines.append(",".join(cells))
-    return "\n".join(lines) + "\n"
+        out.writerow(cells)
+    return text.getvalue()
 
 
 def _top_figure(path: Path, data, res, ranks, rank_by: str) -> None:

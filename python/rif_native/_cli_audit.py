@@ -79,14 +79,15 @@ def _target(args, A, names, data):
 def _where(results, data) -> dict:
     """Per method: the removed samples as rows of the data set and, with --id, as ids (the
     search's indices are positions in the training part)."""
+    from ._cli_attribute import _id  # ids as JSON holds them
+
     ids = data.dataset.sample_ids
     out = {}
     for m, r in results.items():
         rows = [int(data.train[i]) for i in r.removed]
         out[m] = {"removed_rows": rows}
         if ids is not None:
-            out[m]["removed_ids"] = [v.item() if hasattr(v, "item") else v
-                                     for v in (ids[j] for j in rows)]
+            out[m]["removed_ids"] = [_id(ids[j]) for j in rows]
     return out
 
 
