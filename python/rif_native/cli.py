@@ -417,25 +417,22 @@ def _load_table(args) -> Dataset:
     if len(args.data) > 1 or args.labels is not None:
         raise _UsageError("a table read by column name (--label, --id, --one-hot) is one "
                           "--data file with its labels inside; --labels is for .npy data")
-    try:
-        dataset = load_table(args.data[0], label=args.label, id_column=args.id_column,
-                             one_hot=args.one_hot, family=args.family)
-    except (ValueError, FileNotFoundError) as exc:
-        raise _UsageError(_one_line(exc)) from None
-    except OSError as exc:
-        raise _UsageError(f"cannot read {args.data[0]}: {exc.strerror or exc}") from None
+    dataset = _load_user_data(
+        args.data[0], None, read=lambda: load_table(args.data[0], label=args.label,
+                                                    id_column=args.id_column,
+                                                    one_hot=args.one_hot, family=args.family))
     if not getattr(args, "quiet", False):
         for note in dataset.notes:
             print(f"note: {note}", file=sys.stderr)
     return dataset
 
 
-def _load_user_data(path, labels: Optional[str]) -> Dataset:
-    """load_dataset (path: one path, or a list of .npy shards), with every failure to read an
-    untrusted file as a one-line usage error."""
+def _load_user_data(path, labels: Optional[str], read=None) -> Dataset:
+    """load_dataset (path: one path, or a list of .npy shards), or ``read()`` reading path
+    otherwise, with every failure to read an untrusted file as a one-line usage error."""
     shown = ", ".join(str(p) for p in path) if isinstance(path, list) else str(path)
     try:
-        return load_dataset(path, labels)
+        return load_dataset(path, labels) if read is None else read()
     except (ValueError, FileNotFoundError) as exc:
         raise _UsageError(_one_line(exc)) from None
     except MemoryError as exc:
