@@ -157,6 +157,40 @@ std::shared_ptr<rif::RowSource> make_shards(const py::object& spec, rif::Index n
   return source;
 }
 
+/// CsrSource over SciPy's CSR arrays (int64 row starts, int32 columns, values of the source's
+/// dtype), which it keeps alive.
+class PyCsrSource : public rif::CsrSource {
+ public:
+  PyCsrSource(py::tuple arrays, rif::Index n, rif::Index d, bool f32, bool sparse_passes)
+      : CsrSource(n, d, checked<std::int64_t>(arrays[0], n + 1, "row starts"),
+                  checked<std::int32_t>(arrays[1], -1, "columns"),
+                  f32 ? static_cast<const void*>(checked<float>(arrays[2], -1, "values"))
+                      : static_cast<const void*>(checked<double>(arrays[2], -1, "values")),
+                  f32, sparse_passes),
+        arrays_(std::move(arrays)) {
+    const auto nnz = py::reinterpret_borrow<py::array>(arrays_[1]).shape(0);
+    if (py::reinterpret_borrow<py::array>(arrays_[2]).shape(0) != nnz ||
+        row_starts()[0] != 0 || row_starts()[n] != static_cast<std::int64_t>(nnz)) {
+      throw std::invalid_argument("csr: row starts, columns and values do not agree");
+    }
+  }
+  ~PyCsrSource() override { release_with_gil(arrays_); }
+
+ private:
+  template <class T>
+  static const T* checked(const py::handle& h, py::ssize_t size, const char* what) {
+    if (!py::isinstance<py::array_t<T>>(h)) {
+      throw std::invalid_argument(std::string("csr: ") + what + " of the wrong dtype");
+    }
+    const py::array a = py::reinterpret_borrow<py::array>(h);
+    if (a.ndim() != 1 || !(a.flags() & py::array::c_style) || (size >= 0 && a.shape(0) != size)) {
+      throw std::invalid_argument(std::string("csr: ") + what + " must be a contiguous vector");
+    }
+    return static_cast<const T*>(a.data());
+  }
+  py::tuple arrays_;
+};
+
 }  // namespace
 
 bool is_source(const py::handle& v) {
@@ -168,7 +202,11 @@ rif::Design source_design(const py::object& spec, bool fit_intercept) {
   const auto n = shape[0].cast<rif::Index>(), d = shape[1].cast<rif::Index>();
   const bool f32 = spec.attr("float32").cast<bool>();
   std::shared_ptr<rif::RowSource> source;
-  if (spec.attr("shards").is_none()) {
+  const py::object csr = py::getattr(spec, "csr", py::none());
+  if (!csr.is_none()) {
+    source = std::make_shared<PyCsrSource>(py::tuple(csr), n, d, f32,
+                                           spec.attr("sparse_passes").cast<bool>());
+  } else if (spec.attr("shards").is_none()) {
     source = std::make_shared<PyRowSource>(spec, n, d, f32);
   } else {
     source = make_shards(spec, n, d, f32);

@@ -5,6 +5,7 @@
 #include "rif/downdate.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
+#include "rif/sparse.hpp"
 
 #include <Eigen/Dense>
 
@@ -405,7 +406,9 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
   parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
     auto rows = out.block(begin, 0, count, m);
-    if (!gpu_) {
+    if (!gpu_ && problem_.X.sparse()) {
+      sparse_rows_times(problem_.X, begin, count, U, rows);
+    } else if (!gpu_) {
       auto Xt = problem_.X.block(begin, count, buffers[static_cast<size_t>(t)]);
       rows.noalias() = Xt.transpose() * U;
     }

@@ -1,6 +1,7 @@
 #include "rif/design.hpp"
 
 #include "rif/parallel.hpp"
+#include "rif/sparse.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -179,6 +180,7 @@ void Design::accumulate(const std::int64_t* idx, Index k, const double* coef,
 }
 
 void Design::multiply(const Vector& theta, Vector& z, int threads) const {
+  if (sparse()) return sparse_multiply(*this, theta, z, threads);
   z.resize(n_);
   const Index block = block_rows(params());
   std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n_, block, threads)));
@@ -189,6 +191,7 @@ void Design::multiply(const Vector& theta, Vector& z, int threads) const {
 }
 
 void Design::multiply_transposed(const Vector& c, Vector& g, int threads) const {
+  if (sparse()) return sparse_multiply_transposed(*this, c, g, threads);
   const Index block = block_rows(params());
   const int nt = chunk_threads(n_, block, threads);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));

@@ -3,6 +3,7 @@
 #include "rif/blas.hpp"
 #include "rif/interrupt.hpp"
 #include "rif/parallel.hpp"
+#include "rif/sparse.hpp"
 
 #include <Eigen/Dense>
 
@@ -15,6 +16,7 @@
 namespace rif {
 
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads) {
+  if (X.sparse()) return sparse_hessian(X, a, l2, H, threads);
   const Index p = X.params(), n = X.rows();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
@@ -45,6 +47,9 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
                 const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
                 Vector* g, bool with_hessian) {
+  if (X.sparse()) {
+    return sparse_hessian_at(X, family, y, w, l2, theta, z, r, a, H, threads, g, with_hessian);
+  }
   const Index p = X.params(), n = X.rows();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const int nt = chunk_threads(n, plan.block, plan.outer);
@@ -220,6 +225,7 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads,
 
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
               const Vector* r, Vector* g) {
+  if (sparse_leverage_pays(X)) return sparse_leverage(X, a, L, h, threads, r, g);
   const Index n = X.rows(), p = X.params();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;

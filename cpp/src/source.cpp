@@ -92,4 +92,28 @@ void ShardSource::prefetch(Index begin, Index count) const {
 #endif
 }
 
+void CsrSource::dense_row(Index i, char* out) const {
+  if (is_float32()) {
+    float* row = reinterpret_cast<float*>(out);
+    std::fill_n(row, cols(), 0.0f);
+    const float* v = static_cast<const float*>(values_);
+    for (std::int64_t q = ptr_[i]; q < ptr_[i + 1]; ++q) row[cols_[q]] = v[q];
+  } else {
+    double* row = reinterpret_cast<double*>(out);
+    std::fill_n(row, cols(), 0.0);
+    const double* v = static_cast<const double*>(values_);
+    for (std::int64_t q = ptr_[i]; q < ptr_[i + 1]; ++q) row[cols_[q]] = v[q];
+  }
+}
+
+void CsrSource::read(Index begin, Index count, void* out) const {
+  char* dst = static_cast<char*>(out);
+  for (Index j = 0; j < count; ++j) dense_row(begin + j, dst + j * row_bytes());
+}
+
+void CsrSource::take(const std::int64_t* idx, Index k, void* out) const {
+  char* dst = static_cast<char*>(out);
+  for (Index j = 0; j < k; ++j) dense_row(static_cast<Index>(idx[j]), dst + j * row_bytes());
+}
+
 }  // namespace rif

@@ -41,6 +41,12 @@ class Design {
   bool has_data() const { return f64_ != nullptr || f32_ != nullptr || source_ != nullptr; }
   /// The source X is read from, or null when X is one array (data_f64() / data_f32()).
   const RowSource* source() const { return source_.get(); }
+  /// X's compressed sparse rows when the passes are to read its nonzeros only (rif/sparse.hpp),
+  /// else nullptr.
+  const CsrSource* sparse() const {
+    const CsrSource* s = source_ ? source_->csr() : nullptr;
+    return s && s->sparse_passes() ? s : nullptr;
+  }
   /// The raw row-major data (null for the other dtype, and for a source).
   const double* data_f64() const { return f64_; }
   const float* data_f32() const { return f32_; }

@@ -13,6 +13,8 @@
 
 namespace rif {
 
+class CsrSource;
+
 class RowSource {
  public:
   RowSource(Index rows, Index cols, bool f32) : rows_(rows), cols_(cols), f32_(f32) {}
@@ -36,6 +38,8 @@ class RowSource {
   virtual void take(const std::int64_t* idx, Index k, void* out) const;
   /// A hint that rows [begin, begin + count) will be read soon (default: none).
   virtual void prefetch(Index /*begin*/, Index /*count*/) const {}
+  /// The source as compressed sparse rows, or nullptr when it is not one.
+  virtual const CsrSource* csr() const { return nullptr; }
 
   /// Called with the row count of every block a pass reads (progress reporting); may be empty.
   void set_progress(std::function<void(Index)> progress) { progress_ = std::move(progress); }
@@ -71,6 +75,42 @@ class ShardSource : public RowSource {
   std::size_t shard_of(Index i) const;
   std::vector<const void*> shards_;
   std::vector<Index> start_;  ///< first row of each shard, then the total
+};
+
+/// X as compressed sparse rows (SciPy's CSR: row i's nonzeros are values[ptr[i] .. ptr[i+1])
+/// in the columns cols[...], sorted and without repeats). read() and take() give dense rows, so
+/// every pass works on it; when `sparse_passes` is set, the passes whose cost grows with d^2 per
+/// row (the Hessian, the leverages) and the products with X read the nonzeros only
+/// (rif/sparse.hpp).
+class CsrSource : public RowSource {
+ public:
+  CsrSource(Index rows, Index cols, const std::int64_t* ptr, const std::int32_t* indices,
+            const void* values, bool f32, bool sparse_passes)
+      : RowSource(rows, cols, f32), ptr_(ptr), cols_(indices), values_(values),
+        sparse_passes_(sparse_passes) {}
+  void read(Index begin, Index count, void* out) const override;
+  void take(const std::int64_t* idx, Index k, void* out) const override;
+  const CsrSource* csr() const override { return this; }
+
+  bool sparse_passes() const { return sparse_passes_; }
+  const std::int64_t* row_starts() const { return ptr_; }
+  const std::int32_t* columns() const { return cols_; }
+  const void* values() const { return values_; }
+  /// Calls f(column, value) for row i's nonzeros, in increasing column order.
+  template <class T, class F>
+  void for_row(Index i, F&& f) const {
+    const T* v = static_cast<const T*>(values_);
+    for (std::int64_t q = ptr_[i]; q < ptr_[i + 1]; ++q) {
+      f(static_cast<Index>(cols_[q]), static_cast<double>(v[q]));
+    }
+  }
+
+ private:
+  void dense_row(Index i, char* out) const;
+  const std::int64_t* ptr_;
+  const std::int32_t* cols_;
+  const void* values_;
+  bool sparse_passes_;
 };
 
 }  // namespace rif
