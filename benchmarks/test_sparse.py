@@ -89,3 +89,22 @@ def test_sparse_fit(benchmark, case, row):
     res = benchmark.pedantic(rn.fit, args=(Xa, y), kwargs=dict(l2=L2, fit_intercept=True),
                              rounds=3, iterations=1, warmup_rounds=1)
     assert res.converged
+
+
+@pytest.mark.parametrize("passes", ["sparse", "dense"])
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.2])
+@pytest.mark.parametrize("d", [1000, 4000])
+def test_sparse_crossover(benchmark, monkeypatch, d, density, passes):
+    """Where the sparse passes stop paying: the same sparse X read by each kernel (the switch
+    rif_native.sources.SPARSE_DENSITY forced), n = 20,000 or 12,000."""
+    from rif_native import sources
+
+    n = 20_000 if d == 1000 else 12_000
+    X = sp.random(n, d, density=density, format="csr", random_state=1)
+    rng = np.random.default_rng(2)
+    y = (rng.random(n) < 0.4).astype(float)
+    theta = 0.01 * rng.standard_normal(d + 1)
+    monkeypatch.setattr(sources, "SPARSE_DENSITY", 1.0 if passes == "sparse" else 0.0)
+    benchmark.group = f"sparse crossover: {n} x {d} at {density:.0%} nonzeros"
+    benchmark.pedantic(_ours, args=(X, y, theta, np.ones(d + 1)), rounds=2, iterations=1,
+                       warmup_rounds=0)

@@ -115,7 +115,7 @@ def test_pipeline_equals_its_last_step_on_the_transformed_data(rng):
 
 
 def test_pipeline_with_one_hot_columns(rng):
-    """A ColumnTransformer one-hot encodes a category (a sparse result, made dense): names
+    """A ColumnTransformer one-hot encodes a category (a sparse result, kept sparse): names
     from get_feature_names_out, values equal to a manual dense transform."""
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression

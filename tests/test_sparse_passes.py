@@ -140,3 +140,42 @@ def test_x_too_large_to_make_dense(rng, seed):
     h, r = _reference_leverage(X, y, theta, 2.0, rows)
     assert_close(A.leverage[rows], h, TOL, "leverage", seed)
     assert_close(A.residuals[rows], r[rows], 1e-14, "residuals", seed)
+
+
+def test_text_pipeline_from_estimator_reads_words_sparsely():
+    """CountVectorizer + LogisticRegression on 1500 real SMS messages: the vectoriser's sparse
+    counts go to the passes as they are (names from its vocabulary), and every answer equals
+    the last step attributed on the same counts made dense."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from rif_native import datasets
+
+    D = datasets.load_sms_spam()
+    texts, y = list(D.texts[:1500]), D.y[:1500]
+    pipe = make_pipeline(CountVectorizer(min_df=3),
+                         LogisticRegression(C=0.5, tol=1e-12, max_iter=10000))
+    pipe.fit(texts, y)
+    A = rn.Attribution.from_estimator(pipe, texts, y, num_threads=1)
+    counts = pipe[0].transform(texts)
+    assert sources.open_source(counts).sparse_passes  # about 0.6% of the counts are nonzero
+    B = rn.Attribution.from_estimator(pipe[-1], counts.toarray(), y, num_threads=1)
+    assert A.param_names[:-1] == list(pipe[0].get_feature_names_out())
+    assert_close(A.leverage, B.leverage, TOL, "leverage")
+    assert_close(A.rescaled_influence([0, 1, 2]), B.rescaled_influence([0, 1, 2]), TOL, "RIF")
+    v = np.ones(A.n_params)
+    assert_close(A.scores(v), B.scores(v), TOL, "scores", per="whole")
+
+
+def test_attribution_of_sparse_x_pickles(rng):
+    import pickle
+
+    X = _counts(rng, 400, 30, 0.05)
+    y = _labels(rng, "logistic", 400)
+    A = rn.Attribution(X, y, 0.1 * rng.standard_normal(31), l2=1.0, fit_intercept=True,
+                       num_threads=1)
+    B = pickle.loads(pickle.dumps(A))
+    assert sources.open_source(B._data[0]).sparse_passes
+    np.testing.assert_array_equal(B.leverage, A.leverage)
+    np.testing.assert_array_equal(B.scores(np.ones(31)), A.scores(np.ones(31)))

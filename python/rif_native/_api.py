@@ -705,10 +705,13 @@ class Attribution:
         """Pickle the inputs (X, y, theta, weights and options, with the labels of a
         DataFrame), not the factor: unpickling builds the object again (one factorisation)."""
         X, y, w = self._data
-        if not isinstance(X, np.ndarray) or type(self) is not Attribution:
-            raise TypeError("only an Attribution of X in memory (a NumPy array or DataFrame) "
-                            "can be pickled; for data on disk or on a cluster, pickle the "
-                            "arguments and build it again")
+        if isinstance(X, sources.Source) and X.csr is not None:
+            X = X._parts[0].csr  # a SciPy sparse matrix in memory: pickled as it is
+        in_memory = isinstance(X, np.ndarray) or sources._is_sparse(X)
+        if not in_memory or type(self) is not Attribution:
+            raise TypeError("only an Attribution of X in memory (a NumPy array, DataFrame or "
+                            "SciPy sparse matrix) can be pickled; for data on disk or on a "
+                            "cluster, pickle the arguments and build it again")
         kwargs = dict(l2=self.l2, family=self.family, sample_weight=w,
                       fit_intercept=self.fit_intercept, num_threads=self._num_threads,
                       backend="cpu" if self.backend == "cpu" else "auto",

@@ -200,12 +200,11 @@ def to_l2(estimator: Any, n_samples: int, sample_weight: Optional[Any] = None
 # ----------------------------------------------------------------------------- data
 
 
-def _design(X: Any, estimator: Any, kind: str) -> np.ndarray:
-    """X as a 2-D float64/float32 C-contiguous array with the estimator's number of columns."""
+def _design(X: Any, estimator: Any, kind: str) -> Any:
+    """X as a 2-D float64/float32 C-contiguous array (or a SciPy CSR matrix, which the passes
+    read sparsely) with the estimator's number of columns."""
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):
-        raise TypeError("X is a sparse matrix: from_estimator needs it dense (X.toarray()); or "
-                        "build rif_native.Attribution(X, y, theta) with theta = [coef_, "
-                        "intercept_], which reads sparse X block by block")
+        return _sparse_design(X, estimator, kind)
     names = getattr(estimator, "feature_names_in_", None)
     columns = getattr(X, "columns", None)
     if names is not None and columns is not None:
@@ -226,6 +225,19 @@ def _design(X: Any, estimator: Any, kind: str) -> np.ndarray:
     if arr.dtype not in (np.float64, np.float32) or not arr.dtype.isnative:
         arr = arr.astype(np.float64)
     return np.ascontiguousarray(arr)
+
+
+def _sparse_design(X: Any, estimator: Any, kind: str) -> Any:
+    if len(X.shape) != 2:
+        raise ValueError(f"X must be 2-D (n samples x d features), got shape {X.shape}")
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and X.shape[1] != int(expected):
+        raise ValueError(f"X has {X.shape[1]} columns but the {kind} was fitted on "
+                         f"{int(expected)} features (n_features_in_): pass its training data")
+    if np.dtype(X.dtype).kind not in "biuf":
+        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+    X = X.tocsr()
+    return X if X.dtype in (np.float64, np.float32) else X.astype(np.float64)
 
 
 def _labels(y: Any, n: int) -> np.ndarray:
@@ -419,7 +431,7 @@ def from_estimator(
             ``rtol * ||grad F(0)||``: the estimates assume theta is the minimiser.
 
     A ``Pipeline`` whose last step is one of these is attributed through its other steps: they
-    transform X (a sparse result is made dense), the last step is attributed on the result, and
+    transform X (a sparse result stays sparse), the last step is attributed on the result, and
     the parameters are named by the steps' ``get_feature_names_out()``. With a DataFrame X
     (or a Pipeline), the object's answers carry parameter names and X's index as sample ids
     (see :class:`~rif_native.Attribution`).
@@ -491,8 +503,7 @@ def _from_pipeline(pipe: Any, X: Any, y: Any, **kw: Any) -> Attribution:
     kw["sample_weight"] = _frames.aligned(kw["sample_weight"], "sample_weight", ids)
     head = pipe[:-1]
     Xt = head.transform(X)
-    if hasattr(Xt, "toarray") and hasattr(Xt, "nnz"):
-        Xt = Xt.toarray()  # the Hessian is dense anyway; the design is read densely
+    sparse = hasattr(Xt, "tocsr") and hasattr(Xt, "nnz")  # kept sparse: read sparsely
     try:
         names = [str(s) for s in head.get_feature_names_out()]
     except (AttributeError, ValueError, TypeError):  # a step that cannot name its outputs
@@ -500,7 +511,7 @@ def _from_pipeline(pipe: Any, X: Any, y: Any, **kw: Any) -> Attribution:
     if _frames.is_pandas(Xt) and hasattr(Xt, "columns"):  # set_output(transform="pandas")
         names = [str(c) for c in Xt.columns]
         Xt = Xt.to_numpy()
-    A = from_estimator(final, np.asarray(Xt), y, **kw)
+    A = from_estimator(final, Xt if sparse else np.asarray(Xt), y, **kw)
     if names is not None and len(names) != A.n_features:
         names = None
     if hasattr(A, "_labels"):  # the binary families (multinomial answers stay arrays)

@@ -7,8 +7,10 @@ Every function and object of rif_native that takes X accepts, besides an array i
 * a Zarr array, an h5py dataset, a Dask array (computed chunk by chunk on this machine with
   ``backend="cpu"``; by default ``Attribution`` runs it on its cluster), or any 2-D object with
   ``shape``, ``dtype`` and row slicing ``X[a:b]``;
-* a SciPy sparse matrix or array (CSR, CSC, COO, ...): converted to CSR once, its row blocks
-  made dense one at a time as they are read (memory: X's nonzeros plus a block, never n x d).
+* a SciPy sparse matrix or array (CSR, CSC, COO, ...): converted to CSR once; when at most
+  ``SPARSE_DENSITY`` of it is nonzero, the Hessian, leverage, gradient and score passes read only
+  its nonzeros, and every other read gets rows made dense one block at a time (memory: X's
+  nonzeros plus a block, never n x d).
 
 The kernel's passes read such a source one row block at a time (a few MiB), converting to float64
 block by block: float32 stays float32 on disk and in the reading, and every sum is accumulated
