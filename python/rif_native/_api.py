@@ -453,7 +453,7 @@ def _name_some(items: np.ndarray) -> str:
 # ----------------------------------------------------------------------------- the object
 
 
-class Attribution:
+class Attribution(_frames.Named):
     """Factor the Hessian once at ``theta``, then answer removal questions from the factor.
 
     Builds ``H = X^T diag(a) X + l2 P`` (P: identity, 0 on the intercept), its Cholesky factor and
@@ -598,25 +598,6 @@ class Attribution:
     def theta(self) -> np.ndarray:
         """The parameters the object was built at (a copy)."""
         return self._core.theta
-
-    @property
-    def param_names(self) -> list:
-        """Names of theta's entries: X's column names for a DataFrame (else x1..xd), then
-        "const" for the intercept."""
-        labels = getattr(self, "_labels", None)  # not set on every engine's subclass
-        if labels is not None:
-            return labels.params(self.fit_intercept)
-        return ([f"x{j + 1}" for j in range(self.n_features)]
-                + ([_frames.INTERCEPT] if self.fit_intercept else []))
-
-    @property
-    def sample_ids(self) -> np.ndarray:
-        """Each sample's id: X's index for a DataFrame, else 0..n-1. Sample arguments of every
-        method are positions; ``sample_ids[positions]`` gives their ids."""
-        labels = getattr(self, "_labels", None)
-        if labels is not None and labels.ids is not None:
-            return np.asarray(labels.ids)
-        return np.arange(self.n)
 
     @property
     def leverage(self) -> np.ndarray:

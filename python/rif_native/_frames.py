@@ -74,10 +74,12 @@ def unique_names(columns: Any, what: str = "X") -> list:
 
 @dataclass
 class Labels:
-    """The names of X's columns and the ids of its rows."""
+    """The names of X's columns and the ids of its rows (and, for a multinomial model, the
+    names of its classes: None for 0..K-1)."""
 
     features: list
     ids: Any  # a pandas Index
+    classes: Optional[list] = None
 
     def params(self, fit_intercept: bool) -> list:
         """The features' names, then the intercept's: "const", or "(intercept)" when a
@@ -127,6 +129,32 @@ def direction(v: Any, names: list) -> Any:
     return v.to_numpy(dtype=np.float64)[[where[n] for n in names]]
 
 
+class Named:
+    """param_names and sample_ids of an attribution object (its ``_labels``, when built from a
+    DataFrame or an estimator that names its features)."""
+
+    _labels: Optional[Labels] = None
+
+    @property
+    def param_names(self) -> list:
+        """Names of theta's entries: X's column names for a DataFrame (else x1..xd), then
+        "const" for the intercept."""
+        labels = getattr(self, "_labels", None)  # not set on every engine's subclass
+        if labels is not None:
+            return labels.params(self.fit_intercept)  # type: ignore[attr-defined]
+        return ([f"x{j + 1}" for j in range(self.n_features)]  # type: ignore[attr-defined]
+                + ([INTERCEPT] if self.fit_intercept else []))  # type: ignore[attr-defined]
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        """Each sample's id: X's index for a DataFrame, else 0..n-1. Sample arguments of every
+        method are positions; ``sample_ids[positions]`` gives their ids."""
+        labels = getattr(self, "_labels", None)
+        if labels is not None and labels.ids is not None:
+            return np.asarray(labels.ids)
+        return np.arange(self.n)  # type: ignore[attr-defined]
+
+
 def labelled(kind: str) -> Callable:
     """Decorate an Attribution method so that, for an object built from a DataFrame, its
     answer carries the labels: kind "rows" (rows of samples by parameters), "effect" (one set:
@@ -149,12 +177,61 @@ def labelled(kind: str) -> Callable:
                     args = (direction(args[0], params),) + args[1:]
                 elif "direction" in kwargs:
                     kwargs["direction"] = direction(kwargs["direction"], params)
+            elif kind == "class_scores":
+                if args:
+                    args = (class_direction(args[0], params),) + args[1:]
+                elif "direction" in kwargs:
+                    kwargs["direction"] = class_direction(kwargs["direction"], params)
             out = method(self, *args, **kwargs)
+            if kind.startswith("class_"):
+                return _label_classes(kind, out, labels, params, self.n, self.n_classes, args,
+                                      kwargs)
             return _label(kind, out, labels, params, self.n, args, kwargs, columns)
 
         return call
 
     return wrap
+
+
+def class_direction(v: Any, names: list) -> Any:
+    """A multinomial direction given as a DataFrame (a row per class, a column per parameter)
+    with its columns put in the parameters' order by name (positions 0..p-1 are taken as
+    they are); anything else unchanged."""
+    if not (is_pandas(v) and hasattr(v, "columns")):
+        return v
+    if list(v.columns) == list(range(len(names))):
+        return v.to_numpy(dtype=np.float64)
+    given = [str(c) for c in v.columns]
+    missing = [n for n in names if n not in given]
+    if missing or len(set(given)) != len(given) or len(given) != len(names):
+        raise ValueError(f"the direction's columns must name the parameters {names[:5]}"
+                         f"{' ...' if len(names) > 5 else ''}; missing {missing[:5]}")
+    return v.to_numpy(dtype=np.float64)[:, [given.index(n) for n in names]]
+
+
+def _label_classes(kind: str, out: Any, labels: Labels, params: list, n: int, K: int,
+                   args: tuple, kwargs: dict) -> Any:
+    """A multinomial answer with labels: rows (k, K, p) and effects ((K, p) or (s, K, p)) as
+    DataFrames indexed by (sample id or set, class) and named by parameter; scores as for
+    the binary family."""
+    import pandas as pd
+
+    classes = labels.classes if labels.classes is not None else list(range(K))
+    ids = labels.ids if labels.ids is not None else pd.RangeIndex(n)
+    if kind == "class_scores":
+        return _label("scores", out, labels, params, n, args, kwargs)
+    if kind == "class_effect" and out.ndim == 2:
+        return pd.DataFrame(out, index=pd.Index(classes, name="class"), columns=params)
+    if kind == "class_rows":
+        from ._api import _one_set
+
+        indices = args[0] if args else kwargs.get("indices")
+        outer = ids if indices is None else ids[_one_set(indices, n, "indices")]
+        name = labels.ids.name if labels.ids is not None and labels.ids.name else "sample"
+    else:
+        outer, name = pd.RangeIndex(out.shape[0]), "set"
+    index = pd.MultiIndex.from_product([outer, classes], names=[name, "class"])
+    return pd.DataFrame(out.reshape(-1, out.shape[-1]), index=index, columns=params)
 
 
 def _label(kind: str, out: Any, labels: Labels, params: list, n: int, args: tuple,

@@ -45,7 +45,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core, _memory, _softmax, sources
+from . import _core, _frames, _memory, _softmax, sources
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
                    _as_design, _check_stopping, _method, _name_some, _parse_sets, _reading,
                    _real, _threads, _top)
@@ -104,7 +104,7 @@ def _inverse(H: np.ndarray, threads: int, what: str = _HESSIAN) -> np.ndarray:
     return _core.spd_inverse(H, what, threads)
 
 
-class MultinomialAttribution:
+class MultinomialAttribution(_frames.Named):
     """Factor the multinomial Hessian once at ``theta``; answer removal questions from it.
 
     Args:
@@ -141,6 +141,7 @@ class MultinomialAttribution:
         if backend not in (None, "cpu", "auto"):
             raise ValueError(f"the multinomial family runs on the CPU; backend={backend!r} is "
                              "not available for it")
+        X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
         pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
         self._pb, self._progress = pb, progress
         self.n, self.n_features, self.n_params, self.n_classes = pb.n, pb.d, pb.p, pb.K
@@ -268,11 +269,13 @@ class MultinomialAttribution:
         return out
 
     # -- estimates
+    @_frames.labelled("class_rows")
     def influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
         """(k, K, p) IF rows H^+ g_i of samples indices (all when None): removal effects."""
         idx = self._indices(indices)
         return self._rows(idx, self._r[idx])
 
+    @_frames.labelled("class_rows")
     def rescaled_influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
         """(k, K, p) RIF rows (H - H_i)^+ g_i: the exact Newton step of leaving each sample
         out. Samples whose removal leaves H singular get inf rows (SingularRemovalWarning)."""
@@ -280,6 +283,7 @@ class MultinomialAttribution:
         self._warn_samples(np.intersect1d(idx, self._singular))
         return self._rows(idx, self._coef[idx])
 
+    @_frames.labelled("class_effect")
     def solve(self, direction: ArrayLike) -> np.ndarray:
         """H^+ v for a gradient-like v (K, p) (or (k, K, p)) in the user's parameters."""
         D = self._directions(direction)
@@ -289,6 +293,7 @@ class MultinomialAttribution:
         out = pb.c.point_to_user(U)
         return out[0] if np.ndim(direction) == 2 else out
 
+    @_frames.labelled("class_scores")
     def scores(self, direction: ArrayLike, method: str = "rif") -> np.ndarray:
         """Each sample's estimated removal effect on a metric with gradient ``direction``
         ((K, p) at theta): ``<direction, RIF_i>`` (or IF_i): (n,), or (n, k) for k directions
@@ -312,8 +317,9 @@ class MultinomialAttribution:
 
     def top(self, direction: ArrayLike, k: int = 10, method: str = "rif") -> TopSamples:
         """The k samples whose removal increases (decreases) the metric most, by scores()."""
-        return _top(self.scores(direction, method), self.n, k)
+        return _top(np.asarray(self.scores(direction, method), dtype=np.float64), self.n, k)
 
+    @_frames.labelled("class_effect")
     def group_effect(self, sets: Any, method: str = "rif") -> np.ndarray:
         """Estimated removal effect of each set T: (K, p) for one set, (s, K, p) for a list.
 

@@ -333,8 +333,10 @@ def _multinomial(estimator: Any, X: np.ndarray, y: np.ndarray, sw: Optional[np.n
         R[np.arange(len(y)), labels] -= 1.0
         if w is not None:
             R *= w[:, None]
-        Xt = np.hstack([X, np.ones((len(X), 1))]) if fit_intercept else X
-        scale = float(np.linalg.norm(R.T @ Xt))
+        G = np.asarray(R.T @ X)  # X dense or sparse
+        if fit_intercept:
+            G = np.column_stack([G, R.sum(axis=0)])
+        scale = float(np.linalg.norm(G))
         relative = A.gradient_norm / scale if scale > 0 else A.gradient_norm
         if not relative <= rtol:
             warnings.warn(
@@ -461,8 +463,12 @@ def from_estimator(
     family, l2, fit_intercept = to_l2(estimator, n, sw)
     _check_representable(estimator, kind, fit_intercept)
     if kind == "LogisticRegression" and len(getattr(estimator, "classes_", ())) > 2:
-        return _multinomial(estimator, Xa, ya, sw, l2, fit_intercept, num_threads,
-                            check_stationary, rtol)
+        M = _multinomial(estimator, Xa, ya, sw, l2, fit_intercept, num_threads,
+                         check_stationary, rtol)
+        if labels is not None:  # the classes named as the estimator names them
+            M._labels = _frames.Labels(labels.features, labels.ids,
+                                       classes=list(np.asarray(estimator.classes_)))
+        return M
     w = sw
     if kind == "LogisticRegression":
         targets = _logistic_targets(estimator, ya)
@@ -514,6 +520,8 @@ def _from_pipeline(pipe: Any, X: Any, y: Any, **kw: Any) -> Attribution:
     A = from_estimator(final, Xt if sparse else np.asarray(Xt), y, **kw)
     if names is not None and len(names) != A.n_features:
         names = None
-    if hasattr(A, "_labels"):  # the binary families (multinomial answers stay arrays)
-        A._labels = _frames.labels_from(names, ids, A.n_features)
+    labels = _frames.labels_from(names, ids, A.n_features)
+    if labels is not None and getattr(A, "n_classes", 2) > 2:
+        labels.classes = list(np.asarray(final.classes_))
+    A._labels = labels
     return A
