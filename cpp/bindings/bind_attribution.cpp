@@ -88,6 +88,41 @@ Eigen::Map<rif::RowMatrix> as_map(py::array_t<double>& a) {
   return Eigen::Map<rif::RowMatrix>(a.mutable_data(), a.shape(0), a.shape(1));
 }
 
+/// A square matrix as a (p, p) array, entry (i, j) = M(i, j).
+py::array_t<double> square_array(const rif::Matrix& M) {
+  auto out = row_matrix(M.rows(), M.cols());
+  as_map(out) = M;
+  return out;
+}
+
+rif::Matrix square_matrix(const py::dict& d, const char* key) {
+  const F64Array a = f64_arg(d[key], key);
+  if (a.ndim() != 2 || a.shape(0) != a.shape(1)) {
+    throw std::invalid_argument(std::string("state: ") + key + " must be a square matrix");
+  }
+  return Eigen::Map<const rif::RowMatrix>(a.data(), a.shape(0), a.shape(1));
+}
+
+py::dict state_dict(const rif::AttributionState& s) {
+  py::dict d;
+  d["theta_kernel"] = copy_vector(s.theta);
+  d["centre"] = copy_vector(s.centre);
+  d["residuals"] = copy_vector(s.r);
+  d["curvature"] = copy_vector(s.a);
+  d["leverage"] = copy_vector(s.h);
+  d["gradient"] = copy_vector(s.gradient);
+  d["hessian_kernel"] = square_array(s.H);
+  d["factor"] = square_array(s.L);
+  return d;
+}
+
+rif::AttributionState state_from(const py::dict& d) {
+  const auto vec = [&](const char* key) { return to_vector(f64_arg(d[key], key), key); };
+  return rif::AttributionState{vec("theta_kernel"), vec("centre"),    vec("residuals"),
+                               vec("curvature"),    vec("leverage"),  vec("gradient"),
+                               square_matrix(d, "hessian_kernel"), square_matrix(d, "factor")};
+}
+
 }  // namespace
 
 void bind_attribution(py::module_& m) {
@@ -131,6 +166,29 @@ void bind_attribution(py::module_& m) {
            py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"),
            py::arg("use_cuda") = false, py::arg("device") = py::none(),
            py::arg("device_owner") = py::none())
+      .def_static(
+          "restore",
+          [](const py::object& X, const py::object& y, const py::object& l2,
+             const py::object& family, const py::object& sample_weight,
+             const py::object& fit_intercept_arg, const py::object& num_threads_arg,
+             const py::dict& state) {
+            auto self = std::make_unique<PyAttribution>();
+            self->X = design_arg(X);
+            rif::Problem problem =
+                make_problem(to_design(self->X, flag_arg(fit_intercept_arg, "fit_intercept")), y,
+                             sample_weight, l2, family);
+            rif::AttributionState st = state_from(state);
+            const int num_threads = threads_arg(num_threads_arg);
+            py::gil_scoped_release release;
+            self->core = std::make_unique<rif::Attribution>(std::move(problem), std::move(st),
+                                                            num_threads);
+            return self;
+          },
+          py::arg("X"), py::arg("y"), py::arg("l2"), py::arg("family"), py::arg("sample_weight"),
+          py::arg("fit_intercept"), py::arg("num_threads"), py::arg("state"),
+          "Rebuild from a saved state (state()) without the Hessian pass or the factorisation.")
+      .def("state", [](const PyAttribution& s) { return state_dict(s.core->state()); },
+           "The computed state (kernel coordinates), for saving.")
       .def_property_readonly("has_host_data",
                              [](const PyAttribution& s) { return s.core->has_host_data(); })
       .def_property_readonly("rows_on_device",

@@ -198,11 +198,75 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
   }
   add_penalty_gradient(problem_, theta_, gradient_);
   check_gradient_finite(gradient_, "at theta");
+  set_rescale();
+}
+
+void Attribution::set_rescale() {
   rescale_.resize(h_.size());
   for (Index i = 0; i < h_.size(); ++i) {
     const double gap = 1.0 - h_[i];
     rescale_[i] = gap <= singular_tolerance ? kInf : 1.0 / gap;
   }
+}
+
+namespace {
+
+void check_state_shape(const AttributionState& s, const Design& X) {
+  const Index n = X.rows(), p = X.params();
+  const bool centred = s.centre.size() > 0;
+  if (s.theta.size() != p || s.r.size() != n || s.a.size() != n || s.h.size() != n ||
+      s.gradient.size() != p || s.H.rows() != p || s.H.cols() != p || s.L.rows() != p ||
+      s.L.cols() != p || (centred && (!X.intercept() || s.centre.size() != X.features()))) {
+    throw std::invalid_argument("the saved state's shapes do not fit X (n = " +
+                                std::to_string(n) + ", p = " + std::to_string(p) + ")");
+  }
+  const bool finite = s.theta.allFinite() && s.centre.allFinite() && s.r.allFinite() &&
+                      s.a.allFinite() && s.h.allFinite() && s.gradient.allFinite() &&
+                      s.H.allFinite() && s.L.allFinite();
+  if (!finite || !(s.L.diagonal().array() > 0).all()) {
+    throw std::invalid_argument("the saved state is damaged: it holds NaN or inf, or a "
+                                "factor that is not positive definite");
+  }
+}
+
+}  // namespace
+
+Attribution::Attribution(Problem problem, AttributionState state, int threads)
+    : problem_(std::move(problem)) {
+  threads_ = resolve_threads(threads);
+  check_state_shape(state, problem_.X);
+  centre_ = std::move(state.centre);
+  theta_ = std::move(state.theta);
+  if (centre_.size()) problem_.X.set_centre(centre_.data());
+  user_theta_ = theta_;
+  point_to_user(problem_.X, user_theta_);
+  validate(problem_, user_theta_, threads_);
+  // The state must be this data's at theta: r and a again from one pass z = X theta.
+  Vector z, r, a;
+  linear_predictor(problem_.X, theta_, z, threads_);
+  derivatives(problem_.family, z, problem_.y, problem_.w, r, a);
+  for (Index i = 0; i < z.size(); ++i) {
+    const double tol = 1e-8 * (1.0 + std::abs(r[i]) + std::abs(a[i]));
+    if (!(std::abs(r[i] - state.r[i]) <= tol && std::abs(a[i] - state.a[i]) <= tol)) {
+      std::ostringstream msg;
+      msg << "the saved attribution does not belong to this data: sample " << i
+          << "'s residual is " << r[i] << " here and " << state.r[i]
+          << " in the saved state (X, y, sample_weight or the family differ)";
+      throw std::invalid_argument(msg.str());
+    }
+  }
+  r_ = std::move(state.r);
+  a_ = std::move(state.a);
+  h_ = std::move(state.h);
+  gradient_ = std::move(state.gradient);
+  H_ = std::move(state.H);
+  L_ = std::move(state.L);
+  set_rescale();
+}
+
+AttributionState Attribution::state() const {
+  host_factor();
+  return AttributionState{theta_, centre_, r_, a_, h_, gradient_, H_, L_};
 }
 
 void Attribution::attach_host(const Design& X) {

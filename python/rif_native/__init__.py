@@ -48,8 +48,8 @@ from ._api import (
 
 from . import sources
 from .sources import SourceReadError
-from . import (audit, diagnostics, metrics, multiclass_metrics, multinomial, refit_check, tables,
-               trust)
+from . import (audit, diagnostics, metrics, multiclass_metrics, multinomial, refit_check, saved,
+               tables, trust)
 from .multinomial import MultinomialAttribution
 from .refit_check import RefitCheck, check_refit
 from .tables import SampleTable
@@ -85,6 +85,7 @@ __all__ = [
     "newton_step",
     "refit_check",
     "rescaled_influence",
+    "saved",
     "sources",
     "tables",
     "trust",

@@ -570,13 +570,36 @@ class Attribution(_frames.Named):
             self._core = _core.Attribution(None, ya, ta, _real(l2, "l2"), _family(family), wa,
                                            fit_intercept, self._threads, True,
                                            dev.as_tuple(), dev.owner)
-        p = d + int(fit_intercept)
-        self.backend = "cuda" if use_cuda else "cpu"
-        self._data = (Xa, ya, wa)  # references (no copies), for checks on refits
-        self.n, self.n_features, self.n_params = n, d, p
+        self._finish("cuda" if use_cuda else "cpu", (Xa, ya, wa), n, d, family, l2,
+                     fit_intercept)
+
+    def _finish(self, backend: str, data: tuple, n: int, d: int, family: str, l2: float,
+                fit_intercept: bool) -> None:
+        """The attributes every construction sets once self._core exists."""
+        self.backend = backend
+        self._data = data  # (X, y, w): references (no copies), for checks on refits
+        self.n, self.n_features, self.n_params = n, d, d + int(fit_intercept)
         self.family, self.l2, self.fit_intercept = str(family), float(l2), fit_intercept
         self._leverage = self._frozen(self._core.leverage)
         self._rescale = self._frozen(self._core.rescale)
+
+    def save(self, path: Any, *, include_x: Optional[bool] = None) -> None:
+        """Write this object with its factor to ``path`` (an uncompressed ``.npz``), so that
+        :meth:`load` builds it again without the Hessian pass or the factorisation; see
+        :mod:`rif_native.saved` for the layout."""
+        from .saved import save
+
+        save(self, path, include_x=include_x)
+
+    @classmethod
+    def load(cls, path: Any, X: Optional[ArrayLike] = None, *,
+             num_threads: Optional[int] = None, max_memory: _memory.MemorySize = None,
+             progress: Optional[bool] = None) -> "Attribution":
+        """An Attribution written by :meth:`save` (X from the file, or given when the file
+        holds none); see :func:`rif_native.saved.load`."""
+        from .saved import load
+
+        return load(path, X, num_threads=num_threads, max_memory=max_memory, progress=progress)
 
     @classmethod
     def from_estimator(cls, estimator: Any, X: ArrayLike, y: ArrayLike, **kwargs: Any) -> "Attribution":

@@ -56,6 +56,16 @@ void check_gradient_finite(const Vector& g, const char* where);
 /// Gradient of F at theta: X^T r + l2 P theta.
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads);
 
+/// What an Attribution computed from its data, in the kernel's coordinates: enough to build it
+/// again without the passes over X and the factorisation (a saved file: Attribution::state()
+/// and the restoring constructor).
+struct AttributionState {
+  Vector theta;   ///< theta~ (the kernel's parameters)
+  Vector centre;  ///< the design's centre (empty: not centred)
+  Vector r, a, h, gradient;
+  Matrix H, L;    ///< H~ and its Cholesky factor (lower triangles)
+};
+
 class Attribution {
  public:
   /// Validates, then computes z, (r, a), H, its factor L and the leverages. With use_cuda these
@@ -64,6 +74,12 @@ class Attribution {
   /// then a shape-only view until attach_host() gives a host copy for the CPU-side queries.
   Attribution(Problem problem, Vector theta, int threads, bool use_cuda = false,
               const cuda::DeviceMatrix* device = nullptr);
+
+  /// Rebuilds a CPU object from a saved state on host data: checks the state's shapes, and that
+  /// its r and a are the data's at its theta (one pass z = X theta, no Hessian, no factor).
+  Attribution(Problem problem, AttributionState state, int threads);
+  /// The state to save (host factor; with the GPU backend fetched from the device).
+  AttributionState state() const;
 
   /// Whether X is readable in host memory (false for device X until attach_host()).
   bool has_host_data() const { return problem_.X.has_data(); }
@@ -178,6 +194,8 @@ class Attribution {
   mutable std::atomic<bool> factor_ready_{false};
   /// With the GPU backend, copies H and L from the device once; no-op otherwise.
   void host_factor() const;
+  /// rescale_ = 1 / (1 - h), inf where the removal leaves H singular.
+  void set_rescale();
   Vector gradient_;
   Timings timings_;
   cuda::StatePtr gpu_;  ///< the device's state when built with use_cuda

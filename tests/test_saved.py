@@ -1,0 +1,143 @@
+"""An Attribution saved with its factor and loaded again (rif_native.saved): the loaded object
+answers exactly as the one saved, reads X once (z = X theta) instead of building and
+factoring H, refuses data it was not saved from, and the file is plain NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+from rif_native import sources
+
+
+def _problem(rng, n=300, d=12):
+    X = rng.standard_normal((n, d)) + 3.0  # uncentred: the saved state is centred
+    y = (rng.random(n) < 0.4).astype(float)
+    w = rng.uniform(0.5, 2.0, n)
+    theta = rn.fit(X, y, l2=0.5, sample_weight=w, fit_intercept=True).theta
+    return X, y, w, theta
+
+
+def _same_answers(A, B):
+    """Every answer of B equal bit for bit to A's (both on one thread)."""
+    np.testing.assert_array_equal(B.theta, A.theta)
+    np.testing.assert_array_equal(B.leverage, A.leverage)
+    np.testing.assert_array_equal(B.residuals, A.residuals)
+    np.testing.assert_array_equal(B.hessian(), A.hessian())
+    assert B.gradient_norm == A.gradient_norm
+    v = np.linspace(-1, 1, A.n_params)
+    for method in ("if", "rif"):
+        np.testing.assert_array_equal(np.asarray(B.scores(v, method=method)),
+                                      np.asarray(A.scores(v, method=method)))
+    np.testing.assert_array_equal(np.asarray(B.rescaled_influence([0, 5])),
+                                  np.asarray(A.rescaled_influence([0, 5])))
+    sets = [[1, 2, 3], list(range(20, 80))]
+    np.testing.assert_array_equal(np.asarray(B.group_effect(sets, method="ns")),
+                                  np.asarray(A.group_effect(sets, method="ns")))
+    np.testing.assert_array_equal(B.retrain(sets).theta, A.retrain(sets).theta)
+
+
+def test_round_trip_in_memory(rng, tmp_path):
+    X, y, w, theta = _problem(rng)
+    A = rn.Attribution(X, y, theta, l2=0.5, sample_weight=w, fit_intercept=True, num_threads=1)
+    A.save(tmp_path / "a.npz")
+    B = rn.Attribution.load(tmp_path / "a.npz", num_threads=1)
+    assert B.family == "logistic" and B.l2 == 0.5 and B.fit_intercept
+    _same_answers(A, B)
+    # plain NumPy: the factor reproduces the saved Hessian of the centred parameters
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        L, Hk, c = f["factor"], f["hessian_kernel"], f["centre"]
+        np.testing.assert_array_equal(f["X"], X)
+    np.testing.assert_allclose(np.tril(L @ L.T), Hk, rtol=0, atol=1e-12 * np.abs(Hk).max())
+    np.testing.assert_allclose(c, np.average(X, axis=0, weights=w), rtol=1e-12)
+
+
+def test_round_trip_with_labels_and_sparse_x(rng, tmp_path):
+    pd = pytest.importorskip("pandas")
+    sp = pytest.importorskip("scipy.sparse")
+    X = sp.random(400, 30, density=0.05, format="csr", random_state=int(rng.integers(1e6)))
+    y = (rng.random(400) < 0.5).astype(float)
+    theta = 0.1 * rng.standard_normal(31)
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1)
+    A.save(tmp_path / "s.npz")
+    B = rn.Attribution.load(tmp_path / "s.npz", num_threads=1)
+    assert sources.open_source(B._data[0]).sparse_passes
+    _same_answers(A, B)
+    Xf = pd.DataFrame(rng.standard_normal((200, 3)), columns=["a", "b", "const"],
+                      index=pd.Index([f"id{i}" for i in range(200)]))
+    yf = pd.Series((rng.random(200) < 0.5).astype(float), index=Xf.index)
+    C = rn.Attribution(Xf, yf, np.zeros(4), l2=1.0, fit_intercept=True, num_threads=1)
+    C.save(tmp_path / "f.npz")
+    D = rn.Attribution.load(tmp_path / "f.npz", num_threads=1)
+    assert D.param_names == ["a", "b", "const", "(intercept)"]
+    assert list(D.sample_ids[:2]) == ["id0", "id1"]
+    assert D.rescaled_influence([3]).index[0] == "id3"
+
+
+def test_file_source_is_read_once_and_not_saved(rng, tmp_path):
+    X, y, w, theta = _problem(rng, n=2000, d=10)
+    np.save(tmp_path / "X.npy", X)
+    src = sources.open_source(str(tmp_path / "X.npy"))
+    A = rn.Attribution(src, y, theta, l2=0.5, sample_weight=w, fit_intercept=True,
+                       num_threads=1)
+    built = src.passes
+    A.save(tmp_path / "a.npz")
+    with np.load(tmp_path / "a.npz") as f:
+        assert "X" not in f.files
+    with pytest.raises(ValueError, match="holds no X"):
+        rn.Attribution.load(tmp_path / "a.npz")
+    again = sources.open_source(str(tmp_path / "X.npy"))
+    B = rn.Attribution.load(tmp_path / "a.npz", again, num_threads=1)
+    assert built >= 2 and again.passes == 1  # z = X theta only: no Hessian or leverage pass
+    _same_answers(A, B)
+
+
+def test_other_data_is_refused(rng, tmp_path):
+    X, y, w, theta = _problem(rng)
+    A = rn.Attribution(X, y, theta, l2=0.5, sample_weight=w, fit_intercept=True)
+    A.save(tmp_path / "a.npz")
+    X2 = X.copy()
+    X2[17, 3] += 1.0
+    with pytest.raises(ValueError, match="sample 17's residual"):
+        rn.Attribution.load(tmp_path / "a.npz", X2)
+    with pytest.raises(ValueError, match=r"shape \(300, 11\)"):
+        rn.Attribution.load(tmp_path / "a.npz", X[:, :11])
+
+
+def test_damaged_and_foreign_files(rng, tmp_path):
+    X, y, w, theta = _problem(rng)
+    A = rn.Attribution(X, y, theta, l2=0.5, fit_intercept=True)
+    A.save(tmp_path / "a.npz")
+    with np.load(tmp_path / "a.npz") as f:
+        stored = {k: f[k] for k in f.files}
+    stored["factor"] = stored["factor"].copy()
+    stored["factor"][2, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", **stored)
+    with pytest.raises(ValueError, match="damaged"):
+        rn.Attribution.load(tmp_path / "nan.npz")
+    stored.pop("factor")
+    np.savez(tmp_path / "short.npz", **stored)
+    with pytest.raises(ValueError, match=r"lacks \['factor'\]"):
+        rn.Attribution.load(tmp_path / "short.npz")
+    np.savez(tmp_path / "other.npz", X=X)
+    with pytest.raises(ValueError, match="not a saved rif-native attribution"):
+        rn.Attribution.load(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="must end in .npz"):
+        A.save(tmp_path / "a.bin")
+
+
+def test_a_failed_save_leaves_nothing(rng, tmp_path):
+    X, y, w, theta = _problem(rng)
+    A = rn.Attribution(X, y, theta, l2=0.5, fit_intercept=True)
+    with pytest.raises(OSError):
+        A.save(tmp_path / "missing" / "a.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_multinomial_is_refused(rng, tmp_path):
+    X = rng.standard_normal((90, 3))
+    y = np.arange(90) % 3
+    M = rn.MultinomialAttribution(X, y, np.zeros((3, 3)), l2=1.0)
+    with pytest.raises(TypeError, match="only an Attribution of the binary families"):
+        rn.saved.save(M, tmp_path / "m.npz")
