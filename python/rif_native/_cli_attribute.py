@@ -273,8 +273,6 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
                 correct_train = attribution.probabilities.argmax(axis=1) == y_train
         else:
             train_loss_mean = float(loss_train.mean())
-    if on_disk and progress:
-        _progress.end_line()  # the passes' bars over X on disk clear themselves, not their line
     caught_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
     for line in caught_warnings:
         print(f"{_PROG}: warning: {_printable(line)}", file=sys.stderr)

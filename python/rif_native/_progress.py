@@ -8,6 +8,7 @@ flushed first, so that stdout and stderr going to one file stay in order.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
@@ -59,6 +60,28 @@ def progress(items: Iterable[T], *, desc: str, total: Optional[int] = None,
                 _open_bars -= 1
 
 
+@contextlib.contextmanager
+def bar(*, desc: str, total: int, unit: str = "it", unit_scale: bool = False) -> Iterator[Any]:
+    """A bar the caller moves (``update``, ``reset``), under the rules of progress(): cleared
+    on a terminal, its line ended elsewhere, closed by close_bars() too."""
+    from tqdm.auto import tqdm
+
+    global _open_bars
+    stream = sys.stderr
+    _flush(sys.stdout)
+    b = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, file=stream,
+             leave=not _terminal(stream), dynamic_ncols=True)
+    _bars.append(b)
+    _open_bars += 1
+    try:
+        yield b
+    finally:
+        if b in _bars:  # not yet closed by close_bars()
+            _bars.remove(b)
+            _open_bars -= 1
+            b.close()
+
+
 def close_bars() -> None:
     """Close the bars progress() has open now, innermost first (each cleared, or ended with a
     newline where the stream is no terminal). For KeyboardInterrupt: the interrupted loop's
@@ -70,10 +93,3 @@ def close_bars() -> None:
         bar.close()
 
 
-def end_line() -> None:
-    """End the line of bars that were cleared (tqdm's leave=False, as the bars of data read
-    from disk are) on a stream that is no terminal, where clearing does not take them back; on
-    a terminal, nothing. Call it after such bars, before printing."""
-    if not _terminal(sys.stderr):
-        sys.stderr.write("\n")
-        _flush(sys.stderr)

@@ -321,30 +321,27 @@ class Source:
 class _ProgressScope:
     def __init__(self, source: Source, enabled: bool) -> None:
         self.source, self.enabled = source, enabled
+        self._scope: Any = None
 
     def __enter__(self) -> Source:
         if self.enabled:
-            from tqdm.auto import tqdm
-
             from . import _progress
 
             s = self.source
+            self._scope = _progress.bar(total=s.shape[0], desc=f"reading {s.name}, pass 1",
+                                        unit="rows", unit_scale=True)
+            bar = self._scope.__enter__()
             with s._lock:
-                s._bar = tqdm(total=s.shape[0], desc=f"reading {s.name}, pass 1", unit="rows",
-                              unit_scale=True, leave=False, dynamic_ncols=True)
+                s._bar = bar
                 s._bar_start, s._bar_pass = s._rows_read, 1
-            _progress._open_bars += 1
         return self.source
 
     def __exit__(self, *exc: Any) -> None:
         if self.enabled:
-            from . import _progress
-
             s = self.source
             with s._lock:
-                bar, s._bar = s._bar, None
-            bar.close()
-            _progress._open_bars -= 1
+                s._bar = None
+            self._scope.__exit__(*exc)
 
 
 def _describe_safely(part: Any) -> str:
