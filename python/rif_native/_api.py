@@ -710,7 +710,7 @@ class Attribution(_frames.Named):
         DataFrame), not the factor: unpickling builds the object again (one factorisation)."""
         X, y, w = self._data
         if isinstance(X, sources.Source) and X.csr is not None:
-            X = X._parts[0].csr  # a SciPy sparse matrix in memory: pickled as it is
+            X = X._parts[0].original  # sparse X in memory: pickled as the caller gave it
         in_memory = isinstance(X, np.ndarray) or sources._is_sparse(X)
         if not in_memory or type(self) is not Attribution:
             raise TypeError("only an Attribution of X in memory (a NumPy array, DataFrame or "

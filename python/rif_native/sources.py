@@ -372,38 +372,78 @@ def describe(part: Any) -> str:
 
 
 class _SparseRows:
-    """A SciPy sparse matrix as a source part: row slices come back dense; the kernel reads its
-    CSR arrays (arrays()) directly."""
+    """X as compressed sparse rows (from a SciPy sparse matrix, or from a dense array that is
+    mostly zeros: as_sparse()), as a source part: row slices and gathers come back dense (made
+    with NumPy alone); the kernel reads the CSR arrays themselves (arrays())."""
 
-    def __init__(self, matrix: Any) -> None:
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                 shape: tuple, original: Any) -> None:
+        self.indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        self.indices = np.ascontiguousarray(indices, dtype=np.int32)
+        self.data = np.ascontiguousarray(data)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(self.data.dtype)
+        self.ndim = 2
+        self.original = original  # what the caller passed (pickled in its place)
+        self.density = len(self.data) / max(1, self.shape[0] * self.shape[1])
+
+    @classmethod
+    def of_scipy(cls, matrix: Any) -> "_SparseRows":
         csr = matrix.tocsr()
         if csr.dtype not in (np.float64, np.float32):
             csr = csr.astype(np.float64)
         if not csr.has_canonical_format:  # sorted columns without repeats; the caller's is kept
             csr = csr.copy()
             csr.sum_duplicates()
-        self.csr = csr
-        self.shape = (int(csr.shape[0]), int(csr.shape[1]))
-        self.dtype = np.dtype(csr.dtype)
-        self.ndim = 2
-        self.density = csr.nnz / max(1, self.shape[0] * self.shape[1])
+        return cls(csr.indptr, csr.indices, csr.data, csr.shape, matrix)
+
+    @classmethod
+    def of_dense(cls, X: np.ndarray) -> "_SparseRows":
+        rows, cols = np.nonzero(X)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=X.shape[0]))])
+        return cls(indptr, cols, X[rows, cols], X.shape, X)
 
     def arrays(self) -> tuple:
         """(row starts int64, columns int32, values), as the kernel reads them."""
-        c = self.csr
-        return (np.ascontiguousarray(c.indptr, dtype=np.int64),
-                np.ascontiguousarray(c.indices, dtype=np.int32),
-                np.ascontiguousarray(c.data, dtype=self.dtype))
+        return self.indptr, self.indices, self.data
 
     def rows(self, lo: int, hi: int) -> "_SparseRows":
-        return _SparseRows(self.csr[lo:hi])
+        a, b = int(self.indptr[lo]), int(self.indptr[hi])
+        return _SparseRows(self.indptr[lo:hi + 1] - a, self.indices[a:b], self.data[a:b],
+                           (hi - lo, self.shape[1]), None)
+
+    def _dense(self, idx: np.ndarray) -> np.ndarray:
+        starts, ends = self.indptr[idx], self.indptr[idx + 1]
+        counts = ends - starts
+        out = np.zeros((len(idx), self.shape[1]), dtype=self.dtype)
+        if counts.sum():
+            row = np.repeat(np.arange(len(idx)), counts)
+            at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+            out[row, self.indices[at]] = self.data[at]
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self.csr[key].toarray())
+        if isinstance(key, slice):
+            return self._dense(np.arange(self.shape[0])[key])
+        return self._dense(np.asarray(key, dtype=np.int64).reshape(-1))
 
     def __repr__(self) -> str:
-        return (f"sparse matrix {self.shape[0]} x {self.shape[1]}, {self.csr.nnz} nonzeros "
+        return (f"sparse matrix {self.shape[0]} x {self.shape[1]}, {len(self.data)} nonzeros "
                 f"({self.dtype})")
+
+
+def as_sparse(X: np.ndarray, *, name: str = "X") -> "Source":
+    """A dense array that is mostly zeros (a bag of words) as a sparse Source, so that the
+    passes read only its nonzeros (NumPy only, no SciPy needed); X itself is kept unchanged."""
+    return Source([_SparseRows.of_dense(np.asarray(X))], name=name)
+
+
+def sparse_enough(X: Any) -> bool:
+    """Whether X is a dense array in memory with at most SPARSE_DENSITY nonzeros, for which
+    the sparse passes (as_sparse) cost less than the dense ones."""
+    return (isinstance(X, np.ndarray) and X.ndim == 2 and X.size > 0
+            and X.dtype in (np.float64, np.float32)
+            and np.count_nonzero(X) <= SPARSE_DENSITY * X.size)
 
 
 class _RowRange:
@@ -609,7 +649,7 @@ def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> 
     parts = []
     for s in items:
         if _is_sparse(s):
-            s = _SparseRows(s)
+            s = _SparseRows.of_scipy(s)
         parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
     return Source(parts, name=name, progress=progress)
 
