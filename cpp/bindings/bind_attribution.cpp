@@ -131,7 +131,8 @@ void bind_attribution(py::module_& m) {
                        const py::object& l2, const py::object& family,
                        const py::object& sample_weight, const py::object& fit_intercept_arg,
                        const py::object& num_threads_arg, const py::object& use_cuda_arg,
-                       const py::object& device, const py::object& device_owner) {
+                       const py::object& device, const py::object& device_owner,
+                       const py::object& solver_arg) {
              auto self = std::make_unique<PyAttribution>();
              self->device_owner = device_owner;
              const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
@@ -154,18 +155,27 @@ void bind_attribution(py::module_& m) {
                            : to_design(self->X, fit_intercept);
              rif::Problem problem = make_problem(design, y, sample_weight, l2, family);
              rif::Vector t = to_vector(f64_arg(theta, "theta"), "theta");
+             const std::string solver = text_arg(solver_arg, "solver");
+             if (solver != "auto" && solver != "primal" && solver != "dual") {
+               throw std::invalid_argument("solver must be 'auto', 'primal' or 'dual', got '" +
+                                           solver + "'");
+             }
+             const rif::HessianPath path = solver == "dual"     ? rif::HessianPath::dual
+                                           : solver == "primal" ? rif::HessianPath::primal
+                                                                : rif::HessianPath::automatic;
              // Safe without the GIL: the kernel reads only X's buffer (kept alive by self) and
              // its own copies of y, w and theta.
              py::gil_scoped_release release;
              self->core = std::make_unique<rif::Attribution>(std::move(problem), std::move(t),
                                                              num_threads, use_cuda,
-                                                             on_device ? &dev : nullptr);
+                                                             on_device ? &dev : nullptr, path);
              return self;
            }),
            py::arg("X"), py::arg("y"), py::arg("theta"), py::arg("l2"), py::arg("family"),
            py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"),
            py::arg("use_cuda") = false, py::arg("device") = py::none(),
-           py::arg("device_owner") = py::none())
+           py::arg("device_owner") = py::none(), py::arg("solver") = "auto")
+      .def_property_readonly("dual", [](const PyAttribution& s) { return s.core->dual(); })
       .def_static(
           "restore",
           [](const py::object& X, const py::object& y, const py::object& l2,

@@ -144,7 +144,7 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
 }
 
 Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cuda,
-                         const cuda::DeviceMatrix* device)
+                         const cuda::DeviceMatrix* device, HessianPath path)
     : problem_(std::move(problem)), theta_(std::move(theta)) {
   threads = resolve_threads(threads);
   threads_ = threads;
@@ -181,20 +181,35 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
     const auto seconds = [](clock::time_point a, clock::time_point b) {
       return std::chrono::duration<double>(b - a).count();
     };
+    if (path == HessianPath::dual && !(problem_.l2 > 0)) {
+      throw std::invalid_argument("the dual path needs a ridge penalty l2 > 0 (it inverts H "
+                                  "through G = Y Y^T + l2 I)");
+    }
+    const bool dual = path == HessianPath::dual ||
+                      (path == HessianPath::automatic &&
+                       DualFactor::pays(problem_.X.rows(), problem_.X.params(), problem_.l2,
+                                        problem_.X.sparse() != nullptr));
     const auto t0 = clock::now();
-    Vector z;  // z, (r, a) and H on one pass over X
+    Vector z;  // z, (r, a) and, on the primal path, H on one pass over X
     hessian_at(problem_.X, problem_.family, problem_.y, problem_.w, problem_.l2, theta_, z, r_,
-               a_, H_, threads);
+               a_, H_, threads, dual ? &gradient_ : nullptr, !dual);
     check_linear_predictor(problem_.X, z);
     check_derivatives(z, r_, a_);
-    check_hessian_finite(problem_.X, H_);
     const auto t1 = clock::now();
-    L_ = H_;
-    cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads,
-                      hessian_advice(problem_.X.features(), problem_.X.intercept(), problem_.l2));
-    const auto t2 = clock::now();
-    rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r on the same pass
-    timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
+    if (dual) {
+      dual_ = std::make_unique<DualFactor>(problem_.X, a_, problem_.l2, threads);
+      h_ = dual_->leverage();
+      timings_ = Timings{seconds(t0, t1), seconds(t1, clock::now()), 0.0};
+    } else {
+      check_hessian_finite(problem_.X, H_);
+      L_ = H_;
+      cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads,
+                        hessian_advice(problem_.X.features(), problem_.X.intercept(),
+                                       problem_.l2));
+      const auto t2 = clock::now();
+      rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r, same pass
+      timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
+    }
   }
   add_penalty_gradient(problem_, theta_, gradient_);
   check_gradient_finite(gradient_, "at theta");
@@ -339,11 +354,29 @@ const Vector& Attribution::gradient_at_zero() const {
 
 void Attribution::host_factor() const {
   // (Not std::call_once: a throwing callable hangs later calls on some libstdc++ versions.)
-  if (!gpu_ || factor_ready_.load(std::memory_order_acquire)) return;
+  if ((!gpu_ && !dual_) || factor_ready_.load(std::memory_order_acquire)) return;
   const std::lock_guard<std::mutex> lock(factor_mutex_);
   if (factor_ready_.load(std::memory_order_relaxed)) return;
-  cuda::fetch_factor(*gpu_, H_, L_);
+  if (gpu_) {
+    cuda::fetch_factor(*gpu_, H_, L_);
+  } else {  // the dual path: the primal H and factor, once, for the queries that need them
+    rif::hessian(problem_.X, a_, problem_.l2, H_, threads_);
+    check_hessian_finite(problem_.X, H_);
+    L_ = H_;
+    cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads_,
+                      hessian_advice(problem_.X.features(), problem_.X.intercept(),
+                                     problem_.l2));
+  }
   factor_ready_.store(true, std::memory_order_release);
+}
+
+void Attribution::host_solve(Eigen::Ref<Matrix> v, int threads) const {
+  if (dual_) {
+    dual_->solve(v, threads);
+    return;
+  }
+  host_factor();
+  solve_factored(L_, v);
 }
 
 Matrix Attribution::hessian() const {
@@ -378,7 +411,7 @@ void Attribution::solve_kernel(Eigen::Ref<Matrix> v) const {
   if (gpu_) {
     cuda::solve(*gpu_, v);  // the factor stays on the device
   } else {
-    solve_factored(L_, v);
+    host_solve(v, threads_);
   }
 }
 
@@ -403,7 +436,7 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
     return;  // (the GPU backend never centres)
   }
   require_host("per-sample influence rows");
-  host_factor();
+  if (!dual_) host_factor();  // before the parallel region
   threads = resolve_threads(threads);
   const Index block = block_rows(p);
   // H^{-1} (c_i x_i) with c_i = r_i (times the rescaling): scaled before the solve, so that a
@@ -418,7 +451,7 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
     Matrix& buf = buffers[static_cast<size_t>(t)];
     buf.resize(p, count);
     problem_.X.gather(idx + begin, count, buf, coef.data());
-    solve_factored(L_, buf);
+    host_solve(buf, 1);
     for (Index j = 0; j < count; ++j) {
       const Index i = static_cast<Index>(idx[begin + j]);
       if (rescaled && std::isinf(rescale_[i])) {
@@ -457,7 +490,7 @@ void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> o
         scale[j] = s;
       }
     }
-    solve_factored(L_, U);
+    host_solve(U, threads);
     for (Index j = 0; j < m; ++j) {
       const double s = U.col(j).cwiseAbs().maxCoeff();
       if (s > 0 && std::isfinite(s)) {

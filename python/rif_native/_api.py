@@ -491,6 +491,12 @@ class Attribution(_frames.Named):
             how much it needs.
         progress: for X read from a source (below), a progress bar over each pass of the
             kernel over X (stderr); None shows it when stderr is a terminal.
+        solver: how the CPU path inverts H: "primal" (its p x p Cholesky factor), "dual" (the
+            n x n Woodbury form G = Y Y^T + l2 I, for fewer samples than parameters; needs
+            l2 > 0) or "auto" (the one of fewer operations: dual when n is below about p).
+            On the dual path H and its factor are built only when a query needs them (Newton
+            steps of large sets, retraining, ``hessian()``, ``save()``). ``A.solver`` says
+            which ran.
 
     X may be larger than memory: a ``.npy`` path or memmap, a list of ``.npy`` shards, a Zarr
     array, an h5py dataset, a Dask array or any row-sliceable 2-D object is read block by block
@@ -530,9 +536,11 @@ class Attribution(_frames.Named):
         backend: Optional[str] = None,
         max_memory: _memory.MemorySize = None,
         progress: Optional[bool] = None,
+        solver: str = "auto",
     ) -> None:
         fit_intercept = bool(fit_intercept)
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
+        self._solver = solver
         self._num_threads = num_threads  # as given (None: decided again where unpickled)
         self._progress = progress
         # None: the idle cores now, decided once, so that every method of this object runs
@@ -556,7 +564,8 @@ class Attribution(_frames.Named):
                     "parameters", _memory.ADVICE_FACTOR, max_memory)
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
-                                               fit_intercept, self._threads, use_cuda)
+                                               fit_intercept, self._threads, use_cuda,
+                                               solver=solver)
         else:
             if _backend_choice(backend) == "cpu":
                 raise ValueError("X is in GPU memory, which the CPU backend cannot read: use "
@@ -719,7 +728,8 @@ class Attribution(_frames.Named):
         kwargs = dict(l2=self.l2, family=self.family, sample_weight=w,
                       fit_intercept=self.fit_intercept, num_threads=self._num_threads,
                       backend="cpu" if self.backend == "cpu" else "auto",
-                      max_memory=self._max_memory, progress=self._progress)
+                      max_memory=self._max_memory, progress=self._progress,
+                      solver=getattr(self, "_solver", "auto"))
         return (_unpickle, (X, y, self.theta, kwargs, getattr(self, "_labels", None)))
 
     def check_refit(self, removed: Sequence[int], theta_refit: ArrayLike, *,
@@ -889,9 +899,18 @@ class Attribution(_frames.Named):
                 "the gradient tolerance on its way to infinity. Add l2 > 0.",
                 ConvergenceWarning, stacklevel=3)
 
+    @property
+    def solver(self) -> str:
+        """How H is inverted: "primal" (its Cholesky factor), "dual" (the n x n Woodbury form,
+        rif/dual.hpp) or "cuda" (the factor on the GPU)."""
+        if self.backend == "cuda":
+            return "cuda"
+        return "dual" if getattr(getattr(self, "_core", None), "dual", False) else "primal"
+
     def __repr__(self) -> str:
         return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, backend={self.backend!r}, "
+                f"solver={self.solver!r}, "
                 f"max_leverage={float(self._leverage.max()):.4g}, "
                 f"n/p={self.n / self.n_params:.3g}, "
                 f"leverage>0.5: {int(np.count_nonzero(self._leverage > 0.5))})")

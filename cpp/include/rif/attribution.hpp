@@ -5,10 +5,12 @@
 
 #include "rif/cuda_backend.hpp"
 #include "rif/design.hpp"
+#include "rif/dual.hpp"
 #include "rif/glm.hpp"
 #include "rif/types.hpp"
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -66,14 +68,25 @@ struct AttributionState {
   Matrix H, L;    ///< H~ and its Cholesky factor (lower triangles)
 };
 
+/// How the CPU path handles H: the primal p x p factor, or the dual n x n form (rif/dual.hpp)
+/// when n < p roughly; automatic chooses by DualFactor::pays.
+enum class HessianPath { automatic, primal, dual };
+
 class Attribution {
  public:
   /// Validates, then computes z, (r, a), H, its factor L and the leverages. With use_cuda these
   /// come from the GPU backend, which keeps X in device memory when it fits, so that scores()
   /// runs there too; `device` (with use_cuda) is X already in device memory, and problem.X is
   /// then a shape-only view until attach_host() gives a host copy for the CPU-side queries.
+  /// On the dual path (CPU) the leverages, solves, scores, IF / RIF rows and group sums use the
+  /// n x n form; H and L are built when a query first needs them (Newton steps of large sets,
+  /// retraining, hessian(), state()).
   Attribution(Problem problem, Vector theta, int threads, bool use_cuda = false,
-              const cuda::DeviceMatrix* device = nullptr);
+              const cuda::DeviceMatrix* device = nullptr,
+              HessianPath path = HessianPath::automatic);
+
+  /// Whether the object answers from the dual form (rif/dual.hpp).
+  bool dual() const { return dual_ != nullptr; }
 
   /// Rebuilds a CPU object from a saved state on host data: checks the state's shapes, and that
   /// its r and a are the data's at its theta (one pass z = X theta, no Hessian, no factor).
@@ -194,6 +207,9 @@ class Attribution {
   mutable std::atomic<bool> factor_ready_{false};
   /// With the GPU backend, copies H and L from the device once; no-op otherwise.
   void host_factor() const;
+  /// v <- H~^{-1} v on the host: the dual form's solve, or the (host) factor's.
+  void host_solve(Eigen::Ref<Matrix> v, int threads) const;
+  std::unique_ptr<DualFactor> dual_;  ///< the dual form, on the dual path
   /// rescale_ = 1 / (1 - h), inf where the removal leaves H singular.
   void set_rescale();
   Vector gradient_;
