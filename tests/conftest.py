@@ -21,6 +21,7 @@ RIF_TEST_SEED=<int> to replay a fresh-seed failure.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 
@@ -63,6 +64,17 @@ def seed(request) -> int:
 @pytest.fixture
 def rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+class TextStream(io.StringIO):
+    """A text stream standing in for stderr, a terminal or not (a log file)."""
+
+    def __init__(self, terminal: bool) -> None:
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
 
 
 # --------------------------------------------------------------------------------------------

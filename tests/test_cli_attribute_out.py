@@ -5,7 +5,6 @@ their line (or are cleared) before the next printed line."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -17,6 +16,8 @@ import pytest
 
 from rif_native import _progress, cli
 from rif_native.cli import main
+
+from conftest import TextStream
 
 FILES = ["attribute.json", "scores.csv", "top.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -160,22 +161,13 @@ def test_help_names_the_files(capsys):
 # --------------------------------------------------------------------------------------------
 
 
-class _Stream(io.StringIO):
-    def __init__(self, terminal: bool) -> None:
-        super().__init__()
-        self.terminal = terminal
-
-    def isatty(self) -> bool:
-        return self.terminal
-
-
 @pytest.mark.parametrize("terminal", [True, False])
 def test_a_bar_ends_or_clears_its_line(monkeypatch, terminal):
     """On a terminal the bar clears itself and returns to the line's start; elsewhere (a log)
     its line ends with a newline. Both for a loop that ends and for one that is left early
     (Ctrl-C), whose bar close_bars() closes."""
     for early in (False, True):
-        stream = _Stream(terminal)
+        stream = TextStream(terminal)
         monkeypatch.setattr(sys, "stderr", stream)
         bar = _progress.progress(range(5), desc="testing", total=5)
         for i in bar:

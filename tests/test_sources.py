@@ -18,7 +18,6 @@ is only checked through equality with the in-memory path.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ import rif_native as rn
 from rif_native import _api, _progress, sources
 from rif_native.datasets import load_sms_spam
 
-from conftest import _FRESH_SEED, FIXED_SEED
+from conftest import _FRESH_SEED, FIXED_SEED, TextStream
 
 TOL = 1e-10
 # Reads of sources without chunks of their own (and merged store chunks) aim at this many
@@ -878,22 +877,13 @@ def test_zarr_with_a_chunk_never_written_is_read_by_the_reader(tmp_path):
           rn.Attribution(X, y, theta, l2=1.0).leverage, "leverage")
 
 
-class _Stream(io.StringIO):
-    def __init__(self, terminal: bool) -> None:
-        super().__init__()
-        self.terminal = terminal
-
-    def isatty(self) -> bool:
-        return self.terminal
-
-
 @pytest.mark.parametrize("terminal", [True, False])
 def test_a_pass_bar_ends_its_line_before_an_error(monkeypatch, terminal):
     """A pass over a source that fails midway: its bar is closed by the time the error
     arrives, cleared on a terminal and with its line ended in a log, so that the error message
     starts a line of its own."""
     X, y, theta = _flaky_problem()
-    stream = _Stream(terminal)
+    stream = TextStream(terminal)
     monkeypatch.setattr(sys, "stderr", stream)
     with pytest.raises(rn.SourceReadError):
         rn.Attribution(Flaky(X, bad=6000), y, theta, l2=1.0, progress=True)
