@@ -74,3 +74,15 @@ def test_overflowing_curvature_is_named_not_reported_as_a_singular_hessian():
     X[3, 0] = 900.0
     with pytest.raises(ValueError, match=r"overflow at sample 3 \(linear predictor z = 900\)"):
         rn.Attribution(X, np.ones(50), np.array([1.0, 0.0, 0.0]), l2=1.0, family="poisson")
+
+
+def test_fit_stopped_by_max_iter_says_what_to_do(rng):
+    """With a penalty the data cannot be separable: the warning asks for more iterations, and
+    mentions separability only for the unpenalised logistic loss."""
+    X = rng.standard_normal((200, 5))
+    y = (rng.random(200) < 0.5).astype(float)
+    with pytest.warns(rn.ConvergenceWarning, match=r"raise max_iter \(it was 1\)") as caught:
+        rn.fit(X, y, l2=1.0, max_iter=1)
+    assert "separable" not in str(caught[0].message)
+    with pytest.warns(rn.ConvergenceWarning, match="with l2 = 0 the data may be separable"):
+        rn.fit(X, y, max_iter=1)

@@ -1144,9 +1144,11 @@ def fit(
             f"tol = {tol:g} times the gradient's scale; raise tol.",
             ConvergenceWarning, stacklevel=2)
     elif not result.converged:
+        hint = ("with l2 = 0 the data may be separable (no finite minimiser): add l2 > 0 or "
+                "raise max_iter" if float(l2) == 0.0 and family == "logistic"
+                else f"raise max_iter (it was {int(max_iter)})")
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations with gradient norm "
-            f"{result.grad_norm:.3g} above the tolerance; with l2 = 0 the data may be separable "
-            "(no finite minimiser): add l2 > 0 or raise max_iter.",
+            f"{result.grad_norm:.3g} above the tolerance; {hint}.",
             ConvergenceWarning, stacklevel=2)
     return result
