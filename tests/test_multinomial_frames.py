@@ -105,3 +105,26 @@ def test_pipeline_names_multinomial_parameters(rng):
     effect = A.group_effect([0, 1], method="ns")
     assert list(effect.columns) == ["age", "income", "score", "height", "const"]
     assert list(effect.index) == [0, 1, 2]
+
+
+def test_labelled_indices_read_as_unlabelled(pair):
+    A, B, _ = pair
+    for idx in ([-1], 3, np.array([2, 0])):
+        got = A.rescaled_influence(idx)
+        want = B.rescaled_influence(idx)
+        np.testing.assert_array_equal(got.to_numpy().reshape(want.shape), want)
+    assert A.influence([-1]).index[0][0] == "row239"
+
+
+def test_direction_rows_are_matched_to_classes(rng):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, Xf, _ = _frame(rng)
+    names = np.array(["cat", "dog", "fish"])[y]
+    clf = LogisticRegression(tol=1e-12, max_iter=10000).fit(Xf, names)
+    A = rn.Attribution.from_estimator(clf, Xf, names, num_threads=1)
+    V = rng.standard_normal((3, 5))
+    G = pd.DataFrame(V, index=["cat", "dog", "fish"], columns=A.param_names)
+    np.testing.assert_array_equal(A.scores(G.iloc[::-1]).to_numpy(), A.scores(V).to_numpy())
+    with pytest.raises(ValueError, match="must name the classes"):
+        A.scores(G.rename(index={"cat": "cow"}))

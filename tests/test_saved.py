@@ -141,3 +141,28 @@ def test_multinomial_is_refused(rng, tmp_path):
     M = rn.MultinomialAttribution(X, y, np.zeros((3, 3)), l2=1.0)
     with pytest.raises(TypeError, match="only an Attribution of the binary families"):
         rn.saved.save(M, tmp_path / "m.npz")
+
+
+def test_a_column_theta_ignores_is_checked(rng, tmp_path):
+    """r and a do not see X where theta is 0; the leverages checked on load do."""
+    X, y, w, theta = _problem(rng)
+    theta = theta.copy()
+    theta[2] = 0.0
+    np.save(tmp_path / "X.npy", X)
+    A = rn.Attribution(str(tmp_path / "X.npy"), y, theta, l2=0.5, fit_intercept=True)
+    A.save(tmp_path / "a.npz")
+    X2 = X.copy()
+    X2[:, 2] = rng.standard_normal(len(X2)) * 3
+    with pytest.raises(ValueError, match="leverage is"):
+        rn.Attribution.load(tmp_path / "a.npz", X2)
+
+
+def test_multiindex_ids_are_saved_as_text(rng, tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, y, w, theta = _problem(rng, n=40, d=3)
+    index = pd.MultiIndex.from_product([["a", "b"], range(20)])
+    A = rn.Attribution(pd.DataFrame(X, index=index), pd.Series(y, index=index), theta,
+                       l2=0.5, fit_intercept=True)
+    A.save(tmp_path / "m.npz")
+    B = rn.Attribution.load(tmp_path / "m.npz")
+    assert list(B.sample_ids[:2]) == ["('a', 0)", "('a', 1)"]

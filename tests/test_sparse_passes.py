@@ -105,8 +105,10 @@ def test_fewer_samples_than_parameters(rng, seed, monkeypatch):
     X = _counts(rng, 150, 400, 0.02)
     y = _labels(rng, "logistic", 150)
     theta = 0.1 * rng.standard_normal(401)
-    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1)
-    B = rn.Attribution(X.toarray(), y, theta, l2=1.0, fit_intercept=True, num_threads=1)
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1,
+                       solver="primal")
+    B = rn.Attribution(X.toarray(), y, theta, l2=1.0, fit_intercept=True, num_threads=1,
+                       solver="primal")
     assert_close(A.leverage, B.leverage, TOL, "leverage", seed)
 
 
@@ -179,3 +181,30 @@ def test_attribution_of_sparse_x_pickles(rng):
     assert sources.open_source(B._data[0]).sparse_passes
     np.testing.assert_array_equal(B.leverage, A.leverage)
     np.testing.assert_array_equal(B.scores(np.ones(31)), A.scores(np.ones(31)))
+
+
+def test_a_column_far_from_zero_is_read_densely(rng, seed):
+    """A column near 1e4 with spread 1: the expanded centring would cancel to 1e-7, so the
+    source reads it with the dense passes, which centre each row (as accurate as an array)."""
+    n, d = 2000, 100
+    X = _counts(rng, n, d, 0.04).tolil()
+    X[:, 0] = (1e4 + rng.standard_normal(n))[:, None]
+    X = X.tocsr()
+    assert not sources.open_source(X).sparse_passes
+    y = _labels(rng, "logistic", n)
+    theta = 1e-3 * rng.standard_normal(d + 1)
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1)
+    B = rn.Attribution(X.toarray(), y, theta, l2=1.0, fit_intercept=True, num_threads=1)
+    assert_close(A.leverage, B.leverage, TOL, "leverage", seed)
+
+
+def test_broken_and_integer_sparse_input(rng):
+    X = sp.random(50, 10, density=0.2, format="csr", random_state=1)
+    X.indices[3] = 10  # scipy does not check
+    with pytest.raises(ValueError, match=r"column indices outside \[0, 10\)"):
+        rn.Attribution(X, np.zeros(50), np.zeros(10), l2=1.0)
+    counts = (rng.random((60, 8)) < 0.1) * rng.integers(1, 5, (60, 8))  # int64 counts
+    y = (rng.random(60) < 0.5).astype(float)
+    S = sources.as_sparse(counts)
+    np.testing.assert_allclose(rn.fit(S, y, l2=1.0).theta,
+                               rn.fit(counts.astype(float), y, l2=1.0).theta, rtol=1e-10)

@@ -120,7 +120,8 @@ rif::AttributionState state_from(const py::dict& d) {
   const auto vec = [&](const char* key) { return to_vector(f64_arg(d[key], key), key); };
   return rif::AttributionState{vec("theta_kernel"), vec("centre"),    vec("residuals"),
                                vec("curvature"),    vec("leverage"),  vec("gradient"),
-                               square_matrix(d, "hessian_kernel"), square_matrix(d, "factor")};
+                               square_matrix(d, "hessian_kernel"), square_matrix(d, "factor"),
+                               d.contains("theta") ? vec("theta") : rif::Vector()};
 }
 
 }  // namespace

@@ -173,6 +173,17 @@ class PyCsrSource : public rif::CsrSource {
         row_starts()[0] != 0 || row_starts()[n] != static_cast<std::int64_t>(nnz)) {
       throw std::invalid_argument("csr: row starts, columns and values do not agree");
     }
+    for (rif::Index i = 0; i < n; ++i) {
+      if (row_starts()[i + 1] < row_starts()[i]) {
+        throw std::invalid_argument("csr: row starts must not decrease");
+      }
+    }
+    for (py::ssize_t q = 0; q < nnz; ++q) {
+      if (columns()[q] < 0 || columns()[q] >= d) {
+        throw std::invalid_argument("csr: a column index lies outside [0, " +
+                                    std::to_string(d) + ")");
+      }
+    }
   }
   ~PyCsrSource() override { release_with_gil(arrays_); }
 

@@ -255,6 +255,14 @@ Attribution::Attribution(Problem problem, AttributionState state, int threads)
   if (centre_.size()) problem_.X.set_centre(centre_.data());
   user_theta_ = theta_;
   point_to_user(problem_.X, user_theta_);
+  if (state.user_theta.size() == theta_.size()) {
+    // the user's own numbers, not theta~ mapped back (which may differ in the last digit)
+    if (!((state.user_theta - user_theta_).cwiseAbs().array() <=
+          1e-12 * (1.0 + user_theta_.cwiseAbs().array())).all()) {
+      throw std::invalid_argument("the saved state is damaged: theta and theta_kernel disagree");
+    }
+    user_theta_ = state.user_theta;
+  }
   validate(problem_, user_theta_, threads_);
   // The state must be this data's at theta: r and a again from one pass z = X theta.
   Vector z, r, a;
@@ -276,12 +284,32 @@ Attribution::Attribution(Problem problem, AttributionState state, int threads)
   gradient_ = std::move(state.gradient);
   H_ = std::move(state.H);
   L_ = std::move(state.L);
+  // r and a do not see X along directions where theta is 0: the leverages of 16 samples
+  // spread over X again from the factor (16 p^2) catch such a change of X's columns.
+  const Index n = problem_.X.rows(), k = std::min<Index>(n, 16);
+  std::vector<std::int64_t> idx(static_cast<size_t>(k));
+  for (Index j = 0; j < k; ++j) idx[static_cast<size_t>(j)] = j * n / k;
+  const Vector root = a_.cwiseSqrt();
+  Matrix rows(params(), k);
+  problem_.X.gather(idx.data(), k, rows, root.data());
+  L_.triangularView<Eigen::Lower>().solveInPlace(rows);
+  for (Index j = 0; j < k; ++j) {
+    const Index i = static_cast<Index>(idx[static_cast<size_t>(j)]);
+    const double h = rows.col(j).squaredNorm();
+    if (!(std::abs(h - h_[i]) <= 1e-6)) {
+      std::ostringstream msg;
+      msg << "the saved attribution does not belong to this data: sample " << i
+          << "'s leverage is " << h << " here and " << h_[i]
+          << " in the saved state (X differs)";
+      throw std::invalid_argument(msg.str());
+    }
+  }
   set_rescale();
 }
 
 AttributionState Attribution::state() const {
   host_factor();
-  return AttributionState{theta_, centre_, r_, a_, h_, gradient_, H_, L_};
+  return AttributionState{theta_, centre_, r_, a_, h_, gradient_, H_, L_, user_theta_};
 }
 
 void Attribution::attach_host(const Design& X) {

@@ -273,6 +273,7 @@ void sparse_leverage(const Design& X, const Vector& a, const Matrix& L, Vector& 
   Matrix Linv = L;
   trtri_lower(Linv, threads);
   const Matrix LinvT = Linv.transpose();
+  Linv.resize(0, 0);
   Matrix M = Matrix::Zero(p, p);
   syrk_lower(M, LinvT.data(), p, threads);
   // The constant part u = (-c, 1) of every centred row: M u and u^T M u.

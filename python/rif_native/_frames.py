@@ -177,15 +177,22 @@ def labelled(kind: str) -> Callable:
                     args = (direction(args[0], params),) + args[1:]
                 elif "direction" in kwargs:
                     kwargs["direction"] = direction(kwargs["direction"], params)
-            elif kind == "class_scores":
+            elif kind in ("class_scores", "class_effect") and method.__name__ != "group_effect":
+                classes = labels.classes if labels.classes is not None \
+                    else list(range(self.n_classes))
                 if args:
-                    args = (class_direction(args[0], params),) + args[1:]
+                    args = (class_direction(args[0], params, classes),) + args[1:]
                 elif "direction" in kwargs:
-                    kwargs["direction"] = class_direction(kwargs["direction"], params)
+                    kwargs["direction"] = class_direction(kwargs["direction"], params, classes)
             out = method(self, *args, **kwargs)
             if kind.startswith("class_"):
+                rows = None
+                if kind == "class_rows":  # the samples the method read, as it reads them
+                    indices = args[0] if args else kwargs.get("indices")
+                    rows = self._indices(indices)
+                outer = "direction" if method.__name__ == "solve" else "set"
                 return _label_classes(kind, out, labels, params, self.n, self.n_classes, args,
-                                      kwargs)
+                                      kwargs, rows, outer)
             return _label(kind, out, labels, params, self.n, args, kwargs, columns)
 
         return call
@@ -193,24 +200,32 @@ def labelled(kind: str) -> Callable:
     return wrap
 
 
-def class_direction(v: Any, names: list) -> Any:
+def class_direction(v: Any, names: list, classes: list) -> Any:
     """A multinomial direction given as a DataFrame (a row per class, a column per parameter)
-    with its columns put in the parameters' order by name (positions 0..p-1 are taken as
-    they are); anything else unchanged."""
+    with its rows put in the classes' order and its columns in the parameters' order, by name
+    (an index 0..K-1 or columns 0..p-1 are taken by position); anything else unchanged."""
     if not (is_pandas(v) and hasattr(v, "columns")):
         return v
-    if list(v.columns) == list(range(len(names))):
-        return v.to_numpy(dtype=np.float64)
-    given = [str(c) for c in v.columns]
-    missing = [n for n in names if n not in given]
-    if missing or len(set(given)) != len(given) or len(given) != len(names):
-        raise ValueError(f"the direction's columns must name the parameters {names[:5]}"
-                         f"{' ...' if len(names) > 5 else ''}; missing {missing[:5]}")
-    return v.to_numpy(dtype=np.float64)[:, [given.index(n) for n in names]]
+    out = v.to_numpy(dtype=np.float64)
+    if list(v.columns) != list(range(len(names))):
+        given = [str(c) for c in v.columns]
+        missing = [n for n in names if n not in given]
+        if missing or len(set(given)) != len(given) or len(given) != len(names):
+            raise ValueError(f"the direction's columns must name the parameters {names[:5]}"
+                             f"{' ...' if len(names) > 5 else ''}; missing {missing[:5]}")
+        out = out[:, [given.index(n) for n in names]]
+    index = list(v.index)
+    if index != list(range(len(classes))):
+        where = {str(c): j for j, c in enumerate(index)}
+        if len(where) != len(index) or sorted(where) != sorted(str(c) for c in classes):
+            raise ValueError(f"the direction's index must name the classes {classes} (or be "
+                             f"0..{len(classes) - 1}), got {index[:5]}")
+        out = out[[where[str(c)] for c in classes]]
+    return out
 
 
 def _label_classes(kind: str, out: Any, labels: Labels, params: list, n: int, K: int,
-                   args: tuple, kwargs: dict) -> Any:
+                   args: tuple, kwargs: dict, rows: Any = None, outer_name: str = "set") -> Any:
     """A multinomial answer with labels: rows (k, K, p) and effects ((K, p) or (s, K, p)) as
     DataFrames indexed by (sample id or set, class) and named by parameter; scores as for
     the binary family."""
@@ -223,13 +238,10 @@ def _label_classes(kind: str, out: Any, labels: Labels, params: list, n: int, K:
     if kind == "class_effect" and out.ndim == 2:
         return pd.DataFrame(out, index=pd.Index(classes, name="class"), columns=params)
     if kind == "class_rows":
-        from ._api import _one_set
-
-        indices = args[0] if args else kwargs.get("indices")
-        outer = ids if indices is None else ids[_one_set(indices, n, "indices")]
+        outer = ids[rows]
         name = labels.ids.name if labels.ids is not None and labels.ids.name else "sample"
     else:
-        outer, name = pd.RangeIndex(out.shape[0]), "set"
+        outer, name = pd.RangeIndex(out.shape[0]), outer_name
     index = pd.MultiIndex.from_product([outer, classes], names=[name, "class"])
     return pd.DataFrame(out.reshape(-1, out.shape[-1]), index=index, columns=params)
 

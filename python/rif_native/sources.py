@@ -51,6 +51,10 @@ READ_BYTES = 32 << 20
 #: as dense row blocks, which run at the matrix-product rate.
 SPARSE_DENSITY = 0.1
 
+#: The largest mean^2 / variance of a column at which the sparse passes are used: their
+#: expanded centring loses about this factor times the rounding to cancellation.
+MAX_OFFSET_RATIO = 1e3
+
 
 def _module_of(obj: Any) -> str:
     return type(obj).__module__.split(".")[0]
@@ -157,7 +161,10 @@ class Source:
         self.sparse_passes = False
         if len(parts) == 1 and isinstance(parts[0], _SparseRows):
             self.csr = parts[0].arrays()
-            self.sparse_passes = parts[0].density <= SPARSE_DENSITY
+            # (a column far from 0 relative to its spread, e.g. values near 1e4, would lose
+            # more to the expanded centring than rounding: read densely then)
+            self.sparse_passes = (parts[0].density <= SPARSE_DENSITY
+                                  and parts[0].offset_ratio <= MAX_OFFSET_RATIO)
         self._readers = (None if in_place or self.csr is not None
                          else [_ChunkReader(p, self.dtype) for p in parts])
         self._rows_read = 0
@@ -378,14 +385,39 @@ class _SparseRows:
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
                  shape: tuple, original: Any) -> None:
+        data = np.asarray(data)
         self.indptr = np.ascontiguousarray(indptr, dtype=np.int64)
         self.indices = np.ascontiguousarray(indices, dtype=np.int32)
-        self.data = np.ascontiguousarray(data)
+        self.data = np.ascontiguousarray(
+            data, dtype=data.dtype if data.dtype in (np.float32, np.float64) else np.float64)
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(self.data.dtype)
         self.ndim = 2
         self.original = original  # what the caller passed (pickled in its place)
-        self.density = len(self.data) / max(1, self.shape[0] * self.shape[1])
+        n, d = self.shape
+        if (len(self.indptr) != n + 1 or (n and self.indptr[0] != 0)
+                or self.indptr[-1] != len(self.indices) or len(self.data) != len(self.indices)
+                or np.any(np.diff(self.indptr) < 0)):
+            raise ValueError("X: the sparse matrix's row pointers do not match its entries")
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= d):
+            raise ValueError(f"X: the sparse matrix has column indices outside [0, {d}) "
+                             "(scipy does not check them): repair the matrix")
+        self.density = len(self.data) / max(1, n * d)
+        self.offset_ratio = self._offset_ratio()
+
+    def _offset_ratio(self) -> float:
+        """max over columns of mean^2 / variance: how much the sparse passes' expanded
+        centring (S - c s^T - s c^T + A c c^T) loses to cancellation, relative to the dense
+        passes, which centre each row (inf for a constant nonzero column)."""
+        n, d = self.shape
+        if not len(self.data) or n < 2:
+            return 0.0
+        v = self.data.astype(np.float64)
+        mean = np.bincount(self.indices, weights=v, minlength=d) / n
+        var = np.bincount(self.indices, weights=v * v, minlength=d) / n - mean ** 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(mean != 0, mean ** 2 / np.maximum(var, 0.0), 0.0)
+        return float(np.nanmax(np.where(np.isnan(ratio), np.inf, ratio)))
 
     @classmethod
     def of_scipy(cls, matrix: Any) -> "_SparseRows":

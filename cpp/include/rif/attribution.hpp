@@ -66,6 +66,7 @@ struct AttributionState {
   Vector centre;  ///< the design's centre (empty: not centred)
   Vector r, a, h, gradient;
   Matrix H, L;    ///< H~ and its Cholesky factor (lower triangles)
+  Vector user_theta;  ///< theta as the user gave it (empty: theta~ mapped back)
 };
 
 /// How the CPU path handles H: the primal p x p factor, or the dual n x n form (rif/dual.hpp)
