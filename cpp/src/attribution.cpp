@@ -201,11 +201,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
       h_ = dual_->leverage();
       timings_ = Timings{seconds(t0, t1), seconds(t1, clock::now()), 0.0};
     } else {
-      check_hessian_finite(problem_.X, H_);
-      L_ = H_;
-      cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads,
-                        hessian_advice(problem_.X.features(), problem_.X.intercept(),
-                                       problem_.l2));
+      factor_hessian(threads);
       const auto t2 = clock::now();
       rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r, same pass
       timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
@@ -389,13 +385,16 @@ void Attribution::host_factor() const {
     cuda::fetch_factor(*gpu_, H_, L_);
   } else {  // the dual path: the primal H and factor, once, for the queries that need them
     rif::hessian(problem_.X, a_, problem_.l2, H_, threads_);
-    check_hessian_finite(problem_.X, H_);
-    L_ = H_;
-    cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads_,
-                      hessian_advice(problem_.X.features(), problem_.X.intercept(),
-                                     problem_.l2));
+    factor_hessian(threads_);
   }
   factor_ready_.store(true, std::memory_order_release);
+}
+
+void Attribution::factor_hessian(int threads) const {
+  check_hessian_finite(problem_.X, H_);
+  L_ = H_;
+  cholesky_in_place(L_, "The Hessian H = X^T diag(a) X + l2 P at theta", threads,
+                    hessian_advice(problem_.X.features(), problem_.X.intercept(), problem_.l2));
 }
 
 void Attribution::host_solve(Eigen::Ref<Matrix> v, int threads) const {

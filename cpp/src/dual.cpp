@@ -44,12 +44,7 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
   Lg_.diagonal().array() += l2;
   cholesky_in_place(Lg_, "The dual matrix G = Y Y^T + l2 I (the Hessian through its n x n "
                          "Woodbury form)", threads);
-  // G^{-1} = Lg^{-T} Lg^{-1} (lower).
-  Matrix Linv = Lg_;
-  trtri_lower(Linv, threads);
-  const Matrix LinvT = Linv.transpose();
-  Matrix Ginv = Matrix::Zero(n, n);
-  syrk_lower(Ginv, LinvT.data(), n, threads);
+  const Matrix Ginv = inverse_from_factor(Lg_, threads);  // lower
   // a_i x^T B^{-1} x = [K G^{-1}]_ii = 1 - l2 [G^{-1}]_ii: the sum of products keeps its
   // relative accuracy where it is small, the difference where it is near 1 (the gap 1 - h
   // is then l2 [G^{-1}]_ii itself).
@@ -61,9 +56,8 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
     h_[i] = direct < 0.5 ? std::max(direct, 0.0) : 1.0 - l2 * Ginv(i, i);
   }
   if (intercept_) {
-    Binv_b_ = Yt_.transpose() * root;  // b = sum_i sqrt(a_i) y_i
-    const Vector b = Binv_b_;
-    Matrix u = Binv_b_;
+    const Vector b = Yt_.transpose() * root;  // b = sum_i sqrt(a_i) y_i
+    Matrix u = b;
     solve_features(u, threads);
     Binv_b_ = u.col(0);
     schur_ = a.sum() - b.dot(Binv_b_);
@@ -79,10 +73,8 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
     const Vector t = Yt_ * Binv_b_;  // y_i . B^{-1} b
     h_ = (h_.array() + (t - root).array().square() / schur_).matrix();
   }
-  // A sample without curvature has leverage exactly 0 (its row of Y is 0).
-  for (Index i = 0; i < n; ++i) {
-    if (a[i] == 0) h_[i] = 0;
-  }
+  // (A sample without curvature has leverage exactly 0: its row of Y, of K and its sqrt(a_i)
+  // are 0, so both terms above are.)
 }
 
 void DualFactor::solve_features(Eigen::Ref<Matrix> u, int threads) const {

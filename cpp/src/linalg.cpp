@@ -346,4 +346,16 @@ void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads) {
   }
 }
 
+Matrix inverse_from_factor(const Matrix& L, int threads) {
+  Matrix LinvT;
+  {
+    Matrix Linv = L;
+    trtri_lower(Linv, threads);
+    LinvT = Linv.transpose();
+  }
+  Matrix inverse = Matrix::Zero(L.rows(), L.cols());
+  syrk_lower(inverse, LinvT.data(), L.rows(), threads);  // (L^{-1})^T L^{-1}
+  return inverse;
+}
+
 }  // namespace rif

@@ -1,6 +1,6 @@
 #include "rif/sparse.hpp"
 
-#include "rif/blas.hpp"
+#include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
 
 #include <algorithm>
@@ -269,13 +269,8 @@ void sparse_leverage(const Design& X, const Vector& a, const Matrix& L, Vector& 
                      const Vector* r, Vector* g) {
   const Index n = X.rows(), d = X.features(), p = X.params();
   const CsrSource& src = *X.sparse();
-  // M = H^{-1} = L^{-T} L^{-1} (lower triangle), once: p^3 / 3 + p^3 / 3.
-  Matrix Linv = L;
-  trtri_lower(Linv, threads);
-  const Matrix LinvT = Linv.transpose();
-  Linv.resize(0, 0);
-  Matrix M = Matrix::Zero(p, p);
-  syrk_lower(M, LinvT.data(), p, threads);
+  // M = H^{-1} (lower triangle), once: 2 p^3 / 3.
+  const Matrix M = inverse_from_factor(L, threads);
   // The constant part u = (-c, 1) of every centred row: M u and u^T M u.
   Vector Mu = Vector::Zero(p);
   double uMu = 0;

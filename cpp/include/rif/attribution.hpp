@@ -208,6 +208,9 @@ class Attribution {
   mutable std::atomic<bool> factor_ready_{false};
   /// With the GPU backend, copies H and L from the device once; no-op otherwise.
   void host_factor() const;
+  /// L_ = the Cholesky factor of H_ (checked finite first; named errors when it is not
+  /// positive definite).
+  void factor_hessian(int threads) const;
   /// v <- H~^{-1} v on the host: the dual form's solve, or the (host) factor's.
   void host_solve(Eigen::Ref<Matrix> v, int threads) const;
   std::unique_ptr<DualFactor> dual_;  ///< the dual form, on the dual path

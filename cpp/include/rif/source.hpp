@@ -96,14 +96,6 @@ class CsrSource : public RowSource {
   const std::int64_t* row_starts() const { return ptr_; }
   const std::int32_t* columns() const { return cols_; }
   const void* values() const { return values_; }
-  /// Calls f(column, value) for row i's nonzeros, in increasing column order.
-  template <class T, class F>
-  void for_row(Index i, F&& f) const {
-    const T* v = static_cast<const T*>(values_);
-    for (std::int64_t q = ptr_[i]; q < ptr_[i + 1]; ++q) {
-      f(static_cast<Index>(cols_[q]), static_cast<double>(v[q]));
-    }
-  }
 
  private:
   void dense_row(Index i, char* out) const;
