@@ -159,7 +159,9 @@ def labelled(kind: str) -> Callable:
     """Decorate an Attribution method so that, for an object built from a DataFrame, its
     answer carries the labels: kind "rows" (rows of samples by parameters), "effect" (one set:
     a Series over parameters; several: a DataFrame), "scores" (a Series over samples, or a
-    DataFrame for several directions). A Series direction is aligned by parameter name."""
+    DataFrame for several directions). A Series direction is aligned by parameter name. For
+    the multinomial family: "class_rows", "class_effect" (group effects), "class_solve" and
+    "class_scores" (whose DataFrame directions are aligned by class and parameter name)."""
 
     def wrap(method: Callable) -> Callable:
         @functools.wraps(method)
@@ -177,7 +179,7 @@ def labelled(kind: str) -> Callable:
                     args = (direction(args[0], params),) + args[1:]
                 elif "direction" in kwargs:
                     kwargs["direction"] = direction(kwargs["direction"], params)
-            elif kind in ("class_scores", "class_effect") and method.__name__ != "group_effect":
+            elif kind in ("class_scores", "class_solve"):
                 classes = labels.classes if labels.classes is not None \
                     else list(range(self.n_classes))
                 if args:
@@ -190,9 +192,8 @@ def labelled(kind: str) -> Callable:
                 if kind == "class_rows":  # the samples the method read, as it reads them
                     indices = args[0] if args else kwargs.get("indices")
                     rows = self._indices(indices)
-                outer = "direction" if method.__name__ == "solve" else "set"
                 return _label_classes(kind, out, labels, params, self.n, self.n_classes, args,
-                                      kwargs, rows, outer)
+                                      kwargs, rows)
             return _label(kind, out, labels, params, self.n, args, kwargs, columns)
 
         return call
@@ -225,23 +226,24 @@ def class_direction(v: Any, names: list, classes: list) -> Any:
 
 
 def _label_classes(kind: str, out: Any, labels: Labels, params: list, n: int, K: int,
-                   args: tuple, kwargs: dict, rows: Any = None, outer_name: str = "set") -> Any:
-    """A multinomial answer with labels: rows (k, K, p) and effects ((K, p) or (s, K, p)) as
-    DataFrames indexed by (sample id or set, class) and named by parameter; scores as for
-    the binary family."""
+                   args: tuple, kwargs: dict, rows: Any = None) -> Any:
+    """A multinomial answer with labels: rows (k, K, p), effects and solves ((K, p), or
+    (s, K, p) by set or direction) as DataFrames indexed by (sample id, set or direction,
+    class) and named by parameter; scores as for the binary family."""
     import pandas as pd
 
     classes = labels.classes if labels.classes is not None else list(range(K))
     ids = labels.ids if labels.ids is not None else pd.RangeIndex(n)
     if kind == "class_scores":
         return _label("scores", out, labels, params, n, args, kwargs)
-    if kind == "class_effect" and out.ndim == 2:
+    if kind in ("class_effect", "class_solve") and out.ndim == 2:
         return pd.DataFrame(out, index=pd.Index(classes, name="class"), columns=params)
     if kind == "class_rows":
         outer = ids[rows]
         name = labels.ids.name if labels.ids is not None and labels.ids.name else "sample"
     else:
-        outer, name = pd.RangeIndex(out.shape[0]), outer_name
+        outer = pd.RangeIndex(out.shape[0])
+        name = "direction" if kind == "class_solve" else "set"
     index = pd.MultiIndex.from_product([outer, classes], names=[name, "class"])
     return pd.DataFrame(out.reshape(-1, out.shape[-1]), index=index, columns=params)
 

@@ -283,7 +283,7 @@ class MultinomialAttribution(_frames.Named):
         self._warn_samples(np.intersect1d(idx, self._singular))
         return self._rows(idx, self._coef[idx])
 
-    @_frames.labelled("class_effect")
+    @_frames.labelled("class_solve")
     def solve(self, direction: ArrayLike) -> np.ndarray:
         """H^+ v for a gradient-like v (K, p) (or (k, K, p)) in the user's parameters."""
         D = self._directions(direction)
