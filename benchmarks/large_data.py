@@ -211,8 +211,10 @@ def case_sources(args) -> None:
 
 
 def case_precision(args) -> None:
-    """What float32 costs: the same values as float64 and float32 arrays in memory (the kernel
-    converts float32 block by block and computes in float64) and as a float32 .npy on disk."""
+    """What float32 costs and what precision="mixed" saves: the same values as float64 and
+    float32 arrays in memory and as a float32 .npy on disk, attributed with float64 arithmetic
+    (the kernel converts float32 block by block) and with float32 products ("mixed"); then
+    `fit` on the float32 array both ways (unless --no-fit)."""
     n, d = args.n or 1_000_000, args.d or 512
     theta, v = labels_and_theta(n, d)
     path = os.path.join(args.dir, f"x_{n}_{d}.npy")
@@ -222,12 +224,35 @@ def case_precision(args) -> None:
     X32 = np.array(np.load(path, mmap_mode="r"))
     X64 = X32.astype(np.float64)
     ref = attribution(X64, y, theta, v)
+    del X64
+    base = attribution(X32, y, theta, v)
+    mixed = attribution(X32, y, theta, v, precision="mixed")
     rows = [row("float64 in memory", ref, floor),
-            row("float32 in memory", attribution(X32, y, theta, v), floor, ref["scores"]),
+            row("float32 in memory", base, floor, ref["scores"]),
+            row("float32 in memory, mixed", mixed, floor, ref["scores"]),
             row("float32 memory-mapped .npy", attribution(rn.sources.open_source(path), y,
-                                                           theta, v), floor, ref["scores"])]
+                                                           theta, v), floor, ref["scores"]),
+            row("float32 memory-mapped .npy, mixed",
+                attribution(rn.sources.open_source(path), y, theta, v, precision="mixed"),
+                floor, ref["scores"])]
     print_table(f"float32 against float64, n = {n}, d = {d}; NumPy DGEMM {peak / 1e9:.0f} "
-                f"GFLOP/s, floor {floor:.2f} s", HEADER, rows)
+                f"GFLOP/s, floor {floor:.2f} s; float32 in memory: mixed "
+                f"{base['seconds'] / mixed['seconds']:.2f}x faster than float64 arithmetic",
+                HEADER, rows)
+    if args.no_fit:
+        return
+    fits = []
+    for precision in ("double", "mixed"):
+        t0 = time.perf_counter()
+        f = rn.fit(X32, y, l2=1.0, progress=False, num_threads=THREADS, precision=precision)
+        fits.append((precision, time.perf_counter() - t0, f))
+    (_, t64, f64), _ = fits
+    print_table(f"fit on the float32 array in memory, n = {n}, d = {d}, l2 = 1",
+                ["precision", "seconds", "Newton iterations", "gradient norm",
+                 "||theta - theta(double)||"],
+                [[name, f"{sec:.2f}", f.n_iter, f"{f.grad_norm:.1e}",
+                  f"{np.linalg.norm(f.theta - f64.theta):.1e}"] for name, sec, f in fits])
+    print(f"mixed fit: {t64 / fits[1][1]:.2f}x faster")
 
 
 def case_dask(args) -> None:
@@ -325,7 +350,7 @@ def main() -> None:
     parser.add_argument("--dir", default="bench-data", help="where the data files go")
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--d", type=int, default=None)
-    parser.add_argument("--no-fit", action="store_true", help="disk: skip the fit")
+    parser.add_argument("--no-fit", action="store_true", help="disk, precision: skip the fit")
     parser.add_argument("--clean", action="store_true", help="remove --dir afterwards")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)

@@ -85,6 +85,14 @@ std::string text_arg(const py::handle& v, const char* name) {
   return v.cast<std::string>();
 }
 
+bool precision_arg(const py::handle& v) {
+  const std::string precision = text_arg(v, "precision");
+  if (precision != "double" && precision != "mixed") {
+    throw std::invalid_argument("precision must be 'double' or 'mixed', got '" + precision + "'");
+  }
+  return precision == "mixed";
+}
+
 /// Whether the array's data are aligned for its type (NumPy's ALIGNED flag). Arrays rebuilt
 /// from bytes (pickle protocol 5, a Dask worker's network frames) may not be, and the kernel
 /// reads doubles and floats through typed pointers.

@@ -133,8 +133,9 @@ void bind_attribution(py::module_& m) {
                        const py::object& sample_weight, const py::object& fit_intercept_arg,
                        const py::object& num_threads_arg, const py::object& use_cuda_arg,
                        const py::object& device, const py::object& device_owner,
-                       const py::object& solver_arg) {
+                       const py::object& solver_arg, const py::object& precision) {
              auto self = std::make_unique<PyAttribution>();
+             const bool mixed = precision_arg(precision);
              self->device_owner = device_owner;
              const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
              const int num_threads = threads_arg(num_threads_arg);
@@ -155,6 +156,7 @@ void bind_attribution(py::module_& m) {
                                          fit_intercept)
                            : to_design(self->X, fit_intercept);
              rif::Problem problem = make_problem(design, y, sample_weight, l2, family);
+             problem.X.set_mixed(mixed);
              rif::Vector t = to_vector(f64_arg(theta, "theta"), "theta");
              const std::string solver = text_arg(solver_arg, "solver");
              if (solver != "auto" && solver != "primal" && solver != "dual") {
@@ -175,8 +177,10 @@ void bind_attribution(py::module_& m) {
            py::arg("X"), py::arg("y"), py::arg("theta"), py::arg("l2"), py::arg("family"),
            py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"),
            py::arg("use_cuda") = false, py::arg("device") = py::none(),
-           py::arg("device_owner") = py::none(), py::arg("solver") = "auto")
+           py::arg("device_owner") = py::none(), py::arg("solver") = "auto",
+           py::arg("precision") = "double")
       .def_property_readonly("dual", [](const PyAttribution& s) { return s.core->dual(); })
+      .def_property_readonly("mixed", [](const PyAttribution& s) { return s.core->mixed(); })
       .def_static(
           "restore",
           [](const py::object& X, const py::object& y, const py::object& l2,
@@ -353,8 +357,10 @@ void bind_attribution(py::module_& m) {
         [](const py::object& X_arg, const py::object& y, const py::object& theta0,
            const py::object& l2, const py::object& family, const py::object& sample_weight,
            const py::object& fit_intercept_arg, const py::object& tol_arg,
-           const py::object& max_iter_arg, const py::object& threads) {
+           const py::object& max_iter_arg, const py::object& threads,
+           const py::object& precision) {
           const py::object X = design_arg(X_arg);  // owned here while the kernel reads it
+          const bool mixed = precision_arg(precision);
           const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
           const double tol = real_arg(tol_arg, "tol");
           const int max_iter = int_arg(max_iter_arg, "max_iter");
@@ -362,6 +368,7 @@ void bind_attribution(py::module_& m) {
           rif::check_stopping(tol, max_iter);  // before any work
           rif::Problem problem =
               make_problem(to_design(X, fit_intercept), y, sample_weight, l2, family);
+          problem.X.set_mixed(mixed);
           rif::Vector t = to_vector(f64_arg(theta0, "theta0"), "theta0");
           rif::FitOptions options{tol, max_iter, num_threads};
           rif::FitResult result;
@@ -380,7 +387,7 @@ void bind_attribution(py::module_& m) {
         },
         py::arg("X"), py::arg("y"), py::arg("theta0"), py::arg("l2"), py::arg("family"),
         py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("tol"), py::arg("max_iter"),
-        py::arg("num_threads"));
+        py::arg("num_threads"), py::arg("precision") = "double");
 }
 
 }  // namespace rif_py

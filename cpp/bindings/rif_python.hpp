@@ -32,6 +32,8 @@ int threads_arg(const py::handle& v);
 bool flag_arg(const py::handle& v, const char* name);
 /// A str.
 std::string text_arg(const py::handle& v, const char* name);
+/// `precision`: "double" (false) or "mixed" (true: Design::set_mixed).
+bool precision_arg(const py::handle& v);
 /// An array of real numbers as a C-contiguous float64 array (a new one when v is anything
 /// else): the caller keeps the returned array alive while the kernel reads it.
 F64Array f64_arg(const py::handle& v, const char* name);

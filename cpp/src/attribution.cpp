@@ -191,8 +191,11 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
                                         problem_.X.sparse() != nullptr));
     const auto t0 = clock::now();
     Vector z;  // z, (r, a) and, on the primal path, H on one pass over X
+    // X^T r comes from this pass on the dual path and with mixed precision (whose leverage
+    // pass reads float32 rows), else from the leverage pass.
+    const bool gradient_here = dual || problem_.X.mixed();
     hessian_at(problem_.X, problem_.family, problem_.y, problem_.w, problem_.l2, theta_, z, r_,
-               a_, H_, threads, dual ? &gradient_ : nullptr, !dual);
+               a_, H_, threads, gradient_here ? &gradient_ : nullptr, !dual);
     check_linear_predictor(problem_.X, z);
     check_derivatives(z, r_, a_);
     const auto t1 = clock::now();
@@ -201,9 +204,22 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
       h_ = dual_->leverage();
       timings_ = Timings{seconds(t0, t1), seconds(t1, clock::now()), 0.0};
     } else {
-      factor_hessian(threads);
+      try {
+        factor_hessian(threads);
+      } catch (const not_positive_definite&) {
+        if (!problem_.X.mixed()) throw;
+        // The float32 products of a nearly singular H can lose its positive definiteness:
+        // H again in float64 (mixed() then says so) before the failure is reported.
+        problem_.X.set_mixed(false);
+        rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
+        factor_hessian(threads);
+      }
       const auto t2 = clock::now();
-      rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r, same pass
+      if (gradient_here) {
+        rif::leverage(problem_.X, a_, L_, h_, threads);
+      } else {
+        rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r, same pass
+      }
       timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
     }
   }

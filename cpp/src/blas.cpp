@@ -26,6 +26,15 @@ void scipy_dgemm_(const char* transa, const char* transb, const int* m, const in
 void scipy_dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda,
                    int* info, size_t, size_t);
 void scipy_dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t);
+void scipy_ssyrk_(const char* uplo, const char* trans, const int* n, const int* k,
+                  const float* alpha, const float* a, const int* lda, const float* beta,
+                  float* c, const int* ldc, size_t, size_t);
+void scipy_strmm_(const char* side, const char* uplo, const char* transa, const char* diag,
+                  const int* m, const int* n, const float* alpha, const float* a,
+                  const int* lda, float* b, const int* ldb, size_t, size_t, size_t, size_t);
+void scipy_strsm_(const char* side, const char* uplo, const char* transa, const char* diag,
+                  const int* m, const int* n, const float* alpha, const float* a,
+                  const int* lda, float* b, const int* ldb, size_t, size_t, size_t, size_t);
 void scipy_openblas_set_num_threads(int num_threads);
 int scipy_openblas_get_num_threads(void);
 }
@@ -225,6 +234,47 @@ void trmm_lower(const Matrix& T, double* B, Index k, int threads) {
   (void)threads;
   Eigen::Map<Matrix> b(B, p, k);
   b = T.triangularView<Eigen::Lower>() * b;
+#endif
+}
+
+void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads) {
+  const Index p = C.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int n = as_int(p), kk = as_int(k);
+  const float one = 1.0f;
+  scipy_ssyrk_("L", "N", &n, &kk, &one, A, &n, &one, C.data(), &n, 1, 1);
+#else
+  (void)threads;
+  C.selfadjointView<Eigen::Lower>().rankUpdate(Eigen::Map<const FloatMatrix>(A, p, k));
+#endif
+}
+
+void trmm_lower(const FloatMatrix& T, float* B, Index k, int threads) {
+  const Index p = T.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int m = as_int(p), n = as_int(k);
+  const float one = 1.0f;
+  scipy_strmm_("L", "L", "N", "N", &m, &n, &one, T.data(), &m, B, &m, 1, 1, 1, 1);
+#else
+  (void)threads;
+  Eigen::Map<FloatMatrix> b(B, p, k);
+  b = T.triangularView<Eigen::Lower>() * b;
+#endif
+}
+
+void trsm_lower(const FloatMatrix& L, float* B, Index k, int threads) {
+  const Index p = L.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int m = as_int(p), n = as_int(k);
+  const float one = 1.0f;
+  scipy_strsm_("L", "L", "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1, 1, 1, 1);
+#else
+  (void)threads;
+  Eigen::Map<FloatMatrix> b(B, p, k);
+  L.triangularView<Eigen::Lower>().solveInPlace(b);
 #endif
 }
 

@@ -60,23 +60,25 @@ void Design::raw_row(Index i, double* out) const {
   }
 }
 
-template <class T>
-void Design::load_impl(const T* rows, Index count, double* out, const double* scale,
+template <class T, class Out>
+void Design::load_impl(const T* rows, Index count, Out* out, const double* scale,
                        int threads) const {
   const Index p = params();
   const double* c = centre_;
   auto copy_row = [&](Index j) {
     const T* src = rows + j * d_;
-    double* dst = out + j * p;
+    Out* dst = out + j * p;
     const double s = scale ? scale[j] : 1.0;
     if (c) {
-      for (Index k = 0; k < d_; ++k) dst[k] = s * (static_cast<double>(src[k]) - c[k]);
+      for (Index k = 0; k < d_; ++k) {
+        dst[k] = static_cast<Out>(s * (static_cast<double>(src[k]) - c[k]));
+      }
     } else if (scale) {
-      for (Index k = 0; k < d_; ++k) dst[k] = s * static_cast<double>(src[k]);
+      for (Index k = 0; k < d_; ++k) dst[k] = static_cast<Out>(s * static_cast<double>(src[k]));
     } else {
-      for (Index k = 0; k < d_; ++k) dst[k] = static_cast<double>(src[k]);
+      for (Index k = 0; k < d_; ++k) dst[k] = static_cast<Out>(src[k]);
     }
-    if (intercept_) dst[d_] = s;
+    if (intercept_) dst[d_] = static_cast<Out>(s);
   };
 #ifdef RIF_HAVE_OPENMP
   if (threads > 1 && count * p >= (Index{1} << 16)) {
@@ -89,15 +91,27 @@ void Design::load_impl(const T* rows, Index count, double* out, const double* sc
   for (Index j = 0; j < count; ++j) copy_row(j);
 }
 
+template <class Out>
+void Design::load_into(Index begin, Index count, Out* out, const double* scale,
+                       int threads) const {
+  const void* rows = fetch(begin, count, true);
+  if (is_float32()) {
+    load_impl(static_cast<const float*>(rows), count, out, scale, threads);
+  } else {
+    load_impl(static_cast<const double*>(rows), count, out, scale, threads);
+  }
+}
+
 void Design::load(Index begin, Index count, Matrix& buffer, const double* scale,
                   int threads) const {
   buffer.resize(params(), count);
-  const void* rows = fetch(begin, count, true);
-  if (is_float32()) {
-    load_impl(static_cast<const float*>(rows), count, buffer.data(), scale, threads);
-  } else {
-    load_impl(static_cast<const double*>(rows), count, buffer.data(), scale, threads);
-  }
+  load_into(begin, count, buffer.data(), scale, threads);
+}
+
+void Design::load(Index begin, Index count, FloatMatrix& buffer, const double* scale,
+                  int threads) const {
+  buffer.resize(params(), count);
+  load_into(begin, count, buffer.data(), scale, threads);
 }
 
 Eigen::Map<const Matrix> Design::block(Index begin, Index count, Matrix& buffer) const {

@@ -70,6 +70,27 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     have_hessian = with_hessian;
   };
   visit(true);
+  // H <- its Cholesky factor; a float32 Hessian that is not positive definite (rounding, where
+  // H is nearly singular) is built again in float64 before the failure is reported.
+  const auto factor_at = [&](int iteration) {
+    std::ostringstream what;
+    what << "The Hessian at Newton iteration " << iteration;
+    const Advice advice =
+        hessian_advice(problem.X.features(), problem.X.intercept(), problem.l2);
+    if (problem.X.mixed()) {
+      try {
+        check_hessian_finite(problem.X, H);
+        cholesky_in_place(H, what.str(), threads, advice);
+        return;
+      } catch (const not_positive_definite&) {
+        problem.X.set_mixed(false);
+        visit(true);
+      }
+    }
+    check_hessian_finite(problem.X, H);
+    cholesky_in_place(H, what.str(), threads, advice);
+  };
+  bool full_step = false;  // whether the last step was taken whole
 
   // The scale of the problem: the gradient norm at theta = 0 (the visit's when it started there).
   Vector g0;
@@ -109,12 +130,15 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     }
     best = std::min(best, result.grad_norm);
     if (iter >= options.max_iter) break;
+    // Mixed precision (float32 Hessians) changes only the steps, not the point the gradient
+    // tolerance certifies. A full step that did not halve the gradient norm says the float32
+    // Hessian is too coarse for this problem: float64 from here on.
+    if (problem.X.mixed() && full_step && result.grad_norm > 0.5 * previous_norm) {
+      problem.X.set_mixed(false);
+      have_hessian = false;
+    }
     if (!have_hessian) visit(true);  // the prediction below was wrong: the same point again
-    check_hessian_finite(problem.X, H);
-    std::ostringstream what;
-    what << "The Hessian at Newton iteration " << iter;
-    cholesky_in_place(H, what.str(), threads,
-                      hessian_advice(problem.X.features(), problem.X.intercept(), problem.l2));
+    factor_at(iter);
     step = -g;
     solve_factored(H, step, threads);
     const double slope = g.dot(step);
@@ -130,7 +154,8 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     const double F_k = F;
     theta = theta_k + step;
     visit(!(predicted <= 0.1 * gtol));
-    if (rounding_regime || F <= F_k + 1e-4 * slope) continue;
+    full_step = rounding_regime || F <= F_k + 1e-4 * slope;
+    if (full_step) continue;
     // Backtrack along the step: z is linear in t, z_k + t (z - z_k), so no pass is needed
     // until a length is accepted.
     const Vector u = z - z_k;

@@ -15,6 +15,26 @@
 
 namespace rif {
 
+namespace {
+
+/// One thread's float32 scratch for the mixed-precision passes.
+struct FloatScratch {
+  FloatMatrix panel;  ///< a block's p x count columns, rounded to float32
+  FloatMatrix sum;    ///< its p x p product
+};
+
+/// target (lower triangle) += P P^T for the float32 block P = scratch.panel: SSYRK into a fresh
+/// float32 sum, added to target in float64, so that float32 rounding never accumulates across
+/// blocks.
+void add_float_product(Matrix& target, FloatScratch& scratch, int threads) {
+  const Index p = scratch.panel.rows();
+  scratch.sum.setZero(p, p);
+  syrk_lower(scratch.sum, scratch.panel.data(), scratch.panel.cols(), threads);
+  target.triangularView<Eigen::Lower>() += scratch.sum.cast<double>();
+}
+
+}  // namespace
+
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads) {
   if (X.sparse()) return sparse_hessian(X, a, l2, H, threads);
   const Index p = X.params(), n = X.rows();
@@ -26,14 +46,20 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
   // Thread 0 accumulates straight into H; the others into partial sums added at the end.
   std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
+  std::vector<FloatScratch> scratch(static_cast<size_t>(nt));
   const Vector root = a.cwiseSqrt();
   std::optional<BlasSingleThreadScope> serial;
   if (outer > 1) serial.emplace();
   parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
-    Matrix& buf = buffers[static_cast<size_t>(t)];
-    X.load(begin, count, buf, root.data() + begin, inner);
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
+    if (X.mixed()) {
+      FloatScratch& f = scratch[static_cast<size_t>(t)];
+      X.load(begin, count, f.panel, root.data() + begin, inner);
+      return add_float_product(target, f, inner);
+    }
+    Matrix& buf = buffers[static_cast<size_t>(t)];
+    X.load(begin, count, buf, root.data() + begin, inner);
     syrk_lower(target, buf.data(), count, inner);
   });
   for (const Matrix& part : partial) {
@@ -59,6 +85,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   if (with_hessian) H.setZero(p, p);
   std::vector<Matrix> partial(with_hessian ? static_cast<size_t>(nt - 1) : 0);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
+  std::vector<FloatScratch> scratch(with_hessian ? static_cast<size_t>(nt) : 0);
   std::vector<Vector> gradients(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
   std::optional<BlasSingleThreadScope> serial;
   if (plan.outer > 1) serial.emplace();
@@ -72,7 +99,10 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     for (Index j = 0; j < count; ++j) buf.col(j) *= std::sqrt(a[begin + j]);
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
-    syrk_lower(target, buf.data(), count, plan.inner);
+    if (!X.mixed()) return syrk_lower(target, buf.data(), count, plan.inner);
+    FloatScratch& f = scratch[static_cast<size_t>(t)];
+    f.panel = buf.cast<float>();
+    add_float_product(target, f, plan.inner);
   });
   if (with_hessian) {
     for (const Matrix& part : partial) {
@@ -226,6 +256,10 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads,
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
               const Vector* r, Vector* g) {
   if (sparse_leverage_pays(X)) return sparse_leverage(X, a, L, h, threads, r, g);
+  if (X.mixed() && g) {
+    throw std::logic_error("leverage: the mixed pass reads float32 rows; take g = X^T r from "
+                           "the Hessian pass");
+  }
   const Index n = X.rows(), p = X.params();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
@@ -247,14 +281,30 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
     Linv = L;
     trtri_lower(Linv, inner);
   }
+  // Mixed precision: the triangular products in float32 on rounded copies of the factor (or
+  // its inverse) and of each block, the squared norms summed in float64.
+  FloatMatrix T32;
+  if (X.mixed()) T32 = use_inverse ? Linv.cast<float>() : L.cast<float>();
+  std::vector<FloatMatrix> panels(X.mixed() ? static_cast<size_t>(nt) : 0);
   std::optional<BlasSingleThreadScope> serial;
   if (outer > 1) serial.emplace();
   parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
+    // h_i = ||L^{-1} sqrt(a_i) x_i||^2: a sample without curvature has leverage exactly 0,
+    // even where L^{-1} x_i alone would overflow.
+    if (X.mixed()) {  // (g from float64 rows is the caller's, on the Hessian pass)
+      FloatMatrix& panel = panels[static_cast<size_t>(t)];
+      X.load(begin, count, panel, root.data() + begin, inner);
+      if (use_inverse) {
+        trmm_lower(T32, panel.data(), count, inner);
+      } else {
+        trsm_lower(T32, panel.data(), count, inner);
+      }
+      for (Index j = 0; j < count; ++j) h[begin + j] = panel.col(j).cast<double>().squaredNorm();
+      return;
+    }
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf, nullptr, inner);
     if (g) partial[static_cast<size_t>(t)].noalias() += buf * r->segment(begin, count);
-    // h_i = ||L^{-1} sqrt(a_i) x_i||^2: a sample without curvature has leverage exactly 0,
-    // even where L^{-1} x_i alone would overflow.
     buf.array().rowwise() *= root.segment(begin, count).transpose().array();
     if (use_inverse) {
       trmm_lower(Linv, buf.data(), count, inner);

@@ -497,6 +497,13 @@ class Attribution(_frames.Named):
             On the dual path H and its factor are built only when a query needs them (Newton
             steps of large sets, retraining, ``hessian()``, ``save()``). ``A.solver`` says
             which ran.
+        precision: "double" (default) or "mixed": the Hessian pass and the leverage pass form
+            their p x p products in float32 (SGEMM rate, about 1.9x DGEMM here), each row
+            block's sum added to H in float64, the factor float64; z, residuals, gradients,
+            scores and every other answer stay float64. Their error is float32 rounding
+            amplified by H's conditioning (measured in ``benchmarks/mixed_precision.py``); meant
+            for float32 X on the dense primal CPU path (the dual path, sparse X and CUDA
+            compute in float64: ``A.precision`` says what ran).
 
     X may be larger than memory: a ``.npy`` path or memmap, a list of ``.npy`` shards, a Zarr
     array, an h5py dataset, a Dask array or any row-sliceable 2-D object is read block by block
@@ -537,10 +544,12 @@ class Attribution(_frames.Named):
         max_memory: _memory.MemorySize = None,
         progress: Optional[bool] = None,
         solver: str = "auto",
+        precision: str = "double",
     ) -> None:
         fit_intercept = bool(fit_intercept)
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
         self._solver = solver
+        self._precision = _precision(precision)
         self._num_threads = num_threads  # as given (None: decided again where unpickled)
         self._progress = progress
         # None: the idle cores now, decided once, so that every method of this object runs
@@ -565,8 +574,11 @@ class Attribution(_frames.Named):
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                                fit_intercept, self._threads, use_cuda,
-                                               solver=solver)
+                                               solver=solver, precision=self._precision)
         else:
+            if self._precision != "double":
+                raise ValueError("precision='mixed' is a CPU option; X in GPU memory is "
+                                 "computed in float64")
             if _backend_choice(backend) == "cpu":
                 raise ValueError("X is in GPU memory, which the CPU backend cannot read: use "
                                  "backend='cuda' (or 'auto'), or pass X as a NumPy array")
@@ -729,7 +741,8 @@ class Attribution(_frames.Named):
                       fit_intercept=self.fit_intercept, num_threads=self._num_threads,
                       backend="cpu" if self.backend == "cpu" else "auto",
                       max_memory=self._max_memory, progress=self._progress,
-                      solver=getattr(self, "_solver", "auto"))
+                      solver=getattr(self, "_solver", "auto"),
+                      precision=getattr(self, "_precision", "double"))
         return (_unpickle, (X, y, self.theta, kwargs, getattr(self, "_labels", None)))
 
     def check_refit(self, removed: Sequence[int], theta_refit: ArrayLike, *,
@@ -907,10 +920,17 @@ class Attribution(_frames.Named):
             return "cuda"
         return "dual" if getattr(getattr(self, "_core", None), "dual", False) else "primal"
 
+    @property
+    def precision(self) -> str:
+        """"mixed" when the Hessian and leverages came from the float32 passes, else
+        "double" (also where "mixed" was asked but the path computes in float64: dual, sparse
+        X, CUDA)."""
+        return "mixed" if getattr(getattr(self, "_core", None), "mixed", False) else "double"
+
     def __repr__(self) -> str:
         return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, backend={self.backend!r}, "
-                f"solver={self.solver!r}, "
+                f"solver={self.solver!r}, precision={self.precision!r}, "
                 f"max_leverage={float(self._leverage.max()):.4g}, "
                 f"n/p={self.n / self.n_params:.3g}, "
                 f"leverage>0.5: {int(np.count_nonzero(self._leverage > 0.5))})")
@@ -1060,6 +1080,13 @@ for _f in (leverage, influence, rescaled_influence, newton_step):
     _f.__doc__ = (_f.__doc__ or "") + "\n" + _DOC_KEYWORDS
 
 
+def _precision(precision: Any) -> str:
+    """The `precision` option, checked: "double" or "mixed"."""
+    if precision not in ("double", "mixed"):
+        raise ValueError(f"precision must be 'double' or 'mixed', got {precision!r}")
+    return str(precision)
+
+
 def fit(
     X: ArrayLike,
     y: ArrayLike,
@@ -1076,6 +1103,7 @@ def fit(
     progress: Optional[bool] = None,
     backend: Optional[str] = None,
     n_classes: Optional[int] = None,
+    precision: str = "double",
 ) -> FitResult:
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
@@ -1090,15 +1118,24 @@ def fit(
     Dask array X is fitted on its cluster (rif_native._dask.fit: two distributed passes per
     iteration) unless ``backend="cpu"``.
 
+    ``precision="mixed"`` forms each iteration's Hessian in float32 (as
+    :class:`Attribution`'s option does). Only the Newton steps change, not the gradient
+    tolerance the result meets: a full step that fails to halve the gradient norm, or a float32
+    Hessian that does not factor, switches the rest of the fit to float64.
+
     ``family="multinomial"`` (y integer classes 0..K-1, ``n_classes`` when not y.max() + 1)
     fits softmax regression: see :func:`rif_native.multinomial.fit`; theta is then (K, p).
     """
     fit_intercept = bool(fit_intercept)
+    precision = _precision(precision)
     X, y, sample_weight, _ = _frames.unwrap(X, y, sample_weight)
     if family == "multinomial":
         if backend not in (None, "cpu", "auto") or max_memory is not None:
             raise ValueError("the multinomial fit runs on the CPU in memory: leave backend and "
                              "max_memory unset")
+        if precision != "double":
+            raise ValueError("precision='mixed' is for the binary GLM families; the multinomial "
+                             f"family computes in float64 (got precision={precision!r})")
         from . import multinomial
 
         return multinomial.fit(X, y, l2=l2, sample_weight=sample_weight,
@@ -1108,6 +1145,9 @@ def fit(
     if backend is not None and _backend_choice(backend) == "cuda":
         raise ValueError("fit runs on the CPU (or on Dask); backend='cuda' is for Attribution")
     if _on_dask(X, backend):
+        if precision != "double":
+            raise ValueError("precision='mixed' is for fits in this process; the Dask engine "
+                             "computes in float64 (or pass backend='cpu')")
         from . import _dask
 
         return _dask.fit(X, y, l2=l2, family=family, sample_weight=sample_weight,
@@ -1125,7 +1165,7 @@ def fit(
     before = source.passes if source else 0.0
     with _reading(Xa, progress):
         out = _core.fit(Xa, ya, t0, _real(l2, "l2"), _family(family), wa, fit_intercept,
-                        float(tol), int(max_iter), _threads(num_threads))
+                        float(tol), int(max_iter), _threads(num_threads), precision=precision)
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
                        n_iter=int(out["n_iter"]), converged=bool(out["converged"]),
                        loss=float(out["loss"]), stalled=bool(out["stalled"]),

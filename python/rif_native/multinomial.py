@@ -135,9 +135,13 @@ class MultinomialAttribution(_frames.Named):
                  sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
                  num_threads: Optional[int] = None, n_classes: Optional[int] = None,
                  max_memory: _memory.MemorySize = None, progress: Optional[bool] = None,
-                 family: str = "multinomial", backend: Optional[str] = None) -> None:
+                 family: str = "multinomial", backend: Optional[str] = None,
+                 precision: str = "double") -> None:
         if family != "multinomial":
             raise ValueError(f"MultinomialAttribution is the multinomial family, got {family!r}")
+        if precision != "double":
+            raise ValueError("precision='mixed' is for the binary GLM families; the multinomial "
+                             f"family computes in float64 (got precision={precision!r})")
         if backend not in (None, "cpu", "auto"):
             raise ValueError(f"the multinomial family runs on the CPU; backend={backend!r} is "
                              "not available for it")

@@ -88,6 +88,11 @@ class Attribution {
 
   /// Whether the object answers from the dual form (rif/dual.hpp).
   bool dual() const { return dual_ != nullptr; }
+  /// Whether its Hessian and leverages came from the mixed-precision passes (Design::mixed()
+  /// on the CPU's dense primal path; the dual path, sparse X and the GPU compute in float64).
+  bool mixed() const {
+    return problem_.X.mixed() && !gpu_ && !dual_ && !problem_.X.sparse();
+  }
 
   /// Rebuilds a CPU object from a saved state on host data: checks the state's shapes, and that
   /// its r and a are the data's at its theta (one pass z = X theta, no Hessian, no factor).

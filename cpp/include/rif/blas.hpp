@@ -55,4 +55,10 @@ void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose
 /// B <- T B for lower-triangular T (p x p) and B p x k column-major, in place.
 void trmm_lower(const Matrix& T, double* B, Index k, int threads);
 
+// The same three in float32 (SSYRK, STRMM, STRSM: about 1.9x the float64 rate here), for the
+// mixed-precision passes.
+void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads);
+void trmm_lower(const FloatMatrix& T, float* B, Index k, int threads);
+void trsm_lower(const FloatMatrix& L, float* B, Index k, int threads);
+
 }  // namespace rif

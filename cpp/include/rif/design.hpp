@@ -59,6 +59,12 @@ class Design {
   /// Row i of X as stored (d values, never centred) into out.
   void raw_row(Index i, double* out) const;
 
+  /// Whether the Hessian and leverage passes over this view compute their p x p products in
+  /// float32 ("mixed" precision: float32 panels and per-block sums, float64 totals across
+  /// blocks, float64 factor; z, residuals, gradients and everything else stay float64).
+  bool mixed() const { return mixed_; }
+  void set_mixed(bool mixed) { mixed_ = mixed; }
+
   /// Centres the view on `centre` (d entries, kept alive by the caller; nullptr: uncentred).
   /// Only with an intercept, which absorbs the shift.
   void set_centre(const double* centre) { centre_ = intercept_ ? centre : nullptr; }
@@ -76,6 +82,10 @@ class Design {
   /// Like block(), but always a writable copy in `buffer`, column j scaled by scale[j] when given,
   /// copied on up to `threads` threads.
   void load(Index begin, Index count, Matrix& buffer, const double* scale = nullptr,
+            int threads = 1) const;
+  /// The same rounded to float32 (each entry centred and scaled in float64 first), for the
+  /// mixed-precision passes.
+  void load(Index begin, Index count, FloatMatrix& buffer, const double* scale = nullptr,
             int threads = 1) const;
 
   /// Gathers samples idx[0..k) into the columns of `out` (p x k), column j scaled by scale[idx[j]].
@@ -104,9 +114,10 @@ class Design {
   /// Rows idx[0..k) as stored, in this thread's gather buffer (valid until its next take).
   const void* take(const std::int64_t* idx, Index k) const;
   double raw_from_source(Index i, Index k) const;
-  template <class T>
-  void load_impl(const T* rows, Index count, double* out, const double* scale,
-                 int threads) const;
+  template <class T, class Out>
+  void load_impl(const T* rows, Index count, Out* out, const double* scale, int threads) const;
+  template <class Out>
+  void load_into(Index begin, Index count, Out* out, const double* scale, int threads) const;
   template <class T>
   void gather_impl(const T* rows, Index k, double* out, Index stride, const double* scale,
                    const std::int64_t* idx) const;
@@ -118,6 +129,7 @@ class Design {
   Index d_ = 0;
   bool intercept_ = false;
   const double* centre_ = nullptr;
+  bool mixed_ = false;
 };
 
 // Maps between the user's parameters theta and the kernel's theta~ = T theta of a centred

@@ -63,7 +63,8 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads = 1,
 bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pivot = nullptr);
 
 /// h_i = a_i ||L^{-1} x_i||^2 for every sample, by row blocks. When r and g are given, also
-/// g = X^T r from the same loaded blocks (saving a pass over X).
+/// g = X^T r from the same loaded blocks (saving a pass over X); not with X.mixed(), whose
+/// blocks are float32 (std::logic_error).
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
               const Vector* r = nullptr, Vector* g = nullptr);
 

@@ -15,6 +15,9 @@ using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColM
 /// Row-major dense matrix of doubles: results handed back one row per sample or per set.
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Vector = Eigen::VectorXd;
+/// Column-major float32 matrix: the row panels and per-block sums of the mixed-precision passes
+/// (Design::mixed()), whose totals and factors stay float64.
+using FloatMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
 
 /// Thrown when a matrix that must be positive definite is not; carries the failing pivot.
 class not_positive_definite : public std::runtime_error {
