@@ -383,6 +383,9 @@ void bind_attribution(py::module_& m) {
           d["n_iter"] = result.iterations;
           d["converged"] = result.converged;
           d["stalled"] = result.stalled;
+          d["visits"] = result.visits;
+          d["hessians"] = result.hessians;
+          d["sampled_hessians"] = result.sampled_hessians;
           return d;
         },
         py::arg("X"), py::arg("y"), py::arg("theta0"), py::arg("l2"), py::arg("family"),

@@ -60,14 +60,38 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   // Where the gradient norm is predicted to meet the tolerance, the visit leaves the Hessian
   // out (the last iteration then costs a gradient, not a Hessian), and makes up for it only if
   // the prediction was wrong.
+  //
+  // Far from the optimum, with n at least 512 p, the Hessian is estimated from every
+  // stride-th row (about 256 p rows; Newton's step there needs a direction, not H's last
+  // digits): its relative error, about sqrt(p / rows) ~ 6%, costs little in the rate, and its
+  // products cost 1/stride of a full pass's. Steps switch to exact Hessians once the gradient
+  // norm is below kSampleUntil of its scale, for good when a sampled Hessian does not factor or
+  // a full step with one fails to halve the gradient norm.
+  //
+  // Near the optimum (below kLocal of the scale) a visit leaves the Hessian out and the step
+  // reuses the last exact factor (a chord step: one gradient pass), while each such step cuts
+  // the gradient norm at least 1 / kChordRate-fold.
+  constexpr double kSampleUntil = 1e-3;
+  constexpr double kLocal = 1e-2, kChordRate = 0.1;
+  const Index p = problem.X.params();
+  Index sample_stride =
+      !problem.X.sparse() && n >= 512 * p ? n / (256 * std::max<Index>(p, 1)) : 1;
+  Index stride = sample_stride;  // for the next visit's Hessian
   bool have_hessian = false;
+  bool factored = false;      // H holds the Cholesky factor of an earlier point's Hessian...
+  bool factor_exact = false;  // ... of all rows (no stride)
+  Index hessian_stride = 1;   // of the Hessian the last visit built
   const auto visit = [&](bool with_hessian) {
     hessian_at(problem.X, problem.family, problem.y, problem.w, problem.l2, theta, z, r, a, H,
-               threads, &g, with_hessian);
+               threads, &g, with_hessian, stride);
     check_linear_predictor(problem.X, z);  // names X's first NaN / inf, if any
     add_penalty_gradient(problem, theta, g);
     F = objective(problem, theta, z);
     have_hessian = with_hessian;
+    hessian_stride = with_hessian ? stride : 1;
+    if (with_hessian) factored = false;  // H is this point's Hessian now, not a factor
+    ++result.visits;
+    if (with_hessian) ++(stride > 1 ? result.sampled_hessians : result.hessians);
   };
   visit(true);
   // H <- its Cholesky factor; a float32 Hessian that is not positive definite (rounding, where
@@ -77,20 +101,29 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     what << "The Hessian at Newton iteration " << iteration;
     const Advice advice =
         hessian_advice(problem.X.features(), problem.X.intercept(), problem.l2);
-    if (problem.X.mixed()) {
+    if (problem.X.mixed() || hessian_stride > 1) {
       try {
         check_hessian_finite(problem.X, H);
         cholesky_in_place(H, what.str(), threads, advice);
+        factored = true;
+        factor_exact = hessian_stride == 1;
         return;
       } catch (const not_positive_definite&) {
-        problem.X.set_mixed(false);
+        if (hessian_stride > 1) {
+          sample_stride = stride = 1;  // rows too few for this H: every row, from here on
+        } else {
+          problem.X.set_mixed(false);
+        }
         visit(true);
       }
     }
     check_hessian_finite(problem.X, H);
     cholesky_in_place(H, what.str(), threads, advice);
+    factored = true;
+    factor_exact = hessian_stride == 1;
   };
   bool full_step = false;  // whether the last step was taken whole
+  bool chord = false;      // whether the last step reused an earlier point's factor
 
   // The scale of the problem: the gradient norm at theta = 0 (the visit's when it started there).
   Vector g0;
@@ -133,12 +166,29 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     // Mixed precision (float32 Hessians) changes only the steps, not the point the gradient
     // tolerance certifies. A full step that did not halve the gradient norm says the float32
     // Hessian is too coarse for this problem: float64 from here on.
-    if (problem.X.mixed() && full_step && result.grad_norm > 0.5 * previous_norm) {
+    const bool poor = full_step && !chord && result.grad_norm > 0.5 * previous_norm;
+    if (problem.X.mixed() && poor) {
       problem.X.set_mixed(false);
-      have_hessian = false;
+      have_hessian = factored = false;
     }
-    if (!have_hessian) visit(true);  // the prediction below was wrong: the same point again
-    factor_at(iter);
+    // The same test for a sampled Hessian's step; and near the optimum, exact Hessians.
+    if (sample_stride > 1 && poor) {
+      sample_stride = 1;
+      factored = false;
+    }
+    if (result.grad_norm <= kSampleUntil * scale) sample_stride = 1;
+    if (hessian_stride > sample_stride) have_hessian = false;  // sampled, now unwanted
+    stride = sample_stride;
+    // A chord step where the visit left the Hessian out (near the optimum, or where a
+    // prediction of convergence was wrong) and the last chord step kept its rate; otherwise
+    // the Hessian at this point.
+    const bool chord_last = chord;
+    chord = !have_hessian && factored && factor_exact &&
+            !(chord_last && result.grad_norm > kChordRate * previous_norm);
+    if (!chord) {
+      if (!have_hessian) visit(true);
+      factor_at(iter);
+    }
     step = -g;
     solve_factored(H, step, threads);
     const double slope = g.dot(step);
@@ -146,14 +196,23 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));
     // Quadratic convergence: ||g_{k+1}|| ~ ||g_k||^3 / ||g_{k-1}||^2.
     const double norm = result.grad_norm;
-    const double predicted = std::isfinite(previous_norm)
+    const bool exact = !chord && hessian_stride == 1;  // a Newton step with the exact H
+    const double predicted = std::isfinite(previous_norm) && exact && !chord_last
                                  ? norm * (norm / previous_norm) * (norm / previous_norm)
-                                 : INFINITY;  // no rate seen yet
+                                 : INFINITY;  // no (quadratic) rate seen yet
+    // Steps with a sampled Hessian converge about linearly, ||g_{k+1}|| ~ ||g_k||^2 /
+    // ||g_{k-1}||: where that is near kSampleUntil (within 4x: the rate varies) the next visit
+    // builds an exact Hessian (a visit again would cost a pass).
+    if (stride > 1 && std::isfinite(previous_norm) &&
+        norm * (norm / previous_norm) <= 4 * kSampleUntil * scale) {
+      stride = 1;
+    }
     previous_norm = norm;
     const Vector theta_k = theta, z_k = z, g_k = g;
     const double F_k = F;
     theta = theta_k + step;
-    visit(!(predicted <= 0.1 * gtol));
+    const bool local = (exact || chord) && norm <= kLocal * scale;
+    visit(!(predicted <= 0.1 * gtol) && !local);
     full_step = rounding_regime || F <= F_k + 1e-4 * slope;
     if (full_step) continue;
     // Backtrack along the step: z is linear in t, z_k + t (z - z_k), so no pass is needed

@@ -72,7 +72,7 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
                 const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
-                Vector* g, bool with_hessian) {
+                Vector* g, bool with_hessian, Index stride) {
   if (X.sparse()) {
     return sparse_hessian_at(X, family, y, w, l2, theta, z, r, a, H, threads, g, with_hessian);
   }
@@ -86,6 +86,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   std::vector<Matrix> partial(with_hessian ? static_cast<size_t>(nt - 1) : 0);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   std::vector<FloatScratch> scratch(with_hessian ? static_cast<size_t>(nt) : 0);
+  std::vector<Matrix> samples(with_hessian && stride > 1 ? static_cast<size_t>(nt) : 0);
   std::vector<Vector> gradients(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
   std::optional<BlasSingleThreadScope> serial;
   if (plan.outer > 1) serial.emplace();
@@ -96,12 +97,26 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     derivatives_range(family, z, y, w, r, a, begin, count);
     if (g) gradients[static_cast<size_t>(t)].noalias() += buf * r.segment(begin, count);
     if (!with_hessian) return;
-    for (Index j = 0; j < count; ++j) buf.col(j) *= std::sqrt(a[begin + j]);
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
-    if (!X.mixed()) return syrk_lower(target, buf.data(), count, plan.inner);
+    // The rows the Hessian sums, scaled by sqrt(a_i) (times sqrt(stride) for a subsample):
+    // every row of the block, or the block's rows i with i % stride == 0.
+    Matrix& rows = stride > 1 ? samples[static_cast<size_t>(t)] : buf;
+    if (stride > 1) {
+      const Index first = (stride - begin % stride) % stride;
+      const Index m = count > first ? (count - first + stride - 1) / stride : 0;
+      if (m == 0) return;
+      rows.resize(p, m);
+      for (Index q = 0; q < m; ++q) {
+        const Index j = first + q * stride;
+        rows.col(q) = buf.col(j) * std::sqrt(static_cast<double>(stride) * a[begin + j]);
+      }
+    } else {
+      for (Index j = 0; j < count; ++j) buf.col(j) *= std::sqrt(a[begin + j]);
+    }
+    if (!X.mixed()) return syrk_lower(target, rows.data(), rows.cols(), plan.inner);
     FloatScratch& f = scratch[static_cast<size_t>(t)];
-    f.panel = buf.cast<float>();
+    f.panel = rows.cast<float>();
     add_float_product(target, f, plan.inner);
   });
   if (with_hessian) {

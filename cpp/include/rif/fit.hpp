@@ -20,6 +20,11 @@ struct FitResult {
   /// Stopped before the tolerance because the gradient norm could no longer decrease (it
   /// reached the rounding noise of the gradient, or no step lowered F).
   bool stalled = false;
+  /// Points visited (each one pass over X for z, the loss and the gradient), and how many of
+  /// those passes also built the Hessian from every row or from a sample of rows.
+  int visits = 0;
+  int hessians = 0;
+  int sampled_hessians = 0;
 };
 
 /// The stopping rule of fit and retrain: tol in [machine epsilon, inf) (relative to the

@@ -20,10 +20,12 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
 /// triangle), and with g also g = X^T r (no penalty). The pass that builds H reads X anyway; X
 /// read from a source (a file) is then read once for all of them. Without with_hessian the
 /// pass computes only z, (r, a) and g, and leaves H as it was. Non-finite values are left for
-/// the caller's checks.
+/// the caller's checks. With stride > 1 (dense X; sparse X ignores it) H is estimated from
+/// the rows i with i % stride == 0, each counted stride times: stride times cheaper, for fit's
+/// steps far from the optimum when n is many times p.
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
                 const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
-                Vector* g = nullptr, bool with_hessian = true);
+                Vector* g = nullptr, bool with_hessian = true, Index stride = 1);
 
 /// A centre for X's rows when X is read from a source: the weighted means of its first row
 /// block (any centre near the data removes the intercept's cancellation; this one costs no
