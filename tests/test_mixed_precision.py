@@ -56,9 +56,9 @@ def test_mixed_matches_float64_reference(dtype):
     np.testing.assert_allclose(A.scores(v), s, rtol=0, atol=1e-4 * np.abs(s).max())
 
 
-def test_mixed_is_closer_than_float32_resolution_but_not_bitwise():
+def test_mixed_differs_from_float64_by_float32_rounding():
     """The mixed answers differ from the float64 path (they are float32 products) by about
-    float32's rounding, and the float64 path is unchanged by the option's existence."""
+    float32's rounding: not bitwise equal, and far inside the bound above."""
     X, y, theta = problem(seed=3)
     A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1)
     M = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1,
@@ -81,18 +81,27 @@ def test_mixed_reads_a_source_as_in_memory(tmp_path):
     np.testing.assert_allclose(S.leverage, M.leverage, rtol=0, atol=1e-6)
 
 
-def test_paths_that_compute_in_float64_say_so():
+def test_paths_that_compute_in_float64_say_so_and_do():
+    """The dual path and sparse X compute in float64 whatever was asked: the same numbers as
+    precision="double", bit for bit, in every later pass too (the dual path's lazy H)."""
     sp = pytest.importorskip("scipy.sparse")
     rng = np.random.default_rng(5)
     X = rng.standard_normal((100, 300))
     y = (rng.random(100) < 0.5).astype(float)
-    theta = np.zeros(300)
-    D = rn.Attribution(X, y, theta, l2=1.0, solver="dual", precision="mixed")
+    theta = rng.standard_normal(300) * 0.05
+    kw = dict(l2=1.0, solver="dual", num_threads=1)
+    D, D64 = rn.Attribution(X, y, theta, precision="mixed", **kw), rn.Attribution(X, y, theta, **kw)
     assert D.solver == "dual" and D.precision == "double"
-    Xs = sp.random(2000, 300, density=0.01, format="csr", random_state=0)
-    ys = (rng.random(2000) < 0.5).astype(float)
-    S = rn.Attribution(Xs, ys, np.zeros(300), l2=1.0, precision="mixed")
+    np.testing.assert_array_equal(D.hessian(), D64.hessian())
+    np.testing.assert_array_equal(D.leverage, D64.leverage)
+    # sparse X with n < 2p/3: the sparse Hessian, then the dense leverage pass
+    Xs = sp.random(150, 300, density=0.05, format="csr", random_state=0)
+    ys = (rng.random(150) < 0.5).astype(float)
+    kw = dict(l2=1.0, solver="primal", num_threads=1)
+    S = rn.Attribution(Xs, ys, np.zeros(300), precision="mixed", **kw)
+    S64 = rn.Attribution(Xs, ys, np.zeros(300), **kw)
     assert S.precision == "double"
+    np.testing.assert_array_equal(S.leverage, S64.leverage)
 
 
 @pytest.mark.parametrize("bad", ["single", "float32", None, 32])
@@ -125,15 +134,37 @@ def near_duplicates(n, copies, seed):
     return X, y
 
 
-def test_nearly_singular_hessian_falls_back_to_float64():
+def test_hessian_float32_cannot_hold_falls_back_to_float64():
+    """A feature of size 1e20: its squares overflow float32 (3.4e38), never float64. The
+    float32 H is not finite, so the object builds H in float64 instead and says so."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    X = rng.standard_normal((n, 6))
+    X[:, 2] *= 1e20
+    y = (rng.random(n) < 1 / (1 + np.exp(-X[:, 0]))).astype(float)
+    theta = rn.fit(X, y, l2=1e-3).theta
+    A = rn.Attribution(X, y, theta, l2=1e-3, num_threads=1)
+    M = rn.Attribution(X, y, theta, l2=1e-3, num_threads=1, precision="mixed")
+    assert M.precision == "double"
+    # the same float64 H by another pass (rows scaled before the copy, not after)
+    np.testing.assert_allclose(M.leverage, A.leverage, rtol=1e-12, atol=1e-15)
+    f = rn.fit(X, y, l2=1e-3, precision="mixed")
+    assert f.converged
+    np.testing.assert_allclose(f.theta, theta, rtol=1e-8)
+
+
+def test_nearly_singular_hessian_is_resolved():
+    """Near-duplicate columns (cond(H) ~ 1e9): whether the float32 H factors depends on the
+    rounding; either way the object must not fail, and a mixed H that does factor is within
+    float32 resolution of the float64 one, amplified by cond(H)."""
     X, y = near_duplicates(3000, 40, seed=8)
     theta = rn.fit(X, y, l2=1e-6).theta
     A = rn.Attribution(X, y, theta, l2=1e-6, num_threads=1)
     M = rn.Attribution(X, y, theta, l2=1e-6, num_threads=1, precision="mixed")
-    assert M.precision == "double"
-    # The same float64 H by another pass (rows scaled before the copy, not after): equal to
-    # float64 rounding amplified by cond(H) ~ 1e9.
-    np.testing.assert_allclose(M.leverage, A.leverage, rtol=0, atol=1e-6)
+    if M.precision == "double":
+        np.testing.assert_allclose(M.leverage, A.leverage, rtol=0, atol=1e-6)
+    else:
+        assert np.all(np.isfinite(M.leverage))
 
 
 def _distance_bound(X, y, theta, l2, gtol, intercept=True):
@@ -191,3 +222,37 @@ def test_cli_attribute_mixed(tmp_path, capsys):
     d, m = outs["double"], outs["mixed"]
     scale = np.abs(d["score_rif"]).max()
     np.testing.assert_allclose(m["score_rif"], d["score_rif"], rtol=0, atol=1e-4 * scale)
+
+
+def test_save_and_load_keep_precision(tmp_path):
+    X, y, theta = problem(n=800, d=30, seed=12)
+    M = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, num_threads=1,
+                       precision="mixed")
+    M.save(tmp_path / "m.npz")
+    B = rn.Attribution.load(tmp_path / "m.npz", num_threads=1)
+    assert B.precision == "mixed"
+    np.testing.assert_array_equal(B.leverage, M.leverage)
+    again = pickle.loads(pickle.dumps(B))
+    assert again.precision == "mixed"
+    np.testing.assert_array_equal(again.leverage, M.leverage)
+
+
+def test_one_call_functions_take_precision():
+    X, y, theta = problem(n=1500, d=40, seed=13)
+    kw = dict(l2=1.0, fit_intercept=True, num_threads=1)
+    h = rn.leverage(X, y, theta, precision="mixed", **kw)
+    np.testing.assert_allclose(h, rn.leverage(X, y, theta, **kw), rtol=0, atol=1e-6)
+    assert not np.array_equal(h, rn.leverage(X, y, theta, **kw))
+
+
+def test_dask_engine_refuses_mixed():
+    da = pytest.importorskip("dask.array")
+    X, y, theta = problem(n=400, d=5, seed=14)
+    Xd = da.from_array(X.astype(np.float64), chunks=(200, 5))
+    A = rn.Attribution(Xd, y, theta, l2=1.0, fit_intercept=True, precision="double")
+    np.testing.assert_allclose(
+        np.asarray(A.leverage),
+        rn.Attribution(X.astype(np.float64), y, theta, l2=1.0, fit_intercept=True).leverage,
+        rtol=1e-10)
+    with pytest.raises(ValueError, match="Dask engine computes in float64"):
+        rn.Attribution(Xd, y, theta, l2=1.0, fit_intercept=True, precision="mixed")

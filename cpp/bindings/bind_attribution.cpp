@@ -186,12 +186,14 @@ void bind_attribution(py::module_& m) {
           [](const py::object& X, const py::object& y, const py::object& l2,
              const py::object& family, const py::object& sample_weight,
              const py::object& fit_intercept_arg, const py::object& num_threads_arg,
-             const py::dict& state) {
+             const py::dict& state, const py::object& precision) {
             auto self = std::make_unique<PyAttribution>();
+            const bool mixed = precision_arg(precision);
             self->X = design_arg(X);
             rif::Problem problem =
                 make_problem(to_design(self->X, flag_arg(fit_intercept_arg, "fit_intercept")), y,
                              sample_weight, l2, family);
+            problem.X.set_mixed(mixed && !problem.X.sparse());  // for later passes over X
             rif::AttributionState st = state_from(state);
             const int num_threads = threads_arg(num_threads_arg);
             py::gil_scoped_release release;
@@ -201,6 +203,7 @@ void bind_attribution(py::module_& m) {
           },
           py::arg("X"), py::arg("y"), py::arg("l2"), py::arg("family"), py::arg("sample_weight"),
           py::arg("fit_intercept"), py::arg("num_threads"), py::arg("state"),
+          py::arg("precision") = "double",
           "Rebuild from a saved state (state()) without the Hessian pass or the factorisation.")
       .def("state", [](const PyAttribution& s) { return state_dict(s.core->state()); },
            "The computed state (kernel coordinates), for saving.")

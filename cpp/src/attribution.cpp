@@ -155,6 +155,9 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
                                 "memory, not from a source of row blocks: use backend='cpu'");
   }
   user_theta_ = theta_;
+  // float32 products are a CPU option of the dense primal passes (the dual path is decided
+  // below); elsewhere every pass, later ones included, stays float64.
+  if (use_cuda || problem_.X.sparse()) problem_.X.set_mixed(false);
   if (!use_cuda && problem_.X.intercept() && problem_.X.has_data()) {
     // Centred on the weighted column means: the intercept's pivot then stays resolvable
     // however far the features sit from 0 (Design::set_centre).
@@ -189,6 +192,7 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
                       (path == HessianPath::automatic &&
                        DualFactor::pays(problem_.X.rows(), problem_.X.params(), problem_.l2,
                                         problem_.X.sparse() != nullptr));
+    if (dual) problem_.X.set_mixed(false);  // H built later (host_factor) in float64 too
     const auto t0 = clock::now();
     Vector z;  // z, (r, a) and, on the primal path, H on one pass over X
     // X^T r comes from this pass on the dual path and with mixed precision (whose leverage
@@ -204,12 +208,20 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
       h_ = dual_->leverage();
       timings_ = Timings{seconds(t0, t1), seconds(t1, clock::now()), 0.0};
     } else {
+      // The float32 products of a nearly singular H can lose its positive definiteness (and
+      // those of huge features overflow float32): H again in float64 (mixed() then says so)
+      // before the failure is reported.
+      bool retry = false;
       try {
         factor_hessian(threads);
       } catch (const not_positive_definite&) {
         if (!problem_.X.mixed()) throw;
-        // The float32 products of a nearly singular H can lose its positive definiteness:
-        // H again in float64 (mixed() then says so) before the failure is reported.
+        retry = true;
+      } catch (const std::invalid_argument&) {
+        if (!problem_.X.mixed()) throw;
+        retry = true;
+      }
+      if (retry) {
         problem_.X.set_mixed(false);
         rif::hessian(problem_.X, a_, problem_.l2, H_, threads);
         factor_hessian(threads);

@@ -76,6 +76,11 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   const Index p = problem.X.params();
   Index sample_stride =
       !problem.X.sparse() && n >= 512 * p ? n / (256 * std::max<Index>(p, 1)) : 1;
+  if (sample_stride > 1 && problem.w.size()) {  // the sample must hold rows of weight
+    Index weighted = 0;
+    for (Index i = 0; i < n; i += sample_stride) weighted += problem.w[i] > 0 ? 1 : 0;
+    if (weighted < 128 * p) sample_stride = 1;
+  }
   Index stride = sample_stride;  // for the next visit's Hessian
   bool have_hessian = false;
   bool factored = false;      // H holds the Cholesky factor of an earlier point's Hessian...
@@ -94,33 +99,35 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     if (with_hessian) ++(stride > 1 ? result.sampled_hessians : result.hessians);
   };
   visit(true);
-  // H <- its Cholesky factor; a float32 Hessian that is not positive definite (rounding, where
-  // H is nearly singular) is built again in float64 before the failure is reported.
+  // H <- its Cholesky factor. A sampled Hessian that does not factor (or is not finite) is
+  // built again from every row, then a float32 one in float64, before the failure is reported.
+  bool factor_mixed = false;  // whether the factor came from float32 products
   const auto factor_at = [&](int iteration) {
     std::ostringstream what;
     what << "The Hessian at Newton iteration " << iteration;
     const Advice advice =
         hessian_advice(problem.X.features(), problem.X.intercept(), problem.l2);
-    if (problem.X.mixed() || hessian_stride > 1) {
+    for (;;) {
+      const bool approximate = hessian_stride > 1 || problem.X.mixed();
       try {
         check_hessian_finite(problem.X, H);
         cholesky_in_place(H, what.str(), threads, advice);
         factored = true;
         factor_exact = hessian_stride == 1;
+        factor_mixed = problem.X.mixed();
         return;
       } catch (const not_positive_definite&) {
-        if (hessian_stride > 1) {
-          sample_stride = stride = 1;  // rows too few for this H: every row, from here on
-        } else {
-          problem.X.set_mixed(false);
-        }
-        visit(true);
+        if (!approximate) throw;
+      } catch (const std::invalid_argument&) {  // float32 products can overflow
+        if (!approximate) throw;
       }
+      if (hessian_stride > 1) {
+        sample_stride = stride = 1;  // rows too few for this H: every row, from here on
+      } else {
+        problem.X.set_mixed(false);
+      }
+      visit(true);
     }
-    check_hessian_finite(problem.X, H);
-    cholesky_in_place(H, what.str(), threads, advice);
-    factored = true;
-    factor_exact = hessian_stride == 1;
   };
   bool full_step = false;  // whether the last step was taken whole
   bool chord = false;      // whether the last step reused an earlier point's factor
@@ -163,18 +170,17 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     }
     best = std::min(best, result.grad_norm);
     if (iter >= options.max_iter) break;
-    // Mixed precision (float32 Hessians) changes only the steps, not the point the gradient
-    // tolerance certifies. A full step that did not halve the gradient norm says the float32
-    // Hessian is too coarse for this problem: float64 from here on.
+    // Sampled rows and mixed precision (float32 Hessians) change only the steps, not the point
+    // the gradient tolerance certifies. A full step with such a Hessian that did not halve the
+    // gradient norm says it is too coarse for this problem: sampled, every row from here on;
+    // float32 near the optimum (where exact Newton steps do halve it), float64.
     const bool poor = full_step && !chord && result.grad_norm > 0.5 * previous_norm;
-    if (problem.X.mixed() && poor) {
-      problem.X.set_mixed(false);
-      have_hessian = factored = false;
-    }
-    // The same test for a sampled Hessian's step; and near the optimum, exact Hessians.
-    if (sample_stride > 1 && poor) {
+    if (poor && !factor_exact) {
       sample_stride = 1;
       factored = false;
+    } else if (poor && factor_mixed && previous_norm <= kLocal * scale) {
+      problem.X.set_mixed(false);
+      have_hessian = factored = false;
     }
     if (result.grad_norm <= kSampleUntil * scale) sample_stride = 1;
     if (hessian_stride > sample_stride) have_hessian = false;  // sampled, now unwanted
@@ -229,12 +235,21 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
         break;
       }
     }
-    if (!accepted) {  // no decrease possible: report the gradient norm reached
+    if (!accepted) {  // no decrease possible along this step
       theta = theta_k;
       z = z_k;
       g = g_k;
       F = F_k;
-      result.stalled = true;
+      if (chord || !factor_exact || factor_mixed) {
+        // The step came from an earlier point's factor, sampled rows or float32 products:
+        // from theta_k again with the exact float64 Hessian before giving up.
+        sample_stride = stride = 1;
+        problem.X.set_mixed(false);
+        chord = false;
+        visit(true);
+        continue;
+      }
+      result.stalled = true;  // report the gradient norm reached
       break;
     }
   }

@@ -572,6 +572,11 @@ class Attribution(_frames.Named):
                     raise ValueError("backend='cuda' reads X from one array in memory; X here is "
                                      f"read from a source ({Xa!r}): use backend='cpu'")
                 use_cuda = False
+            if use_cuda and self._precision != "double":
+                if _backend_choice(backend) == "cuda":
+                    raise ValueError("precision='mixed' is a CPU option; the cuda backend "
+                                     "computes in float64: use backend='cpu'")
+                use_cuda = False  # "auto" with mixed: the CPU, which has it
             if not use_cuda:
                 _memory.require(
                     _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads)),
@@ -1025,7 +1030,8 @@ def _unpickle(X: np.ndarray, y: np.ndarray, theta: np.ndarray, kwargs: dict,
 
 _DOC_KEYWORDS = """
     The keywords are those of :class:`Attribution`: ``l2``, ``family``, ``sample_weight``,
-    ``fit_intercept``, ``num_threads``, ``backend``, ``max_memory``, ``progress``. X may be a
+    ``fit_intercept``, ``num_threads``, ``backend``, ``max_memory``, ``progress``,
+    ``precision``. X may be a
     source larger than memory (a ``.npy`` path, shards, Zarr, HDF5, Dask: rif_native.sources)."""
 
 
@@ -1033,7 +1039,7 @@ def leverage(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, l2: float = 0.0,
              family: str = "logistic", sample_weight: Optional[ArrayLike] = None,
              fit_intercept: bool = False, num_threads: Optional[int] = None,
              backend: Optional[str] = None, max_memory: _memory.MemorySize = None,
-             progress: Optional[bool] = None) -> np.ndarray:
+             progress: Optional[bool] = None, precision: str = "double") -> np.ndarray:
     """(n,) generalised leverages h_i = a_i x_i^T H^{-1} x_i at theta."""
     return Attribution(X, y, theta, **_keywords(locals())).leverage.copy()
 
@@ -1043,7 +1049,7 @@ def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, out: Optional[Any
               sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
               num_threads: Optional[int] = None, backend: Optional[str] = None,
               max_memory: _memory.MemorySize = None,
-              progress: Optional[bool] = None) -> np.ndarray:
+              progress: Optional[bool] = None, precision: str = "double") -> np.ndarray:
     """(n, p) classic influence functions: row i is IF_i = H^{-1} g_i, the first-order removal
     effect theta_{-i} - theta_hat of sample i. ``out``: a ``.npy`` or ``.zarr`` path to write
     the rows to block by block (see :meth:`Attribution.influence`)."""
@@ -1055,7 +1061,7 @@ def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *,
                        sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
                        num_threads: Optional[int] = None, backend: Optional[str] = None,
                        max_memory: _memory.MemorySize = None,
-                       progress: Optional[bool] = None) -> np.ndarray:
+                       progress: Optional[bool] = None, precision: str = "double") -> np.ndarray:
     """(n, p) rescaled influence functions: row i is RIF_i = IF_i / (1 - h_i), the Newton-step
     removal effect theta_{-i} - theta_hat of sample i. A drop-in replacement for influence()
     that stays accurate when d is comparable to n. ``out`` as for :func:`influence`."""
@@ -1067,14 +1073,14 @@ def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike, *,
                 sample_weight: Optional[ArrayLike] = None, fit_intercept: bool = False,
                 num_threads: Optional[int] = None, backend: Optional[str] = None,
                 max_memory: _memory.MemorySize = None,
-                progress: Optional[bool] = None) -> np.ndarray:
+                progress: Optional[bool] = None, precision: str = "double") -> np.ndarray:
     """Newton-step removal effect H_{-T}^{-1} sum_{i in T} g_i of each set T: (p,) for one set,
     (m, p) for a list of sets."""
     return Attribution(X, y, theta, **_keywords(locals())).group_effect(sets, method="ns")
 
 
 _ATTRIBUTION_KEYWORDS = ("l2", "family", "sample_weight", "fit_intercept", "num_threads",
-                         "backend", "max_memory", "progress")
+                         "backend", "max_memory", "progress", "precision")
 
 
 def _keywords(args: dict) -> dict:
@@ -1146,7 +1152,7 @@ def fit(
                              "max_memory unset")
         if precision != "double":
             raise ValueError("precision='mixed' is for the binary GLM families; the multinomial "
-                             f"family computes in float64 (got precision={precision!r})")
+                             "family computes in float64")
         from . import multinomial
 
         return multinomial.fit(X, y, l2=l2, sample_weight=sample_weight,

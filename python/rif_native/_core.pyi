@@ -26,6 +26,7 @@ def fit(
     tol: float,
     max_iter: int,
     num_threads: int,
+    precision: str = ...,
 ) -> dict[str, Any]: ...
 
 class Attribution:
@@ -42,7 +43,26 @@ class Attribution:
         use_cuda: bool = ...,
         device: Optional[tuple[int, int, int, bool]] = ...,
         device_owner: Any = ...,
+        solver: str = ...,
+        precision: str = ...,
     ) -> None: ...
+    @staticmethod
+    def restore(
+        X: Any,
+        y: np.ndarray,
+        l2: float,
+        family: str,
+        sample_weight: Optional[np.ndarray],
+        fit_intercept: bool,
+        num_threads: int,
+        state: dict[str, Any],
+        precision: str = ...,
+    ) -> "Attribution": ...
+    def state(self) -> dict[str, np.ndarray]: ...
+    @property
+    def dual(self) -> bool: ...
+    @property
+    def mixed(self) -> bool: ...
     @property
     def has_host_data(self) -> bool: ...
     @property

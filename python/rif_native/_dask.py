@@ -331,10 +331,16 @@ class DaskAttribution(Attribution):
     def __init__(self, X: Any, y: Any, theta: Any, *, l2: float = 0.0, family: str = "logistic",
                  sample_weight: Any = None, fit_intercept: bool = False,
                  num_threads: Optional[int] = None, backend: Optional[str] = None,
-                 max_memory: Any = None, progress: Optional[bool] = None) -> None:
+                 max_memory: Any = None, progress: Optional[bool] = None,
+                 precision: str = "double") -> None:
         import dask
         import dask.array as da
 
+        from ._api import _precision
+
+        if _precision(precision) != "double":
+            raise ValueError("precision='mixed' is for attributions in this process; the Dask "
+                             "engine computes in float64 (or pass backend='cpu')")
         self.family, self.l2 = _family(family), _real(l2, "l2")
         if not self.l2 >= 0 or not np.isfinite(self.l2):
             raise ValueError(f"l2 must be a finite number >= 0, got {l2}")

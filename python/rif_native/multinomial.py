@@ -139,9 +139,11 @@ class MultinomialAttribution(_frames.Named):
                  precision: str = "double") -> None:
         if family != "multinomial":
             raise ValueError(f"MultinomialAttribution is the multinomial family, got {family!r}")
-        if precision != "double":
+        from ._api import _precision
+
+        if _precision(precision) != "double":
             raise ValueError("precision='mixed' is for the binary GLM families; the multinomial "
-                             f"family computes in float64 (got precision={precision!r})")
+                             "family computes in float64")
         if backend not in (None, "cpu", "auto"):
             raise ValueError(f"the multinomial family runs on the CPU; backend={backend!r} is "
                              "not available for it")

@@ -35,6 +35,8 @@ X_indptr               (n + 1,)
 param_names            (p,)       parameter names (when the object has labels)
 sample_ids             (n,)       sample ids (when labelled by a DataFrame index; as strings
                                   unless numbers; a MultiIndex's tuples as their text)
+precision              ()         "double" or "mixed": how H and the leverages were computed
+                                  (``Attribution(precision=...)``); absent means "double"
 =====================  =========  ============================================================
 
 X is saved when it is in memory (``include_x=None``); X read from files (``.npy``, shards,
@@ -77,6 +79,7 @@ def save(A: Any, path: Any, *, include_x: Optional[bool] = None) -> None:
         "fit_intercept": np.array(A.fit_intercept), "n": np.array(A.n),
         "d": np.array(A.n_features), "theta": A.theta, "y": np.asarray(y, dtype=np.float64),
         "sample_weight": np.zeros(0) if w is None else np.asarray(w, dtype=np.float64),
+        "precision": np.array(A.precision),
     }
     arrays.update(A._core.state())
     arrays.update(_x_arrays(X, include_x))
@@ -141,9 +144,11 @@ def load(path: Any, X: Any = None, *, num_threads: Optional[int] = None,
     A._threads = _threads(num_threads) or int(_core.default_threads())
     A._device = None
     family, l2 = str(stored["family"]), float(stored["l2"])
+    A._precision = str(stored["precision"]) if "precision" in stored else "double"
     with _reading(Xa, progress):
         A._core = _core.Attribution.restore(Xa, ya, l2, family, wa, fit_intercept, A._threads,
-                                            {k: stored[k] for k in _STATE + ("theta",)})
+                                            {k: stored[k] for k in _STATE + ("theta",)},
+                                            precision=A._precision)
     A._finish("cpu", (Xa, ya, wa), n, d, family, l2, fit_intercept)
     return A
 

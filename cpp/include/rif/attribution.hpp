@@ -88,11 +88,11 @@ class Attribution {
 
   /// Whether the object answers from the dual form (rif/dual.hpp).
   bool dual() const { return dual_ != nullptr; }
-  /// Whether its Hessian and leverages came from the mixed-precision passes (Design::mixed()
-  /// on the CPU's dense primal path; the dual path, sparse X and the GPU compute in float64).
-  bool mixed() const {
-    return problem_.X.mixed() && !gpu_ && !dual_ && !problem_.X.sparse();
-  }
+  /// Whether its Hessian and leverages came from the mixed-precision passes (Design::mixed(),
+  /// kept only on the CPU's dense primal path: the dual path, sparse X and the GPU compute in
+  /// float64; so do the passes after a float32 H failed to factor). Later passes over X
+  /// (retraining's refreshed Hessians) use the same precision.
+  bool mixed() const { return problem_.X.mixed(); }
 
   /// Rebuilds a CPU object from a saved state on host data: checks the state's shapes, and that
   /// its r and a are the data's at its theta (one pass z = X theta, no Hessian, no factor).
