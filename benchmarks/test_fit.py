@@ -69,36 +69,30 @@ def scale():
     return grad_norm(np.zeros(X.shape[1]), 0.0)  # ||grad F(0)||, fit's tolerance unit
 
 
+def race(benchmark, impl, solver, tol, target):
+    """Time scikit-learn's `solver` (impl == solver) or rif-native asked to stop at the
+    gradient norm `target()` that solver reached."""
+    pytest.importorskip("sklearn")
+    data()
+    if impl == solver:
+        _, norm = benchmark.pedantic(sklearn_fit, args=(solver, tol), rounds=2, iterations=1)
+    else:
+        goal = target()
+        precision = "mixed" if impl.endswith("mixed") else "double"
+        res, norm = benchmark.pedantic(ours, args=(goal / scale(), precision), rounds=3,
+                                       iterations=1)
+        assert norm <= goal * 1.01
+        benchmark.extra_info.update(hessians=res.hessians, n_iter=res.n_iter, target=goal)
+    benchmark.extra_info["grad_norm"] = norm
+
+
 @pytest.mark.parametrize("impl", ["rif-native", "rif-native mixed", "newton-cholesky"])
 def test_fit_tight(benchmark, impl):
-    pytest.importorskip("sklearn")
     benchmark.group = "fit CatDog, tight"
-    data()
-    if impl == "newton-cholesky":
-        _, norm = benchmark.pedantic(sklearn_fit, args=("newton-cholesky", 1e-10), rounds=2,
-                                     iterations=1)
-    else:
-        target = newton_cholesky_norm()
-        precision = "mixed" if impl.endswith("mixed") else "double"
-        res, norm = benchmark.pedantic(ours, args=(target / scale(), precision), rounds=3,
-                                       iterations=1)
-        assert norm <= target * 1.01
-        benchmark.extra_info.update(hessians=res.hessians, n_iter=res.n_iter, target=target)
-    benchmark.extra_info["grad_norm"] = norm
+    race(benchmark, impl, "newton-cholesky", 1e-10, newton_cholesky_norm)
 
 
 @pytest.mark.parametrize("impl", ["lbfgs", "rif-native", "rif-native mixed"])
 def test_fit_at_lbfgs_norm(benchmark, impl):
-    pytest.importorskip("sklearn")
     benchmark.group = "fit CatDog, at lbfgs's norm"
-    data()
-    if impl == "lbfgs":
-        _, norm = benchmark.pedantic(sklearn_fit, args=("lbfgs", None), rounds=3, iterations=1)
-    else:
-        target = lbfgs_norm()
-        precision = "mixed" if impl.endswith("mixed") else "double"
-        res, norm = benchmark.pedantic(ours, args=(target / scale(), precision), rounds=3,
-                                       iterations=1)
-        assert norm <= target * 1.01
-        benchmark.extra_info.update(hessians=res.hessians, n_iter=res.n_iter, target=target)
-    benchmark.extra_info["grad_norm"] = norm
+    race(benchmark, impl, "lbfgs", None, lbfgs_norm)

@@ -115,17 +115,100 @@ KernelPlan kernel_plan(Index p, int threads, Index n) {
   return plan;
 }
 
-void syrk_lower(Matrix& C, const double* A, Index k, int threads) {
+
+namespace {
+
+#ifdef RIF_HAVE_OPENBLAS
+/// The OpenBLAS routines of one precision, for the templates below.
+template <class T>
+struct Routines;
+template <>
+struct Routines<double> {
+  static constexpr auto syrk = scipy_dsyrk_;
+  static constexpr auto trmm = scipy_dtrmm_;
+  static constexpr auto trsm = scipy_dtrsm_;
+};
+template <>
+struct Routines<float> {
+  static constexpr auto syrk = scipy_ssyrk_;
+  static constexpr auto trmm = scipy_strmm_;
+  static constexpr auto trsm = scipy_strsm_;
+};
+#endif
+
+template <class T, class M>
+void syrk_any(M& C, const T* A, Index k, int threads) {
   const Index p = C.rows();
 #ifdef RIF_HAVE_OPENBLAS
   OpenblasThreads scope(threads);
   const int n = as_int(p), kk = as_int(k);
-  const double one = 1.0;
-  scipy_dsyrk_("L", "N", &n, &kk, &one, A, &n, &one, C.data(), &n, 1, 1);
+  const T one = 1;
+  Routines<T>::syrk("L", "N", &n, &kk, &one, A, &n, &one, C.data(), &n, 1, 1);
 #else
   (void)threads;
-  C.selfadjointView<Eigen::Lower>().rankUpdate(Eigen::Map<const Matrix>(A, p, k));
+  C.template selfadjointView<Eigen::Lower>().rankUpdate(Eigen::Map<const M>(A, p, k));
 #endif
+}
+
+template <class T, class M>
+void trsm_any(const M& L, T* B, Index k, int threads, bool transpose) {
+  const Index p = L.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int m = as_int(p), n = as_int(k);
+  const T one = 1;
+  Routines<T>::trsm("L", "L", transpose ? "T" : "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1,
+                    1, 1, 1);
+#else
+  (void)threads;
+  Eigen::Map<M> b(B, p, k);
+  if (transpose) {
+    L.transpose().template triangularView<Eigen::Upper>().solveInPlace(b);
+  } else {
+    L.template triangularView<Eigen::Lower>().solveInPlace(b);
+  }
+#endif
+}
+
+template <class T, class M>
+void trmm_any(const M& tri, T* B, Index k, int threads) {
+  const Index p = tri.rows();
+#ifdef RIF_HAVE_OPENBLAS
+  OpenblasThreads scope(threads);
+  const int m = as_int(p), n = as_int(k);
+  const T one = 1;
+  Routines<T>::trmm("L", "L", "N", "N", &m, &n, &one, tri.data(), &m, B, &m, 1, 1, 1, 1);
+#else
+  (void)threads;
+  Eigen::Map<M> b(B, p, k);
+  b = tri.template triangularView<Eigen::Lower>() * b;
+#endif
+}
+
+}  // namespace
+
+void syrk_lower(Matrix& C, const double* A, Index k, int threads) {
+  syrk_any(C, A, k, threads);
+}
+
+void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads) {
+  syrk_any(C, A, k, threads);
+}
+
+void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose) {
+  trsm_any(L, B, k, threads, transpose);
+}
+
+void trsm_lower(const FloatMatrix& L, float* B, Index k, int threads) {
+  trsm_any(L, B, k, threads, false);
+}
+
+void trmm_lower(const Matrix& T, double* B, Index k, int threads) {
+  trmm_any(T, B, k, threads);
+}
+
+void trmm_lower(const FloatMatrix& T, float* B, Index k, int threads) {
+  trmm_any(T, B, k, threads);
 }
 
 #ifdef RIF_HAVE_OPENBLAS
@@ -204,79 +287,10 @@ void trtri_lower(Matrix& L, int threads) {
 #endif
 }
 
-void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose) {
-  const Index p = L.rows();
-#ifdef RIF_HAVE_OPENBLAS
-  OpenblasThreads scope(threads);
-  const int m = as_int(p), n = as_int(k);
-  const double one = 1.0;
-  scipy_dtrsm_("L", "L", transpose ? "T" : "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1, 1, 1,
-               1);
-#else
-  (void)threads;
-  Eigen::Map<Matrix> b(B, p, k);
-  if (transpose) {
-    L.transpose().triangularView<Eigen::Upper>().solveInPlace(b);
-  } else {
-    L.triangularView<Eigen::Lower>().solveInPlace(b);
-  }
-#endif
-}
 
-void trmm_lower(const Matrix& T, double* B, Index k, int threads) {
-  const Index p = T.rows();
-#ifdef RIF_HAVE_OPENBLAS
-  OpenblasThreads scope(threads);
-  const int m = as_int(p), n = as_int(k);
-  const double one = 1.0;
-  scipy_dtrmm_("L", "L", "N", "N", &m, &n, &one, T.data(), &m, B, &m, 1, 1, 1, 1);
-#else
-  (void)threads;
-  Eigen::Map<Matrix> b(B, p, k);
-  b = T.triangularView<Eigen::Lower>() * b;
-#endif
-}
 
-void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads) {
-  const Index p = C.rows();
-#ifdef RIF_HAVE_OPENBLAS
-  OpenblasThreads scope(threads);
-  const int n = as_int(p), kk = as_int(k);
-  const float one = 1.0f;
-  scipy_ssyrk_("L", "N", &n, &kk, &one, A, &n, &one, C.data(), &n, 1, 1);
-#else
-  (void)threads;
-  C.selfadjointView<Eigen::Lower>().rankUpdate(Eigen::Map<const FloatMatrix>(A, p, k));
-#endif
-}
 
-void trmm_lower(const FloatMatrix& T, float* B, Index k, int threads) {
-  const Index p = T.rows();
-#ifdef RIF_HAVE_OPENBLAS
-  OpenblasThreads scope(threads);
-  const int m = as_int(p), n = as_int(k);
-  const float one = 1.0f;
-  scipy_strmm_("L", "L", "N", "N", &m, &n, &one, T.data(), &m, B, &m, 1, 1, 1, 1);
-#else
-  (void)threads;
-  Eigen::Map<FloatMatrix> b(B, p, k);
-  b = T.triangularView<Eigen::Lower>() * b;
-#endif
-}
 
-void trsm_lower(const FloatMatrix& L, float* B, Index k, int threads) {
-  const Index p = L.rows();
-#ifdef RIF_HAVE_OPENBLAS
-  OpenblasThreads scope(threads);
-  const int m = as_int(p), n = as_int(k);
-  const float one = 1.0f;
-  scipy_strsm_("L", "L", "N", "N", &m, &n, &one, L.data(), &m, B, &m, 1, 1, 1, 1);
-#else
-  (void)threads;
-  Eigen::Map<FloatMatrix> b(B, p, k);
-  L.triangularView<Eigen::Lower>().solveInPlace(b);
-#endif
-}
 
 void potri_lower(Matrix& L, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
