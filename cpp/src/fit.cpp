@@ -1,5 +1,6 @@
 #include "rif/fit.hpp"
 
+#include "rif/hessian_plan.hpp"
 #include "rif/interrupt.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
@@ -60,77 +61,42 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   // Where the gradient norm is predicted to meet the tolerance, the visit leaves the Hessian
   // out (the last iteration then costs a gradient, not a Hessian), and makes up for it only if
   // the prediction was wrong.
-  //
-  // Far from the optimum, with n at least 512 p, the Hessian is estimated from every
-  // stride-th row (about 256 p rows; Newton's step there needs a direction, not H's last
-  // digits): its relative error, about sqrt(p / rows) ~ 6%, costs little in the rate, and its
-  // products cost 1/stride of a full pass's. Steps switch to exact Hessians once the gradient
-  // norm is below kSampleUntil of its scale, for good when a sampled Hessian does not factor or
-  // a full step with one fails to halve the gradient norm.
-  //
-  // Near the optimum (below kLocal of the scale) a visit leaves the Hessian out and the step
-  // reuses the last exact factor (a chord step: one gradient pass), while each such step cuts
-  // the gradient norm at least 1 / kChordRate-fold.
-  constexpr double kSampleUntil = 1e-3;
-  constexpr double kLocal = 1e-2, kChordRate = 0.1;
-  const Index p = problem.X.params();
-  Index sample_stride =
-      !problem.X.sparse() && n >= 512 * p ? n / (256 * std::max<Index>(p, 1)) : 1;
-  if (sample_stride > 1 && problem.w.size()) {  // the sample must hold rows of weight
-    Index weighted = 0;
-    for (Index i = 0; i < n; i += sample_stride) weighted += problem.w[i] > 0 ? 1 : 0;
-    if (weighted < 128 * p) sample_stride = 1;
-  }
-  Index stride = sample_stride;  // for the next visit's Hessian
-  bool have_hessian = false;
-  bool factored = false;      // H holds the Cholesky factor of an earlier point's Hessian...
-  bool factor_exact = false;  // ... of all rows (no stride)
-  Index hessian_stride = 1;   // of the Hessian the last visit built
+  // Which Hessian each step uses (sampled rows, every row, or the factor kept from an earlier
+  // point) and how approximations are dropped when they fail: rif/hessian_plan.hpp.
+  HessianPlan plan(problem);
   const auto visit = [&](bool with_hessian) {
     hessian_at(problem.X, problem.family, problem.y, problem.w, problem.l2, theta, z, r, a, H,
-               threads, &g, with_hessian, stride);
+               threads, &g, with_hessian, plan.stride());
     check_linear_predictor(problem.X, z);  // names X's first NaN / inf, if any
     add_penalty_gradient(problem, theta, g);
     F = objective(problem, theta, z);
-    have_hessian = with_hessian;
-    hessian_stride = with_hessian ? stride : 1;
-    if (with_hessian) factored = false;  // H is this point's Hessian now, not a factor
     ++result.visits;
-    if (with_hessian) ++(stride > 1 ? result.sampled_hessians : result.hessians);
+    if (with_hessian) ++(plan.stride() > 1 ? result.sampled_hessians : result.hessians);
+    plan.visited(with_hessian);
   };
   visit(true);
-  // H <- its Cholesky factor. A sampled Hessian that does not factor (or is not finite) is
-  // built again from every row, then a float32 one in float64, before the failure is reported.
-  bool factor_mixed = false;  // whether the factor came from float32 products
+  // H <- its Cholesky factor; an approximate H that does not factor (or is not finite) is
+  // built again, less approximate, before the failure is reported.
   const auto factor_at = [&](int iteration) {
     std::ostringstream what;
     what << "The Hessian at Newton iteration " << iteration;
     const Advice advice =
         hessian_advice(problem.X.features(), problem.X.intercept(), problem.l2);
     for (;;) {
-      const bool approximate = hessian_stride > 1 || problem.X.mixed();
       try {
         check_hessian_finite(problem.X, H);
         cholesky_in_place(H, what.str(), threads, advice);
-        factored = true;
-        factor_exact = hessian_stride == 1;
-        factor_mixed = problem.X.mixed();
+        plan.factored(problem.X.mixed());
         return;
       } catch (const not_positive_definite&) {
-        if (!approximate) throw;
+        if (!plan.relax_after_failure(problem.X)) throw;
       } catch (const std::invalid_argument&) {  // float32 products can overflow
-        if (!approximate) throw;
-      }
-      if (hessian_stride > 1) {
-        sample_stride = stride = 1;  // rows too few for this H: every row, from here on
-      } else {
-        problem.X.set_mixed(false);
+        if (!plan.relax_after_failure(problem.X)) throw;
       }
       visit(true);
     }
   };
   bool full_step = false;  // whether the last step was taken whole
-  bool chord = false;      // whether the last step reused an earlier point's factor
 
   // The scale of the problem: the gradient norm at theta = 0 (the visit's when it started there).
   Vector g0;
@@ -170,29 +136,8 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     }
     best = std::min(best, result.grad_norm);
     if (iter >= options.max_iter) break;
-    // Sampled rows and mixed precision (float32 Hessians) change only the steps, not the point
-    // the gradient tolerance certifies. A full step with such a Hessian that did not halve the
-    // gradient norm says it is too coarse for this problem: sampled, every row from here on;
-    // float32 near the optimum (where exact Newton steps do halve it), float64.
-    const bool poor = full_step && !chord && result.grad_norm > 0.5 * previous_norm;
-    if (poor && !factor_exact) {
-      sample_stride = 1;
-      factored = false;
-    } else if (poor && factor_mixed && previous_norm <= kLocal * scale) {
-      problem.X.set_mixed(false);
-      have_hessian = factored = false;
-    }
-    if (result.grad_norm <= kSampleUntil * scale) sample_stride = 1;
-    if (hessian_stride > sample_stride) have_hessian = false;  // sampled, now unwanted
-    stride = sample_stride;
-    // A chord step where the visit left the Hessian out (near the optimum, or where a
-    // prediction of convergence was wrong) and the last chord step kept its rate; otherwise
-    // the Hessian at this point.
-    const bool chord_last = chord;
-    chord = !have_hessian && factored && factor_exact &&
-            !(chord_last && result.grad_norm > kChordRate * previous_norm);
-    if (!chord) {
-      if (!have_hessian) visit(true);
+    if (!plan.plan_step(problem.X, result.grad_norm, previous_norm, scale, full_step)) {
+      if (!plan.have_hessian()) visit(true);  // the point's Hessian was left out
       factor_at(iter);
     }
     step = -g;
@@ -202,23 +147,17 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     rounding_regime = -slope <= 1e-13 * (1.0 + std::abs(F));
     // Quadratic convergence: ||g_{k+1}|| ~ ||g_k||^3 / ||g_{k-1}||^2.
     const double norm = result.grad_norm;
-    const bool exact = !chord && hessian_stride == 1;  // a Newton step with the exact H
-    const double predicted = std::isfinite(previous_norm) && exact && !chord_last
-                                 ? norm * (norm / previous_norm) * (norm / previous_norm)
-                                 : INFINITY;  // no (quadratic) rate seen yet
-    // Steps with a sampled Hessian converge about linearly, ||g_{k+1}|| ~ ||g_k||^2 /
-    // ||g_{k-1}||: where that is near kSampleUntil (within 4x: the rate varies) the next visit
-    // builds an exact Hessian (a visit again would cost a pass).
-    if (stride > 1 && std::isfinite(previous_norm) &&
-        norm * (norm / previous_norm) <= 4 * kSampleUntil * scale) {
-      stride = 1;
-    }
+    const double predicted =
+        std::isfinite(previous_norm) && plan.exact_step() && !plan.chord_before()
+            ? norm * (norm / previous_norm) * (norm / previous_norm)
+            : INFINITY;  // no (quadratic) rate seen yet
+    const bool with_hessian = plan.next_visit_builds_hessian(norm, previous_norm, scale) &&
+                              !(predicted <= 0.1 * gtol);
     previous_norm = norm;
     const Vector theta_k = theta, z_k = z, g_k = g;
     const double F_k = F;
     theta = theta_k + step;
-    const bool local = (exact || chord) && norm <= kLocal * scale;
-    visit(!(predicted <= 0.1 * gtol) && !local);
+    visit(with_hessian);
     full_step = rounding_regime || F <= F_k + 1e-4 * slope;
     if (full_step) continue;
     // Backtrack along the step: z is linear in t, z_k + t (z - z_k), so no pass is needed
@@ -240,12 +179,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
       z = z_k;
       g = g_k;
       F = F_k;
-      if (chord || !factor_exact || factor_mixed) {
-        // The step came from an earlier point's factor, sampled rows or float32 products:
-        // from theta_k again with the exact float64 Hessian before giving up.
-        sample_stride = stride = 1;
-        problem.X.set_mixed(false);
-        chord = false;
+      if (plan.relax_after_failed_search(problem.X)) {  // the step was approximate
         visit(true);
         continue;
       }
