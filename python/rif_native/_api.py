@@ -508,8 +508,10 @@ class Attribution(_frames.Named):
             block's sum added to H in float64, the factor float64; z, residuals, gradients,
             scores and every other answer stay float64. Their error is float32 rounding
             amplified by H's conditioning (measured in ``benchmarks/mixed_precision.py``); meant
-            for float32 X on the dense primal CPU path (the dual path, sparse X and CUDA
-            compute in float64: ``A.precision`` says what ran).
+            for float32 X on the dense primal CPU path. The dual path and sparse X compute in
+            float64, and so does everything after a float32 H that does not factor (or
+            overflows): ``A.precision`` says what ran. Backend "auto" runs "mixed" on the CPU;
+            "cuda" refuses it.
 
     X may be larger than memory: a ``.npy`` path or memmap, a list of ``.npy`` shards, a Zarr
     array, an h5py dataset, a Dask array or any row-sliceable 2-D object is read block by block
@@ -1137,8 +1139,9 @@ def fit(
 
     ``precision="mixed"`` forms each iteration's Hessian in float32 (as
     :class:`Attribution`'s option does). Only the Newton steps change, not the gradient
-    tolerance the result meets: a full step that fails to halve the gradient norm, or a float32
-    Hessian that does not factor, switches the rest of the fit to float64.
+    tolerance the result meets: a float32 Hessian that does not factor, a full step near the
+    optimum that fails to halve the gradient norm, or a line search that finds no decrease
+    switches the rest of the fit to float64.
 
     ``family="multinomial"`` (y integer classes 0..K-1, ``n_classes`` when not y.max() + 1)
     fits softmax regression: see :func:`rif_native.multinomial.fit`; theta is then (K, p).
