@@ -386,7 +386,6 @@ void bind_attribution(py::module_& m) {
           d["n_iter"] = result.iterations;
           d["converged"] = result.converged;
           d["stalled"] = result.stalled;
-          d["visits"] = result.visits;
           d["hessians"] = result.hessians;
           d["sampled_hessians"] = result.sampled_hessians;
           return d;

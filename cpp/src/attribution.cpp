@@ -227,11 +227,8 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
         factor_hessian(threads);
       }
       const auto t2 = clock::now();
-      if (gradient_here) {
-        rif::leverage(problem_.X, a_, L_, h_, threads);
-      } else {
-        rif::leverage(problem_.X, a_, L_, h_, threads, &r_, &gradient_);  // X^T r, same pass
-      }
+      rif::leverage(problem_.X, a_, L_, h_, threads, gradient_here ? nullptr : &r_,
+                    gradient_here ? nullptr : &gradient_);  // else X^T r on the same pass
       timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
     }
   }

@@ -70,7 +70,6 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     check_linear_predictor(problem.X, z);  // names X's first NaN / inf, if any
     add_penalty_gradient(problem, theta, g);
     F = objective(problem, theta, z);
-    ++result.visits;
     if (with_hessian) ++(plan.stride() > 1 ? result.sampled_hessians : result.hessians);
     plan.visited(with_hessian);
   };

@@ -299,7 +299,10 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   // Mixed precision: the triangular products in float32 on rounded copies of the factor (or
   // its inverse) and of each block, the squared norms summed in float64.
   FloatMatrix T32;
-  if (X.mixed()) T32 = use_inverse ? Linv.cast<float>() : L.cast<float>();
+  if (X.mixed()) {
+    T32 = use_inverse ? Linv.cast<float>() : L.cast<float>();
+    Linv = Matrix();  // the float32 copy is the one the pass reads
+  }
   std::vector<FloatMatrix> panels(X.mixed() ? static_cast<size_t>(nt) : 0);
   std::optional<BlasSingleThreadScope> serial;
   if (outer > 1) serial.emplace();

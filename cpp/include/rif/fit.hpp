@@ -20,9 +20,8 @@ struct FitResult {
   /// Stopped before the tolerance because the gradient norm could no longer decrease (it
   /// reached the rounding noise of the gradient, or no step lowered F).
   bool stalled = false;
-  /// Points visited (each one pass over X for z, the loss and the gradient), and how many of
-  /// those passes also built the Hessian from every row or from a sample of rows.
-  int visits = 0;
+  /// How many of the passes over X (one per visited point, for z, the loss and the gradient)
+  /// also built the Hessian from every row or from a sample of rows.
   int hessians = 0;
   int sampled_hessians = 0;
 };
