@@ -7,7 +7,8 @@ Group "fit CatDog, tight": ``newton-cholesky`` at ``tol=1e-10`` against rif-nati
 mixed precision) asked to stop at the gradient norm newton-cholesky reached. Group "fit CatDog, at lbfgs's norm": ``lbfgs`` with its
 defaults against rif-native asked to stop at the gradient norm lbfgs reached. Every row's
 extra_info holds the gradient norm of F at its result, computed here in float64 NumPy, and the
-rif-native rows count their Hessians.
+rif-native rows count their Hessians and L-BFGS steps. "rif-native newton" is
+``solver="newton"``, the Newton steps alone (the fit before the L-BFGS steps existed).
 """
 
 import functools
@@ -58,9 +59,10 @@ def sklearn_fit(solver, tol):
     return m, grad_norm(m.coef_.ravel(), float(m.intercept_[0]))
 
 
-def ours(tol, precision="double"):
+def ours(tol, precision="double", solver="auto"):
     X, y = data()
-    res = rn.fit(X, y, l2=L2, fit_intercept=True, tol=tol, precision=precision, num_threads=2)
+    res = rn.fit(X, y, l2=L2, fit_intercept=True, tol=tol, precision=precision, num_threads=2,
+                 solver=solver)
     return res, grad_norm(res.theta[:-1], res.theta[-1])
 
 
@@ -79,20 +81,24 @@ def race(benchmark, impl, solver, tol, target):
     else:
         goal = target()
         precision = "mixed" if impl.endswith("mixed") else "double"
-        res, norm = benchmark.pedantic(ours, args=(goal / scale(), precision), rounds=3,
-                                       iterations=1)
+        solver = "newton" if impl.endswith("newton") else "auto"
+        res, norm = benchmark.pedantic(ours, args=(goal / scale(), precision, solver),
+                                       rounds=3, iterations=1)
         assert norm <= goal * 1.01
-        benchmark.extra_info.update(hessians=res.hessians, n_iter=res.n_iter, target=goal)
+        benchmark.extra_info.update(hessians=res.hessians, n_iter=res.n_iter,
+                                    lbfgs_steps=res.lbfgs_steps, target=goal)
     benchmark.extra_info["grad_norm"] = norm
 
 
-@pytest.mark.parametrize("impl", ["rif-native", "rif-native mixed", "newton-cholesky"])
+@pytest.mark.parametrize("impl", ["rif-native", "rif-native mixed", "rif-native newton",
+                                  "newton-cholesky"])
 def test_fit_tight(benchmark, impl):
     benchmark.group = "fit CatDog, tight"
     race(benchmark, impl, "newton-cholesky", 1e-10, newton_cholesky_norm)
 
 
-@pytest.mark.parametrize("impl", ["lbfgs", "rif-native", "rif-native mixed"])
+@pytest.mark.parametrize("impl", ["lbfgs", "rif-native", "rif-native mixed",
+                                  "rif-native newton"])
 def test_fit_at_lbfgs_norm(benchmark, impl):
     benchmark.group = "fit CatDog, at lbfgs's norm"
     race(benchmark, impl, "lbfgs", None, lbfgs_norm)

@@ -361,7 +361,7 @@ void bind_attribution(py::module_& m) {
            const py::object& l2, const py::object& family, const py::object& sample_weight,
            const py::object& fit_intercept_arg, const py::object& tol_arg,
            const py::object& max_iter_arg, const py::object& threads,
-           const py::object& precision) {
+           const py::object& precision, const std::string& solver) {
           const py::object X = design_arg(X_arg);  // owned here while the kernel reads it
           const bool mixed = precision_arg(precision);
           const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
@@ -373,7 +373,7 @@ void bind_attribution(py::module_& m) {
               make_problem(to_design(X, fit_intercept), y, sample_weight, l2, family);
           problem.X.set_mixed(mixed);
           rif::Vector t = to_vector(f64_arg(theta0, "theta0"), "theta0");
-          rif::FitOptions options{tol, max_iter, num_threads};
+          rif::FitOptions options{tol, max_iter, num_threads, rif::parse_fit_steps(solver)};
           rif::FitResult result;
           {
             py::gil_scoped_release release;  // X stays alive through the argument `X`
@@ -388,11 +388,12 @@ void bind_attribution(py::module_& m) {
           d["stalled"] = result.stalled;
           d["hessians"] = result.hessians;
           d["sampled_hessians"] = result.sampled_hessians;
+          d["lbfgs_steps"] = result.quasi_newton_steps;
           return d;
         },
         py::arg("X"), py::arg("y"), py::arg("theta0"), py::arg("l2"), py::arg("family"),
         py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("tol"), py::arg("max_iter"),
-        py::arg("num_threads"), py::arg("precision") = "double");
+        py::arg("num_threads"), py::arg("precision") = "double", py::arg("solver") = "auto");
 }
 
 }  // namespace rif_py

@@ -4,22 +4,13 @@
 #include "rif/interrupt.hpp"
 #include "rif/linalg.hpp"
 #include "rif/parallel.hpp"
+#include "rif/quasi_newton.hpp"
 
 #include <cmath>
 #include <limits>
 #include <sstream>
 
 namespace rif {
-
-namespace {
-
-double objective(const Problem& problem, const Vector& theta, const Vector& z) {
-  const Index d = problem.X.features();
-  return total_loss(problem.family, z, problem.y, problem.w) +
-         0.5 * problem.l2 * theta.head(d).squaredNorm();
-}
-
-}  // namespace
 
 void check_stopping(double tol, int max_iter) {
   constexpr double eps = std::numeric_limits<double>::epsilon();
@@ -69,11 +60,15 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
                threads, &g, with_hessian, plan.stride());
     check_linear_predictor(problem.X, z);  // names X's first NaN / inf, if any
     add_penalty_gradient(problem, theta, g);
-    F = objective(problem, theta, z);
+    F = penalised_objective(problem, theta, z);
     if (with_hessian) ++(plan.stride() > 1 ? result.sampled_hessians : result.hessians);
     plan.visited(with_hessian);
   };
-  visit(true);
+  // Where a Hessian costs many gradient passes, L-BFGS steps come first (below), for at most
+  // the passes one Hessian costs: Newton's steps then finish what they did not. The first
+  // visit leaves the Hessian out.
+  const int budget = options.max_iter > 0 ? quasi_newton_budget(problem, options.steps) : 0;
+  visit(budget == 0);
   // H <- its Cholesky factor; an approximate H that does not factor (or is not finite) is
   // built again, less approximate, before the failure is reported.
   const auto factor_at = [&](int iteration) {
@@ -109,6 +104,12 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   check_gradient_finite(g0, "at theta = 0");
   const double scale = user_norm(problem.X, g0);
   const double gtol = options.tol * std::max(1.0, scale);
+
+  if (budget > 0) {
+    const QuasiNewtonOptions qn{gtol, budget, threads};
+    result.quasi_newton_steps =
+        quasi_newton(problem, theta, z, g, F, [&] { visit(false); }, qn).steps;
+  }
 
   int iter = 0;
   // Near the optimum, Newton steps at least halve the gradient norm until it reaches the
@@ -166,7 +167,7 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     for (double t = 0.5; t > 1e-12; t *= 0.5) {
       Vector candidate = theta_k + t * step;
       const Vector z_t = z_k + t * u;
-      if (objective(problem, candidate, z_t) <= F_k + 1e-4 * t * slope) {
+      if (penalised_objective(problem, candidate, z_t) <= F_k + 1e-4 * t * slope) {
         theta = std::move(candidate);
         visit(true);
         accepted = true;

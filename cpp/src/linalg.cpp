@@ -77,7 +77,14 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     return sparse_hessian_at(X, family, y, w, l2, theta, z, r, a, H, threads, g, with_hessian);
   }
   const Index p = X.params(), n = X.rows();
-  const KernelPlan plan = kernel_plan(p, threads, n);
+  KernelPlan plan = kernel_plan(p, threads, n);
+  if (!with_hessian && !X.source()) {
+    // Two matrix-vector products per block: memory-bound, so every thread reads its own blocks,
+    // each small enough (about 256 KiB) to stay in cache from the first product to the second.
+    plan.outer = threads;
+    plan.inner = 1;
+    plan.block = std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
+  }
   const int nt = chunk_threads(n, plan.block, plan.outer);
   z.resize(n);
   r.resize(n);

@@ -402,6 +402,7 @@ RetrainResult retrain(const Attribution& A, const SetList& sets, const RetrainOp
     FitOptions fo;
     fo.tol = options.tol;
     fo.threads = threads;
+    fo.steps = FitSteps::newton;  // from near the optimum
     fo.max_iter = std::max(0, options.max_iter - result.iterations[u]);
     result.refreshed[u] = 1;
     try {

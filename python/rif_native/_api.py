@@ -83,6 +83,9 @@ class FitResult:
             every row (the others computed z, the loss and the gradient only; else None).
         sampled_hessians: the passes that built it from a sample of rows (far from the
             optimum, n >= 512 p; else None).
+        lbfgs_steps: the L-BFGS steps taken before the Newton steps (``solver``; one
+            pass over X each, two for a step whose full length fails the line search; else
+            None).
     """
 
     theta: np.ndarray
@@ -94,6 +97,7 @@ class FitResult:
     passes: Optional[float] = None
     hessians: Optional[int] = None
     sampled_hessians: Optional[int] = None
+    lbfgs_steps: Optional[int] = None
 
     def __repr__(self) -> str:
         return _short_repr(self)
@@ -1118,11 +1122,20 @@ def fit(
     backend: Optional[str] = None,
     n_classes: Optional[int] = None,
     precision: str = "double",
+    solver: str = "auto",
 ) -> FitResult:
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
     Damped Newton steps with a backtracking line search, from ``theta0`` (zeros by default),
-    until ``||grad F|| <= tol * max(1, ||grad F(0)||)``. Far from the optimum with n at least
+    until ``||grad F|| <= tol * max(1, ||grad F(0)||)``.
+
+    ``solver="auto"`` first takes L-BFGS steps (diagonally preconditioned, one pass over X
+    each) where a Hessian costs many passes: dense X in memory with p >= 512 and n < 512 p,
+    a logistic or Poisson loss. They stop at the tolerance, or once they have cost as many
+    passes as one Hessian, or when they stop making progress; Newton's steps finish from there.
+    ``"newton"`` takes Newton steps only; ``"lbfgs"`` starts with L-BFGS steps whatever the
+    shape (up to 1000 passes, Newton's steps after). The tolerance the result meets is the
+    same; ``lbfgs_steps`` counts the L-BFGS steps. Far from the optimum with n at least
     512 p, the steps' Hessians come from every k-th row (about 256 p rows: 1/k of the cost);
     near it (gradient norm below 1e-2 of its scale) steps reuse the last exact factor (chord
     steps: one gradient pass each) while each cuts the gradient norm at least tenfold. Only the
@@ -1148,7 +1161,12 @@ def fit(
     """
     fit_intercept = bool(fit_intercept)
     precision = _precision(precision)
+    if solver not in ("auto", "newton", "lbfgs"):
+        raise ValueError(f"solver must be 'auto', 'newton' or 'lbfgs', got {solver!r}")
     X, y, sample_weight, _ = _frames.unwrap(X, y, sample_weight)
+    if solver == "lbfgs" and (family == "multinomial" or _on_dask(X, backend)):
+        raise ValueError("solver='lbfgs' is for the binary GLM families fitted in this process; "
+                         "the multinomial and Dask fits take Newton steps")
     if family == "multinomial":
         if backend not in (None, "cpu", "auto") or max_memory is not None:
             raise ValueError("the multinomial fit runs on the CPU in memory: leave backend and "
@@ -1185,13 +1203,15 @@ def fit(
     before = source.passes if source else 0.0
     with _reading(Xa, progress):
         out = _core.fit(Xa, ya, t0, _real(l2, "l2"), _family(family), wa, fit_intercept,
-                        float(tol), int(max_iter), _threads(num_threads), precision=precision)
+                        float(tol), int(max_iter), _threads(num_threads), precision=precision,
+                        solver=solver)
     result = FitResult(theta=out["theta"], grad_norm=float(out["grad_norm"]),
                        n_iter=int(out["n_iter"]), converged=bool(out["converged"]),
                        loss=float(out["loss"]), stalled=bool(out["stalled"]),
                        passes=source.passes - before if source else None,
                        hessians=int(out["hessians"]),
-                       sampled_hessians=int(out["sampled_hessians"]))
+                       sampled_hessians=int(out["sampled_hessians"]),
+                       lbfgs_steps=int(out["lbfgs_steps"]))
     if result.converged and family == "logistic" and float(l2) == 0.0:
         z = _matvec(Xa, result.theta, fit_intercept)
         if _separated(z, ya, slice(None) if wa is None else wa > 0):

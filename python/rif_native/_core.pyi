@@ -27,6 +27,7 @@ def fit(
     max_iter: int,
     num_threads: int,
     precision: str = ...,
+    solver: str = ...,
 ) -> dict[str, Any]: ...
 
 class Attribution:

@@ -2,6 +2,7 @@
 /// Damped Newton fitting of a penalised GLM to a tight gradient tolerance.
 
 #include "rif/attribution.hpp"
+#include "rif/quasi_newton.hpp"
 
 namespace rif {
 
@@ -9,6 +10,8 @@ struct FitOptions {
   double tol = 1e-10;  ///< stop when ||grad F|| <= tol * max(1, ||grad F(0)||)
   int max_iter = 100;
   int threads = 0;
+  /// Whether L-BFGS steps come before the Newton steps (rif/quasi_newton.hpp).
+  FitSteps steps = FitSteps::automatic;
 };
 
 struct FitResult {
@@ -24,6 +27,8 @@ struct FitResult {
   /// also built the Hessian from every row or from a sample of rows.
   int hessians = 0;
   int sampled_hessians = 0;
+  /// L-BFGS steps taken before the Newton steps (each one pass over X, or two).
+  int quasi_newton_steps = 0;
 };
 
 /// The stopping rule of fit and retrain: tol in [machine epsilon, inf) (relative to the
