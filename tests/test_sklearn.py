@@ -207,6 +207,30 @@ def test_float32_and_column_vector_inputs(rng):
     assert rel_err(A32.leverage, A64.leverage) < 1e-5
 
 
+def test_solver_and_precision_reach_the_attribution(rng):
+    """from_estimator passes Attribution's solver and precision through: the dual path and
+    float32 products give the primal float64 leverages (to 1e-10 and, for float32 products on
+    this well-conditioned problem, 1e-4), and say which ran."""
+    X = rng.standard_normal((60, 90)) / np.sqrt(90)  # n < p: the dual path applies
+    y = (rng.random(60) < 0.5).astype(float)
+    est = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(X, y)
+    ref = from_estimator(est, X, y, solver="primal")
+    dual = from_estimator(est, X, y, solver="dual")
+    assert (ref.solver, dual.solver) == ("primal", "dual")
+    assert rel_err(dual.leverage, ref.leverage) < 1e-10
+    X2 = rng.standard_normal((400, 20)).astype(np.float32)
+    y2 = (rng.random(400) < 0.5).astype(float)
+    # (fitted on the same values in float64: scikit-learn fits float32 data in float32)
+    est2 = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(X2.astype(float), y2)
+    mixed = from_estimator(est2, X2, y2, precision="mixed")
+    assert mixed.precision == "mixed"
+    assert rel_err(mixed.leverage, from_estimator(est2, X2, y2).leverage) < 1e-4
+    y3 = np.arange(60) % 3
+    est3 = LogisticRegression(C=1.0, max_iter=10_000).fit(X[:, :5], y3)
+    with pytest.raises(ValueError, match="leave solver='auto' and precision='double'"):
+        from_estimator(est3, X[:, :5], y3, precision="mixed")
+
+
 # --------------------------------------------------------------------------------------------
 # Penalties that cannot be represented, and other errors
 # --------------------------------------------------------------------------------------------

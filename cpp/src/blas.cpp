@@ -137,15 +137,16 @@ struct Routines<float> {
 #endif
 
 template <class T, class M>
-void syrk_any(M& C, const T* A, Index k, int threads) {
+void syrk_any(M& C, const T* A, Index k, int threads, bool overwrite = false) {
   const Index p = C.rows();
 #ifdef RIF_HAVE_OPENBLAS
   OpenblasThreads scope(threads);
   const int n = as_int(p), kk = as_int(k);
-  const T one = 1;
-  Routines<T>::syrk("L", "N", &n, &kk, &one, A, &n, &one, C.data(), &n, 1, 1);
+  const T one = 1, beta = overwrite ? 0 : 1;  // beta = 0: C's lower triangle is not read
+  Routines<T>::syrk("L", "N", &n, &kk, &one, A, &n, &beta, C.data(), &n, 1, 1);
 #else
   (void)threads;
+  if (overwrite) C.template triangularView<Eigen::Lower>().setZero();
   C.template selfadjointView<Eigen::Lower>().rankUpdate(Eigen::Map<const M>(A, p, k));
 #endif
 }
@@ -191,8 +192,8 @@ void syrk_lower(Matrix& C, const double* A, Index k, int threads) {
   syrk_any(C, A, k, threads);
 }
 
-void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads) {
-  syrk_any(C, A, k, threads);
+void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads, bool overwrite) {
+  syrk_any(C, A, k, threads, overwrite);
 }
 
 void trsm_lower(const Matrix& L, double* B, Index k, int threads, bool transpose) {

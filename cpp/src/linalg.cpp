@@ -8,6 +8,7 @@
 #include <Eigen/Dense>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -28,9 +29,24 @@ struct FloatScratch {
 /// blocks.
 void add_float_product(Matrix& target, FloatScratch& scratch, int threads) {
   const Index p = scratch.panel.rows();
-  scratch.sum.setZero(p, p);
-  syrk_lower(scratch.sum, scratch.panel.data(), scratch.panel.cols(), threads);
-  target.triangularView<Eigen::Lower>() += scratch.sum.cast<double>();
+  scratch.sum.resize(p, p);  // SSYRK overwrites its lower triangle; the rest is never read
+  syrk_lower(scratch.sum, scratch.panel.data(), scratch.panel.cols(), threads, true);
+  // The float64 sum, a memory-bound p^2 / 2 pass: split over the threads by columns, in
+  // groups of about equal triangle area.
+  constexpr Index kGroups = 16;
+  parallel_chunks(kGroups, 1, threads, [&](int, Index group, Index) {
+    const double total = 0.5 * static_cast<double>(p) * static_cast<double>(p + 1);
+    const auto column_at = [&](double share) {  // columns [0, j) hold `share` of the area
+      const double remaining = total * (1 - share);
+      return std::clamp<Index>(p - static_cast<Index>(std::ceil(
+                                       0.5 * (std::sqrt(8 * remaining + 1) - 1))), 0, p);
+    };
+    const Index first = column_at(static_cast<double>(group) / kGroups);
+    const Index last = group + 1 == kGroups ? p : column_at(static_cast<double>(group + 1) / kGroups);
+    for (Index j = first; j < last; ++j) {
+      target.col(j).tail(p - j) += scratch.sum.col(j).tail(p - j).cast<double>();
+    }
+  });
 }
 
 }  // namespace
@@ -297,11 +313,14 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   // triangular product is no faster than its solve.
   // Up to p = 6144 the inverse takes under a second here: it is one call that Ctrl-C cannot
   // stop, so larger factors keep the per-block solves, which check between blocks.
-  const bool use_inverse = blas_is_openblas() && n >= 3 * p && p <= 6144;
+  const char* ek = std::getenv("RIF_LEV_K");
+  const double kk = ek ? std::atof(ek) : 3.0;
+  const bool use_inverse = blas_is_openblas() && n >= kk * p && p <= 6144;
   Matrix Linv;
   if (use_inverse) {
     Linv = L;
-    trtri_lower(Linv, inner);
+    const char* et = std::getenv("RIF_LEV_T");
+    trtri_lower(Linv, et ? std::atoi(et) : inner);
   }
   // Mixed precision: the triangular products in float32 on rounded copies of the factor (or
   // its inverse) and of each block, the squared norms summed in float64.

@@ -409,6 +409,8 @@ def from_estimator(
     num_threads: Optional[int] = None,
     check_stationary: bool = True,
     rtol: float = 1e-4,
+    solver: str = "auto",
+    precision: str = "double",
 ) -> Attribution:
     """Attribution for a fitted scikit-learn estimator on its training data.
 
@@ -431,6 +433,9 @@ def from_estimator(
         check_stationary: check that theta minimises the mapped objective.
         rtol: warn :class:`~rif_native.ConvergenceWarning` when ``||grad F(theta)||`` exceeds
             ``rtol * ||grad F(0)||``: the estimates assume theta is the minimiser.
+        solver, precision: as :class:`~rif_native.Attribution`'s (how H is inverted: "auto",
+            "primal" or "dual"; "double" or "mixed" float32 products). A multinomial model
+            takes the defaults only.
 
     A ``Pipeline`` whose last step is one of these is attributed through its other steps: they
     transform X (a sparse result stays sparse), the last step is attributed on the result, and
@@ -445,7 +450,7 @@ def from_estimator(
             unfitted estimator, or data that does not match it.
     """
     kw = dict(sample_weight=sample_weight, num_threads=num_threads,
-              check_stationary=check_stationary, rtol=rtol)
+              check_stationary=check_stationary, rtol=rtol, solver=solver, precision=precision)
     if _sklearn_class_name(estimator) == "Pipeline":
         return _from_pipeline(estimator, X, y, **kw)
     kind = _kind(estimator)
@@ -463,6 +468,9 @@ def from_estimator(
     family, l2, fit_intercept = to_l2(estimator, n, sw)
     _check_representable(estimator, kind, fit_intercept)
     if kind == "LogisticRegression" and len(getattr(estimator, "classes_", ())) > 2:
+        if solver != "auto" or precision != "double":
+            raise ValueError("a multinomial LogisticRegression is attributed in float64 by its "
+                             "primal factor: leave solver='auto' and precision='double'")
         M = _multinomial(estimator, Xa, ya, sw, l2, fit_intercept, num_threads,
                          check_stationary, rtol)
         if labels is not None:  # the classes named as the estimator names them
@@ -480,7 +488,8 @@ def from_estimator(
     theta = _theta(estimator, kind, d, fit_intercept)
 
     A = Attribution(Xa, targets, theta, l2=l2, family=family, sample_weight=w,
-                    fit_intercept=fit_intercept, num_threads=num_threads)
+                    fit_intercept=fit_intercept, num_threads=num_threads, solver=solver,
+                    precision=precision)
     if check_stationary:
         grad = A.gradient_norm
         scale = _gradient_norm_at_zero(Xa, targets, w, family, fit_intercept)

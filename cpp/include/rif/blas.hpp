@@ -57,7 +57,8 @@ void trmm_lower(const Matrix& T, double* B, Index k, int threads);
 
 // The same three in float32 (SSYRK, STRMM, STRSM: about 1.9x the float64 rate here), for the
 // mixed-precision passes.
-void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads);
+/// (syrk_lower with `overwrite`: C's lower triangle = A A^T, its old content not read.)
+void syrk_lower(FloatMatrix& C, const float* A, Index k, int threads, bool overwrite = false);
 void trmm_lower(const FloatMatrix& T, float* B, Index k, int threads);
 void trsm_lower(const FloatMatrix& L, float* B, Index k, int threads);
 
