@@ -31,22 +31,7 @@ void add_float_product(Matrix& target, FloatScratch& scratch, int threads) {
   const Index p = scratch.panel.rows();
   scratch.sum.resize(p, p);  // SSYRK overwrites its lower triangle; the rest is never read
   syrk_lower(scratch.sum, scratch.panel.data(), scratch.panel.cols(), threads, true);
-  // The float64 sum, a memory-bound p^2 / 2 pass: split over the threads by columns, in
-  // groups of about equal triangle area.
-  constexpr Index kGroups = 16;
-  parallel_chunks(kGroups, 1, threads, [&](int, Index group, Index) {
-    const double total = 0.5 * static_cast<double>(p) * static_cast<double>(p + 1);
-    const auto column_at = [&](double share) {  // columns [0, j) hold `share` of the area
-      const double remaining = total * (1 - share);
-      return std::clamp<Index>(p - static_cast<Index>(std::ceil(
-                                       0.5 * (std::sqrt(8 * remaining + 1) - 1))), 0, p);
-    };
-    const Index first = column_at(static_cast<double>(group) / kGroups);
-    const Index last = group + 1 == kGroups ? p : column_at(static_cast<double>(group + 1) / kGroups);
-    for (Index j = first; j < last; ++j) {
-      target.col(j).tail(p - j) += scratch.sum.col(j).tail(p - j).cast<double>();
-    }
-  });
+  target.triangularView<Eigen::Lower>() += scratch.sum.cast<double>();
 }
 
 }  // namespace
