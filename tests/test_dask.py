@@ -182,3 +182,27 @@ def test_backend_choice():
         rn.Attribution(Xd, y + 2, theta, l2=1.0)
     with pytest.raises(ValueError, match="theta must have 5 entries"):
         rn.Attribution(Xd, y, np.zeros(6), l2=1.0)
+
+
+def test_x_is_persisted_on_the_workers_when_it_fits(client):
+    """A small X is read from its store once and kept on the workers (the config key
+    rif_native.persist-share, default half of their memory; 0 never): the answers are the same
+    either way."""
+    import dask
+
+    X, y, w = problem(11, n=2000, d=8)
+    kw = dict(l2=1.0, fit_intercept=True, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    v = np.random.default_rng(12).standard_normal(9)
+    Xd = da.from_array(X, chunks=(uneven_chunks(2000, 13), 8))
+    kept = rn.Attribution(Xd, y, theta, **kw)
+    assert kept._chunks.persisted and "persisted=True" in repr(kept)
+    with dask.config.set({"rif_native.persist-share": 0}):
+        read = rn.Attribution(Xd, y, theta, **kw)
+    assert not read._chunks.persisted
+    for B in (kept, read):
+        close(B.leverage.compute(), A.leverage)
+        close(B.scores(v).compute(), A.scores(v))
+    with dask.config.set({"rif_native.persist-share": 1e-12}):  # X larger than its share
+        assert not rn.Attribution(Xd, y, theta, **kw)._chunks.persisted

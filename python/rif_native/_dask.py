@@ -11,6 +11,11 @@ gathered to the client, where the k x p and p x p algebra runs.
 With an intercept the chunks share one centred parametrisation, as the in-memory kernel does
 (X's weighted column means, one extra pass; see ``Design::set_centre``). Every task runs the
 kernel on ``num_threads`` threads (default 1: Dask's workers supply the parallelism).
+
+On a distributed cluster X is persisted on the workers (read from its store once, every later
+pass reading the workers' memory) when it takes at most a share of their memory: the Dask
+config key ``rif_native.persist-share`` (default 0.5 of the workers' summed ``memory_limit``; 0
+never persists). A larger X is read from its store on every pass.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from ._api import (
 _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
 _FAN_IN = 8
 _CHORD_ITERATIONS = 10  # chord steps before a set falls back to Newton with fresh Hessians
+_PERSIST_SHARE = 0.5  # of the workers' memory that X may take to be persisted there
 
 
 def is_dask_array(X: Any) -> bool:
@@ -59,6 +65,19 @@ def _client() -> Any:
     except (ImportError, ValueError):
         return None
     return client if get_scheduler() == client.get else None
+
+
+def _persists(X: Any, client: Any) -> bool:
+    """Whether X fits in its share of the workers' memory (module docstring); False when a
+    worker has no memory limit to go by."""
+    import dask
+
+    share = float(dask.config.get("rif_native.persist-share", _PERSIST_SHARE))
+    limits = [w.get("memory_limit") or 0
+              for w in client.scheduler_info().get("workers", {}).values()]
+    if share <= 0 or not limits or not all(limits):
+        return False
+    return float(X.nbytes) <= share * float(sum(limits))
 
 
 def _add(*parts: dict) -> dict:
@@ -105,6 +124,10 @@ class _Chunks:
             X = X.rechunk({1: -1})  # whole rows in each chunk
         if np.dtype(X.dtype) not in (np.float32, np.float64):
             X = X.astype(np.float64)
+        client = _client()
+        self.persisted = client is not None and _persists(X, client)
+        if self.persisted:  # read from its store once (in the background, chunk by chunk)
+            X = X.persist()
         self.X, self.family, self.fit_intercept, self.threads = X, family, fit_intercept, threads
         self.n, self.d = int(X.shape[0]), int(X.shape[1])
         rows = X.chunks[0]
@@ -112,7 +135,6 @@ class _Chunks:
         self.blocks = list(X.to_delayed().ravel())
         self.y = y
         self.w = w
-        client = _client()
         yd = da.from_array(y, chunks=(rows,))
         wd = None if w is None else da.from_array(w, chunks=(rows,))
         if client is not None:  # labels and weights go to the workers once
@@ -201,11 +223,15 @@ def _chunk_leverage(X, y, w, theta, family, fit_intercept, centre, factor, threa
                                      threads))
 
 
+_SCORE_ROWS = 4096  # rows converted to float64 at a time: a block that stays in cache
+
+
 def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarray:
     """s_i = r_i x~_i . U (over 1 - h_i when rescaled) for the chunk."""
-    Xf = np.asarray(X, dtype=np.float64)
-    d = Xf.shape[1]
-    Z = Xf @ U[:d]
+    d = X.shape[1]
+    Z = np.empty((X.shape[0], U.shape[1]))
+    for b in range(0, X.shape[0], _SCORE_ROWS):
+        Z[b:b + _SCORE_ROWS] = np.asarray(X[b:b + _SCORE_ROWS], dtype=np.float64) @ U[:d]
     if fit_intercept:
         Z += U[d] - (centre @ U[:d] if centre is not None else 0.0)
     S = per_sample["r"][:, None] * Z
@@ -548,7 +574,7 @@ class DaskAttribution(Attribution):
     def __repr__(self) -> str:
         return (f"DaskAttribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
-                f"chunks={len(self._chunks.blocks)})")
+                f"chunks={len(self._chunks.blocks)}, persisted={self._chunks.persisted})")
 
 
 class _Retrain:
