@@ -1,9 +1,12 @@
 #include "rif/blas.hpp"
 
+#include "rif/parallel.hpp"
+
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cmath>
 
 #include "rif/interrupt.hpp"
 
@@ -245,17 +248,55 @@ int potrf_in_pieces(double* A, int n) {
   return 0;
 }
 
+/// potrf_lower on two threads for 256 <= p < 1024, each call single-threaded: with
+/// A = [A11 .; B C], L11 = chol(A11), B <- B L11^{-T} (rows split), C <- C - B B^T (split into
+/// a leading syrk and a gemm + syrk of equal flops), L22 = chol(C). Returns LAPACK's info.
+int potrf_halves(double* a, int p) {
+  const int k = p / 2, m = p - k;
+  double* B = a + k;
+  double* C = a + k + static_cast<Index>(k) * p;
+  const double one = 1, minus_one = -1;
+  BlasSingleThreadScope serial;
+  int info = 0;
+  scipy_dpotrf_("L", &k, a, &p, &info, 1);
+  if (info > 0) return info;
+  parallel_chunks(2, 1, 2, [&](int, Index item, Index) {  // B <- B L11^{-T}, by rows
+    const int first = item == 0 ? 0 : m / 2, rows = item == 0 ? m / 2 : m - m / 2;
+    scipy_dtrsm_("R", "L", "T", "N", &rows, &k, &one, a, &p, B + first, &p, 1, 1, 1, 1);
+  });
+  // Thread 0 updates C's leading m1 x m1 triangle (m1^2 k flops), thread 1 the rows below
+  // (2 (m - m1) m1 k + (m - m1)^2 k): equal at m1 = m / sqrt(2).
+  const int m1 = std::clamp(static_cast<int>(m / std::sqrt(2.0)), 1, m - 1), m2 = m - m1;
+  parallel_chunks(2, 1, 2, [&](int, Index item, Index) {
+    if (item == 0) {
+      scipy_dsyrk_("L", "N", &m1, &k, &minus_one, B, &p, &one, C, &p, 1, 1);
+      return;
+    }
+    double* below = C + m1;  // C[m1:, :m1]
+    scipy_dgemm_("N", "T", &m2, &m1, &k, &minus_one, B + m1, &p, B, &p, &one, below, &p, 1, 1);
+    scipy_dsyrk_("L", "N", &m2, &k, &minus_one, B + m1, &p, &one,
+                 C + m1 + static_cast<Index>(m1) * p, &p, 1, 1);
+  });
+  scipy_dpotrf_("L", &m, C, &p, &info, 1);
+  return info > 0 ? k + info : info;
+}
+
 }  // namespace
 #endif
 
 Index potrf_lower(Matrix& A, double* pivot, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
-  OpenblasThreads scope(threads);
   const int n = as_int(A.rows());
   int info = 0;
+  // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
+  // slow an OpenMP pass that follows); below that, two OpenMP threads split the factor.
+  const bool halves = threads >= 2 && n >= 256 && kernel_plan(n, threads).inner == 1;
+  OpenblasThreads scope(kernel_plan(n, threads).inner);
   // One LAPACK call up to p = 4096 (about a tenth of a second here); above, pieces that
   // leave room to stop on Ctrl-C.
-  if (n <= 4096) {
+  if (halves) {
+    info = potrf_halves(A.data(), n);
+  } else if (n <= 4096) {
     scipy_dpotrf_("L", &n, A.data(), &n, &info, 1);
   } else {
     info = potrf_in_pieces(A.data(), n);
@@ -274,8 +315,46 @@ Index potrf_lower(Matrix& A, double* pivot, int threads) {
 #endif
 }
 
+#ifdef RIF_HAVE_OPENBLAS
+namespace {
+
+/// trtri_lower on two threads from two half-size inverses: with L = [A 0; B C],
+/// L^{-1} = [A^{-1} 0; -C^{-1} B A^{-1}  C^{-1}]. The two inverses run side by side, then each
+/// product is split between the threads (B's rows, then its columns); every call is
+/// single-threaded. OpenBLAS's own threaded trtri is slower at these sizes (measured at
+/// p = 513: 2.7 ms on one thread, worse on two).
+void trtri_halves(Matrix& L) {
+  const int p = as_int(L.rows()), k = p / 2, m = p - k;
+  double* A = L.data();
+  double* B = L.data() + k;
+  double* C = L.data() + k + static_cast<Index>(k) * p;
+  const double one = 1, minus_one = -1;
+  BlasSingleThreadScope serial;
+  int info[2] = {0, 0};
+  parallel_chunks(2, 1, 2, [&](int, Index item, Index) {
+    if (item == 0) {
+      scipy_dtrtri_("L", "N", &k, A, &p, &info[0], 1, 1);
+    } else {
+      scipy_dtrtri_("L", "N", &m, C, &p, &info[1], 1, 1);
+    }
+  });
+  parallel_chunks(2, 1, 2, [&](int, Index item, Index) {  // B <- B A^{-1}, by rows
+    const int first = item == 0 ? 0 : m / 2, rows = item == 0 ? m / 2 : m - m / 2;
+    scipy_dtrmm_("R", "L", "N", "N", &rows, &k, &one, A, &p, B + first, &p, 1, 1, 1, 1);
+  });
+  parallel_chunks(2, 1, 2, [&](int, Index item, Index) {  // B <- -C^{-1} B, by columns
+    const int first = item == 0 ? 0 : k / 2, cols = item == 0 ? k / 2 : k - k / 2;
+    scipy_dtrmm_("L", "L", "N", "N", &m, &cols, &minus_one, C, &p,
+                 B + static_cast<Index>(first) * p, &p, 1, 1, 1, 1);
+  });
+}
+
+}  // namespace
+#endif
+
 void trtri_lower(Matrix& L, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
+  if (threads >= 2 && L.rows() >= 256 && L.rows() < 1024) return trtri_halves(L);
   OpenblasThreads scope(threads);
   const int n = as_int(L.rows());
   int info = 0;

@@ -8,7 +8,6 @@
 #include <Eigen/Dense>
 
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -267,9 +266,7 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads,
   double pivot = 0;
   const Vector floors = pivot_floors(A.diagonal());
   if (blas_is_openblas()) {
-    // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
-    // slow an OpenMP pass that follows).
-    column = potrf_lower(A, &pivot, kernel_plan(A.rows(), threads).inner);
+    column = potrf_lower(A, &pivot, threads);
   } else if (!try_cholesky_in_place(A, &column, &pivot)) {
     column = std::max<Index>(column, 0);
   }
@@ -298,14 +295,11 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   // triangular product is no faster than its solve.
   // Up to p = 6144 the inverse takes under a second here: it is one call that Ctrl-C cannot
   // stop, so larger factors keep the per-block solves, which check between blocks.
-  const char* ek = std::getenv("RIF_LEV_K");
-  const double kk = ek ? std::atof(ek) : 3.0;
-  const bool use_inverse = blas_is_openblas() && n >= kk * p && p <= 6144;
+  const bool use_inverse = blas_is_openblas() && n >= 3 * p && p <= 6144;
   Matrix Linv;
   if (use_inverse) {
     Linv = L;
-    const char* et = std::getenv("RIF_LEV_T");
-    trtri_lower(Linv, et ? std::atoi(et) : inner);
+    trtri_lower(Linv, threads);  // (all threads: the pass has not started)
   }
   // Mixed precision: the triangular products in float32 on rounded copies of the factor (or
   // its inverse) and of each block, the squared norms summed in float64.
