@@ -1,5 +1,5 @@
 """fit's L-BFGS steps: ``solver="auto"`` takes them first where a Hessian costs many passes
-(dense X in memory, p >= 512, n < 512 p), ``"lbfgs"`` always, ``"newton"`` never. Only the steps
+(dense X in memory, p >= 256, n < 512 p), ``"lbfgs"`` always, ``"newton"`` never. Only the steps
 change. Every fit here must meet the gradient tolerance by its gradient recomputed in float64
 NumPy, and land where the NumPy Newton reference (conftest.newton_fit) lands, within what the
 two gradient norms certify: ||theta - theta*|| <= (||g|| + ||g_ref||) / lambda_min(H*), with a
@@ -43,7 +43,7 @@ def wide(n, d, seed, intercept_shift=0.0):
 @pytest.mark.parametrize("intercept", [False, True])
 @pytest.mark.parametrize("precision", ["double", "mixed"])
 def test_auto_starts_with_lbfgs_where_a_hessian_costs_many_passes(intercept, precision):
-    X, y = wide(1500, 600, seed=1, intercept_shift=1.0)  # p >= 512, n < 512 p
+    X, y = wide(1500, 600, seed=1, intercept_shift=1.0)  # p >= 256, n < 512 p
     kw = dict(l2=1.0, fit_intercept=intercept)
     res = rn.fit(X, y, tol=1e-9, precision=precision, **kw)
     assert res.lbfgs_steps >= 1
