@@ -86,8 +86,9 @@ def test_forced_lbfgs_on_every_family(rng, family, intercept, weighted):
 
 
 def test_forced_lbfgs_from_a_far_start(rng):
-    """Poisson from theta0 = 3 per coefficient: z up to about 40, F about e^40 there, so the
-    first steps' full lengths overshoot by far and the line search shortens them."""
+    """Poisson from theta0 = 3 per coefficient: z up to about 40 and F about e^40 at the start,
+    the curvature (and the diagonal preconditioner taken there) as large: the steps cross many
+    orders of magnitude of curvature on their way to the minimiser."""
     prob = make_problem(rng, "poisson", n=400, d=10, l2=1.0)
     theta0 = np.full(10, 3.0)
     res = rn.fit(prob.X, prob.y, solver="lbfgs", theta0=theta0, **prob.kw)
@@ -110,6 +111,43 @@ def test_threads_agree(rng):
     assert one.lbfgs_steps >= 1 and two.lbfgs_steps >= 1
     check(one, X, y, 1e-10, l2=1.0)
     check(two, X, y, 1e-10, l2=1.0)
+    lam = np.linalg.eigvalsh(hessian(X, y, one.theta, l2=1.0))[0]
+    assert np.linalg.norm(one.theta - two.theta) <= 2 * (one.grad_norm + two.grad_norm) / lam
+
+
+@pytest.mark.parametrize("d", [300, 1100])  # both sides of the BLAS-threading switch at 1024
+def test_repeated_fits_are_identical(d):
+    """Each thread sums a fixed range of rows, added in order: L-BFGS, which amplifies rounding
+    differences from step to step, gives the same bits on every run."""
+    X, y = wide(2 * d, d, seed=8)
+    kw = dict(l2=1.0, solver="lbfgs", num_threads=2, tol=1e-8)  # met before rounding stalls
+    first = rn.fit(X, y, **kw)
+    assert first.lbfgs_steps >= 1 and first.hessians == 0
+    for _ in range(3):
+        assert np.array_equal(rn.fit(X, y, **kw).theta, first.theta)
+
+
+def test_auto_starts_at_p_256():
+    """The budget is one Hessian's cost, p / 32 passes, and the phase needs at least 8."""
+    X, y = wide(1000, 256, seed=9)
+    assert rn.fit(X[:, :255], y, l2=1.0).lbfgs_steps == 0
+    assert rn.fit(X, y, l2=1.0).lbfgs_steps >= 1
+    assert rn.fit(X[:, :255], y, l2=1.0, fit_intercept=True).lbfgs_steps >= 1  # p = 256
+
+
+def test_a_singular_problem_at_a_loose_tolerance():
+    """l2 = 0 and a duplicated column: minimisers exist but none is unique, and H is singular.
+    L-BFGS steps may meet a loose tolerance at one of them without a Hessian; Newton's steps
+    raise NotPositiveDefiniteError, as does any Hessian built there."""
+    X, y = wide(1500, 600, seed=10)
+    X[:, 1] = X[:, 0]
+    res = rn.fit(X, y, l2=0.0, tol=1e-2, solver="lbfgs")
+    assert res.hessians == 0
+    check_gradient_only = np.linalg.norm(gradient(X, y, res.theta))
+    assert res.converged and check_gradient_only <= 1.5e-2 * np.linalg.norm(
+        gradient(X, y, np.zeros(600)))
+    with pytest.raises(rn.NotPositiveDefiniteError):
+        rn.fit(X, y, l2=0.0, tol=1e-2, solver="newton")
 
 
 def test_a_source_is_fitted_by_newton_unless_asked(tmp_path):

@@ -197,7 +197,9 @@ def make_problem(seed, dtype, fit_intercept, weighted, n=N, d=D):
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(z - z.mean())))).astype(np.float64)
     w = rng.uniform(0.25, 2.0, n) if weighted else None
     kw = dict(l2=L2, sample_weight=w, fit_intercept=fit_intercept)
-    fitted = rn.fit(X, y, tol=1e-12, **kw)
+    # Newton steps, as a source's fit takes (it takes no L-BFGS steps): the same steps read
+    # from memory and from each source.
+    fitted = rn.fit(X, y, tol=1e-12, solver="newton", **kw)
     p = d + int(fit_intercept)
     c = cuts(n)  # rows on both sides of shard edges
     sets = [np.array([7]), rng.choice(n, 12, replace=False),
@@ -305,7 +307,7 @@ def sms():
     X = np.ascontiguousarray(ds.X, dtype=np.float32)
     y = ds.y
     kw = dict(l2=1.0, fit_intercept=True)
-    fitted = rn.fit(X, y, tol=1e-12, **kw)
+    fitted = rn.fit(X, y, tol=1e-12, solver="newton", **kw)  # as a source's fit: Newton
     return X, y, kw, fitted
 
 

@@ -70,21 +70,47 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
   H.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
+namespace {
+
+/// hessian_at() without the Hessian, for X in memory: z, (r, a) and g = X^T r. Two
+/// matrix-vector products per block, memory-bound: every thread reads its own blocks, each
+/// small enough (about 256 KiB) to stay in cache from the first product to the second. Each
+/// thread owns a fixed range of rows and the ranges' sums are added in order, so that g does
+/// not depend on which thread ran first (fit's L-BFGS steps would amplify such differences).
+void gradient_pass(const Design& X, Family family, const Vector& y, const Vector& w,
+                   const Vector& theta, Vector& z, Vector& r, Vector& a, Vector& g, int threads) {
+  const Index p = X.params(), n = X.rows();
+  const Index block = std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
+  const Index ranges = range_count(n, block, threads);
+  z.resize(n);
+  r.resize(n);
+  a.resize(n);
+  std::vector<Vector> sums(static_cast<size_t>(ranges), Vector::Zero(p));
+  std::vector<Matrix> buffers(static_cast<size_t>(ranges));
+  parallel_ranges(n, block, threads, [&](Index range, Index begin, Index count) {
+    Matrix& buf = buffers[static_cast<size_t>(range)];
+    X.load(begin, count, buf);
+    z.segment(begin, count).noalias() = buf.transpose() * theta;
+    derivatives_range(family, z, y, w, r, a, begin, count);
+    sums[static_cast<size_t>(range)].noalias() += buf * r.segment(begin, count);
+  });
+  g = sums[0];
+  for (size_t t = 1; t < sums.size(); ++t) g += sums[t];
+}
+
+}  // namespace
+
 void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w, double l2,
                 const Vector& theta, Vector& z, Vector& r, Vector& a, Matrix& H, int threads,
                 Vector* g, bool with_hessian, Index stride) {
   if (X.sparse()) {
     return sparse_hessian_at(X, family, y, w, l2, theta, z, r, a, H, threads, g, with_hessian);
   }
-  const Index p = X.params(), n = X.rows();
-  KernelPlan plan = kernel_plan(p, threads, n);
-  if (!with_hessian && !X.source()) {
-    // Two matrix-vector products per block: memory-bound, so every thread reads its own blocks,
-    // each small enough (about 256 KiB) to stay in cache from the first product to the second.
-    plan.outer = threads;
-    plan.inner = 1;
-    plan.block = std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
+  if (!with_hessian && !X.source() && g) {
+    return gradient_pass(X, family, y, w, theta, z, r, a, *g, threads);
   }
+  const Index p = X.params(), n = X.rows();
+  const KernelPlan plan = kernel_plan(p, threads, n);
   const int nt = chunk_threads(n, plan.block, plan.outer);
   z.resize(n);
   r.resize(n);

@@ -97,17 +97,17 @@ Vector hessian_diagonal(const Problem& problem, const Vector& z, int threads) {
   const Index p = X.params();
   Vector r, a;
   derivatives(problem.family, z, problem.y, problem.w, r, a);
-  // Blocks that stay in cache (as hessian_at's gradient passes), a source's usual ones.
+  // Blocks that stay in cache (as hessian_at's gradient passes), a source's usual ones; fixed
+  // ranges per thread, so that D does not depend on the threads' timing.
   const Index block = X.source() ? block_rows(p)
                                  : std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
-  std::vector<Vector> partial(static_cast<size_t>(chunk_threads(X.rows(), block, threads)),
+  std::vector<Vector> partial(static_cast<size_t>(range_count(X.rows(), block, threads)),
                               Vector::Zero(p));
   std::vector<Matrix> buffers(partial.size());
-  parallel_chunks(X.rows(), block, threads, [&](int t, Index begin, Index count) {
-    Matrix& buf = buffers[static_cast<size_t>(t)];
+  parallel_ranges(X.rows(), block, threads, [&](Index range, Index begin, Index count) {
+    Matrix& buf = buffers[static_cast<size_t>(range)];
     X.load(begin, count, buf);
-    partial[static_cast<size_t>(t)].noalias() +=
-        buf.cwiseAbs2() * a.segment(begin, count);
+    partial[static_cast<size_t>(range)].noalias() += buf.cwiseAbs2() * a.segment(begin, count);
   });
   Vector D = Vector::Zero(p);
   for (const Vector& part : partial) D += part;
@@ -157,10 +157,12 @@ QuasiNewtonResult quasi_newton(const Problem& problem, Vector& theta, Vector& z,
     if (!wolfe) {
       const Vector u = z - z_k;
       const double t = Line(problem, theta_k, d, z_k, u).minimiser(slope);
-      theta = theta_k + t * d;
-      if (t > 0) {
-        visit();
-        ++result.passes;
+      if (t != 1) {  // (t = 1: the point just visited)
+        theta = theta_k + t * d;
+        if (t > 0) {
+          visit();
+          ++result.passes;
+        }
       }
       if (!(t > 0) || !(rounding || F < F_k)) {  // no decrease left: Newton's turn
         theta = theta_k;

@@ -1136,7 +1136,10 @@ def fit(
     (p / 32), or when they stop making progress; Newton's steps finish from there.
     ``"newton"`` takes Newton steps only; ``"lbfgs"`` starts with L-BFGS steps whatever the
     shape (up to 1000 passes, Newton's steps after). The tolerance the result meets is the
-    same; ``lbfgs_steps`` counts the L-BFGS steps. Far from the optimum with n at least
+    same; ``lbfgs_steps`` counts the L-BFGS steps, which ``max_iter`` (Newton's iterations,
+    ``n_iter``) does not limit. A singular problem (l2 = 0 with collinear columns: minimisers,
+    none unique) can meet a loose tolerance by L-BFGS steps alone, where Newton's steps raise
+    NotPositiveDefiniteError. Far from the optimum with n at least
     512 p, the steps' Hessians come from every k-th row (about 256 p rows: 1/k of the cost);
     near it (gradient norm below 1e-2 of its scale) steps reuse the last exact factor (chord
     steps: one gradient pass each) while each cuts the gradient norm at least tenfold. Only the

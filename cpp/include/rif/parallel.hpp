@@ -87,6 +87,28 @@ void for_each_item(Index count, int threads, F&& f) {
   parallel_chunks(count, 1, threads, [&](int, Index j, Index) { f(j, 1); });
 }
 
+/// The number of fixed ranges parallel_ranges splits [0, n) into (sizes per-range sums).
+inline Index range_count(Index n, Index block, int threads) {
+  const Index blocks = (n + block - 1) / block;
+  return std::max<Index>(1, std::min<Index>(threads, blocks));
+}
+
+/// Calls f(range, begin, count) for consecutive blocks of at most `block` items of [0, n), the
+/// blocks split into range_count() fixed ranges, each range's blocks in order on one thread:
+/// sums kept per range and added in range order then do not depend on the threads' timing
+/// (parallel_chunks hands out blocks dynamically). Checks for an interruption between blocks.
+template <class F>
+void parallel_ranges(Index n, Index block, int threads, F&& f) {
+  const Index blocks = (n + block - 1) / block, ranges = range_count(n, block, threads);
+  parallel_chunks(ranges, 1, static_cast<int>(ranges), [&](int, Index range, Index) {
+    for (Index b = blocks * range / ranges; b < blocks * (range + 1) / ranges; ++b) {
+      check_interrupt();
+      const Index begin = b * block;
+      f(range, begin, std::min(block, n - begin));
+    }
+  });
+}
+
 /// The number of threads parallel_chunks will actually use (sizes per-thread accumulators).
 inline int chunk_threads(Index n, Index block, int threads) {
 #ifdef RIF_HAVE_OPENMP
