@@ -106,11 +106,13 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
   const double gtol = options.tol * std::max(1.0, scale);
 
   if (budget > 0) {
-    // Newton's last step usually lands orders of magnitude below the tolerance; L-BFGS, which
-    // converges linearly, aims below it by kMargin so that its results are as close to the
-    // minimiser (fit still stops as soon as the tolerance is met, should the phase stop early).
-    constexpr double kMargin = 1e-2;
-    const QuasiNewtonOptions qn{kMargin * gtol, budget, threads};
+    // At tight tolerances Newton's last step, in its quadratic phase, usually lands orders of
+    // magnitude below the tolerance; L-BFGS, which converges linearly, then aims below it by
+    // kMargin so that its results are as close to the minimiser (fit still stops as soon as
+    // the tolerance is met, should the phase stop early). A loose tolerance is taken as asked.
+    constexpr double kTight = 1e-6, kMargin = 1e-2;
+    const double until = options.tol <= kTight ? kMargin * gtol : gtol;
+    const QuasiNewtonOptions qn{until, budget, threads};
     result.quasi_newton_steps =
         quasi_newton(problem, theta, z, g, F, [&] { visit(false); }, qn).steps;
   }

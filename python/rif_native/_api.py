@@ -1131,8 +1131,8 @@ def fit(
 
     ``solver="auto"`` first takes L-BFGS steps (diagonally preconditioned, one pass over X
     each) where a Hessian costs many passes: dense X in memory with p >= 256 and n < 512 p,
-    a logistic or Poisson loss. They aim at a hundredth of the tolerance (where Newton's last
-    step usually lands), and stop there, or once they have cost as many passes as one Hessian
+    a logistic or Poisson loss. They aim at the tolerance, or at a hundredth of it when
+    ``tol <= 1e-6`` (where Newton's last step usually lands), and stop there, or once they have cost as many passes as one Hessian
     (p / 32), or when they stop making progress; Newton's steps finish from there.
     ``"newton"`` takes Newton steps only; ``"lbfgs"`` starts with L-BFGS steps whatever the
     shape (up to 1000 passes, Newton's steps after). The tolerance the result meets is the
