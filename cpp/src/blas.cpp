@@ -248,6 +248,14 @@ int potrf_in_pieces(double* A, int n) {
   return 0;
 }
 
+/// The first or second (item 0 or 1) half of [0, total): its start and length.
+struct Half {
+  int first, count;
+};
+Half half_of(Index item, int total) {
+  return item == 0 ? Half{0, total / 2} : Half{total / 2, total - total / 2};
+}
+
 /// potrf_lower on two threads for 256 <= p < 1024, each call single-threaded: with
 /// A = [A11 .; B C], L11 = chol(A11), B <- B L11^{-T} (rows split), C <- C - B B^T (split into
 /// a leading syrk and a gemm + syrk of equal flops), L22 = chol(C). Returns LAPACK's info.
@@ -261,8 +269,9 @@ int potrf_halves(double* a, int p) {
   scipy_dpotrf_("L", &k, a, &p, &info, 1);
   if (info > 0) return info;
   parallel_chunks(2, 1, 2, [&](int, Index item, Index) {  // B <- B L11^{-T}, by rows
-    const int first = item == 0 ? 0 : m / 2, rows = item == 0 ? m / 2 : m - m / 2;
-    scipy_dtrsm_("R", "L", "T", "N", &rows, &k, &one, a, &p, B + first, &p, 1, 1, 1, 1);
+    const Half rows = half_of(item, m);
+    scipy_dtrsm_("R", "L", "T", "N", &rows.count, &k, &one, a, &p, B + rows.first, &p, 1, 1, 1,
+                 1);
   });
   // Thread 0 updates C's leading m1 x m1 triangle (m1^2 k flops), thread 1 the rows below
   // (2 (m - m1) m1 k + (m - m1)^2 k): equal at m1 = m / sqrt(2).
@@ -290,8 +299,9 @@ Index potrf_lower(Matrix& A, double* pivot, int threads) {
   int info = 0;
   // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
   // slow an OpenMP pass that follows); below that, two OpenMP threads split the factor.
-  const bool halves = threads >= 2 && n >= 256 && kernel_plan(n, threads).inner == 1;
-  OpenblasThreads scope(kernel_plan(n, threads).inner);
+  const int inner = kernel_plan(n, threads).inner;
+  const bool halves = threads >= 2 && n >= 256 && inner == 1;
+  OpenblasThreads scope(inner);
   // One LAPACK call up to p = 4096 (about a tenth of a second here); above, pieces that
   // leave room to stop on Ctrl-C.
   if (halves) {
@@ -339,13 +349,14 @@ void trtri_halves(Matrix& L) {
     }
   });
   parallel_chunks(2, 1, 2, [&](int, Index item, Index) {  // B <- B A^{-1}, by rows
-    const int first = item == 0 ? 0 : m / 2, rows = item == 0 ? m / 2 : m - m / 2;
-    scipy_dtrmm_("R", "L", "N", "N", &rows, &k, &one, A, &p, B + first, &p, 1, 1, 1, 1);
+    const Half rows = half_of(item, m);
+    scipy_dtrmm_("R", "L", "N", "N", &rows.count, &k, &one, A, &p, B + rows.first, &p, 1, 1, 1,
+                 1);
   });
   parallel_chunks(2, 1, 2, [&](int, Index item, Index) {  // B <- -C^{-1} B, by columns
-    const int first = item == 0 ? 0 : k / 2, cols = item == 0 ? k / 2 : k - k / 2;
-    scipy_dtrmm_("L", "L", "N", "N", &m, &cols, &minus_one, C, &p,
-                 B + static_cast<Index>(first) * p, &p, 1, 1, 1, 1);
+    const Half cols = half_of(item, k);
+    scipy_dtrmm_("L", "L", "N", "N", &m, &cols.count, &minus_one, C, &p,
+                 B + static_cast<Index>(cols.first) * p, &p, 1, 1, 1, 1);
   });
 }
 

@@ -80,7 +80,7 @@ namespace {
 void gradient_pass(const Design& X, Family family, const Vector& y, const Vector& w,
                    const Vector& theta, Vector& z, Vector& r, Vector& a, Vector& g, int threads) {
   const Index p = X.params(), n = X.rows();
-  const Index block = std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
+  const Index block = cache_block_rows(p);
   const Index ranges = range_count(n, block, threads);
   z.resize(n);
   r.resize(n);

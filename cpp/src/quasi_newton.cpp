@@ -99,8 +99,7 @@ Vector hessian_diagonal(const Problem& problem, const Vector& z, int threads) {
   derivatives(problem.family, z, problem.y, problem.w, r, a);
   // Blocks that stay in cache (as hessian_at's gradient passes), a source's usual ones; fixed
   // ranges per thread, so that D does not depend on the threads' timing.
-  const Index cached = std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
-  const Index block = X.source() ? block_rows(p) : cached;
+  const Index block = X.source() ? block_rows(p) : cache_block_rows(p);
   std::vector<Vector> partial(static_cast<size_t>(range_count(X.rows(), block, threads)),
                               Vector::Zero(p));
   std::vector<Matrix> buffers(partial.size());

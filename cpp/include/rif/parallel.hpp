@@ -42,6 +42,12 @@ inline Index block_rows(Index p) {
   return std::clamp<Index>(target, 32, 4096);
 }
 
+/// Rows per block for a memory-bound pass that reads each block twice (a product, then another):
+/// about 256 KiB of doubles, so that the block stays in cache between the two.
+inline Index cache_block_rows(Index p) {
+  return std::clamp<Index>((Index{1} << 15) / std::max<Index>(p, 1), 8, 4096);
+}
+
 /// Calls f(thread, begin, count) for consecutive chunks of [0, n) of at most `block` items, on up
 /// to `threads` threads. Between chunks it checks for an interruption (check_interrupt). The
 /// first exception thrown by f is rethrown after the loop; once one is thrown, the chunks not

@@ -30,7 +30,6 @@ class QuasiNewtonMemory {
   /// gamma = s^T t / t^T D^{-1} t of the newest pair; -D^{-1} g without pairs.
   Vector direction(const Vector& g, const Vector& diagonal) const;
   void clear() { pairs_.clear(); }
-  bool empty() const { return pairs_.empty(); }
 
  private:
   struct Pair {
