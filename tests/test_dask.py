@@ -176,7 +176,7 @@ def test_backend_choice():
     Xd = da.from_array(X, chunks=(100, 5))
     cpu = rn.Attribution(Xd, y, theta, l2=1.0, backend="cpu")  # read here, chunk by chunk
     assert type(cpu) is rn.Attribution
-    with pytest.raises(ValueError, match="needs X as a Dask array"):
+    with pytest.raises(TypeError, match="read X themselves"):  # or a source they open
         rn.Attribution(X, y, theta, l2=1.0, backend="dask")
     with pytest.raises(ValueError, match="logistic labels"):
         rn.Attribution(Xd, y + 2, theta, l2=1.0)
@@ -197,7 +197,7 @@ def test_x_is_persisted_on_the_workers_when_it_fits(client):
     v = np.random.default_rng(12).standard_normal(9)
     Xd = da.from_array(X, chunks=(uneven_chunks(2000, 13), 8))
     kept = rn.Attribution(Xd, y, theta, **kw)
-    assert kept._chunks.persisted and "persisted=True" in repr(kept)
+    assert kept._chunks.persisted and "X persisted on the workers" in repr(kept)
     with dask.config.set({"rif_native.persist-share": 0}):
         read = rn.Attribution(Xd, y, theta, **kw)
     assert not read._chunks.persisted

@@ -88,11 +88,10 @@ void bind_chunks(py::module_& m) {
           {
             py::gil_scoped_release release;  // the chunk's arrays are owned by c
             const int nt = rif::resolve_threads(threads);
-            rif::linear_predictor(c->problem().X, t, z, nt);
-            rif::derivatives(c->problem().family, z, c->problem().y, c->problem().w, r, a);
+            // one pass over the chunk's rows for z, (r, a), H and g
+            rif::hessian_at(c->problem().X, c->problem().family, c->problem().y, c->problem().w,
+                            0.0, t, z, r, a, H, nt, &g);
             loss = rif::total_loss(c->problem().family, z, c->problem().y, c->problem().w);
-            rif::hessian(c->problem().X, a, 0.0, H, nt);
-            c->problem().X.multiply_transposed(r, g, nt);
           }
           py::dict out;
           out["H"] = symmetric_out(H);

@@ -188,13 +188,17 @@ def _backend_choice(backend: Optional[str]) -> str:
 
 def _on_dask(X: Any, backend: Optional[str]) -> bool:
     """Whether X runs on the Dask engine: a Dask array, unless backend 'cpu' or 'cuda' is asked
-    for explicitly (then it is read on this machine, chunk by chunk)."""
+    for explicitly (then it is read on this machine, chunk by chunk); a stored source (.npy
+    paths, Zarr, HDF5) with backend 'dask' (its workers then open it themselves)."""
     from ._dask import is_dask_array
 
     if is_dask_array(X):
         return backend in (None, "auto", "dask")
-    if backend == "dask":
-        raise ValueError(f"backend='dask' needs X as a Dask array, got {type(X).__name__}")
+    if backend == "dask":  # a source the workers open themselves, or an explanation why not
+        from ._dask_sources import check_stored
+
+        check_stored(X)
+        return True
     return False
 
 
@@ -494,7 +498,10 @@ class Attribution(_frames.Named):
             RuntimeError when this build or machine has none) or "auto" (CUDA when available).
             None reads the RIF_BACKEND environment variable, default "auto". With CUDA, host X
             crosses the bus once and stays in device memory while the object lives, when it
-            fits (``RIF_CUDA_KEEP_X=0`` streams it again on every pass instead).
+            fits (``RIF_CUDA_KEEP_X=0`` streams it again on every pass instead). "dask" runs
+            on the current Dask client (the default for a Dask array X), and with X a ``.npy``
+            path, shards, a Zarr array or an h5py dataset makes its workers open X themselves
+            (:mod:`rif_native._dask_sources`).
         max_memory: the most memory (bytes, or a size such as "4G") this object's calls may
             allocate; None reads RIF_MAX_MEMORY, else what the machine (its cgroup, ``ulimit
             -v``) has available. A call that would need more raises MemoryError first, saying
@@ -1152,7 +1159,8 @@ def fit(
     reading X again). X may be a source larger than memory (rif_native.sources): ``passes``
     then says how often it was read, and ``progress`` draws a bar. A
     Dask array X is fitted on its cluster (rif_native._dask.fit: two distributed passes per
-    iteration) unless ``backend="cpu"``.
+    iteration) unless ``backend="cpu"``; so is a stored X (``.npy`` paths, Zarr, HDF5) with
+    ``backend="dask"``, its workers opening it themselves.
 
     ``precision="mixed"`` forms each iteration's Hessian in float32 (as
     :class:`Attribution`'s option does). Only the Newton steps change, not the gradient

@@ -1,4 +1,6 @@
-"""The Dask engine: attribution, fitting and exact retraining for a Dask array X chunked by rows.
+"""The Dask engine: attribution, fitting and exact retraining for a Dask array X chunked by rows,
+or for X left in its store and opened by the workers themselves (``backend="dask"`` with a
+``.npy`` path, shards, Zarr or HDF5: :mod:`rif_native._dask_sources`).
 
 Each pass over X is one task per row chunk, run where the chunk lives with the native per-chunk
 kernels (``_core.chunk_hessian``, ``chunk_gradients``, ``chunk_leverage``); partial sums come
@@ -43,6 +45,7 @@ from ._api import (
     _real,
     _METHODS,
 )
+from ._dask_sources import TASK_BYTES, StoredRows, StoredSource, kernel_input, row_arrays
 
 _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
 _FAN_IN = 8
@@ -114,8 +117,39 @@ class _Chunks:
 
     def __init__(self, X: Any, y: np.ndarray, w: Optional[np.ndarray], family: str,
                  fit_intercept: bool, threads: int) -> None:
-        import dask.array as da
+        client = _client()
+        self.stored: Optional[StoredSource] = None
+        self.persisted = False
+        if isinstance(X, StoredSource):  # the workers open it: each task carries its rows' range
+            import dask
 
+            self.stored = X
+            self.bounds = X.task_bounds(int(dask.config.get("rif_native.task-bytes",
+                                                            TASK_BYTES)))
+            self.blocks: list = [StoredRows(X, a, b)
+                                 for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+        else:
+            X = self._dask_rows(X, client)
+            self.bounds = np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+            self.blocks = list(X.to_delayed().ravel())
+        self.X, self.family, self.fit_intercept, self.threads = X, family, fit_intercept, threads
+        self.n, self.d = int(X.shape[0]), int(X.shape[1])
+        self.y = y
+        self.w = w
+        self.client = client
+        self.y_blocks = self.cut(y)  # labels and weights go to the workers once
+        self.w_blocks = [None] * len(self.blocks) if w is None else self.cut(w)
+        self.centre: Optional[np.ndarray] = None
+
+    def cut(self, v: np.ndarray) -> list:
+        """An n-vector in X's row chunks: scattered to the workers as futures on a distributed
+        cluster (not embedded in every graph), slices otherwise."""
+        pieces = [v[a:b] for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+        return self.client.scatter(pieces) if self.client is not None else pieces
+
+    def _dask_rows(self, X: Any, client: Any) -> Any:
+        """A Dask array X with whole rows per chunk, float32 or float64, persisted on the
+        workers when it fits (module docstring)."""
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (n samples x d features), got shape {X.shape}")
         if np.dtype(X.dtype).kind not in "biuf":
@@ -124,26 +158,17 @@ class _Chunks:
             X = X.rechunk({1: -1})  # whole rows in each chunk
         if np.dtype(X.dtype) not in (np.float32, np.float64):
             X = X.astype(np.float64)
-        client = _client()
         self.persisted = client is not None and _persists(X, client)
         if self.persisted:  # read from its store once (in the background, chunk by chunk)
             X = X.persist()
-        self.X, self.family, self.fit_intercept, self.threads = X, family, fit_intercept, threads
-        self.n, self.d = int(X.shape[0]), int(X.shape[1])
-        rows = X.chunks[0]
-        self.bounds = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
-        self.blocks = list(X.to_delayed().ravel())
-        self.y = y
-        self.w = w
-        yd = da.from_array(y, chunks=(rows,))
-        wd = None if w is None else da.from_array(w, chunks=(rows,))
-        if client is not None:  # labels and weights go to the workers once
-            yd = yd.persist()
-            wd = None if wd is None else wd.persist()
-        self._held = (yd, wd)  # persisted: their futures live as long as these references
-        self.y_blocks = list(yd.to_delayed().ravel())
-        self.w_blocks = [None] * len(self.blocks) if wd is None else list(wd.to_delayed().ravel())
-        self.centre: Optional[np.ndarray] = None
+        return X
+
+    @property
+    def reading(self) -> str:
+        """How the tasks get X's rows (for repr)."""
+        if self.stored is not None:
+            return f"opened by the workers ({self.stored.describe()})"
+        return "persisted on the workers" if self.persisted else "read from its store each pass"
 
     def map(self, fn: Callable, *args: Any, weights: Optional[list] = None) -> list:
         """One delayed fn(block, y, w, *args) per chunk."""
@@ -155,9 +180,7 @@ class _Chunks:
 
     def weight_blocks(self, w: np.ndarray) -> list:
         """Weights other than the problem's (a set's samples at 0), cut like X."""
-        import dask.array as da
-
-        return list(da.from_array(w, chunks=(self.X.chunks[0],)).to_delayed().ravel())
+        return self.cut(np.ascontiguousarray(w, dtype=np.float64))
 
     def column_means(self) -> np.ndarray:
         import dask
@@ -191,7 +214,8 @@ class _Chunks:
         if len(idx) == 0:
             return np.empty((0, self.d + int(self.fit_intercept)))
         order = np.argsort(idx, kind="stable")
-        got = np.asarray(self.X[idx[order]].compute(), dtype=np.float64)
+        got = np.asarray(self.stored.take(idx[order]) if self.stored is not None
+                         else self.X[idx[order]].compute(), dtype=np.float64)
         raw = np.empty_like(got)
         raw[order] = got
         return self.kernel_rows(raw)
@@ -206,21 +230,29 @@ class _Chunks:
 
 # -- the tasks (module-level functions: they are sent to the workers)
 
-def _weighted_sum(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict:
-    return {"s": np.asarray(w, dtype=np.float64) @ np.asarray(X, dtype=np.float64)}
+# (X is the chunk's rows, or StoredRows that the task opens where it runs)
+
+def _weighted_sum(X: Any, y: np.ndarray, w: np.ndarray) -> dict:
+    w, s, begin = np.asarray(w, dtype=np.float64), 0.0, 0
+    for rows in row_arrays(X):
+        s = s + w[begin:begin + len(rows)] @ np.asarray(rows, dtype=np.float64)
+        begin += len(rows)
+    return {"s": s}
 
 
 def _chunk_hessian(X, y, w, theta, family, fit_intercept, centre, threads) -> dict:
-    return dict(_core.chunk_hessian(X, y, w, theta, family, fit_intercept, centre, threads))
+    return dict(_core.chunk_hessian(kernel_input(X), y, w, theta, family, fit_intercept, centre,
+                                    threads))
 
 
 def _chunk_gradients(X, y, w, thetas, family, fit_intercept, centre, threads) -> dict:
-    return dict(_core.chunk_gradients(X, y, w, thetas, family, fit_intercept, centre, threads))
+    return dict(_core.chunk_gradients(kernel_input(X), y, w, thetas, family, fit_intercept,
+                                      centre, threads))
 
 
 def _chunk_leverage(X, y, w, theta, family, fit_intercept, centre, factor, threads) -> dict:
-    return dict(_core.chunk_leverage(X, y, w, theta, family, fit_intercept, centre, factor,
-                                     threads))
+    return dict(_core.chunk_leverage(kernel_input(X), y, w, theta, family, fit_intercept, centre,
+                                     factor, threads))
 
 
 _SCORE_ROWS = 4096  # rows converted to float64 at a time: a block that stays in cache
@@ -230,8 +262,12 @@ def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarr
     """s_i = r_i x~_i . U (over 1 - h_i when rescaled) for the chunk."""
     d = X.shape[1]
     Z = np.empty((X.shape[0], U.shape[1]))
-    for b in range(0, X.shape[0], _SCORE_ROWS):
-        Z[b:b + _SCORE_ROWS] = np.asarray(X[b:b + _SCORE_ROWS], dtype=np.float64) @ U[:d]
+    begin = 0
+    for rows in row_arrays(X):
+        for b in range(0, len(rows), _SCORE_ROWS):
+            part = np.asarray(rows[b:b + _SCORE_ROWS], dtype=np.float64)
+            Z[begin + b:begin + b + len(part)] = part @ U[:d]
+        begin += len(rows)
     if fit_intercept:
         Z += U[d] - (centre @ U[:d] if centre is not None else 0.0)
     S = per_sample["r"][:, None] * Z
@@ -242,7 +278,7 @@ def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarr
 
 def _chunk_rows(X, per_sample, Hinv, centre, fit_intercept, rescaled) -> np.ndarray:
     """IF (or RIF) rows of the chunk in the user's parameters."""
-    Xf = np.asarray(X, dtype=np.float64)
+    Xf = np.concatenate([np.asarray(rows, dtype=np.float64) for rows in row_arrays(X)])
     d = Xf.shape[1]
     if fit_intercept:
         Xk = np.hstack([Xf - centre if centre is not None else Xf, np.ones((len(Xf), 1))])
@@ -321,6 +357,8 @@ def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
            num_threads: Optional[int], theta_name: str) -> tuple:
+    if not is_dask_array(X):  # a source the workers open themselves
+        X = StoredSource(X)
     y = np.ascontiguousarray(np.asarray(y.compute() if is_dask_array(y) else y), dtype=np.float64)
     w = None
     if sample_weight is not None:
@@ -574,7 +612,7 @@ class DaskAttribution(Attribution):
     def __repr__(self) -> str:
         return (f"DaskAttribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, "
-                f"chunks={len(self._chunks.blocks)}, persisted={self._chunks.persisted})")
+                f"chunks={len(self._chunks.blocks)}, X {self._chunks.reading})")
 
 
 class _Retrain:

@@ -6,7 +6,9 @@ Every function and object of rif_native that takes X accepts, besides an array i
 * a list of ``.npy`` paths or 2-D arrays ("shards") that stack, in order, into one X;
 * a Zarr array, an h5py dataset, a Dask array (computed chunk by chunk on this machine with
   ``backend="cpu"``; by default ``Attribution`` runs it on its cluster), or any 2-D object with
-  ``shape``, ``dtype`` and row slicing ``X[a:b]``;
+  ``shape``, ``dtype`` and row slicing ``X[a:b]``; with ``backend="dask"``, ``.npy`` paths,
+  shards, Zarr arrays and h5py datasets run on the Dask cluster, each worker opening its rows
+  itself;
 * a SciPy sparse matrix or array (CSR, CSC, COO, ...): converted to CSR once; when at most
   ``SPARSE_DENSITY`` of it is nonzero, the Hessian, leverage, gradient and score passes read only
   its nonzeros, and every other read gets rows made dense one block at a time (memory: X's
@@ -316,6 +318,24 @@ class Source:
                          else _RowRange(part, lo, hi))
         return Source(parts, name=name or self.name, progress=self._show)
 
+    def edges(self, step: int) -> np.ndarray:
+        """Rows at which X can be cut without splitting a stored chunk, in order, ending at n:
+        every shard's end, the chunk boundaries of shards read by a reader, and every `step`
+        rows within shards read in place."""
+        out = set()
+        for j in range(len(self._parts)):
+            lo, hi = int(self._starts[j]), int(self._starts[j + 1])
+            if self._readers is None:  # read in place: any row will do
+                inner: Any = range(0, hi - lo, max(1, int(step)))
+            else:  # the store's own chunks where it says, else the reader's
+                rows = getattr(self._parts[j], "chunks", None)
+                rows = rows[0] if rows and isinstance(rows[0], (int, np.integer)) else None
+                inner = range(0, hi - lo, int(rows)) if rows else self._readers[j].bounds
+            out.update(lo + int(b) for b in inner)
+            out.add(hi)
+        out.discard(0)
+        return np.asarray(sorted(out), dtype=np.int64)
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -370,7 +390,11 @@ def describe(part: Any) -> str:
         return f"memory-mapped {filename}" if filename else "array in memory"
     module = _module_of(part)
     if module == "zarr":
-        return f"Zarr array {getattr(part, 'path', '') or getattr(part, 'name', '')}".strip()
+        name = getattr(part, "path", "") or getattr(part, "name", "") or ""
+        root = getattr(getattr(part, "store", None), "root", None)
+        where = (os.path.normpath(os.path.join(os.fspath(root), name.strip("/")))
+                 if root is not None else name)
+        return f"Zarr array {where}".strip()
     if module == "h5py":
         return f"HDF5 dataset {part.name} in {part.file.filename}"
     if module == "dask":

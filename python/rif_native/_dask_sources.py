@@ -1,0 +1,167 @@
+"""Sources the Dask engine's workers open themselves (``backend="dask"`` with X stored).
+
+A Dask array's chunks reach a task through Dask: read by the worker from their store, kept in
+its memory, or sent from another worker. X given as a ``.npy`` path, a list of ``.npy`` paths,
+a Zarr array or an h5py dataset instead travels as its description: each task carries the rows
+it covers (:class:`StoredRows`, a few hundred bytes) and opens them where it runs, through the
+same :mod:`rif_native.sources` reading as in this process. Memory-mapped files and uncompressed
+Zarr chunk files are then read in place from the worker's page cache, with read-ahead, and no
+rows of X travel between processes. The files must be reachable under the same name from every
+worker (a local cluster, or a shared file system; a Zarr store may also be remote, opened by
+each worker through its own store object).
+
+Each task covers whole chunks of the store, about ``rif_native.task-bytes`` of X (Dask config,
+default 128 MiB).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import uuid
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import sources
+
+TASK_BYTES = 128 << 20  # of X per task (the Dask config key rif_native.task-bytes)
+_KEEP_OPEN = 4  # sources a worker keeps open (the most recent ones)
+
+_opened: "collections.OrderedDict[str, sources.Source]" = collections.OrderedDict()
+_opened_lock = threading.Lock()
+
+
+def _is_h5py_dataset(X: Any) -> bool:
+    return sources._module_of(X) == "h5py" and hasattr(X, "file") and hasattr(X, "name")
+
+
+def _part(item: Any) -> tuple:
+    """One shard as something a worker can open: ("npy", path), ("zarr", array) or
+    ("h5py", file name, dataset name)."""
+    if isinstance(item, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(item))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"X: no file {path}")
+        return ("npy", path)
+    if sources._module_of(item) == "zarr":
+        if type(item.store).__name__ == "MemoryStore":
+            raise ValueError("backend='dask' opens X on the workers, and this Zarr array lives "
+                             "in this process's memory: store it in a folder (or remote store) "
+                             "the workers reach, or pass dask.array.from_zarr(X)")
+        return ("zarr", item)
+    if _is_h5py_dataset(item):
+        return ("h5py", os.path.abspath(item.file.filename), item.name)
+    raise TypeError(
+        "backend='dask' runs on the workers, which read X themselves: give X as a Dask array, or "
+        "as a source they can open (a .npy path, a list of .npy paths, a Zarr array or an h5py "
+        f"dataset); got {type(item).__name__}. An array in memory runs here (backend='cpu').")
+
+
+def _open_part(part: tuple) -> Any:
+    """The shard as open_source takes it (a path, the Zarr array, the opened h5py dataset)."""
+    if part[0] in ("npy", "zarr"):
+        return part[1]
+    import h5py
+
+    return h5py.File(part[1], "r")[part[2]]
+
+
+def _items(X: Any) -> list:
+    return list(X) if isinstance(X, (list, tuple)) else [X]
+
+
+def check_stored(X: Any) -> None:
+    """Raise unless X is a source the workers can open themselves (module docstring)."""
+    if isinstance(X, (list, tuple)) and not X:
+        raise ValueError("X: an empty list of shards")
+    for item in _items(X):
+        _part(item)
+
+
+class StoredSource:
+    """X as shards the workers open themselves; pickles to their descriptions."""
+
+    def __init__(self, X: Any) -> None:
+        check_stored(X)
+        self.parts = [_part(s) for s in _items(X)]
+        self.token = uuid.uuid4().hex  # one opening per worker for this object's lifetime
+        src = self.open()
+        self.shape, self.dtype = src.shape, src.dtype
+
+    def __getstate__(self) -> dict:  # what travels: the descriptions, never the opened source
+        return {"parts": self.parts, "token": self.token, "shape": self.shape,
+                "dtype": self.dtype}
+
+    def open(self) -> sources.Source:
+        """X as a Source in this process (opened once per process and token)."""
+        with _opened_lock:
+            src = _opened.get(self.token)
+            if src is not None:
+                _opened.move_to_end(self.token)
+                return src
+        src = sources.open_source([_open_part(p) for p in self.parts])
+        with _opened_lock:
+            _opened[self.token] = src
+            while len(_opened) > _KEEP_OPEN:
+                _opened.popitem(last=False)
+        return src
+
+    def task_bounds(self, task_bytes: int) -> np.ndarray:
+        """Row boundaries of the tasks, about task_bytes of X each, none splitting a stored
+        chunk."""
+        src = self.open()
+        n, d = src.shape
+        target = max(1, task_bytes // max(1, d * src.dtype.itemsize))
+        bounds = [0]
+        for e in src.edges(target):
+            if e - bounds[-1] >= target or e == n:
+                bounds.append(int(e))
+        return np.asarray(bounds, dtype=np.int64)
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        return self.open().take(idx)
+
+    def describe(self) -> str:
+        names = [p[1] if p[0] == "npy" else sources.describe(p[1]) if p[0] == "zarr"
+                 else f"HDF5 dataset {p[2]} in {p[1]}" for p in self.parts]
+        return names[0] if len(names) == 1 else f"{len(names)} shards"
+
+
+class StoredRows:
+    """Rows [lo, hi) of a StoredSource, sent to a task in place of the rows themselves."""
+
+    def __init__(self, stored: StoredSource, lo: int, hi: int) -> None:
+        self.stored, self.lo, self.hi = stored, int(lo), int(hi)
+
+    @property
+    def shape(self) -> tuple:
+        return (self.hi - self.lo, int(self.stored.shape[1]))
+
+    def source(self) -> sources.Source:
+        """The rows as a Source (the native kernel reads it block by block, in place)."""
+        return self.stored.open().subset(self.lo, self.hi)
+
+    def arrays(self) -> Iterator[np.ndarray]:
+        """The rows as consecutive arrays: views of the files where they are read in place,
+        blocks read into memory otherwise."""
+        src = self.source()
+        if src.shards is not None:
+            yield from src.shards
+        else:
+            for _, rows in src.blocks():
+                yield rows
+
+
+def kernel_input(X: Any) -> Any:
+    """What a chunk task hands the native kernel: a Source for stored rows, X otherwise."""
+    return X.source() if isinstance(X, StoredRows) else X
+
+
+def row_arrays(X: Any) -> Iterator[np.ndarray]:
+    """A chunk's rows as consecutive arrays (the chunk itself when it is one array)."""
+    if isinstance(X, StoredRows):
+        yield from X.arrays()
+    else:
+        yield X

@@ -1,0 +1,193 @@
+"""The Dask engine with X left in its store (``backend="dask"`` with a .npy path, .npy shards, a
+Zarr array or an h5py dataset): each task carries its rows' range and opens them on the worker
+where it runs. Every answer against the in-memory path to 1e-10 of its scale (that path is
+itself checked against NumPy, statsmodels and refits elsewhere), on a distributed LocalCluster
+(2 workers, one thread each) and on Dask's local scheduler."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+h5py = pytest.importorskip("h5py")
+
+TOL = 1e-10
+N, D = 1500, 12
+CHUNK = 97  # the stores' chunk rows (does not divide N)
+
+
+def close(a, b, tol=TOL):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cluster's own start-up notes
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=50)
+        c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture
+def small_tasks():
+    """Tasks of about 300 float32 (150 float64) rows: every source is cut into several."""
+    with dask.config.set({"rif_native.task-bytes": 300 * D * 4}):
+        yield
+
+
+def problem(seed, dtype):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((N, D)) + rng.uniform(-2, 2, D)).astype(dtype)
+    z = X.astype(np.float64) @ rng.standard_normal(D) * 0.3
+    y = (rng.random(N) < 1 / (1 + np.exp(-(z - z.mean())))).astype(float)
+    return X, y, rng.uniform(0.2, 2.0, N)
+
+
+def store(kind, X, folder: Path):
+    """X written as the kind of source a worker opens, and the store's chunk rows (None: any
+    row can start a task)."""
+    if kind == "npy":
+        np.save(folder / "X.npy", X)
+        return str(folder / "X.npy"), None
+    if kind == "npy-shards":  # unequal shards, one of a single row; str and PathLike mixed
+        cuts = [0, 600, 601, 1111, N]
+        paths = []
+        for j, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            np.save(folder / f"part{j}.npy", X[a:b])
+            paths.append(folder / f"part{j}.npy" if j % 2 else str(folder / f"part{j}.npy"))
+        return paths, None
+    if kind in ("zarr-zstd", "zarr-uncompressed"):
+        extra = {} if kind == "zarr-zstd" else {"compressors": None}
+        z = zarr.create_array(str(folder / f"{kind}.zarr"), shape=X.shape, chunks=(CHUNK, D),
+                              dtype=X.dtype, **extra)
+        z[:] = X
+        return zarr.open_array(str(folder / f"{kind}.zarr"), mode="r"), CHUNK
+    assert kind == "h5py"
+    with h5py.File(folder / "X.h5", "w") as f:
+        f.create_dataset("X", data=X, chunks=(53, D))
+    return h5py.File(folder / "X.h5", "r")["X"], 53
+
+
+KINDS = ["npy", "npy-shards", "zarr-zstd", "zarr-uncompressed", "h5py"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype,fit_intercept", [(np.float32, True), (np.float64, False)])
+def test_stored_x_matches_in_memory(client, small_tasks, tmp_path, kind, dtype, fit_intercept):
+    X, y, w = problem(1, dtype)
+    src, chunk = store(kind, X, tmp_path)
+    kw = dict(l2=1.5, fit_intercept=fit_intercept, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, solver="newton", **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(src, y, theta, backend="dask", **kw)
+    assert type(B).__name__ == "DaskAttribution"
+    assert "opened by the workers" in repr(B)
+    bounds = B._chunks.bounds
+    assert len(bounds) > 3 and bounds[0] == 0 and bounds[-1] == N
+    if chunk is not None:  # no task splits a stored chunk
+        assert all(b % chunk == 0 for b in bounds[:-1])
+    close(B.leverage.compute(), A.leverage)
+    close(B.residuals.compute(), A.residuals)
+    close(B.hessian(), A.hessian())
+    V = np.random.default_rng(2).standard_normal((A.n_params, 2))
+    for method in ("if", "rif"):
+        close(B.scores(V, method).compute(), A.scores(V, method))
+    close(B.rescaled_influence().compute(), A.rescaled_influence())
+    idx = [5, 0, N - 1, 600]
+    close(B.influence(idx), A.influence(idx))
+    sets = [np.arange(4), np.arange(590, 640)]
+    for method in ("if", "rif", "ns"):
+        close(B.group_effect(sets, method), A.group_effect(sets, method))
+    got = rn.fit(src, y, tol=1e-13, backend="dask", **kw)
+    assert got.converged
+    close(got.theta, theta)
+
+
+def test_retraining_reads_the_store(client, small_tasks, tmp_path):
+    X, y, w = problem(3, np.float32)
+    src, _ = store("zarr-uncompressed", X, tmp_path)
+    kw = dict(l2=1.0, fit_intercept=True, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, solver="newton", **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(src, y, theta, backend="dask", **kw)
+    sets = [np.arange(3), np.random.default_rng(4).choice(N, 60, replace=False)]
+    got, ref = B.retrain(sets, tol=1e-13), A.retrain(sets, tol=1e-13)
+    assert got.converged.all()
+    close(got.theta, ref.theta, 1e-9)
+    close(got.effect, ref.effect, 1e-9)
+
+
+def test_tasks_carry_ranges_not_rows(client, tmp_path):
+    """What travels to a task is a description of its rows, the same few hundred bytes however
+    many rows it covers; the default task size is about rif_native.task-bytes of X."""
+    X, y, _ = problem(5, np.float64)
+    src, _ = store("npy", X, tmp_path)
+    theta = np.zeros(D)
+    B = rn.Attribution(src, y, theta, l2=1.0, backend="dask")
+    assert len(B._chunks.blocks) == 1  # 144 kB of X: one task at the default 128 MiB
+    sizes = [len(pickle.dumps(b)) for b in B._chunks.blocks]
+    assert max(sizes) < 2048, sizes
+    assert X.nbytes > 50 * max(sizes)
+    with dask.config.set({"rif_native.task-bytes": 100 * D * 8}):
+        B = rn.Attribution(src, y, theta, l2=1.0, backend="dask")
+    assert np.all(np.diff(B._chunks.bounds[:-1]) == 100)
+
+
+def test_local_scheduler_without_cluster(small_tasks, tmp_path):
+    """No distributed client: Dask's own threads run the same tasks, opening the store here."""
+    X, y, _ = problem(6, np.float32)
+    src, _ = store("npy-shards", X, tmp_path)
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    with dask.config.set(scheduler="threads"):
+        B = rn.Attribution(src, y, theta, l2=1.0, fit_intercept=True, backend="dask")
+        close(B.leverage.compute(), A.leverage)
+        close(B.scores(np.ones(A.n_params)).compute(), A.scores(np.ones(A.n_params)))
+
+
+def test_a_failed_read_on_a_worker_names_the_rows(client, small_tasks, tmp_path):
+    X, y, _ = problem(7, np.float32)
+    src, _ = store("zarr-zstd", X, tmp_path)
+    B = None
+    chunk_file = next(p for p in (tmp_path / "zarr-zstd.zarr").rglob("*")
+                      if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs"))
+    chunk_file.write_bytes(b"not zstd")  # one chunk that no longer decodes
+    with pytest.raises(rn.sources.SourceReadError, match=r"reading rows \d+:\d+ of X"):
+        B = rn.Attribution(src, y, np.zeros(D), l2=1.0, backend="dask")
+    assert B is None
+
+
+def test_what_the_workers_cannot_open(tmp_path):
+    X, y, _ = problem(8, np.float64)
+    with pytest.raises(TypeError, match="read X themselves"):
+        rn.Attribution(X, y, np.zeros(D), l2=1.0, backend="dask")
+    with pytest.raises(TypeError, match="read X themselves"):
+        rn.fit(X, y, l2=1.0, backend="dask")
+    with pytest.raises(FileNotFoundError, match="no file"):
+        rn.Attribution(str(tmp_path / "missing.npy"), y, np.zeros(D), l2=1.0, backend="dask")
+    with pytest.raises(ValueError, match="empty list"):
+        rn.Attribution([], y, np.zeros(D), l2=1.0, backend="dask")
+    z = zarr.create_array(zarr.storage.MemoryStore(), shape=X.shape, dtype=X.dtype)
+    with pytest.raises(ValueError, match="in this process's memory"):
+        rn.Attribution(z, y, np.zeros(D), l2=1.0, backend="dask")
+    # without backend="dask" the same path runs in this process
+    np.save(tmp_path / "X.npy", X)
+    assert type(rn.Attribution(os.fspath(tmp_path / "X.npy"), y, np.zeros(D), l2=1.0)) \
+        is rn.Attribution
