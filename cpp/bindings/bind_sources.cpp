@@ -1,5 +1,6 @@
 #include "rif_python.hpp"
 
+#include "rif/file_source.hpp"
 #include "rif/interrupt.hpp"
 #include "rif/source.hpp"
 
@@ -157,6 +158,28 @@ std::shared_ptr<rif::RowSource> make_shards(const py::object& spec, rif::Index n
   return source;
 }
 
+/// FileSource over the files the Python layer names: (path, byte offset, rows, st_dev, st_ino)
+/// each.
+std::shared_ptr<rif::RowSource> make_files(const py::object& spec, rif::Index n, rif::Index d,
+                                           bool f32) {
+  const py::object fsencode = py::module_::import("os").attr("fsencode");  // any file name
+  std::vector<rif::FileShard> files;
+  for (const py::handle& h : py::list(spec.attr("files"))) {
+    const py::tuple t = py::reinterpret_borrow<py::tuple>(h);
+    files.push_back({fsencode(t[0]).cast<std::string>(), t[1].cast<std::int64_t>(),
+                     t[2].cast<rif::Index>(), t[3].cast<std::uint64_t>(),
+                     t[4].cast<std::uint64_t>()});
+  }
+  const auto chunk_bytes = spec.attr("chunk_bytes").cast<std::size_t>();
+  std::shared_ptr<rif::RowSource> source;
+  {
+    py::gil_scoped_release release;  // opens the files and starts the reader thread
+    source = std::make_shared<rif::FileSource>(std::move(files), d, f32, chunk_bytes);
+  }
+  if (source->rows() != n) throw std::invalid_argument("files: row counts do not add up to n");
+  return source;
+}
+
 /// CsrSource over SciPy's CSR arrays (int64 row starts, int32 columns, values of the source's
 /// dtype), which it keeps alive.
 class PyCsrSource : public rif::CsrSource {
@@ -217,6 +240,8 @@ rif::Design source_design(const py::object& spec, bool fit_intercept) {
   if (!csr.is_none()) {
     source = std::make_shared<PyCsrSource>(py::tuple(csr), n, d, f32,
                                            spec.attr("sparse_passes").cast<bool>());
+  } else if (!py::getattr(spec, "files", py::none()).is_none()) {
+    source = make_files(spec, n, d, f32);
   } else if (spec.attr("shards").is_none()) {
     source = std::make_shared<PyRowSource>(spec, n, d, f32);
   } else {
@@ -258,6 +283,8 @@ void bind_sources(py::module_& m) {
       py::object error = type(e.what());
       error.attr("__cause__") = raised;
       PyErr_SetObject(type.ptr(), error.ptr());
+    } catch (const rif::source_read_failure& e) {  // the native file reader's
+      PyErr_SetString(source_error_type.get_stored().ptr(), e.what());
     }
   });
 }

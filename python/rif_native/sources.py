@@ -58,6 +58,16 @@ SPARSE_DENSITY = 0.1
 MAX_OFFSET_RATIO = 1e3
 
 
+#: Memory-mapped files (.npy, shards, uncompressed Zarr chunks) totalling more than this many
+#: bytes are read with the page cache bypassed (O_DIRECT, by a native reader thread) instead of
+#: through their memory maps: a mapped file larger than the page cache costs the machine far more
+#: in page faults and reclaim than the reading itself. None: half of this machine's memory.
+DIRECT_READ_BYTES: Optional[int] = None
+
+#: Bytes of X per read of that reader (it holds four such chunks; two are read ahead).
+DIRECT_CHUNK_BYTES = 32 << 20
+
+
 def _module_of(obj: Any) -> str:
     return type(obj).__module__.split(".")[0]
 
@@ -91,6 +101,42 @@ def _file_backed(a: np.ndarray) -> bool:
             return True
         base = getattr(base, "base", None)
     return False
+
+
+def _file_span(a: Any) -> Optional[tuple]:
+    """(path, byte offset) of a C-contiguous array that lies in a read-only memory map of a
+    file (np.load(mmap_mode="r"), np.memmap(mode="r") and their row slices), else None."""
+    if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+        return None
+    top: Any = a
+    while top is not None and not isinstance(getattr(top, "base", None), mmap.mmap):
+        top = getattr(top, "base", None)
+    if (not isinstance(top, np.memmap) or getattr(top, "mode", None) != "r"
+            or not getattr(top, "filename", None)):
+        return None
+    return os.fspath(top.filename), int(top.offset) + a.ctypes.data - top.ctypes.data
+
+
+#: The most files read past the page cache (the reader holds two descriptors per file).
+_DIRECT_MAX_FILES = 128
+
+
+def _identity(path: str) -> tuple:
+    """(st_dev, st_ino) of the file: the reader refuses a file replaced at the path since."""
+    try:
+        st = os.stat(path)
+        return int(st.st_dev), int(st.st_ino)
+    except OSError:
+        return 0, 0
+
+
+def _direct_limit() -> int:
+    if DIRECT_READ_BYTES is not None:
+        return int(DIRECT_READ_BYTES)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def _is_shard(s: Any) -> bool:
@@ -132,10 +178,13 @@ class Source:
             converted block by block to float64).
         passes: rows read by passes over X so far (the kernel's and blocks()), divided by n;
             reads of single samples (gathers) are not counted.
+        files: [(path, byte offset, rows, st_dev, st_ino)] when the kernel reads X from its
+            files with the page cache bypassed (memory-mapped files larger than DIRECT_READ_BYTES, or ``direct``
+            True), else None.
     """
 
     def __init__(self, parts: Sequence[Any], *, name: str = "X",
-                 progress: Optional[bool] = None) -> None:
+                 progress: Optional[bool] = None, direct: Optional[bool] = None) -> None:
         if not parts:
             raise ValueError(f"{name}: an empty list of shards")
         widths = {int(p.shape[1]) if len(p.shape) == 2 else -1 for p in parts}
@@ -157,6 +206,13 @@ class Source:
         in_place = all(isinstance(p, np.ndarray) and p.flags.c_contiguous and p.flags.aligned
                        and p.dtype.isnative and p.dtype == self.dtype for p in parts)
         self.shards: Optional[list] = list(parts) if in_place else None
+        self.files: Optional[list] = None
+        spans = [_file_span(p) for p in parts] if in_place and direct is not False else []
+        if (spans and all(spans) and len(parts) <= _DIRECT_MAX_FILES
+                and (direct or sum(p.nbytes for p in parts) > _direct_limit())):
+            self.files = [(path, offset, int(p.shape[0]), *_identity(path))
+                          for (path, offset), p in zip(spans, parts)]
+        self.chunk_bytes = int(DIRECT_CHUNK_BYTES)
         # One sparse matrix: the kernel reads its CSR arrays itself (csr), and reads only the
         # nonzeros in the passes that cost p^2 per dense row when X is sparse enough.
         self.csr: Optional[tuple] = None
@@ -316,7 +372,8 @@ class Source:
             parts.append(part if whole else part[lo:hi] if isinstance(part, np.ndarray)
                          else part.rows(lo, hi) if isinstance(part, _SparseRows)
                          else _RowRange(part, lo, hi))
-        return Source(parts, name=name or self.name, progress=self._show)
+        return Source(parts, name=name or self.name, progress=self._show,
+                      direct=self.files is not None)
 
     def edges(self, step: int) -> np.ndarray:
         """Rows at which X can be cut without splitting a stored chunk, in order, ending at n:
@@ -341,8 +398,9 @@ class Source:
 
     def __repr__(self) -> str:
         kinds = sorted({describe(p) for p in self._parts})
+        reading = ", read past the page cache" if self.files is not None else ""
         return (f"Source(shape={self.shape}, dtype={self.dtype.name}, shards={len(self._parts)}, "
-                f"{', '.join(kinds[:3])})")
+                f"{', '.join(kinds[:3])}{reading})")
 
 
 class _ProgressScope:

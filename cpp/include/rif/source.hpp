@@ -9,9 +9,17 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <vector>
 
 namespace rif {
+
+/// A read of X from its files that failed; the message names the rows and the file (the Python
+/// layer raises it as SourceReadError).
+class source_read_failure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class CsrSource;
 
