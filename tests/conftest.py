@@ -112,6 +112,15 @@ def row_rel_err(got, ref) -> float:
     return float(err.max()) if err.size else 0.0
 
 
+def close_to_scale(got, ref, tol):
+    """Assert |got - ref| <= tol * max(1, max |ref|) entry-wise (a tolerance relative to the
+    answer's scale: for paths that compute the same quantity in another order)."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape, f"shape {got.shape} != reference shape {ref.shape}"
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol * scale)
+
+
 def assert_close(got, ref, tol, what, seed=None, rowwise=True, per=None):
     """Assert a relative error of at most ``tol``.
 
@@ -429,3 +438,20 @@ def logistic_refit(X, y, w, l2=0.0):
         H = (Z * (w * s * (1 - s))[:, None]).T @ Z + np.diag(pen)
         theta -= np.linalg.solve(H, g)
     return theta
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A distributed LocalCluster (2 worker processes, one thread each) and its Client, per
+    test module."""
+    import warnings
+
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cluster's own start-up notes
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=50)
+        c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()

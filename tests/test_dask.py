@@ -4,12 +4,12 @@ thread each) and on Dask's local scheduler: every answer equal to 1e-10 relative
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 
 import rif_native as rn
+from conftest import close_to_scale
 from rif_native.datasets import load_sms_spam
 
 da = pytest.importorskip("dask.array")
@@ -19,22 +19,7 @@ TOL = 1e-10
 
 
 def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the cluster's own start-up notes
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=50)
-        c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+    close_to_scale(a, b, tol)
 
 
 def problem(seed, n=3000, d=25, dtype=np.float64, weights=True, family="logistic"):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rif_native as rn
+from conftest import close_to_scale
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -22,27 +22,14 @@ zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
 
 TOL = 1e-10
-N, D = 1500, 12
-CHUNK = 97  # the stores' chunk rows (does not divide N)
 
 
 def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+    close_to_scale(a, b, tol)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the cluster's own start-up notes
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=50)
-        c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+N, D = 1500, 12
+CHUNK = 97  # the stores' chunk rows (does not divide N)
 
 
 @pytest.fixture

@@ -14,15 +14,13 @@ import pytest
 
 import rif_native as rn
 from rif_native import sources
+from conftest import close_to_scale
 
 TOL = 1e-10
 
 
 def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+    close_to_scale(a, b, tol)
 
 
 @pytest.fixture

@@ -756,8 +756,7 @@ def test_cuda_backend_with_a_source(small_source_problem, monkeypatch):
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
-_CTRL_C_CHILD = {
-    "npy": """
+_CTRL_C_NPY = """
         n, d = 400000, 512
         path = os.path.join(folder, "X.npy")
         X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
@@ -774,26 +773,14 @@ _CTRL_C_CHILD = {
             small = np.load(path, mmap_mode="r")[:300, :10]
             B = rn.Attribution(small, y[:300], np.zeros(10), l2=1.0)
             assert np.isfinite(B.leverage).all()
-    """,
+    """
+
+
+_CTRL_C_CHILD = {
+    "npy": _CTRL_C_NPY,
     "npy-direct": """
         rn.sources.DIRECT_READ_BYTES = 0  # read past the page cache by the native reader
-        n, d = 400000, 512
-        path = os.path.join(folder, "X.npy")
-        X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
-        for b in range(0, n, 50000):
-            X[b:b + 50000] = rng.standard_normal((min(50000, n - b), d), dtype=np.float32)
-        X.flush()
-        del X
-        y = (np.arange(n) % 2).astype(float)
-
-        def call():
-            rn.Attribution(path, y, np.zeros(d), l2=1.0)
-
-        def after():
-            small = np.load(path, mmap_mode="r")[:300, :10]
-            B = rn.Attribution(small, y[:300], np.zeros(10), l2=1.0)
-            assert np.isfinite(B.leverage).all()
-    """,
+    """ + _CTRL_C_NPY,
     "zarr": """
         import zarr
         n, d = 300000, 512

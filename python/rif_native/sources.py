@@ -20,7 +20,10 @@ in float64, exactly as for a float32 array in memory. Memory-mapped files and sh
 place, and the operating system is asked to read the next blocks ahead while the current one is
 computed; other sources are read in whole chunks of their own layout by a reader thread that
 keeps one chunk ahead of the computation. An uncompressed Zarr array in a local folder is read in
-place from its chunk files, like shards. ``Source.passes`` counts the passes made over X.
+place from its chunk files, like shards. Memory-mapped files larger than half of the machine's
+memory (``DIRECT_READ_BYTES``) are read past the page cache instead, by a native reader thread
+(O_DIRECT, ``DIRECT_CHUNK_BYTES`` at a time, two chunks ahead). ``Source.passes`` counts the
+passes made over X.
 
 >>> import rif_native as rn
 >>> X = rn.sources.open_source(["part0.npy", "part1.npy"])  # doctest: +SKIP
