@@ -172,29 +172,27 @@ bool FileSource::claim(Index c, bool wait, std::unique_lock<std::mutex>& lock) c
 
 const FileSource::Slot& FileSource::acquire(Index c) const {
   std::unique_lock<std::mutex> lock(mutex_);
-  for (;;) {
-    claim(c, true, lock);
-    Slot& slot = slot_of(c);
-    ++slot.waiters;  // pinned: nobody evicts it before this thread has had its rows
-    while (slot.state == State::loading) changed_.wait(lock);
-    --slot.waiters;
-    if (slot.state == State::failed) {
-      const std::string error = slot.error;
-      if (slot.waiters == 0) {  // the last to see the failure: a later read tries again
-        slot.chunk = -1;
-        slot.state = State::empty;
-      }
-      changed_.notify_all();
-      throw source_read_failure(error);
+  claim(c, true, lock);
+  Slot& slot = slot_of(c);
+  ++slot.waiters;  // pinned: nobody evicts it before this thread has had its rows
+  while (slot.state == State::loading) changed_.wait(lock);
+  --slot.waiters;
+  if (slot.state == State::failed) {
+    const std::string error = slot.error;
+    if (slot.waiters == 0) {  // the last to see the failure: a later read tries again
+      slot.chunk = -1;
+      slot.state = State::empty;
     }
-    // keep the next chunks coming while this one is copied out (claims may allocate: before
-    // this slot is marked used)
-    for (Index next = c + 1; next < c + static_cast<Index>(slots_.size()) - 1; ++next) {
-      if (next >= static_cast<Index>(chunks_.size()) || !claim(next, false, lock)) break;
-    }
-    ++slot.users;
-    return slot;
+    changed_.notify_all();
+    throw source_read_failure(error);
   }
+  // keep the next chunks coming while this one is copied out (claims may allocate: before
+  // this slot is marked used)
+  for (Index next = c + 1; next < c + static_cast<Index>(slots_.size()) - 1; ++next) {
+    if (next >= static_cast<Index>(chunks_.size()) || !claim(next, false, lock)) break;
+  }
+  ++slot.users;
+  return slot;
 }
 
 bool FileSource::resident(Index c) const {
