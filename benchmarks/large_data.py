@@ -334,9 +334,8 @@ def case_disk(args) -> None:
     rows = []
     readings = [("direct", src)]
     if args.mapped:  # the same file read through its memory map, for comparison
-        limit, rn.sources.DIRECT_READ_BYTES = rn.sources.DIRECT_READ_BYTES, 1 << 62
-        readings.append(("memory-mapped", rn.sources.open_source(path)))
-        rn.sources.DIRECT_READ_BYTES = limit
+        readings.append(("memory-mapped",
+                         rn.sources.Source([np.load(path, mmap_mode="r")], direct=False)))
     for precision in ("double", "mixed"):
         for reading, source in readings:
             res = attribution(source, y, theta, v, precision=precision)

@@ -108,7 +108,6 @@ void FileSource::open_file(std::size_t f) {
 #ifdef O_DIRECT
   direct = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
 #endif
-  if (direct < 0) unbuffered_ = false;
   direct_fd_.push_back(direct);
 }
 

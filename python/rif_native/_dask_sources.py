@@ -72,20 +72,23 @@ def _items(X: Any) -> list:
     return list(X) if isinstance(X, (list, tuple)) else [X]
 
 
-def check_stored(X: Any) -> None:
-    """Raise unless X is a source the workers can open themselves (module docstring)."""
+def _parts(X: Any) -> list:
+    """X's shards as the workers open them (_part); raises for what they cannot open."""
     if isinstance(X, (list, tuple)) and not X:
         raise ValueError("X: an empty list of shards")
-    for item in _items(X):
-        _part(item)
+    return [_part(item) for item in _items(X)]
+
+
+def check_stored(X: Any) -> None:
+    """Raise unless X is a source the workers can open themselves (module docstring)."""
+    _parts(X)
 
 
 class StoredSource:
     """X as shards the workers open themselves; pickles to their descriptions."""
 
     def __init__(self, X: Any) -> None:
-        check_stored(X)
-        self.parts = [_part(s) for s in _items(X)]
+        self.parts = _parts(X)
         self.token = uuid.uuid4().hex  # one opening per worker for this object's lifetime
         src = self.open()
         self.shape, self.dtype = src.shape, src.dtype

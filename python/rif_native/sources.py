@@ -182,8 +182,8 @@ class Source:
         passes: rows read by passes over X so far (the kernel's and blocks()), divided by n;
             reads of single samples (gathers) are not counted.
         files: [(path, byte offset, rows, st_dev, st_ino)] when the kernel reads X from its
-            files with the page cache bypassed (memory-mapped files larger than DIRECT_READ_BYTES, or ``direct``
-            True), else None.
+            files with the page cache bypassed (memory-mapped files larger than
+            DIRECT_READ_BYTES, or ``direct`` True), else None.
     """
 
     def __init__(self, parts: Sequence[Any], *, name: str = "X",

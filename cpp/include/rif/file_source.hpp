@@ -42,8 +42,6 @@ class FileSource : public RowSource {
   void read(Index begin, Index count, void* out) const override;
   void take(const std::int64_t* idx, Index k, void* out) const override;
   void prefetch(Index begin, Index count) const override;
-  /// Whether every file was opened with O_DIRECT (false: some are read through the page cache).
-  bool unbuffered() const { return unbuffered_; }
 
  private:
   struct Chunk {
@@ -88,7 +86,6 @@ class FileSource : public RowSource {
   std::vector<Chunk> chunks_;
   std::vector<Index> firsts_;  ///< chunks_[c].first, then rows()
   std::size_t chunk_bytes_;
-  bool unbuffered_ = true;
   mutable std::vector<Slot> slots_;
   mutable std::mutex mutex_;
   mutable std::condition_variable changed_;
