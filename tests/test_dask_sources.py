@@ -178,3 +178,117 @@ def test_what_the_workers_cannot_open(tmp_path):
     np.save(tmp_path / "X.npy", X)
     assert type(rn.Attribution(os.fspath(tmp_path / "X.npy"), y, np.zeros(D), l2=1.0)) \
         is rn.Attribution
+
+
+def test_a_file_changed_since_x_was_opened_is_refused(tmp_path):
+    """A worker opens X's files when a task first needs them and again after dropping them from
+    its few open sources: a file replaced, resized or rewritten since the client opened X is
+    refused there, never mixed with the results of the rows read before."""
+    from rif_native import _dask_sources
+
+    X, _, _ = problem(9, np.float64)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    stored = _dask_sources.StoredSource(str(path))
+    on_worker = pickle.loads(pickle.dumps(stored))  # what a task carries: no opened source
+    close(_dask_sources.StoredRows(on_worker, 10, 20).source().take(np.arange(10)), X[10:20])
+    _dask_sources._opened.clear()  # evicted
+    np.save(path, X[::-1])  # another file, same size
+    with pytest.raises(rn.sources.SourceReadError, match="has changed since X was opened"):
+        on_worker.open()
+    np.save(path, X)
+    stored = _dask_sources.StoredSource(str(path))
+    on_worker = pickle.loads(pickle.dumps(stored))
+    m = np.lib.format.open_memmap(path, mode="r+")
+    m[0] = 0.0  # rewritten in place
+    m.flush()
+    del m
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    with pytest.raises(rn.sources.SourceReadError, match="has changed since X was opened"):
+        on_worker.open()
+    assert stored.open().shape == X.shape  # the client keeps its own opening
+
+
+def test_task_tokens_do_not_read_the_store(tmp_path):
+    """Dask hashes a task's rows by their source's token and range, not by pickling the store."""
+    from dask.base import tokenize
+    from rif_native import _dask_sources
+
+    X, _, _ = problem(10, np.float32)
+    src, _ = store("zarr-zstd", X, tmp_path)
+    stored = _dask_sources.StoredSource(src)
+    rows = _dask_sources.StoredRows(stored, 0, 97)
+    assert tokenize(rows) == tokenize(pickle.loads(pickle.dumps(rows)))
+    assert tokenize(rows) != tokenize(_dask_sources.StoredRows(stored, 97, 194))
+    assert tokenize(rows) != tokenize(_dask_sources.StoredRows(_dask_sources.StoredSource(src),
+                                                               0, 97))
+
+
+def test_a_relative_zarr_folder_is_opened_by_its_absolute_path(client, small_tasks, tmp_path,
+                                                               monkeypatch):
+    """Workers may run in another directory than the client's: a Zarr folder opened by a
+    relative path still reaches them."""
+    X, y, _ = problem(11, np.float32)
+    store("zarr-uncompressed", X, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    z = zarr.open_array("zarr-uncompressed.zarr", mode="r")
+    assert not z.store.root.is_absolute()
+    theta = rn.fit(X, y, l2=1.0).theta
+    B = rn.Attribution(z, y, theta, l2=1.0, backend="dask")
+    assert B._chunks.stored.parts[0][1].store.root.is_absolute()
+    monkeypatch.chdir("/")
+    close(B.leverage.compute(), rn.Attribution(X, y, theta, l2=1.0).leverage)
+
+
+def test_readers_of_a_task_keep_to_the_store_chunks(tmp_path):
+    """A task's rows, cut from a compressed store, are read in whole store chunks: no chunk is
+    decompressed twice for falling across two reads."""
+    from rif_native import sources
+
+    X, _, _ = problem(12, np.float32)
+    z, chunk = store("zarr-zstd", X, tmp_path)
+    for lo, hi in [(0, N), (2 * chunk, 9 * chunk + 5), (chunk + 3, N)]:
+        src = sources.open_source(z).subset(lo, hi)
+        for reads in (64, 500):
+            old = sources.READ_BYTES
+            sources.READ_BYTES = reads * D * 4
+            try:
+                bounds = sources.Source(src._parts)._readers[0].bounds + lo
+            finally:
+                sources.READ_BYTES = old
+            inner = bounds[1:-1]
+            assert bounds[0] == lo and bounds[-1] == hi
+            assert np.all(inner % chunk == 0), (lo, hi, reads, bounds)
+            assert np.all(np.diff(bounds) <= max(chunk, reads))
+        np.testing.assert_array_equal(src.take(np.arange(hi - lo)), X[lo:hi])
+
+
+def test_more_that_the_workers_cannot_open(tmp_path):
+    X, y, _ = problem(13, np.float64)
+    zarr.create_array(str(tmp_path / "X.zarr"), shape=X.shape, dtype=X.dtype)[:] = X
+    with pytest.raises(ValueError, match="is a folder.*zarr.open_array"):
+        rn.Attribution(str(tmp_path / "X.zarr"), y, np.zeros(D), l2=1.0, backend="dask")
+    # a store that would carry the data in every task's description
+    big = np.random.default_rng(14).standard_normal((12000, D))  # 1.1 MiB
+    z = zarr.create_array(zarr.storage.WrapperStore(zarr.storage.MemoryStore()),
+                          shape=big.shape, dtype=big.dtype)
+    z[:] = big
+    with pytest.raises(ValueError, match="in this process's memory"):
+        rn.Attribution(z, np.zeros(len(big)), np.zeros(D), l2=1.0, backend="dask")
+    np.save(tmp_path / "empty.npy", X[:0])
+    with pytest.raises(ValueError, match="at least one row"):
+        rn.Attribution(str(tmp_path / "empty.npy"), y[:0], np.zeros(D), l2=1.0, backend="dask")
+    import dask.array as da
+
+    with pytest.raises(ValueError, match="at least one row"):
+        rn.Attribution(da.zeros((0, D)), y[:0], np.zeros(D), l2=1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        rn.Attribution(da.zeros(N), y, np.zeros(D), l2=1.0)
+
+
+def test_task_bytes_may_be_written_with_units(tmp_path):
+    X, y, _ = problem(14, np.float64)
+    src, _ = store("npy", X, tmp_path)
+    with dask.config.set({"rif_native.task-bytes": "48 kiB"}):
+        B = rn.Attribution(src, y, np.zeros(D), l2=1.0, backend="dask")
+    assert np.all(np.diff(B._chunks.bounds[:-1]) == 48 * 1024 // (D * 8))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import rif_native as rn
-from rif_native import trust as tr
 
 
 def _problem(rng, n=300, d=120):

@@ -122,10 +122,11 @@ class _Chunks:
         self.persisted = False
         if isinstance(X, StoredSource):  # the workers open it: each task carries its rows' range
             import dask
+            from dask.utils import parse_bytes
 
             self.stored = X
-            self.bounds = X.task_bounds(int(dask.config.get("rif_native.task-bytes",
-                                                            TASK_BYTES)))
+            self.bounds = X.task_bounds(parse_bytes(dask.config.get("rif_native.task-bytes",
+                                                                    TASK_BYTES)))
             self.blocks: list = [StoredRows(X, a, b)
                                  for a, b in zip(self.bounds[:-1], self.bounds[1:])]
         else:
@@ -150,8 +151,6 @@ class _Chunks:
     def _dask_rows(self, X: Any, client: Any) -> Any:
         """A Dask array X with whole rows per chunk, float32 or float64, persisted on the
         workers when it fits (module docstring)."""
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n samples x d features), got shape {X.shape}")
         if np.dtype(X.dtype).kind not in "biuf":
             raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
         if len(X.chunks[1]) > 1:
@@ -364,7 +363,11 @@ def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_inte
     if sample_weight is not None:
         sw = sample_weight.compute() if is_dask_array(sample_weight) else sample_weight
         w = np.ascontiguousarray(np.asarray(sw), dtype=np.float64)
+    if len(X.shape) != 2:
+        raise ValueError(f"X must be 2-D (n samples x d features), got shape {X.shape}")
     n, d = int(X.shape[0]), int(X.shape[1])
+    if n == 0 or d == 0:
+        raise ValueError(f"X must have at least one row and one column, got shape {(n, d)}")
     if y.shape != (n,):
         raise ValueError(f"y must have {n} entries (one label per row of X), got shape {y.shape}")
     if w is not None and w.shape != (n,):
@@ -415,7 +418,7 @@ class DaskAttribution(Attribution):
         ch = self._chunks
         self._threads = ch.threads
         self.n, self.n_features = ch.n, ch.d
-        self.n_params = p = ch.d + int(self.fit_intercept)
+        self.n_params = ch.d + int(self.fit_intercept)
         self._params = _Params(ch.d, ch.centre)
         self._user_theta = t
         self._theta = self._params.point_to_kernel(t)

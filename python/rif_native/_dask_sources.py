@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 import threading
 import uuid
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from . import sources
 
 TASK_BYTES = 128 << 20  # of X per task (the Dask config key rif_native.task-bytes)
 _KEEP_OPEN = 4  # sources a worker keeps open (the most recent ones)
+_MAX_PART_BYTES = 1 << 20  # the most a Zarr array's description may pickle to (it goes in tasks)
 
 _opened: "collections.OrderedDict[str, sources.Source]" = collections.OrderedDict()
 _opened_lock = threading.Lock()
@@ -42,21 +44,53 @@ def _part(item: Any) -> tuple:
     ("h5py", file name, dataset name)."""
     if isinstance(item, (str, os.PathLike)):
         path = os.path.abspath(os.fspath(item))
+        if os.path.isdir(path):
+            raise ValueError(f"X: {path} is a folder; for a Zarr store pass the array, "
+                             f"zarr.open_array({os.fspath(item)!r}, mode='r')")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"X: no file {path}")
         return ("npy", path)
     if sources._module_of(item) == "zarr":
-        if type(item.store).__name__ == "MemoryStore":
-            raise ValueError("backend='dask' opens X on the workers, and this Zarr array lives "
-                             "in this process's memory: store it in a folder (or remote store) "
-                             "the workers reach, or pass dask.array.from_zarr(X)")
-        return ("zarr", item)
+        return ("zarr", _portable_zarr(item))
     if _is_h5py_dataset(item):
         return ("h5py", os.path.abspath(item.file.filename), item.name)
     raise TypeError(
         "backend='dask' runs on the workers, which read X themselves: give X as a Dask array, or "
         "as a source they can open (a .npy path, a list of .npy paths, a Zarr array or an h5py "
         f"dataset); got {type(item).__name__}. An array in memory runs here (backend='cpu').")
+
+
+def _portable_zarr(z: Any) -> Any:
+    """The Zarr array as the workers open it: a folder store by its absolute path (a worker may
+    run in another directory); refused when its description would carry the data itself."""
+    root = getattr(z.store, "root", None)
+    if type(z.store).__name__ == "LocalStore" and root is not None and not root.is_absolute():
+        import zarr
+
+        z = zarr.open_array(store=os.path.abspath(root), path=z.path, mode="r")
+    in_memory = ValueError(
+        "backend='dask' opens X on the workers, and this Zarr array lives in this process's "
+        "memory: store it in a folder (or remote store) the workers reach, or pass "
+        "dask.array.from_zarr(X)")
+    if type(z.store).__name__ == "MemoryStore":
+        raise in_memory
+    try:
+        size = len(pickle.dumps(z))
+    except Exception as e:  # noqa: BLE001 (any failure means the workers cannot be sent it)
+        raise ValueError(f"backend='dask': this Zarr array cannot be sent to the workers "
+                         f"({type(e).__name__}: {e}); pass dask.array.from_zarr(X)") from e
+    if size > _MAX_PART_BYTES:  # e.g. a dict-backed store: every task would carry the data
+        raise in_memory
+    return z
+
+
+def _stamp(part: tuple) -> Optional[tuple]:
+    """What identifies a stored file's contents: (device, inode, size, mtime) of the .npy or
+    HDF5 file; None for Zarr (its store may be remote, and its chunks are files of their own)."""
+    if part[0] == "zarr":
+        return None
+    st = os.stat(part[1])
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _open_part(part: tuple) -> Any:
@@ -89,24 +123,44 @@ class StoredSource:
 
     def __init__(self, X: Any) -> None:
         self.parts = _parts(X)
+        self.stamps = [_stamp(p) for p in self.parts]
         self.token = uuid.uuid4().hex  # one opening per worker for this object's lifetime
-        src = self.open()
-        self.shape, self.dtype = src.shape, src.dtype
+        self._src: Optional[sources.Source] = self._open_checked()  # this process's opening
+        self.shape, self.dtype = self._src.shape, self._src.dtype
+        if min(self.shape) == 0:
+            raise ValueError(f"X must have at least one row and one column, got shape "
+                             f"{self.shape}")
 
     def __getstate__(self) -> dict:  # what travels: the descriptions, never the opened source
-        return {"parts": self.parts, "token": self.token, "shape": self.shape,
-                "dtype": self.dtype}
+        return {"parts": self.parts, "stamps": self.stamps, "token": self.token,
+                "shape": self.shape, "dtype": self.dtype, "_src": None}
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("rif_native.StoredSource", self.token)
+
+    def _open_checked(self) -> sources.Source:
+        """X opened here, after checking that its files are the ones first opened."""
+        for part, stamp in zip(self.parts, self.stamps):
+            if stamp is not None and _stamp(part) != stamp:
+                raise sources.SourceReadError(
+                    f"X: {part[1]} has changed since X was opened (another file, size or "
+                    f"modification time): results would mix old and new rows; open X again")
+        return sources.open_source([_open_part(p) for p in self.parts])
 
     def open(self) -> sources.Source:
-        """X as a Source in this process (opened once per process and token)."""
+        """X as a Source in this process: the client's own opening, or on a worker one opening
+        per token, kept among the last few (reopened, after the same check, when evicted)."""
+        if self._src is not None:
+            return self._src
         with _opened_lock:
             src = _opened.get(self.token)
             if src is not None:
                 _opened.move_to_end(self.token)
                 return src
-        src = sources.open_source([_open_part(p) for p in self.parts])
+        src = self._open_checked()
         with _opened_lock:
-            _opened[self.token] = src
+            src = _opened.setdefault(self.token, src)  # a thread that opened it first wins
+            _opened.move_to_end(self.token)
             while len(_opened) > _KEEP_OPEN:
                 _opened.popitem(last=False)
         return src
@@ -137,6 +191,9 @@ class StoredRows:
 
     def __init__(self, stored: StoredSource, lo: int, hi: int) -> None:
         self.stored, self.lo, self.hi = stored, int(lo), int(hi)
+
+    def __dask_tokenize__(self) -> tuple:  # without it Dask may pickle the rows' source to hash
+        return ("rif_native.StoredRows", self.stored.token, self.lo, self.hi)
 
     @property
     def shape(self) -> tuple:

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -571,7 +571,7 @@ def _prepare_on_disk(dataset: Dataset, source: str, args) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------
 
 
-def _experiment_config(args, **extra) -> "experiment.ExperimentConfig":
+def _experiment_config(args, **extra) -> Any:
     from . import experiment
 
     return experiment.ExperimentConfig(

@@ -45,7 +45,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core, _frames, _memory, _softmax, sources
+from . import _core, _frames, _memory, _softmax
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
                    _as_design, _check_stopping, _method, _name_some, _parse_sets, _reading,
                    _real, _threads, _top)

@@ -572,6 +572,13 @@ class _RowRange:
         self.shape = (hi - lo, int(array.shape[1]))
         self.dtype = np.dtype(array.dtype)
         self.ndim = 2
+        # the store's chunks met by the range, as sizes, so that its reader keeps to them
+        rows = getattr(array, "chunks", None)
+        rows = rows[0] if rows else None
+        self.chunks: Optional[tuple] = None
+        if isinstance(rows, (int, np.integer)) and rows > 0:
+            cuts = [lo] + list(range((lo // rows + 1) * rows, hi, rows)) + [hi]
+            self.chunks = (tuple(b - a for a, b in zip(cuts[:-1], cuts[1:])),)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, slice) or key.step not in (None, 1):
@@ -672,8 +679,8 @@ def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
     itemsize = np.dtype(array.dtype).itemsize
     target = max(1, READ_BYTES // max(1, d * itemsize))
     chunks = getattr(array, "chunks", None)
-    if _module_of(array) == "dask":  # whole Dask blocks, small ones merged up to the target
-        bounds = [0]
+    if chunks and isinstance(chunks[0], tuple):  # chunk sizes (Dask blocks, a _RowRange's):
+        bounds = [0]  # whole ones, small ones merged up to the target
         for size in (int(c) for c in chunks[0]):
             if len(bounds) > 1 and bounds[-1] - bounds[-2] + size <= target:
                 bounds[-1] += size
