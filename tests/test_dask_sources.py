@@ -292,3 +292,47 @@ def test_task_bytes_may_be_written_with_units(tmp_path):
     with dask.config.set({"rif_native.task-bytes": "48 kiB"}):
         B = rn.Attribution(src, y, np.zeros(D), l2=1.0, backend="dask")
     assert np.all(np.diff(B._chunks.bounds[:-1]) == 48 * 1024 // (D * 8))
+
+
+@pytest.mark.parametrize("kind", ["memory-map", "memory-map-rows", "zarr-zstd-rows",
+                                  "npy-shards-rows", "h5py-rows"])
+def test_memory_maps_and_row_ranges_of_stored_x(client, small_tasks, tmp_path, kind):
+    """A read-only memory map travels as its file region, and a Source opened from stored
+    shards as the shards and its rows (what `rif attribute` hands the engine for the training
+    rows of data on disk): each task opens only its rows, cut at the store's chunks."""
+    from rif_native import sources
+
+    X, y, w = problem(15, np.float32)
+    lo, hi = (0, N) if kind == "memory-map" else (203, 1311)
+    if kind.startswith("memory-map"):
+        np.save(tmp_path / "X.npy", X)
+        src, chunk = np.load(tmp_path / "X.npy", mmap_mode="r")[lo:hi], None
+    else:
+        shards, chunk = store(kind[:-len("-rows")], X, tmp_path)
+        src = sources.open_source(shards).subset(lo, hi)
+    kw = dict(l2=1.0, fit_intercept=True, sample_weight=w[lo:hi])
+    Xr, yr = X[lo:hi], y[lo:hi]
+    theta = rn.fit(Xr, yr, tol=1e-13, solver="newton", **kw).theta
+    A = rn.Attribution(Xr, yr, theta, **kw)
+    B = rn.Attribution(src, yr, theta, backend="dask", **kw)
+    assert B.n == hi - lo
+    if chunk is not None:
+        assert all((lo + b) % chunk == 0 for b in B._chunks.bounds[1:-1])
+    assert len(B._chunks.blocks) > 2
+    close(B.leverage.compute(), A.leverage)
+    V = np.random.default_rng(16).standard_normal(A.n_params)
+    close(B.scores(V).compute(), A.scores(V))
+    close(B.influence([0, hi - lo - 1, 7]), A.influence([0, hi - lo - 1, 7]))
+    close(rn.fit(src, yr, tol=1e-13, backend="dask", **kw).theta, theta)
+
+
+def test_arrays_the_workers_cannot_map(tmp_path):
+    from rif_native import sources
+
+    X, y, _ = problem(17, np.float64)
+    np.save(tmp_path / "X.npy", X)
+    writable = np.load(tmp_path / "X.npy", mmap_mode="r+")
+    with pytest.raises(TypeError, match="read-only memory map"):
+        rn.Attribution(writable, y, np.zeros(D), l2=1.0, backend="dask")
+    with pytest.raises(TypeError, match="not opened from stored shards"):
+        rn.Attribution(sources.Source([X]), y, np.zeros(D), l2=1.0, backend="dask")

@@ -1,8 +1,10 @@
 """Sources the Dask engine's workers open themselves (``backend="dask"`` with X stored).
 
 A Dask array's chunks reach a task through Dask: read by the worker from their store, kept in
-its memory, or sent from another worker. X given as a ``.npy`` path, a list of ``.npy`` paths,
-a Zarr array or an h5py dataset instead travels as its description: each task carries the rows
+its memory, or sent from another worker. X given as a ``.npy`` path, a read-only memory map of
+a file (``np.load(path, mmap_mode="r")``), a Zarr array, an h5py dataset, a list of these, or a
+:class:`rif_native.sources.Source` opened from them (rows ``subset`` of it included) instead
+travels as its description: each task carries the rows
 it covers (:class:`StoredRows`, a few hundred bytes) and opens them where it runs, through the
 same :mod:`rif_native.sources` reading as in this process. Memory-mapped files and uncompressed
 Zarr chunk files are then read in place from the worker's page cache, with read-ahead, and no
@@ -31,7 +33,7 @@ TASK_BYTES = 128 << 20  # of X per task (the Dask config key rif_native.task-byt
 _KEEP_OPEN = 4  # sources a worker keeps open (the most recent ones)
 _MAX_PART_BYTES = 1 << 20  # the most a Zarr array's description may pickle to (it goes in tasks)
 
-_opened: "collections.OrderedDict[str, sources.Source]" = collections.OrderedDict()
+_opened: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()  # token: _held()
 _opened_lock = threading.Lock()
 
 
@@ -42,6 +44,9 @@ def _is_h5py_dataset(X: Any) -> bool:
 def _part(item: Any) -> tuple:
     """One shard as something a worker can open: ("npy", path), ("zarr", array) or
     ("h5py", file name, dataset name)."""
+    span = sources._file_span(item) if isinstance(item, np.ndarray) else None
+    if span is not None and item.ndim == 2:  # a read-only memory map: its file region
+        return ("map", os.path.abspath(span[0]), span[1], tuple(item.shape), item.dtype.str)
     if isinstance(item, (str, os.PathLike)):
         path = os.path.abspath(os.fspath(item))
         if os.path.isdir(path):
@@ -56,8 +61,9 @@ def _part(item: Any) -> tuple:
         return ("h5py", os.path.abspath(item.file.filename), item.name)
     raise TypeError(
         "backend='dask' runs on the workers, which read X themselves: give X as a Dask array, or "
-        "as a source they can open (a .npy path, a list of .npy paths, a Zarr array or an h5py "
-        f"dataset); got {type(item).__name__}. An array in memory runs here (backend='cpu').")
+        "as a source they can open (a .npy path, a read-only memory map of a file, a Zarr array, "
+        f"an h5py dataset, or a list of these); got {type(item).__name__}. An array in memory "
+        "runs here (backend='cpu').")
 
 
 def _portable_zarr(z: Any) -> Any:
@@ -94,76 +100,97 @@ def _stamp(part: tuple) -> Optional[tuple]:
 
 
 def _open_part(part: tuple) -> Any:
-    """The shard as open_source takes it (a path, the Zarr array, the opened h5py dataset)."""
+    """The shard as open_source takes it (a path, a memory map, the Zarr array, the opened
+    h5py dataset)."""
     if part[0] in ("npy", "zarr"):
         return part[1]
+    if part[0] == "map":
+        _, path, offset, shape, dtype = part
+        return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
     import h5py
 
     return h5py.File(part[1], "r")[part[2]]
 
 
-def _items(X: Any) -> list:
-    return list(X) if isinstance(X, (list, tuple)) else [X]
-
-
-def _parts(X: Any) -> list:
-    """X's shards as the workers open them (_part); raises for what they cannot open."""
+def _described(X: Any) -> tuple:
+    """(X's shards as the workers open them (_part), the rows of their concatenation X covers
+    or None for all); raises for what they cannot open."""
+    if isinstance(X, sources.Source):
+        if X.origin is None:
+            raise TypeError("backend='dask': this Source was not opened from stored shards "
+                            "(rif_native.sources.open_source), so the workers cannot open it")
+        items, begin, end = X.origin
+        return [_part(item) for item in items], (int(begin), int(end))
     if isinstance(X, (list, tuple)) and not X:
         raise ValueError("X: an empty list of shards")
-    return [_part(item) for item in _items(X)]
+    return [_part(item) for item in (list(X) if isinstance(X, (list, tuple)) else [X])], None
 
 
 def check_stored(X: Any) -> None:
     """Raise unless X is a source the workers can open themselves (module docstring)."""
-    _parts(X)
+    _described(X)
 
 
 class StoredSource:
-    """X as shards the workers open themselves; pickles to their descriptions."""
+    """X as shards the workers open themselves, and the rows of them it covers (``span``;
+    None for all); pickles to their descriptions."""
 
     def __init__(self, X: Any) -> None:
-        self.parts = _parts(X)
+        self.parts, self.span = _described(X)
         self.stamps = [_stamp(p) for p in self.parts]
         self.token = uuid.uuid4().hex  # one opening per worker for this object's lifetime
-        self._src: Optional[sources.Source] = self._open_checked()  # this process's opening
-        self.shape, self.dtype = self._src.shape, self._src.dtype
+        self._opening: Optional[tuple] = self._open_checked()  # this process's own
+        self.shape, self.dtype = self.open().shape, self.open().dtype
         if min(self.shape) == 0:
             raise ValueError(f"X must have at least one row and one column, got shape "
                              f"{self.shape}")
 
     def __getstate__(self) -> dict:  # what travels: the descriptions, never the opened source
-        return {"parts": self.parts, "stamps": self.stamps, "token": self.token,
-                "shape": self.shape, "dtype": self.dtype, "_src": None}
+        return {"parts": self.parts, "span": self.span, "stamps": self.stamps,
+                "token": self.token, "shape": self.shape, "dtype": self.dtype,
+                "_opening": None}
 
     def __dask_tokenize__(self) -> tuple:
         return ("rif_native.StoredSource", self.token)
 
-    def _open_checked(self) -> sources.Source:
-        """X opened here, after checking that its files are the ones first opened."""
+    def _open_checked(self) -> tuple:
+        """(all the shards, the rows X covers) opened here, after checking that the files are
+        the ones first opened."""
         for part, stamp in zip(self.parts, self.stamps):
             if stamp is not None and _stamp(part) != stamp:
                 raise sources.SourceReadError(
                     f"X: {part[1]} has changed since X was opened (another file, size or "
                     f"modification time): results would mix old and new rows; open X again")
-        return sources.open_source([_open_part(p) for p in self.parts])
+        whole = sources.open_source([_open_part(p) for p in self.parts])
+        return whole, (whole if self.span is None else whole.subset(*self.span))
 
-    def open(self) -> sources.Source:
-        """X as a Source in this process: the client's own opening, or on a worker one opening
-        per token, kept among the last few (reopened, after the same check, when evicted)."""
-        if self._src is not None:
-            return self._src
+    def _held(self) -> tuple:
+        """The client's own opening, or on a worker one opening per token, kept among the
+        last few (reopened, after the same check, when evicted)."""
+        if self._opening is not None:
+            return self._opening
         with _opened_lock:
-            src = _opened.get(self.token)
-            if src is not None:
+            got = _opened.get(self.token)
+            if got is not None:
                 _opened.move_to_end(self.token)
-                return src
-        src = self._open_checked()
+                return got
+        got = self._open_checked()
         with _opened_lock:
-            src = _opened.setdefault(self.token, src)  # a thread that opened it first wins
+            got = _opened.setdefault(self.token, got)  # a thread that opened it first wins
             _opened.move_to_end(self.token)
             while len(_opened) > _KEEP_OPEN:
                 _opened.popitem(last=False)
-        return src
+        return got
+
+    def open(self) -> sources.Source:
+        """X as a Source in this process."""
+        return self._held()[1]
+
+    def rows(self, lo: int, hi: int) -> sources.Source:
+        """X's rows [lo, hi) as a Source, cut from the whole shards (so that a reader keeps to
+        their stored chunks)."""
+        first = 0 if self.span is None else self.span[0]
+        return self._held()[0].subset(first + lo, first + hi)
 
     def task_bounds(self, task_bytes: int) -> np.ndarray:
         """Row boundaries of the tasks, about task_bytes of X each, none splitting a stored
@@ -181,9 +208,12 @@ class StoredSource:
         return self.open().take(idx)
 
     def describe(self) -> str:
-        names = [p[1] if p[0] == "npy" else sources.describe(p[1]) if p[0] == "zarr"
+        names = [p[1] if p[0] in ("npy", "map") else sources.describe(p[1]) if p[0] == "zarr"
                  else f"HDF5 dataset {p[2]} in {p[1]}" for p in self.parts]
-        return names[0] if len(names) == 1 else f"{len(names)} shards"
+        what = names[0] if len(names) == 1 else f"{len(names)} shards"
+        if self.span is not None:
+            what += f", rows {self.span[0]}:{self.span[1]}"
+        return what
 
 
 class StoredRows:
@@ -201,7 +231,7 @@ class StoredRows:
 
     def source(self) -> sources.Source:
         """The rows as a Source (the native kernel reads it block by block, in place)."""
-        return self.stored.open().subset(self.lo, self.hi)
+        return self.stored.rows(self.lo, self.hi)
 
     def arrays(self) -> Iterator[np.ndarray]:
         """The rows as consecutive arrays: views of the files where they are read in place,

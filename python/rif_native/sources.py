@@ -184,6 +184,10 @@ class Source:
         files: [(path, byte offset, rows, st_dev, st_ino)] when the kernel reads X from its
             files with the page cache bypassed (memory-mapped files larger than
             DIRECT_READ_BYTES, or ``direct`` True), else None.
+        origin: (shards, begin, end) when X was opened by :func:`open_source`: the shards as
+            given (paths, arrays, Zarr arrays, h5py datasets) and the rows of their
+            concatenation this Source covers (``subset`` narrows them), else None. It is how
+            ``backend="dask"`` describes X to workers that open it themselves.
     """
 
     def __init__(self, parts: Sequence[Any], *, name: str = "X",
@@ -233,6 +237,7 @@ class Source:
         self._show = progress
         self._bar: Any = None
         self.progress: Optional[Callable[[int], None]] = self._count
+        self.origin: Optional[tuple] = None
 
     # -- what the kernel calls (holding the GIL, from any of its threads)
     def chunk_at(self, begin: int) -> tuple:
@@ -375,8 +380,12 @@ class Source:
             parts.append(part if whole else part[lo:hi] if isinstance(part, np.ndarray)
                          else part.rows(lo, hi) if isinstance(part, _SparseRows)
                          else _RowRange(part, lo, hi))
-        return Source(parts, name=name or self.name, progress=self._show,
-                      direct=self.files is not None)
+        out = Source(parts, name=name or self.name, progress=self._show,
+                     direct=self.files is not None)
+        if self.origin is not None:
+            shards, first, _ = self.origin
+            out.origin = (shards, first + begin, first + end)
+        return out
 
     def edges(self, step: int) -> np.ndarray:
         """Rows at which X can be cut without splitting a stored chunk, in order, ending at n:
@@ -387,10 +396,12 @@ class Source:
             lo, hi = int(self._starts[j]), int(self._starts[j + 1])
             if self._readers is None:  # read in place: any row will do
                 inner: Any = range(0, hi - lo, max(1, int(step)))
-            else:  # the store's own chunks where it says, else the reader's
+            else:  # the store's own chunks where it says (a size, or sizes), else the reader's
                 rows = getattr(self._parts[j], "chunks", None)
-                rows = rows[0] if rows and isinstance(rows[0], (int, np.integer)) else None
-                inner = range(0, hi - lo, int(rows)) if rows else self._readers[j].bounds
+                rows = rows[0] if rows else None
+                inner = (range(0, hi - lo, int(rows)) if isinstance(rows, (int, np.integer))
+                         else np.cumsum(rows) if isinstance(rows, tuple)
+                         else self._readers[j].bounds)
             out.update(lo + int(b) for b in inner)
             out.add(hi)
         out.discard(0)
@@ -767,15 +778,15 @@ def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> 
     uncompressed Zarr array in a local folder is read in place from its chunk files."""
     if isinstance(X, Source):
         return X
-    if isinstance(X, (str, os.PathLike)):
-        return Source([_open_npy(X)], name=name, progress=progress)
     items = list(X) if isinstance(X, (list, tuple)) else [X]
     parts = []
     for s in items:
         if _is_sparse(s):
             s = _SparseRows.of_scipy(s)
         parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
-    return Source(parts, name=name, progress=progress)
+    out = Source(parts, name=name, progress=progress)
+    out.origin = (items, 0, out.shape[0])
+    return out
 
 
 def as_kernel_input(X: Any, *, progress: Optional[bool] = None) -> Any:
