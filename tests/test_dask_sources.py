@@ -336,3 +336,61 @@ def test_arrays_the_workers_cannot_map(tmp_path):
         rn.Attribution(writable, y, np.zeros(D), l2=1.0, backend="dask")
     with pytest.raises(TypeError, match="not opened from stored shards"):
         rn.Attribution(sources.Source([X]), y, np.zeros(D), l2=1.0, backend="dask")
+
+
+@pytest.mark.parametrize("data", ["npy-shards", "zarr-zstd", "in-memory"])
+def test_rif_attribute_on_a_scheduler(client, small_tasks, tmp_path, capsys, data):
+    """`rif attribute --scheduler ADDRESS` runs the fit and the attribution on the cluster:
+    the training rows of data on disk are opened by the workers, data in memory are sent in
+    row chunks; the scores, leverages and fit equal the run in this process."""
+    import json
+
+    from rif_native.cli import main
+
+    X, y, _ = problem(18, np.float32)
+    if data == "in-memory":
+        np.savez(tmp_path / "data.npz", X=X, y=y)
+        argv = ["--data", str(tmp_path / "data.npz")]
+    else:
+        src, _ = store(data, X, tmp_path)
+        np.save(tmp_path / "y.npy", y)
+        if data == "zarr-zstd":
+            argv = ["--data", str(tmp_path / "zarr-zstd.zarr")]
+        else:
+            argv = [a for p in src for a in ("--data", str(p))]
+        argv += ["--labels", str(tmp_path / "y.npy")]
+    argv = ["attribute", *argv, "--l2", "1.0"]
+    got = {}
+    for run, extra in (("here", []), ("cluster", ["--scheduler", client.scheduler.address])):
+        out = tmp_path / f"{run}.json"
+        assert main(argv + extra + ["--json", str(out)]) == 0
+        got[run] = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    assert f"Dask scheduler {client.scheduler.address}, 2 workers" in text
+    assert ("X opened by the workers" if data != "in-memory" else "X persisted") in text
+    here, there = got["here"], got["cluster"]
+    assert there["model"]["converged"]
+    for key in ("scores_rif", "scores_if", "leverage"):
+        close(np.array(there[key]), np.array(here[key]), 1e-8)
+    assert there["split"] == here["split"]
+
+
+def test_rif_attribute_scheduler_refusals(tmp_path, capsys, monkeypatch):
+    from rif_native.cli import main
+
+    import argparse
+
+    from rif_native import _cli_cluster
+    from rif_native.cli import _UsageError
+
+    for extra, why in ((["--precision", "mixed"], "float64"),
+                       (["--family", "multinomial"], "binary GLM")):
+        assert main(["attribute", "--scheduler", "tcp://127.0.0.1:9", *extra]) == 2
+        assert why in capsys.readouterr().err
+    # (main refuses --backend cuda first where no GPU can be used)
+    with pytest.raises(_UsageError, match="exclude each other"):
+        _cli_cluster.check(argparse.Namespace(scheduler="tcp://127.0.0.1:9", family="logistic",
+                                              precision="double", backend="cuda"))
+    monkeypatch.setattr(_cli_cluster, "CONNECT_TIMEOUT", "2s")
+    assert main(["attribute", "--scheduler", "tcp://127.0.0.1:9", "--quiet"]) == 2
+    assert "cannot reach a Dask scheduler there" in capsys.readouterr().err

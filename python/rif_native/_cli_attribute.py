@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 import rif_native
-from rif_native import _output, _progress, _stats
+from rif_native import _cli_cluster, _output, _progress, _stats
 from rif_native.metrics import TestLoss
 
 #: What --out DIR receives (nothing is written without --out).
@@ -83,6 +83,7 @@ def add_parser(sub) -> None:
         "float64 gradient tolerance; leverage and RIF errors grow with H's condition number, "
         "1e-7 to 4e-4 relative in benchmarks/mixed_precision.py). Default double",
     )
+    att.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_cli_cluster.HELP)
     out = att.add_argument_group("output")
     out.add_argument(
         "--top", type=_positive_int, default=10, metavar="K",
@@ -178,6 +179,7 @@ def _write_json(path: Optional[Path], payload: dict) -> None:
 def run(args, outputs: _output.Outputs) -> int:
     from .cli import _out_dir, _prepare
 
+    _cli_cluster.check(args)
     json_file = _json_target(args, outputs)
     out = None if args.out is None else _out_dir(args, outputs)
     show_info = not args.quiet and args.json != "-"
@@ -194,7 +196,10 @@ def run(args, outputs: _output.Outputs) -> int:
     say(f"data       {data.dataset.name} ({data.source}): {data.dataset.n_samples} samples x "
         f"{d} features" + (f" ({storage}, read block by block)" if storage else ""))
     say(f"split      train {n_train}, test {data.y_test.shape[0]} ({data.split_note})")
-    res = _fit_and_score(data, args, timings)
+    with _cli_cluster.connected(args) as client:
+        res = _fit_and_score(data, args, timings)
+        if client is not None:
+            say(_cli_cluster.describe(client, res.attribution))
     _say_fit(res, args, say)
     ranks = _rankings(res, args.rank_by, args.top)
     if args.json != "-":
@@ -227,13 +232,18 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
     on_disk = data.contiguous
     progress = not args.quiet
     d = X_train.shape[1]
+    # what the fit and the attribution read: X itself, or what a Dask cluster's workers get
+    X_engine, backend = X_train, args.backend
+    if args.scheduler is not None:
+        X_engine, backend = _cli_cluster.engine_input(X_train), "dask"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
         with _naming(data.source, on_disk):
             fit = rif_native.fit(
-                X_train, y_train, l2=args.l2, family=family, fit_intercept=True,
+                X_engine, y_train, l2=args.l2, family=family, fit_intercept=True,
                 num_threads=args.threads, progress=progress, precision=args.precision,
+                backend="dask" if backend == "dask" else None,
             )
         timings["fit"] = time.perf_counter() - t0
 
@@ -255,8 +265,8 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
         t0 = time.perf_counter()
         with _naming(data.source, on_disk):
             attribution = rif_native.Attribution(
-                X_train, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
-                num_threads=args.threads, backend=args.backend, progress=progress,
+                X_engine, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
+                num_threads=args.threads, backend=backend, progress=progress,
                 precision=args.precision,
             )
             timings["attribution_setup"] = time.perf_counter() - t0
@@ -294,7 +304,8 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
         metrics["train_accuracy"] = float(np.mean(correct_train))
         metrics["test_accuracy"] = float(np.mean(correct_test))
     return argparse.Namespace(
-        fit=fit, train_loss_mean=train_loss_mean, loss_test=loss_test, metrics=metrics,
+        fit=fit, attribution=attribution, train_loss_mean=train_loss_mean, loss_test=loss_test,
+        metrics=metrics,
         scores_rif=scores_rif, scores_if=scores_if, leverage=leverage, singular=singular,
         timings=timings, warnings=caught_warnings)
 

@@ -146,7 +146,9 @@ class _Chunks:
         """An n-vector in X's row chunks: scattered to the workers as futures on a distributed
         cluster (not embedded in every graph), slices otherwise."""
         pieces = [v[a:b] for a, b in zip(self.bounds[:-1], self.bounds[1:])]
-        return self.client.scatter(pieces) if self.client is not None else pieces
+        # (unhashed keys: equal pieces scattered again, e.g. the all-ones weights of the column
+        # means, must not share a key with futures being released, which loses them)
+        return self.client.scatter(pieces, hash=False) if self.client is not None else pieces
 
     def _dask_rows(self, X: Any, client: Any) -> Any:
         """A Dask array X with whole rows per chunk, float32 or float64, persisted on the
