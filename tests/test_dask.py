@@ -94,6 +94,33 @@ def test_sets_newton_steps_and_retraining(client, fit_intercept):
     close(got.effect, ref.effect, 1e-9)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_retraining_with_fresh_hessians(client, weighted, monkeypatch):
+    """Newton steps with the Hessian without the set, from a pass whose weights are the
+    problem's except in the chunks holding the set (sets across a chunk boundary, in one chunk,
+    and spread over all of them)."""
+    from rif_native import _dask
+
+    monkeypatch.setattr(_dask, "_CHORD_ITERATIONS", 0)  # every step takes a fresh Hessian
+    X, y, w = problem(21)
+    n, d = X.shape
+    kw = dict(l2=1.0, fit_intercept=True, sample_weight=w if weighted else None)
+    theta = rn.fit(X, y, tol=1e-13, **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(da.from_array(X, chunks=(700, d)), y, theta, **kw)
+    sets = [np.arange(690, 712), np.arange(5), np.random.default_rng(22).choice(n, 90, False)]
+    ch = B._chunks
+    for s in sets:  # the weights without the set, against the whole vector with it at 0
+        w0 = w.copy() if weighted else np.ones(n)
+        w0[s] = 0.0
+        close(ch.hessian(B._theta, ch.weights_without(s))["H"],
+              ch.hessian(B._theta, ch.cut(w0))["H"])
+    got, ref = B.retrain(sets, tol=1e-13), A.retrain(sets, tol=1e-13)
+    assert got.converged.all() and got.refreshed.all()
+    close(got.theta, ref.theta, 1e-9)
+    close(got.effect, ref.effect, 1e-9)
+
+
 @pytest.mark.parametrize("family,fit_intercept", [("logistic", True), ("poisson", False),
                                                   ("squared", True)])
 def test_fit_matches_in_memory(client, family, fit_intercept):

@@ -179,18 +179,33 @@ class _Chunks:
         return [delayed(fn, pure=True)(b, yb, wb, *args)
                 for b, yb, wb in zip(self.blocks, self.y_blocks, w_blocks)]
 
-    def weight_blocks(self, w: np.ndarray) -> list:
-        """Weights other than the problem's (a set's samples at 0), cut like X."""
-        return self.cut(np.ascontiguousarray(w, dtype=np.float64))
+    def weights_without(self, idx: np.ndarray) -> list:
+        """The problem's weights with samples idx at 0, cut like X: only the chunks that hold
+        them are sent again, the others are the problem's own."""
+        idx = np.asarray(idx, dtype=np.int64)
+        blocks = list(self.w_blocks)
+        touched = np.unique(np.searchsorted(self.bounds, idx, side="right") - 1)
+        pieces = []
+        for c in touched:
+            a, b = int(self.bounds[c]), int(self.bounds[c + 1])
+            piece = np.ones(b - a) if self.w is None else self.w[a:b].copy()
+            piece[idx[(idx >= a) & (idx < b)] - a] = 0.0
+            pieces.append(piece)
+        if pieces and self.client is not None:
+            pieces = self.client.scatter(pieces, hash=False)
+        for c, piece in zip(touched, pieces):
+            blocks[c] = piece
+        return blocks
 
     def column_means(self) -> np.ndarray:
+        """X's (weighted) column means: weights the problem's, all 1 if it has none or they
+        sum to 0."""
         import dask
 
-        wd = self.w if self.w is not None and self.w.sum() > 0 else None
-        weights = wd if wd is not None else np.ones(self.n)
-        sums = _tree_sum(self.map(_weighted_sum, weights=self.weight_blocks(weights)))
-        (total,) = dask.compute(sums)
-        return total["s"] / float(weights.sum())
+        weighted = self.w is not None and self.w.sum() > 0
+        blocks = self.w_blocks if weighted else [None] * len(self.blocks)
+        (total,) = dask.compute(_tree_sum(self.map(_weighted_sum, weights=blocks)))
+        return total["s"] / (float(self.w.sum()) if weighted else float(self.n))
 
     def hessian(self, theta: np.ndarray, weights: Optional[list] = None) -> dict:
         """{H (no penalty), g = X^T r (no penalty), loss} at the kernel's theta, over all chunks."""
@@ -233,10 +248,13 @@ class _Chunks:
 
 # (X is the chunk's rows, or StoredRows that the task opens where it runs)
 
-def _weighted_sum(X: Any, y: np.ndarray, w: np.ndarray) -> dict:
-    w, s, begin = np.asarray(w, dtype=np.float64), 0.0, 0
+def _weighted_sum(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> dict:
+    """{s: sum_i w_i x_i} over the chunk's rows (w None: all 1)."""
+    s, begin = 0.0, 0
     for rows in row_arrays(X):
-        s = s + w[begin:begin + len(rows)] @ np.asarray(rows, dtype=np.float64)
+        rows = np.asarray(rows, dtype=np.float64)
+        s = s + (rows.sum(axis=0) if w is None
+                 else np.asarray(w[begin:begin + len(rows)], dtype=np.float64) @ rows)
         begin += len(rows)
     return {"s": s}
 
@@ -679,9 +697,7 @@ class _Retrain:
                     continue
                 if it >= _CHORD_ITERATIONS or solvers[j] is None:  # fresh H without the set
                     refreshed[j] = True
-                    w = (A._chunks.w.copy() if A._chunks.w is not None else np.ones(A.n))
-                    w[self.sets[j]] = 0.0
-                    H = A._chunks.hessian(theta[j], A._chunks.weight_blocks(w))["H"]
+                    H = A._chunks.hessian(theta[j], A._chunks.weights_without(self.sets[j]))["H"]
                     H[np.arange(d), np.arange(d)] += A.l2
                     L = _factor_or_none(H)
                     if L is None:  # no positive-definite Hessian without T: not refitted
