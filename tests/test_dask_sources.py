@@ -193,9 +193,22 @@ def test_a_file_changed_since_x_was_opened_is_refused(tmp_path):
     on_worker = pickle.loads(pickle.dumps(stored))  # what a task carries: no opened source
     close(_dask_sources.StoredRows(on_worker, 10, 20).source().take(np.arange(10)), X[10:20])
     _dask_sources._opened.clear()  # evicted
-    np.save(path, X[::-1])  # another file, same size
+    then = os.stat(path)
+    np.save(tmp_path / "new.npy", X[::-1])
+    os.replace(tmp_path / "new.npy", path)  # another file, of the same size
+    os.utime(path, ns=(then.st_atime_ns, then.st_mtime_ns))  # and modification time
     with pytest.raises(rn.sources.SourceReadError, match="has changed since X was opened"):
-        on_worker.open()
+        on_worker.open()  # its inode tells it apart on the host where X was opened
+    # another host sees a shared file system's files under other device numbers (and on some,
+    # other inodes): there only size and modification time are compared
+    elsewhere = pickle.loads(pickle.dumps(stored))
+    elsewhere.host = "another-host"
+    assert elsewhere.open().shape == X.shape
+    np.save(path, X[:-1])  # resized
+    for worker in (on_worker, elsewhere):
+        _dask_sources._opened.clear()
+        with pytest.raises(rn.sources.SourceReadError, match="has changed since X was opened"):
+            worker.open()
     np.save(path, X)
     stored = _dask_sources.StoredSource(str(path))
     on_worker = pickle.loads(pickle.dumps(stored))
@@ -209,7 +222,7 @@ def test_a_file_changed_since_x_was_opened_is_refused(tmp_path):
     assert stored.open().shape == X.shape  # the client keeps its own opening
 
 
-def test_task_tokens_do_not_read_the_store(tmp_path):
+def test_task_tokens_do_not_read_the_store(tmp_path, monkeypatch):
     """Dask hashes a task's rows by their source's token and range, not by pickling the store."""
     from dask.base import tokenize
     from rif_native import _dask_sources
@@ -218,6 +231,9 @@ def test_task_tokens_do_not_read_the_store(tmp_path):
     src, _ = store("zarr-zstd", X, tmp_path)
     stored = _dask_sources.StoredSource(src)
     rows = _dask_sources.StoredRows(stored, 0, 97)
+    with monkeypatch.context() as m:  # hashing a task's rows must not pickle their store
+        m.setattr(_dask_sources.StoredSource, "__getstate__", lambda self: 1 / 0)
+        assert tokenize(rows) == tokenize(rows)
     assert tokenize(rows) == tokenize(pickle.loads(pickle.dumps(rows)))
     assert tokenize(rows) != tokenize(_dask_sources.StoredRows(stored, 97, 194))
     assert tokenize(rows) != tokenize(_dask_sources.StoredRows(_dask_sources.StoredSource(src),
@@ -269,15 +285,17 @@ def test_more_that_the_workers_cannot_open(tmp_path):
     with pytest.raises(ValueError, match="is a folder.*zarr.open_array"):
         rn.Attribution(str(tmp_path / "X.zarr"), y, np.zeros(D), l2=1.0, backend="dask")
     # a store that would carry the data in every task's description
-    big = np.random.default_rng(14).standard_normal((12000, D))  # 1.1 MiB
+    big = np.random.default_rng(14).standard_normal((1000, D))  # 94 kiB, incompressible
     z = zarr.create_array(zarr.storage.WrapperStore(zarr.storage.MemoryStore()),
                           shape=big.shape, dtype=big.dtype)
     z[:] = big
-    with pytest.raises(ValueError, match="in this process's memory"):
+    with pytest.raises(ValueError, match="pickles to .* every task would carry it"):
         rn.Attribution(z, np.zeros(len(big)), np.zeros(D), l2=1.0, backend="dask")
     np.save(tmp_path / "empty.npy", X[:0])
-    with pytest.raises(ValueError, match="at least one row"):
-        rn.Attribution(str(tmp_path / "empty.npy"), y[:0], np.zeros(D), l2=1.0, backend="dask")
+    for empty in (str(tmp_path / "empty.npy"),
+                  rn.sources.open_source(str(tmp_path / "empty.npy"))):
+        with pytest.raises(ValueError, match="at least one row"):
+            rn.Attribution(empty, y[:0], np.zeros(D), l2=1.0, backend="dask")
     import dask.array as da
 
     with pytest.raises(ValueError, match="at least one row"):
@@ -295,7 +313,8 @@ def test_task_bytes_may_be_written_with_units(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["memory-map", "memory-map-rows", "zarr-zstd-rows",
-                                  "npy-shards-rows", "h5py-rows"])
+                                  "zarr-uncompressed-rows", "npy-shards-rows", "h5py-rows",
+                                  "zarr-zstd-rows-of-rows", "npy-shards-source"])
 def test_memory_maps_and_row_ranges_of_stored_x(client, small_tasks, tmp_path, kind):
     """A read-only memory map travels as its file region, and a Source opened from stored
     shards as the shards and its rows (what `rif attribute` hands the engine for the training
@@ -303,19 +322,30 @@ def test_memory_maps_and_row_ranges_of_stored_x(client, small_tasks, tmp_path, k
     from rif_native import sources
 
     X, y, w = problem(15, np.float32)
-    lo, hi = (0, N) if kind == "memory-map" else (203, 1311)
+    lo, hi = (0, N) if kind in ("memory-map", "npy-shards-source") else (203, 1311)
     if kind.startswith("memory-map"):
         np.save(tmp_path / "X.npy", X)
         src, chunk = np.load(tmp_path / "X.npy", mmap_mode="r")[lo:hi], None
+    elif kind.endswith("-rows-of-rows"):  # a subset of a subset: rows 100 + 103 on
+        shards, chunk = store(kind[:-len("-rows-of-rows")], X, tmp_path)
+        src = sources.open_source(shards).subset(100, 1400).subset(103, 1211)
+        direct = sources.open_source(shards).subset(lo, hi)
+        assert src.origin[1:] == (lo, hi)
+        for step in (50, 400):  # in this process too, its reader keeps to the store's chunks
+            np.testing.assert_array_equal(src.edges(step), direct.edges(step))
     else:
-        shards, chunk = store(kind[:-len("-rows")], X, tmp_path)
-        src = sources.open_source(shards).subset(lo, hi)
+        shards, chunk = store(kind[:kind.rindex("-")], X, tmp_path)
+        src = sources.open_source(shards)
+        src = src if kind.endswith("-source") else src.subset(lo, hi)
     kw = dict(l2=1.0, fit_intercept=True, sample_weight=w[lo:hi])
     Xr, yr = X[lo:hi], y[lo:hi]
     theta = rn.fit(Xr, yr, tol=1e-13, solver="newton", **kw).theta
     A = rn.Attribution(Xr, yr, theta, **kw)
     B = rn.Attribution(src, yr, theta, backend="dask", **kw)
     assert B.n == hi - lo
+    described = B._chunks.stored.describe()
+    subset = "-rows" in kind and not kind.startswith("memory-map")  # a map's rows are its file
+    assert (", rows" in described) == subset, described  # region; all of a Source is no subset
     if chunk is not None:
         assert all((lo + b) % chunk == 0 for b in B._chunks.bounds[1:-1])
     assert len(B._chunks.blocks) > 2
@@ -338,7 +368,7 @@ def test_arrays_the_workers_cannot_map(tmp_path):
         rn.Attribution(sources.Source([X]), y, np.zeros(D), l2=1.0, backend="dask")
 
 
-@pytest.mark.parametrize("data", ["npy-shards", "zarr-zstd", "in-memory"])
+@pytest.mark.parametrize("data", ["npy", "npy-shards", "zarr-zstd", "h5py", "in-memory"])
 def test_rif_attribute_on_a_scheduler(client, small_tasks, tmp_path, capsys, data):
     """`rif attribute --scheduler ADDRESS` runs the fit and the attribution on the cluster:
     the training rows of data on disk are opened by the workers, data in memory are sent in
@@ -354,18 +384,21 @@ def test_rif_attribute_on_a_scheduler(client, small_tasks, tmp_path, capsys, dat
     else:
         src, _ = store(data, X, tmp_path)
         np.save(tmp_path / "y.npy", y)
-        if data == "zarr-zstd":
-            argv = ["--data", str(tmp_path / "zarr-zstd.zarr")]
+        if data in ("zarr-zstd", "h5py"):
+            argv = ["--data", str(tmp_path / ("zarr-zstd.zarr" if data == "zarr-zstd" else "X.h5"))]
         else:
-            argv = [a for p in src for a in ("--data", str(p))]
+            argv = [a for p in ([src] if data == "npy" else src) for a in ("--data", str(p))]
         argv += ["--labels", str(tmp_path / "y.npy")]
     argv = ["attribute", *argv, "--l2", "1.0"]
     got = {}
     for run, extra in (("here", []), ("cluster", ["--scheduler", client.scheduler.address])):
         out = tmp_path / f"{run}.json"
-        assert main(argv + extra + ["--json", str(out)]) == 0
+        # data in memory reach the workers scattered, not embedded in a graph (X is 72 kB)
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "32kB"}):
+            assert main(argv + extra + ["--json", str(out)]) == 0
         got[run] = json.loads(out.read_text())
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
+    assert "large graph" not in err
     assert f"Dask scheduler {client.scheduler.address}, 2 workers" in text
     assert ("X opened by the workers" if data != "in-memory" else "X persisted") in text
     here, there = got["here"], got["cluster"]

@@ -188,15 +188,15 @@ def run(args, outputs: _output.Outputs) -> int:
         if show_info:
             print(line)
 
-    t0 = time.perf_counter()
-    data = _prepare(args)
-    timings = {"load": time.perf_counter() - t0}
-    n_train, d = data.X_train.shape
-    storage = data.dataset.storage
-    say(f"data       {data.dataset.name} ({data.source}): {data.dataset.n_samples} samples x "
-        f"{d} features" + (f" ({storage}, read block by block)" if storage else ""))
-    say(f"split      train {n_train}, test {data.y_test.shape[0]} ({data.split_note})")
-    with _cli_cluster.connected(args) as client:
+    with _cli_cluster.connected(args) as client:  # a cluster that cannot be reached: said first
+        t0 = time.perf_counter()
+        data = _prepare(args)
+        timings = {"load": time.perf_counter() - t0}
+        n_train, d = data.X_train.shape
+        storage = data.dataset.storage
+        say(f"data       {data.dataset.name} ({data.source}): {data.dataset.n_samples} samples "
+            f"x {d} features" + (f" ({storage}, read block by block)" if storage else ""))
+        say(f"split      train {n_train}, test {data.y_test.shape[0]} ({data.split_note})")
         res = _fit_and_score(data, args, timings)
         if client is not None:
             say(_cli_cluster.describe(client, res.attribution))

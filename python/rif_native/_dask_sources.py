@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import socket
 import threading
 import uuid
 from typing import Any, Iterator, Optional
@@ -31,7 +32,8 @@ from . import sources
 
 TASK_BYTES = 128 << 20  # of X per task (the Dask config key rif_native.task-bytes)
 _KEEP_OPEN = 4  # sources a worker keeps open (the most recent ones)
-_MAX_PART_BYTES = 1 << 20  # the most a Zarr array's description may pickle to (it goes in tasks)
+_MAX_PART_BYTES = 64 << 10  # the most a Zarr array's description may pickle to (every task
+# carries it; a folder or remote store's is 1 to 3 kB)
 
 _opened: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()  # token: _held()
 _opened_lock = threading.Lock()
@@ -86,17 +88,28 @@ def _portable_zarr(z: Any) -> Any:
         raise ValueError(f"backend='dask': this Zarr array cannot be sent to the workers "
                          f"({type(e).__name__}: {e}); pass dask.array.from_zarr(X)") from e
     if size > _MAX_PART_BYTES:  # e.g. a dict-backed store: every task would carry the data
-        raise in_memory
+        raise ValueError(
+            f"backend='dask': this Zarr array's description pickles to {size:,} bytes, and "
+            f"every task would carry it (does its store hold the data in memory?): store it "
+            f"in a folder (or remote store) the workers reach, or pass dask.array.from_zarr(X)")
     return z
 
 
 def _stamp(part: tuple) -> Optional[tuple]:
-    """What identifies a stored file's contents: (device, inode, size, mtime) of the .npy or
-    HDF5 file; None for Zarr (its store may be remote, and its chunks are files of their own)."""
+    """What identifies a stored file's contents: (size, mtime, device, inode) of the .npy or
+    HDF5 file (of the whole HDF5 file, whichever dataset X is); None for Zarr (its store may be
+    remote, and its chunks are files of their own)."""
     if part[0] == "zarr":
         return None
     st = os.stat(part[1])
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+
+def _same_file(now: tuple, then: tuple, same_host: bool) -> bool:
+    """Whether a file's stamp now is the one it had: size and modification time everywhere,
+    device and inode only on the host that took the first (a shared file system's device
+    number, and on some its inodes, differ from host to host)."""
+    return now[:2] == then[:2] and (not same_host or now[2:] == then[2:])
 
 
 def _open_part(part: tuple) -> Any:
@@ -138,16 +151,16 @@ class StoredSource:
     def __init__(self, X: Any) -> None:
         self.parts, self.span = _described(X)
         self.stamps = [_stamp(p) for p in self.parts]
+        self.host = socket.gethostname()  # where the stamps were taken
         self.token = uuid.uuid4().hex  # one opening per worker for this object's lifetime
         self._opening: Optional[tuple] = self._open_checked()  # this process's own
         self.shape, self.dtype = self.open().shape, self.open().dtype
-        if min(self.shape) == 0:
-            raise ValueError(f"X must have at least one row and one column, got shape "
-                             f"{self.shape}")
+        if self.span == (0, self._opening[0].shape[0]):
+            self.span = None  # all of the shards' rows
 
     def __getstate__(self) -> dict:  # what travels: the descriptions, never the opened source
         return {"parts": self.parts, "span": self.span, "stamps": self.stamps,
-                "token": self.token, "shape": self.shape, "dtype": self.dtype,
+                "host": self.host, "token": self.token, "shape": self.shape, "dtype": self.dtype,
                 "_opening": None}
 
     def __dask_tokenize__(self) -> tuple:
@@ -156,12 +169,16 @@ class StoredSource:
     def _open_checked(self) -> tuple:
         """(all the shards, the rows X covers) opened here, after checking that the files are
         the ones first opened."""
+        same_host = socket.gethostname() == self.host
         for part, stamp in zip(self.parts, self.stamps):
-            if stamp is not None and _stamp(part) != stamp:
+            if stamp is not None and not _same_file(_stamp(part), stamp, same_host):
                 raise sources.SourceReadError(
                     f"X: {part[1]} has changed since X was opened (another file, size or "
                     f"modification time): results would mix old and new rows; open X again")
         whole = sources.open_source([_open_part(p) for p in self.parts])
+        if min(whole.shape) == 0:
+            raise ValueError(f"X must have at least one row and one column, got shape "
+                             f"{whole.shape}")
         return whole, (whole if self.span is None else whole.subset(*self.span))
 
     def _held(self) -> tuple:

@@ -185,7 +185,7 @@ class Source:
             files with the page cache bypassed (memory-mapped files larger than
             DIRECT_READ_BYTES, or ``direct`` True), else None.
         origin: (shards, begin, end) when X was opened by :func:`open_source`: the shards as
-            given (paths, arrays, Zarr arrays, h5py datasets) and the rows of their
+            given (absolute paths, arrays, Zarr arrays, h5py datasets) and the rows of their
             concatenation this Source covers (``subset`` narrows them), else None. It is how
             ``backend="dask"`` describes X to workers that open it themselves.
     """
@@ -379,7 +379,8 @@ class Source:
             whole = lo == 0 and hi == part.shape[0]
             parts.append(part if whole else part[lo:hi] if isinstance(part, np.ndarray)
                          else part.rows(lo, hi) if isinstance(part, _SparseRows)
-                         else _RowRange(part, lo, hi))
+                         else _RowRange(part.array, part.lo + lo, part.lo + hi)
+                         if isinstance(part, _RowRange) else _RowRange(part, lo, hi))
         out = Source(parts, name=name or self.name, progress=self._show,
                      direct=self.files is not None)
         if self.origin is not None:
@@ -785,7 +786,8 @@ def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> 
             s = _SparseRows.of_scipy(s)
         parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
     out = Source(parts, name=name, progress=progress)
-    out.origin = (items, 0, out.shape[0])
+    out.origin = ([os.path.abspath(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else s
+                   for s in items], 0, out.shape[0])  # paths absolute: read elsewhere later
     return out
 
 
