@@ -218,3 +218,37 @@ def test_x_is_persisted_on_the_workers_when_it_fits(client):
         close(B.scores(v).compute(), A.scores(v))
     with dask.config.set({"rif_native.persist-share": 1e-12}):  # X larger than its share
         assert not rn.Attribution(Xd, y, theta, **kw)._chunks.persisted
+
+
+@pytest.mark.parametrize("cluster", [True, False])
+def test_a_progress_bar_counts_the_chunks_of_each_pass(request, capfd, cluster):
+    """progress=True draws one bar per pass over X, counting its chunk tasks (on a cluster
+    and on Dask's local schedulers); the results are the ones without bars."""
+    import contextlib
+    import re
+
+    import dask
+
+    local = contextlib.nullcontext() if cluster else dask.config.set(scheduler="threads")
+    if cluster:
+        request.getfixturevalue("client")
+    X, y, w = problem(21, n=1600)
+    Xd = da.from_array(X, chunks=(200, X.shape[1]))  # 8 chunks
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True, sample_weight=w).theta
+    kw = dict(l2=1.0, fit_intercept=True, sample_weight=w)
+    with local:
+        capfd.readouterr()
+        quiet = rn.Attribution(Xd, y, theta, progress=False, **kw)
+        assert "Dask pass" not in capfd.readouterr().err
+        shown = rn.Attribution(Xd, y, theta, progress=True, **kw)
+        err = capfd.readouterr().err
+        for k, what in enumerate(["column means", "Hessian", "leverage"], 1):
+            assert re.search(rf"Dask pass {k} \({what}\): 100%\S* *\S* 8/8 ", err), err
+        assert "Dask pass 4" not in err
+        np.testing.assert_array_equal(shown.leverage.compute(), quiet.leverage.compute())
+        fitted = rn.fit(Xd, y, tol=1e-12, progress=True, **kw)
+        err = capfd.readouterr().err
+        bars = {int(k) for k in re.findall(r"Dask pass (\d+) \(\w[\w ]*\): 100%", err)}
+        assert bars == set(range(1, int(fitted.passes) + 1)), (bars, fitted.passes)
+        assert "(line search)" in err and "(gradient)" in err
+        close(fitted.theta, rn.fit(Xd, y, tol=1e-12, progress=False, **kw).theta, 1e-14)

@@ -1202,7 +1202,7 @@ def fit(
 
         return _dask.fit(X, y, l2=l2, family=family, sample_weight=sample_weight,
                          fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, theta0=theta0,
-                         num_threads=num_threads)
+                         num_threads=num_threads, progress=progress)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))

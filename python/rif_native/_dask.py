@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 from ._api import (
     Attribution,
     ConvergenceWarning,
@@ -92,13 +92,15 @@ def _add(*parts: dict) -> dict:
 
 
 def _tree_sum(parts: list) -> Any:
-    """The sum of delayed dicts of partial sums, as a tree of at most _FAN_IN per node."""
+    """The sum of delayed dicts of partial sums (or of futures holding them), as a tree of at
+    most _FAN_IN per node: always a delayed object, also for one part."""
     from dask import delayed
 
-    while len(parts) > 1:
+    while True:
         parts = [delayed(_add, pure=True)(*parts[i:i + _FAN_IN])
                  for i in range(0, len(parts), _FAN_IN)]
-    return parts[0]
+        if len(parts) == 1:
+            return parts[0]
 
 
 def _check_labels(family: str, y: np.ndarray, w: Optional[np.ndarray]) -> None:
@@ -116,8 +118,9 @@ class _Chunks:
     """X's row chunks with y and w cut alike, kept on the workers; runs one task per chunk."""
 
     def __init__(self, X: Any, y: np.ndarray, w: Optional[np.ndarray], family: str,
-                 fit_intercept: bool, threads: int) -> None:
+                 fit_intercept: bool, threads: int, progress: bool = False) -> None:
         client = _client()
+        self.progress, self.passes = progress, 0  # a bar per pass; passes made so far
         self.stored: Optional[StoredSource] = None
         self.persisted = False
         if isinstance(X, StoredSource):  # the workers open it: each task carries its rows' range
@@ -200,30 +203,60 @@ class _Chunks:
     def column_means(self) -> np.ndarray:
         """X's (weighted) column means: weights the problem's, all 1 if it has none or they
         sum to 0."""
-        import dask
-
         weighted = self.w is not None and self.w.sum() > 0
         blocks = self.w_blocks if weighted else [None] * len(self.blocks)
-        (total,) = dask.compute(_tree_sum(self.map(_weighted_sum, weights=blocks)))
+        total = self.summed(self.map(_weighted_sum, weights=blocks), "column means")
         return total["s"] / (float(self.w.sum()) if weighted else float(self.n))
 
     def hessian(self, theta: np.ndarray, weights: Optional[list] = None) -> dict:
         """{H (no penalty), g = X^T r (no penalty), loss} at the kernel's theta, over all chunks."""
-        import dask
-
         parts = self.map(_chunk_hessian, theta, self.family, self.fit_intercept, self.centre,
                          self.threads, weights=weights)
-        (total,) = dask.compute(_tree_sum(parts))
-        return total
+        return self.summed(parts, "Hessian")
 
     def gradients(self, thetas: np.ndarray, weights: Optional[list] = None) -> dict:
         """{G (m, p): X^T r(X theta_j), loss (m,)} for the rows theta_j (kernel's), no penalty."""
-        import dask
-
         parts = self.map(_chunk_gradients, np.ascontiguousarray(thetas), self.family,
                          self.fit_intercept, self.centre, self.threads, weights=weights)
-        (total,) = dask.compute(_tree_sum(parts))
-        return total
+        return self.summed(parts, "gradient" if len(thetas) == 1 else "line search")
+
+    def summed(self, parts: list, what: str) -> dict:
+        """The tree sum of the chunks' partial sums (delayed dicts), one pass."""
+        import dask
+
+        return self._run(parts, what, lambda ps: dask.compute(_tree_sum(ps))[0])
+
+    def kept(self, parts: list, what: str) -> list:
+        """The chunks' results (delayed), computed and kept where they are, one pass."""
+        import dask
+
+        return self._run(parts, what, lambda ps: list(dask.persist(*ps)))
+
+    def _run(self, parts: list, what: str, compute: Callable[[list], Any]) -> Any:
+        """compute(parts), under a progress bar of the chunk tasks done when self.progress: on
+        a distributed cluster compute then gets their futures, once all are done."""
+        self.passes += 1
+        if not self.progress:
+            return compute(parts)
+        with _progress.bar(desc=f"Dask pass {self.passes} ({what})", total=len(parts),
+                           unit="chunk") as bar:
+            if self.client is None:  # Dask's local schedulers: told of every finished task
+                from dask.callbacks import Callback
+
+                keys = {p.key for p in parts}
+
+                def tick(key: Any, *_: Any) -> None:
+                    if key in keys:
+                        bar.update(1)
+
+                with Callback(posttask=tick):
+                    return compute(parts)
+            from distributed import as_completed
+
+            held = self.client.compute(parts)  # the chunks' results, kept on their workers
+            for _ in as_completed(held):
+                bar.update(1)
+        return compute(held)  # (a chunk that failed raises here)
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """X's rows idx, gathered to the client (kernel's layout: centred, ones column)."""
@@ -375,7 +408,7 @@ def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
-           num_threads: Optional[int], theta_name: str) -> tuple:
+           num_threads: Optional[int], theta_name: str, progress: Optional[bool]) -> tuple:
     if not is_dask_array(X):  # a source the workers open themselves
         X = StoredSource(X)
     y = np.ascontiguousarray(np.asarray(y.compute() if is_dask_array(y) else y), dtype=np.float64)
@@ -403,7 +436,11 @@ def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_inte
         if not np.isfinite(t).all():
             raise ValueError(f"{theta_name} contains NaN or inf")
     threads = 1 if num_threads is None else int(num_threads)
-    chunks = _Chunks(X, y, w, family, fit_intercept, threads)
+    if progress is None:  # as for passes in this process: a bar where stderr is a terminal
+        import sys
+
+        progress = _progress._terminal(sys.stderr)
+    chunks = _Chunks(X, y, w, family, fit_intercept, threads, bool(progress))
     if fit_intercept:
         chunks.centre = chunks.column_means()
     return chunks, t
@@ -420,7 +457,6 @@ class DaskAttribution(Attribution):
                  num_threads: Optional[int] = None, backend: Optional[str] = None,
                  max_memory: Any = None, progress: Optional[bool] = None,
                  precision: str = "double") -> None:
-        import dask
         import dask.array as da
 
         from ._api import _precision
@@ -434,7 +470,7 @@ class DaskAttribution(Attribution):
         self.fit_intercept = bool(fit_intercept)
         self.backend, self._progress, self._max_memory = "dask", progress, max_memory
         self._chunks, t = _setup(X, y, theta, sample_weight, self.family, self.fit_intercept,
-                                 num_threads, "theta")
+                                 num_threads, "theta", progress)
         ch = self._chunks
         self._threads = ch.threads
         self.n, self.n_features = ch.n, ch.d
@@ -454,7 +490,7 @@ class DaskAttribution(Attribution):
         # one task per chunk, persisted: h, r, a stay where the chunk is
         passes = ch.map(_chunk_leverage, self._theta, self.family, self.fit_intercept, ch.centre,
                         factor, ch.threads)
-        self._per_sample = list(dask.persist(*passes))
+        self._per_sample = ch.kept(passes, "leverage")
         sizes = np.diff(ch.bounds)
 
         def lazy(key: str) -> Any:
@@ -731,14 +767,15 @@ def _first_derivative(family: str, y: np.ndarray, z: np.ndarray) -> np.ndarray:
 
 def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_weight: Any = None,
         fit_intercept: bool = False, tol: float = 1e-10, max_iter: int = 100,
-        theta0: Any = None, num_threads: Optional[int] = None) -> FitResult:
+        theta0: Any = None, num_threads: Optional[int] = None,
+        progress: Optional[bool] = None) -> FitResult:
     """Newton's method on a Dask array X, as rif_native.fit: per iteration one distributed pass
     for H, the gradient and the loss, and one for the line search (all its step lengths in
     the same pass)."""
     family, l2 = _family(family), _real(l2, "l2")
     _check_stopping(tol, max_iter)
     ch, t0 = _setup(X, y, theta0, sample_weight, family, bool(fit_intercept), num_threads,
-                    "theta0")
+                    "theta0", progress)
     d = ch.d
     p = d + int(fit_intercept)
     params = _Params(d, ch.centre)
