@@ -427,3 +427,24 @@ def test_rif_attribute_scheduler_refusals(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(_cli_cluster, "CONNECT_TIMEOUT", "2s")
     assert main(["attribute", "--scheduler", "tcp://127.0.0.1:9", "--quiet"]) == 2
     assert "cannot reach a Dask scheduler there" in capsys.readouterr().err
+
+
+def test_workers_do_not_keep_an_hdf5_file_locked(client, small_tasks, tmp_path):
+    """HDF5 locks a file while any process has it open: the workers open it for each task
+    only, so that it can be written again once the attribution is gone."""
+    import gc
+    import subprocess
+    import sys
+
+    X, y, _ = problem(19, np.float64)
+    dataset, _ = store("h5py", X, tmp_path)
+    B = rn.Attribution(dataset, y, np.zeros(D), l2=1.0, backend="dask")
+    close(B.leverage.compute(), rn.Attribution(X, y, np.zeros(D), l2=1.0).leverage)
+    dataset.file.close()
+    del B
+    gc.collect()
+    rewrite = ("import h5py, numpy as np\n"
+               f"with h5py.File({str(tmp_path / 'X.h5')!r}, 'w') as f:\n"
+               "    f['X'] = np.ones((3, 2))\n")
+    done = subprocess.run([sys.executable, "-c", rewrite], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]

@@ -22,6 +22,7 @@ never persists). A larger X is read from its store on every pass.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, Optional
 
@@ -45,7 +46,7 @@ from ._api import (
     _real,
     _METHODS,
 )
-from ._dask_sources import TASK_BYTES, StoredRows, StoredSource, kernel_input, row_arrays
+from ._dask_sources import TASK_BYTES, StoredRows, StoredSource, opened, row_arrays
 
 _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
 _FAN_IN = 8
@@ -279,8 +280,18 @@ class _Chunks:
 
 # -- the tasks (module-level functions: they are sent to the workers)
 
-# (X is the chunk's rows, or StoredRows that the task opens where it runs)
+# (X is the chunk's rows, or StoredRows that the task opens where it runs: _task)
 
+def _task(fn: Callable) -> Callable:
+    """A chunk task fn(X, ...) whose X is opened where it runs, for the task's length."""
+    @functools.wraps(fn)
+    def run(X: Any, *args: Any) -> Any:
+        with opened(X) as rows:
+            return fn(rows, *args)
+    return run
+
+
+@_task
 def _weighted_sum(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> dict:
     """{s: sum_i w_i x_i} over the chunk's rows (w None: all 1)."""
     s, begin = 0.0, 0
@@ -292,24 +303,28 @@ def _weighted_sum(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> dict:
     return {"s": s}
 
 
+@_task
 def _chunk_hessian(X, y, w, theta, family, fit_intercept, centre, threads) -> dict:
-    return dict(_core.chunk_hessian(kernel_input(X), y, w, theta, family, fit_intercept, centre,
+    return dict(_core.chunk_hessian(X, y, w, theta, family, fit_intercept, centre,
                                     threads))
 
 
+@_task
 def _chunk_gradients(X, y, w, thetas, family, fit_intercept, centre, threads) -> dict:
-    return dict(_core.chunk_gradients(kernel_input(X), y, w, thetas, family, fit_intercept,
+    return dict(_core.chunk_gradients(X, y, w, thetas, family, fit_intercept,
                                       centre, threads))
 
 
+@_task
 def _chunk_leverage(X, y, w, theta, family, fit_intercept, centre, factor, threads) -> dict:
-    return dict(_core.chunk_leverage(kernel_input(X), y, w, theta, family, fit_intercept, centre,
+    return dict(_core.chunk_leverage(X, y, w, theta, family, fit_intercept, centre,
                                      factor, threads))
 
 
 _SCORE_ROWS = 4096  # rows converted to float64 at a time: a block that stays in cache
 
 
+@_task
 def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarray:
     """s_i = r_i x~_i . U (over 1 - h_i when rescaled) for the chunk."""
     d = X.shape[1]
@@ -328,6 +343,7 @@ def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarr
     return S
 
 
+@_task
 def _chunk_rows(X, per_sample, Hinv, centre, fit_intercept, rescaled) -> np.ndarray:
     """IF (or RIF) rows of the chunk in the user's parameters."""
     Xf = np.concatenate([np.asarray(rows, dtype=np.float64) for rows in row_arrays(X)])

@@ -19,6 +19,7 @@ default 128 MiB).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pickle
 import socket
@@ -166,26 +167,37 @@ class StoredSource:
     def __dask_tokenize__(self) -> tuple:
         return ("rif_native.StoredSource", self.token)
 
+    @property
+    def per_task(self) -> bool:
+        """Whether a worker opens X for each task and closes it after: HDF5 locks a file while
+        any process holds it open, so that nobody could write it while the worker lives."""
+        return any(p[0] == "h5py" for p in self.parts)
+
     def _open_checked(self) -> tuple:
-        """(all the shards, the rows X covers) opened here, after checking that the files are
-        the ones first opened."""
+        """(all the shards, the rows X covers, the HDF5 files opened) opened here, after
+        checking that the files are the ones first opened."""
         same_host = socket.gethostname() == self.host
         for part, stamp in zip(self.parts, self.stamps):
             if stamp is not None and not _same_file(_stamp(part), stamp, same_host):
                 raise sources.SourceReadError(
                     f"X: {part[1]} has changed since X was opened (another file, size or "
                     f"modification time): results would mix old and new rows; open X again")
-        whole = sources.open_source([_open_part(p) for p in self.parts])
+        opened = [_open_part(p) for p in self.parts]
+        files = [o.file for p, o in zip(self.parts, opened) if p[0] == "h5py"]
+        whole = sources.open_source(opened)
         if min(whole.shape) == 0:
             raise ValueError(f"X must have at least one row and one column, got shape "
                              f"{whole.shape}")
-        return whole, (whole if self.span is None else whole.subset(*self.span))
+        return whole, (whole if self.span is None else whole.subset(*self.span)), files
 
     def _held(self) -> tuple:
         """The client's own opening, or on a worker one opening per token, kept among the
-        last few (reopened, after the same check, when evicted)."""
+        last few (reopened, after the same check, when evicted); HDF5 files are opened for
+        each task and closed after it."""
         if self._opening is not None:
             return self._opening
+        if self.per_task:
+            return self._open_checked()
         with _opened_lock:
             got = _opened.get(self.token)
             if got is not None:
@@ -203,11 +215,11 @@ class StoredSource:
         """X as a Source in this process."""
         return self._held()[1]
 
-    def rows(self, lo: int, hi: int) -> sources.Source:
+    def rows(self, lo: int, hi: int, held: Optional[tuple] = None) -> sources.Source:
         """X's rows [lo, hi) as a Source, cut from the whole shards (so that a reader keeps to
-        their stored chunks)."""
+        their stored chunks); of the opening `held` if given."""
         first = 0 if self.span is None else self.span[0]
-        return self._held()[0].subset(first + lo, first + hi)
+        return (held or self._held())[0].subset(first + lo, first + hi)
 
     def task_bounds(self, task_bytes: int) -> np.ndarray:
         """Row boundaries of the tasks, about task_bytes of X each, none splitting a stored
@@ -250,25 +262,33 @@ class StoredRows:
         """The rows as a Source (the native kernel reads it block by block, in place)."""
         return self.stored.rows(self.lo, self.hi)
 
-    def arrays(self) -> Iterator[np.ndarray]:
-        """The rows as consecutive arrays: views of the files where they are read in place,
-        blocks read into memory otherwise."""
-        src = self.source()
-        if src.shards is not None:
-            yield from src.shards
-        else:
-            for _, rows in src.blocks():
-                yield rows
 
-
-def kernel_input(X: Any) -> Any:
-    """What a chunk task hands the native kernel: a Source for stored rows, X otherwise."""
-    return X.source() if isinstance(X, StoredRows) else X
+@contextlib.contextmanager
+def opened(X: Any) -> Iterator[Any]:
+    """A chunk task's X for the length of the task: StoredRows as a Source of the rows, opened
+    where it runs (files opened for this task only, HDF5's, closed at its end), else X."""
+    if not isinstance(X, StoredRows):
+        yield X
+        return
+    stored = X.stored
+    if stored._opening is not None or not stored.per_task:  # the client's, or a worker's kept
+        yield X.source()
+        return
+    held = stored._open_checked()
+    try:
+        yield stored.rows(X.lo, X.hi, held)
+    finally:
+        for f in held[2]:
+            f.close()
 
 
 def row_arrays(X: Any) -> Iterator[np.ndarray]:
-    """A chunk's rows as consecutive arrays (the chunk itself when it is one array)."""
-    if isinstance(X, StoredRows):
-        yield from X.arrays()
-    else:
+    """A chunk's rows as consecutive arrays: a Source's shards where they are read in place
+    (views of the files), its blocks read into memory otherwise; an array itself."""
+    if not isinstance(X, sources.Source):
         yield X
+    elif X.shards is not None:
+        yield from X.shards
+    else:
+        for _, rows in X.blocks():
+            yield rows
