@@ -901,3 +901,27 @@ def test_a_pass_bar_ends_its_line_before_an_error(monkeypatch, terminal):
         assert text.endswith("\r") and text.rsplit("\r", 2)[-2].strip() == "", repr(text)
     else:
         assert text.endswith("\n") and text.count("\n") == 1, repr(text)
+
+
+@pytest.mark.parametrize("kind", ["npy-str", "npy-shards", "zarr", "h5py-chunked"])
+def test_a_source_is_freed_when_its_last_reference_goes(kind, tmp_path):
+    """No reference cycle holds a Source (its readers, buffers, maps and open files) until
+    the garbage collector runs: it goes with its last reference, after passes and gathers."""
+    import gc
+    import weakref
+
+    P = make_problem(31, np.float64, True, False, n=600, d=20)
+    X, y = P["X"], P["y"]
+    with contextlib.ExitStack() as stack:
+        src = sources.open_source(KINDS[kind](X, tmp_path, stack)).subset(5, 590)
+        gc.collect()
+        gc.disable()
+        try:
+            A = rn.Attribution(src, y[5:590], np.zeros(21), l2=L2, fit_intercept=True)
+            A.scores(np.ones(21))
+            src.take(np.array([0, 7, 300]))
+            gone = weakref.ref(src)
+            del A, src
+            assert gone() is None
+        finally:
+            gc.enable()

@@ -236,7 +236,6 @@ class Source:
         self._lock = threading.Lock()
         self._show = progress
         self._bar: Any = None
-        self.progress: Optional[Callable[[int], None]] = self._count
         self.origin: Optional[tuple] = None
 
     # -- what the kernel calls (holding the GIL, from any of its threads)
@@ -309,6 +308,13 @@ class Source:
                 f"reading rows {first + lo}:{first + hi} of {self.name} "
                 f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    @property
+    def progress(self) -> Callable[[int], None]:
+        """What the kernel calls with the rows of each block it has read (bound on each
+        access: a bound method kept on the object would hold it in a reference cycle, and its
+        files and buffers until the garbage collector ran)."""
+        return self._count
 
     def _count(self, rows: int) -> None:
         with self._lock:
