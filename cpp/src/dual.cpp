@@ -16,13 +16,14 @@ bool DualFactor::pays(Index n, Index p, double l2, bool sparse) {
   const double nd = static_cast<double>(n), pd = static_cast<double>(p);
   // Operations: H's syrk, the leverages' triangular solves and the Cholesky factor (with
   // sparse X the passes cost next to nothing, the leverages H^{-1} or the solves), against
-  // G's syrk, its factor, its inverse and the leverages' products. Measured on a 2-core AMD
-  // EPYC (benchmarks/test_dual.py), the dual's n^3 steps run at about 1 / 2.2 of the rate of
-  // the primal's products: the dual is 5x faster at n = p / 4, 2x at n = p / 2, and slower
-  // from n = 0.8 p on.
+  // G's syrk (n^2 p), its factor (n^3 / 3) and its inverse (potri, 2 n^3 / 3). Measured on a
+  // 2-core AMD EPYC (benchmarks/test_dual.py, p = 2048), the dual's operations run at 1 / 1.2
+  // to 1 / 1.3 of the primal's rate where the two meet (n from p / 2 to p; at n = p / 4 and
+  // below at 1 / 2 to 1 / 4, where the dual is 5x to 8x faster anyway): the dual is 2.9x
+  // faster at n = p / 2, 1.5x at n = 0.75 p, and even at n = p.
   const double primal = sparse ? pd * pd * pd / 3 + std::min(2 * pd * pd * pd / 3, nd * pd * pd)
                                : 2 * nd * pd * pd + pd * pd * pd / 3;
-  const double dual = 2.2 * (nd * nd * pd + nd * nd * nd);
+  const double dual = 1.2 * (nd * nd * pd + nd * nd * nd);
   return dual < primal;
 }
 
@@ -48,12 +49,24 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
   // a_i x^T B^{-1} x = [K G^{-1}]_ii = 1 - l2 [G^{-1}]_ii: the sum of products keeps its
   // relative accuracy where it is small, the difference where it is near 1 (the gap 1 - h
   // is then l2 [G^{-1}]_ii itself).
-  Matrix P = K.cwiseProduct(Ginv).triangularView<Eigen::Lower>();
-  const Vector off = P.rowwise().sum() + P.colwise().sum().transpose() - 2 * P.diagonal();
+  // (Both symmetric with their lower triangles held: one sweep down the columns adds each
+  // product below the diagonal to the sums of its row and of its column.)
+  Vector direct(n);
+  for (Index j = 0; j < n; ++j) direct[j] = K(j, j) * Ginv(j, j);
+  for (Index j = 0; j < n; ++j) {
+    const double* k = K.col(j).data();
+    const double* g = Ginv.col(j).data();
+    double column = 0;
+    for (Index i = j + 1; i < n; ++i) {
+      const double v = k[i] * g[i];
+      direct[i] += v;
+      column += v;
+    }
+    direct[j] += column;
+  }
   h_.resize(n);
   for (Index i = 0; i < n; ++i) {
-    const double direct = P(i, i) + off[i];
-    h_[i] = direct < 0.5 ? std::max(direct, 0.0) : 1.0 - l2 * Ginv(i, i);
+    h_[i] = direct[i] < 0.5 ? std::max(direct[i], 0.0) : 1.0 - l2 * Ginv(i, i);
   }
   if (intercept_) {
     const Vector b = Yt_.transpose() * root;  // b = sum_i sqrt(a_i) y_i

@@ -85,7 +85,7 @@ void solve_lower_columns(const Matrix& L, Matrix& B, bool transpose, int threads
 void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads = 1);
 
 /// H^{-1} = L^{-T} L^{-1} (lower triangle; the strict upper is 0) from H's Cholesky factor L:
-/// a triangular inverse and a rank-p update, 2 p^3 / 3.
+/// a triangular inverse and its triangular product with its transpose (potri), 2 p^3 / 3.
 Matrix inverse_from_factor(const Matrix& L, int threads);
 
 }  // namespace rif
