@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <vector>
 
 namespace rif {
@@ -41,6 +42,7 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
   });
   Matrix K = Matrix::Zero(n, n);
   if (d > 0) syrk_lower(K, Yt_.data(), d, threads);  // K = Y Y^T (lower)
+  check_hessian_finite(X, K);  // (the primal's check: huge values of X are named as such)
   Lg_ = K;
   Lg_.diagonal().array() += l2;
   cholesky_in_place(Lg_, "The dual matrix G = Y Y^T + l2 I (the Hessian through its n x n "
@@ -77,11 +79,12 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
     const double floor = static_cast<double>(p) * std::numeric_limits<double>::epsilon() *
                          std::max(a.sum(), std::numeric_limits<double>::min());
     if (!(schur_ > floor)) {
-      throw not_positive_definite(
-          "The Hessian is not positive definite in the intercept (its Schur complement " +
-          std::to_string(schur_) + " is not above the rounding floor): the samples carry no "
-          "curvature, or the intercept is not identified",
-          d, schur_);
+      std::ostringstream msg;  // (as the primal factor says it)
+      msg << "The Hessian H = X^T diag(a) X + l2 P at theta is not positive definite in the "
+          << "intercept: its Schur complement " << schur_ << " is not above the rounding floor "
+          << floor << ". The intercept is unpenalised: it needs samples with weight and "
+          << "curvature, and X's columns at a scale float64 resolves (standardise X).";
+      throw not_positive_definite(msg.str(), d, schur_);
     }
     const Vector t = Yt_ * Binv_b_;  // y_i . B^{-1} b
     h_ = (h_.array() + (t - root).array().square() / schur_).matrix();

@@ -430,7 +430,10 @@ void solve_lower_columns(const Matrix& L, Matrix& B, bool transpose, int threads
 }
 
 void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads) {
-  if (v.cols() == 1 && threads > 1) {
+  // (One column on several threads pays from p = 512 on, where solve_lower_vector splits it;
+  // below, its serial solve of a vector came out different from call to call by rounding,
+  // with the same inputs, where the panel's does not.)
+  if (v.cols() == 1 && threads > 1 && L.rows() >= 512) {
     Eigen::Ref<Vector> g = v.col(0);
     solve_lower_vector(L, g, false, threads);
     solve_lower_vector(L, g, true, threads);
