@@ -146,9 +146,10 @@ def test_one_set_with_wide_factor_splits_solves(rng, seed):
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_repeated_calls_give_the_same_bits(weighted):
-    """With a fixed thread count the same call gives the same bits every time: the column
-    means that centre X (for the intercept) are summed over fixed ranges of row blocks, not
-    over blocks as threads come free. n spans five row blocks at d = 50."""
+    """With a fixed thread count the same call gives the same bits every time: the sums over
+    rows (the column means that centre X, the Hessian, the gradients) are kept per fixed range
+    of row blocks, not per thread over blocks handed out as threads come free. n spans five
+    row blocks at d = 50."""
     rng = np.random.default_rng(41)
     n, d = 20000, 50
     X = rng.standard_normal((n, d)) + rng.uniform(-3, 3, d)
@@ -156,9 +157,12 @@ def test_repeated_calls_give_the_same_bits(weighted):
     w = rng.uniform(0.5, 2.0, n) if weighted else None
     theta = rng.standard_normal(d + 1) * 0.1
     seen = set()
-    for _ in range(12):
+    for _ in range(8):
         A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, sample_weight=w,
                            num_threads=2)
-        seen.add(A.residuals.tobytes())
+        fitted = rn.fit(X, y, l2=1.0, fit_intercept=True, sample_weight=w, num_threads=2,
+                        solver="newton", tol=1e-12)
+        seen.add(A.residuals.tobytes() + A.leverage.tobytes() + A.scores(theta).tobytes() +
+                 A.hessian().tobytes() + fitted.theta.tobytes())
         _ = [np.random.default_rng(k).random(5000) for k in range(4)]  # memory reused between
     assert len(seen) == 1

@@ -207,23 +207,14 @@ void Design::multiply(const Vector& theta, Vector& z, int threads) const {
 void Design::multiply_transposed(const Vector& c, Vector& g, int threads) const {
   if (sparse()) return sparse_multiply_transposed(*this, c, g, threads);
   const Index block = block_rows(params());
-  // In memory, fixed ranges of blocks per thread (parallel_ranges): the sum is then the same
-  // on every call, where blocks handed out as threads come free (parallel_chunks) change its
-  // rounding from call to call. A source is read in order instead, as its reader expects.
-  const bool in_order = source() != nullptr;
-  const Index slots =
-      in_order ? chunk_threads(n_, block, threads) : range_count(n_, block, threads);
+  const bool in_order = source() != nullptr;  // (parallel_sums: the same bits on every call)
+  const Index slots = sum_slots(n_, block, threads, in_order);
   std::vector<Matrix> buffers(static_cast<size_t>(slots));
   std::vector<Vector> partial(static_cast<size_t>(slots), Vector::Zero(params()));
-  const auto add = [&](Index slot, Index begin, Index count) {
+  parallel_sums(n_, block, threads, in_order, [&](Index slot, Index begin, Index count) {
     auto Xt = this->block(begin, count, buffers[static_cast<size_t>(slot)]);
     partial[static_cast<size_t>(slot)].noalias() += Xt * c.segment(begin, count);
-  };
-  if (in_order) {
-    parallel_chunks(n_, block, threads, [&](int t, Index b, Index k) { add(t, b, k); });
-  } else {
-    parallel_ranges(n_, block, threads, add);
-  }
+  });
   g = partial[0];
   for (size_t t = 1; t < partial.size(); ++t) g += partial[t];
 }

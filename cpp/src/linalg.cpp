@@ -41,16 +41,18 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
-  const int nt = chunk_threads(n, block, outer);
+  const bool in_order = X.source() != nullptr;
+  const Index nt = sum_slots(n, block, outer, in_order);
   H.setZero(p, p);
-  // Thread 0 accumulates straight into H; the others into partial sums added at the end.
+  // Slot 0 accumulates straight into H; the others into partial sums added at the end, in
+  // slot order (parallel_sums: the same bits on every call).
   std::vector<Matrix> partial(static_cast<size_t>(nt - 1));
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   std::vector<FloatScratch> scratch(static_cast<size_t>(nt));
   const Vector root = a.cwiseSqrt();
   std::optional<BlasSingleThreadScope> serial;
   if (outer > 1) serial.emplace();
-  parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
+  parallel_sums(n, block, outer, in_order, [&](Index t, Index begin, Index count) {
     Matrix& target = t == 0 ? H : partial[static_cast<size_t>(t - 1)];
     if (target.rows() != p) target.setZero(p, p);
     if (X.mixed()) {
@@ -111,7 +113,8 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   }
   const Index p = X.params(), n = X.rows();
   const KernelPlan plan = kernel_plan(p, threads, n);
-  const int nt = chunk_threads(n, plan.block, plan.outer);
+  const bool in_order = X.source() != nullptr;
+  const Index nt = sum_slots(n, plan.block, plan.outer, in_order);
   z.resize(n);
   r.resize(n);
   a.resize(n);
@@ -123,7 +126,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   std::vector<Vector> gradients(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
   std::optional<BlasSingleThreadScope> serial;
   if (plan.outer > 1) serial.emplace();
-  parallel_chunks(n, plan.block, plan.outer, [&](int t, Index begin, Index count) {
+  parallel_sums(n, plan.block, plan.outer, in_order, [&](Index t, Index begin, Index count) {
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf, nullptr, plan.inner);
     z.segment(begin, count).noalias() = buf.transpose() * theta;
@@ -310,7 +313,8 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
-  const int nt = chunk_threads(n, block, outer);
+  const bool in_order = X.source() != nullptr;  // (parallel_sums: g the same on every call)
+  const Index nt = sum_slots(n, block, outer, in_order);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   std::vector<Vector> partial(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
   const Vector root = a.cwiseSqrt();
@@ -337,7 +341,7 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   std::vector<FloatMatrix> panels(X.mixed() ? static_cast<size_t>(nt) : 0);
   std::optional<BlasSingleThreadScope> serial;
   if (outer > 1) serial.emplace();
-  parallel_chunks(n, block, outer, [&](int t, Index begin, Index count) {
+  parallel_sums(n, block, outer, in_order, [&](Index t, Index begin, Index count) {
     // h_i = ||L^{-1} sqrt(a_i) x_i||^2: a sample without curvature has leverage exactly 0,
     // even where L^{-1} x_i alone would overflow.
     if (X.mixed()) {  // (g from float64 rows is the caller's, on the Hessian pass)

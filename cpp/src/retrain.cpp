@@ -29,7 +29,8 @@ Matrix all_sample_gradients(const Problem& P, const Matrix& T, int threads) {
   const Index n = X.rows(), p = X.params(), m = T.cols();
   // Small blocks (about 512 KiB): the second product re-reads the block from cache.
   const Index block = std::clamp<Index>((Index{1} << 16) / std::max<Index>(p, 1), 16, 4096);
-  const int nt = chunk_threads(n, block, threads);
+  const bool in_order = X.source() != nullptr;  // (parallel_sums: the same bits every call)
+  const Index nt = sum_slots(n, block, threads, in_order);
   std::vector<Matrix> buffers(static_cast<size_t>(nt)), Zs(static_cast<size_t>(nt));
   std::vector<Matrix> partial(static_cast<size_t>(nt), Matrix::Zero(p, m));
   const Index d = X.features();
@@ -39,7 +40,7 @@ Matrix all_sample_gradients(const Problem& P, const Matrix& T, int threads) {
   Eigen::RowVectorXd offset;
   if (intercept) offset = T.row(d);
   if (X.centre()) offset -= Eigen::Map<const Vector>(X.centre(), d).transpose() * T.topRows(d);
-  parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
+  parallel_sums(n, block, threads, in_order, [&](Index t, Index begin, Index count) {
     // The d feature rows only (no copy for float64 X); the intercept is handled on the side.
     auto Xt = X.feature_block(begin, count, buffers[static_cast<size_t>(t)]);
     Matrix& Z = Zs[static_cast<size_t>(t)];

@@ -115,6 +115,25 @@ void parallel_ranges(Index n, Index block, int threads, F&& f) {
   });
 }
 
+/// The slots parallel_sums hands out (sizes its per-slot sums and scratch).
+inline Index sum_slots(Index n, Index block, int threads, bool in_order);
+
+/// Calls f(slot, begin, count) for the blocks of [0, n), for sums kept per slot and added in
+/// slot order afterwards. By default each slot takes a fixed range of blocks (parallel_ranges),
+/// so that the sums come out the same on every call with the same thread count. With
+/// `in_order` (a source read from disk, whose reader serves blocks in order) the blocks go to
+/// the threads as they come free (parallel_chunks, slot = thread): the sums may then round
+/// differently from one call to the next.
+template <class F>
+void parallel_sums(Index n, Index block, int threads, bool in_order, F&& f) {
+  if (in_order) {
+    parallel_chunks(n, block, threads,
+                    [&](int t, Index begin, Index count) { f(Index{t}, begin, count); });
+  } else {
+    parallel_ranges(n, block, threads, f);
+  }
+}
+
 /// The number of threads parallel_chunks will actually use (sizes per-thread accumulators).
 inline int chunk_threads(Index n, Index block, int threads) {
 #ifdef RIF_HAVE_OPENMP
@@ -126,6 +145,10 @@ inline int chunk_threads(Index n, Index block, int threads) {
   (void)threads;
   return 1;
 #endif
+}
+
+inline Index sum_slots(Index n, Index block, int threads, bool in_order) {
+  return in_order ? chunk_threads(n, block, threads) : range_count(n, block, threads);
 }
 
 }  // namespace rif
