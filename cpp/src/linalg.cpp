@@ -434,9 +434,10 @@ void solve_lower_columns(const Matrix& L, Matrix& B, bool transpose, int threads
 }
 
 void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads) {
-  // (One column on several threads pays from p = 512 on, where solve_lower_vector splits it;
-  // below, its serial solve of a vector came out different from call to call by rounding,
-  // with the same inputs, where the panel's does not.)
+  // (One column on several threads pays from p = 512 on, where solve_lower_vector splits it.
+  // Below, it solves serially anyway, and a vector's solve rounds differently from a panel's:
+  // one path for every thread count there, so that num_threads=None, whose count follows the
+  // machine's load, does not change the answer.)
   if (v.cols() == 1 && threads > 1 && L.rows() >= 512) {
     Eigen::Ref<Vector> g = v.col(0);
     solve_lower_vector(L, g, false, threads);
