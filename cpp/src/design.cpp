@@ -207,7 +207,7 @@ void Design::multiply(const Vector& theta, Vector& z, int threads) const {
 void Design::multiply_transposed(const Vector& c, Vector& g, int threads) const {
   if (sparse()) return sparse_multiply_transposed(*this, c, g, threads);
   const Index block = block_rows(params());
-  const bool in_order = source() != nullptr;  // (parallel_sums: the same bits on every call)
+  const bool in_order = sums_in_order();
   const Index slots = sum_slots(n_, block, threads, in_order);
   std::vector<Matrix> buffers(static_cast<size_t>(slots));
   std::vector<Vector> partial(static_cast<size_t>(slots), Vector::Zero(params()));

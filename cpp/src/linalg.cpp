@@ -41,7 +41,7 @@ void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
-  const bool in_order = X.source() != nullptr;
+  const bool in_order = X.sums_in_order();
   const Index nt = sum_slots(n, block, outer, in_order);
   H.setZero(p, p);
   // Slot 0 accumulates straight into H; the others into partial sums added at the end, in
@@ -113,7 +113,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
   }
   const Index p = X.params(), n = X.rows();
   const KernelPlan plan = kernel_plan(p, threads, n);
-  const bool in_order = X.source() != nullptr;
+  const bool in_order = X.sums_in_order();
   const Index nt = sum_slots(n, plan.block, plan.outer, in_order);
   z.resize(n);
   r.resize(n);
@@ -313,7 +313,7 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
-  const bool in_order = X.source() != nullptr;  // (parallel_sums: g the same on every call)
+  const bool in_order = X.sums_in_order();
   const Index nt = sum_slots(n, block, outer, in_order);
   std::vector<Matrix> buffers(static_cast<size_t>(nt));
   std::vector<Vector> partial(g ? static_cast<size_t>(nt) : 0, Vector::Zero(p));
@@ -372,10 +372,19 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   }
 }
 
+namespace {
+
+constexpr Index kVectorPanel = 128;  // solve_lower_vector's columns per diagonal triangle
+
+/// Whether solve_lower_vector splits its solve over the threads (else it solves serially).
+bool splits_vector(Index p, int threads) { return threads > 1 && p >= 4 * kVectorPanel; }
+
+}  // namespace
+
 void solve_lower_vector(const Matrix& L, Eigen::Ref<Vector> g, bool transpose, int threads) {
   const Index p = L.rows();
-  constexpr Index kPanel = 128;  // columns per diagonal triangle
-  if (threads <= 1 || p < 4 * kPanel) {
+  constexpr Index kPanel = kVectorPanel;
+  if (!splits_vector(p, threads)) {
     if (transpose) {
       L.transpose().triangularView<Eigen::Upper>().solveInPlace(g);
     } else {
@@ -434,11 +443,11 @@ void solve_lower_columns(const Matrix& L, Matrix& B, bool transpose, int threads
 }
 
 void solve_factored(const Matrix& L, Eigen::Ref<Matrix> v, int threads) {
-  // (One column on several threads pays from p = 512 on, where solve_lower_vector splits it.
-  // Below, it solves serially anyway, and a vector's solve rounds differently from a panel's:
-  // one path for every thread count there, so that num_threads=None, whose count follows the
+  // (One column goes to solve_lower_vector only where it splits it over the threads. Where it
+  // would solve serially anyway, a vector's solve rounds differently from a panel's: one path
+  // for every thread count there, so that num_threads=None, whose count follows the
   // machine's load, does not change the answer.)
-  if (v.cols() == 1 && threads > 1 && L.rows() >= 512) {
+  if (v.cols() == 1 && splits_vector(L.rows(), threads)) {
     Eigen::Ref<Vector> g = v.col(0);
     solve_lower_vector(L, g, false, threads);
     solve_lower_vector(L, g, true, threads);

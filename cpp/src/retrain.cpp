@@ -29,7 +29,7 @@ Matrix all_sample_gradients(const Problem& P, const Matrix& T, int threads) {
   const Index n = X.rows(), p = X.params(), m = T.cols();
   // Small blocks (about 512 KiB): the second product re-reads the block from cache.
   const Index block = std::clamp<Index>((Index{1} << 16) / std::max<Index>(p, 1), 16, 4096);
-  const bool in_order = X.source() != nullptr;  // (parallel_sums: the same bits every call)
+  const bool in_order = X.sums_in_order();
   const Index nt = sum_slots(n, block, threads, in_order);
   std::vector<Matrix> buffers(static_cast<size_t>(nt)), Zs(static_cast<size_t>(nt));
   std::vector<Matrix> partial(static_cast<size_t>(nt), Matrix::Zero(p, m));

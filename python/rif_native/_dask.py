@@ -452,11 +452,7 @@ def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_inte
         if not np.isfinite(t).all():
             raise ValueError(f"{theta_name} contains NaN or inf")
     threads = 1 if num_threads is None else int(num_threads)
-    if progress is None:  # as for passes in this process: a bar where stderr is a terminal
-        import sys
-
-        progress = _progress._terminal(sys.stderr)
-    chunks = _Chunks(X, y, w, family, fit_intercept, threads, bool(progress))
+    chunks = _Chunks(X, y, w, family, fit_intercept, threads, _progress.wanted(progress))
     if fit_intercept:
         chunks.centre = chunks.column_means()
     return chunks, t

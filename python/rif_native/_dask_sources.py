@@ -271,15 +271,13 @@ def opened(X: Any) -> Iterator[Any]:
         yield X
         return
     stored = X.stored
-    if stored._opening is not None or not stored.per_task:  # the client's, or a worker's kept
-        yield X.source()
-        return
-    held = stored._open_checked()
+    held = stored._held()
     try:
         yield stored.rows(X.lo, X.hi, held)
     finally:
-        for f in held[2]:
-            f.close()
+        if held is not stored._opening and stored.per_task:  # opened for this task alone
+            for f in held[2]:
+                f.close()
 
 
 def row_arrays(X: Any) -> Iterator[np.ndarray]:

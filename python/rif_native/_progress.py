@@ -37,6 +37,11 @@ def _flush(stream) -> None:
         pass
 
 
+def wanted(enabled: Optional[bool]) -> bool:
+    """Whether to draw bars: as asked, or (None) when stderr is a terminal."""
+    return _terminal(sys.stderr) if enabled is None else bool(enabled)
+
+
 def progress(items: Iterable[T], *, desc: str, total: Optional[int] = None,
              enabled: bool = True) -> Iterator[T]:
     """Iterate over items with a progress bar (disabled: a plain iteration)."""

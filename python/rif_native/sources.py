@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 
 SourceReadError = _core.SourceReadError
 SourceReadError.__doc__ = ("Reading rows of X from its source failed (a subclass of OSError); "
@@ -331,13 +331,8 @@ class Source:
     def show_progress(self, enabled: Optional[bool]) -> "_ProgressScope":
         """A context in which the kernel's passes over this source draw a tqdm bar (None: when
         the source's own setting, else stderr being a terminal, says so)."""
-        if enabled is None:
-            enabled = self._show
-        if enabled is None:
-            import sys
-
-            enabled = sys.stderr.isatty()
-        return _ProgressScope(self, bool(enabled))
+        return _ProgressScope(self,
+                              _progress.wanted(self._show if enabled is None else enabled))
 
     def _tick(self, rows: int) -> None:
         """Move the bar: it counts the rows of the current pass and names the pass."""
@@ -384,9 +379,8 @@ class Source:
                 continue
             whole = lo == 0 and hi == part.shape[0]
             parts.append(part if whole else part[lo:hi] if isinstance(part, np.ndarray)
-                         else part.rows(lo, hi) if isinstance(part, _SparseRows)
-                         else _RowRange(part.array, part.lo + lo, part.lo + hi)
-                         if isinstance(part, _RowRange) else _RowRange(part, lo, hi))
+                         else part.rows(lo, hi) if isinstance(part, (_SparseRows, _RowRange))
+                         else _RowRange(part, lo, hi))
         out = Source(parts, name=name or self.name, progress=self._show,
                      direct=self.files is not None)
         if self.origin is not None:
@@ -431,8 +425,6 @@ class _ProgressScope:
 
     def __enter__(self) -> Source:
         if self.enabled:
-            from . import _progress
-
             s = self.source
             self._scope = _progress.bar(total=s.shape[0], desc=f"reading {s.name}, pass 1",
                                         unit="rows", unit_scale=True)
@@ -597,6 +589,10 @@ class _RowRange:
         if isinstance(rows, (int, np.integer)) and rows > 0:
             cuts = [lo] + list(range((lo // rows + 1) * rows, hi, rows)) + [hi]
             self.chunks = (tuple(b - a for a, b in zip(cuts[:-1], cuts[1:])),)
+
+    def rows(self, lo: int, hi: int) -> "_RowRange":
+        """Its rows [lo, hi), as a range of the stored array itself (its chunks kept)."""
+        return _RowRange(self.array, self.lo + lo, self.lo + hi)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, slice) or key.step not in (None, 1):

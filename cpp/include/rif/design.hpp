@@ -41,6 +41,10 @@ class Design {
   bool has_data() const { return f64_ != nullptr || f32_ != nullptr || source_ != nullptr; }
   /// The source X is read from, or null when X is one array (data_f64() / data_f32()).
   const RowSource* source() const { return source_.get(); }
+  /// Whether a pass's sums take X's blocks in order as threads come free (a source: its
+  /// reader serves them so) rather than a fixed range per thread, whose sums then come out
+  /// the same on every call (parallel_sums).
+  bool sums_in_order() const { return source_ != nullptr; }
   /// X's compressed sparse rows when the passes are to read its nonzeros only (rif/sparse.hpp),
   /// else nullptr.
   const CsrSource* sparse() const {
