@@ -25,7 +25,8 @@ backed by a file), sampled every 20 ms.
 * linear: n = 0.5, 1, 2, 4 million at d = 512 (memory-mapped): seconds per million samples.
 * precision: n = 1,000,000, d = 512 as float64 and float32 in memory and float32 on disk.
 * disk: n = 8,000,000, d = 1024 float32 (32 GiB, more than a 24 GiB machine's memory): the
-  attribution and ``fit`` with their passes, time, floors and private memory; the file is
+  attribution (each precision without and with ``directions=v``, whose scores then come from
+  the leverage pass) and ``fit`` with their passes, time, floors and private memory; the file is
   read past the page cache (``sources.DIRECT_READ_BYTES``), and with --mapped also through its
   memory map.
 """
@@ -33,6 +34,7 @@ backed by a file), sampled every 20 ms.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import sys
@@ -337,11 +339,15 @@ def case_disk(args) -> None:
         readings.append(("memory-mapped",
                          rn.sources.Source([np.load(path, mmap_mode="r")], direct=False)))
     for precision in ("double", "mixed"):
-        for reading, source in readings:
-            res = attribution(source, y, theta, v, precision=precision)
+        for (reading, source), kept in itertools.product(readings, (False, True)):
+            # kept: the score vector's direction given to the constructor, so that its
+            # projections come from the leverage pass (no pass of its own)
+            res = attribution(source, y, theta, v, precision=precision,
+                              **({"directions": v} if kept else {}))
             io = res["passes"] * os.path.getsize(path) / rate
             # the compute floor at the DGEMM rate (float64 arithmetic; mixed may go below it)
-            rows.append([f"attribution (leverage + one score vector), {precision}, {reading}",
+            how = f"{reading}, directions=v" if kept else reading
+            rows.append([f"attribution (leverage + one score vector), {precision}, {how}",
                          f"{res['seconds']:.1f}", f"{res['passes']:.2f}", f"{compute:.1f}",
                          f"{io:.1f}", f"{res['seconds'] / max(compute, io):.2f}",
                          gib(res["private"])])

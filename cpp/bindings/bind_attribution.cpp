@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -133,8 +134,11 @@ void bind_attribution(py::module_& m) {
                        const py::object& sample_weight, const py::object& fit_intercept_arg,
                        const py::object& num_threads_arg, const py::object& use_cuda_arg,
                        const py::object& device, const py::object& device_owner,
-                       const py::object& solver_arg, const py::object& precision) {
+                       const py::object& solver_arg, const py::object& precision,
+                       const py::object& directions_arg) {
              auto self = std::make_unique<PyAttribution>();
+             std::optional<rif::Matrix> kept;
+             if (!directions_arg.is_none()) kept = directions(directions_arg);
              const bool mixed = precision_arg(precision);
              self->device_owner = device_owner;
              const bool fit_intercept = flag_arg(fit_intercept_arg, "fit_intercept");
@@ -171,14 +175,17 @@ void bind_attribution(py::module_& m) {
              py::gil_scoped_release release;
              self->core = std::make_unique<rif::Attribution>(std::move(problem), std::move(t),
                                                              num_threads, use_cuda,
-                                                             on_device ? &dev : nullptr, path);
+                                                             on_device ? &dev : nullptr, path,
+                                                             kept ? &*kept : nullptr);
              return self;
            }),
            py::arg("X"), py::arg("y"), py::arg("theta"), py::arg("l2"), py::arg("family"),
            py::arg("sample_weight"), py::arg("fit_intercept"), py::arg("num_threads"),
            py::arg("use_cuda") = false, py::arg("device") = py::none(),
            py::arg("device_owner") = py::none(), py::arg("solver") = "auto",
-           py::arg("precision") = "double")
+           py::arg("precision") = "double", py::arg("directions") = py::none())
+      .def_property_readonly("kept_directions",
+                             [](const PyAttribution& s) { return s.core->kept_directions(); })
       .def_property_readonly("dual", [](const PyAttribution& s) { return s.core->dual(); })
       .def_property_readonly("mixed", [](const PyAttribution& s) { return s.core->mixed(); })
       .def_static(

@@ -144,11 +144,13 @@ Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, in
 }
 
 Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cuda,
-                         const cuda::DeviceMatrix* device, HessianPath path)
+                         const cuda::DeviceMatrix* device, HessianPath path,
+                         const Matrix* directions)
     : problem_(std::move(problem)), theta_(std::move(theta)) {
   threads = resolve_threads(threads);
   threads_ = threads;
   validate(problem_, theta_, threads);
+  if (directions) check_directions(*directions);
   if (device && !use_cuda) throw std::invalid_argument("X in device memory needs the cuda backend");
   if (use_cuda && problem_.X.source()) {
     throw std::invalid_argument("the cuda backend reads X from one array in host or device "
@@ -227,8 +229,12 @@ Attribution::Attribution(Problem problem, Vector theta, int threads, bool use_cu
         factor_hessian(threads);
       }
       const auto t2 = clock::now();
+      if (directions && directions->cols() > 0 && !problem_.X.sparse()) {
+        kept_ = std::make_unique<Projection>(project(*directions, threads));
+      }
       rif::leverage(problem_.X, a_, L_, h_, threads, gradient_here ? nullptr : &r_,
-                    gradient_here ? nullptr : &gradient_);  // else X^T r on the same pass
+                    gradient_here ? nullptr : &gradient_,  // else X^T r on the same pass
+                    kept_ ? &kept_->U : nullptr, kept_ ? &kept_->P : nullptr);
       timings_ = Timings{seconds(t0, t1), seconds(t1, t2), seconds(t2, clock::now())};
     }
   }
@@ -513,67 +519,6 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
       }
     }
     rows_to_user(problem_.X, out.middleRows(begin, count));
-  });
-}
-
-void Attribution::scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out,
-                         int threads) const {
-  const Index p = params(), n = problem_.X.rows(), m = V.cols();
-  if (V.rows() != p) {
-    std::ostringstream msg;
-    msg << "direction must have " << p << " rows (one per parameter), got " << V.rows();
-    throw std::invalid_argument(msg.str());
-  }
-  threads = resolve_threads(threads);
-  Matrix U;
-  // Per column, the scale taken out of V and of H^{-1} V before the pass and put back after
-  // the residual: a sample with r_i = 0 then scores exactly 0 even where x_i . H^{-1} v alone
-  // would overflow (a tiny l2 with no data); only a score that itself overflows is inf.
-  Vector scale = Vector::Ones(m), scale_u = Vector::Ones(m);
-  if (gpu_) {
-    cuda::project(*gpu_, problem_.X, V, out);  // out = X H^{-1} V on the device
-  } else {
-    U = V;  // <V, T^{-1} d~> = <T^{-T} V, d~>: the directions in the kernel's parameters
-    for (Index j = 0; j < m; ++j) {
-      dual_to_kernel(problem_.X, U.col(j));
-      const double s = U.col(j).cwiseAbs().maxCoeff();
-      if (s > 0 && std::isfinite(s)) {
-        U.col(j) /= s;
-        scale[j] = s;
-      }
-    }
-    host_solve(U, threads);
-    for (Index j = 0; j < m; ++j) {
-      const double s = U.col(j).cwiseAbs().maxCoeff();
-      if (s > 0 && std::isfinite(s)) {
-        U.col(j) /= s;
-        scale_u[j] = s;
-      }
-    }
-  }
-  const Index block = block_rows(p);
-  std::vector<Matrix> buffers(static_cast<size_t>(chunk_threads(n, block, threads)));
-  parallel_chunks(n, block, threads, [&](int t, Index begin, Index count) {
-    auto rows = out.block(begin, 0, count, m);
-    if (!gpu_ && problem_.X.sparse()) {
-      sparse_rows_times(problem_.X, begin, count, U, rows);
-    } else if (!gpu_) {
-      auto Xt = problem_.X.block(begin, count, buffers[static_cast<size_t>(t)]);
-      rows.noalias() = Xt.transpose() * U;
-    }
-    for (Index j = 0; j < count; ++j) {
-      const Index i = begin + j;
-      if (rescaled && std::isinf(rescale_[i])) {
-        // Singular removal: infinite, with the sign of the (unrescaled) numerator.
-        for (Index c = 0; c < m; ++c) rows(j, c) = std::copysign(kInf, r_[i] * rows(j, c));
-      } else {
-        const double coef = r_[i] * (rescaled ? rescale_[i] : 1.0);
-        for (Index c = 0; c < m; ++c) {
-          const double v = rows(j, c) * coef;
-          rows(j, c) = v == 0 ? 0.0 : (v * scale[c]) * scale_u[c];
-        }
-      }
-    }
   });
 }
 

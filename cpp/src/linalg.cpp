@@ -303,12 +303,14 @@ void cholesky_in_place(Matrix& A, const std::string& what_hint, int threads,
 }
 
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
-              const Vector* r, Vector* g) {
+              const Vector* r, Vector* g, const Matrix* U, RowMatrix* P) {
+  if (U && X.sparse()) throw std::logic_error("leverage: projections come from dense rows");
   if (sparse_leverage_pays(X)) return sparse_leverage(X, a, L, h, threads, r, g);
   if (X.mixed() && g) {
     throw std::logic_error("leverage: the mixed pass reads float32 rows; take g = X^T r from "
                            "the Hessian pass");
   }
+  if (U) P->resize(X.rows(), U->cols());
   const Index n = X.rows(), p = X.params();
   const KernelPlan plan = kernel_plan(p, threads, n);
   const Index block = plan.block;
@@ -346,7 +348,15 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
     // even where L^{-1} x_i alone would overflow.
     if (X.mixed()) {  // (g from float64 rows is the caller's, on the Hessian pass)
       FloatMatrix& panel = panels[static_cast<size_t>(t)];
-      X.load(begin, count, panel, root.data() + begin, inner);
+      if (U) {  // the projections from float64 rows; then the same panel as load() gives
+        Matrix& buf = buffers[static_cast<size_t>(t)];
+        X.load(begin, count, buf, nullptr, inner);
+        P->middleRows(begin, count).noalias() = buf.transpose() * *U;
+        buf.array().rowwise() *= root.segment(begin, count).transpose().array();
+        panel = buf.cast<float>();
+      } else {
+        X.load(begin, count, panel, root.data() + begin, inner);
+      }
       if (use_inverse) {
         trmm_lower(T32, panel.data(), count, inner);
       } else {
@@ -358,6 +368,7 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
     Matrix& buf = buffers[static_cast<size_t>(t)];
     X.load(begin, count, buf, nullptr, inner);
     if (g) partial[static_cast<size_t>(t)].noalias() += buf * r->segment(begin, count);
+    if (U) P->middleRows(begin, count).noalias() = buf.transpose() * *U;
     buf.array().rowwise() *= root.segment(begin, count).transpose().array();
     if (use_inverse) {
       trmm_lower(Linv, buf.data(), count, inner);

@@ -523,6 +523,13 @@ class Attribution(_frames.Named):
             float64, and so does everything after a float32 H that does not factor (or
             overflows): ``A.precision`` says what ran. Backend "auto" runs "mixed" on the CPU;
             "cuda" refuses it.
+        directions: metric gradients (p,) or (p, m) whose ``scores`` (IF and RIF) will be
+            asked for. On the dense primal CPU path their projections x_i^T H^{-1} v
+            (float64, also with ``precision="mixed"``) come from the leverage pass, so that
+            ``scores`` with any of them reads X no more: for X on disk that saves a whole pass
+            over the file. Elsewhere (the dual path, sparse X, the GPU) ``scores`` computes
+            them as without it.
+            ``A.kept_directions`` counts the directions kept.
 
     X may be larger than memory: a ``.npy`` path or memmap, a list of ``.npy`` shards, a Zarr
     array, an h5py dataset, a Dask array or any row-sliceable 2-D object is read block by block
@@ -564,6 +571,7 @@ class Attribution(_frames.Named):
         progress: Optional[bool] = None,
         solver: str = "auto",
         precision: str = "double",
+        directions: Optional[ArrayLike] = None,
     ) -> None:
         fit_intercept = bool(fit_intercept)
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
@@ -595,10 +603,13 @@ class Attribution(_frames.Named):
                     _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads)),
                     f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
                     "parameters", _memory.ADVICE_FACTOR, max_memory)
+            V = (None if directions is None else
+                 _direction_matrix(directions, d + int(fit_intercept), "directions"))
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                                fit_intercept, self._threads, use_cuda,
-                                               solver=solver, precision=self._precision)
+                                               solver=solver, precision=self._precision,
+                                               directions=V)
         else:
             if self._precision != "double":
                 raise ValueError("precision='mixed' is a CPU option; X in GPU memory is "
@@ -951,6 +962,12 @@ class Attribution(_frames.Named):
         X, CUDA)."""
         return "mixed" if getattr(getattr(self, "_core", None), "mixed", False) else "double"
 
+    @property
+    def kept_directions(self) -> int:
+        """How many of the constructor's ``directions`` the leverage pass projected (their
+        ``scores`` then read X no more); 0 without them or where that path does not keep them."""
+        return int(getattr(getattr(self, "_core", None), "kept_directions", 0))
+
     def __repr__(self) -> str:
         return (f"Attribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
                 f"l2={self.l2:g}, fit_intercept={self.fit_intercept}, backend={self.backend!r}, "
@@ -985,15 +1002,7 @@ class Attribution(_frames.Named):
                 self._data = (Xh,) + self._data[1:]
 
     def _directions(self, v: ArrayLike, name: str) -> np.ndarray:
-        arr = _asarray(v, name)
-        _check_numeric(arr, name)
-        if arr.ndim not in (1, 2) or arr.shape[0] != self.n_params:
-            raise ValueError(f"{name} must have shape ({self.n_params},) or ({self.n_params}, m), "
-                             f"got {arr.shape}")
-        arr = arr.reshape(self.n_params, -1).T
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or inf")
-        return np.ascontiguousarray(arr, dtype=np.float64)
+        return _direction_matrix(v, self.n_params, name)
 
     def _rows(self, indices: Optional[ArrayLike], rescaled: bool,
               out: Optional[Any] = None) -> np.ndarray:
@@ -1030,6 +1039,18 @@ class Attribution(_frames.Named):
                 f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
                 "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible.",
                 SingularRemovalWarning, stacklevel=3)
+
+
+def _direction_matrix(v: ArrayLike, p: int, name: str) -> np.ndarray:
+    """Directions (p,) or (p, m) as the kernel takes them: a C-contiguous float64 (m, p)."""
+    arr = _asarray(v, name)
+    _check_numeric(arr, name)
+    if arr.ndim not in (1, 2) or arr.shape[0] != p:
+        raise ValueError(f"{name} must have shape ({p},) or ({p}, m), got {arr.shape}")
+    arr = arr.reshape(p, -1).T
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def _unpickle(X: np.ndarray, y: np.ndarray, theta: np.ndarray, kwargs: dict,

@@ -262,12 +262,16 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
             # gradient of the total test loss with respect to theta = (coefficients, intercept)
             direction = test_loss.gradient(theta)
 
+        # the direction's projections from the leverage pass: its IF and RIF scores then read
+        # the training rows no more (the binary families in this process; the others score on
+        # a pass of their own)
+        kept = {} if family == "multinomial" or backend == "dask" else {"directions": direction}
         t0 = time.perf_counter()
         with _naming(data.source, on_disk):
             attribution = rif_native.Attribution(
                 X_engine, y_train, theta, l2=args.l2, family=family, fit_intercept=True,
                 num_threads=args.threads, backend=backend, progress=progress,
-                precision=args.precision,
+                precision=args.precision, **kept,
             )
             timings["attribution_setup"] = time.perf_counter() - t0
             t1 = time.perf_counter()

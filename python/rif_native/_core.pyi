@@ -46,7 +46,10 @@ class Attribution:
         device_owner: Any = ...,
         solver: str = ...,
         precision: str = ...,
+        directions: Optional[np.ndarray] = ...,
     ) -> None: ...
+    @property
+    def kept_directions(self) -> int: ...
     @staticmethod
     def restore(
         X: Any,

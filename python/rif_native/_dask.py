@@ -462,16 +462,17 @@ class DaskAttribution(Attribution):
     """:class:`Attribution` for a Dask array X chunked by rows (made by ``Attribution(X, ...)``
     for such an X; ``backend="cpu"`` reads it on the client instead). Same methods; leverage,
     rescale, residuals, curvature, scores and IF / RIF rows are lazy Dask arrays, computed
-    where X's chunks live. See :mod:`rif_native._dask` for what runs where."""
+    where X's chunks live (``directions`` are checked and keep nothing: each scores array is
+    its own pass when computed). See :mod:`rif_native._dask` for what runs where."""
 
     def __init__(self, X: Any, y: Any, theta: Any, *, l2: float = 0.0, family: str = "logistic",
                  sample_weight: Any = None, fit_intercept: bool = False,
                  num_threads: Optional[int] = None, backend: Optional[str] = None,
                  max_memory: Any = None, progress: Optional[bool] = None,
-                 precision: str = "double") -> None:
+                 precision: str = "double", directions: Any = None) -> None:
         import dask.array as da
 
-        from ._api import _precision
+        from ._api import _direction_matrix, _precision
 
         if _precision(precision) != "double":
             raise ValueError("precision='mixed' is for attributions in this process; the Dask "
@@ -487,6 +488,8 @@ class DaskAttribution(Attribution):
         self._threads = ch.threads
         self.n, self.n_features = ch.n, ch.d
         self.n_params = ch.d + int(self.fit_intercept)
+        if directions is not None:  # checked as in-process; the scores stay lazy chunk tasks
+            _direction_matrix(directions, self.n_params, "directions")
         self._params = _Params(ch.d, ch.centre)
         self._user_theta = t
         self._theta = self._params.point_to_kernel(t)

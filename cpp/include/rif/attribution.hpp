@@ -82,9 +82,13 @@ class Attribution {
   /// On the dual path (CPU) the leverages, solves, scores, IF / RIF rows and group sums use the
   /// n x n form; H and L are built when a query first needs them (Newton steps of large sets,
   /// retraining, hessian(), state()).
+  /// `directions` (p x m, the user's parameters), when given, are metric gradients whose scores
+  /// will be asked for: on the CPU's dense primal path their projections X H^{-1} V (float64)
+  /// come from the leverage pass, and scores() with any of these columns then reads X no more
+  /// (elsewhere they are computed on scores()'s own pass, as without them).
   Attribution(Problem problem, Vector theta, int threads, bool use_cuda = false,
               const cuda::DeviceMatrix* device = nullptr,
-              HessianPath path = HessianPath::automatic);
+              HessianPath path = HessianPath::automatic, const Matrix* directions = nullptr);
 
   /// Whether the object answers from the dual form (rif/dual.hpp).
   bool dual() const { return dual_ != nullptr; }
@@ -183,7 +187,12 @@ class Attribution {
                       int threads) const;
 
   /// out(i, j) = <V_j, IF_i> (or RIF_i when rescaled) for every sample i; V is p x m, out n x m.
+  /// One pass over X, or none when every column of V is one of the constructor's `directions`
+  /// whose projections the leverage pass kept (the same bits as that pass would give).
   void scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out, int threads) const;
+  /// How many directions' projections the leverage pass kept (0 without `directions`, or where
+  /// it could not: the dual path, sparse X, the GPU).
+  Index kept_directions() const { return kept_ ? kept_->V.cols() : 0; }
 
   /// Row j of out (m x p): sum over set j of IF_i (or RIF_i).
   void group_sums(const SetList& sets, bool rescaled, Eigen::Ref<RowMatrix> out,
@@ -219,6 +228,26 @@ class Attribution {
   /// v <- H~^{-1} v on the host: the dual form's solve, or the (host) factor's.
   void host_solve(Eigen::Ref<Matrix> v, int threads) const;
   std::unique_ptr<DualFactor> dual_;  ///< the dual form, on the dual path
+  /// Directions V prepared for a pass over X: U = H~^{-1} V~ (V~: V in the kernel's dual
+  /// coordinates), each column divided by its largest entry before the solve (scale) and after
+  /// it (scale_u), so that a score multiplies them back only after the residual; with P = X~ U
+  /// once a pass filled it.
+  struct Projection {
+    Matrix V, U;
+    Vector scale, scale_u;
+    RowMatrix P;
+  };
+  /// Throws std::invalid_argument unless V has one row per parameter.
+  void check_directions(const Matrix& V) const;
+  Projection project(const Matrix& V, int threads) const;
+  /// Turns rows [begin, begin + rows.rows()) of X~ U, in place, into scores: times r_i (and
+  /// rescale_i), then the columns' scales.
+  void finish_scores(Eigen::Ref<RowMatrix> rows, Index begin, bool rescaled, const Vector& scale,
+                     const Vector& scale_u) const;
+  /// Scores from kept_'s projections when each column of V equals one of its directions: false,
+  /// touching nothing, otherwise.
+  bool kept_scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out, int threads) const;
+  std::unique_ptr<Projection> kept_;  ///< the constructor's directions, projected on its pass
   /// rescale_ = 1 / (1 - h), inf where the removal leaves H singular.
   void set_rescale();
   Vector gradient_;

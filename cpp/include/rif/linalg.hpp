@@ -66,9 +66,13 @@ bool try_cholesky_in_place(Matrix& A, Index* failed_column = nullptr, double* pi
 
 /// h_i = a_i ||L^{-1} x_i||^2 for every sample, by row blocks. When r and g are given, also
 /// g = X^T r from the same loaded blocks (saving a pass over X); not with X.mixed(), whose
-/// blocks are float32 (std::logic_error).
+/// blocks are float32 (std::logic_error). When U (p x m) and P are given, also P = X U (n x m,
+/// the kernel's rows), from the same loaded blocks before they are scaled: the projections that
+/// scores need, without a pass of their own (in float64 with X.mixed() too; not for sparse X:
+/// std::logic_error).
 void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int threads,
-              const Vector* r = nullptr, Vector* g = nullptr);
+              const Vector* r = nullptr, Vector* g = nullptr, const Matrix* U = nullptr,
+              RowMatrix* P = nullptr);
 
 /// g <- L^{-1} g, or L^{-T} g when `transpose`, for lower-triangular L and one vector. With
 /// threads > 1 the off-diagonal panels' products (nearly all of the work: one read of half of L)
