@@ -54,6 +54,7 @@ from .multinomial import MultinomialAttribution
 from .refit_check import RefitCheck, check_refit
 from .tables import SampleTable
 from .trust import TrustWarning
+from ._memory import retain_freed_memory
 
 __version__: str = _core.build_info()["version"]
 
@@ -85,6 +86,7 @@ __all__ = [
     "newton_step",
     "refit_check",
     "rescaled_influence",
+    "retain_freed_memory",
     "saved",
     "sources",
     "tables",

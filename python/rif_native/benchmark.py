@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from . import _memory
 from ._api import Attribution, build_info
 from ._markdown import markdown_table
 
@@ -207,7 +208,9 @@ def run_table2(shapes: Optional[dict] = None, *, repeat: int = 3, num_threads: O
         if (n, d) in done:  # AutoTruck has CatDog's shape: same timings
             rows.append({**done[(n, d)], "dataset": name, "paper_s": PAPER_SECONDS.get(name)})
             continue
-        with ctx.Pool(1) as pool:
+        # (the timing process keeps freed memory, as the rif command does: every contender
+        # then reuses its pages from one call to the next instead of faulting them in again)
+        with ctx.Pool(1, initializer=_memory.retain_freed_memory) as pool:
             row = pool.map(_time_shape,
                            [(name, n, d, repeat, num_threads, baselines, peak, backend)])[0]
         done[(n, d)] = row

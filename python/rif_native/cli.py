@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 import rif_native
-from rif_native import _output, _progress, _stats
+from rif_native import _memory, _output, _progress, _stats
 from rif_native._markdown import markdown_table
 from rif_native import _cli_attribute, _cli_audit
 from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spam
@@ -809,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = None
+    _memory.retain_freed_memory()  # this process is the command's: reuse freed pages
     try:
         args = _build_parser().parse_args(_command_argv(argv))
         if hasattr(args, "l2") and args.l2 is None:
