@@ -156,3 +156,28 @@ def test_dask_engine_takes_and_checks_them(rng):
     assert_close(np.asarray(A.scores(V)), prob.ref.scores(V), 1e-10, "dask rif", per="whole")
     with pytest.raises(ValueError, match=r"directions must have shape \(11,\)"):
         rn.Attribution(X, prob.y, prob.theta, directions=V[:5], **prob.kw)
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_dask_scores_now_reads_x_once_for_both_methods(rng, request, on_cluster):
+    da = pytest.importorskip("dask.array")
+    if on_cluster:
+        request.getfixturevalue("client")
+    prob = make_problem(rng, "logistic", n=900, d=12, fit_intercept=True, weighted=True)
+    V = rng.standard_normal((prob.p, 2))
+    X = da.from_array(prob.X, chunks=(300, 12))
+    A = rn.Attribution(X, prob.y, prob.theta, progress=True, **prob.kw)
+    before = A._chunks.passes
+    err = TextStream(terminal=True)
+    import contextlib
+
+    with contextlib.redirect_stderr(err):
+        rif, if_ = A.scores_now(V, ("rif", "if"))
+        one, = A.scores_now(V[:, 1], ("if",))
+    assert A._chunks.passes == before + 2  # one pass for both methods, one for the last call
+    assert f"Dask pass {before + 1} (scores)" in err.getvalue()
+    assert_close(rif, prob.ref.scores(V, "rif"), 1e-10, "rif", per="whole")
+    assert_close(if_, prob.ref.scores(V, "if"), 1e-10, "if", per="whole")
+    np.testing.assert_allclose(one, if_[:, 1], rtol=1e-12, atol=0)  # (one column: a gemv)
+    # the lazy arrays give the same numbers
+    np.testing.assert_allclose(np.asarray(A.scores(V, "rif")), rif, rtol=1e-13, atol=0)

@@ -325,8 +325,9 @@ _SCORE_ROWS = 4096  # rows converted to float64 at a time: a block that stays in
 
 
 @_task
-def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarray:
-    """s_i = r_i x~_i . U (over 1 - h_i when rescaled) for the chunk."""
+def _chunk_projection(X, U, centre, fit_intercept) -> np.ndarray:
+    """x~_i . U for the chunk's rows (its scores before the per-sample factors: shared by the IF
+    and RIF scores of the same directions, one read of the chunk for both)."""
     d = X.shape[1]
     Z = np.empty((X.shape[0], U.shape[1]))
     begin = 0
@@ -337,10 +338,20 @@ def _chunk_scores(X, per_sample, U, centre, fit_intercept, rescaled) -> np.ndarr
         begin += len(rows)
     if fit_intercept:
         Z += U[d] - (centre @ U[:d] if centre is not None else 0.0)
+    return Z
+
+
+def _chunk_scores(Z, per_sample, rescaled) -> np.ndarray:
+    """s_i = r_i x~_i . U (over 1 - h_i when rescaled) from the chunk's projections Z."""
     S = per_sample["r"][:, None] * Z
     if rescaled:
         S = S * _rescale(per_sample["h"])[:, None]
     return S
+
+
+def _chunk_scores_by(Z, per_sample, flags) -> np.ndarray:
+    """_chunk_scores for each rescaled flag, stacked: (len(flags), rows, m)."""
+    return np.stack([_chunk_scores(Z, per_sample, rescaled) for rescaled in flags])
 
 
 @_task
@@ -576,12 +587,35 @@ class DaskAttribution(Attribution):
         U = self._kernel_solve(self._params.dual_to_kernel(V).T)  # (p, m), kernel point
         ch = self._chunks
         m = V.shape[0]
+        # (pure tasks: the projections of the same directions have the same keys, so that the
+        # IF and RIF scores computed together read each chunk once)
         parts = [da.from_delayed(delayed(_chunk_scores, pure=True)(
-                     b, r, U, ch.centre, self.fit_intercept, rescaled),
-                     (int(s), m), dtype=np.float64)
+                     delayed(_chunk_projection, pure=True)(b, U, ch.centre, self.fit_intercept),
+                     r, rescaled), (int(s), m), dtype=np.float64)
                  for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))]
         out = da.concatenate(parts)
         return out[:, 0] if np.ndim(direction) == 1 else out
+
+    def scores_now(self, direction: Any, methods: tuple = ("rif", "if")) -> list:
+        """The scores of ``direction`` by each of ``methods``, as NumPy arrays, computed now on
+        one pass over X (each chunk read once for all of them; a progress bar with
+        ``progress``), where computing the lazy :meth:`scores` arrays one by one reads X once
+        for each."""
+        from dask import delayed
+
+        flags = tuple(_method(m, ("if", "rif")) == "rif" for m in methods)
+        V = self._directions(direction, "direction")
+        U = self._kernel_solve(self._params.dual_to_kernel(V).T)
+        ch = self._chunks
+        parts = [delayed(_chunk_scores_by, pure=True)(
+                     delayed(_chunk_projection, pure=True)(b, U, ch.centre, self.fit_intercept),
+                     r, flags)
+                 for b, r in zip(ch.blocks, self._per_sample)]
+        import dask
+
+        done = ch._run(parts, "scores",  # (k, n, m); the parts delayed objects or futures
+                       lambda ps: dask.compute(delayed(np.concatenate)(ps, axis=1))[0])
+        return [S[:, 0] if np.ndim(direction) == 1 else S for S in done]
 
     def _rows(self, indices: Any, rescaled: bool, out: Any = None) -> Any:
         import dask.array as da
