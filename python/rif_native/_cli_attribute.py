@@ -263,8 +263,8 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
             direction = test_loss.gradient(theta)
 
         # the direction's projections from the leverage pass: its IF and RIF scores then read
-        # the training rows no more (the binary families in this process; the others score on
-        # a pass of their own)
+        # the training rows no more (the binary families in this process; on a cluster both
+        # come from one pass below, and the multinomial family scores on passes of its own)
         kept = {} if family == "multinomial" or backend == "dask" else {"directions": direction}
         t0 = time.perf_counter()
         with _naming(data.source, on_disk):
