@@ -181,3 +181,15 @@ def test_dask_scores_now_reads_x_once_for_both_methods(rng, request, on_cluster)
     np.testing.assert_allclose(one, if_[:, 1], rtol=1e-12, atol=0)  # (one column: a gemv)
     # the lazy arrays give the same numbers
     np.testing.assert_allclose(np.asarray(A.scores(V, "rif")), rif, rtol=1e-13, atol=0)
+
+
+def test_multinomial_checks_them_and_scores_as_without(rng):
+    X = rng.standard_normal((300, 5))
+    y = rng.integers(0, 3, 300)
+    res = rn.multinomial.fit(X, y, l2=1.0)
+    D = rng.standard_normal(np.shape(res.theta))
+    A = rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial", directions=D)
+    B = rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial")
+    np.testing.assert_array_equal(A.scores(D), B.scores(D))
+    with pytest.raises(ValueError, match="a direction must have shape"):
+        rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial", directions=D[:, :2])

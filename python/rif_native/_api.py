@@ -527,8 +527,8 @@ class Attribution(_frames.Named):
             asked for. On the dense primal CPU path their projections x_i^T H^{-1} v
             (float64, also with ``precision="mixed"``) come from the leverage pass, so that
             ``scores`` with any of them reads X no more: for X on disk that saves a whole pass
-            over the file. Elsewhere (the dual path, sparse X, the GPU) ``scores`` computes
-            them as without it.
+            over the file. Elsewhere (the dual path, sparse X, the GPU, the multinomial family)
+            they are checked and ``scores`` computes them as without them.
             ``A.kept_directions`` counts the directions kept.
 
     X may be larger than memory: a ``.npy`` path or memmap, a list of ``.npy`` shards, a Zarr
@@ -598,13 +598,14 @@ class Attribution(_frames.Named):
                     raise ValueError("precision='mixed' is a CPU option; the cuda backend "
                                      "computes in float64: use backend='cpu'")
                 use_cuda = False  # "auto" with mixed: the CPU, which has it
-            if not use_cuda:
-                _memory.require(
-                    _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads)),
-                    f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
-                    "parameters", _memory.ADVICE_FACTOR, max_memory)
             V = (None if directions is None else
                  _direction_matrix(directions, d + int(fit_intercept), "directions"))
+            if not use_cuda:
+                _memory.require(  # (and the kept projections: n doubles per direction)
+                    _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads))
+                    + 8.0 * n * (0 if V is None else len(V)),
+                    f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
+                    "parameters", _memory.ADVICE_FACTOR, max_memory)
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                                fit_intercept, self._threads, use_cuda,
@@ -623,6 +624,8 @@ class Attribution(_frames.Named):
             n, d = dev.rows, dev.cols
             _check_shape(n, d, fit_intercept)
             ya, ta, wa = _vectors(y, sample_weight, theta, "theta", n, d, fit_intercept)
+            if directions is not None:  # checked; the GPU's scores are a pass on the device
+                _direction_matrix(directions, d + int(fit_intercept), "directions")
             self._core = _core.Attribution(None, ya, ta, _real(l2, "l2"), _family(family), wa,
                                            fit_intercept, self._threads, True,
                                            dev.as_tuple(), dev.owner)

@@ -603,6 +603,10 @@ class DaskAttribution(Attribution):
         for each."""
         from dask import delayed
 
+        if isinstance(methods, str):
+            methods = (methods,)
+        if len(methods) == 0:
+            raise ValueError("scores_now needs at least one method ('rif' or 'if')")
         flags = tuple(_method(m, ("if", "rif")) == "rif" for m in methods)
         V = self._directions(direction, "direction")
         U = self._kernel_solve(self._params.dual_to_kernel(V).T)

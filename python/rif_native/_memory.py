@@ -34,8 +34,9 @@ def retain_freed_memory() -> bool:
     By default glibc gives large blocks their own memory maps and returns them to the system
     when they are freed, so the next attribution of the same size faults every page in again:
     at DogFish's shape (1800 x 2048, the dual path) about 19,500 page faults and 35 ms of a
-    170 ms call, each time. After this call, blocks under 512 MiB come from the heap, and up to
-    1 GiB free at its top stays mapped, so repeated calls reuse their pages. It is process-wide
+    170 ms call, each time. After this call, blocks under 512 MiB (32 MiB on glibc before
+    2.35; in threads other than the main one, under their 64 MiB heaps) come from the heap, and
+    up to 1 GiB free at its top stays mapped, so repeated calls reuse their pages. It is process-wide
     (NumPy's arrays included) and cannot be undone; the ``rif`` command does it at start, and
     ``rif benchmark`` in its timing processes, for every contender alike. Returns whether it
     applied (False where the C library is not glibc).
@@ -50,8 +51,12 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)) & bool(
-        mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
+    # Older glibc caps the mmap threshold at 32 MiB (half its heap size) and refuses more. The
+    # trim threshold is set only once an mmap threshold took: setting it alone would freeze
+    # the mmap threshold at its 128 KiB start, worse than glibc's default.
+    if not (mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
 
 
 def parse_size(value: MemorySize, name: str = "max_memory") -> Optional[int]:

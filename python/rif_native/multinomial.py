@@ -136,7 +136,7 @@ class MultinomialAttribution(_frames.Named):
                  num_threads: Optional[int] = None, n_classes: Optional[int] = None,
                  max_memory: _memory.MemorySize = None, progress: Optional[bool] = None,
                  family: str = "multinomial", backend: Optional[str] = None,
-                 precision: str = "double") -> None:
+                 precision: str = "double", directions: Optional[ArrayLike] = None) -> None:
         if family != "multinomial":
             raise ValueError(f"MultinomialAttribution is the multinomial family, got {family!r}")
         from ._api import _precision
@@ -154,6 +154,8 @@ class MultinomialAttribution(_frames.Named):
         self.l2, self.fit_intercept = pb.l2, pb.fit_intercept
         self._theta = _softmax.parameters(theta, pb.K, pb.p)
         self._theta.setflags(write=False)
+        if directions is not None:  # checked as for the binary families; each score is a pass
+            self._directions(directions)
         _memory.require(8 * (3 * pb.q * pb.q + pb.n * (2 * pb.K + pb.m * (pb.m + 3))),
                         f"a multinomial attribution with n = {pb.n}, K = {pb.K}, p = {pb.p} "
                         f"(H and its inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR, max_memory)

@@ -188,7 +188,8 @@ class Attribution {
 
   /// out(i, j) = <V_j, IF_i> (or RIF_i when rescaled) for every sample i; V is p x m, out n x m.
   /// One pass over X, or none when every column of V is one of the constructor's `directions`
-  /// whose projections the leverage pass kept (the same bits as that pass would give).
+  /// whose projections the leverage pass kept (the same numbers as that pass would give, to
+  /// rounding: the products are blocked differently).
   void scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out, int threads) const;
   /// How many directions' projections the leverage pass kept (0 without `directions`, or where
   /// it could not: the dual path, sparse X, the GPU).
