@@ -190,6 +190,8 @@ def test_multinomial_checks_them_and_scores_as_without(rng):
     D = rng.standard_normal(np.shape(res.theta))
     A = rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial", directions=D)
     B = rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial")
-    np.testing.assert_array_equal(A.scores(D), B.scores(D))
+    # (each object takes the idle cores at its construction: equal to rounding)
+    ref = B.scores(D)
+    np.testing.assert_allclose(A.scores(D), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
     with pytest.raises(ValueError, match="a direction must have shape"):
         rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial", directions=D[:, :2])
