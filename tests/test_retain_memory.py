@@ -5,6 +5,7 @@ counted by the kernel (ru_minflt), which depend on neither the processor nor rou
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -41,6 +42,8 @@ def _run(mode: str) -> dict:
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's allocator replaces glibc's malloc (mallopt: no-op)")
 def test_repeated_calls_reuse_their_pages():
     retained = _run("retain")
     assert retained["applied"] is True
