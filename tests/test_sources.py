@@ -2,7 +2,8 @@
 
 Every kind of source (a .npy path as str or PathLike, np.load(mmap_mode="r"), np.memmap, .npy
 shards and in-memory shards of unequal sizes with 1-row shards, Zarr with chunks that divide
-neither n nor d, HDF5 chunked and contiguous, Dask with uneven chunks read on this machine, and
+neither n nor d, Zarr uncompressed and compressed with whole rows per chunk (read from its chunk
+files), HDF5 chunked and contiguous, Dask with uneven chunks read on this machine, and
 a row-sliceable object that is not an array) must give every answer of the in-memory path to
 1e-10 relative to the answer's scale (the in-memory path is checked against independent
 references elsewhere), for float64 and float32 X, with and without an intercept. Then: shards
@@ -34,7 +35,7 @@ import numpy as np
 import pytest
 
 import rif_native as rn
-from rif_native import _api, _progress, sources
+from rif_native import _api, _progress, _zarr_files, sources
 from rif_native.datasets import load_sms_spam
 
 from conftest import _FRESH_SEED, FIXED_SEED, TextStream
@@ -156,6 +157,19 @@ def _zarr_plain(X, folder, zarr_format):
     return zarr.open_array(path, mode="r")
 
 
+def _zarr_packed(X, folder, zarr_format):
+    """Compressed (zstd, Zarr 3's default; Blosc in format 2), whole rows per chunk: its chunk
+    files decoded by the reader (rif_native._zarr_files)."""
+    zarr = pytest.importorskip("zarr")
+    numcodecs = pytest.importorskip("numcodecs")
+    path = str(Path(folder) / f"X{zarr_format}z.zarr")
+    kw = {} if zarr_format == 3 else {"compressors": numcodecs.Blosc()}
+    z = zarr.create_array(path, shape=X.shape, chunks=(97, X.shape[1]), dtype=X.dtype,
+                          zarr_format=zarr_format, **kw)
+    z[:] = X
+    return zarr.open_array(path, mode="r")
+
+
 def _h5(X, folder, stack, chunks):
     h5py = pytest.importorskip("h5py")
     f = stack.enter_context(h5py.File(Path(folder) / "X.h5", "w"))
@@ -179,6 +193,8 @@ KINDS = {
     "zarr": lambda X, f, s: _zarr(X, f),
     "zarr-uncompressed-v3": lambda X, f, s: _zarr_plain(X, f, 3),
     "zarr-uncompressed-v2": lambda X, f, s: _zarr_plain(X, f, 2),
+    "zarr-zstd-v3": lambda X, f, s: _zarr_packed(X, f, 3),
+    "zarr-blosc-v2": lambda X, f, s: _zarr_packed(X, f, 2),
     "h5py-chunked": lambda X, f, s: _h5(X, f, s, chunks=(53, X.shape[1])),
     "h5py-contiguous": lambda X, f, s: _h5(X, f, s, chunks=None),
     "dask": lambda X, f, s: _dask(X, f),
@@ -186,6 +202,7 @@ KINDS = {
 }
 IN_PLACE = {"npy-str", "npy-pathlike", "np.load-mmap", "np.memmap", "npy-shards", "array-shards",
             "zarr-uncompressed-v3", "zarr-uncompressed-v2"}
+DECODED = {"zarr-zstd-v3", "zarr-blosc-v2"}  # read from chunk files by the reader
 
 
 def make_problem(seed, dtype, fit_intercept, weighted, n=N, d=D):
@@ -253,6 +270,8 @@ def check_kind(kind, P, folder, check_fit=True):
         assert isinstance(src, sources.Source)
         assert src.shape == P["X"].shape and src.dtype == P["X"].dtype
         assert (src.shards is not None) == (kind in IN_PLACE), repr(src)
+        decoded = [isinstance(p, _zarr_files.CompressedChunks) for p in src._parts]
+        assert any(decoded) == (kind in DECODED), repr(src)
         got = answers(A, P)
         for key, ref in P["ref"].items():
             close(got[key], ref, f"{kind}: {key}")
@@ -903,7 +922,8 @@ def test_a_pass_bar_ends_its_line_before_an_error(monkeypatch, terminal):
         assert text.endswith("\n") and text.count("\n") == 1, repr(text)
 
 
-@pytest.mark.parametrize("kind", ["npy-str", "npy-shards", "zarr", "h5py-chunked"])
+@pytest.mark.parametrize("kind", ["npy-str", "npy-shards", "zarr", "zarr-zstd-v3",
+                                  "h5py-chunked"])
 def test_a_source_is_freed_when_its_last_reference_goes(kind, tmp_path):
     """No reference cycle holds a Source (its readers, buffers, maps and open files) until
     the garbage collector runs: it goes with its last reference, after passes and gathers."""
