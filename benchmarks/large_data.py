@@ -18,7 +18,9 @@ the page cache: the `disk` case). Private memory is the peak of RssAnon (residen
 backed by a file), sampled every 20 ms.
 
 * sources: n = 2,000,000, d = 512 float32 in memory, memory-mapped .npy, 4 .npy shards,
-  uncompressed Zarr and Zarr with its default compression; each against the floor.
+  uncompressed Zarr and Zarr with its default compression (zstd; also with the score's
+  direction given to the constructor, and read through zarr-python rather than from its chunk
+  files); each against the floor.
 * dask: the same X as a Zarr store on a distributed.LocalCluster (2 workers, 1 thread each),
   as ``dask.array.from_zarr`` and as the store itself (``backend="dask"``: the workers open
   it), against the in-process attribution of the same store and of the array in memory.
@@ -211,6 +213,14 @@ def case_sources(args) -> None:
                     ("Zarr, uncompressed", zplain), ("Zarr, zstd", zpacked)]:
         src = rn.sources.open_source(X)
         rows.append(row(name, attribution(src, y, theta, v), floor, ref["scores"]))
+    # the same compressed store with the score's direction given (two passes), and read
+    # through zarr-python instead of from its chunk files (the baseline of that reader)
+    rows.append(row("Zarr, zstd, directions=v",
+                    attribution(rn.sources.open_source(zpacked), y, theta, v, directions=v),
+                    floor, ref["scores"]))
+    rows.append(row("Zarr, zstd, read through zarr-python",
+                    attribution(rn.sources.Source([zpacked]), y, theta, v), floor,
+                    ref["scores"]))
     print_table(f"Attribution (leverage + one score vector), n = {n}, d = {d} float32; "
                 f"NumPy DGEMM {peak / 1e9:.0f} GFLOP/s, floor {floor:.2f} s", HEADER, rows)
 

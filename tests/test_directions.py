@@ -197,3 +197,21 @@ def test_multinomial_checks_them_and_scores_as_without(rng):
     np.testing.assert_allclose(A.scores(D), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
     with pytest.raises(ValueError, match="a direction must have shape"):
         rn.Attribution(X, y, res.theta, l2=1.0, family="multinomial", directions=D[:, :2])
+
+
+def test_a_pickled_copy_keeps_its_directions(rng, seed):
+    """Unpickling builds the object again with the same directions: its scores on them read X
+    no more and equal the original's (the same computation, the thread count pinned)."""
+    import pickle
+
+    prob = make_problem(rng, "logistic", n=800, d=30, fit_intercept=True, weighted=True,
+                        seed=seed)
+    V = rng.standard_normal((prob.p, 2))
+    A = rn.Attribution(prob.X, prob.y, prob.theta, directions=V, num_threads=2, **prob.kw)
+    B = pickle.loads(pickle.dumps(A))
+    assert B.kept_directions == 2
+    for method in ("rif", "if"):
+        np.testing.assert_array_equal(B.scores(V, method), A.scores(V, method))
+    C = pickle.loads(pickle.dumps(rn.Attribution(prob.X, prob.y, prob.theta, num_threads=2,
+                                                 **prob.kw)))
+    assert C.kept_directions == 0

@@ -611,6 +611,8 @@ class Attribution(_frames.Named):
                                                fit_intercept, self._threads, use_cuda,
                                                solver=solver, precision=self._precision,
                                                directions=V)
+            if V is not None and self._core.kept_directions:
+                self._kept_v = V.T  # (p, m), pickled with the object: the copy keeps them
         else:
             if self._precision != "double":
                 raise ValueError("precision='mixed' is a CPU option; X in GPU memory is "
@@ -765,8 +767,9 @@ class Attribution(_frames.Named):
         return sample_table(self, directions, diagnostics=diagnostics)
 
     def __reduce__(self) -> tuple:
-        """Pickle the inputs (X, y, theta, weights and options, with the labels of a
-        DataFrame), not the factor: unpickling builds the object again (one factorisation)."""
+        """Pickle the inputs (X, y, theta, weights, kept directions and options, with the
+        labels of a DataFrame), not the factor: unpickling builds the object again (one
+        factorisation)."""
         X, y, w = self._data
         if isinstance(X, sources.Source) and X.csr is not None:
             X = X._parts[0].original  # sparse X in memory: pickled as the caller gave it
@@ -780,7 +783,8 @@ class Attribution(_frames.Named):
                       backend="cpu" if self.backend == "cpu" else "auto",
                       max_memory=self._max_memory, progress=self._progress,
                       solver=getattr(self, "_solver", "auto"),
-                      precision=getattr(self, "_precision", "double"))
+                      precision=getattr(self, "_precision", "double"),
+                      directions=getattr(self, "_kept_v", None))
         return (_unpickle, (X, y, self.theta, kwargs, getattr(self, "_labels", None)))
 
     def check_refit(self, removed: Sequence[int], theta_refit: ArrayLike, *,
