@@ -583,18 +583,24 @@ class DaskAttribution(Attribution):
         from dask import delayed
 
         rescaled = _method(method, ("if", "rif")) == "rif"
+        Z, m = self._projections(direction)
+        parts = [da.from_delayed(delayed(_chunk_scores, pure=True)(z, r, rescaled),
+                                 (int(s), m), dtype=np.float64)
+                 for z, r, s in zip(Z, self._per_sample, np.diff(self._chunks.bounds))]
+        out = da.concatenate(parts)
+        return out[:, 0] if np.ndim(direction) == 1 else out
+
+    def _projections(self, direction: Any) -> tuple:
+        """(per chunk the delayed x~_i . U with U = H^{-1} V at the kernel point, (rows, m);
+        m). The tasks are pure: the projections of the same directions have the same keys, so
+        that IF and RIF scores computed together read each chunk once."""
+        from dask import delayed
+
         V = self._directions(direction, "direction")  # (m, p)
         U = self._kernel_solve(self._params.dual_to_kernel(V).T)  # (p, m), kernel point
         ch = self._chunks
-        m = V.shape[0]
-        # (pure tasks: the projections of the same directions have the same keys, so that the
-        # IF and RIF scores computed together read each chunk once)
-        parts = [da.from_delayed(delayed(_chunk_scores, pure=True)(
-                     delayed(_chunk_projection, pure=True)(b, U, ch.centre, self.fit_intercept),
-                     r, rescaled), (int(s), m), dtype=np.float64)
-                 for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))]
-        out = da.concatenate(parts)
-        return out[:, 0] if np.ndim(direction) == 1 else out
+        return [delayed(_chunk_projection, pure=True)(b, U, ch.centre, self.fit_intercept)
+                for b in ch.blocks], V.shape[0]
 
     def scores_now(self, direction: Any, methods: tuple = ("rif", "if")) -> list:
         """The scores of ``direction`` by each of ``methods``, as NumPy arrays, computed now on
@@ -608,16 +614,11 @@ class DaskAttribution(Attribution):
         if len(methods) == 0:
             raise ValueError("scores_now needs at least one method ('rif' or 'if')")
         flags = tuple(_method(m, ("if", "rif")) == "rif" for m in methods)
-        V = self._directions(direction, "direction")
-        U = self._kernel_solve(self._params.dual_to_kernel(V).T)
-        ch = self._chunks
-        parts = [delayed(_chunk_scores_by, pure=True)(
-                     delayed(_chunk_projection, pure=True)(b, U, ch.centre, self.fit_intercept),
-                     r, flags)
-                 for b, r in zip(ch.blocks, self._per_sample)]
+        parts = [delayed(_chunk_scores_by, pure=True)(z, r, flags)
+                 for z, r in zip(self._projections(direction)[0], self._per_sample)]
         import dask
 
-        done = ch._run(parts, "scores",  # (k, n, m); the parts delayed objects or futures
+        done = self._chunks._run(parts, "scores",  # (k, n, m); the parts delayed objects or futures
                        lambda ps: dask.compute(delayed(np.concatenate)(ps, axis=1))[0])
         return [S[:, 0] if np.ndim(direction) == 1 else S for S in done]
 
