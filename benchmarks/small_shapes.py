@@ -6,7 +6,8 @@ For ESC-50 (1600 x 512) and IMDB at n = 16 d (8192 x 512): the best of --rounds 
 Attribution (Hessian, factor, every leverage) plus one RIF score vector, against the floor
 (2 n d^2 + d^3 / 3) at NumPy's DGEMM rate measured in the same run, and that best run's stages
 (Attribution.timings: "hessian", "cholesky", "leverage"; "other" is the rest: checks, the
-scores, Python).
+scores, Python). Each shape runs with glibc's default malloc and then with freed memory
+retained (rif_native.retain_freed_memory(), as the rif command and the benchmarks run).
 """
 
 from __future__ import annotations
@@ -38,19 +39,24 @@ def main() -> None:
     args = parser.parse_args()
     peak = rb.gemm_peak()
     print(f"Machine: {rb.machine()}; NumPy DGEMM {peak / 1e9:.0f} GFLOP/s; best of {args.rounds}")
-    print("| shape | ms | floor ms | / floor | hessian | cholesky | leverage | other |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, (n, d) in SHAPES.items():
-        p = rb.make_problem(n, d)
-        best_run(p, 3)  # warm up: threads, caches
-        seconds, st = best_run(p, args.rounds)
-        floor = rb.floor_seconds(n, d, peak)
-        other = seconds - sum(st.values())
-        print(f"| {name} | {seconds * 1e3:.2f} | {floor * 1e3:.2f} | {seconds / floor:.2f} | "
-              + " | ".join(f"{st.get(k, 0.0) * 1e3:.2f}" for k in ("hessian", "cholesky",
-                                                                  "leverage"))
-              + f" | {other * 1e3:.2f} |")
-
+    print("| shape | malloc | ms | floor ms | / floor | hessian | cholesky | leverage | other |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    problems = {name: rb.make_problem(n, d) for name, (n, d) in SHAPES.items()}
+    # glibc's default first, then with freed memory retained (which cannot be undone)
+    for malloc in ("default", "retained"):
+        if malloc == "retained" and not rn.retain_freed_memory():
+            break
+        for name, (n, d) in SHAPES.items():
+            p = problems[name]
+            best_run(p, 3)  # warm up: threads, caches
+            seconds, st = best_run(p, args.rounds)
+            floor = rb.floor_seconds(n, d, peak)
+            other = seconds - sum(st.values())
+            print(f"| {name} | {malloc} | {seconds * 1e3:.2f} | {floor * 1e3:.2f} | "
+                  f"{seconds / floor:.2f} | "
+                  + " | ".join(f"{st.get(k, 0.0) * 1e3:.2f}" for k in ("hessian", "cholesky",
+                                                                      "leverage"))
+                  + f" | {other * 1e3:.2f} |")
 
 if __name__ == "__main__":
     main()
