@@ -166,3 +166,51 @@ def test_multiindex_ids_are_saved_as_text(rng, tmp_path):
     A.save(tmp_path / "m.npz")
     B = rn.Attribution.load(tmp_path / "m.npz")
     assert list(B.sample_ids[:2]) == ["('a', 0)", "('a', 1)"]
+
+
+def test_kept_directions_are_saved_and_read_no_more_after_loading(rng, tmp_path):
+    """An object built with directions= saves their projections: the loaded one answers their
+    scores without a pass over X, equal to the saved object's; the file's kept arrays are
+    checked against X (a foreign P, a damaged or partial set is refused)."""
+    X, y, w, theta = _problem(rng, n=1500, d=10)
+    np.save(tmp_path / "X.npy", X)
+    V = rng.standard_normal((11, 2))
+    A = rn.Attribution(str(tmp_path / "X.npy"), y, theta, l2=0.5, sample_weight=w,
+                       fit_intercept=True, num_threads=1, directions=V)
+    assert A.kept_directions == 2
+    A.save(tmp_path / "a.npz")
+    src = sources.open_source(str(tmp_path / "X.npy"))
+    B = rn.Attribution.load(tmp_path / "a.npz", src, num_threads=1)
+    assert B.kept_directions == 2 and src.passes == 1
+    for method in ("if", "rif"):
+        np.testing.assert_array_equal(B.scores(V, method=method), A.scores(V, method=method))
+        np.testing.assert_array_equal(B.scores(V[:, 1], method=method),
+                                      A.scores(V[:, 1], method=method))
+    assert src.passes == 1  # the scores came from the saved projections
+    # the same scores from a pass over X (an object built without directions), to rounding
+    C = rn.Attribution(X, y, theta, l2=0.5, sample_weight=w, fit_intercept=True, num_threads=1)
+    ref = C.scores(V, method="rif")
+    np.testing.assert_allclose(B.scores(V, method="rif"), ref, rtol=0,
+                               atol=1e-12 * np.abs(ref).max())
+    import pickle
+
+    assert pickle.loads(pickle.dumps(rn.Attribution.load(tmp_path / "a.npz", X))) \
+        .kept_directions == 2
+    with np.load(tmp_path / "a.npz") as f:
+        stored = {k: f[k] for k in f.files}
+    P = stored["kept_P"].copy()
+    P[0, 1] += 1e-6 * (1.0 + np.abs(P).max())  # sample 0 is one of the 16 checked
+    np.savez(tmp_path / "p.npz", **{**stored, "kept_P": P})
+    with pytest.raises(ValueError, match="sample 0's projection on kept direction 1"):
+        rn.Attribution.load(tmp_path / "p.npz", X)
+    np.savez(tmp_path / "part.npz", **{k: v for k, v in stored.items() if k != "kept_U"})
+    with pytest.raises(ValueError, match=r"lacks \['kept_U'\]"):
+        rn.Attribution.load(tmp_path / "part.npz", X)
+    np.savez(tmp_path / "shape.npz", **{**stored, "kept_P": stored["kept_P"][:-1]})
+    with pytest.raises(ValueError, match="kept directions' shapes"):
+        rn.Attribution.load(tmp_path / "shape.npz", X)
+    # and an object without directions saves none
+    C.save(tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as f:
+        assert not any(k.startswith("kept_") for k in f.files)
+    assert rn.Attribution.load(tmp_path / "c.npz").kept_directions == 0

@@ -89,7 +89,7 @@ Eigen::Map<rif::RowMatrix> as_map(py::array_t<double>& a) {
   return Eigen::Map<rif::RowMatrix>(a.mutable_data(), a.shape(0), a.shape(1));
 }
 
-/// A square matrix as a (p, p) array, entry (i, j) = M(i, j).
+/// A matrix (square or not) as a 2-D array, entry (i, j) = M(i, j).
 py::array_t<double> square_array(const rif::Matrix& M) {
   auto out = row_matrix(M.rows(), M.cols());
   as_map(out) = M;
@@ -114,15 +114,37 @@ py::dict state_dict(const rif::AttributionState& s) {
   d["gradient"] = copy_vector(s.gradient);
   d["hessian_kernel"] = square_array(s.H);
   d["factor"] = square_array(s.L);
+  if (s.kept) {  // (each a 2-D array, entry (i, j) = M(i, j))
+    d["kept_V"] = square_array(s.kept->V);
+    d["kept_U"] = square_array(s.kept->U);
+    d["kept_scale"] = copy_vector(s.kept->scale);
+    d["kept_scale_u"] = copy_vector(s.kept->scale_u);
+    auto P = row_matrix(s.kept->P.rows(), s.kept->P.cols());
+    as_map(P) = s.kept->P;
+    d["kept_P"] = P;
+  }
   return d;
+}
+
+rif::RowMatrix state_matrix(const py::dict& d, const char* key) {
+  const F64Array a = f64_arg(d[key], key);
+  if (a.ndim() != 2) {
+    throw std::invalid_argument(std::string("state: ") + key + " must be a 2-D array");
+  }
+  return Eigen::Map<const rif::RowMatrix>(a.data(), a.shape(0), a.shape(1));
 }
 
 rif::AttributionState state_from(const py::dict& d) {
   const auto vec = [&](const char* key) { return to_vector(f64_arg(d[key], key), key); };
-  return rif::AttributionState{vec("theta_kernel"), vec("centre"),    vec("residuals"),
-                               vec("curvature"),    vec("leverage"),  vec("gradient"),
-                               square_matrix(d, "hessian_kernel"), square_matrix(d, "factor"),
-                               d.contains("theta") ? vec("theta") : rif::Vector()};
+  rif::AttributionState s{vec("theta_kernel"), vec("centre"),    vec("residuals"),
+                          vec("curvature"),    vec("leverage"),  vec("gradient"),
+                          square_matrix(d, "hessian_kernel"), square_matrix(d, "factor"),
+                          d.contains("theta") ? vec("theta") : rif::Vector(), {}};
+  if (d.contains("kept_V")) {  // the kept directions: all five entries or none
+    s.kept = rif::Projection{state_matrix(d, "kept_V"), state_matrix(d, "kept_U"),
+                             vec("kept_scale"), vec("kept_scale_u"), state_matrix(d, "kept_P")};
+  }
+  return s;
 }
 
 }  // namespace

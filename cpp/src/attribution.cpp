@@ -331,12 +331,45 @@ Attribution::Attribution(Problem problem, AttributionState state, int threads)
       throw std::invalid_argument(msg.str());
     }
   }
+  if (state.kept) restore_kept(std::move(*state.kept), idx, rows);
   set_rescale();
+}
+
+void Attribution::restore_kept(Projection kept, const std::vector<std::int64_t>& idx,
+                               Matrix& rows) {
+  const Index n = problem_.X.rows(), p = params(), m = kept.V.cols();
+  if (kept.V.rows() != p || kept.U.rows() != p || kept.U.cols() != m ||
+      kept.scale.size() != m || kept.scale_u.size() != m || kept.P.rows() != n ||
+      kept.P.cols() != m || !kept.V.allFinite() || !kept.U.allFinite() ||
+      !kept.scale.allFinite() || !kept.scale_u.allFinite() || !kept.P.allFinite()) {
+    throw std::invalid_argument("the saved state is damaged: its kept directions' shapes do "
+                                "not fit X, or they hold NaN or inf");
+  }
+  // P = X~ U on the same sampled rows as the leverages: a P from other data is refused.
+  const Index k = static_cast<Index>(idx.size());
+  problem_.X.gather(idx.data(), k, rows, nullptr);
+  for (Index j = 0; j < k; ++j) {
+    const Index i = static_cast<Index>(idx[static_cast<size_t>(j)]);
+    for (Index c = 0; c < m; ++c) {
+      const double want = rows.col(j).dot(kept.U.col(c));
+      const double size = rows.col(j).cwiseAbs().dot(kept.U.col(c).cwiseAbs());
+      if (!(std::abs(want - kept.P(i, c)) <= 1e-10 * (1.0 + size))) {
+        std::ostringstream msg;
+        msg << "the saved attribution does not belong to this data: sample " << i
+            << "'s projection on kept direction " << c << " is " << want << " here and "
+            << kept.P(i, c) << " in the saved state (X differs)";
+        throw std::invalid_argument(msg.str());
+      }
+    }
+  }
+  kept_ = std::make_unique<Projection>(std::move(kept));
 }
 
 AttributionState Attribution::state() const {
   host_factor();
-  return AttributionState{theta_, centre_, r_, a_, h_, gradient_, H_, L_, user_theta_};
+  AttributionState s{theta_, centre_, r_, a_, h_, gradient_, H_, L_, user_theta_, {}};
+  if (kept_) s.kept = *kept_;
+  return s;
 }
 
 void Attribution::attach_host(const Design& X) {

@@ -42,7 +42,7 @@ void Attribution::check_directions(const Matrix& V) const {
   }
 }
 
-Attribution::Projection Attribution::project(const Matrix& V, int threads) const {
+Projection Attribution::project(const Matrix& V, int threads) const {
   // Per column, the scale taken out of V and of H^{-1} V before the pass and put back after
   // the residual: a sample with r_i = 0 then scores exactly 0 even where x_i . H^{-1} v alone
   // would overflow (a tiny l2 with no data); only a score that itself overflows is inf.

@@ -37,6 +37,13 @@ sample_ids             (n,)       sample ids (when labelled by a DataFrame index
                                   unless numbers; a MultiIndex's tuples as their text)
 precision              ()         "double" or "mixed": how H and the leverages were computed
                                   (``Attribution(precision=...)``); absent means "double"
+kept_V, kept_U         (p, m)     the constructor's ``directions`` (the user's parameters) and
+                                  U = H~^{-1} T^{-T} V with its columns' scales taken out,
+                                  when the leverage pass kept their projections (else absent)
+kept_scale             (m,)       the scales taken out before the solve ...
+kept_scale_u           (m,)       ... and after it
+kept_P                 (n, m)     P = X~ U, so that a loaded object's scores on these
+                                  directions read X no more (checked on the 16 samples)
 =====================  =========  ============================================================
 
 X is saved when it is in memory (``include_x=None``); X read from files (``.npy``, shards,
@@ -61,6 +68,10 @@ VERSION = 1
 
 _STATE = ("theta_kernel", "centre", "residuals", "curvature", "leverage", "gradient",
           "hessian_kernel", "factor")
+
+#: The constructor's ``directions`` and their projections from the leverage pass, when it kept
+#: some (all five or none): a loaded object's scores on them read X no more either.
+_KEPT = ("kept_V", "kept_U", "kept_scale", "kept_scale_u", "kept_P")
 
 
 def save(A: Any, path: Any, *, include_x: Optional[bool] = None) -> None:
@@ -147,10 +158,21 @@ def load(path: Any, X: Any = None, *, num_threads: Optional[int] = None,
     A._precision = str(stored["precision"]) if "precision" in stored else "double"
     with _reading(Xa, progress):
         A._core = _core.Attribution.restore(Xa, ya, l2, family, wa, fit_intercept, A._threads,
-                                            {k: stored[k] for k in _STATE + ("theta",)},
+                                            {k: stored[k] for k in _STATE + ("theta",)
+                                             + _kept_keys(stored, path)},
                                             precision=A._precision)
+    if A._core.kept_directions:
+        A._kept_v = stored["kept_V"]  # (p, m), pickled with the object
     A._finish("cpu", (Xa, ya, wa), n, d, family, l2, fit_intercept)
     return A
+
+
+def _kept_keys(stored: dict, path: Any) -> tuple:
+    present = [k for k in _KEPT if k in stored]
+    if present and len(present) != len(_KEPT):
+        raise ValueError(f"load: {path!r} lacks {sorted(set(_KEPT) - set(present))}: the file "
+                         "is damaged")
+    return tuple(present)
 
 
 def _check_format(stored: dict, path: Any) -> None:

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace rif {
@@ -58,6 +59,16 @@ void check_gradient_finite(const Vector& g, const char* where);
 /// Gradient of F at theta: X^T r + l2 P theta.
 Vector gradient(const Problem& problem, const Vector& theta, const Vector& r, int threads);
 
+/// Directions V prepared for a pass over X: U = H~^{-1} V~ (V~: V in the kernel's dual
+/// coordinates), each column divided by its largest entry before the solve (scale) and after
+/// it (scale_u), so that a score multiplies them back only after the residual; with P = X~ U
+/// once a pass filled it.
+struct Projection {
+  Matrix V, U;
+  Vector scale, scale_u;
+  RowMatrix P;
+};
+
 /// What an Attribution computed from its data, in the kernel's coordinates: enough to build it
 /// again without the passes over X and the factorisation (a saved file: Attribution::state()
 /// and the restoring constructor).
@@ -67,6 +78,7 @@ struct AttributionState {
   Vector r, a, h, gradient;
   Matrix H, L;    ///< H~ and its Cholesky factor (lower triangles)
   Vector user_theta;  ///< theta as the user gave it (empty: theta~ mapped back)
+  std::optional<Projection> kept;  ///< the constructor's directions with their P (or none)
 };
 
 /// How the CPU path handles H: the primal p x p factor, or the dual n x n form (rif/dual.hpp)
@@ -229,15 +241,6 @@ class Attribution {
   /// v <- H~^{-1} v on the host: the dual form's solve, or the (host) factor's.
   void host_solve(Eigen::Ref<Matrix> v, int threads) const;
   std::unique_ptr<DualFactor> dual_;  ///< the dual form, on the dual path
-  /// Directions V prepared for a pass over X: U = H~^{-1} V~ (V~: V in the kernel's dual
-  /// coordinates), each column divided by its largest entry before the solve (scale) and after
-  /// it (scale_u), so that a score multiplies them back only after the residual; with P = X~ U
-  /// once a pass filled it.
-  struct Projection {
-    Matrix V, U;
-    Vector scale, scale_u;
-    RowMatrix P;
-  };
   /// Throws std::invalid_argument unless V has one row per parameter.
   void check_directions(const Matrix& V) const;
   Projection project(const Matrix& V, int threads) const;
@@ -249,6 +252,9 @@ class Attribution {
   /// touching nothing, otherwise.
   bool kept_scores(const Matrix& V, bool rescaled, Eigen::Ref<RowMatrix> out, int threads) const;
   std::unique_ptr<Projection> kept_;  ///< the constructor's directions, projected on its pass
+  /// kept_ from a saved state, its P checked against X~ U on the sampled rows `idx` (`rows`:
+  /// p x idx.size() of room).
+  void restore_kept(Projection kept, const std::vector<std::int64_t>& idx, Matrix& rows);
   /// rescale_ = 1 / (1 - h), inf where the removal leaves H singular.
   void set_rescale();
   Vector gradient_;
