@@ -220,3 +220,60 @@ def test_a_source_pickles_and_reads_the_same(tmp_path):
     again = pickle.loads(pickle.dumps(part))
     np.testing.assert_array_equal(again[10:300], X[10:300])
     assert Path(again.where.folder) == Path(part.where.folder)
+
+
+@pytest.mark.parametrize("codec", ["zlib", "bz2"])
+def test_a_corrupt_chunk_names_the_codecs_error(codec, tmp_path, monkeypatch):
+    """Codecs that numcodecs runs in Python keep views of the mapped file in their traceback:
+    the error says what the codec said, not that the map could not be closed."""
+    monkeypatch.setattr(sources, "READ_BYTES", 1)
+    X = _rows(FIXED_SEED + 6, n=500, d=16)
+    z = _store(X, tmp_path / "X.zarr", chunks=(100, 16), zarr_format=2,
+               compressors=numcodecs.get_codec({"id": codec}))
+    chunk = tmp_path / "X.zarr" / "2.0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+    chunk.write_bytes(bytes(data))
+    src = sources.open_source(z)
+    assert _decoded_part(src) is not None
+    with pytest.raises(rn.SourceReadError) as err:
+        list(src.blocks(rows=100))
+    text = str(err.value)
+    assert "rows 200:300" in text and "2.0" in text and "BufferError" not in text, text
+
+
+def test_a_float32_store_beside_float64_shards_keeps_no_blocks(tmp_path):
+    """A compressed float32 store in a float64 Source is converted, not read in place: the
+    reader keeps no blocks for reuse it could never use."""
+    X = _rows(FIXED_SEED + 7, n=600, d=8)
+    z = _store(X, tmp_path / "X.zarr", chunks=(100, 8))
+    src = sources.open_source([z, np.zeros((10, 8))])
+    assert src.dtype == np.float64
+    got = np.concatenate([b for _, b in src.blocks(rows=50)])
+    np.testing.assert_array_equal(got[:600], X.astype(np.float64))
+    assert src._readers[0]._spare == []
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_chunk_keys_with_the_separator_left_to_its_default(fmt, tmp_path):
+    """Zarr 3's "v2" chunk key encoding without a configuration, and format 2 without a
+    dimension_separator, both mean ".": the chunk files are found and decoded."""
+    import json
+
+    X = _rows(FIXED_SEED + 8, n=300, d=8)
+    kw = ({"zarr_format": 2} if fmt == 2 else
+          {"chunk_key_encoding": {"name": "v2", "separator": "."}})
+    _store(X, tmp_path / "X.zarr", chunks=(64, 8), **kw)
+    meta_path = tmp_path / "X.zarr" / ("zarr.json" if fmt == 3 else ".zarray")
+    meta = json.loads(meta_path.read_text())
+    if fmt == 3:
+        meta["chunk_key_encoding"].pop("configuration", None)
+    else:
+        meta.pop("dimension_separator", None)
+    meta_path.write_text(json.dumps(meta))
+    z = zarr.open_array(str(tmp_path / "X.zarr"), mode="r")
+    src = sources.open_source(z)
+    part = _decoded_part(src)
+    assert part is not None and part.where.sep == "."
+    assert os.path.exists(part.where.path(0))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in src.blocks(rows=50)]), X)

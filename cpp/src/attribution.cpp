@@ -355,6 +355,7 @@ void Attribution::restore_kept(Projection kept, const std::vector<std::int64_t>&
       const double size = rows.col(j).cwiseAbs().dot(kept.U.col(c).cwiseAbs());
       if (!(std::abs(want - kept.P(i, c)) <= 1e-10 * (1.0 + size))) {
         std::ostringstream msg;
+        msg.precision(17);
         msg << "the saved attribution does not belong to this data: sample " << i
             << "'s projection on kept direction " << c << " is " << want << " here and "
             << kept.P(i, c) << " in the saved state (X differs)";

@@ -21,9 +21,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-#: The most chunk files a Zarr array may have to be read from its files.
-MAX_MAPPED_CHUNKS = 10000
-
 #: Chunks a reader decodes ahead of the computation, each on a thread of its own.
 READ_AHEAD = 2
 
@@ -79,8 +76,9 @@ def _v3_layout(meta: dict) -> Optional[tuple]:
         return None
     rows, width = grid["configuration"]["chunk_shape"]
     encoding = meta.get("chunk_key_encoding", {})
-    sep = encoding.get("configuration", {}).get("separator", "/")
-    prefix = f"c{sep}" if encoding.get("name") == "default" else ""
+    default = encoding.get("name", "default") == "default"
+    sep = encoding.get("configuration", {}).get("separator", "/" if default else ".")
+    prefix = f"c{sep}" if default else ""
     dtype = np.dtype("<f4" if meta["data_type"] == "float32" else "<f8")
     return rows, width, dtype, prefix, sep, codec
 
@@ -93,7 +91,7 @@ def _v2_layout(meta: dict) -> Optional[tuple]:
             or (codec is not None and codec.get("id") not in _V2_COMPRESSORS)):
         return None
     rows, width = meta["chunks"]
-    return rows, width, np.dtype(meta["dtype"]), "", meta.get("dimension_separator", "."), codec
+    return rows, width, np.dtype(meta["dtype"]), "", meta.get("dimension_separator") or ".", codec
 
 
 def layout(z: Any) -> Optional[Layout]:
@@ -111,19 +109,19 @@ def layout(z: Any) -> Optional[Layout]:
         if found is None:
             return None
         rows, width, dtype, prefix, sep, codec = found
-        if width != d or rows < 1 or -(-n // rows) > MAX_MAPPED_CHUNKS:
+        if width != d or rows < 1:
             return None
         return Layout(folder, n, d, int(rows), dtype, prefix, sep, codec)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def mapped_chunks(z: Any, where: Optional[Layout] = None) -> Optional[list]:
+def mapped_chunks(z: Any, max_files: int, where: Optional[Layout] = None) -> Optional[list]:
     """An uncompressed Zarr array as memory maps of its chunk files (rows of whole chunks),
-    which the kernel reads in place like .npy shards; None when it is anything else or a
-    chunk was never written."""
+    which the kernel reads in place like .npy shards; None when it is anything else, has more
+    than max_files chunks, or a chunk was never written."""
     where = where or layout(z)
-    if where is None or where.codec is not None:
+    if where is None or where.codec is not None or where.count > max_files:
         return None
     maps = []
     try:
@@ -154,6 +152,17 @@ def _declared_bytes(codec_id: str, buf: memoryview) -> Optional[int]:
         value = int.from_bytes(buf[at:at + size], "little")
         return value + 256 if size == 2 else value
     return None
+
+
+class _WrongSize(ValueError):
+    """A chunk file that decodes to another size than a chunk's."""
+
+
+def _quietly(close: Any) -> None:
+    try:
+        close()
+    except BufferError:
+        pass
 
 
 class CompressedChunks:
@@ -190,27 +199,35 @@ class CompressedChunks:
     def _decode(self, i: int, out: np.ndarray) -> bool:
         """Decode chunk i whole into `out` (rows x d, C order); False when it has no file.
         The file is mapped, not read: numcodecs decodes from the page cache itself."""
-        where = self.where
-        path = where.path(i)
+        path = self.where.path(i)
         try:
             f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             return False
+        failure = None
         with f:
-            size = os.fstat(f.fileno()).st_size
-            if not size:
+            if not os.fstat(f.fileno()).st_size:
                 raise ValueError(f"{path}: an empty chunk file")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
                 if hasattr(m, "madvise"):
                     m.madvise(mmap.MADV_SEQUENTIAL)
                 data = memoryview(m)
                 try:
-                    self._decode_bytes(path, data, out)
+                    self._decode_bytes(data, out)
+                except Exception as exc:  # (its traceback's frames hold views of the map)
+                    failure = str(exc) if isinstance(exc, _WrongSize) else (
+                        f"{type(exc).__name__}: {exc}")
+                    exc.__traceback__ = None
                 finally:
-                    data.release()
+                    _quietly(data.release)
+            finally:
+                _quietly(m.close)  # (a view still alive: the map goes with it)
+        if failure is not None:
+            raise ValueError(f"{path}: {failure}")
         return True
 
-    def _decode_bytes(self, path: str, data: memoryview, out: np.ndarray) -> None:
+    def _decode_bytes(self, data: memoryview, out: np.ndarray) -> None:
         where = self.where
         codec = self._codec()
         expected = where.chunk_bytes
@@ -219,7 +236,7 @@ class CompressedChunks:
             return
         raw = np.frombuffer(codec.decode(data), dtype=np.uint8)
         if raw.nbytes != expected:
-            raise ValueError(f"{path}: decodes to {raw.nbytes} bytes, expected {expected} "
+            raise _WrongSize(f"decodes to {raw.nbytes} bytes, expected {expected} "
                              f"({where.rows} rows x {where.d} of {where.dtype.name})")
         out.reshape(-1).view(np.uint8)[:] = raw
 
@@ -258,14 +275,15 @@ class CompressedChunks:
                 f"{self.where.rows} rows a chunk)")
 
 
-def in_place_parts(z: Any) -> Optional[list]:
-    """A Zarr array as parts read from its chunk files (memory maps when uncompressed, one
-    CompressedChunks when compressed), or None when zarr-python must read it."""
+def in_place_parts(z: Any, max_mapped: int) -> Optional[list]:
+    """A Zarr array as parts read from its chunk files (memory maps when uncompressed, at most
+    max_mapped of them; one CompressedChunks when compressed), or None when zarr-python must
+    read it."""
     where = layout(z)
     if where is None:
         return None
     if where.codec is None:
-        return mapped_chunks(z, where)
+        return mapped_chunks(z, max_mapped, where)
     try:
         import numcodecs  # noqa: F401  (zarr's own dependency; absent: zarr-python reads)
     except ImportError:

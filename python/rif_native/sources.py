@@ -645,7 +645,10 @@ class _ChunkReader:
         # computation that releases the GIL (decoding compressed chunk files)
         self._ahead = max(1, int(getattr(array, "read_ahead", 1)))
         self._keep = self._ahead + 2
-        self._spare: list = []  # blocks to read into again (arrays that read_rows())
+        # blocks to read into again, where the array fills them itself in the kernel's dtype
+        self._fill = (getattr(array, "read_rows", None)
+                      if np.dtype(array.dtype) == dtype else None)
+        self._spare: list = []
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -656,10 +659,9 @@ class _ChunkReader:
 
     def _load(self, c: int) -> np.ndarray:
         lo, hi = int(self.bounds[c]), int(self.bounds[c + 1])
-        fill = getattr(self.array, "read_rows", None)
-        if fill is not None and np.dtype(self.array.dtype) == self.dtype:
+        if self._fill is not None:
             block = self._spare_block(hi - lo)
-            fill(lo, hi, block)
+            self._fill(lo, hi, block)
             return block
         block = self.array[lo:hi]
         if self.kind == "dask":
@@ -698,7 +700,7 @@ class _ChunkReader:
         its future (a caller between _chunk() and result(), the kernel copying from it):
         with the GIL, a reference count at its floor cannot grow again. The floor is what a
         local alone gives (_LOCAL_REFS), plus the future's own reference for the block."""
-        if (not hasattr(self.array, "read_rows") or not fut.done() or fut.cancelled()
+        if (self._fill is None or not fut.done() or fut.cancelled()
                 or fut.exception() is not None or len(self._spare) >= self._ahead):
             return
         block = fut.result()
@@ -764,10 +766,14 @@ def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
     return np.asarray(list(range(0, n, step)) + [n], dtype=np.int64)
 
 
+#: The most chunk files an uncompressed Zarr array may have to be mapped in place.
+MAX_MAPPED_CHUNKS = 10000
+
+
 def _in_place_parts(part: Any) -> list:
     """A part as parts the kernel reads from their files where it can (Zarr chunk files)."""
     if _module_of(part) == "zarr":
-        parts = _zarr_files.in_place_parts(part)
+        parts = _zarr_files.in_place_parts(part, MAX_MAPPED_CHUNKS)
         if parts:
             return parts
     return [part]
