@@ -23,7 +23,8 @@ backed by a file), sampled every 20 ms.
   files); each against the floor.
 * dask: the same X as a Zarr store on a distributed.LocalCluster (2 workers, 1 thread each),
   as ``dask.array.from_zarr`` and as the store itself (``backend="dask"``: the workers open
-  it), against the in-process attribution of the same store and of the array in memory.
+  it), against the in-process attribution of the same store and of the array in memory; then
+  the same three with the store compressed (zstd).
 * linear: n = 0.5, 1, 2, 4 million at d = 512 (memory-mapped): seconds per million samples.
 * precision: n = 1,000,000, d = 512 as float64 and float32 in memory and float32 on disk.
 * disk: n = 8,000,000, d = 1024 float32 (32 GiB, more than a 24 GiB machine's memory): the
@@ -284,6 +285,8 @@ def case_dask(args) -> None:
     mm = np.load(path, mmap_mode="r")
     zpath = os.path.join(args.dir, f"x_{n}_{d}.zarr")
     write_zarr(zpath, mm, compressed=False)
+    zstd = os.path.join(args.dir, f"x_{n}_{d}_zstd.zarr")
+    write_zarr(zstd, mm, compressed=True)
     peak = rb.gemm_peak()
     floor = rb.floor_seconds(n, d, peak)
     X = np.array(mm)
@@ -300,11 +303,23 @@ def case_dask(args) -> None:
         # the store itself: each task opens its rows on the worker (chunk files mapped)
         stored = attribution(zarr.open_array(zpath, mode="r"), y, theta, v, num_threads=1,
                              backend="dask")
+        # the same X compressed (zstd, Zarr's default): decoded wherever it is read
+        packed = {"stored": attribution(zarr.open_array(zstd, mode="r"), y, theta, v,
+                                        num_threads=1, backend="dask"),
+                  "dist": attribution(da.from_zarr(zstd), y, theta, v, num_threads=1)}
+    packed["local"] = attribution(rn.sources.open_source(zarr.open_array(zstd, mode="r")), y,
+                                  theta, v)
     rows = [row("in process, array in memory", ref, floor),
             row("in process, Zarr", local, floor, ref["scores"]),
             row("Dask LocalCluster (2 x 1 thread), da.from_zarr", dist, floor, ref["scores"]),
             row("Dask LocalCluster (2 x 1 thread), the Zarr store opened by the workers",
-                stored, floor, ref["scores"])]
+                stored, floor, ref["scores"]),
+            row("in process, Zarr zstd (chunk files decoded)", packed["local"], floor,
+                ref["scores"]),
+            row("Dask LocalCluster (2 x 1 thread), da.from_zarr, zstd", packed["dist"], floor,
+                ref["scores"]),
+            row("Dask LocalCluster (2 x 1 thread), the zstd store opened by the workers",
+                packed["stored"], floor, ref["scores"])]
     print_table(f"Dask against in-process, n = {n}, d = {d} float32; Dask / in process "
                 f"(memory) = {dist['seconds'] / ref['seconds']:.2f} (da.from_zarr), "
                 f"{stored['seconds'] / ref['seconds']:.2f} (store opened by the workers); "
