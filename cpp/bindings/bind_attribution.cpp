@@ -89,19 +89,29 @@ Eigen::Map<rif::RowMatrix> as_map(py::array_t<double>& a) {
   return Eigen::Map<rif::RowMatrix>(a.mutable_data(), a.shape(0), a.shape(1));
 }
 
-/// A matrix (square or not) as a 2-D array, entry (i, j) = M(i, j).
-py::array_t<double> square_array(const rif::Matrix& M) {
+/// A matrix (either storage order) as a 2-D array, entry (i, j) = M(i, j).
+template <class Derived>
+py::array_t<double> matrix_array(const Eigen::MatrixBase<Derived>& M) {
   auto out = row_matrix(M.rows(), M.cols());
   as_map(out) = M;
   return out;
 }
 
-rif::Matrix square_matrix(const py::dict& d, const char* key) {
+/// The 2-D array d[key] of a saved state, entry (i, j) = M(i, j).
+rif::RowMatrix state_matrix(const py::dict& d, const char* key) {
   const F64Array a = f64_arg(d[key], key);
-  if (a.ndim() != 2 || a.shape(0) != a.shape(1)) {
-    throw std::invalid_argument(std::string("state: ") + key + " must be a square matrix");
+  if (a.ndim() != 2) {
+    throw std::invalid_argument(std::string("state: ") + key + " must be a 2-D array");
   }
   return Eigen::Map<const rif::RowMatrix>(a.data(), a.shape(0), a.shape(1));
+}
+
+rif::Matrix square_matrix(const py::dict& d, const char* key) {
+  rif::RowMatrix M = state_matrix(d, key);
+  if (M.rows() != M.cols()) {
+    throw std::invalid_argument(std::string("state: ") + key + " must be a square matrix");
+  }
+  return M;
 }
 
 py::dict state_dict(const rif::AttributionState& s) {
@@ -112,26 +122,16 @@ py::dict state_dict(const rif::AttributionState& s) {
   d["curvature"] = copy_vector(s.a);
   d["leverage"] = copy_vector(s.h);
   d["gradient"] = copy_vector(s.gradient);
-  d["hessian_kernel"] = square_array(s.H);
-  d["factor"] = square_array(s.L);
-  if (s.kept) {  // (each a 2-D array, entry (i, j) = M(i, j))
-    d["kept_V"] = square_array(s.kept->V);
-    d["kept_U"] = square_array(s.kept->U);
+  d["hessian_kernel"] = matrix_array(s.H);
+  d["factor"] = matrix_array(s.L);
+  if (s.kept) {
+    d["kept_V"] = matrix_array(s.kept->V);
+    d["kept_U"] = matrix_array(s.kept->U);
     d["kept_scale"] = copy_vector(s.kept->scale);
     d["kept_scale_u"] = copy_vector(s.kept->scale_u);
-    auto P = row_matrix(s.kept->P.rows(), s.kept->P.cols());
-    as_map(P) = s.kept->P;
-    d["kept_P"] = P;
+    d["kept_P"] = matrix_array(s.kept->P);
   }
   return d;
-}
-
-rif::RowMatrix state_matrix(const py::dict& d, const char* key) {
-  const F64Array a = f64_arg(d[key], key);
-  if (a.ndim() != 2) {
-    throw std::invalid_argument(std::string("state: ") + key + " must be a 2-D array");
-  }
-  return Eigen::Map<const rif::RowMatrix>(a.data(), a.shape(0), a.shape(1));
 }
 
 rif::AttributionState state_from(const py::dict& d) {
@@ -275,12 +275,7 @@ void bind_attribution(py::module_& m) {
       .def_property_readonly("woodbury_limit",
                              [](const PyAttribution& s) { return s.core->woodbury_limit(); })
       .def("hessian",
-           [](const PyAttribution& s) {
-             const rif::Index p = s.core->params();
-             auto out = row_matrix(p, p);
-             as_map(out) = s.core->hessian();  // symmetric: row- and column-major agree
-             return out;
-           })
+           [](const PyAttribution& s) { return matrix_array(s.core->hessian()); })
       .def("solve",
            [](const PyAttribution& s, const py::object& V) {
              rif::Matrix U = directions(V);

@@ -618,8 +618,9 @@ class DaskAttribution(Attribution):
                  for z, r in zip(self._projections(direction)[0], self._per_sample)]
         import dask
 
-        done = self._chunks._run(parts, "scores",  # (k, n, m); the parts delayed objects or futures
-                       lambda ps: dask.compute(delayed(np.concatenate)(ps, axis=1))[0])
+        # (k, n, m); the parts delayed objects or futures
+        done = self._chunks._run(
+            parts, "scores", lambda ps: dask.compute(delayed(np.concatenate)(ps, axis=1))[0])
         return [S[:, 0] if np.ndim(direction) == 1 else S for S in done]
 
     def _rows(self, indices: Any, rescaled: bool, out: Any = None) -> Any:

@@ -600,13 +600,7 @@ class _RowRange:
 
     def take_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows `rows` (sorted) of the range, gathered as the stored array gathers them."""
-        rows = np.asarray(rows, dtype=np.int64) + self.lo
-        inner = getattr(self.array, "take_rows", None)
-        if inner is not None:
-            return inner(rows)
-        if _module_of(self.array) == "zarr":
-            return np.asarray(self.array.oindex[rows, :])
-        return np.stack([self[int(i) - self.lo:int(i) - self.lo + 1][0] for i in rows])
+        return _gather(self.array, np.asarray(rows, dtype=np.int64) + self.lo)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, slice) or key.step not in (None, 1):
@@ -731,21 +725,27 @@ class _ChunkReader:
 
     def take(self, local: np.ndarray) -> np.ndarray:
         order = np.argsort(local, kind="stable")
-        rows = local[order]
-        if hasattr(self.array, "take_rows"):
-            got = self.array.take_rows(rows)
-        elif self.kind == "zarr":
-            got = np.asarray(self.array.oindex[rows, :])
-        elif self.kind == "h5py":
-            uniq, inverse = np.unique(rows, return_inverse=True)
-            got = np.asarray(self.array[uniq])[inverse]
-        elif self.kind == "dask":
-            got = np.asarray(self.array[rows].compute())
-        else:
-            got = np.stack([np.asarray(self.array[int(i):int(i) + 1])[0] for i in rows])
+        got = _gather(self.array, local[order])
         out = np.empty_like(got)
         out[order] = got
         return out
+
+
+def _gather(array: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` (sorted, repeats allowed) of a stored array, gathered as its library gathers
+    them (or as the array says, take_rows), else one row slice at a time."""
+    taker = getattr(array, "take_rows", None)
+    if taker is not None:
+        return taker(rows)
+    kind = _module_of(array)
+    if kind == "zarr":
+        return np.asarray(array.oindex[rows, :])
+    if kind == "h5py":
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return np.asarray(array[uniq])[inverse]
+    if kind == "dask":
+        return np.asarray(array[rows].compute())
+    return np.stack([np.asarray(array[int(i):int(i) + 1])[0] for i in rows])
 
 
 def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
