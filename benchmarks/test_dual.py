@@ -37,3 +37,15 @@ def test_dual_goal_shapes(benchmark, n, row):
 def test_dual_sweep(benchmark, n, row):
     benchmark.group = f"dual sweep: n = {n}, d = {D}"
     _bench(benchmark, rb.make_problem(n, D, seed=2), row, rounds=1 if n >= 4096 else 3)
+
+
+@pytest.mark.parametrize("row", ["dual", "primal"])
+def test_dual_influence_rows(benchmark, row):
+    """Every sample's IF row (n x p): on the dual path one triangular pair with G per sample
+    and a product with Y (solve_samples), against H's factor and its p x p solves."""
+    benchmark.group = f"influence rows: 1000 x {D}"
+    p = rb.make_problem(1000, D, seed=3)
+    A = Attribution(p.X, p.y, p.theta, l2=p.l2, solver=row)
+    got = benchmark.pedantic(A.influence, rounds=3, iterations=1, warmup_rounds=1)
+    want = Attribution(p.X, p.y, p.theta, l2=p.l2, solver="primal").influence()
+    assert np.abs(got - want).max() <= 1e-8 * np.abs(want).max()

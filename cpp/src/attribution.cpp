@@ -543,7 +543,11 @@ void Attribution::influence_rows(const std::int64_t* idx, Index k, bool rescaled
     Matrix& buf = buffers[static_cast<size_t>(t)];
     buf.resize(p, count);
     problem_.X.gather(idx + begin, count, buf, coef.data());
-    host_solve(buf, 1);
+    if (dual_) {
+      dual_->solve_samples(idx + begin, count, coef.data(), buf, 1);
+    } else {
+      host_solve(buf, 1);
+    }
     for (Index j = 0; j < count; ++j) {
       const Index i = static_cast<Index>(idx[begin + j]);
       if (rescaled && std::isinf(rescale_[i])) {

@@ -7,11 +7,16 @@
 /// H = [B b; b^T s] (b = Y^T sqrt(a), s = sum a_i) and the scalar Schur complement
 /// S = s - b^T B^{-1} b. Leverages come from the diagonal of G^{-1}:
 ///   a_i x_f^T B^{-1} x_f = 1 - l2 [G^{-1}]_ii,  h_i = that + (y_i . B^{-1} b - sqrt(a_i))^2 / S.
-/// Building costs n^2 d + n^3 instead of the primal 2 n p^2 + p^3 / 3; a solve costs
-/// 2 n d + n^2 per right-hand side instead of p^2.
+/// The difference cancels where u lies along B's large eigenvalues; one step of refinement
+/// (solve_features) brings it to the accuracy of H's own factor. Building costs n^2 d + n^3
+/// instead of the primal 2 n p^2 + p^3 / 3; a solve costs 4 n d + 2 n^2 per right-hand side
+/// instead of p^2, one sample's row n d + n^2 (solve_samples: its features are y_i / sqrt(a_i),
+/// and B^{-1} Y^T = Y^T G^{-1} has no difference to refine).
 
 #include "rif/design.hpp"
 #include "rif/types.hpp"
+
+#include <cstdint>
 
 namespace rif {
 
@@ -28,6 +33,11 @@ class DualFactor {
   /// several threads at once.
   void solve(Eigen::Ref<Matrix> v, int threads) const;
 
+  /// v <- H^{-1} v where column j of v is coef[i] x~_i for i = idx[j] (coef per sample, as
+  /// influence_rows gathers them): solve's answers at a quarter of its cost where a_i > 0.
+  void solve_samples(const std::int64_t* idx, Index k, const double* coef, Eigen::Ref<Matrix> v,
+                     int threads) const;
+
   /// Whether the dual form takes less time than the primal for n samples, p parameters and
   /// X sparse or not (a cost model measured here; it needs l2 > 0).
   static bool pays(Index n, Index p, double l2, bool sparse);
@@ -35,11 +45,14 @@ class DualFactor {
  private:
   /// u <- B^{-1} u (d x m).
   void solve_features(Eigen::Ref<Matrix> u, int threads) const;
+  /// v <- H^{-1} v given u = B^{-1} v_f: the intercept's Schur step (intercept only).
+  void through_intercept(Eigen::Ref<Matrix> v, const Matrix& u) const;
 
   Index d_;
   bool intercept_;
   double l2_;
   Matrix Yt_;   ///< n x d, row i = sqrt(a_i) (x_i - c), column-major
+  Vector root_;  ///< sqrt(a_i)
   Matrix Lg_;   ///< Cholesky factor of G = Y Y^T + l2 I
   Vector Binv_b_;  ///< B^{-1} b (intercept only)
   double schur_ = 0;  ///< S = s - b^T B^{-1} b (intercept only)
