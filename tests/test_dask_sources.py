@@ -448,3 +448,32 @@ def test_workers_do_not_keep_an_hdf5_file_locked(client, small_tasks, tmp_path):
                "    f['X'] = np.ones((3, 2))\n")
     done = subprocess.run([sys.executable, "-c", rewrite], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
+
+
+@pytest.mark.parametrize("kind", ["zarr-zstd", "zarr-uncompressed"])
+def test_a_dask_array_from_zarr_is_opened_by_the_workers(client, small_tasks, tmp_path, kind):
+    """dask.array.from_zarr with nothing applied after it is read as the store itself (the
+    workers open it); the same array with a step after it, or from a store in this process's
+    memory, stays a Dask array. Every answer equal to the in-memory path."""
+    import dask.array as da
+
+    X, y, w = problem(12, np.float32)
+    z, _ = store(kind, X, tmp_path)
+    kw = dict(l2=1.5, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, solver="newton", **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    V = np.random.default_rng(3).standard_normal((A.n_params, 2))
+    memory = zarr.create_array(zarr.storage.MemoryStore(), shape=X.shape, chunks=(CHUNK, D),
+                               dtype=X.dtype)
+    memory[:] = X
+    for Xd, opened in ((da.from_zarr(str(tmp_path / f"{kind}.zarr")), True),
+                       (da.from_zarr(z), True),
+                       (da.from_zarr(z).map_blocks(np.copy), False),
+                       (da.from_zarr(memory), False)):
+        B = rn.Attribution(Xd, y, theta, **kw)
+        assert ("opened by the workers" in repr(B)) == opened, repr(B)
+        close(B.leverage.compute(), A.leverage)
+        close(B.scores(V, "rif").compute(), A.scores(V, "rif"))
+    got = rn.fit(da.from_zarr(z), y, tol=1e-13, **kw)
+    assert got.converged
+    close(got.theta, theta)

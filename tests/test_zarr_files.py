@@ -277,3 +277,19 @@ def test_chunk_keys_with_the_separator_left_to_its_default(fmt, tmp_path):
     assert part is not None and part.where.sep == "."
     assert os.path.exists(part.where.path(0))
     np.testing.assert_array_equal(np.concatenate([b for _, b in src.blocks(rows=50)]), X)
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_store_opened_through_fsspec_on_this_machine(compressed, tmp_path):
+    """A local folder opened as a file:// URL (an fsspec store, as dask.array.from_zarr opens a
+    path) is read from its chunk files like a LocalStore; the same rows as zarr-python."""
+    X = _rows(FIXED_SEED + 9, n=500, d=16)
+    _store(X, tmp_path / "X.zarr", chunks=(64, 16), **({} if compressed else {"compressors": None}))
+    z = zarr.open_array((tmp_path / "X.zarr").as_uri(), mode="r")
+    assert type(z.store).__name__ == "FsspecStore"
+    src = sources.open_source(z)
+    assert (_decoded_part(src) is not None) == compressed
+    folder = str(tmp_path / "X.zarr")
+    assert (f"Zarr array {folder} (zstd, read from its chunk files)" if compressed
+            else f"memory-mapped {folder}{os.sep}c{os.sep}0{os.sep}0") in repr(src)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in src.blocks(rows=50)]), z[:])

@@ -46,7 +46,8 @@ from ._api import (
     _real,
     _METHODS,
 )
-from ._dask_sources import TASK_BYTES, StoredRows, StoredSource, opened, row_arrays
+from ._dask_sources import (TASK_BYTES, StoredRows, StoredSource, opened, row_arrays,
+                            stored_instead)
 
 _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
 _FAN_IN = 8
@@ -436,8 +437,8 @@ def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
            num_threads: Optional[int], theta_name: str, progress: Optional[bool]) -> tuple:
-    if not is_dask_array(X):  # a source the workers open themselves
-        X = StoredSource(X)
+    # a source the workers open themselves, as is a Dask array straight from a Zarr store
+    X = StoredSource(X) if not is_dask_array(X) else stored_instead(X)
     y = np.ascontiguousarray(np.asarray(y.compute() if is_dask_array(y) else y), dtype=np.float64)
     w = None
     if sample_weight is not None:

@@ -94,11 +94,26 @@ def _v2_layout(meta: dict) -> Optional[tuple]:
     return rows, width, np.dtype(meta["dtype"]), "", meta.get("dimension_separator") or ".", codec
 
 
+def local_root(store: Any) -> Optional[str]:
+    """The folder of a store on this machine's file system: a LocalStore's root, or the path
+    of an fsspec store on the local file system (what ``dask.array.from_zarr(path)`` and
+    ``zarr.open_array("file://...")`` open); None for any other store."""
+    root = getattr(store, "root", None)
+    if root is not None:
+        return os.fspath(root)
+    if type(store).__name__ != "FsspecStore":
+        return None
+    protocol = getattr(getattr(store, "fs", None), "protocol", ())
+    protocol = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    path = getattr(store, "path", None)
+    return path if isinstance(path, str) and ("file" in protocol or "local" in protocol) else None
+
+
 def layout(z: Any) -> Optional[Layout]:
     """The chunk files of a 2-D Zarr array in a local folder, when each holds whole rows in
     C order that this module can read (see the module's docstring); else None."""
     try:
-        root = getattr(z.store, "root", None)
+        root = local_root(z.store)
         if root is None or len(z.shape) != 2:
             return None
         folder = os.path.join(os.fspath(root), z.path or "")

@@ -466,8 +466,8 @@ def describe(part: Any) -> str:
     module = _module_of(part)
     if module == "zarr":
         name = getattr(part, "path", "") or getattr(part, "name", "") or ""
-        root = getattr(getattr(part, "store", None), "root", None)
-        where = (os.path.normpath(os.path.join(os.fspath(root), name.strip("/")))
+        root = _zarr_files.local_root(getattr(part, "store", None))
+        where = (os.path.normpath(os.path.join(root, name.strip("/")))
                  if root is not None else name)
         return f"Zarr array {where}".strip()
     if module == "h5py":
