@@ -453,8 +453,9 @@ def test_workers_do_not_keep_an_hdf5_file_locked(client, small_tasks, tmp_path):
 @pytest.mark.parametrize("kind", ["zarr-zstd", "zarr-uncompressed"])
 def test_a_dask_array_from_zarr_is_opened_by_the_workers(client, small_tasks, tmp_path, kind):
     """dask.array.from_zarr with nothing applied after it is read as the store itself (the
-    workers open it); the same array with a step after it, or from a store in this process's
-    memory, stays a Dask array. Every answer equal to the in-memory path."""
+    workers open it); the same array with a step after it, in row chunks finer than the store's,
+    or from a store in this process's memory, stays a Dask array. Every answer equal to the
+    in-memory path."""
     import dask.array as da
 
     X, y, w = problem(12, np.float32)
@@ -469,6 +470,7 @@ def test_a_dask_array_from_zarr_is_opened_by_the_workers(client, small_tasks, tm
     for Xd, opened in ((da.from_zarr(str(tmp_path / f"{kind}.zarr")), True),
                        (da.from_zarr(z), True),
                        (da.from_zarr(z).map_blocks(np.copy), False),
+                       (da.from_zarr(z, chunks=(CHUNK // 2, D)), False),  # finer than the store
                        (da.from_zarr(memory), False)):
         B = rn.Attribution(Xd, y, theta, **kw)
         assert ("opened by the workers" in repr(B)) == opened, repr(B)

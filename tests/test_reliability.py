@@ -314,6 +314,7 @@ def test_small_needs_do_not_ask_the_system(rng, monkeypatch):
     caller sets, it does."""
     from rif_native import _memory
 
+    monkeypatch.delenv("RIF_MAX_MEMORY", raising=False)
     asked = []
     monkeypatch.setattr(_memory, "available",
                         lambda: asked.append(1) or (2**20, "available memory"))

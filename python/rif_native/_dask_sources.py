@@ -165,13 +165,15 @@ def stored_instead(X: Any) -> Any:
     store the workers open themselves (StoredSource: uncompressed chunk files read in place,
     compressed ones decoded straight into the blocks, where Dask's tasks read them through
     zarr-python and hand the chunks on, even persisted: 2M x 512 float32 took 1.72x the
-    in-process time that way against 1.19x). Any other Dask array as is, a remote store's
-    included: persisted, it is read from the network once, where the workers would read it on
-    every pass."""
+    in-process time that way against 1.19x). Any other Dask array as is: a remote store's
+    (persisted, it is read from the network once, where the workers would read it on every
+    pass), and one whose row chunks are finer than the store's (its tasks follow them, where
+    the store's tasks never split one of its chunks: a store of one chunk would be one task)."""
     from . import _zarr_files
 
     z = zarr_behind(X)
-    if z is None or _zarr_files.local_root(z.store) is None:
+    if (z is None or _zarr_files.local_root(z.store) is None
+            or int(z.chunks[0]) > max(int(c) for c in X.chunks[0])):
         return X
     try:
         return StoredSource(z)
