@@ -18,7 +18,7 @@ import numpy as np
 import rif_native as rn
 applied = rn.retain_freed_memory() if sys.argv[1] == "retain" else None
 rng = np.random.default_rng(0)
-X = rng.standard_normal((1500, 1200))  # the dual path: n x n and n x p matrices each call
+X = rng.standard_normal((1500, 1200))  # the primal path: H and its factor, 11.5 MB each
 y = (rng.random(1500) < 0.5).astype(float)
 theta = rng.standard_normal(1200) / 40
 def call():
@@ -26,7 +26,7 @@ def call():
     return float(A.scores(np.ones(1200)).sum())
 call()
 faults = []
-for _ in range(3):
+for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     call()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -47,9 +47,13 @@ def _run(mode: str) -> dict:
 def test_repeated_calls_reuse_their_pages():
     retained = _run("retain")
     assert retained["applied"] is True
-    # The objects of one call hold about 50 MB (G, its inverse, the scaled rows: 12,000 pages
-    # of 4 KiB); reused, the calls after the first fault in almost none of them.
-    assert max(retained["faults"]) < 1500, retained
+    # H and its factor alone hold 23 MB (5,600 pages of 4 KiB) a call; reused, the calls
+    # after the first fault in almost none of them. glibc may grow
+    # its heap once more on the way to its steady state (the CUDA build, whose libraries
+    # allocate too, faulted one p x p matrix, 2,807 pages, on the third call of
+    # [3, 0, 2807, 0, 0, 0] in 7 runs of 8): at most one such call, and none at the end.
+    faults = retained["faults"]
+    assert sum(faults) < 4000 and max(faults[-3:]) < 1500, retained
 
 
 def test_the_command_line_retains_them(monkeypatch, capsys):
