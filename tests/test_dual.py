@@ -10,7 +10,7 @@ import pytest
 
 import rif_native as rn
 
-from conftest import assert_close, sigmoid
+from conftest import assert_close, design, penalty_diag, sigmoid
 
 # Both paths are backward stable: their answers differ by a small multiple of eps cond(H), H
 # as they factor it (X centred when there is an intercept; see _resolved). Over 1000 draws of
@@ -43,15 +43,20 @@ def _pair(X, y, theta, **kw):
     return P, D
 
 
+def _hessian(X, a, l2, fit_intercept):
+    """H = Xt^T diag(a) Xt + l2 P in the user's coordinates."""
+    Xt = design(X, fit_intercept)
+    return Xt.T @ (a[:, None] * Xt) + l2 * np.diag(penalty_diag(Xt.shape[1], fit_intercept))
+
+
 def _resolved(X, a, l2, fit_intercept, w=None):
     """eps cond(H) of the Hessian both paths factor: with an intercept X is centred first (at
     its w-weighted mean), which changes no answer but H's conditioning (the uncentred H of
     these problems is about 5000x worse conditioned)."""
     if fit_intercept:
         w = np.ones(len(X)) if w is None else w
-        X = np.hstack([X - w @ X / w.sum(), np.ones((len(X), 1))])
-    penalty = np.r_[np.ones(X.shape[1] - int(fit_intercept)), np.zeros(int(fit_intercept))]
-    return np.finfo(float).eps * np.linalg.cond(X.T @ (a[:, None] * X) + l2 * np.diag(penalty))
+        X = X - w @ X / w.sum()
+    return np.finfo(float).eps * np.linalg.cond(_hessian(X, a, l2, fit_intercept))
 
 
 @pytest.mark.parametrize("family", ["logistic", "squared", "poisson"])
@@ -134,8 +139,7 @@ def test_dual_solves_as_accurately_as_the_factor(rng, seed, fit_intercept):
     w = rng.uniform(0.5, 2.0, n)
     kw = dict(l2=l2, family="squared", fit_intercept=fit_intercept, sample_weight=w)
     P, D = _pair(X, y, 0.2 * rng.standard_normal(d + fit_intercept), **kw)
-    Xt = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
-    H = Xt.T @ (w[:, None] * Xt) + l2 * np.diag(np.r_[np.ones(d), np.zeros(int(fit_intercept))])
+    Xt, H = design(X, fit_intercept), _hessian(X, w, l2, fit_intercept)
     V = np.hstack([Xt.T @ rng.standard_normal((n, 4)), rng.standard_normal((d + fit_intercept, 2))])
     resolved = _resolved(X, w, l2, fit_intercept, w)
     assert resolved > 1e-11  # cond(H) > 4.5e4: the regime this test is for (median 2e6)
@@ -158,9 +162,7 @@ def test_dual_influence_rows_from_the_samples(rng, seed, fit_intercept):
     w[11] = 1e-12  # (so that this row, 2000 / |x.theta| times the others, leaves the centre be)
     P, D = _pair(X, y, theta, l2=l2, fit_intercept=fit_intercept, sample_weight=w)
     assert D.curvature[11] == 0 and abs(D.residuals[11]) == w[11]
-    Xt = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
-    H = Xt.T @ (D.curvature[:, None] * Xt) + l2 * np.diag(
-        np.r_[np.ones(d), np.zeros(int(fit_intercept))])
+    Xt, H = design(X, fit_intercept), _hessian(X, D.curvature, l2, fit_intercept)
     # Rows in the user's coordinates carry the un-centring's rounding too: with an intercept up
     # to 105 eps cond of the centred H, on either path (0.05 of the uncentred H's, used here).
     bound = 2 * np.finfo(float).eps * np.linalg.cond(H)
@@ -173,6 +175,7 @@ def test_dual_influence_rows_from_the_samples(rng, seed, fit_intercept):
     assert_close(D.rescaled_influence(), rescaled, 2 * bound, "dual RIF rows", seed)
     assert_close(D.rescaled_influence([11, 3, 0]), rescaled[[11, 3, 0]], 2 * bound,
                  "dual RIF rows, chosen", seed)
+
 
 def test_dual_group_effects_in_the_recorded_case():
     """The fresh seed on which test_dual_equals_primal failed before the refinement (Poisson,
@@ -187,7 +190,7 @@ def test_dual_group_effects_in_the_recorded_case():
     theta = 0.2 * rng.standard_normal(d)
     P, D = _pair(X, y, theta, l2=0.8, family="poisson", sample_weight=w)
     mu = np.exp(X @ theta)
-    H = X.T @ ((w * mu)[:, None] * X) + 0.8 * np.eye(d)
+    H = _hessian(X, w * mu, 0.8, False)
     r = w * (mu - y)
     sets = [[1, 2, 3], list(range(10, 100))]
     G = np.column_stack([X[s].T @ r[s] for s in sets])
@@ -196,6 +199,7 @@ def test_dual_group_effects_in_the_recorded_case():
     ref = _refined_solve(H, G).T
     for A in (P, D):
         assert_close(A.group_effect(sets, method="if"), ref, resolved, f"{A.solver} IF", seed)
+
 
 def test_leverage_against_numpy(rng, seed):
     """h_i = a_i x~_i^T H^{-1} x~_i from NumPy's own solve, including tiny leverages (a large

@@ -116,7 +116,7 @@ def layout(z: Any) -> Optional[Layout]:
         root = local_root(z.store)
         if root is None or len(z.shape) != 2:
             return None
-        folder = os.path.join(os.fspath(root), z.path or "")
+        folder = os.path.join(root, z.path or "")
         n, d = int(z.shape[0]), int(z.shape[1])
         v3 = os.path.join(folder, "zarr.json")
         found = (_v3_layout(_read_json(v3)) if os.path.isfile(v3)
