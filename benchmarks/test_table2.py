@@ -27,6 +27,20 @@ def test_attribution(benchmark, shape, impl, gemm_peak):
     np.testing.assert_allclose(s, s_ref, rtol=1e-6, atol=1e-9 * np.abs(s_ref).max())
 
 
+@pytest.mark.parametrize("impl", ["rif-native", "baseline-scipy"])
+def test_attribution_tall_wide(benchmark, impl, gemm_peak):
+    """n = 64 d at d = 1024: each thread calls the BLAS on its own row blocks (from n = 32 p at
+    p >= 1024; below, every call is threaded inside OpenBLAS). Floor and checks as above."""
+    n, d = 65536, 1024
+    p = problem(n, d)
+    benchmark.group = f"attribution tall and wide (n={n}, d={d})"
+    benchmark.extra_info["floor_s"] = rb.floor_seconds(n, d, gemm_peak)
+    h, s = benchmark.pedantic(IMPLS[impl], args=(p,), rounds=3, iterations=1, warmup_rounds=1)
+    h_ref, s_ref = rb.ours(p)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-6, atol=1e-9 * np.abs(s_ref).max())
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_threads_catdog(benchmark, threads):
     """Thread scaling at the CatDog shape (goal: 2 threads >= 1.7x faster than 1)."""

@@ -166,3 +166,32 @@ def test_repeated_calls_give_the_same_bits(weighted):
                  A.hessian().tobytes() + fitted.theta.tobytes())
         _ = [np.random.default_rng(k).random(5000) for k in range(4)]  # memory reused between
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("n", [32 * 1024 - 1, 32 * 1024])
+def test_wide_passes_either_way_of_threading(rng, n):
+    """p = 1024 with 2 threads: below n = 32 p each BLAS call is threaded inside OpenBLAS, from
+    there each thread sums its own row blocks into a partial Hessian. Both against float64 NumPy
+    (a Cholesky solve on the whole X), float64 X and, on the per-thread sums, float32 X. H is
+    well conditioned here (l2 = 1, cond below 3): 1e-12 is about 1e4 eps."""
+    from scipy.linalg import cho_factor, cho_solve, solve_triangular
+
+    d = 1024
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    theta = 0.5 * rng.standard_normal(d)
+    y = (rng.random(n) < 0.5).astype(float)
+    v = rng.standard_normal(d)
+    for Xs in (X, X.astype(np.float32)) if n >= 32 * d else (X,):
+        Xd = np.asarray(Xs, dtype=np.float64)
+        s = 1.0 / (1.0 + np.exp(-(Xd @ theta)))
+        r, a = s - y, s * (1.0 - s)
+        H = Xd.T @ (a[:, None] * Xd) + np.eye(d)
+        L = np.linalg.cholesky(H)
+        h = a * np.sum(solve_triangular(L, Xd.T, lower=True) ** 2, axis=0)
+        if_scores = r * (Xd @ cho_solve(cho_factor(H, lower=True), v))
+        A = rn.Attribution(Xs, y, theta, l2=1.0, num_threads=2)
+        assert_close(A.leverage, h, 1e-12, f"leverage, n = {n}, {Xs.dtype}")
+        assert_close(A.scores(v, method="if"), if_scores, 1e-12, f"IF scores, n = {n}",
+                     rowwise=False)
+        assert_close(A.scores(v), if_scores / (1.0 - h), 1e-12, f"RIF scores, n = {n}",
+                     rowwise=False)

@@ -99,13 +99,22 @@ bool blas_is_openblas() {
 KernelPlan kernel_plan(Index p, int threads, Index n) {
   KernelPlan plan;
 #ifdef RIF_HAVE_OPENBLAS
-  if (p >= 1024) {
-    // Large p: OpenBLAS threads each call well; blocks of about 16 MiB.
+  // Per-block calls on each thread (`outer`) keep one p x p partial sum per thread: allowed
+  // while those take at most kPartialDoubles together.
+  const bool partials_fit = Index{threads - 1} * p * p <= kPartialDoubles;
+  // From p = 1024, OpenBLAS threads each call well, and at a few blocks per thread the partial
+  // sums cost more than they save; with n >= 32 p they pay for themselves. Measured at 2 x 1,
+  // AMD EPYC, both passes per unit of work (syrk / trsm at the DGEMM rate), n = 100,000 at
+  // p = 1024: 1.27 inner against 1.15 outer; n = 50,000 at p = 1536: 1.16 against 1.08;
+  // n = 30,000 at p = 2048: 1.12 each; but n = 10,000 at p = 1024: 1.28 against 1.62.
+  const bool outer = partials_fit && (p < 1024 || n >= 32 * p);
+  if (!outer) {
+    // Large p or few rows: OpenBLAS threads each call; blocks of about 16 MiB.
     plan.inner = threads;
     plan.block = std::clamp<Index>((Index{1} << 21) / std::max<Index>(p, 1), 256, 8192);
     return plan;
   }
-  // Small p: one single-threaded call per block and thread (measured faster at p = 512).
+  // One single-threaded call per block and thread (measured faster at p = 512).
   plan.outer = threads;
   plan.block = std::clamp<Index>((Index{1} << 20) / std::max<Index>(p, 1), 64, 8192);
 #else

@@ -160,15 +160,28 @@ def require(nbytes: float, what: str, advice: str, max_memory: MemorySize = None
 # ------------------------------------------------------------------------- per-call estimates
 
 
+_PARTIAL_DOUBLES = 2**25  # kPartialDoubles in cpp/include/rif/blas.hpp
+
+
+def partial_sums(n: int, p: int, threads: int) -> int:
+    """Doubles of the per-thread partial Hessians a pass keeps: one p x p sum per thread beyond
+    the first when each thread calls the BLAS on its own blocks (kernel_plan in
+    cpp/src/blas.cpp: below p = 1024, or from n = 32 p, within 2**25 doubles)."""
+    extra = (threads - 1) * p * p
+    return extra if extra <= _PARTIAL_DOUBLES and (p < 1024 or n >= 32 * p) else 0
+
+
 def attribution_bytes(n: int, p: int, threads: int) -> float:
-    """H, its factor and (when n >= 3p) the inverse factor, row blocks, per-sample vectors."""
-    factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p
+    """H, its factor and (when n >= 3p) the inverse factor, partial sums, row blocks,
+    per-sample vectors."""
+    factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p + partial_sums(n, p, threads)
     return _DOUBLE * (factors + 8 * n) + min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
 
 
 def fit_bytes(n: int, p: int, threads: int) -> float:
-    """One Hessian factored in place, row blocks, per-sample vectors."""
-    return _DOUBLE * (p * p + 8 * n) + min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
+    """One Hessian factored in place, partial sums, row blocks, per-sample vectors."""
+    return (_DOUBLE * (p * p + partial_sums(n, p, threads) + 8 * n)
+            + min(threads * _BLOCK_BYTES, _DOUBLE * n * p))
 
 
 def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads: int) -> float:

@@ -27,7 +27,10 @@ bool blas_is_openblas();
 
 /// How a pass over X that calls these kernels uses `threads`: spread over row blocks (`outer`,
 /// each block one single-threaded call) or inside each call (`inner`), and the rows per block
-/// (for n rows, at most an even share per thread).
+/// (for n rows, at most an even share per thread). `outer` keeps a p x p partial sum per thread
+/// beyond the first, at most kPartialDoubles of them together (256 MiB; the memory estimates in
+/// rif_native._memory count them by the same rule).
+inline constexpr Index kPartialDoubles = Index{1} << 25;
 struct KernelPlan {
   int outer = 1;
   int inner = 1;
