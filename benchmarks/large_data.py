@@ -210,16 +210,18 @@ def case_sources(args) -> None:
     X = np.array(mm)  # in memory
     ref = attribution(X, y, theta, v)
     rows.append(row("in memory", ref, floor))
+    # each also with the score's direction given to the constructor: its projections come
+    # from the leverage pass, two passes instead of three (as `rif attribute` runs)
+    rows.append(row("in memory, directions=v", attribution(X, y, theta, v, directions=v),
+                    floor, ref["scores"]))
     del X
     for name, X in [("memory-mapped .npy", path), ("4 .npy shards", shards),
                     ("Zarr, uncompressed", zplain), ("Zarr, zstd", zpacked)]:
-        src = rn.sources.open_source(X)
-        rows.append(row(name, attribution(src, y, theta, v), floor, ref["scores"]))
-    # the same compressed store with the score's direction given (two passes), and read
-    # through zarr-python instead of from its chunk files (the baseline of that reader)
-    rows.append(row("Zarr, zstd, directions=v",
-                    attribution(rn.sources.open_source(zpacked), y, theta, v, directions=v),
-                    floor, ref["scores"]))
+        for kw in ({}, {"directions": v}):
+            res = attribution(rn.sources.open_source(X), y, theta, v, **kw)
+            rows.append(row(name + (", directions=v" if kw else ""), res, floor, ref["scores"]))
+    # the compressed store read through zarr-python instead of from its chunk files (the
+    # baseline of that reader)
     rows.append(row("Zarr, zstd, read through zarr-python",
                     attribution(rn.sources.Source([zpacked]), y, theta, v), floor,
                     ref["scores"]))

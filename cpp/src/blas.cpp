@@ -96,18 +96,17 @@ bool blas_is_openblas() {
 #endif
 }
 
-KernelPlan kernel_plan(Index p, int threads, Index n) {
+KernelPlan kernel_plan(Index p, int threads, Index n, Index sums) {
   KernelPlan plan;
 #ifdef RIF_HAVE_OPENBLAS
-  // Per-block calls on each thread (`outer`) keep one p x p partial sum per thread: allowed
-  // while those take at most kPartialDoubles together.
-  const bool partials_fit = Index{threads - 1} * p * p <= kPartialDoubles;
   // From p = 1024, OpenBLAS threads each call well, and at a few blocks per thread the partial
-  // sums cost more than they save; with n >= 32 p they pay for themselves. Measured at 2 x 1,
-  // AMD EPYC, both passes per unit of work (syrk / trsm at the DGEMM rate), n = 100,000 at
-  // p = 1024: 1.27 inner against 1.15 outer; n = 50,000 at p = 1536: 1.16 against 1.08;
-  // n = 30,000 at p = 2048: 1.12 each; but n = 10,000 at p = 1024: 1.28 against 1.62.
-  const bool outer = partials_fit && (p < 1024 || n >= 32 * p);
+  // sums cost more than they save; with n >= 32 p they pay for themselves, while they take at
+  // most kPartialDoubles together. Measured on 2 cores (AMD EPYC), each pass against n p^2 at
+  // the DGEMM rate, inner then outer: n = 100,000 at p = 1024: Hessian 1.27 and 1.15;
+  // n = 50,000 at p = 1536: 1.16 and 1.08; n = 30,000 at p = 2048: 1.12 both; but
+  // n = 10,000 at p = 1024: 1.28 and 1.62.
+  const bool partials_fit = Index{threads - 1} * sums * p * p <= kPartialDoubles;
+  const bool outer = p < 1024 || (n >= 32 * p && partials_fit);
   if (!outer) {
     // Large p or few rows: OpenBLAS threads each call; blocks of about 16 MiB.
     plan.inner = threads;

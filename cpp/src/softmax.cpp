@@ -77,7 +77,7 @@ void softmax_pass(const Design& X, const std::int64_t* y, const Vector& w, const
                   bool with_hessian) {
   const Index n = X.rows(), p = X.params(), K = Q.rows(), m = Q.cols();
   const Index pairs = with_hessian ? softmax_pairs(m) : 0;
-  const KernelPlan plan = kernel_plan(p, threads, n);
+  const KernelPlan plan = kernel_plan(p, threads, n, pairs);  // a p x p block per pair
   const int nt = chunk_threads(n, plan.block, plan.outer);
   out.P.resize(n, K);
   std::vector<PassPartial> parts(static_cast<size_t>(nt));
@@ -159,7 +159,7 @@ void softmax_quadforms(const Design& X, const Matrix& Hinv, Index m, RowMatrix& 
     }
   }
   S.resize(n, pairs);
-  const KernelPlan plan = kernel_plan(p, threads, n);
+  const KernelPlan plan = kernel_plan(p, threads, n, 0);  // no p x p sums
   const int nt = chunk_threads(n, plan.block, plan.outer);
   std::vector<Matrix> buffers(static_cast<size_t>(nt)), scratch(static_cast<size_t>(nt));
   std::optional<BlasSingleThreadScope> serial;

@@ -166,9 +166,9 @@ _PARTIAL_DOUBLES = 2**25  # kPartialDoubles in cpp/include/rif/blas.hpp
 def partial_sums(n: int, p: int, threads: int) -> int:
     """Doubles of the per-thread partial Hessians a pass keeps: one p x p sum per thread beyond
     the first when each thread calls the BLAS on its own blocks (kernel_plan in
-    cpp/src/blas.cpp: below p = 1024, or from n = 32 p, within 2**25 doubles)."""
+    cpp/src/blas.cpp: below p = 1024, or from n = 32 p within 2**25 doubles)."""
     extra = (threads - 1) * p * p
-    return extra if extra <= _PARTIAL_DOUBLES and (p < 1024 or n >= 32 * p) else 0
+    return extra if p < 1024 or (n >= 32 * p and extra <= _PARTIAL_DOUBLES) else 0
 
 
 def attribution_bytes(n: int, p: int, threads: int) -> float:

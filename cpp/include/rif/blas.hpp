@@ -27,16 +27,17 @@ bool blas_is_openblas();
 
 /// How a pass over X that calls these kernels uses `threads`: spread over row blocks (`outer`,
 /// each block one single-threaded call) or inside each call (`inner`), and the rows per block
-/// (for n rows, at most an even share per thread). `outer` keeps a p x p partial sum per thread
-/// beyond the first, at most kPartialDoubles of them together (256 MiB; the memory estimates in
-/// rif_native._memory count them by the same rule).
+/// (for n rows, at most an even share per thread). With `outer` each thread beyond the first
+/// keeps `sums` p x p partial sums of its own; from p = 1024 only while they take at most
+/// kPartialDoubles together (256 MiB; rif_native._memory's estimates count them by the same
+/// rule).
 inline constexpr Index kPartialDoubles = Index{1} << 25;
 struct KernelPlan {
   int outer = 1;
   int inner = 1;
   Index block = 256;
 };
-KernelPlan kernel_plan(Index p, int threads, Index n = 0);
+KernelPlan kernel_plan(Index p, int threads, Index n = 0, Index sums = 1);
 
 /// C (lower triangle) += A A^T for A p x k column-major (leading dimension p).
 void syrk_lower(Matrix& C, const double* A, Index k, int threads);
