@@ -169,11 +169,13 @@ def test_repeated_calls_give_the_same_bits(weighted):
 
 
 @pytest.mark.parametrize("n", [32 * 1024 - 1, 32 * 1024])
-def test_wide_passes_either_way_of_threading(rng, n):
+def test_wide_passes_either_way_of_threading(rng, n, tmp_path):
     """p = 1024 with 2 threads: below n = 32 p each BLAS call is threaded inside OpenBLAS, from
     there each thread sums its own row blocks into a partial Hessian. Both against float64 NumPy
-    (a Cholesky solve on the whole X), float64 X and, on the per-thread sums, float32 X. H is
-    well conditioned here (l2 = 1, cond below 3): 1e-12 is about 1e4 eps."""
+    (a Cholesky solve on the whole X), float64 X and, on the per-thread sums, float32 X in
+    memory, as a memory-mapped .npy and through the direct reader (whose blocks go to the
+    threads as they come free). H is well conditioned here (l2 = 1, cond below 3): 1e-12 is
+    about 1e4 eps."""
     from scipy.linalg import cho_factor, cho_solve, solve_triangular
 
     d = 1024
@@ -189,9 +191,17 @@ def test_wide_passes_either_way_of_threading(rng, n):
         L = np.linalg.cholesky(H)
         h = a * np.sum(solve_triangular(L, Xd.T, lower=True) ** 2, axis=0)
         if_scores = r * (Xd @ cho_solve(cho_factor(H, lower=True), v))
-        A = rn.Attribution(Xs, y, theta, l2=1.0, num_threads=2)
-        assert_close(A.leverage, h, 1e-12, f"leverage, n = {n}, {Xs.dtype}")
-        assert_close(A.scores(v, method="if"), if_scores, 1e-12, f"IF scores, n = {n}",
-                     rowwise=False)
-        assert_close(A.scores(v), if_scores / (1.0 - h), 1e-12, f"RIF scores, n = {n}",
-                     rowwise=False)
+        sources = [Xs]
+        if Xs.dtype == np.float32:
+            np.save(tmp_path / "x.npy", Xs)
+            mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+            sources += [str(tmp_path / "x.npy"), rn.sources.Source([mapped], direct=True)]
+            assert "read past the page cache" in repr(sources[-1])
+        for src in sources:
+            what = f"n = {n}, {Xs.dtype}, {type(src).__name__}"
+            A = rn.Attribution(src, y, theta, l2=1.0, num_threads=2, progress=False)
+            assert_close(A.leverage, h, 1e-12, f"leverage, {what}")
+            assert_close(A.scores(v, method="if"), if_scores, 1e-12, f"IF scores, {what}",
+                         rowwise=False)
+            assert_close(A.scores(v), if_scores / (1.0 - h), 1e-12, f"RIF scores, {what}",
+                         rowwise=False)
