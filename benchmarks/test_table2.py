@@ -17,23 +17,20 @@ IMPLS = {"rif-native": rb.ours, **{f"baseline-{k}": f for k, f in rb.BASELINES.i
 @pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_attribution(benchmark, shape, impl, gemm_peak):
-    n, d = SHAPES[shape]
-    p = problem(n, d)
-    benchmark.group = f"attribution {shape} (n={n}, d={d})"
-    benchmark.extra_info["floor_s"] = rb.floor_seconds(n, d, gemm_peak)
-    h, s = benchmark.pedantic(IMPLS[impl], args=(p,), rounds=3, iterations=1, warmup_rounds=1)
-    h_ref, s_ref = rb.ours(p)
-    np.testing.assert_allclose(h, h_ref, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(s, s_ref, rtol=1e-6, atol=1e-9 * np.abs(s_ref).max())
+    _time_attribution(benchmark, shape, *SHAPES[shape], impl, gemm_peak)
 
 
 @pytest.mark.parametrize("impl", ["rif-native", "baseline-scipy"])
 def test_attribution_tall_wide(benchmark, impl, gemm_peak):
     """n = 64 d at d = 1024: each thread calls the BLAS on its own row blocks (from n = 32 p at
-    p >= 1024; below, every call is threaded inside OpenBLAS). Floor and checks as above."""
-    n, d = 65536, 1024
+    p >= 1024; below, every call is threaded inside OpenBLAS)."""
+    _time_attribution(benchmark, "tall and wide", 65536, 1024, impl, gemm_peak)
+
+
+def _time_attribution(benchmark, name, n, d, impl, gemm_peak):
+    """Times IMPLS[impl] against the floor, then checks its answers against rif-native's."""
     p = problem(n, d)
-    benchmark.group = f"attribution tall and wide (n={n}, d={d})"
+    benchmark.group = f"attribution {name} (n={n}, d={d})"
     benchmark.extra_info["floor_s"] = rb.floor_seconds(n, d, gemm_peak)
     h, s = benchmark.pedantic(IMPLS[impl], args=(p,), rounds=3, iterations=1, warmup_rounds=1)
     h_ref, s_ref = rb.ours(p)
