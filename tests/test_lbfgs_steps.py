@@ -115,7 +115,7 @@ def test_threads_agree(rng):
     assert np.linalg.norm(one.theta - two.theta) <= 2 * (one.grad_norm + two.grad_norm) / lam
 
 
-@pytest.mark.parametrize("d", [300, 1100])  # both sides of the BLAS-threading switch at 1024
+@pytest.mark.parametrize("d", [300, 1100])  # per-thread BLAS calls; OpenBLAS threads (n < 32 p)
 def test_repeated_fits_are_identical(d):
     """Each thread sums a fixed range of rows, added in order: L-BFGS, which amplifies rounding
     differences from step to step, gives the same bits on every run."""

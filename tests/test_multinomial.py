@@ -761,3 +761,18 @@ def test_arrhythmia_multiclass_rif_and_exact_refits():
     counts = np.bincount(y, minlength=K)
     rare = int(np.flatnonzero(y == np.argmin(counts))[0])
     _real_data_check(X, y, K, 1.0, refit_idx=[rare, 100])
+
+
+def test_repeated_passes_give_the_same_bits(rng):
+    """The softmax pass adds its per-thread sums in a fixed order (each thread a fixed range of
+    row blocks): with the same thread count, the Hessian and the gradient norm come out the
+    same bits on every call, however the threads are scheduled."""
+    n, d, K = 6000, 12, 3
+    X = rng.standard_normal((n, d))
+    y = rng.integers(0, K, n)
+    theta = 0.3 * rng.standard_normal((K, d))
+    first = rn.MultinomialAttribution(X, y, theta, l2=1.0, num_threads=2)
+    for _ in range(12):
+        again = rn.MultinomialAttribution(X, y, theta, l2=1.0, num_threads=2)
+        np.testing.assert_array_equal(again._H, first._H)
+        assert again.gradient_norm == first.gradient_norm

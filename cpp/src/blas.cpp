@@ -103,7 +103,7 @@ KernelPlan kernel_plan(Index p, int threads, Index n, Index sums) {
   // sums cost more than they save; with n >= 32 p they pay for themselves, while they take at
   // most kPartialDoubles together. Measured on 2 cores (AMD EPYC), each pass against n p^2 at
   // the DGEMM rate, inner then outer: n = 100,000 at p = 1024: Hessian 1.27 and 1.15;
-  // n = 50,000 at p = 1536: 1.16 and 1.08; n = 30,000 at p = 2048: 1.12 both; but
+  // n = 50,000 at p = 1536: 1.16 and 1.08; n = 30,000 (15 p) at p = 2048: 1.12 both; and
   // n = 10,000 at p = 1024: 1.28 and 1.62.
   const bool partials_fit = Index{threads - 1} * sums * p * p <= kPartialDoubles;
   const bool outer = p < 1024 || (n >= 32 * p && partials_fit);
@@ -117,6 +117,7 @@ KernelPlan kernel_plan(Index p, int threads, Index n, Index sums) {
   plan.outer = threads;
   plan.block = std::clamp<Index>((Index{1} << 20) / std::max<Index>(p, 1), 64, 8192);
 #else
+  (void)sums;  // Eigen's calls are single-threaded: always one block per thread
   plan.outer = threads;
   plan.block = std::clamp<Index>((Index{1} << 18) / std::max<Index>(p, 1), 32, 4096);
 #endif
@@ -305,8 +306,10 @@ Index potrf_lower(Matrix& A, double* pivot, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
   const int n = as_int(A.rows());
   int info = 0;
-  // BLAS threads only where the passes over X use them too (idle BLAS threads spin and would
-  // slow an OpenMP pass that follows); below that, two OpenMP threads split the factor.
+  // BLAS threads from p = 1024 (idle BLAS threads spin and would slow an OpenMP pass that
+  // follows: below, the passes always run on OpenMP threads); below that, two OpenMP threads
+  // split the factor. From p = 1024 with n >= 32 p the passes run on OpenMP threads too, after
+  // this threaded factor: the times measured for that plan include the spinning.
   const int inner = kernel_plan(n, threads).inner;
   const bool halves = threads >= 2 && n >= 256 && inner == 1;
   OpenblasThreads scope(inner);

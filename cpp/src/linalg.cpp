@@ -38,7 +38,8 @@ void add_float_product(Matrix& target, FloatScratch& scratch, int threads) {
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads) {
   if (X.sparse()) return sparse_hessian(X, a, l2, H, threads);
   const Index p = X.params(), n = X.rows();
-  const KernelPlan plan = kernel_plan(p, threads, n);
+  // a p x p sum per slot, and with float32 products also a float32 one (half as large)
+  const KernelPlan plan = kernel_plan(p, threads, n, X.mixed() ? 2 : 1);
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
   const bool in_order = X.sums_in_order();
@@ -112,7 +113,8 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     return gradient_pass(X, family, y, w, theta, z, r, a, *g, threads);
   }
   const Index p = X.params(), n = X.rows();
-  const KernelPlan plan = kernel_plan(p, threads, n);
+  // p x p sums per slot as in hessian(); none without the Hessian
+  const KernelPlan plan = kernel_plan(p, threads, n, with_hessian ? (X.mixed() ? 2 : 1) : 0);
   const bool in_order = X.sums_in_order();
   const Index nt = sum_slots(n, plan.block, plan.outer, in_order);
   z.resize(n);
@@ -312,7 +314,7 @@ void leverage(const Design& X, const Vector& a, const Matrix& L, Vector& h, int 
   }
   if (U) P->resize(X.rows(), U->cols());
   const Index n = X.rows(), p = X.params();
-  const KernelPlan plan = kernel_plan(p, threads, n);
+  const KernelPlan plan = kernel_plan(p, threads, n, 0);  // no p x p sums
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
   const bool in_order = X.sums_in_order();

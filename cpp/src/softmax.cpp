@@ -78,7 +78,9 @@ void softmax_pass(const Design& X, const std::int64_t* y, const Vector& w, const
   const Index n = X.rows(), p = X.params(), K = Q.rows(), m = Q.cols();
   const Index pairs = with_hessian ? softmax_pairs(m) : 0;
   const KernelPlan plan = kernel_plan(p, threads, n, pairs);  // a p x p block per pair
-  const int nt = chunk_threads(n, plan.block, plan.outer);
+  // Sums per slot, added in slot order: the same bits on every call (parallel_sums).
+  const bool in_order = X.sums_in_order();
+  const Index nt = sum_slots(n, plan.block, plan.outer, in_order);
   out.P.resize(n, K);
   std::vector<PassPartial> parts(static_cast<size_t>(nt));
   for (PassPartial& part : parts) {
@@ -88,7 +90,7 @@ void softmax_pass(const Design& X, const std::int64_t* y, const Vector& w, const
   const Matrix Qt = Q.transpose();
   std::optional<BlasSingleThreadScope> serial;
   if (plan.outer > 1) serial.emplace();
-  parallel_chunks(n, plan.block, plan.outer, [&](int t, Index begin, Index count) {
+  parallel_sums(n, plan.block, plan.outer, in_order, [&](Index t, Index begin, Index count) {
     PassPartial& part = parts[static_cast<size_t>(t)];
     X.load(begin, count, part.buffer, nullptr, plan.inner);
     const Matrix Z = (part.buffer.transpose() * Phi) * Qt;  // count x K logits

@@ -9,6 +9,7 @@ sets with ``max_memory=`` or the ``RIF_MAX_MEMORY`` environment variable. Over b
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import resource
@@ -166,9 +167,21 @@ _PARTIAL_DOUBLES = 2**25  # kPartialDoubles in cpp/include/rif/blas.hpp
 def partial_sums(n: int, p: int, threads: int) -> int:
     """Doubles of the per-thread partial Hessians a pass keeps: one p x p sum per thread beyond
     the first when each thread calls the BLAS on its own blocks (kernel_plan in
-    cpp/src/blas.cpp: below p = 1024, or from n = 32 p within 2**25 doubles)."""
+    cpp/src/blas.cpp: always without OpenBLAS, below p = 1024, or from n = 32 p within 2**25
+    doubles). `threads` is the most the call may use: with fewer (the idle cores, by default)
+    the sums may fit under the cap where these do not, so from p = 1024 this counts the most
+    that fit."""
     extra = (threads - 1) * p * p
-    return extra if p < 1024 or (n >= 32 * p and extra <= _PARTIAL_DOUBLES) else 0
+    if p < 1024 or not _openblas():
+        return extra
+    return min(threads - 1, _PARTIAL_DOUBLES // (p * p)) * p * p if n >= 32 * p else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas() -> bool:
+    from . import _core
+
+    return str(_core.build_info()["blas"]).startswith("OpenBLAS")
 
 
 def attribution_bytes(n: int, p: int, threads: int) -> float:
