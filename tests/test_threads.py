@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rif_native as rn
-from conftest import Reference, assert_close, make_problem
+from conftest import Reference, assert_close, derivatives, make_problem
 
 RTOL = 1e-12
 
@@ -180,7 +180,7 @@ def test_wide_passes_either_way_of_threading(rng, n, tmp_path):
     memory, as a memory-mapped .npy and through the direct reader (X from a source: its blocks
     go to the threads as they come free). H is well conditioned here (l2 = 1, cond below 3):
     1e-12 is about 5e3 eps."""
-    from scipy.linalg import cho_factor, cho_solve, solve_triangular
+    from scipy.linalg import cho_solve, solve_triangular
 
     d = 1024
     X = rng.standard_normal((n, d)) / np.sqrt(d)
@@ -189,12 +189,10 @@ def test_wide_passes_either_way_of_threading(rng, n, tmp_path):
     v = rng.standard_normal(d)
     for Xs in (X, X.astype(np.float32)) if n >= 32 * d else (X,):
         Xd = np.asarray(Xs, dtype=np.float64)
-        s = 1.0 / (1.0 + np.exp(-(Xd @ theta)))
-        r, a = s - y, s * (1.0 - s)
-        H = Xd.T @ (a[:, None] * Xd) + np.eye(d)
-        L = np.linalg.cholesky(H)
+        r, a = derivatives("logistic", y, Xd @ theta, np.ones(n))
+        L = np.linalg.cholesky(Xd.T @ (a[:, None] * Xd) + np.eye(d))
         h = a * np.sum(solve_triangular(L, Xd.T, lower=True) ** 2, axis=0)
-        if_scores = r * (Xd @ cho_solve(cho_factor(H, lower=True), v))
+        if_scores = r * (Xd @ cho_solve((L, True), v))
         sources = [Xs]
         if Xs.dtype == np.float32:
             np.save(tmp_path / "x.npy", Xs)

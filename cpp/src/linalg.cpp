@@ -33,13 +33,16 @@ void add_float_product(Matrix& target, FloatScratch& scratch, int threads) {
   target.triangularView<Eigen::Lower>() += scratch.sum.cast<double>();
 }
 
+/// The p x p sums a Hessian pass keeps per slot (kernel_plan's `sums`): one, and with float32
+/// products also a float32 one, half as large (rounded up).
+Index hessian_sums(const Design& X) { return X.mixed() ? 2 : 1; }
+
 }  // namespace
 
 void hessian(const Design& X, const Vector& a, double l2, Matrix& H, int threads) {
   if (X.sparse()) return sparse_hessian(X, a, l2, H, threads);
   const Index p = X.params(), n = X.rows();
-  // a p x p sum per slot, and with float32 products also a float32 one (half as large)
-  const KernelPlan plan = kernel_plan(p, threads, n, X.mixed() ? 2 : 1);
+  const KernelPlan plan = kernel_plan(p, threads, n, hessian_sums(X));
   const Index block = plan.block;
   const int outer = plan.outer, inner = plan.inner;
   const bool in_order = X.sums_in_order();
@@ -113,8 +116,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
     return gradient_pass(X, family, y, w, theta, z, r, a, *g, threads);
   }
   const Index p = X.params(), n = X.rows();
-  // p x p sums per slot as in hessian(); none without the Hessian
-  const KernelPlan plan = kernel_plan(p, threads, n, with_hessian ? (X.mixed() ? 2 : 1) : 0);
+  const KernelPlan plan = kernel_plan(p, threads, n, with_hessian ? hessian_sums(X) : 0);
   const bool in_order = X.sums_in_order();
   const Index nt = sum_slots(n, plan.block, plan.outer, in_order);
   z.resize(n);
