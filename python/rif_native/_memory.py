@@ -164,17 +164,24 @@ def require(nbytes: float, what: str, advice: str, max_memory: MemorySize = None
 _PARTIAL_DOUBLES = 2**25  # kPartialDoubles in cpp/include/rif/blas.hpp
 
 
-def partial_sums(n: int, p: int, threads: int) -> int:
-    """Doubles of the per-thread partial Hessians a pass keeps: one p x p sum per thread beyond
+def partial_sums(n: int, p: int, threads: int, sums: int = 1) -> int:
+    """Doubles of the per-thread partial sums a pass keeps: `sums` p x p sums per thread beyond
     the first when each thread calls the BLAS on its own blocks (kernel_plan in
     cpp/src/blas.cpp: always without OpenBLAS, below p = 1024, or from n = 32 p within 2**25
     doubles). `threads` is the most the call may use: with fewer (the idle cores, by default)
     the sums may fit under the cap where these do not, so from p = 1024 this counts the most
     that fit."""
-    extra = (threads - 1) * p * p
+    each = sums * p * p
     if p < 1024 or not _openblas():
-        return extra
-    return min(threads - 1, _PARTIAL_DOUBLES // (p * p)) * p * p if n >= 32 * p else 0
+        return (threads - 1) * each
+    return min(threads - 1, _PARTIAL_DOUBLES // max(each, 1)) * each if n >= 32 * p else 0
+
+
+def softmax_pass_bytes(n: int, p: int, m: int, threads: int) -> float:
+    """The multinomial Hessian pass beyond its q x q result: the m (m + 1) / 2 p x p pair blocks
+    of every thread's slot (the first's too) and their sums (cpp/src/softmax.cpp)."""
+    pairs = m * (m + 1) // 2
+    return _DOUBLE * (2 * pairs * p * p + partial_sums(n, p, threads, pairs))
 
 
 @functools.lru_cache(maxsize=1)
