@@ -2,7 +2,8 @@
 thread, then the products that join them split between the threads): leverages and RIF rows
 equal the float64 NumPy reference (conftest.Reference) on one thread and on two, on both
 leverage paths (the inverse factor for n >= 3p, triangular solves below), and a singular H
-names the failing column wherever it lies."""
+names the failing column wherever it lies. From p = 1024 the inverse factor is built by halves
+on the BLAS threads, each half again by halves down to 64 columns: leverages at p = 1100."""
 
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import rif_native as rn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import Reference, assert_close  # noqa: E402
+from conftest import Reference, assert_close, derivatives  # noqa: E402
 
 
 @pytest.mark.parametrize("p", [256, 301, 513, 777])
@@ -29,6 +30,20 @@ def test_leverage_and_rows_match_numpy(rng, p, ratio, threads):
     assert_close(A.leverage, ref.h, 1e-9, f"leverage p={p} n={n} threads={threads}")
     rows = rng.choice(n, 5, replace=False)
     assert_close(A.rescaled_influence(rows), ref.RIF[rows], 1e-8, "RIF rows")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inverse_factor_by_halves_above_1024(rng, threads):
+    p = 1100
+    n = int(3.5 * p)  # n >= 3p: the leverage pass multiplies by the inverse factor
+    X = rng.standard_normal((n, p)) / np.sqrt(p) + rng.uniform(-1, 1, p)
+    y = (rng.random(n) < 0.5).astype(float)
+    theta = 0.3 * rng.standard_normal(p)
+    _, a = derivatives("logistic", y, X @ theta, np.ones(n))
+    H = X.T @ (a[:, None] * X) + 0.5 * np.eye(p)
+    h = a * np.einsum("ij,ji->i", X, np.linalg.solve(H, X.T))
+    A = rn.Attribution(X, y, theta, l2=0.5, num_threads=threads)
+    assert_close(A.leverage, h, 1e-9, f"leverage p={p} n={n} threads={threads}")
 
 
 @pytest.mark.parametrize("column", [7, 300, 598])  # in the first half, just past it, the last
