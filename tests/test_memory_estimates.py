@@ -9,8 +9,9 @@ call needs shows up in the peak again (with its default, a threshold that rises 
 freed, the second call reuses the first one's heap and seems to need nothing).
 
 The estimate must cover the measured growth, up to 4 MiB of Python objects and small
-allocations, and must not ask for more than 2.5 times what the call takes, so that the check
-does not refuse work that fits.
+allocations, and must not ask for more than 3 times what the call takes, so that the check
+does not refuse work that fits (row blocks are counted at their largest, 16 MiB per thread and
+buffer, which at p = 51 is about 2.3 times what a pass holds).
 """
 
 import json
@@ -40,14 +41,14 @@ def spy(nbytes, *args, **kwargs):
     return real(nbytes, *args, **kwargs)
 _memory.require = spy
 
-kind, n, d, K = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+kind, n, d, K, threads = sys.argv[1], *map(int, sys.argv[2:6])
 rng = np.random.default_rng(0)
 X = rng.standard_normal((n, d)) / np.sqrt(d)
-kw = dict(l2=1.0, fit_intercept=True, num_threads=2)
+kw = dict(l2=1.0, fit_intercept=True, num_threads=threads)
 if kind == "binary":
     y = (rng.random(n) < 0.5).astype(float)
     theta = 0.1 * rng.standard_normal(d + 1)
-    call = lambda: rn.Attribution(X, y, theta, **kw)
+    call = lambda: rn.Attribution(X, y, theta, backend="cpu", **kw)  # (the GPU's: no check)
 else:
     y = rng.integers(0, K, n)
     theta = 0.1 * rng.standard_normal((K, d + 1))
@@ -64,34 +65,34 @@ print(json.dumps({"growth": status("VmHWM") - before, "estimate": max(needs)}))
 """
 
 
-def _clear_refs_works() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not _clear_refs_works(),
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or not os.access("/proc/self/clear_refs", os.W_OK),
                     reason="needs Linux's /proc/self/clear_refs")
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
                     reason="AddressSanitizer's allocator keeps freed memory in quarantine")
-@pytest.mark.parametrize("kind, n, d, K", [
-    ("binary", 4000, 300, 2),
-    # The multinomial pass keeps m (m + 1) / 2 = 15 p x p pair blocks per thread: more than
-    # H itself (q = 5 p), which the estimates had left out (84.7 MB measured here against
-    # 56.0 MB estimated before they counted them, 88.6 MB after).
-    ("multinomial", 4000, 300, 6),
-    ("multifit", 4000, 300, 6),
+@pytest.mark.parametrize("kind, n, d, K, threads", [
+    ("binary", 4000, 300, 2, 2),
+    # The multinomial peaks: the Hessian pass (15 p x p pair blocks per thread at K = 6, then
+    # the q x q H assembled from their sums) or the leverage pass (H, H^{-1}, the kernel's
+    # copy of H^{-1} and 15 pair factors). Before the estimates counted the passes, the
+    # attribution here took 84.7 MB against 56.0 MB estimated, and the fit 67.4 against 36.8.
+    ("multinomial", 4000, 300, 6, 2),
+    ("multinomial", 4000, 300, 6, 1),
+    ("multifit", 4000, 300, 6, 2),
+    ("multifit", 4000, 300, 6, 1),
+    # Tall and narrow: the row blocks dominate.
+    ("multinomial", 200_000, 50, 3, 2),
+    ("multifit", 200_000, 50, 3, 2),
 ])
-def test_estimate_covers_what_the_call_takes(kind, n, d, K):
+def test_estimate_covers_what_the_call_takes(kind, n, d, K, threads):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    done = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(n), str(d), str(K)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    env.pop("RIF_BACKEND", None)
+    args = [kind, str(n), str(d), str(K), str(threads)]
+    done = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout.strip().splitlines()[-1])
     growth, estimate = got["growth"], got["estimate"]
     assert growth <= estimate + 4 * 2**20, (growth, estimate)
-    assert estimate <= 2.5 * growth, (growth, estimate)
+    assert estimate <= 3 * growth, (growth, estimate)

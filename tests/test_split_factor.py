@@ -2,8 +2,9 @@
 thread, then the products that join them split between the threads): leverages and RIF rows
 equal the float64 NumPy reference (conftest.Reference) on one thread and on two, on both
 leverage paths (the inverse factor for n >= 3p, triangular solves below), and a singular H
-names the failing column wherever it lies. From p = 1024 the inverse factor is built by halves
-on the BLAS threads, each half again by halves down to 64 columns: leverages at p = 1100."""
+names the failing column wherever it lies. On one thread, and from p = 1024 on two, the inverse
+factor is built by halves (the products on the BLAS's threads), each half again by halves down
+to 64 columns: leverages at p = 1100 (with OpenBLAS; Eigen's triangular solve otherwise)."""
 
 import sys
 from pathlib import Path

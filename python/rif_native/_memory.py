@@ -177,11 +177,26 @@ def partial_sums(n: int, p: int, threads: int, sums: int = 1) -> int:
     return min(threads - 1, _PARTIAL_DOUBLES // max(each, 1)) * each if n >= 32 * p else 0
 
 
+def _row_blocks(n: int, p: int, threads: int, buffers: int = 1) -> float:
+    """`buffers` row blocks of a pass over X per thread (at most X's size each)."""
+    return buffers * min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
+
+
 def softmax_pass_bytes(n: int, p: int, m: int, threads: int) -> float:
-    """The multinomial Hessian pass beyond its q x q result: the m (m + 1) / 2 p x p pair blocks
-    of every thread's slot (the first's too) and their sums (cpp/src/softmax.cpp)."""
-    pairs = m * (m + 1) // 2
-    return _DOUBLE * (2 * pairs * p * p + partial_sums(n, p, threads, pairs))
+    """The peak of one multinomial Hessian pass (cpp/src/softmax.cpp): every slot's
+    m (m + 1) / 2 p x p pair blocks while the rows are read, then their sum with the q x q
+    result being assembled, then that result with its NumPy copy; two row blocks per thread."""
+    pairs, q = m * (m + 1) // 2, m * p
+    slots = pairs * p * p + partial_sums(n, p, threads, pairs)
+    return (_DOUBLE * max(slots + 2 * p * p, pairs * p * p + q * q, 2 * q * q)
+            + _row_blocks(n, p, threads, 2))
+
+
+def softmax_quadforms_bytes(n: int, p: int, m: int, threads: int) -> float:
+    """The multinomial leverage pass beyond the H and H^{-1} the caller holds: the kernel's
+    copy of H^{-1}, the m (m + 1) / 2 pair factors and two row blocks per thread."""
+    pairs, q = m * (m + 1) // 2, m * p
+    return _DOUBLE * (q * q + (pairs + 2) * p * p) + _row_blocks(n, p, threads, 2)
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,17 +206,19 @@ def _openblas() -> bool:
     return str(_core.build_info()["blas"]).startswith("OpenBLAS")
 
 
-def attribution_bytes(n: int, p: int, threads: int) -> float:
-    """H, its factor and (when n >= 3p) the inverse factor, partial sums, row blocks,
+def attribution_bytes(n: int, p: int, threads: int, sums: int = 1) -> float:
+    """H, its factor and (when n >= 3p) the inverse factor, partial sums (`sums` per thread:
+    2 with float32 products, whose float32 sum rides alongside), row blocks, per-sample
+    vectors."""
+    factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p + partial_sums(n, p, threads, sums)
+    return _DOUBLE * (factors + 8 * n) + _row_blocks(n, p, threads)
+
+
+def fit_bytes(n: int, p: int, threads: int, sums: int = 1) -> float:
+    """One Hessian factored in place, partial sums (as attribution_bytes), row blocks,
     per-sample vectors."""
-    factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p + partial_sums(n, p, threads)
-    return _DOUBLE * (factors + 8 * n) + min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
-
-
-def fit_bytes(n: int, p: int, threads: int) -> float:
-    """One Hessian factored in place, partial sums, row blocks, per-sample vectors."""
-    return (_DOUBLE * (p * p + partial_sums(n, p, threads) + 8 * n)
-            + min(threads * _BLOCK_BYTES, _DOUBLE * n * p))
+    return (_DOUBLE * (p * p + partial_sums(n, p, threads, sums) + 8 * n)
+            + _row_blocks(n, p, threads))
 
 
 def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads: int) -> float:

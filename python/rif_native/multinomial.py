@@ -82,10 +82,24 @@ class _Problem:
         self.p, self.m = self.c.p, self.c.m
         self.q = self.m * self.p
 
-    def pass_bytes(self) -> float:
-        """Memory of a Hessian pass beyond H: the pair blocks each thread sums."""
-        cores = min(self.threads, int(_core.build_info()["max_threads"]))
-        return _memory.softmax_pass_bytes(self.n, self.p, self.m, cores)
+    def _cores(self) -> int:
+        return min(self.threads, int(_core.build_info()["max_threads"]))
+
+    def attribution_bytes(self) -> float:
+        """An attribution's peak: the Hessian pass, or H and H^{-1} held through the leverage
+        pass; and the per-sample vectors."""
+        held = _memory.softmax_quadforms_bytes(self.n, self.p, self.m, self._cores())
+        return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, self._cores()),
+                    8.0 * 2 * self.q * self.q + held)
+                + 8.0 * self.n * (2 * self.K + self.m * (self.m + 3)))
+
+    def fit_bytes(self) -> float:
+        """A fit's peak: a Hessian pass while the last H is held, or H, its inverse and the
+        inverse's workspace; and the per-sample vectors."""
+        return (max(8.0 * self.q * self.q
+                    + _memory.softmax_pass_bytes(self.n, self.p, self.m, self._cores()),
+                    8.0 * 3 * self.q * self.q)
+                + 8.0 * self.n * (2 * self.K + self.m))
 
     def weight(self) -> np.ndarray:
         return np.ones(self.n) if self.w is None else self.w
@@ -161,8 +175,7 @@ class MultinomialAttribution(_frames.Named):
         self._theta.setflags(write=False)
         if directions is not None:  # checked as for the binary families; each score is a pass
             self._directions(directions)
-        _memory.require(8 * (3 * pb.q * pb.q + pb.n * (2 * pb.K + pb.m * (pb.m + 3)))
-                        + pb.pass_bytes(),
+        _memory.require(pb.attribution_bytes(),
                         f"a multinomial attribution with n = {pb.n}, K = {pb.K}, p = {pb.p} "
                         f"(H and its inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR, max_memory)
         self._R = pb.c.point_to_kernel(self._theta)
@@ -568,7 +581,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
 
     _check_stopping(tol, max_iter)
     pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
-    _memory.require(8 * (2 * pb.q * pb.q + pb.n * (2 * pb.K + pb.m)) + pb.pass_bytes(),
+    _memory.require(pb.fit_bytes(),
                     f"fitting a multinomial model with n = {pb.n}, K = {pb.K}, p = {pb.p} "
                     f"(its Hessian and inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR)
     R = (np.zeros((pb.m, pb.p)) if theta0 is None

@@ -29,8 +29,8 @@ bool blas_is_openblas();
 /// each block one single-threaded call) or inside each call (`inner`), and the rows per block
 /// (for n rows, at most an even share per thread). With `outer` each thread beyond the first
 /// keeps `sums` p x p partial sums of its own; from p = 1024 only while they take at most
-/// kPartialDoubles together (256 MiB; rif_native._memory's estimates for the binary models
-/// count them by the same rule).
+/// kPartialDoubles together (256 MiB; rif_native._memory's estimates count them by the same
+/// rule, the multinomial pass's pair blocks included).
 inline constexpr Index kPartialDoubles = Index{1} << 25;
 struct KernelPlan {
   int outer = 1;
