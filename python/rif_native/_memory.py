@@ -206,18 +206,23 @@ def _openblas() -> bool:
     return str(_core.build_info()["blas"]).startswith("OpenBLAS")
 
 
-def attribution_bytes(n: int, p: int, threads: int, sums: int = 1) -> float:
-    """H, its factor and (when n >= 3p) the inverse factor, partial sums (`sums` per thread:
-    2 with float32 products, whose float32 sum rides alongside), row blocks, per-sample
-    vectors."""
-    factors = (3 if n >= 3 * p and p <= 6144 else 2) * p * p + partial_sums(n, p, threads, sums)
+def _hessian_sums(precision: str) -> int:
+    """The p x p sums a binary Hessian pass keeps per thread (hessian_sums in
+    cpp/src/linalg.cpp): one, and with float32 products also their float32 sum."""
+    return 2 if precision == "mixed" else 1
+
+
+def attribution_bytes(n: int, p: int, threads: int, precision: str = "double") -> float:
+    """H, its factor and (when n >= 3p) the inverse factor, partial sums, row blocks,
+    per-sample vectors."""
+    factors = ((3 if n >= 3 * p and p <= 6144 else 2) * p * p
+               + partial_sums(n, p, threads, _hessian_sums(precision)))
     return _DOUBLE * (factors + 8 * n) + _row_blocks(n, p, threads)
 
 
-def fit_bytes(n: int, p: int, threads: int, sums: int = 1) -> float:
-    """One Hessian factored in place, partial sums (as attribution_bytes), row blocks,
-    per-sample vectors."""
-    return (_DOUBLE * (p * p + partial_sums(n, p, threads, sums) + 8 * n)
+def fit_bytes(n: int, p: int, threads: int, precision: str = "double") -> float:
+    """One Hessian factored in place, partial sums, row blocks, per-sample vectors."""
+    return (_DOUBLE * (p * p + partial_sums(n, p, threads, _hessian_sums(precision)) + 8 * n)
             + _row_blocks(n, p, threads))
 
 

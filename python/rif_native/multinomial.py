@@ -47,8 +47,8 @@ import numpy as np
 
 from . import _core, _frames, _memory, _softmax
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
-                   _as_design, _check_stopping, _method, _name_some, _parse_sets, _reading,
-                   _real, _threads, _top)
+                   _as_design, _check_stopping, _cores, _method, _name_some, _parse_sets,
+                   _reading, _real, _threads, _top)
 
 __all__ = ["MultinomialAttribution", "fit"]
 
@@ -82,14 +82,12 @@ class _Problem:
         self.p, self.m = self.c.p, self.c.m
         self.q = self.m * self.p
 
-    def _cores(self) -> int:
-        return min(self.threads, int(_core.build_info()["max_threads"]))
-
     def attribution_bytes(self) -> float:
         """An attribution's peak: the Hessian pass, or H and H^{-1} held through the leverage
         pass; and the per-sample vectors."""
-        held = _memory.softmax_quadforms_bytes(self.n, self.p, self.m, self._cores())
-        return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, self._cores()),
+        cores = _cores(self.threads)
+        held = _memory.softmax_quadforms_bytes(self.n, self.p, self.m, cores)
+        return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, cores),
                     8.0 * 2 * self.q * self.q + held)
                 + 8.0 * self.n * (2 * self.K + self.m * (self.m + 3)))
 
@@ -97,7 +95,7 @@ class _Problem:
         """A fit's peak: a Hessian pass while the last H is held, or H, its inverse and the
         inverse's workspace; and the per-sample vectors."""
         return (max(8.0 * self.q * self.q
-                    + _memory.softmax_pass_bytes(self.n, self.p, self.m, self._cores()),
+                    + _memory.softmax_pass_bytes(self.n, self.p, self.m, _cores(self.threads)),
                     8.0 * 3 * self.q * self.q)
                 + 8.0 * self.n * (2 * self.K + self.m))
 
