@@ -308,6 +308,20 @@ def test_memory_is_checked_before_it_is_asked_for(rng, monkeypatch):
             rn.Attribution(X, y, np.zeros(500), l2=1.0, max_memory=bad)
 
 
+def test_multinomial_retraining_is_checked(rng, monkeypatch):
+    """Retraining a multinomial set may take a Hessian pass and an inverse beyond what the
+    attribution holds: checked before it starts, against the cap in force then."""
+    monkeypatch.delenv("RIF_MAX_MEMORY", raising=False)
+    X = rng.standard_normal((600, 40))
+    y = rng.integers(0, 3, 600)
+    A = rn.MultinomialAttribution(X, y, np.zeros((3, 41)), l2=1.0, fit_intercept=True)
+    monkeypatch.setenv("RIF_MAX_MEMORY", "100K")
+    with pytest.raises(MemoryError, match="retraining sets of up to 30 samples"):
+        A.retrain([np.arange(30), np.arange(5)])
+    monkeypatch.setenv("RIF_MAX_MEMORY", "1G")
+    assert bool(A.retrain([np.arange(30)]).converged[0])
+
+
 
 def test_small_needs_do_not_ask_the_system(rng, monkeypatch):
     """Up to 64 MiB a call does not read /proc (0.18 ms a call); above, and under any cap the

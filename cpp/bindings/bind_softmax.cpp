@@ -37,13 +37,19 @@ std::unique_ptr<View> make_view(const py::object& X, const py::object& fit_inter
   return v;
 }
 
-rif::Matrix matrix_arg(const py::object& a, const char* name, rif::Index rows, rif::Index cols) {
-  const F64Array A = f64_arg(a, name);
+/// a as a C-contiguous float64 (rows, cols) array, converted only when it is not one.
+F64Array shaped_arg(const py::object& a, const char* name, rif::Index rows, rif::Index cols) {
+  F64Array A = f64_arg(a, name);
   if (A.ndim() != 2 || A.shape(0) != rows || A.shape(1) != cols) {
     std::ostringstream msg;
     msg << name << " must be a (" << rows << ", " << cols << ") array";
     throw std::invalid_argument(msg.str());
   }
+  return A;
+}
+
+rif::Matrix matrix_arg(const py::object& a, const char* name, rif::Index rows, rif::Index cols) {
+  const F64Array A = shaped_arg(a, name, rows, cols);
   return Eigen::Map<const rif::RowMatrix>(A.data(), rows, cols);
 }
 
@@ -133,7 +139,10 @@ void bind_softmax(py::module_& m) {
           const rif::Index k = int_arg(classes, "reduced_classes");
           if (k < 1) throw std::invalid_argument("reduced_classes must be >= 1");
           const rif::Index q = k * design.params();
-          const rif::Matrix Hinv = matrix_arg(hinv, "hinv", q, q);
+          const F64Array Ha = shaped_arg(hinv, "hinv", q, q);
+          // the row-major array in place: column stride 1, row stride q
+          const Eigen::Map<const rif::Matrix, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>
+              Hinv(Ha.data(), q, q, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(1, q));
           const int threads = threads_arg(num_threads);
           rif::RowMatrix S;
           {

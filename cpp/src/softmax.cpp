@@ -139,7 +139,8 @@ void softmax_pass(const Design& X, const std::int64_t* y, const Vector& w, const
   out.H.triangularView<Eigen::StrictlyUpper>().setZero();
 }
 
-void softmax_quadforms(const Design& X, const Matrix& Hinv, Index m, RowMatrix& S, int threads) {
+void softmax_quadforms(const Design& X, const StridedView& Hinv, Index m, RowMatrix& S,
+                       int threads) {
   const Index n = X.rows(), p = X.params(), pairs = softmax_pairs(m);
   // T_kl lower triangular with T^T T = C_kl (C_kk = H^{-1}_kk; for k < l the positive definite
   // H^{-1}_kk + H^{-1}_ll + H^{-1}_kl + H^{-1}_lk): then x^T C x = ||T x||^2, one triangular

@@ -21,7 +21,6 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
           "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40,
           "tib": 2**40}
 _DOUBLE = 8
-_BLOCK_BYTES = 16 * 2**20  # one row block of a pass over X, per thread
 _UNCHECKED_BYTES = 64 * 2**20  # needs not checked against the system (see require)
 
 
@@ -177,26 +176,51 @@ def partial_sums(n: int, p: int, threads: int, sums: int = 1) -> int:
     return min(threads - 1, _PARTIAL_DOUBLES // max(each, 1)) * each if n >= 32 * p else 0
 
 
-def _row_blocks(n: int, p: int, threads: int, buffers: int = 1) -> float:
-    """`buffers` row blocks of a pass over X per thread (at most X's size each)."""
-    return buffers * min(threads * _BLOCK_BYTES, _DOUBLE * n * p)
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(value, high))
+
+
+def _row_blocks(n: int, p: int, threads: int, per_row: Optional[int] = None) -> float:
+    """A pass's row blocks, `per_row` doubles for each row (default p: one copy of the rows)
+    in every block slot, as kernel_plan in cpp/src/blas.cpp sizes them. With OpenBLAS below
+    p = 1024, one slot per thread of 2**20 / p rows (64 to 8192, at most n / threads); from
+    p = 1024 the plan depends on the threads the call gets, so this takes the larger of that
+    and one slot of 2**21 / p rows (256 to 8192) that OpenBLAS's threads share. Without
+    OpenBLAS, one slot per thread of 2**18 / p rows (32 to 4096)."""
+    n, p, threads = max(n, 1), max(p, 1), max(threads, 1)
+
+    def rows(each: int, count: int) -> int:
+        if count > 1:
+            each = min(each, max(32, -(-n // count)))
+        return count * min(each, n)
+
+    if not _openblas():
+        held = rows(_clamp(2**18 // p, 32, 4096), threads)
+    else:
+        held = rows(_clamp(2**20 // p, 64, 8192), threads)
+        if p >= 1024:
+            held = max(held, rows(_clamp(2**21 // p, 256, 8192), 1))
+    return float(_DOUBLE * held * (p if per_row is None else per_row))
 
 
 def softmax_pass_bytes(n: int, p: int, m: int, threads: int) -> float:
     """The peak of one multinomial Hessian pass (cpp/src/softmax.cpp): every slot's
     m (m + 1) / 2 p x p pair blocks while the rows are read, then their sum with the q x q
-    result being assembled, then that result with its NumPy copy; two row blocks per thread."""
+    result being assembled, then that result with its NumPy copy. Each block slot holds its
+    rows twice (as read and scaled) and per row the logits and residuals (K each), the pair
+    weights and two m-column products."""
     pairs, q = m * (m + 1) // 2, m * p
     slots = pairs * p * p + partial_sums(n, p, threads, pairs)
     return (_DOUBLE * max(slots + 2 * p * p, pairs * p * p + q * q, 2 * q * q)
-            + _row_blocks(n, p, threads, 2))
+            + _row_blocks(n, p, threads, 2 * p + 2 * (m + 1) + pairs + 2 * m))
 
 
 def softmax_quadforms_bytes(n: int, p: int, m: int, threads: int) -> float:
-    """The multinomial leverage pass beyond the H and H^{-1} the caller holds: the kernel's
-    copy of H^{-1}, the m (m + 1) / 2 pair factors and two row blocks per thread."""
-    pairs, q = m * (m + 1) // 2, m * p
-    return _DOUBLE * (q * q + (pairs + 2) * p * p) + _row_blocks(n, p, threads, 2)
+    """The multinomial leverage pass beyond the H and H^{-1} the caller holds (the kernel
+    reads H^{-1} in place): the m (m + 1) / 2 pair factors, the block being factored and its
+    reversal, and two row blocks per thread."""
+    pairs = m * (m + 1) // 2
+    return _DOUBLE * (pairs + 2) * p * p + _row_blocks(n, p, threads, 2 * p)
 
 
 @functools.lru_cache(maxsize=1)

@@ -73,6 +73,7 @@ def line_search(pb: Any, R: np.ndarray, step: np.ndarray, at: dict,
         if t < 1e-10:
             return t, nxt
         t *= 0.5
+        del nxt  # (its probabilities, n x K, before the next pass makes its own)
 
 
 def _chord_solver(att: Any, T: np.ndarray) -> Optional[Callable[[np.ndarray], np.ndarray]]:
@@ -156,8 +157,8 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
     solve = _chord_solver(att, T)
     if solve is None:
         return not_refitted("hessian")
-    zero = pb.run(np.zeros((pb.m, pb.p)), hessian=False, w=w)
-    target = tol * max(1.0, pb.user_norm(zero["G"]))
+    start = pb.run(np.zeros((pb.m, pb.p)), hessian=False, w=w)["G"]
+    target = tol * max(1.0, pb.user_norm(start))
     R = R0.copy()
     cur = pb.run(R, hessian=False, w=w)
     norm = pb.user_norm(cur["G"])
@@ -189,9 +190,12 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
         except np.linalg.LinAlgError:  # singular at R though not at theta_hat: give up here
             break
         step = -(Hinv @ full["G"].reshape(pb.q)).reshape(pb.m, pb.p)
+        del Hinv
+        full["H"] = None  # (the line search reads the gradient and loss)
         t, nxt = line_search(pb, R, step, full, w)
         R = R + t * step
         cur, norm = nxt, pb.user_norm(nxt["G"])
+        full = nxt = None  # (before the next pass makes its own)
     out.update(R=R, grad_norm=norm, tolerance=target, n_iter=it, converged=norm <= target)
     return out
 

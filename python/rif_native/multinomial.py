@@ -55,6 +55,7 @@ __all__ = ["MultinomialAttribution", "fit"]
 ArrayLike = Any
 _SINGULAR = 1e-10  # leverage within this of 1: removing the sample leaves H singular
 _BLOCK = 65536  # samples per block of the per-sample algebra
+_ROW_DOUBLES = 2**21  # rows of X read at once by the per-set algebra (16 MiB of float64)
 _HESSIAN = "The multinomial Hessian at theta (in the subspace where the class rows sum to zero)"
 
 
@@ -92,12 +93,32 @@ class _Problem:
                 + 8.0 * self.n * (2 * self.K + self.m * (self.m + 3)))
 
     def fit_bytes(self) -> float:
-        """A fit's peak: a Hessian pass while the last H is held, or H, its inverse and the
-        inverse's workspace; and the per-sample vectors."""
-        return (max(8.0 * self.q * self.q
-                    + _memory.softmax_pass_bytes(self.n, self.p, self.m, _cores(self.threads)),
+        """A fit's peak: a Hessian pass, or H, its inverse and the inverse's workspace; and the
+        per-sample vectors, at most three n x K probabilities at once (a line search's trial
+        pass while the last pass's are held: the kernel's and their NumPy copy)."""
+        return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, _cores(self.threads)),
                     8.0 * 3 * self.q * self.q)
-                + 8.0 * self.n * (2 * self.K + self.m))
+                + 8.0 * self.n * (3 * self.K + self.m))
+
+    def retrain_bytes(self, largest: int) -> float:
+        """Retraining a set of `largest` samples beyond what the attribution holds: the set's
+        solver (Woodbury's panels, H^{-1} W with its transposed copy while built, q x k m, and
+        three k m x k m matrices; or, for k m > q, H less the set's curvature and its inverse
+        with workspace while built, the inverse held), then a Newton refresh's Hessian pass or
+        inverse; the set's weights and four n x K probabilities (the current pass, the
+        refresh's, and a trial pass's from the kernel and its NumPy copy)."""
+        q, km = self.q, largest * self.m
+        if km > q:  # (H less the curvature summed over blocks of rows: each row, as read and
+            # scaled, its probabilities and curvature)
+            rows = min(largest, max(1, _ROW_DOUBLES // self.p))
+            built = 4.0 * q * q + rows * (2 * self.p + 2 * self.K + 2 * self.m * self.m)
+            held = 1.0 * q * q
+        else:
+            held = q * km + 3.0 * km * km + largest * self.p
+            built = held + q * km + km * km
+        refresh = max(_memory.softmax_pass_bytes(self.n, self.p, self.m, _cores(self.threads)),
+                      8.0 * 3 * q * q)
+        return max(8.0 * built, 8.0 * held + refresh) + 8.0 * self.n * (4 * self.K + 2)
 
     def weight(self) -> np.ndarray:
         return np.ones(self.n) if self.w is None else self.w
@@ -166,7 +187,7 @@ class MultinomialAttribution(_frames.Named):
                              "not available for it")
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
         pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
-        self._pb, self._progress = pb, progress
+        self._pb, self._progress, self._max_memory = pb, progress, max_memory
         self.n, self.n_features, self.n_params, self.n_classes = pb.n, pb.d, pb.p, pb.K
         self.l2, self.fit_intercept = pb.l2, pb.fit_intercept
         self._theta = _softmax.parameters(theta, pb.K, pb.p)
@@ -391,6 +412,11 @@ class MultinomialAttribution(_frames.Named):
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
+        largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
+        _memory.require(self._pb.retrain_bytes(largest),
+                        f"retraining sets of up to {largest} samples at n = {self.n}, "
+                        f"K = {self.n_classes}, p = {self.n_params}", _memory.ADVICE_SETS,
+                        self._max_memory)
         from ._multinomial_retrain import retrain_sets
 
         fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter), show_progress)
@@ -534,13 +560,24 @@ class MultinomialAttribution(_frames.Named):
         return pb.c.point_to_user(U.reshape(m, pb.p))
 
     def _downdated(self, T: np.ndarray) -> np.ndarray:
-        """H - sum_{i in T} H_i (q, q)."""
+        """H - sum_{i in T} H_i (q, q), reading T's rows in blocks of at most _ROW_DOUBLES."""
         pb = self._pb
-        Xr = _softmax.rows(pb.X, T, pb.fit_intercept, pb.c.centre)
-        A = _softmax.curvature(self._P[T], pb.c.Q) * pb.weight()[T, None, None]
-        # sum_i A_i kron x_i x_i^T, block (a, b) = X_T^T diag(A_ab) X_T
-        D = np.einsum("iab,ip,ir->apbr", A, Xr, Xr, optimize=True).reshape(pb.q, pb.q)
-        return self._H - D
+        m, p = pb.m, pb.p
+        w = pb.weight()
+        D = np.zeros((m, p, m, p))
+        step = max(1, _ROW_DOUBLES // p)
+        for b in range(0, len(T), step):
+            Tb = T[b:b + step]
+            Xr = _softmax.rows(pb.X, Tb, pb.fit_intercept, pb.c.centre)
+            A = _softmax.curvature(self._P[Tb], pb.c.Q) * w[Tb, None, None]
+            # sum_i A_i kron x_i x_i^T: block (a, c) = X_T^T diag(A_ac) X_T, symmetric in (a, c)
+            for a in range(m):
+                for c in range(a, m):
+                    block = Xr.T @ (A[:, a, c, None] * Xr)
+                    D[a, :, c, :] += block
+                    if c != a:
+                        D[c, :, a, :] += block.T
+        return self._H - D.reshape(pb.q, pb.q)
 
     def _fresh_solve(self, T: np.ndarray, g: np.ndarray) -> Optional[np.ndarray]:
         try:
@@ -584,8 +621,8 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
                     f"(its Hessian and inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR)
     R = (np.zeros((pb.m, pb.p)) if theta0 is None
          else pb.c.point_to_kernel(_softmax.parameters(theta0, pb.K, pb.p, "theta0")))
-    zero = pb.run(np.zeros((pb.m, pb.p)), hessian=False, progress=progress)
-    target = float(tol) * max(1.0, pb.user_norm(zero["G"]))
+    target = float(tol) * max(1.0, pb.user_norm(
+        pb.run(np.zeros((pb.m, pb.p)), hessian=False, progress=progress)["G"]))
     out = pb.run(R, hessian=True, progress=progress)
     it, converged, stalled = 0, False, False
     best = np.inf
@@ -604,6 +641,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
         t, _ = line_search(pb, R, step, out)
         R = R + t * step
         it += 1
+        out = None  # (the last pass's H and probabilities, before the next pass makes its own)
         out = pb.run(R, hessian=True, progress=progress)
     theta = pb.c.point_to_user(R)
     result = FitResult(theta=theta, grad_norm=pb.user_norm(out["G"]), n_iter=it,

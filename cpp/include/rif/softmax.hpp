@@ -45,6 +45,9 @@ void softmax_pass(const Design& X, const std::int64_t* y, const Vector& w, const
 /// from the inverse Hessian Hinv ((m p) x (m p), lower triangle read). Each pair is one
 /// triangular product per row block (n p^2 flops): for k < l with the factor of the positive
 /// definite H^{-1}_kk + H^{-1}_ll + H^{-1}_kl + H^{-1}_lk, less the two diagonal forms.
-void softmax_quadforms(const Design& X, const Matrix& Hinv, Index m, RowMatrix& S, int threads);
+/// Hinv is read through any strides (a row-major NumPy array is viewed in place, not copied).
+using StridedView = Eigen::Ref<const Matrix, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+void softmax_quadforms(const Design& X, const StridedView& Hinv, Index m, RowMatrix& S,
+                       int threads);
 
 }  // namespace rif
