@@ -81,6 +81,11 @@ print(json.dumps({"growth": status("VmHWM") - before, "estimate": max(needs)}))
                     reason="AddressSanitizer's allocator keeps freed memory in quarantine")
 @pytest.mark.parametrize("kind, n, d, K, threads, size", [
     ("binary", 4000, 300, 2, 2, 0),
+    # tall and narrow (row blocks of 8192 rows per thread), and from p = 1024, where the
+    # plan depends on the threads the call gets (n >= 32 p or not)
+    ("binary", 200_000, 50, 2, 2, 0),
+    ("binary", 3000, 1100, 2, 2, 0),
+    ("binary", 40_000, 1100, 2, 2, 0),
     # The multinomial peaks: the Hessian pass (15 p x p pair blocks per thread at K = 6, then
     # the q x q H assembled from their sums) or the leverage pass (H, H^{-1} and 15 pair
     # factors). Before the estimates counted the passes, the attribution here took 84.7 MB
