@@ -35,7 +35,7 @@ def _time_attribution(benchmark, name, n, d, impl, gemm_peak):
     benchmark.extra_info["floor_s"] = floor
     # Shapes whose floor is under 50 ms: 20 rounds (under a second each), as three rounds of a
     # 14 ms call spread from 14 to 26 ms here and the best of them says little.
-    rounds = 20 if floor < 0.05 else 3
+    rounds = rb.SHORT_REPEAT if floor < rb.SHORT_FLOOR else 3
     h, s = benchmark.pedantic(IMPLS[impl], args=(p,), rounds=rounds, iterations=1,
                               warmup_rounds=1)
     h_ref, s_ref = rb.ours(p)

@@ -316,7 +316,8 @@ def _add_experiment_parsers(sub) -> None:
                      metavar="NAME", help="datasets to time (default all: " +
                      ", ".join(SHAPES) + ")")
     ben.add_argument("--repeat", type=_positive_int, default=3,
-                     help="repetitions; the best time counts (default 3)")
+                     help="repetitions; the best time counts (default 3; at least 20 for "
+                          "shapes whose floor is under 50 ms)")
     ben.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                      help="threads for rif-native (default: all cores)")
     ben.add_argument("--backend", choices=("cpu", "cuda", "auto"), default=None,
