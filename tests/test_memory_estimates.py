@@ -45,30 +45,42 @@ kind, n, d, K, threads, size = sys.argv[1], *map(int, sys.argv[2:7])
 rng = np.random.default_rng(0)
 X = rng.standard_normal((n, d)) / np.sqrt(d)
 kw = dict(l2=1.0, fit_intercept=True, num_threads=threads)
-if kind == "binary":
+if kind.startswith("binary"):
     y = (rng.random(n) < 0.5).astype(float)
     theta = 0.1 * rng.standard_normal(d + 1)
+    if kind == "binary-mixed":  # float32 X, float32 products
+        X, kw["precision"] = X.astype(np.float32), "mixed"
+    elif kind == "binary-file":  # float32 X read from its file past the page cache
+        import os, tempfile
+        path = os.path.join(tempfile.mkdtemp(), "X.npy")
+        np.save(path, X.astype(np.float32))
+        X = rn.sources.Source([np.load(path, mmap_mode="r")], direct=True)
     call = lambda: rn.Attribution(X, y, theta, backend="cpu", **kw)  # (the GPU's: no check)
 else:
     y = rng.integers(0, K, n)
     theta = 0.1 * rng.standard_normal((K, d + 1))
     call = ((lambda: rn.MultinomialAttribution(X, y, theta, **kw)) if kind == "multinomial"
             else (lambda: rn.multinomial.fit(X, y, **kw)))
-    if kind == "retrain":  # one set; Newton steps with fresh Hessians from the first step
+    if kind.startswith("retrain"):  # Newton steps with fresh Hessians from the first step
         from rif_native import _multinomial_retrain
         _multinomial_retrain._STALLS = 0
+        if kind == "retrain-l2=0":  # (whose first call counts X's nonzeros: measured)
+            kw["l2"] = 0.0
         att = rn.MultinomialAttribution(X, y, rn.multinomial.fit(X, y, **kw).theta, **kw)
-        T = rng.choice(n, size, replace=False)
-        call = lambda: att.retrain([T])
-call()
+        sets = [rng.choice(n, size, replace=False)]
+        if kind == "retrain-two":  # and the largest set that takes Woodbury's panels
+            sets.append(rng.choice(n, d + 1, replace=False))  # (k (K - 1) = q)
+        call = lambda: att.retrain(sets)
+if kind != "retrain-l2=0":
+    call()
 gc.collect()
 needs.clear()
 before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 out = call()
-if kind == "retrain":
-    assert out.refreshed[0] and out.converged[0], out
+if kind.startswith("retrain"):
+    assert out.refreshed.all() and out.converged.all(), out
 print(json.dumps({"growth": status("VmHWM") - before, "estimate": max(needs)}))
 """
 
@@ -105,6 +117,17 @@ print(json.dumps({"growth": status("VmHWM") - before, "estimate": max(needs)}))
     ("retrain", 4000, 300, 6, 2, 10),
     ("retrain", 4000, 300, 6, 1, 1500),
     ("retrain", 200_000, 50, 3, 2, 60_000),
+    # A set above k (K - 1) = q (a fresh inverse) checked with one just below it, whose
+    # Woodbury panels take more: 127.1 MB against 75.4 MB when only the largest set was
+    # counted.
+    ("retrain-two", 4000, 300, 6, 2, 400),
+    # l2 = 0 (the default): the first retraining counts X's nonzeros per feature, once in
+    # blocks of 65,536 rows (119.3 MB at 100,000 x 200, K = 3, against 31.2 MB estimated).
+    ("retrain-l2=0", 100_000, 200, 3, 2, 50),
+    # float32 products (a float32 copy of each block); float32 X read past the page cache
+    # (the reader's chunk buffers, which were not counted)
+    ("binary-mixed", 20_000, 500, 2, 2, 0),
+    ("binary-file", 200_000, 50, 2, 2, 0),
 ])
 def test_estimate_covers_what_the_call_takes(kind, n, d, K, threads, size):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")

@@ -604,7 +604,7 @@ class Attribution(_frames.Named):
                 _memory.require(  # (and the kept projections: n doubles per direction)
                     _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads),
                                               self._precision)
-                    + 8.0 * n * (0 if V is None else len(V)),
+                    + _memory.source_bytes(Xa) + 8.0 * n * (0 if V is None else len(V)),
                     f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
                     "parameters", _memory.ADVICE_FACTOR, max_memory)
             with _reading(Xa, progress):
@@ -1237,7 +1237,8 @@ def fit(
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
     p = d + int(fit_intercept)
-    _memory.require(_memory.fit_bytes(n, p, _cores(_threads(num_threads)), precision),
+    _memory.require(_memory.fit_bytes(n, p, _cores(_threads(num_threads)), precision)
+                    + _memory.source_bytes(Xa),
                     f"fitting n = {n} samples with p = {p} parameters", _memory.ADVICE_FACTOR,
                     max_memory)
     source = Xa if isinstance(Xa, sources.Source) else None

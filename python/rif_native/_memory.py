@@ -161,6 +161,7 @@ def require(nbytes: float, what: str, advice: str, max_memory: MemorySize = None
 
 
 _PARTIAL_DOUBLES = 2**25  # kPartialDoubles in cpp/include/rif/blas.hpp
+_FILE_SLOTS = 4  # FileSource's chunk buffers (cpp/include/rif/file_source.hpp)
 
 
 def partial_sums(n: int, p: int, threads: int, sums: int = 1) -> int:
@@ -236,18 +237,34 @@ def _hessian_sums(precision: str) -> int:
     return 2 if precision == "mixed" else 1
 
 
+def source_bytes(X: object) -> float:
+    """What a source's reader holds during a pass besides the kernel's row blocks: for files
+    read past the page cache (Source.files), the four chunk buffers of cpp/src/file_source.cpp,
+    each holding one chunk at a time (so together at most the files' size). Other sources:
+    nothing beyond the row blocks."""
+    files = getattr(X, "files", None)
+    if not files:
+        return 0.0
+    row = int(X.shape[1]) * int(X.dtype.itemsize)
+    total = sum(int(f[2]) for f in files) * row
+    chunk = max(row, int(X.chunk_bytes) // row * row)
+    return float(min(_FILE_SLOTS * chunk, total) + _FILE_SLOTS * 2 * 4096)
+
+
 def attribution_bytes(n: int, p: int, threads: int, precision: str = "double") -> float:
-    """H, its factor and (when n >= 3p) the inverse factor, partial sums, row blocks,
-    per-sample vectors."""
+    """H, its factor and (when n >= 3p) the inverse factor, partial sums, row blocks (each
+    slot's float64 rows and, with float32 products or from a source, their float32 copy or the
+    rows as read: two copies counted), per-sample vectors."""
     factors = ((3 if n >= 3 * p and p <= 6144 else 2) * p * p
                + partial_sums(n, p, threads, _hessian_sums(precision)))
-    return _DOUBLE * (factors + 8 * n) + _row_blocks(n, p, threads)
+    return _DOUBLE * (factors + 8 * n) + _row_blocks(n, p, threads, 2 * p)
 
 
 def fit_bytes(n: int, p: int, threads: int, precision: str = "double") -> float:
-    """One Hessian factored in place, partial sums, row blocks, per-sample vectors."""
+    """One Hessian factored in place, partial sums, row blocks (as for attribution_bytes),
+    per-sample vectors."""
     return (_DOUBLE * (p * p + partial_sums(n, p, threads, _hessian_sums(precision)) + 8 * n)
-            + _row_blocks(n, p, threads))
+            + _row_blocks(n, p, threads, 2 * p))
 
 
 def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads: int) -> float:

@@ -110,14 +110,20 @@ def support_counts(pb: Any) -> Optional[np.ndarray]:
         return None
     live = pb.weight() > 0
     counts = np.zeros(pb.d, dtype=np.int64)
-    from .multinomial import _BLOCK
-
-    blocks = (pb.X.blocks() if isinstance(pb.X, sources.Source)
-              else ((b, pb.X[b:b + _BLOCK]) for b in range(0, pb.n, _BLOCK)))
+    step = _support_rows(pb.d)
+    blocks = (pb.X.blocks(step) if isinstance(pb.X, sources.Source)
+              else ((b, pb.X[b:b + step]) for b in range(0, pb.n, step)))
     for begin, rows in blocks:
         keep = live[begin:begin + len(rows)]
         counts += np.count_nonzero(np.asarray(rows)[keep], axis=0)
     return counts
+
+
+def _support_rows(d: int) -> int:
+    """Rows of X per block when counting nonzeros (at most _ROW_DOUBLES values)."""
+    from .multinomial import _ROW_DOUBLES
+
+    return max(1, _ROW_DOUBLES // max(d, 1))
 
 
 def no_data_left(pb: Any, T: np.ndarray, counts: Optional[np.ndarray]) -> bool:
@@ -130,10 +136,11 @@ def no_data_left(pb: Any, T: np.ndarray, counts: Optional[np.ndarray]) -> bool:
     if np.count_nonzero(w > 0) - np.count_nonzero(w[T] > 0) < pb.p:
         return True
     live = T[w[T] > 0]
-    if len(live) == 0:
-        return bool(np.any(counts == 0))
-    rows = _softmax.rows(pb.X, live, False, None)  # as stored
-    return bool(np.any(counts - np.count_nonzero(rows, axis=0) == 0))
+    left = counts.copy()
+    step = _support_rows(pb.d)
+    for b in range(0, len(live), step):  # the set's rows as stored, a block at a time
+        left -= np.count_nonzero(_softmax.rows(pb.X, live[b:b + step], False, None), axis=0)
+    return bool(np.any(left == 0))
 
 
 def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
@@ -176,14 +183,17 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
             if new_norm > norm and history.size:  # the extrapolation overshot: plain step
                 history.clear()
                 R_new = R + f
+                nxt = None  # (before the next pass makes its own)
                 nxt = pb.run(R_new, hessian=False, w=w)
                 new_norm = pb.user_norm(nxt["G"])
             stalls = stalls + 1 if new_norm > _CHORD_RATE * norm else 0
             if new_norm < norm:
                 R, cur, norm = R_new, nxt, new_norm
+            nxt = None  # (a rejected pass: dropped before the next pass makes its own)
             if stalls < _STALLS:
                 continue
             newton = out["refreshed"] = True
+        cur = None  # (the Newton step starts from its own pass at R)
         full = pb.run(R, hessian=True, w=w)
         try:
             Hinv = _inverse(full["H"], pb.threads, "The Hessian without the removed set")
@@ -195,7 +205,7 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
         t, nxt = line_search(pb, R, step, full, w)
         R = R + t * step
         cur, norm = nxt, pb.user_norm(nxt["G"])
-        full = nxt = None  # (before the next pass makes its own)
+        full = nxt = None
     out.update(R=R, grad_norm=norm, tolerance=target, n_iter=it, converged=norm <= target)
     return out
 

@@ -188,11 +188,12 @@ def _time_shape(args: tuple) -> dict:
     # alike. After the settling sleep a call's first stage is often slow (at ESC-50's shape the
     # median Hessian pass took 8.7 to 9.3 ms against 5.2 to 5.3 ms when the process spun
     # instead of sleeping, the fastest calls the same), so three calls measure the idle core.
+    base_repeat = max(1, repeat - 1)
     if row["floor_s"] < SHORT_FLOOR:
-        repeat = max(repeat, SHORT_REPEAT)
+        repeat = base_repeat = max(repeat, SHORT_REPEAT)
     # Baselines first, in the fresh process: their n x d temporaries are fastest there.
     for b in baselines:
-        row[f"{b}_s"] = best_time(lambda: BASELINES[b](p), max(1, repeat - 1))
+        row[f"{b}_s"] = best_time(lambda: BASELINES[b](p), base_repeat)
     row["ours_s"] = best_time(lambda: ours(p, num_threads, backend), repeat)
     row["ours_stages"] = Attribution(p.X, p.y, p.theta, l2=p.l2, num_threads=num_threads,
                                      backend=backend).timings

@@ -90,6 +90,7 @@ class _Problem:
         held = _memory.softmax_quadforms_bytes(self.n, self.p, self.m, cores)
         return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, cores),
                     8.0 * 2 * self.q * self.q + held)
+                + _memory.source_bytes(self.X)
                 + 8.0 * self.n * (2 * self.K + self.m * (self.m + 3)))
 
     def fit_bytes(self) -> float:
@@ -98,27 +99,35 @@ class _Problem:
         pass while the last pass's are held: the kernel's and their NumPy copy)."""
         return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, _cores(self.threads)),
                     8.0 * 3 * self.q * self.q)
-                + 8.0 * self.n * (3 * self.K + self.m))
+                + _memory.source_bytes(self.X) + 8.0 * self.n * (3 * self.K + self.m))
 
-    def retrain_bytes(self, largest: int) -> float:
-        """Retraining a set of `largest` samples beyond what the attribution holds: the set's
-        solver (Woodbury's panels, H^{-1} W with its transposed copy while built, q x k m, and
-        three k m x k m matrices; or, for k m > q, H less the set's curvature and its inverse
-        with workspace while built, the inverse held), then a Newton refresh's Hessian pass or
-        inverse; the set's weights and four n x K probabilities (the current pass, the
-        refresh's, and a trial pass's from the kernel and its NumPy copy)."""
-        q, km = self.q, largest * self.m
+    def retrain_bytes(self, size: int) -> float:
+        """Retraining a set of `size` distinct samples beyond what the attribution holds: the
+        set's solver (Woodbury's panels, H^{-1} W with its transposed copy while built,
+        q x k m, and three k m x k m matrices; or, for k m > q, H less the set's curvature and
+        its inverse with workspace while built, the inverse held), then a Newton refresh's
+        Hessian pass or inverse; with l2 = 0 the blocks of rows whose nonzeros are counted; the
+        set's weights and three n x K probabilities (the pass kept, and a new pass's from the
+        kernel with its NumPy copy). Not monotone in `size`: a set just below k m = q takes
+        Woodbury's panels, larger than a fresh inverse."""
+        q, km = self.q, size * self.m
         if km > q:  # (H less the curvature summed over blocks of rows: each row, as read and
             # scaled, its probabilities and curvature)
-            rows = min(largest, max(1, _ROW_DOUBLES // self.p))
+            rows = min(size, max(1, _ROW_DOUBLES // self.p))
             built = 4.0 * q * q + rows * (2 * self.p + 2 * self.K + 2 * self.m * self.m)
             held = 1.0 * q * q
         else:
-            held = q * km + 3.0 * km * km + largest * self.p
+            held = q * km + 3.0 * km * km + size * self.p
             built = held + q * km + km * km
         refresh = max(_memory.softmax_pass_bytes(self.n, self.p, self.m, _cores(self.threads)),
                       8.0 * 3 * q * q)
-        return max(8.0 * built, 8.0 * held + refresh) + 8.0 * self.n * (4 * self.K + 2)
+        support = 0.0
+        if self.l2 == 0:  # (bytes per value: a block of X as read, its rows of positive
+            # weight and their nonzero mask; then a block of the set's rows and its mask)
+            step = max(1, _ROW_DOUBLES // max(self.d, 1))
+            support = max(17.0 * min(self.n, step), 9.0 * min(size, step)) * self.d
+        return (max(8.0 * built, 8.0 * held + refresh, support)
+                + _memory.source_bytes(self.X) + 8.0 * self.n * (3 * self.K + 2))
 
     def weight(self) -> np.ndarray:
         return np.ones(self.n) if self.w is None else self.w
@@ -408,18 +417,18 @@ class MultinomialAttribution(_frames.Named):
         class (that class's parameters then have no finite minimiser), or whose removal leaves
         the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is not refitted:
         ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
-        over the sets (``batch`` is accepted for the binary API's sake). The memory the largest
-        set may need (its solver, a Newton step's Hessian pass and inverse) is checked first
+        over the sets (``batch`` is accepted for the binary API's sake). The memory any set
+        may need (its solver, a Newton step's Hessian pass and inverse) is checked first
         against the cap in force (the constructor's ``max_memory``, else ``RIF_MAX_MEMORY``,
         else what the machine has available): ``MemoryError`` before any work.
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
-        largest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
-        _memory.require(self._pb.retrain_bytes(largest),
-                        f"retraining sets of up to {largest} samples at n = {self.n}, "
-                        f"K = {self.n_classes}, p = {self.n_params}", _memory.ADVICE_SETS,
-                        self._max_memory)
+        sizes = {len(np.unique(indices[a:b])) for a, b in zip(offsets[:-1], offsets[1:])}
+        _memory.require(max((self._pb.retrain_bytes(k) for k in sizes), default=0.0),
+                        f"retraining sets of up to {max(sizes, default=0)} samples at "
+                        f"n = {self.n}, K = {self.n_classes}, p = {self.n_params}",
+                        _memory.ADVICE_SETS, self._max_memory)
         from ._multinomial_retrain import retrain_sets
 
         fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter), show_progress)
@@ -641,7 +650,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
             break
         best = min(best, norm)
         step = -(_inverse(out["H"], pb.threads) @ out["G"].reshape(pb.q)).reshape(pb.m, pb.p)
-        t, _ = line_search(pb, R, step, out)
+        t = line_search(pb, R, step, out)[0]  # (its pass at the new R is not kept)
         R = R + t * step
         it += 1
         out = None  # (the last pass's H and probabilities, before the next pass makes its own)
