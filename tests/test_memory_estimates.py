@@ -55,6 +55,11 @@ if kind.startswith("binary"):
         path = os.path.join(tempfile.mkdtemp(), "X.npy")
         np.save(path, X.astype(np.float32))
         X = rn.sources.Source([np.load(path, mmap_mode="r")], direct=True)
+    elif kind == "binary-h5":  # float32 X in 8 HDF5 datasets, read in chunks by readers
+        import os, tempfile, h5py
+        f = h5py.File(os.path.join(tempfile.mkdtemp(), "X.h5"), "w")
+        X = [f.create_dataset(str(j), data=part.astype(np.float32), chunks=(1024, d))
+             for j, part in enumerate(np.array_split(X, 8))]
     call = lambda: rn.Attribution(X, y, theta, backend="cpu", **kw)  # (the GPU's: no check)
 else:
     y = rng.integers(0, K, n)
@@ -128,6 +133,9 @@ print(json.dumps({"growth": status("VmHWM") - before, "estimate": max(needs)}))
     # (the reader's chunk buffers, which were not counted)
     ("binary-mixed", 20_000, 500, 2, 2, 0),
     ("binary-file", 200_000, 50, 2, 2, 0),
+    # shards read in chunks: the readers of the last few shards hold theirs (a reader per shard
+    # held its chunks, uncounted, before)
+    ("binary-h5", 400_000, 50, 2, 2, 0),
 ])
 def test_estimate_covers_what_the_call_takes(kind, n, d, K, threads, size):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")

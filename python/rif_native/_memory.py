@@ -238,13 +238,15 @@ def _hessian_sums(precision: str) -> int:
 
 
 def source_bytes(X: object) -> float:
-    """What a source's reader holds during a pass besides the kernel's row blocks: for files
+    """What a source's readers hold during a pass besides the kernel's row blocks: for files
     read past the page cache (Source.files), the four chunk buffers of cpp/src/file_source.cpp,
-    each holding one chunk at a time (so together at most the files' size). Other sources:
-    nothing beyond the row blocks."""
+    each holding one chunk at a time (so together at most the files' size); for stores read
+    in chunks (HDF5, compressed Zarr, Dask, ...), Source.reader_bytes. Arrays and files read
+    in place: nothing beyond the row blocks."""
     files = getattr(X, "files", None)
     if not files:
-        return 0.0
+        readers = getattr(X, "reader_bytes", None)
+        return float(readers()) if readers is not None else 0.0
     row = int(X.shape[1]) * int(X.dtype.itemsize)
     total = sum(int(f[2]) for f in files) * row
     chunk = max(row, int(X.chunk_bytes) // row * row)

@@ -234,6 +234,9 @@ class Source:
                                   and parts[0].offset_ratio <= MAX_OFFSET_RATIO)
         self._readers = (None if in_place or self.csr is not None
                          else [_ChunkReader(p, self.dtype) for p in parts])
+        # the shards whose readers hold chunks, least recently read first (_use)
+        self._live: "collections.OrderedDict[int, None]" = collections.OrderedDict()
+        self._live_lock = threading.Lock()
         self._rows_read = 0
         self._lock = threading.Lock()
         self._show = progress
@@ -249,6 +252,7 @@ class Source:
         try:
             if self._readers is None:
                 return self._parts[j], first
+            self._use(j)
             block, start = self._readers[j].chunk_at(begin - first)
             return block, first + start
         except SourceReadError:
@@ -296,11 +300,34 @@ class Source:
                     f"reading rows {shown} of {self.name} ({_describe_safely(self._parts[j])}) "
                     f"failed: {type(exc).__name__}: {exc}") from exc
 
+    def _use(self, j: int) -> None:
+        """Shard j's reader is about to serve rows: the readers of shards read less recently
+        than the last LIVE_READERS let go of their chunks, so that a pass over many shards
+        holds a few shards' chunks, not every shard's (passes read in order: those behind)."""
+        live = self._live
+        with self._live_lock:
+            if j in live:
+                live.move_to_end(j)
+                return
+            live[j] = None
+            while len(live) > LIVE_READERS:
+                self._readers[live.popitem(last=False)[0]].release()
+
+    def reader_bytes(self) -> int:
+        """The most the readers hold at once (chunks, read-ahead, spare blocks, and a chunk
+        the kernel still copies from after its reader let go of it): 0 where the kernel reads
+        X in place."""
+        if not self._readers:
+            return 0
+        held = sorted((r.held_bytes() for r in self._readers), reverse=True)
+        return int(sum(held[:LIVE_READERS]) + max(r.chunk_bytes() for r in self._readers))
+
     def _read_part(self, j: int, lo: int, hi: int, out: np.ndarray) -> None:
         try:
             if self._readers is None:
                 out[...] = self._parts[j][lo:hi]
             else:
+                self._use(j)
                 self._readers[j].read_into(lo, hi, out)
         except SourceReadError:
             raise
@@ -702,6 +729,26 @@ class _ChunkReader:
                 and sys.getrefcount(block) == _LOCAL_REFS + 1):
             self._spare.append(block)
 
+    def release(self) -> None:
+        """Let go of the chunks held and the spare blocks; a read after this reads again. (A
+        chunk being read, or one a caller has asked for, stays with that caller.)"""
+        with self._lock:
+            self._chunks.clear()
+            self._spare.clear()
+
+    def held_bytes(self) -> int:
+        """The most this reader holds at once: the chunks it keeps (read_ahead + 2); where the
+        array fills blocks itself (chunk files decoded by _zarr_files), also as many spare
+        blocks as it reads ahead and as many compressed chunks being decoded."""
+        chunks = (min(self._keep, len(self.bounds) - 1)
+                  + (2 * self._ahead if self._fill is not None else 0))
+        return chunks * self.chunk_bytes()
+
+    def chunk_bytes(self) -> int:
+        """The largest chunk's bytes in the kernel's dtype."""
+        rows = int(np.max(np.diff(self.bounds))) if len(self.bounds) > 1 else 0
+        return rows * int(self.array.shape[1]) * int(self.dtype.itemsize)
+
     def rows_around(self, row: int) -> tuple:
         """[first, end) of the chunk holding `row`."""
         c = int(np.searchsorted(self.bounds, row, side="right")) - 1
@@ -765,6 +812,11 @@ def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
     step = step * max(1, target // step)  # whole store chunks, about READ_BYTES a read
     return np.asarray(list(range(0, n, step)) + [n], dtype=np.int64)
 
+
+#: Shards whose readers hold chunks at once (Source._use): the kernel's threads read blocks
+#: in order, so a pass needs the shard it is in and the next; more where shards are smaller
+#: than the blocks the threads read.
+LIVE_READERS = 4
 
 #: The most chunk files an uncompressed Zarr array may have to be mapped in place.
 MAX_MAPPED_CHUNKS = 10000
