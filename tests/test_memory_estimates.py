@@ -57,6 +57,7 @@ if kind.startswith("binary"):
         X = rn.sources.Source([np.load(path, mmap_mode="r")], direct=True)
     elif kind == "binary-h5":  # float32 X in 8 HDF5 datasets, read in chunks by readers
         import os, tempfile, h5py
+        rn.sources.READ_BYTES = 2**20  # (reads of 1 MiB: several chunks per shard)
         f = h5py.File(os.path.join(tempfile.mkdtemp(), "X.h5"), "w")
         X = [f.create_dataset(str(j), data=part.astype(np.float32), chunks=(1024, d))
              for j, part in enumerate(np.array_split(X, 8))]

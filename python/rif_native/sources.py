@@ -34,6 +34,7 @@ passes made over X.
 from __future__ import annotations
 
 import collections
+import functools
 import mmap
 import os
 import sys
@@ -234,9 +235,13 @@ class Source:
                                   and parts[0].offset_ratio <= MAX_OFFSET_RATIO)
         self._readers = (None if in_place or self.csr is not None
                          else [_ChunkReader(p, self.dtype) for p in parts])
-        # the shards whose readers hold chunks, least recently read first (_use)
+        # the shards whose readers hold chunks, least recently read first (_use, which each
+        # reader calls before it serves a chunk; weakly, so that X is freed with its last use)
         self._live: "collections.OrderedDict[int, None]" = collections.OrderedDict()
         self._live_lock = threading.Lock()
+        me = weakref.ref(self)
+        for j, reader in enumerate(self._readers or ()):
+            reader.on_use = functools.partial(_use_shard, me, j)
         self._rows_read = 0
         self._lock = threading.Lock()
         self._show = progress
@@ -252,7 +257,6 @@ class Source:
         try:
             if self._readers is None:
                 return self._parts[j], first
-            self._use(j)
             block, start = self._readers[j].chunk_at(begin - first)
             return block, first + start
         except SourceReadError:
@@ -280,7 +284,9 @@ class Source:
     def take_into(self, idx: np.ndarray, out: np.ndarray) -> None:
         """Fill `out` (k x d) with rows idx (in the given order)."""
         idx = np.asarray(idx, dtype=np.int64)
-        if len(idx) and np.all(np.diff(idx) == 1):  # a run: one read
+        if len(idx) and np.all(np.diff(idx) == 1) and (  # a run: one read, unless it is
+                self._readers is None or len(idx) >= RUN_ROWS  # short and would make a
+                or self._held(int(idx[0]), int(idx[-1]) + 1)):  # reader read whole chunks
             self.read_into(int(idx[0]), out)
             return
         shard = np.searchsorted(self._starts, idx, side="right") - 1
@@ -294,16 +300,18 @@ class Source:
                     out[sel] = self._readers[j].take(local)
             except Exception as exc:
                 rows = idx[sel]
-                shown = ", ".join(str(int(i)) for i in rows[:5]) + (" ..." if len(rows) > 5
-                                                                     else "")
+                shown = (f"{int(rows[0])}:{int(rows[-1]) + 1}"  # a run, as passes name it
+                         if len(rows) > 1 and np.all(np.diff(rows) == 1) else
+                         ", ".join(str(int(i)) for i in rows[:5]) + (" ..." if len(rows) > 5
+                                                                     else ""))
                 raise SourceReadError(
                     f"reading rows {shown} of {self.name} ({_describe_safely(self._parts[j])}) "
                     f"failed: {type(exc).__name__}: {exc}") from exc
 
     def _use(self, j: int) -> None:
-        """Shard j's reader is about to serve rows: the readers of shards read less recently
+        """Shard j's reader is about to serve a chunk: the readers of shards read less recently
         than the last LIVE_READERS let go of their chunks, so that a pass over many shards
-        holds a few shards' chunks, not every shard's (passes read in order: those behind)."""
+        holds a few shards' chunks, not every shard's."""
         live = self._live
         with self._live_lock:
             if j in live:
@@ -313,10 +321,18 @@ class Source:
             while len(live) > LIVE_READERS:
                 self._readers[live.popitem(last=False)[0]].release()
 
+    def _held(self, begin: int, end: int) -> bool:
+        """Whether rows [begin, end) lie in one shard whose reader holds them already."""
+        j = int(np.searchsorted(self._starts, begin, side="right")) - 1
+        first = int(self._starts[j])
+        return end <= int(self._starts[j + 1]) and self._readers[j].holds(begin - first,
+                                                                          end - first)
+
     def reader_bytes(self) -> int:
-        """The most the readers hold at once (chunks, read-ahead, spare blocks, and a chunk
-        the kernel still copies from after its reader let go of it): 0 where the kernel reads
-        X in place."""
+        """What the readers hold at once, for the memory checks: the LIVE_READERS largest
+        readers' chunks, read-ahead and spare blocks, and one chunk more (one the kernel still
+        copies from after its reader let go of it, or a read ahead that finishes after its
+        reader let go). 0 where the kernel reads X in place."""
         if not self._readers:
             return 0
         held = sorted((r.held_bytes() for r in self._readers), reverse=True)
@@ -327,7 +343,6 @@ class Source:
             if self._readers is None:
                 out[...] = self._parts[j][lo:hi]
             else:
-                self._use(j)
                 self._readers[j].read_into(lo, hi, out)
         except SourceReadError:
             raise
@@ -670,6 +685,7 @@ class _ChunkReader:
         self._fill = (getattr(array, "read_rows", None)
                       if np.dtype(array.dtype) == dtype else None)
         self._spare: list = []
+        self.on_use: Optional[Callable[[], None]] = None  # called before a chunk is served
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -694,6 +710,8 @@ class _ChunkReader:
 
     def _chunk(self, c: int) -> Future:
         """The chunk's future (started now if it was not held), with the next one requested."""
+        if self.on_use is not None:  # (before this reader's lock: Source._use takes others')
+            self.on_use()
         with self._lock:
             fut = self._chunks.get(c)
             if fut is None:
@@ -731,18 +749,27 @@ class _ChunkReader:
 
     def release(self) -> None:
         """Let go of the chunks held and the spare blocks; a read after this reads again. (A
-        chunk being read, or one a caller has asked for, stays with that caller.)"""
+        chunk a caller has asked for stays with that caller; reads ahead already started are
+        not cancelled, since a caller may be waiting for one: they finish and are dropped.)"""
         with self._lock:
             self._chunks.clear()
             self._spare.clear()
 
+    def holds(self, lo: int, hi: int) -> bool:
+        """Whether rows [lo, hi) lie in chunks this reader holds, read."""
+        first = int(np.searchsorted(self.bounds, lo, side="right")) - 1
+        last = int(np.searchsorted(self.bounds, hi - 1, side="right")) - 1
+        with self._lock:
+            return all(c in self._chunks and self._chunks[c].done()
+                       for c in range(first, last + 1))
+
     def held_bytes(self) -> int:
-        """The most this reader holds at once: the chunks it keeps (read_ahead + 2); where the
-        array fills blocks itself (chunk files decoded by _zarr_files), also as many spare
-        blocks as it reads ahead and as many compressed chunks being decoded."""
-        chunks = (min(self._keep, len(self.bounds) - 1)
-                  + (2 * self._ahead if self._fill is not None else 0))
-        return chunks * self.chunk_bytes()
+        """The most this reader holds at once: the chunks it keeps (read_ahead + 2, at most
+        as many as it has) and, where it has more chunks than that and the array fills blocks
+        itself (chunk files decoded by _zarr_files), as many spare blocks as it reads ahead."""
+        count = len(self.bounds) - 1
+        spares = self._ahead if self._fill is not None and count > self._keep else 0
+        return (min(self._keep, count) + spares) * self.chunk_bytes()
 
     def chunk_bytes(self) -> int:
         """The largest chunk's bytes in the kernel's dtype."""
@@ -813,10 +840,27 @@ def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
     return np.asarray(list(range(0, n, step)) + [n], dtype=np.int64)
 
 
-#: Shards whose readers hold chunks at once (Source._use): the kernel's threads read blocks
-#: in order, so a pass needs the shard it is in and the next; more where shards are smaller
-#: than the blocks the threads read.
-LIVE_READERS = 4
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: Shards whose readers hold chunks at once (Source._use): two beyond one per core, as the
+#: kernel's threads may each read a shard of their own (a pass whose threads take fixed
+#: ranges of X) and a block may span two shards.
+LIVE_READERS = max(4, _cores() + 2)
+
+#: Runs of rows gathered (Source.take_into) shorter than this are read alone, through the
+#: store's library, unless a reader holds their chunk: one row must not cost a whole chunk.
+RUN_ROWS = 4096
+
+
+def _use_shard(source: "weakref.ref[Source]", j: int) -> None:
+    live = source()
+    if live is not None:
+        live._use(j)
 
 #: The most chunk files an uncompressed Zarr array may have to be mapped in place.
 MAX_MAPPED_CHUNKS = 10000
