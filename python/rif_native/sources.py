@@ -840,17 +840,10 @@ def _chunk_bounds(array: Any, n: int, d: int) -> np.ndarray:
     return np.asarray(list(range(0, n, step)) + [n], dtype=np.int64)
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-#: Shards whose readers hold chunks at once (Source._use): two beyond one per core, as the
-#: kernel's threads may each read a shard of their own (a pass whose threads take fixed
-#: ranges of X) and a block may span two shards.
-LIVE_READERS = max(4, _cores() + 2)
+#: Shards whose readers hold chunks at once (Source._use): two beyond the most threads the
+#: kernel runs (its cores), as its threads may each read a shard of their own (a pass whose
+#: threads take fixed ranges of X) and a block may span two shards.
+LIVE_READERS = max(4, int(_core.build_info()["max_threads"]) + 2)
 
 #: Runs of rows gathered (Source.take_into) shorter than this are read alone, through the
 #: store's library, unless a reader holds their chunk: one row must not cost a whole chunk.
