@@ -108,9 +108,11 @@ def support_counts(pb: Any) -> Optional[np.ndarray]:
     data as stored (centring would hide its zeros); None when the features are penalised."""
     if pb.l2 != 0 or pb.d == 0:
         return None
+    from .multinomial import _block_rows
+
     live = pb.weight() > 0
     counts = np.zeros(pb.d, dtype=np.int64)
-    step = _support_rows(pb.d)
+    step = _block_rows(pb.d)
     blocks = (pb.X.blocks(step) if isinstance(pb.X, sources.Source)
               else ((b, pb.X[b:b + step]) for b in range(0, pb.n, step)))
     for begin, rows in blocks:
@@ -119,17 +121,12 @@ def support_counts(pb: Any) -> Optional[np.ndarray]:
     return counts
 
 
-def _support_rows(d: int) -> int:
-    """Rows of X per block when counting nonzeros (at most _ROW_DOUBLES values)."""
-    from .multinomial import _ROW_DOUBLES
-
-    return max(1, _ROW_DOUBLES // max(d, 1))
-
-
 def no_data_left(pb: Any, T: np.ndarray, counts: Optional[np.ndarray]) -> bool:
     """Structurally singular H_{-T} with unpenalised features (l2 = 0; counts from
     support_counts): fewer samples of positive weight left than parameters per class, or a
     feature that is zero on every one of them."""
+    from .multinomial import _block_rows
+
     if counts is None:
         return False
     w = pb.weight()
@@ -137,7 +134,7 @@ def no_data_left(pb: Any, T: np.ndarray, counts: Optional[np.ndarray]) -> bool:
         return True
     live = T[w[T] > 0]
     left = counts.copy()
-    step = _support_rows(pb.d)
+    step = _block_rows(pb.d)
     for b in range(0, len(live), step):  # the set's rows as stored, a block at a time
         left -= np.count_nonzero(_softmax.rows(pb.X, live[b:b + step], False, None), axis=0)
     return bool(np.any(left == 0))

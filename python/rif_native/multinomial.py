@@ -56,6 +56,11 @@ ArrayLike = Any
 _SINGULAR = 1e-10  # leverage within this of 1: removing the sample leaves H singular
 _BLOCK = 65536  # samples per block of the per-sample algebra
 _ROW_DOUBLES = 2**21  # rows of X read at once by the per-set algebra (16 MiB of float64)
+
+
+def _block_rows(width: int) -> int:
+    """Rows of `width` values read at once by the per-set algebra (at most _ROW_DOUBLES)."""
+    return max(1, _ROW_DOUBLES // max(width, 1))
 _HESSIAN = "The multinomial Hessian at theta (in the subspace where the class rows sum to zero)"
 
 
@@ -113,7 +118,7 @@ class _Problem:
         q, km = self.q, size * self.m
         if km > q:  # (H less the curvature summed over blocks of rows: each row, as read and
             # scaled, its probabilities and curvature)
-            rows = min(size, max(1, _ROW_DOUBLES // self.p))
+            rows = min(size, _block_rows(self.p))
             built = 4.0 * q * q + rows * (2 * self.p + 2 * self.K + 2 * self.m * self.m)
             held = 1.0 * q * q
         else:
@@ -124,7 +129,7 @@ class _Problem:
         support = 0.0
         if self.l2 == 0:  # (bytes per value: a block of X as read, its rows of positive
             # weight and their nonzero mask; then a block of the set's rows and its mask)
-            step = max(1, _ROW_DOUBLES // max(self.d, 1))
+            step = _block_rows(self.d)
             support = max(17.0 * min(self.n, step), 9.0 * min(size, step)) * self.d
         return (max(8.0 * built, 8.0 * held + refresh, support)
                 + _memory.source_bytes(self.X) + 8.0 * self.n * (3 * self.K + 2))
@@ -577,7 +582,7 @@ class MultinomialAttribution(_frames.Named):
         m, p = pb.m, pb.p
         w = pb.weight()
         D = np.zeros((m, p, m, p))
-        step = max(1, _ROW_DOUBLES // p)
+        step = _block_rows(p)
         for b in range(0, len(T), step):
             Tb = T[b:b + step]
             Xr = _softmax.rows(pb.X, Tb, pb.fit_intercept, pb.c.centre)
