@@ -207,11 +207,12 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
     return out
 
 
-def retrain_sets(att: Any, indices: np.ndarray, offsets: np.ndarray, tol: float,
-                 max_iter: int, show_progress: bool = False) -> dict:
-    """RetrainResult's fields for every set (leading axis: the sets)."""
+def retrain_sets(att: Any, sets: list, tol: float, max_iter: int,
+                 show_progress: bool = False) -> dict:
+    """RetrainResult's fields for every set (leading axis: the sets), each set its distinct
+    sample indices in increasing order."""
     pb = att._pb
-    s = len(offsets) - 1
+    s = len(sets)
     theta = np.empty((s, pb.K, pb.p))
     effect = np.empty((s, pb.K, pb.p))
     cols = {k: [] for k in ("grad_norm", "tolerance", "n_iter", "converged", "refreshed",
@@ -219,7 +220,7 @@ def retrain_sets(att: Any, indices: np.ndarray, offsets: np.ndarray, tol: float,
     from ._progress import progress
 
     for j in progress(range(s), desc="retraining", total=s, enabled=show_progress and s > 1):
-        T = np.unique(indices[offsets[j]:offsets[j + 1]])
+        T = sets[j]
         r = _refit(att, T, tol, max_iter)
         effect[j] = pb.c.point_to_user(r["R"] - att._R)
         theta[j] = att.theta + effect[j]

@@ -61,11 +61,15 @@ _ROW_DOUBLES = 2**21  # rows of X read at once by the per-set algebra (16 MiB of
 def _block_rows(width: int) -> int:
     """Rows of `width` values read at once by the per-set algebra (at most _ROW_DOUBLES)."""
     return max(1, _ROW_DOUBLES // max(width, 1))
+
+
 _HESSIAN = "The multinomial Hessian at theta (in the subspace where the class rows sum to zero)"
 
 
 class _Problem:
     """The data, in the kernel's coordinates, and one pass over them."""
+
+    _ones: Optional[np.ndarray] = None  # weight()'s ones, made on first use
 
     def __init__(self, X: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike],
                  fit_intercept: bool, n_classes: Optional[int], num_threads: Optional[int],
@@ -135,7 +139,14 @@ class _Problem:
                 + _memory.source_bytes(self.X) + 8.0 * self.n * (3 * self.K + 2))
 
     def weight(self) -> np.ndarray:
-        return np.ones(self.n) if self.w is None else self.w
+        """The sample weights; without any, n ones made once and read-only (callers that
+        change weights copy them)."""
+        if self.w is not None:
+            return self.w
+        if self._ones is None:
+            self._ones = np.ones(self.n)
+            self._ones.setflags(write=False)
+        return self._ones
 
     def run(self, R: np.ndarray, hessian: bool, w: Optional[np.ndarray] = None,
             progress: Optional[bool] = None) -> dict:
@@ -429,14 +440,15 @@ class MultinomialAttribution(_frames.Named):
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
-        sizes = {len(np.unique(indices[a:b])) for a, b in zip(offsets[:-1], offsets[1:])}
+        distinct = [np.unique(indices[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        sizes = {len(T) for T in distinct}
         _memory.require(max((self._pb.retrain_bytes(k) for k in sizes), default=0.0),
                         f"retraining sets of up to {max(sizes, default=0)} samples at "
                         f"n = {self.n}, K = {self.n_classes}, p = {self.n_params}",
                         _memory.ADVICE_SETS, self._max_memory)
         from ._multinomial_retrain import retrain_sets
 
-        fields = retrain_sets(self, indices, offsets, float(tol), int(max_iter), show_progress)
+        fields = retrain_sets(self, distinct, float(tol), int(max_iter), show_progress)
         why = np.asarray(fields.pop("why"))
         empty = np.flatnonzero(why == "class")
         if len(empty):

@@ -855,6 +855,7 @@ def _use_shard(source: "weakref.ref[Source]", j: int) -> None:
     if live is not None:
         live._use(j)
 
+
 #: The most chunk files an uncompressed Zarr array may have to be mapped in place.
 MAX_MAPPED_CHUNKS = 10000
 
