@@ -174,7 +174,7 @@ void hessian_at(const Design& X, Family family, const Vector& y, const Vector& w
 
 Vector design_centre(const Design& X, const Vector& w, int threads) {
   if (!X.source()) return column_means(X, w, threads);
-  const Index d = X.features(), count = std::min(X.rows(), block_rows(X.params()));
+  const Index count = std::min(X.rows(), block_rows(X.params()));
   Matrix buffer;
   const auto rows = X.feature_block(0, count, buffer);  // as stored, d x count
   const bool weighted = w.size() == X.rows() && w.head(count).sum() > 0;
