@@ -1,9 +1,10 @@
-// The CUDA backend. One pass over X computes z = X theta, the family's derivatives and the
-// Hessian (cuBLAS syrk) block by block as the rows arrive; then the Cholesky factor (cuSOLVER
-// potrf), the inverse factor (trtri) and a second pass for the leverages (cuBLAS trmm + a
-// column-norm kernel) and X^T r. Host X is copied through pinned, double-buffered staging (the
-// host copy split over threads) and kept in device memory when it fits, so it crosses the bus
-// once; X already on the device is used in place.
+// The CUDA backend's attribution. One pass over X computes z = X theta, the family's
+// derivatives and the Hessian (cuBLAS syrk) block by block as the rows arrive; then the
+// Cholesky factor (cuSOLVER potrf), the inverse factor (trtri) and a second pass for the
+// leverages (cuBLAS trmm + a column-norm kernel) and X^T r. Then the later passes an
+// attribution asks for: projections X H^{-1} V, solves, gradients at many thetas. Host X
+// crosses the bus once where it fits (State::for_blocks, state.cu); X already on the device is
+// used in place.
 #include "rif/cuda_backend.hpp"
 #include "rif/linalg.hpp"
 
@@ -20,6 +21,11 @@
 namespace rif::cuda {
 
 using namespace detail;  // the backend's own runtime and kernels
+
+/// Column and row panels of the lower triangle for the "panels" strategies (RIF_CUDA_HESSIAN,
+/// RIF_CUDA_LEVERAGE): a few GEMMs of width kPanel do the work of syrk / trmm at GEMM's rate,
+/// with 1 / (number of panels) more flops.
+constexpr long long kPanel = 256;
 
 void StateDeleter::operator()(State* state) const {
   delete_on_device(state);  // frees X's resident copy, if any

@@ -18,8 +18,8 @@
 
 namespace rif::cuda::detail {
 
-/// Throws std::runtime_error naming `what` unless the call succeeded (a CUDA error is cleared
-/// from the runtime's error slot first, or the next call would report it again).
+/// Throws std::runtime_error naming `what` unless the call succeeded (a CUDA runtime error is
+/// first cleared from the runtime's error slot, or the next call would report it again).
 void check(cudaError_t e, const char* what);
 void check(cublasStatus_t s, const char* what);
 void check(cusolverStatus_t s, const char* what);

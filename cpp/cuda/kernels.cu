@@ -39,6 +39,8 @@ __global__ void gather_columns_kernel(const T* X, const long long* idx, const do
   }
 }
 
+/// Threads over the p parameters (reading each row coalesced for row-major X), the grid's y
+/// dimension over `slices` slices of the indices.
 template <class T>
 __global__ void accumulate_rows_kernel(const T* X, const long long* idx, const double* coef,
                                        double* out, long long count, long long d, long long p,

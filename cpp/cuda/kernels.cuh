@@ -10,10 +10,6 @@
 
 namespace rif::cuda::detail {
 
-/// Column and row panels of the lower triangle for the "panels" kernels: a few GEMMs of
-/// width kPanel do the work of syrk / trmm at GEMM's rate, with 1 / (number of panels) more flops.
-constexpr long long kPanel = 256;
-
 /// out (p x count, column j = sample j) from raw rows, column j scaled by sqrt(a[j]) when a is
 /// given.
 void load_columns(const void* raw, bool f32, const double* a, double* out, Index count, Index d,

@@ -11,6 +11,7 @@
 
 namespace rif::cuda {
 
+/// Device-side state of one attribution (see cuda_backend.hpp).
 class State {
  public:
   explicit State(int dev) : device(dev), hd(detail::handles_for(dev)) {}
@@ -24,7 +25,7 @@ class State {
   std::unique_ptr<detail::DeviceBuffer> owned;
   std::unique_ptr<detail::DeviceBuffer> factor;   ///< the Cholesky factor L (p x p, lower), kept
   std::unique_ptr<detail::DeviceBuffer> hessian;  ///< H (p x p, lower), kept for fetch_factor()
-  std::unique_ptr<detail::DeviceBuffer> labels, weights;  ///< y and w (null: all ones)
+  std::unique_ptr<detail::DeviceBuffer> labels, weights;  ///< y and w (null: all ones), for gradients()
   int family = 0;                                         ///< 0 logistic, 1 squared, 2 poisson
 
   /// A device buffer of at least `bytes` kept between calls (gather / accumulate run per set);
