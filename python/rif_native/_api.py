@@ -9,6 +9,7 @@ Sign convention: every estimate is a removal effect ``theta_{-T} - theta_hat`` (
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import warnings
@@ -17,7 +18,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core, _frames, _memory, sources
+from . import _core, _finite, _frames, _memory, sources
 from ._device import device_matrix, is_device_array
 
 NotPositiveDefiniteError = _core.NotPositiveDefiniteError
@@ -45,7 +46,6 @@ class ConvergenceWarning(RuntimeWarning):
 def _short_repr(result: Any) -> str:
     """A result's repr that fits a line or two: arrays of more than 6 entries by shape, dtype
     and their first entries; floats to 4 significant digits."""
-    import dataclasses
 
     def short(v: Any) -> str:
         if isinstance(v, np.ndarray):
@@ -74,7 +74,11 @@ class FitResult:
         theta: fitted parameters (p,), the intercept last when ``fit_intercept=True``.
         grad_norm: Euclidean norm of the gradient of F at ``theta``.
         n_iter: Newton iterations taken (steps, chord steps included).
-        converged: whether ``grad_norm <= tol * max(1, ||grad F(0)||)``.
+        converged: whether ``grad_norm <= tol * max(1, ||grad F(0)||)`` at a point that can be
+            a minimiser: False, with a ConvergenceWarning, where the loss has no finite
+            minimiser (logistic or poisson: an unpenalised intercept over one kind of label,
+            or separated data with l2 = 0), since theta then met the tolerance on its way to
+            infinity.
         loss: F(theta), penalty included.
         stalled: stopped early because the gradient norm could no longer decrease (it reached
             the rounding noise of the gradient): the tolerance cannot be met in float64.
@@ -115,7 +119,10 @@ class RetrainResult:
         grad_norm: final ||grad F_{-T}(theta)||_2.
         tolerance: the target, tol * max(1, ||grad F_{-T}(0)||).
         n_iter: iterations taken.
-        converged: grad_norm <= tolerance.
+        converged: grad_norm <= tolerance, at a point that can be a minimiser: False, with a
+            ConvergenceWarning, where F_{-T} has no finite minimiser (as for :func:`fit`:
+            the samples left all one kind of label for an unpenalised intercept, or separated
+            with l2 = 0); theta is then where the iterations stopped.
         refreshed: whether the set needed fresh Hessians (full Newton) after the cheap phase.
         singular: whether removing the set leaves an unpenalised parameter (the intercept, or
             any parameter when l2 = 0) without data: the refit is not unique, so it is not
@@ -339,11 +346,10 @@ def _reading(X: Any, progress: Optional[bool]) -> Any:
     return contextlib.nullcontext()
 
 
-def _separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
-    """Whether logistic linear predictors z put every `live` sample on its label's side (z > 0
-    exactly where y = 1): the data are then linearly separable, and with l2 = 0 no finite
-    minimiser exists."""
-    return bool(np.all((z[live] > 0) == (y[live] == 1)))
+def _finite_advice(fit_intercept: bool, l2: float) -> str:
+    """What to do about a loss without a finite minimiser."""
+    return ("Add l2 > 0." if l2 == 0.0 else
+            "Keep samples of both kinds, or fit without the intercept.")
 
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -915,7 +921,7 @@ class Attribution(_frames.Named):
                       converged=np.asarray(out["converged"], dtype=bool),
                       refreshed=np.asarray(out["refreshed"], dtype=bool),
                       singular=np.asarray(out["singular"], dtype=bool))
-        self._warn_separable(theta, indices, offsets)
+        infinite = self._check_finite(fields, indices, offsets)
         empty = np.flatnonzero(fields["singular"])
         if len(empty):
             warnings.warn(
@@ -923,7 +929,7 @@ class Attribution(_frames.Named):
                 "intercept, or any parameter when l2 = 0) without data: the refit is not "
                 "unique and was not attempted (converged False).",
                 ConvergenceWarning, stacklevel=2)
-        bad = np.flatnonzero(~fields["converged"] & ~fields["singular"])
+        bad = np.flatnonzero(~fields["converged"] & ~fields["singular"] & ~infinite)
         if len(bad):
             warnings.warn(
                 f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
@@ -934,26 +940,39 @@ class Attribution(_frames.Named):
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
 
-    def _warn_separable(self, thetas: np.ndarray, indices: np.ndarray,
-                        offsets: np.ndarray) -> None:
-        """With logistic loss and l2 = 0, a refit whose data (without T) it separates perfectly
-        has no finite minimiser: it only met the gradient tolerance on its way to infinity."""
-        if self.family != "logistic" or self.l2 != 0.0 or len(thetas) == 0:
-            return
+    def _check_finite(self, fields: dict, indices: np.ndarray,
+                      offsets: np.ndarray) -> np.ndarray:
+        """The sets (a mask) whose refit has no finite minimiser (see _finite: one kind of
+        label left for the intercept, or separation with l2 = 0): converged False, and a
+        warning. theta is what the iterations reached on their way to infinity."""
+        infinite = np.zeros(len(fields["theta"]), dtype=bool)
+        if self.family not in ("logistic", "poisson") or len(fields["theta"]) == 0:
+            return infinite
         X, y, w = self._data
-        Z = _matvec(X, thetas.T, self.fit_intercept)
-        separable = []
-        for j in range(len(thetas)):
+        Z = _matvec(X, fields["theta"].T, self.fit_intercept)
+        found = {}
+        for j in range(len(fields["theta"])):
+            if not fields["converged"][j]:
+                continue
             live = np.ones(self.n, dtype=bool) if w is None else w > 0
             live[indices[offsets[j]:offsets[j + 1]]] = False
-            if live.any() and _separated(Z[:, j], y, live):
-                separable.append(j)
-        if separable:
+            wj = None
+            if self.l2 == 0.0:  # (the Newton step's attribution needs the set's weights)
+                wj = np.ones(self.n) if w is None else np.array(w, dtype=np.float64)
+                wj[~live] = 0.0
+            why = _finite.why_infinite(X, y, wj, fields["theta"][j], self.l2, self.family,
+                                       self.fit_intercept, Z[:, j], live, self._threads)
+            if why:
+                found.setdefault(why, []).append(j)
+                fields["converged"][j] = False
+                infinite[j] = True
+        for why, sets in found.items():
             warnings.warn(
-                f"without set(s) {_name_some(np.asarray(separable))} the logistic data are linearly "
-                "separable: with l2 = 0 there is no finite refit, and the returned theta only met "
-                "the gradient tolerance on its way to infinity. Add l2 > 0.",
+                f"without set(s) {_name_some(np.asarray(sets))} {why}: there is no finite "
+                "refit, and the returned theta only met the gradient tolerance on its way to "
+                f"infinity (converged False). {_finite_advice(self.fit_intercept, self.l2)}",
                 ConvergenceWarning, stacklevel=3)
+        return infinite
 
     @property
     def solver(self) -> str:
@@ -1254,14 +1273,18 @@ def fit(
                        hessians=int(out["hessians"]),
                        sampled_hessians=int(out["sampled_hessians"]),
                        lbfgs_steps=int(out["lbfgs_steps"]))
-    if result.converged and family == "logistic" and float(l2) == 0.0:
-        z = _matvec(Xa, result.theta, fit_intercept)
-        if _separated(z, ya, slice(None) if wa is None else wa > 0):
-            warnings.warn(
-                "the data are linearly separable: with l2 = 0 the logistic loss has no finite "
-                "minimiser, and the returned theta only met the gradient tolerance on its way to "
-                "infinity. Add l2 > 0.", ConvergenceWarning, stacklevel=2)
-    if result.stalled and not result.converged:
+    why = ""
+    if result.converged and family in ("logistic", "poisson"):
+        live = np.ones(n, dtype=bool) if wa is None else wa > 0
+        why = _finite.why_infinite(Xa, ya, wa, result.theta, float(l2), family, fit_intercept,
+                                   _matvec(Xa, result.theta, fit_intercept), live, num_threads)
+    if why:
+        result = dataclasses.replace(result, converged=False)
+        warnings.warn(
+            f"fit has no finite answer: {why}. The returned theta only met the gradient "
+            "tolerance on its way to infinity (converged False). "
+            + _finite_advice(fit_intercept, float(l2)), ConvergenceWarning, stacklevel=2)
+    elif result.stalled and not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations: the gradient norm "
             f"{result.grad_norm:.3g} no longer decreases (float64 rounding), above the tolerance "

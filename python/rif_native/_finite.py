@@ -1,0 +1,116 @@
+"""Whether a binary GLM's loss has a finite minimiser at all.
+
+Where it has none, a fit or refit still meets its gradient tolerance (the gradient vanishes on
+the way to infinity), so the tolerance alone cannot tell. The squared loss always has one; the
+logistic and poisson losses lose it in two ways:
+
+* An unpenalised intercept whose samples of positive weight are all of one kind: logistic
+  labels all 0 or all 1, poisson counts all 0. The intercept runs to -inf or +inf, whatever
+  l2 is. Decided exactly, from the labels.
+* With l2 = 0, separation: a direction along which no sample's loss rises and some fall.
+  Complete separation (logistic: every z on its label's side) is decided exactly from z.
+  Quasi-complete separation (some samples on the boundary) shows in the Newton step from the
+  returned theta: the samples it separates have curvature that falls as fast as their
+  gradient, so the step keeps moving their linear predictors by about 1 (exactly 1 in the
+  limit, for both losses' exponential tails), where at a finite minimiser the step is as small
+  as the gradient that met the tolerance. A step that moves some z by STEP_Z or more is taken
+  as separation: the gap between the two regimes is many orders of magnitude, so the verdict
+  does not hang on rounding. The step costs an attribution's passes, so it is computed only
+  where some sample of positive weight has curvature below SATURATED of the largest (as
+  separated samples must, for the tolerance to have been met), and for X in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+#: A Newton step that moves a linear predictor by this much or more means separation.
+STEP_Z = 0.1
+#: Curvature (a_i / w_i) below this share of the largest marks a sample as saturated.
+SATURATED = 1e-4
+
+
+def one_kind(y: np.ndarray, live: np.ndarray, family: str) -> bool:
+    """Whether the samples `live` (a mask) leave an unpenalised intercept no finite value:
+    logistic labels all 0 or all 1, poisson counts all 0 (none live: False)."""
+    if family not in ("logistic", "poisson") or not live.any():
+        return False
+    labels = y[live]
+    if family == "poisson":
+        return bool(np.all(labels == 0))
+    return bool(np.all(labels == labels[0]))
+
+
+def separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
+    """Whether logistic linear predictors z put every `live` sample on its label's side (z > 0
+    exactly where y = 1): the data are then linearly separable, and with l2 = 0 no finite
+    minimiser exists."""
+    return bool(np.all((z[live] > 0) == (y[live] == 1)))
+
+
+def _saturated(z: np.ndarray, live: np.ndarray, family: str) -> bool:
+    """Whether some live sample's curvature per unit weight is below SATURATED of the largest
+    (logistic mu (1 - mu); poisson mu = e^z)."""
+    zl = z[live]
+    if family == "logistic":
+        mu = 0.5 * (1.0 + np.tanh(0.5 * zl))  # sigma(z) without overflow
+        a = mu * (1.0 - mu)
+    else:
+        a = np.exp(np.minimum(zl - zl.max(), 0.0))  # relative to the largest: no overflow
+    return bool(a.size and a.min() < SATURATED * a.max())
+
+
+def step_moves(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
+               family: str, fit_intercept: bool, live: np.ndarray,
+               num_threads: Optional[int]) -> np.ndarray:
+    """With l2 = 0, the live samples whose linear predictor one Newton step from theta moves by
+    at least STEP_Z (none: the step is that of a finite minimiser). A Hessian at theta that is
+    not positive definite names every saturated sample: theta is then no minimiser either."""
+    from ._api import Attribution, NotPositiveDefiniteError, _matvec
+
+    try:
+        A = Attribution(X, y, theta, l2=0.0, family=family, sample_weight=w,
+                        fit_intercept=fit_intercept, num_threads=num_threads)
+    except NotPositiveDefiniteError:
+        return np.flatnonzero(live)
+    r = A.residuals
+    g = np.asarray(X.T @ r, dtype=np.float64).reshape(-1)
+    if fit_intercept:
+        g = np.append(g, r.sum())
+    dz = _matvec(X, A.solve(g), fit_intercept)
+    return np.flatnonzero(live & (np.abs(dz) >= STEP_Z))
+
+
+def why_infinite(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray, l2: float,
+                 family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
+                 num_threads: Optional[int] = None) -> str:
+    """Why the loss of the samples `live` has no finite minimiser, as a clause for a warning,
+    or "" when it has one (as far as the checks above tell); z = X theta."""
+    if family not in ("logistic", "poisson") or not live.any():
+        return ""
+    if fit_intercept and one_kind(y, live, family):
+        kind = "counts are all 0" if family == "poisson" else "labels are all one class"
+        return (f"the samples' {kind}, so the unpenalised intercept has no finite value (it "
+                "runs to infinity whatever l2 is)")
+    if l2 != 0.0:
+        return ""
+    if family == "logistic" and separated(z, y, live):
+        return ("the logistic data are linearly separable, so with l2 = 0 the loss has no "
+                "finite minimiser")
+    if not _saturated(z, live, family) or not _in_memory(X):
+        return ""
+    moved = step_moves(X, y, w, theta, family, fit_intercept, live, num_threads)
+    if len(moved) == 0:
+        return ""
+    from ._api import _name_some
+
+    return (f"the data are quasi-separated, so with l2 = 0 the loss has no finite minimiser (one "
+            f"more Newton step would still move the linear predictors of sample(s) "
+            f"{_name_some(moved)} by {STEP_Z:g} or more)")
+
+
+def _in_memory(X: Any) -> bool:
+    """X as a NumPy array or a SciPy sparse matrix (the Newton step's extra passes are cheap)."""
+    return isinstance(X, np.ndarray) or hasattr(X, "tocsr")

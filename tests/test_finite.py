@@ -1,0 +1,129 @@
+"""Losses without a finite minimiser: fit and retrain must say so (a ConvergenceWarning and
+converged False) instead of returning a point on the way to infinity as converged; and must
+stay silent where a minimiser exists.
+
+Each "no minimiser" case is confirmed independently of the package: the float64 loss written
+here keeps falling along a known direction beyond the returned theta.
+"""
+
+import numpy as np
+import pytest
+
+import rif_native as rn
+
+
+def loss(X, y, theta, family, fit_intercept, l2=0.0, live=None):
+    """F(theta) over the samples `live`, in float64 NumPy (the penalty leaves the intercept)."""
+    d = X.shape[1]
+    z = X @ theta[:d] + (theta[d] if fit_intercept else 0.0)
+    live = np.ones(len(y), dtype=bool) if live is None else live
+    if family == "logistic":
+        per = np.logaddexp(0.0, z) - y * z
+    else:
+        per = np.exp(z) - y * z
+    return per[live].sum() + 0.5 * l2 * theta[:d] @ theta[:d]
+
+
+def quasi_separated(rng, n=300):
+    """x in {-1, 0, 1}: y = 1 where x = 1, 0 where x = -1, random where x = 0."""
+    x = rng.choice([-1.0, 0.0, 1.0], n)
+    y = np.where(x > 0, 1.0, np.where(x < 0, 0.0, (rng.random(n) < 0.5).astype(float)))
+    return np.column_stack([x, rng.standard_normal(n)]), y
+
+
+def test_fit_says_quasi_separated_logistic_data_have_no_minimiser(rng):
+    X, y = quasi_separated(rng)
+    with pytest.warns(rn.ConvergenceWarning, match="quasi-separated") as caught:
+        res = rn.fit(X, y, fit_intercept=True)
+    assert len(caught) == 1
+    assert not res.converged
+    # the loss still falls along x's coefficient, however far: no finite minimiser
+    e = np.array([1.0, 0.0, 0.0])
+    f = [loss(X, y, res.theta + t * e, "logistic", True) for t in (0.0, 5.0, 20.0)]
+    assert f[0] > f[1] > f[2]
+
+
+def test_fit_says_a_poisson_feature_only_on_zero_counts_has_no_minimiser(rng):
+    n = 300
+    x = np.zeros(n)
+    x[:20] = 1.0
+    y = rng.poisson(2.0, n).astype(float)
+    y[:20] = 0.0
+    X = np.column_stack([x, rng.standard_normal(n)])
+    with pytest.warns(rn.ConvergenceWarning, match="no finite minimiser"):
+        res = rn.fit(X, y, family="poisson", fit_intercept=True)
+    assert not res.converged
+    e = np.array([-1.0, 0.0, 0.0])
+    f = [loss(X, y, res.theta + t * e, "poisson", True) for t in (0.0, 5.0, 20.0)]
+    assert f[0] > f[1] > f[2]
+
+
+def test_fit_stays_silent_where_saturated_samples_overlap(rng):
+    """A strong feature puts samples far past |z| = 10 (the Newton check runs), but the
+    classes overlap near 0: a finite minimiser exists, so no warning (filterwarnings=error)."""
+    x = 3.0 * rng.standard_normal(3000)
+    y = (rng.random(3000) < 1.0 / (1.0 + np.exp(-6.0 * x))).astype(float)
+    X = np.column_stack([x, rng.standard_normal(3000)])
+    res = rn.fit(X, y, fit_intercept=True)
+    assert res.converged
+    assert np.abs(X @ res.theta[:2] + res.theta[2]).max() > 15.0  # the check did run
+    # a finite minimiser: moving away from theta either way raises the loss
+    f0 = loss(X, y, res.theta, "logistic", True)
+    for e in np.eye(3):
+        assert loss(X, y, res.theta + 0.1 * e, "logistic", True) > f0
+        assert loss(X, y, res.theta - 0.1 * e, "logistic", True) > f0
+
+
+@pytest.mark.parametrize("family", ["logistic", "poisson"])
+def test_fit_says_an_intercept_over_one_kind_of_label_has_no_value(rng, family):
+    """With l2 > 0 only the unpenalised intercept can run off: all labels 0 (or all 1)."""
+    X = rng.standard_normal((100, 3))
+    for y in ([np.zeros(100), np.ones(100)] if family == "logistic" else [np.zeros(100)]):
+        with pytest.warns(rn.ConvergenceWarning, match="intercept has no finite value"):
+            res = rn.fit(X, y, l2=1.0, family=family, fit_intercept=True)
+        assert not res.converged
+        step = -1.0 if y[0] == 0 else 1.0
+        f = [loss(X, y, res.theta + np.r_[0, 0, 0, t * step], family, True, l2=1.0)
+             for t in (0.0, 5.0, 20.0)]
+        assert f[0] > f[1] > f[2]
+    # without the intercept every parameter is penalised: a finite minimiser, no warning
+    assert rn.fit(X, np.zeros(100), l2=1.0, family=family).converged
+
+
+def test_retrain_says_which_sets_leave_one_class_for_the_intercept(rng):
+    X = rng.standard_normal((100, 3))
+    y = (rng.random(100) < 0.15).astype(float)
+    y[:3] = 1.0
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    positives = np.flatnonzero(y == 1)
+    with pytest.warns(rn.ConvergenceWarning, match=r"without set\(s\) 1 the samples' labels "
+                      "are all one class") as caught:
+        R = A.retrain([positives[:2], positives, [5, 6]])
+    assert len(caught) == 1
+    assert R.converged.tolist() == [True, False, True]
+    live = np.ones(100, dtype=bool)
+    live[positives] = False
+    f = [loss(X, y, R.theta[1] + np.r_[0, 0, 0, -t], "logistic", True, 1.0, live)
+         for t in (0.0, 5.0, 20.0)]
+    assert f[0] > f[1] > f[2]
+
+
+def test_retrain_says_when_removal_leaves_quasi_separated_data(rng):
+    """l2 = 0: a few samples break the quasi-separation; removing them leaves none (no finite
+    refit), removing others keeps it broken (a finite refit, no warning for that set)."""
+    X, y = quasi_separated(rng)
+    ones, minus = np.flatnonzero(X[:, 0] == 1.0), np.flatnonzero(X[:, 0] == -1.0)
+    breakers = np.r_[ones[:4], minus[:4]]
+    y[breakers] = 1.0 - y[breakers]  # x = 1 with y = 0 and x = -1 with y = 1: overlap
+    theta = rn.fit(X, y, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, fit_intercept=True)
+    with pytest.warns(rn.ConvergenceWarning, match="quasi-separated") as caught:
+        R = A.retrain([breakers, [ones[10], minus[10]]])
+    assert len(caught) == 1
+    assert R.converged.tolist() == [False, True]
+    live = np.ones(len(y), dtype=bool)
+    live[breakers] = False
+    e = np.array([1.0, 0.0, 0.0])
+    f = [loss(X, y, R.theta[0] + t * e, "logistic", True, live=live) for t in (0.0, 5.0, 20.0)]
+    assert f[0] > f[1] > f[2]
