@@ -250,3 +250,25 @@ def test_intercept_without_curvature_is_refused(rng):
     with pytest.raises(rn.NotPositiveDefiniteError):
         rn.Attribution(X, y, np.zeros(121), l2=1.0, fit_intercept=True, solver="dual",
                        sample_weight=np.zeros(50))
+
+
+@pytest.mark.parametrize("l2", [1e-5, 1e-6])
+def test_dual_intercept_near_interpolation(rng, seed, l2):
+    """n < p with an intercept and l2 small against X: Y B^{-1} Y^T nears I, and the intercept's
+    Schur complement sum(a) - b^T B^{-1} b and the leverage gaps t_i - sqrt(a_i) cancel when
+    taken as differences (the dual's RIF was 1.8e-4 relative from the primal's at l2 = 1e-5,
+    9.7e-3 at 1e-6, where eps cond(H) is 5.7e-9 and 5.7e-8). Both paths within 4 eps cond(H)
+    of each other, the gaps 1 - h included (measured at most 0.93 eps cond over 120 draws)."""
+    n, d = 40, 120
+    X = rng.standard_normal((n, d))
+    y = X[:, 0] + 0.1 * rng.standard_normal(n)
+    theta = 0.1 * rng.standard_normal(d + 1)
+    kw = dict(l2=l2, family="squared", fit_intercept=True)
+    P, D = _pair(X, y, theta, **kw)
+    tol = 4 * _resolved(X, P.curvature, l2, True)
+    assert tol > 2e-9  # the regime this test is for
+    assert_close(1 - D.leverage, 1 - P.leverage, tol, "1 - leverage", seed)
+    rows = [0, 7, n - 1]
+    assert_close(D.rescaled_influence(rows), P.rescaled_influence(rows), tol, "RIF rows", seed)
+    V = rng.standard_normal((d + 1, 2))
+    assert_close(D.solve(V), P.solve(V), tol, "solve", seed, per="whole")

@@ -72,11 +72,16 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
     h_[i] = direct[i] < 0.5 ? std::max(direct[i], 0.0) : 1.0 - l2 * Ginv(i, i);
   }
   if (intercept_) {
-    const Vector b = Yt_.transpose() * root;  // b = sum_i sqrt(a_i) y_i
-    Matrix u = b;
-    solve_features(u, threads);
-    Binv_b_ = u.col(0);
-    schur_ = a.sum() - b.dot(Binv_b_);
+    // With the intercept H = [B b; b^T sum a] (B = Y^T Y + l2 I, b = Y^T sqrt(a)). Its Schur
+    // complement S = sum a - b^T B^{-1} b and the gaps t_i - sqrt(a_i) of the leverages
+    // (t = Y B^{-1} b) are differences that cancel where Y B^{-1} Y^T = K G^{-1} nears I (l2
+    // small against K; the squared loss at n = 40, p = 121 and cond 2.6e7 lost RIF to 1.8e-4
+    // relative). Through q = G^{-1} sqrt(a) they are products: I - K G^{-1} = l2 G^{-1}, so
+    // S = l2 sqrt(a) . q and t - sqrt(a) = -l2 q; and B^{-1} b = Y^T q (B^{-1} Y^T = Y^T G^{-1}).
+    Matrix q = root;
+    solve_factored(Lg_, q, threads);
+    Binv_b_ = Yt_.transpose() * q.col(0);
+    schur_ = l2 * root.dot(q.col(0));
     const double floor = static_cast<double>(p) * std::numeric_limits<double>::epsilon() *
                          std::max(a.sum(), std::numeric_limits<double>::min());
     if (!(schur_ > floor)) {
@@ -87,8 +92,7 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
           << "curvature, and X's columns at a scale float64 resolves (standardise X).";
       throw not_positive_definite(msg.str(), d, schur_);
     }
-    const Vector t = Yt_ * Binv_b_;  // y_i . B^{-1} b
-    h_ = (h_.array() + (t - root).array().square() / schur_).matrix();
+    h_ = (h_.array() + (l2 * q.col(0).array()).square() / schur_).matrix();
   }
   // (A sample without curvature has leverage exactly 0: its row of Y, of K and its sqrt(a_i)
   // are 0, so both terms above are.)
