@@ -355,3 +355,16 @@ def test_other_errors(tmp_path, arrays):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 30, dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="obj.npy"):
         load_dataset(tmp_path / "X.npy", labels=tmp_path / "obj.npy")
+
+
+def test_shard_folder_reads_numbers_in_names_as_numbers(tmp_path):
+    """part-0 ... part-10 unpadded: stacked as 0, 1, 2, ..., 10 (compared as text, part-10 came
+    before part-2 and X no longer matched its labels, silently)."""
+    X = np.arange(33 * 2, dtype=np.float64).reshape(33, 2)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for j in range(11):
+        np.save(folder / f"part-{j}.npy", X[3 * j:3 * j + 3])
+    np.save(tmp_path / "y.npy", (np.arange(33) % 2).astype(float))
+    ds = datasets.load_dataset(folder, labels=tmp_path / "y.npy")
+    assert np.array_equal(ds.X.take(np.arange(33)), X)

@@ -672,9 +672,18 @@ def _load_shards(paths: list[Path], labels: Path, what: str, name: str) -> Datas
 
 
 def _shards_in(folder: Path) -> list[Path]:
-    """The folder's .npy files in name order (hidden files and subfolders left out)."""
+    """The folder's .npy files in name order, numbers in the names compared as numbers
+    (part-2 before part-10; zero-padded names keep their order); hidden files and subfolders
+    left out."""
     return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".npy"
-                   and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+                   and not p.name.startswith(".") and p.is_file()), key=_natural_key)
+
+
+def _natural_key(path: Path) -> tuple:
+    """The name split into text and numbers (the numbers as ints), then the name itself (which
+    orders part-1 and part-01)."""
+    pieces = re.split(r"(\d+)", path.name)
+    return tuple(int(t) if k % 2 else t for k, t in enumerate(pieces)), path.name
 
 
 def _is_zarr(folder: Path) -> bool:
