@@ -326,7 +326,7 @@ def test_npz_errors(tmp_path, arrays_in, pattern):
         ("a,b,y\n", "header but no data rows"),
         ("\n\n", "no data rows"),
         ("1,2,0\n3,nan,1\n", "NaN or infinity"),
-        ("1,2,spam\n3,4,ham\n", "is not a number"),
+        ("1,2,spam\n3,4,ham\n", "1 distinct text values"),  # a header, one text label
     ],
 )
 def test_csv_errors(tmp_path, content, pattern):
@@ -368,3 +368,23 @@ def test_shard_folder_reads_numbers_in_names_as_numbers(tmp_path):
     np.save(tmp_path / "y.npy", (np.arange(33) % 2).astype(float))
     ds = datasets.load_dataset(folder, labels=tmp_path / "y.npy")
     assert np.array_equal(ds.X.take(np.arange(33)), X)
+
+
+def test_csv_with_text_labels_in_the_last_column_reads_as_a_table(tmp_path):
+    """A .csv whose last column holds text labels: numbered in sorted order, as naming the
+    column (load_table's label=) does; where it was refused as "'yes' is not a number"."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 2))
+    words = np.where(rng.random(30) < 0.5, "yes", "no")
+    words[:2] = ["no", "yes"]
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n" + "".join(f"{float(r[0])!r},{float(r[1])!r},{w}\n"
+                                             for r, w in zip(X, words)))
+    got = datasets.load_dataset(path)
+    assert np.allclose(got.X, X, rtol=0, atol=0)
+    assert np.array_equal(got.y, (words == "yes").astype(float))  # "no" < "yes"
+    named = datasets.load_table(path, label="label")
+    assert np.array_equal(got.y, named.y) and np.array_equal(got.X, named.X)
+    (tmp_path / "u.csv").write_text("a,b,label\n1,x,0\n2,3,1\n")
+    with pytest.raises(ValueError, match="column 2: 'x' is not a number"):
+        datasets.load_dataset(tmp_path / "u.csv")

@@ -877,6 +877,10 @@ def _csv_header(rows, source: str):
     return fields, first
 
 
+class _TextLabel(ValueError):
+    """A table's last column (its labels) holds text: read as a table, labels numbered."""
+
+
 def _csv_values(rows, width: int, source: str, expected: str) -> np.ndarray:
     """Parse every row into one float64 array, block by block (no list of strings of all rows)."""
     block_rows = max(1, _CSV_BLOCK_BYTES // (8 * width))
@@ -890,7 +894,8 @@ def _csv_values(rows, width: int, source: str, expected: str) -> np.ndarray:
             block[filled] = [float(field) for field in row]
         except ValueError:
             j = next(j for j, field in enumerate(row) if not _is_number(field))
-            raise ValueError(
+            error = _TextLabel if j == width - 1 else ValueError
+            raise error(
                 f"{source}: line {lineno}, column {j + 1}: {row[j].strip()!r} is not a number"
             ) from None
         filled += 1
@@ -1042,7 +1047,10 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
             )
         return _load_npy(path, labels)
     if suffix in (".csv", ".tsv"):
-        return _load_csv(path)
+        try:
+            return _load_csv(path)
+        except _TextLabel:  # text labels, numbered in sorted order as with --label
+            return load_table(path)
     if suffix in (".h5", ".hdf5"):
         return _load_hdf5(path, None, labels)
     if suffix == ".parquet":
