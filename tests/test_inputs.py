@@ -416,3 +416,23 @@ def test_inputs_not_modified():
     np.testing.assert_array_equal(P.y, y)
     np.testing.assert_array_equal(P.theta, theta)
     np.testing.assert_array_equal(P.kw["sample_weight"], w)
+
+
+@pytest.mark.parametrize("value", ["False", 0, 1, None])
+def test_fit_intercept_must_be_a_bool(value):
+    """The string "False" counted as True (fit_intercept = bool(value)): now a TypeError."""
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    y = (X[:, 0] > 0).astype(float)
+    for call in (lambda: rn.fit(X, y, l2=1.0, fit_intercept=value),
+                 lambda: rn.Attribution(X, y, np.zeros(3), l2=1.0, fit_intercept=value),
+                 lambda: rn.fit(X, y, l2=1.0, family="multinomial", fit_intercept=value)):
+        with pytest.raises(TypeError, match="fit_intercept must be True or False"):
+            call()
+    assert rn.fit(X, y, l2=1.0, fit_intercept=np.bool_(True)).converged
+
+
+def test_fit_with_every_weight_zero_is_refused():
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    y = (X[:, 0] > 0).astype(float)
+    with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
+        rn.fit(X, y, l2=1.0, sample_weight=np.zeros(20))

@@ -363,6 +363,14 @@ def _real(value: Any, name: str) -> float:
     return float(value)
 
 
+def _flag(value: Any, name: str) -> bool:
+    """A True / False argument as bool, or a one-line TypeError naming it (the string "False"
+    would otherwise count as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_stopping(tol: float, max_iter: int) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
@@ -579,7 +587,7 @@ class Attribution(_frames.Named):
         precision: str = "double",
         directions: Optional[ArrayLike] = None,
     ) -> None:
-        fit_intercept = bool(fit_intercept)
+        fit_intercept = _flag(fit_intercept, "fit_intercept")
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
         self._solver = solver
         self._precision = _precision(precision)
@@ -1219,7 +1227,7 @@ def fit(
     ``family="multinomial"`` (y integer classes 0..K-1, ``n_classes`` when not y.max() + 1)
     fits softmax regression: see :func:`rif_native.multinomial.fit`; theta is then (K, p).
     """
-    fit_intercept = bool(fit_intercept)
+    fit_intercept = _flag(fit_intercept, "fit_intercept")
     precision = _precision(precision)
     if solver not in ("auto", "newton", "lbfgs"):
         raise ValueError(f"solver must be 'auto', 'newton' or 'lbfgs', got {solver!r}")
@@ -1252,6 +1260,8 @@ def fit(
                          fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, theta0=theta0,
                          num_threads=num_threads, progress=progress)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
+    if wa is not None and n and not np.any(wa > 0):
+        raise ValueError("sample_weight is 0 for every sample: there is nothing to fit")
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)

@@ -48,7 +48,7 @@ import numpy as np
 from . import _core, _frames, _memory, _softmax
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
                    _as_design, _check_stopping, _cores, _method, _name_some, _parse_sets,
-                   _reading, _real, _threads, _top)
+                   _flag, _reading, _real, _threads, _top)
 
 __all__ = ["MultinomialAttribution", "fit"]
 
@@ -77,7 +77,7 @@ class _Problem:
         self.l2 = _real(l2, "l2")
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2}")
-        self.fit_intercept = bool(fit_intercept)
+        self.fit_intercept = _flag(fit_intercept, "fit_intercept")
         self.X = _as_design(X, self.fit_intercept)
         self.n, self.d = self.X.shape
         self.w = _softmax.weights(sample_weight, self.n)
