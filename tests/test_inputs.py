@@ -436,3 +436,22 @@ def test_fit_with_every_weight_zero_is_refused():
     y = (X[:, 0] > 0).astype(float)
     with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
         rn.fit(X, y, l2=1.0, sample_weight=np.zeros(20))
+
+
+def test_a_path_to_x_that_is_not_npy_says_what_it_is(tmp_path):
+    """An HDF5 file, an .npz or a text file given as X's path: named for what it is (NumPy's
+    "pickled data, allow_pickle" message, or "several arrays" for a one-array .npz, before)."""
+    h5py = pytest.importorskip("h5py")
+    X = np.random.default_rng(0).standard_normal((10, 2))
+    y = (X[:, 0] > 0).astype(float)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("X", data=X)
+    np.savez(tmp_path / "x.npz", X=X)
+    (tmp_path / "x.csv").write_text("1,2\n")
+    for name, what in (("x.h5", "an HDF5 file"), ("x.npz", r"an \.npz"),
+                       ("x.csv", r"not a \.npy file")):
+        with pytest.raises(ValueError, match=what):
+            rn.Attribution(str(tmp_path / name), y, np.zeros(3), l2=1.0, fit_intercept=True)
+    np.save(tmp_path / "x.npy", X)
+    A = rn.Attribution(str(tmp_path / "x.npy"), y, np.zeros(2), l2=1.0)
+    assert np.allclose(A.leverage, rn.Attribution(X, y, np.zeros(2), l2=1.0).leverage)

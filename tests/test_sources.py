@@ -483,7 +483,7 @@ def test_bad_paths(tmp_path):
     y, theta = np.zeros(10), np.zeros(4)
     X = np.random.default_rng(0).standard_normal((10, 4))
     np.savez(tmp_path / "X.npz", X=X)
-    with pytest.raises(ValueError, match=r"X\.npz.*several arrays.*\.npz"):
+    with pytest.raises(ValueError, match=r"X\.npz.* is an \.npz \(or other zip\) archive"):
         rn.Attribution(tmp_path / "X.npz", y, theta, l2=1.0)
     with pytest.raises(ValueError, match=r"X\.npz"):
         rn.fit(str(tmp_path / "X.npz"), y, l2=1.0)
@@ -499,7 +499,7 @@ def test_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.npy"):
         rn.Attribution([tmp_path / "X.npy", tmp_path / "gone.npy"], y, theta, l2=1.0)
     (tmp_path / "notes.txt").write_text("not an array\n")
-    with pytest.raises(ValueError, match=r"notes\.txt.*not a readable \.npy"):
+    with pytest.raises(ValueError, match=r"notes\.txt.* is not a \.npy file"):
         rn.Attribution(tmp_path / "notes.txt", y, theta, l2=1.0)
     np.save(tmp_path / "flat.npy", X[:, 0])
     with pytest.raises(ValueError, match="2-D"):

@@ -957,7 +957,8 @@ class Attribution(_frames.Named):
         if self.family not in ("logistic", "poisson") or len(fields["theta"]) == 0:
             return infinite
         X, y, w = self._data
-        Z = _matvec(X, fields["theta"].T, self.fit_intercept)
+        # X theta of every set in one pass, where l2 = 0 needs them (see _finite)
+        Z = _matvec(X, fields["theta"].T, self.fit_intercept) if self.l2 == 0.0 else None
         found = {}
         for j in range(len(fields["theta"])):
             if not fields["converged"][j]:
@@ -969,7 +970,8 @@ class Attribution(_frames.Named):
                 wj = np.ones(self.n) if w is None else np.array(w, dtype=np.float64)
                 wj[~live] = 0.0
             why = _finite.why_infinite(X, y, wj, fields["theta"][j], self.l2, self.family,
-                                       self.fit_intercept, Z[:, j], live, self._threads)
+                                       self.fit_intercept, None if Z is None else Z[:, j], live,
+                                       self._threads)
             if why:
                 found.setdefault(why, []).append(j)
                 fields["converged"][j] = False
@@ -1287,7 +1289,7 @@ def fit(
     if result.converged and family in ("logistic", "poisson"):
         live = np.ones(n, dtype=bool) if wa is None else wa > 0
         why = _finite.why_infinite(Xa, ya, wa, result.theta, float(l2), family, fit_intercept,
-                                   _matvec(Xa, result.theta, fit_intercept), live, num_threads)
+                                   None, live, num_threads)
     if why:
         result = dataclasses.replace(result, converged=False)
         warnings.warn(

@@ -84,10 +84,11 @@ def step_moves(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray
 
 
 def why_infinite(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray, l2: float,
-                 family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
+                 family: str, fit_intercept: bool, z: Optional[np.ndarray], live: np.ndarray,
                  num_threads: Optional[int] = None) -> str:
     """Why the loss of the samples `live` has no finite minimiser, as a clause for a warning,
-    or "" when it has one (as far as the checks above tell); z = X theta."""
+    or "" when it has one (as far as the checks above tell). z = X theta, or None to compute
+    it here, only where l2 = 0 needs it (for X from a source, a pass)."""
     if family not in ("logistic", "poisson") or not live.any():
         return ""
     if fit_intercept and one_kind(y, live, family):
@@ -96,6 +97,10 @@ def why_infinite(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarr
                 "runs to infinity whatever l2 is)")
     if l2 != 0.0:
         return ""
+    if z is None:
+        from ._api import _matvec
+
+        z = _matvec(X, theta, fit_intercept)
     if family == "logistic" and separated(z, y, live):
         return ("the logistic data are linearly separable, so with l2 = 0 the loss has no "
                 "finite minimiser")

@@ -159,13 +159,36 @@ def _open_npy(path: Any) -> np.ndarray:
     if os.path.isdir(path):
         raise ValueError(f"X: {path!r} is a folder; give a .npy file, a list of .npy shards, or "
                          "open a Zarr store with zarr.open() and pass the array")
+    kind = _not_npy(path)
+    if kind:
+        raise ValueError(f"X: {path!r} is {kind}")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ValueError(f"X: {path!r} is not a readable .npy file ({exc})") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"X: {path!r} holds several arrays (an .npz?); give one 2-D .npy array")
     return arr
+
+
+#: The first bytes of files that paths to X are mistaken for, and what to do instead.
+_OTHER_FILES = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file: open it with h5py (h5py.File(path)[name]) and pass "
+                           "the dataset"),
+    (b"PK\x03\x04", "an .npz (or other zip) archive: pass its array, np.load(path)[name], or "
+                  "save X alone with np.save"),
+)
+
+
+def _not_npy(path: str) -> str:
+    """What the file at path is when it is not a .npy file ("" when it is one)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        return ""
+    for magic, what in _OTHER_FILES:
+        if head.startswith(magic):
+            return what
+    return ("not a .npy file (it does not start with NumPy's header): give a .npy file, a list "
+            "of them, or an array-like object (NumPy, Zarr, h5py, Dask)")
 
 
 def _check_dtype(dtype: Any, what: str) -> np.dtype:
