@@ -2,7 +2,9 @@
 
 ``atomic_target(path)`` gives a temporary name in the destination's own folder and moves it onto
 ``path`` with one ``os.replace`` only when the block ends normally, so a reader never sees half a
-file. ``Outputs`` holds what one run of the ``rif`` command writes: every output folder and file is
+file. A symbolic link is followed (the file it names is replaced, the link stays); a device, FIFO
+or socket (``/dev/null``, ``/dev/stdout`` on a pipe) is written in place instead, from a temporary
+file in the system's temporary folder, since replacing it would put a regular file in its place. ``Outputs`` holds what one run of the ``rif`` command writes: every output folder and file is
 checked (creatable, writable, not overwriting an earlier run's files unless forced) before the
 work starts, and ``discard()`` removes what the run created if it does not finish.
 """
@@ -12,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -35,8 +40,29 @@ class OutputError(Exception):
 
 
 def _temporary_name(path: Path) -> Path:
-    """A fresh hidden name beside ``path`` (same folder, hence same file system for os.replace)."""
-    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    """A fresh hidden name beside ``path`` (same folder, hence same file system for os.replace);
+    for a special file, in the system's temporary folder (a device's folder may not be ours)."""
+    folder = Path(tempfile.gettempdir()) if _special(path) else path.parent
+    return folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` (links followed) is an existing device, FIFO or socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Put the written ``tmp`` at ``path``: one os.replace, or copied into a special file."""
+    if not _special(path):
+        os.replace(tmp, path)
+        return
+    with open(tmp, "rb") as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -47,7 +73,7 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     open it again by name. On any exception, KeyboardInterrupt included, it is removed and
     ``path`` is left as it was.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     try:
         tmp = _new_temporary(path)
     except OSError as exc:
@@ -56,7 +82,7 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with _commit_lock:
             _check_not_stopped()
-            os.replace(tmp, path)
+            _commit(tmp, path)
             _temporaries.discard(tmp)
     except OSError as exc:
         _remove_temporary(tmp)
@@ -176,6 +202,10 @@ class Outputs:
         what = f"{option} file {path}"
         if not path.parent.is_dir():
             raise OutputError(f"cannot write {what}: folder {path.parent} does not exist")
+        if _special(path):  # /dev/null, a FIFO: written in place, nothing of a run's replaced
+            if not os.access(path, os.W_OK):
+                raise OutputError(f"cannot write {what}: permission denied")
+            return path
         if self._taken([path], what):
             raise OutputError(f"{what} already exists; add --force to overwrite it, or choose "
                               f"another {option} path")
