@@ -455,3 +455,25 @@ def test_a_path_to_x_that_is_not_npy_says_what_it_is(tmp_path):
     np.save(tmp_path / "x.npy", X)
     A = rn.Attribution(str(tmp_path / "x.npy"), y, np.zeros(2), l2=1.0)
     assert np.allclose(A.leverage, rn.Attribution(X, y, np.zeros(2), l2=1.0).leverage)
+
+
+def test_memory_refusal_names_the_store_chunks_when_they_dominate(tmp_path):
+    """An HDF5 X chunked in whole 2 MiB chunks at p = 65: the readers' chunks are most of the
+    need, so the refusal says so (it said "use fewer features ... the p x p factors dominate")."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40000, 64))
+    y = (X[:, 0] > 0).astype(float)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("X", data=X, chunks=(4096, 64))
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        S = rn.sources.open_source(f["X"])
+        need = rn._memory.attribution_bytes(40000, 65, 1) + rn._memory.source_bytes(S)
+        assert rn._memory.source_bytes(S) > 0.5 * need  # the case this test is for
+        with pytest.raises(MemoryError, match="read in whole chunks"):
+            rn.Attribution(f["X"], y, np.zeros(65), l2=1.0, fit_intercept=True,
+                           num_threads=1, max_memory=need / 2)
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(MemoryError, match="fewer features"):
+        rn.Attribution(str(tmp_path / "x.npy"), y, np.zeros(65), l2=1.0, fit_intercept=True,
+                       num_threads=1, max_memory=1e5)

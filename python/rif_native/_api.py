@@ -615,12 +615,13 @@ class Attribution(_frames.Named):
             V = (None if directions is None else
                  _direction_matrix(directions, d + int(fit_intercept), "directions"))
             if not use_cuda:
-                _memory.require(  # (and the kept projections: n doubles per direction)
+                need = (  # (and the kept projections: n doubles per direction)
                     _memory.attribution_bytes(n, d + int(fit_intercept), _cores(self._threads),
                                               self._precision)
-                    + _memory.source_bytes(Xa) + 8.0 * n * (0 if V is None else len(V)),
-                    f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
-                    "parameters", _memory.ADVICE_FACTOR, max_memory)
+                    + _memory.source_bytes(Xa) + 8.0 * n * (0 if V is None else len(V)))
+                _memory.require(
+                    need, f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
+                    "parameters", _memory.advice_for(Xa, need, _memory.ADVICE_FACTOR), max_memory)
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                                fit_intercept, self._threads, use_cuda,
@@ -1268,10 +1269,10 @@ def fit(
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
     p = d + int(fit_intercept)
-    _memory.require(_memory.fit_bytes(n, p, _cores(_threads(num_threads)), precision)
-                    + _memory.source_bytes(Xa),
-                    f"fitting n = {n} samples with p = {p} parameters", _memory.ADVICE_FACTOR,
-                    max_memory)
+    need = (_memory.fit_bytes(n, p, _cores(_threads(num_threads)), precision)
+            + _memory.source_bytes(Xa))
+    _memory.require(need, f"fitting n = {n} samples with p = {p} parameters",
+                    _memory.advice_for(Xa, need, _memory.ADVICE_FACTOR), max_memory)
     source = Xa if isinstance(Xa, sources.Source) else None
     before = source.passes if source else 0.0
     with _reading(Xa, progress):

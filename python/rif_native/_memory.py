@@ -284,6 +284,16 @@ def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads:
 
 ADVICE_FACTOR = ("use fewer features (e.g. a PCA of the embeddings), float32 X does not help "
                  "here: the p x p factors dominate; or a machine with more memory")
+ADVICE_READERS = ("X's store is read in whole chunks of its own layout, and those held by its "
+                  "readers are most of the need: store X with fewer rows per chunk (e.g. "
+                  "zarr / h5py chunks of a few MiB), or as .npy files, which are read in place")
+
+
+def advice_for(X: object, nbytes: float, advice: str) -> str:
+    """`advice`, or ADVICE_READERS where X's readers hold more than half of `nbytes`."""
+    return ADVICE_READERS if source_bytes(X) > 0.5 * nbytes else advice
+
+
 ADVICE_SETS = "pass fewer or smaller sets per call (loop over batches)"
 ADVICE_ROWS = ("ask for fewer samples at a time (indices=...), or write the rows to a file "
                "block by block (out='rows.npy')")

@@ -219,9 +219,10 @@ class MultinomialAttribution(_frames.Named):
         self._theta.setflags(write=False)
         if directions is not None:  # checked as for the binary families; each score is a pass
             self._directions(directions)
-        _memory.require(pb.attribution_bytes(),
-                        f"a multinomial attribution with n = {pb.n}, K = {pb.K}, p = {pb.p} "
-                        f"(H and its inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR, max_memory)
+        need = pb.attribution_bytes()
+        _memory.require(need, f"a multinomial attribution with n = {pb.n}, K = {pb.K}, "
+                        f"p = {pb.p} (H and its inverse: {pb.q} x {pb.q})",
+                        _memory.advice_for(pb.X, need, _memory.ADVICE_FACTOR), max_memory)
         self._R = pb.c.point_to_kernel(self._theta)
         t0 = time.perf_counter()
         out = pb.run(self._R, hessian=True, progress=progress)
@@ -645,9 +646,10 @@ def fit(X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, sample_weight: Optional[
 
     _check_stopping(tol, max_iter)
     pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
-    _memory.require(pb.fit_bytes(),
-                    f"fitting a multinomial model with n = {pb.n}, K = {pb.K}, p = {pb.p} "
-                    f"(its Hessian and inverse: {pb.q} x {pb.q})", _memory.ADVICE_FACTOR)
+    need = pb.fit_bytes()
+    _memory.require(need, f"fitting a multinomial model with n = {pb.n}, K = {pb.K}, "
+                    f"p = {pb.p} (its Hessian and inverse: {pb.q} x {pb.q})",
+                    _memory.advice_for(pb.X, need, _memory.ADVICE_FACTOR))
     R = (np.zeros((pb.m, pb.p)) if theta0 is None
          else pb.c.point_to_kernel(_softmax.parameters(theta0, pb.K, pb.p, "theta0")))
     target = float(tol) * max(1.0, pb.user_norm(
