@@ -127,3 +127,23 @@ def test_retrain_says_when_removal_leaves_quasi_separated_data(rng):
     e = np.array([1.0, 0.0, 0.0])
     f = [loss(X, y, R.theta[0] + t * e, "logistic", True, live=live) for t in (0.0, 5.0, 20.0)]
     assert f[0] > f[1] > f[2]
+
+
+@pytest.mark.parametrize("family", ["logistic", "poisson"])
+def test_label_counts_agree_with_the_labels_left(rng, family):
+    """LabelCounts.one_kind_without(T) (O(|T|)) against one_kind over the samples left."""
+    from rif_native import _finite
+
+    n = 40
+    y = (rng.random(n) < 0.2).astype(float) * (1.0 if family == "logistic" else 3.0)
+    live = rng.random(n) < 0.9
+    counts = _finite.LabelCounts(y, live, family)
+    kinds = []
+    for _ in range(300):
+        T = np.unique(rng.choice(n, rng.integers(0, n + 1), replace=False))
+        left = live.copy()
+        left[T] = False
+        want = _finite.one_kind(y, left, family)
+        assert counts.one_kind_without(T) == want
+        kinds.append(want)
+    assert any(kinds) and not all(kinds)  # both verdicts exercised

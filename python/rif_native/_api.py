@@ -346,7 +346,7 @@ def _reading(X: Any, progress: Optional[bool]) -> Any:
     return contextlib.nullcontext()
 
 
-def _finite_advice(fit_intercept: bool, l2: float) -> str:
+def _finite_advice(l2: float) -> str:
     """What to do about a loss without a finite minimiser."""
     return ("Add l2 > 0." if l2 == 0.0 else
             "Keep samples of both kinds, or fit without the intercept.")
@@ -954,25 +954,28 @@ class Attribution(_frames.Named):
         """The sets (a mask) whose refit has no finite minimiser (see _finite: one kind of
         label left for the intercept, or separation with l2 = 0): converged False, and a
         warning. theta is what the iterations reached on their way to infinity."""
-        infinite = np.zeros(len(fields["theta"]), dtype=bool)
-        if self.family not in ("logistic", "poisson") or len(fields["theta"]) == 0:
+        m = len(fields["theta"])
+        infinite = np.zeros(m, dtype=bool)
+        if self.family not in ("logistic", "poisson") or m == 0:
             return infinite
         X, y, w = self._data
-        # X theta of every set in one pass, where l2 = 0 needs them (see _finite)
+        live_all = np.ones(self.n, dtype=bool) if w is None else w > 0
+        counts = _finite.LabelCounts(y, live_all, self.family) if self.fit_intercept else None
+        # X theta of every set in one pass, where l2 = 0 needs them
         Z = _matvec(X, fields["theta"].T, self.fit_intercept) if self.l2 == 0.0 else None
-        found = {}
-        for j in range(len(fields["theta"])):
-            if not fields["converged"][j]:
+        found: dict = {}
+        for j in np.flatnonzero(fields["converged"]):
+            T = np.unique(indices[offsets[j]:offsets[j + 1]])
+            if counts is not None and counts.one_kind_without(T):
+                why = _finite.one_kind_clause(self.family)
+            elif Z is not None:
+                live = live_all.copy()
+                live[T] = False
+                wj = np.where(live, 1.0 if w is None else w, 0.0)
+                why = _finite.why_separated(X, y, wj, fields["theta"][j], 0.0, self.family,
+                                            self.fit_intercept, Z[:, j], live, self._threads)
+            else:
                 continue
-            live = np.ones(self.n, dtype=bool) if w is None else w > 0
-            live[indices[offsets[j]:offsets[j + 1]]] = False
-            wj = None
-            if self.l2 == 0.0:  # (the Newton step's attribution needs the set's weights)
-                wj = np.ones(self.n) if w is None else np.array(w, dtype=np.float64)
-                wj[~live] = 0.0
-            why = _finite.why_infinite(X, y, wj, fields["theta"][j], self.l2, self.family,
-                                       self.fit_intercept, None if Z is None else Z[:, j], live,
-                                       self._threads)
             if why:
                 found.setdefault(why, []).append(j)
                 fields["converged"][j] = False
@@ -981,7 +984,7 @@ class Attribution(_frames.Named):
             warnings.warn(
                 f"without set(s) {_name_some(np.asarray(sets))} {why}: there is no finite "
                 "refit, and the returned theta only met the gradient tolerance on its way to "
-                f"infinity (converged False). {_finite_advice(self.fit_intercept, self.l2)}",
+                f"infinity (converged False). {_finite_advice(self.l2)}",
                 ConvergenceWarning, stacklevel=3)
         return infinite
 
@@ -1290,13 +1293,13 @@ def fit(
     if result.converged and family in ("logistic", "poisson"):
         live = np.ones(n, dtype=bool) if wa is None else wa > 0
         why = _finite.why_infinite(Xa, ya, wa, result.theta, float(l2), family, fit_intercept,
-                                   None, live, num_threads)
+                                   live, num_threads)
     if why:
         result = dataclasses.replace(result, converged=False)
         warnings.warn(
             f"fit has no finite answer: {why}. The returned theta only met the gradient "
             "tolerance on its way to infinity (converged False). "
-            + _finite_advice(fit_intercept, float(l2)), ConvergenceWarning, stacklevel=2)
+            + _finite_advice(float(l2)), ConvergenceWarning, stacklevel=2)
     elif result.stalled and not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations: the gradient norm "

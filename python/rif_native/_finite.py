@@ -83,19 +83,57 @@ def step_moves(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray
     return np.flatnonzero(live & (np.abs(dz) >= STEP_Z))
 
 
+def one_kind_clause(family: str) -> str:
+    """The warning's clause for an intercept over one kind of label."""
+    kind = "counts are all 0" if family == "poisson" else "labels are all one class"
+    return (f"the samples' {kind}, so the unpenalised intercept has no finite value (it runs "
+            "to infinity whatever l2 is)")
+
+
+class LabelCounts:
+    """The kinds of label among the samples of positive weight, counted once, so that whether
+    a removal set leaves one kind costs O(len(set)), not O(n)."""
+
+    def __init__(self, y: np.ndarray, live: np.ndarray, family: str) -> None:
+        self.y, self.live, self.family = y, live, family
+        self.count = int(np.count_nonzero(live))
+        self.marked = int(np.count_nonzero(live & self._mark(y)))
+
+    def _mark(self, y: np.ndarray) -> np.ndarray:
+        """Logistic: y = 1; poisson: y != 0."""
+        return y == 1 if self.family == "logistic" else y != 0
+
+    def one_kind_without(self, T: np.ndarray) -> bool:
+        """one_kind() of the live samples outside T (distinct indices)."""
+        if self.family not in ("logistic", "poisson"):
+            return False
+        gone = T[self.live[T]]
+        left = self.count - len(gone)
+        marked = self.marked - int(np.count_nonzero(self._mark(self.y[gone])))
+        if left == 0:
+            return False
+        return marked == 0 or (self.family == "logistic" and marked == left)
+
+
 def why_infinite(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray, l2: float,
-                 family: str, fit_intercept: bool, z: Optional[np.ndarray], live: np.ndarray,
+                 family: str, fit_intercept: bool, live: np.ndarray,
                  num_threads: Optional[int] = None) -> str:
     """Why the loss of the samples `live` has no finite minimiser, as a clause for a warning,
-    or "" when it has one (as far as the checks above tell). z = X theta, or None to compute
-    it here, only where l2 = 0 needs it (for X from a source, a pass)."""
+    or "" when it has one (as far as the checks above tell)."""
     if family not in ("logistic", "poisson") or not live.any():
         return ""
     if fit_intercept and one_kind(y, live, family):
-        kind = "counts are all 0" if family == "poisson" else "labels are all one class"
-        return (f"the samples' {kind}, so the unpenalised intercept has no finite value (it "
-                "runs to infinity whatever l2 is)")
-    if l2 != 0.0:
+        return one_kind_clause(family)
+    return why_separated(X, y, w, theta, l2, family, fit_intercept, None, live, num_threads)
+
+
+def why_separated(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray, l2: float,
+                  family: str, fit_intercept: bool, z: Optional[np.ndarray], live: np.ndarray,
+                  num_threads: Optional[int] = None) -> str:
+    """With l2 = 0: why the separated samples `live` leave the loss no finite minimiser, or "".
+    z = X theta, or None to compute it here, only where l2 = 0 needs it (for X from a source,
+    a pass)."""
+    if l2 != 0.0 or family not in ("logistic", "poisson") or not live.any():
         return ""
     if z is None:
         from ._api import _matvec
