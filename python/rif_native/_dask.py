@@ -124,6 +124,7 @@ class _Chunks:
         client = _client()
         self.progress, self.passes = progress, 0  # a bar per pass; passes made so far
         self.stored: Optional[StoredSource] = None
+        self.source = X  # as given: the files an out= target may not touch (_targets)
         self.persisted = False
         if isinstance(X, StoredSource):  # the workers open it: each task carries its rows' range
             import dask
@@ -664,7 +665,7 @@ class DaskAttribution(Attribution):
             return np.concatenate(parts)
 
         block = max(1, (16 << 20) // (8 * self.n_params))
-        return write_rows(out, self.n, self.n_params, block, fill)
+        return write_rows(out, self.n, self.n_params, block, fill, reads=ch.source)
 
     def top(self, direction: Any, k: int = 10, method: str = "rif") -> Any:
         """As Attribution.top (the scores, an n-vector per direction, are computed)."""
