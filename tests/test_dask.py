@@ -182,6 +182,24 @@ def test_rows_written_to_a_file(client, tmp_path):
     close(written, A.rescaled_influence())
 
 
+@pytest.mark.parametrize("rows", [(0, 100, 0, 300, 300, 0), (100, 0, 0, 300, 0, 300),
+                                  (700, 0)])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_rows_written_with_empty_row_chunks(client, tmp_path, rows, fit_intercept):
+    """Empty row chunks (first, last, several together) change nothing: out= holds the
+    in-memory IF / RIF rows."""
+    X, y, w = problem(14, n=700, d=8)
+    kw = dict(l2=1.0, fit_intercept=fit_intercept, sample_weight=w)
+    theta = rn.fit(X, y, **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(da.from_array(X, chunks=(rows, 8)), y, theta, **kw)
+    close(B.rescaled_influence(out=tmp_path / "rif.npy"), A.rescaled_influence())
+    close(np.load(tmp_path / "rif.npy"), A.rescaled_influence())
+    close(B.influence(out=tmp_path / "if.zarr")[:], A.influence())
+    close(B.rescaled_influence().compute(), A.rescaled_influence())
+    close(B.leverage.compute(), A.leverage)
+
+
 def test_backend_choice():
     X, y, _ = problem(10, n=400, d=5)
     theta = np.zeros(5)

@@ -163,6 +163,8 @@ class _Chunks:
             raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
         if len(X.chunks[1]) > 1:
             X = X.rechunk({1: -1})  # whole rows in each chunk
+        if 0 in X.chunks[0]:  # empty row chunks dropped: every task has rows
+            X = X.rechunk({0: tuple(c for c in X.chunks[0] if c)})
         if np.dtype(X.dtype) not in (np.float32, np.float64):
             X = X.astype(np.float64)
         self.persisted = client is not None and _persists(X, client)
@@ -370,6 +372,30 @@ def _chunk_rows(X, per_sample, Hinv, centre, fit_intercept, rescaled) -> np.ndar
     if fit_intercept and centre is not None:
         R[:, d] -= R[:, :d] @ centre
     return R
+
+
+def _write_chunks(out: Any, parts: list, bounds: np.ndarray, cols: int, reads: Any) -> Any:
+    """Writes the chunks' rows (parts[c]: rows [bounds[c], bounds[c + 1]), a lazy array) to
+    the out= target block by block, each chunk computed once (the last two kept)."""
+    from ._targets import write_rows
+
+    held: dict = {}
+
+    def fill(a: int, b: int) -> np.ndarray:
+        pieces = []
+        for c in range(int(np.searchsorted(bounds, a, side="right")) - 1, len(parts)):
+            if bounds[c] >= b:
+                break
+            if c not in held:
+                held[c] = np.asarray(parts[c].compute())
+                for old in [k for k in held if k < c - 1]:
+                    del held[old]
+            lo, hi = max(a, bounds[c]), min(b, bounds[c + 1])
+            pieces.append(held[c][lo - bounds[c]:hi - bounds[c]])
+        return np.concatenate(pieces)
+
+    block = max(1, (16 << 20) // (8 * cols))
+    return write_rows(out, int(bounds[-1]), cols, block, fill, reads=reads)
 
 
 def _get(result: dict, key: str) -> np.ndarray:
@@ -640,32 +666,13 @@ class DaskAttribution(Attribution):
             if rescaled:
                 self._warn_samples(idx[np.isinf(coef)])
             return rows
-        lazy = da.concatenate([da.from_delayed(delayed(_chunk_rows, pure=True)(
+        parts = [da.from_delayed(delayed(_chunk_rows, pure=True)(
             b, r, Hinv, ch.centre, self.fit_intercept, rescaled),
             (int(s), self.n_params), dtype=np.float64)
-            for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))])
+            for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))]
         if out is None:
-            return lazy
-        from ._targets import write_rows
-
-        bounds, held = ch.bounds, {}
-
-        def fill(a: int, b: int) -> np.ndarray:
-            """Rows [a, b), each chunk's rows computed once (the last two kept)."""
-            parts = []
-            for c in range(int(np.searchsorted(bounds, a, side="right")) - 1, len(bounds) - 1):
-                if bounds[c] >= b:
-                    break
-                if c not in held:
-                    held[c] = np.asarray(lazy.blocks[c].compute())
-                    for old in [k for k in held if k < c - 1]:
-                        del held[old]
-                lo, hi = max(a, bounds[c]), min(b, bounds[c + 1])
-                parts.append(held[c][lo - bounds[c]:hi - bounds[c]])
-            return np.concatenate(parts)
-
-        block = max(1, (16 << 20) // (8 * self.n_params))
-        return write_rows(out, self.n, self.n_params, block, fill, reads=ch.source)
+            return da.concatenate(parts)
+        return _write_chunks(out, parts, ch.bounds, self.n_params, ch.source)
 
     def top(self, direction: Any, k: int = 10, method: str = "rif") -> Any:
         """As Attribution.top (the scores, an n-vector per direction, are computed)."""
