@@ -200,6 +200,31 @@ def test_rows_written_with_empty_row_chunks(client, tmp_path, rows, fit_intercep
     close(B.leverage.compute(), A.leverage)
 
 
+def nan_problem(bad):
+    """X (4000 x 8) with NaN or inf at each (row, column) of bad, and labels."""
+    X, y, _ = problem(15, n=4000, d=8, weights=False)
+    for (i, j), v in zip(bad, [np.nan, np.inf, -np.inf]):
+        X[i, j] = v
+    return X, y
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_nan_in_x_is_named_by_its_row_in_x(client, fit_intercept):
+    """The in-memory message (X's row and column, not the chunk's), for fit and Attribution,
+    with X's first bad entry in a later chunk than others' rows would suggest."""
+    p = 8 + int(fit_intercept)
+    for bad, first in [([(3000, 5)], (3000, 5)), ([(2500, 1), (1500, 7)], (1500, 7))]:
+        X, y = nan_problem(bad)
+        message = rf"^X contains NaN or inf \(first at row {first[0]}, column {first[1]}\)$"
+        with pytest.raises(ValueError, match=message):  # in memory, as the reference
+            rn.fit(X, y, l2=1.0, fit_intercept=fit_intercept)
+        Xd = da.from_array(X, chunks=(700, 8))
+        with pytest.raises(ValueError, match=message):
+            rn.fit(Xd, y, l2=1.0, fit_intercept=fit_intercept)
+        with pytest.raises(ValueError, match=message):
+            rn.Attribution(Xd, y, np.zeros(p), l2=1.0, fit_intercept=fit_intercept)
+
+
 def test_backend_choice():
     X, y, _ = problem(10, n=400, d=5)
     theta = np.zeros(5)

@@ -53,6 +53,7 @@ _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel
 _FAN_IN = 8
 _CHORD_ITERATIONS = 10  # chord steps before a set falls back to Newton with fresh Hessians
 _PERSIST_SHARE = 0.5  # of the workers' memory that X may take to be persisted there
+_NONFINITE = "X contains NaN or inf"  # how the kernels' messages about X's entries begin
 
 
 def is_dask_array(X: Any) -> bool:
@@ -211,13 +212,32 @@ class _Chunks:
         weighted = self.w is not None and self.w.sum() > 0
         blocks = self.w_blocks if weighted else [None] * len(self.blocks)
         total = self.summed(self.map(_weighted_sum, weights=blocks), "column means")
+        if not np.isfinite(total["s"]).all():
+            raise self.nonfinite() or ValueError("X's column sums overflow float64: rescale X")
         return total["s"] / (float(self.w.sum()) if weighted else float(self.n))
+
+    def nonfinite(self) -> Optional[ValueError]:
+        """X's first NaN or inf named as the in-memory kernel names it (row and column of X,
+        not of a chunk), found by one more pass; None if X has none."""
+        import dask
+
+        for begin, hit in zip(self.bounds, dask.compute(*self.map(_first_nonfinite))):
+            if hit is not None:
+                return ValueError(f"X contains NaN or inf (first at row {int(begin) + hit[0]}, "
+                                  f"column {hit[1]})")
+        return None
 
     def hessian(self, theta: np.ndarray, weights: Optional[list] = None) -> dict:
         """{H (no penalty), g = X^T r (no penalty), loss} at the kernel's theta, over all chunks."""
         parts = self.map(_chunk_hessian, theta, self.family, self.fit_intercept, self.centre,
                          self.threads, weights=weights)
-        return self.summed(parts, "Hessian")
+        total = self.summed(parts, "Hessian")
+        # (the Hessian kernel leaves z unchecked: a NaN or inf in X shows as a sum that is one)
+        if not all(np.isfinite(v).all() for v in total.values()):
+            found = self.nonfinite()
+            if found is not None:
+                raise found
+        return total
 
     def gradients(self, thetas: np.ndarray, weights: Optional[list] = None) -> dict:
         """{G (m, p): X^T r(X theta_j), loss (m,)} for the rows theta_j (kernel's), no penalty."""
@@ -238,6 +258,17 @@ class _Chunks:
         return self._run(parts, what, lambda ps: list(dask.persist(*ps)))
 
     def _run(self, parts: list, what: str, compute: Callable[[list], Any]) -> Any:
+        """_pass(...), where a chunk's NaN or inf, which its kernel names by its row in the
+        chunk, is named by its row in X."""
+        try:
+            return self._pass(parts, what, compute)
+        except ValueError as e:
+            found = self.nonfinite() if str(e).startswith(_NONFINITE) else None
+            if found is None:
+                raise
+            raise found from None
+
+    def _pass(self, parts: list, what: str, compute: Callable[[list], Any]) -> Any:
         """compute(parts), under a progress bar of the chunk tasks done when self.progress: on
         a distributed cluster compute then gets their futures, once all are done."""
         self.passes += 1
@@ -305,6 +336,19 @@ def _weighted_sum(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> dict:
                  else np.asarray(w[begin:begin + len(rows)], dtype=np.float64) @ rows)
         begin += len(rows)
     return {"s": s}
+
+
+@_task
+def _first_nonfinite(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> Optional[tuple]:
+    """(row, column) in the chunk of its first NaN or inf (row by row), or None."""
+    begin = 0
+    for rows in row_arrays(X):
+        bad = ~np.isfinite(np.asarray(rows))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            return begin + int(i), int(j)
+        begin += len(rows)
+    return None
 
 
 @_task
