@@ -225,6 +225,20 @@ def test_nan_in_x_is_named_by_its_row_in_x(client, fit_intercept):
             rn.Attribution(Xd, y, np.zeros(p), l2=1.0, fit_intercept=fit_intercept)
 
 
+def test_unknown_chunk_sizes_are_refused_with_advice(client):
+    X, y, _ = problem(16, n=400, d=5)
+    Xd = da.from_array(X, chunks=(100, 5))
+    Xd = Xd[Xd[:, 0] > -1e9]  # all rows, in chunks of unknown sizes
+    for backend in ("dask", "cpu"):
+        with pytest.raises(ValueError, match=r"unknown.*X\.compute_chunk_sizes\(\)"):
+            rn.Attribution(Xd, y, np.zeros(5), l2=1.0, backend=backend)
+    with pytest.raises(ValueError, match=r"X\.compute_chunk_sizes\(\)"):
+        rn.fit(Xd, y, l2=1.0)
+    Xd.compute_chunk_sizes()
+    close(rn.Attribution(Xd, y, np.zeros(5), l2=1.0).leverage.compute(),
+          rn.Attribution(X, y, np.zeros(5), l2=1.0).leverage)
+
+
 def test_backend_choice():
     X, y, _ = problem(10, n=400, d=5)
     theta = np.zeros(5)

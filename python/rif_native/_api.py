@@ -154,6 +154,8 @@ class TopSamples:
 
 def _top(S: np.ndarray, n: int, k: Any) -> TopSamples:
     """The k largest and k smallest scores of each column of S ((n,) or (n, m))."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer >= 1, got {k!r}")
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _core, _progress
+from . import _core, _progress, sources
 from ._api import (
     Attribution,
     ConvergenceWarning,
@@ -508,6 +508,7 @@ def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
            num_threads: Optional[int], theta_name: str, progress: Optional[bool]) -> tuple:
+    sources.check_known_shape(X)
     # a source the workers open themselves, as is a Dask array straight from a Zarr store
     X = StoredSource(X) if not is_dask_array(X) else stored_instead(X)
     y = np.ascontiguousarray(np.asarray(y.compute() if is_dask_array(y) else y), dtype=np.float64)
