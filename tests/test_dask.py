@@ -182,6 +182,63 @@ def test_rows_written_to_a_file(client, tmp_path):
     close(written, A.rescaled_influence())
 
 
+@pytest.mark.parametrize("rows", [(0, 100, 0, 300, 300, 0), (100, 0, 0, 300, 0, 300),
+                                  (700, 0)])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_rows_written_with_empty_row_chunks(client, tmp_path, rows, fit_intercept):
+    """Empty row chunks (first, last, several together) change nothing: out= holds the
+    in-memory IF / RIF rows."""
+    X, y, w = problem(14, n=700, d=8)
+    kw = dict(l2=1.0, fit_intercept=fit_intercept, sample_weight=w)
+    theta = rn.fit(X, y, **kw).theta
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(da.from_array(X, chunks=(rows, 8)), y, theta, **kw)
+    close(B.rescaled_influence(out=tmp_path / "rif.npy"), A.rescaled_influence())
+    close(np.load(tmp_path / "rif.npy"), A.rescaled_influence())
+    close(B.influence(out=tmp_path / "if.zarr")[:], A.influence())
+    close(B.rescaled_influence().compute(), A.rescaled_influence())
+    close(B.leverage.compute(), A.leverage)
+
+
+def nan_problem(bad):
+    """X (4000 x 8) with NaN or inf at each (row, column) of bad, and labels."""
+    X, y, _ = problem(15, n=4000, d=8, weights=False)
+    for (i, j), v in zip(bad, [np.nan, np.inf, -np.inf]):
+        X[i, j] = v
+    return X, y
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_nan_in_x_is_named_by_its_row_in_x(client, fit_intercept):
+    """The in-memory message (X's row and column, not the chunk's), for fit and Attribution,
+    with X's first bad entry in a later chunk than others' rows would suggest."""
+    p = 8 + int(fit_intercept)
+    for bad, first in [([(3000, 5)], (3000, 5)), ([(2500, 1), (1500, 7)], (1500, 7))]:
+        X, y = nan_problem(bad)
+        message = rf"^X contains NaN or inf \(first at row {first[0]}, column {first[1]}\)$"
+        with pytest.raises(ValueError, match=message):  # in memory, as the reference
+            rn.fit(X, y, l2=1.0, fit_intercept=fit_intercept)
+        Xd = da.from_array(X, chunks=(700, 8))
+        with pytest.raises(ValueError, match=message):
+            rn.fit(Xd, y, l2=1.0, fit_intercept=fit_intercept)
+        with pytest.raises(ValueError, match=message):
+            rn.Attribution(Xd, y, np.zeros(p), l2=1.0, fit_intercept=fit_intercept)
+
+
+def test_unknown_chunk_sizes_are_refused_with_advice(client):
+    X, y, _ = problem(16, n=400, d=5)
+    Xd = da.from_array(X, chunks=(100, 5))
+    Xd = Xd[Xd[:, 0] > -1e9]  # all rows, in chunks of unknown sizes
+    for backend in ("dask", "cpu"):
+        with pytest.raises(ValueError, match=r"unknown.*X\.compute_chunk_sizes\(\)"):
+            rn.Attribution(Xd, y, np.zeros(5), l2=1.0, backend=backend)
+    with pytest.raises(ValueError, match=r"X\.compute_chunk_sizes\(\)"):
+        rn.fit(Xd, y, l2=1.0)
+    Xd.compute_chunk_sizes()
+    close(rn.Attribution(Xd, y, np.zeros(5), l2=1.0).leverage.compute(),
+          rn.Attribution(X, y, np.zeros(5), l2=1.0).leverage)
+
+
 def test_backend_choice():
     X, y, _ = problem(10, n=400, d=5)
     theta = np.zeros(5)

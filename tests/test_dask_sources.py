@@ -161,6 +161,22 @@ def test_a_failed_read_on_a_worker_names_the_rows(client, small_tasks, tmp_path)
     assert B is None
 
 
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_nan_in_stored_x_is_named_by_its_row_in_x(client, small_tasks, tmp_path, fit_intercept):
+    """A NaN read by a worker from its task's rows is named as in memory: X's row and column."""
+    X, y, _ = problem(9, np.float64)
+    X[1234, 5] = np.nan  # in the 9th of 10 tasks (150 rows each), its row 34
+    np.save(tmp_path / "X.npy", X)
+    message = r"^X contains NaN or inf \(first at row 1234, column 5\)$"
+    with pytest.raises(ValueError, match=message):  # in memory, as the reference
+        rn.fit(X, y, l2=1.0, fit_intercept=fit_intercept)
+    with pytest.raises(ValueError, match=message):
+        rn.fit(str(tmp_path / "X.npy"), y, l2=1.0, fit_intercept=fit_intercept, backend="dask")
+    with pytest.raises(ValueError, match=message):
+        rn.Attribution(str(tmp_path / "X.npy"), y, np.zeros(D + int(fit_intercept)), l2=1.0,
+                       fit_intercept=fit_intercept, backend="dask")
+
+
 def test_what_the_workers_cannot_open(tmp_path):
     X, y, _ = problem(8, np.float64)
     with pytest.raises(TypeError, match="read X themselves"):

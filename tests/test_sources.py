@@ -693,6 +693,18 @@ def test_out_bad_targets(small_source_problem, tmp_path):
 # ----------------------------------------------------------------------------- top
 
 
+def test_top_refuses_a_k_that_is_not_an_integer(small_source_problem):
+    path, X, y, theta, kw = small_source_problem
+    A = rn.Attribution(X, y, theta, **kw)
+    v = np.ones(A.n_params)
+    for k in (2.5, 3.0, "3", True):
+        with pytest.raises(TypeError, match="k must be an integer"):
+            A.top(v, k)
+    S = A.scores(v)
+    np.testing.assert_array_equal(A.top(v, np.int64(3)).increase,
+                                  np.argsort(-S, kind="stable")[:3])
+
+
 @pytest.mark.parametrize("method", ["rif", "if"])
 def test_top_matches_argsort(method, small_source_problem):
     path, X, y, theta, kw = small_source_problem

@@ -161,6 +161,8 @@ class TopSamples:
 
 def _top(S: np.ndarray, n: int, k: Any) -> TopSamples:
     """The k largest and k smallest scores of each column of S ((n,) or (n, m))."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer >= 1, got {k!r}")
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -753,7 +755,10 @@ class Attribution(_frames.Named):
 
         Returns (k, p). The full matrix is n x p: pass indices when n is large, or a path
         ``out`` ending in ``.npy`` or ``.zarr`` to write the rows there block by block (the
-        file appears complete or not at all) and get it back opened read-only.
+        file appears complete or not at all) and get it back opened read-only. An earlier
+        output at ``out`` (a file, or a Zarr store) is replaced; refused before any work: a
+        path that is, holds or lies inside a file or store X is read from, a folder that is
+        not a Zarr store, a folder at a ``.npy`` path, a file at a ``.zarr`` path.
         """
         return self._rows(indices, rescaled=False, out=out)
 
@@ -1057,7 +1062,8 @@ class Attribution(_frames.Named):
             block = max(1, (16 << 20) // (8 * self.n_params))
             with self._reading():
                 written = write_rows(out, len(idx), self.n_params, block,
-                                     lambda a, b: self._row_block(idx[a:b], rescaled))
+                                     lambda a, b: self._row_block(idx[a:b], rescaled),
+                                     reads=self._data[0])
         else:
             _memory.require(8.0 * len(idx) * self.n_params,
                             f"{len(idx)} influence rows of p = {self.n_params} entries",

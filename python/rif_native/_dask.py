@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _core, _progress
+from . import _core, _progress, sources
 from ._api import (
     Attribution,
     ConvergenceWarning,
@@ -53,6 +53,7 @@ _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel
 _FAN_IN = 8
 _CHORD_ITERATIONS = 10  # chord steps before a set falls back to Newton with fresh Hessians
 _PERSIST_SHARE = 0.5  # of the workers' memory that X may take to be persisted there
+_NONFINITE = "X contains NaN or inf"  # how the kernels' messages about X's entries begin
 
 
 def is_dask_array(X: Any) -> bool:
@@ -124,6 +125,7 @@ class _Chunks:
         client = _client()
         self.progress, self.passes = progress, 0  # a bar per pass; passes made so far
         self.stored: Optional[StoredSource] = None
+        self.source = X  # as given: the files an out= target may not touch (_targets)
         self.persisted = False
         if isinstance(X, StoredSource):  # the workers open it: each task carries its rows' range
             import dask
@@ -162,6 +164,8 @@ class _Chunks:
             raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
         if len(X.chunks[1]) > 1:
             X = X.rechunk({1: -1})  # whole rows in each chunk
+        if 0 in X.chunks[0]:  # empty row chunks dropped: every task has rows
+            X = X.rechunk({0: tuple(c for c in X.chunks[0] if c)})
         if np.dtype(X.dtype) not in (np.float32, np.float64):
             X = X.astype(np.float64)
         self.persisted = client is not None and _persists(X, client)
@@ -208,13 +212,32 @@ class _Chunks:
         weighted = self.w is not None and self.w.sum() > 0
         blocks = self.w_blocks if weighted else [None] * len(self.blocks)
         total = self.summed(self.map(_weighted_sum, weights=blocks), "column means")
+        if not np.isfinite(total["s"]).all():
+            raise self.nonfinite() or ValueError("X's column sums overflow float64: rescale X")
         return total["s"] / (float(self.w.sum()) if weighted else float(self.n))
+
+    def nonfinite(self) -> Optional[ValueError]:
+        """X's first NaN or inf named as the in-memory kernel names it (row and column of X,
+        not of a chunk), found by one more pass; None if X has none."""
+        import dask
+
+        for begin, hit in zip(self.bounds, dask.compute(*self.map(_first_nonfinite))):
+            if hit is not None:
+                return ValueError(f"X contains NaN or inf (first at row {int(begin) + hit[0]}, "
+                                  f"column {hit[1]})")
+        return None
 
     def hessian(self, theta: np.ndarray, weights: Optional[list] = None) -> dict:
         """{H (no penalty), g = X^T r (no penalty), loss} at the kernel's theta, over all chunks."""
         parts = self.map(_chunk_hessian, theta, self.family, self.fit_intercept, self.centre,
                          self.threads, weights=weights)
-        return self.summed(parts, "Hessian")
+        total = self.summed(parts, "Hessian")
+        # (the Hessian kernel leaves z unchecked: a NaN or inf in X shows as a sum that is one)
+        if not all(np.isfinite(v).all() for v in total.values()):
+            found = self.nonfinite()
+            if found is not None:
+                raise found
+        return total
 
     def gradients(self, thetas: np.ndarray, weights: Optional[list] = None) -> dict:
         """{G (m, p): X^T r(X theta_j), loss (m,)} for the rows theta_j (kernel's), no penalty."""
@@ -235,6 +258,17 @@ class _Chunks:
         return self._run(parts, what, lambda ps: list(dask.persist(*ps)))
 
     def _run(self, parts: list, what: str, compute: Callable[[list], Any]) -> Any:
+        """_pass(...), where a chunk's NaN or inf, which its kernel names by its row in the
+        chunk, is named by its row in X."""
+        try:
+            return self._pass(parts, what, compute)
+        except ValueError as e:
+            found = self.nonfinite() if str(e).startswith(_NONFINITE) else None
+            if found is None:
+                raise
+            raise found from None
+
+    def _pass(self, parts: list, what: str, compute: Callable[[list], Any]) -> Any:
         """compute(parts), under a progress bar of the chunk tasks done when self.progress: on
         a distributed cluster compute then gets their futures, once all are done."""
         self.passes += 1
@@ -305,6 +339,19 @@ def _weighted_sum(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> dict:
 
 
 @_task
+def _first_nonfinite(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> Optional[tuple]:
+    """(row, column) in the chunk of its first NaN or inf (row by row), or None."""
+    begin = 0
+    for rows in row_arrays(X):
+        bad = ~np.isfinite(np.asarray(rows))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            return begin + int(i), int(j)
+        begin += len(rows)
+    return None
+
+
+@_task
 def _chunk_hessian(X, y, w, theta, family, fit_intercept, centre, threads) -> dict:
     return dict(_core.chunk_hessian(X, y, w, theta, family, fit_intercept, centre,
                                     threads))
@@ -369,6 +416,30 @@ def _chunk_rows(X, per_sample, Hinv, centre, fit_intercept, rescaled) -> np.ndar
     if fit_intercept and centre is not None:
         R[:, d] -= R[:, :d] @ centre
     return R
+
+
+def _write_chunks(out: Any, parts: list, bounds: np.ndarray, cols: int, reads: Any) -> Any:
+    """Writes the chunks' rows (parts[c]: rows [bounds[c], bounds[c + 1]), a lazy array) to
+    the out= target block by block, each chunk computed once (the last two kept)."""
+    from ._targets import write_rows
+
+    held: dict = {}
+
+    def fill(a: int, b: int) -> np.ndarray:
+        pieces = []
+        for c in range(int(np.searchsorted(bounds, a, side="right")) - 1, len(parts)):
+            if bounds[c] >= b:
+                break
+            if c not in held:
+                held[c] = np.asarray(parts[c].compute())
+                for old in [k for k in held if k < c - 1]:
+                    del held[old]
+            lo, hi = max(a, bounds[c]), min(b, bounds[c + 1])
+            pieces.append(held[c][lo - bounds[c]:hi - bounds[c]])
+        return np.concatenate(pieces)
+
+    block = max(1, (16 << 20) // (8 * cols))
+    return write_rows(out, int(bounds[-1]), cols, block, fill, reads=reads)
 
 
 def _get(result: dict, key: str) -> np.ndarray:
@@ -437,6 +508,7 @@ def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
            num_threads: Optional[int], theta_name: str, progress: Optional[bool]) -> tuple:
+    sources.check_known_shape(X)
     # a source the workers open themselves, as is a Dask array straight from a Zarr store
     X = StoredSource(X) if not is_dask_array(X) else stored_instead(X)
     y = np.ascontiguousarray(np.asarray(y.compute() if is_dask_array(y) else y), dtype=np.float64)
@@ -639,32 +711,13 @@ class DaskAttribution(Attribution):
             if rescaled:
                 self._warn_samples(idx[np.isinf(coef)])
             return rows
-        lazy = da.concatenate([da.from_delayed(delayed(_chunk_rows, pure=True)(
+        parts = [da.from_delayed(delayed(_chunk_rows, pure=True)(
             b, r, Hinv, ch.centre, self.fit_intercept, rescaled),
             (int(s), self.n_params), dtype=np.float64)
-            for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))])
+            for b, r, s in zip(ch.blocks, self._per_sample, np.diff(ch.bounds))]
         if out is None:
-            return lazy
-        from ._targets import write_rows
-
-        bounds, held = ch.bounds, {}
-
-        def fill(a: int, b: int) -> np.ndarray:
-            """Rows [a, b), each chunk's rows computed once (the last two kept)."""
-            parts = []
-            for c in range(int(np.searchsorted(bounds, a, side="right")) - 1, len(bounds) - 1):
-                if bounds[c] >= b:
-                    break
-                if c not in held:
-                    held[c] = np.asarray(lazy.blocks[c].compute())
-                    for old in [k for k in held if k < c - 1]:
-                        del held[old]
-                lo, hi = max(a, bounds[c]), min(b, bounds[c + 1])
-                parts.append(held[c][lo - bounds[c]:hi - bounds[c]])
-            return np.concatenate(parts)
-
-        block = max(1, (16 << 20) // (8 * self.n_params))
-        return write_rows(out, self.n, self.n_params, block, fill)
+            return da.concatenate(parts)
+        return _write_chunks(out, parts, ch.bounds, self.n_params, ch.source)
 
     def top(self, direction: Any, k: int = 10, method: str = "rif") -> Any:
         """As Attribution.top (the scores, an n-vector per direction, are computed)."""

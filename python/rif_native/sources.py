@@ -191,6 +191,14 @@ def _not_npy(path: str) -> str:
             "of them, or an array-like object (NumPy, Zarr, h5py, Dask)")
 
 
+def check_known_shape(X: Any, name: str = "X") -> None:
+    """Raise for a Dask array whose chunk sizes are unknown (NaN in its shape)."""
+    if any(s != s for s in getattr(X, "shape", ())):
+        raise ValueError(f"{name} is a Dask array whose chunk sizes are unknown (NaN, e.g. after "
+                         f"boolean indexing): call {name}.compute_chunk_sizes() first (it "
+                         "counts each chunk's rows, one pass over it)")
+
+
 def _check_dtype(dtype: Any, what: str) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
@@ -220,6 +228,8 @@ class Source:
                  progress: Optional[bool] = None, direct: Optional[bool] = None) -> None:
         if not parts:
             raise ValueError(f"{name}: an empty list of shards")
+        for p in parts:
+            check_known_shape(p, name)
         widths = {int(p.shape[1]) if len(p.shape) == 2 else -1 for p in parts}
         for j, p in enumerate(parts):
             if len(p.shape) != 2:
