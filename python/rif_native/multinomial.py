@@ -94,11 +94,16 @@ class _Problem:
 
     def attribution_bytes(self) -> float:
         """An attribution's peak: the Hessian pass, or H and H^{-1} held through the leverage
-        pass; and the per-sample vectors."""
+        pass or through the per-sample algebra, whose blocks of _BLOCK samples take about
+        6 m^2 + m doubles each while computed (measured with tracemalloc at K = 3 to 11:
+        26 to 610 doubles; not counted before 2026-12-06, which a build without OpenBLAS, with
+        its smaller row blocks, showed: 43.0 MB at 200,000 x 50, K = 3, against 33.3 MB
+        estimated); and the per-sample vectors."""
         cores = _cores(self.threads)
         held = _memory.softmax_quadforms_bytes(self.n, self.p, self.m, cores)
+        algebra = 8.0 * min(self.n, _BLOCK) * (6 * self.m * self.m + 2 * self.m + 2)
         return (max(_memory.softmax_pass_bytes(self.n, self.p, self.m, cores),
-                    8.0 * 2 * self.q * self.q + held)
+                    8.0 * 2 * self.q * self.q + max(held, algebra))
                 + _memory.source_bytes(self.X)
                 + 8.0 * self.n * (2 * self.K + self.m * (self.m + 3)))
 
