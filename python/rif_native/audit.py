@@ -46,9 +46,9 @@ class Target:
     when f < 0 there).
 
     f is a quantity the user names, oriented and shifted: ``quantity`` names it (the
-    coefficient "b", "|z| of b", ...) and ``quantity = scale * f + offset`` gives it back, so
-    that reports show the coefficient itself, not f (the coefficient b < 0 is audited as
-    f = -b)."""
+    coefficient ``"b"``, ``"|z| of b"``, ...) and ``quantity = scale * f + offset`` gives it
+    back, so that reports show the coefficient itself, not f (the coefficient b < 0 is audited
+    as f = -b)."""
 
     name: str
     value: Callable[[np.ndarray, Any], float]
