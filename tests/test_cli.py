@@ -286,6 +286,10 @@ def test_default_builtin_dataset(capsys, tmp_path):
         (["--family", "gamma"], "invalid choice"),
         (["--no-such-option"], "unrecognized arguments"),
         (["attribute", "extra"], "unrecognized arguments"),
+        (["attribute", "--bogus"], "(see 'rif attribute --help')"),
+        (["search", "--bogus"], "(see 'rif search --help')"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--data", "{tmp}/ok.txt"], ".csv, .tsv or .parquet"),
     ],
 )
 def test_bad_input_exits_2(capsys, tmp_path, argv, message):
@@ -297,6 +301,7 @@ def test_bad_input_exits_2(capsys, tmp_path, argv, message):
     np.savez(tmp_path / "labels12.npz", X=X, y=y + 1)
     np.savez(tmp_path / "oneclass.npz", X=X, y=np.ones(20))
     (tmp_path / "bad.csv").write_text("1,2,0\nabc,2,1\n")
+    (tmp_path / "ok.txt").write_text("1,2,0\n3,2,1\n")
     code, out, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
     assert code == 2
     assert out == ""
@@ -323,6 +328,18 @@ def test_help_and_version(capsys):
     assert "increases the test loss" in out
     code, out, _ = _run(capsys, "--version")
     assert code == 0 and out.startswith("rif ")
+
+
+@pytest.mark.parametrize("command", ["experiment", "search", "audit", "poisoning", "sweep"])
+def test_test_fraction_help_says_the_split_is_random(capsys, command):
+    """Only rif attribute reads .npy & co. from disk and splits them contiguously; the other
+    commands read them whole and split at random (their help said the LAST F of the rows)."""
+    code, out, _ = _run(capsys, command, "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "LAST F" not in text
+    assert "shards, .zarr or .h5 are read whole and split at random too" in text
+    _, out, _ = _run(capsys, "attribute", "--help")
+    assert "the LAST F of the rows" in " ".join(out.split())
 
 
 def test_module_entry_point_subprocess(tmp_path, small_npz):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
 import signal
 import stat
@@ -612,3 +613,75 @@ def test_ctrl_c_is_one_line_exit_130_and_removes_the_output(tmp_path):
     assert not any(line.startswith("rif:") for line in lines[:-1]), err
     assert not (tmp_path / "a").exists()
     assert "wrote" not in out
+
+
+# --------------------------------------------------------------------------------------------
+# a reader of stdout that goes away early (rif ... | head -1)
+# --------------------------------------------------------------------------------------------
+
+
+def _piped_to_head(argv, cwd):
+    """Run `python -m rif_native.cli argv` with stdout a pipe whose reader closes after the
+    first line (as `| head -1`): (that line, exit status, stderr)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # each line reaches the pipe when printed
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "rif_native.cli", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env=env)
+    first = _first_line_or_kill(proc, 120)
+    proc.stdout.close()  # the reader is gone: later writes meet a closed pipe
+    try:
+        err = proc.stderr.read()
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        proc.stderr.close()
+    return first, proc.returncode, err
+
+
+def _no_complaint(err):
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "rif: error" not in err and "Broken pipe" not in err, err
+
+
+def test_closed_stdout_finishes_the_attribution_and_keeps_its_files(tmp_path):
+    """`rif attribute --out pp --json pp.json | head -1` on the built-in data: the fit runs
+    after the first line, so everything after it meets the closed pipe."""
+    first, code, err = _piped_to_head(["attribute", "--out", "pp", "--json", "pp.json"],
+                                      tmp_path)
+    assert first.startswith("data ")
+    _no_complaint(err)
+    assert code == 141  # 128 + SIGPIPE, as a shell reports a command its pipe stopped
+    payload = json.loads((tmp_path / "pp.json").read_text())
+    n = payload["split"]["n_train"]
+    assert len(payload["scores_rif"]) == n and len(payload["attribution"]["top_rif"]) == 10
+    assert (tmp_path / "pp" / "attribute.json").read_text() == \
+        (tmp_path / "pp.json").read_text()
+    assert len((tmp_path / "pp" / "scores.csv").read_text().splitlines()) == n + 1
+    assert (tmp_path / "pp" / "top.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_closed_stdout_finishes_the_experiment_and_keeps_its_files(tmp_path, data):
+    first, code, err = _piped_to_head(["experiment", "--data", data / "ok.npz", "--sizes", 2,
+                                       "--out", "e"], tmp_path)
+    assert first.startswith("data ")
+    _no_complaint(err)
+    assert code == 141
+    for name in cli._OUTPUT_FILES["experiment"]:
+        assert (tmp_path / "e" / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert {s["metric"] for s in summary} == {"test_prediction", "test_loss", "self_loss"}
+    assert "(seed 0)" in json.loads((tmp_path / "e" / "config.json").read_text())["split"]
+
+
+def test_pipe_guard_drops_output_once_the_reader_is_gone():
+    from rif_native import _stdout
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    guard = _stdout.PipeGuard(Closed())
+    assert guard.write("x\n") == 2 and guard.broken
+    guard.flush()  # no error: the output goes nowhere now
+    assert _stdout.EXIT_BROKEN_PIPE == 141

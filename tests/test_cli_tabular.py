@@ -5,6 +5,7 @@ errors. Runs compared bit for bit use one thread each."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -121,8 +122,6 @@ def test_ids_as_written_and_blank_ids_refused(rng, tmp_path, capsys):
 
 
 def test_audit_names_the_removed_by_id(rng, tmp_path, capsys):
-    import json
-
     df = _table(rng)
     df.to_csv(tmp_path / "t.csv", index=False)
     assert main(["audit", "--data", str(tmp_path / "t.csv"), "--label", "outcome", "--id", "id",
@@ -135,6 +134,54 @@ def test_audit_names_the_removed_by_id(rng, tmp_path, capsys):
         assert r["removed_ids"] == [df["id"][j] for j in r["removed_rows"]]
         if r["removed_ids"]:
             assert f"{m.upper()} removes (ids): {r['removed_ids'][0]}" in out
-    code = main(["search", "--data", str(tmp_path / "t.csv"), "--id", "id", "--one-hot",
-                 "--out", str(tmp_path / "s")])
-    assert code == 2 and "--id names samples" in capsys.readouterr()[1]
+
+
+def test_search_names_the_removed_by_id(rng, tmp_path, capsys):
+    """search --id: the id column is no feature, and each chosen set is named by rows and ids;
+    the RIF sets are the top of `rif attribute`'s RIF scores on the same split (the test part,
+    60 points, is the whole of the metric's subset)."""
+    df = _table(rng)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    table = ["--data", str(tmp_path / "t.csv"), "--label", "outcome", "--id", "id", "--one-hot"]
+    assert main(["search", *table, "--k", "3,11", "--out", str(tmp_path / "s")]) == 0
+    out, _ = capsys.readouterr()
+    assert main(["attribute", *table, "--quiet", "--json", str(tmp_path / "a.json")]) == 0
+    capsys.readouterr()
+    att = json.loads((tmp_path / "a.json").read_text())
+    assert att["dataset"]["n_features"] == 4  # age, income, colour=green, colour=red
+    rows = json.loads((tmp_path / "s" / "search.json").read_text())
+    scores = dict(zip(att["train_indices"], att["scores_rif"]))
+    top = sorted(scores, key=lambda i: -scores[i])
+    with open(tmp_path / "s" / "search.csv", newline="") as fh:
+        cells = list(csv.DictReader(fh))
+    for r, c in zip(rows, cells):
+        assert r["removed_ids"] == [df["id"][j] for j in r["removed_rows"]]
+        assert c["removed_ids"].split() == r["removed_ids"]
+        if r["method"] == "rif":
+            assert r["removed_rows"] == top[:r["k"]]
+        assert " ".join(r["removed_ids"][:8]) in out
+    assert "removed (ids)" in out
+
+
+@pytest.mark.parametrize("command, extra, result", [
+    ("experiment", ["--sizes", "2", "--strategies", "random"], "summary.json"),
+    ("poisoning", ["--points", "2"], "poisoning.json"),
+    ("sweep", ["--n-fractions", "0.5,1", "--l2-factors", "1", "--sizes", "2"], "sweep.json"),
+])
+def test_id_is_taken_out_of_the_features(rng, tmp_path, capsys, command, extra, result):
+    """--id in the commands that name no samples: the same results as the table without the
+    id column (before, --one-hot encoded the ids as 299 features, or --id was refused)."""
+    df = _table(rng)
+    for name in ("t", "n"):  # one file name: the results name the data set
+        (tmp_path / name).mkdir()
+    df.to_csv(tmp_path / "t" / "d.csv", index=False)
+    df.drop(columns=["id"]).to_csv(tmp_path / "n" / "d.csv", index=False)
+    runs = {}
+    for name, ids in (("t", ["--id", "id"]), ("n", [])):
+        code = main([command, "--data", str(tmp_path / name / "d.csv"), "--label", "outcome",
+                     *ids, "--one-hot", "--threads", "1", "--quiet", *extra,
+                     "--out", str(tmp_path / f"out_{name}")])
+        assert code == 0, capsys.readouterr()[1]
+        runs[name] = json.loads((tmp_path / f"out_{name}" / result).read_text())
+    capsys.readouterr()
+    assert runs["t"] == runs["n"]

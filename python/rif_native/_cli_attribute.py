@@ -74,7 +74,7 @@ def add_parser(sub) -> None:
             "Hidalgo and Yamakami, DocEng 2011), deduplicated, as a bag of words (1 = spam)."
         ),
     )
-    _add_data_args(att)
+    _add_data_args(att, reads_from_disk=True)
     _add_model_args(att)
     att.add_argument(
         "--precision", choices=("double", "mixed"), default="double",

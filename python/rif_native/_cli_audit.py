@@ -3,6 +3,12 @@ significance? (rif_native.audit, each candidate verified by exact retraining.)""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
+from . import _output
+
 FILES = ("audit.json", "audit.csv", "audit.png", "report.md")
 
 
@@ -104,6 +110,24 @@ def _removed_lines(where: dict, shown: int = 20) -> str:
     return ("\n" + "\n".join(lines)) if lines else ""
 
 
+def _write_tables(out, results: dict, where: dict) -> None:
+    """audit.json and audit.csv: every value of the audited quantity itself (the coefficient,
+    not the oriented f the search drives to 0; f_before, f_after and flips_when say that)."""
+    payload = {m: {**r.in_quantity(), **where[m]} for m, r in results.items()}
+    _output.write_text(out / "audit.json", json.dumps(payload, indent=1))
+    text = io.StringIO()
+    table = csv.writer(text, lineterminator="\n")  # quotes a name holding a comma
+    table.writerow(["method", "quantity", "size", "predicted", "newton_step", "actual",
+                    "converged", "bisection"])
+    for m, r in payload.items():
+        for q in r["rounds"]:
+            table.writerow([m, r["quantity"], q["size"],
+                            "" if q["predicted"] is None else q["predicted"], q["newton_step"],
+                            q["actual"], int(bool(q["converged"])),
+                            int(bool(q.get("bisection")))])
+    _output.write_text(out / "audit.csv", text.getvalue())
+
+
 def run(args, outputs) -> int:
     from . import audit as au
     from ._api import Attribution, fit
@@ -133,23 +157,11 @@ def run(args, outputs) -> int:
         f"{fitted.n_iter} iterations, ||grad F|| = {fitted.grad_norm:.2e}")
     where = _where(results, data)
     text = au.report(results, A) + _removed_lines(where)
-    import json
-
-    from ._output import write_text
-
-    payload = {m: {**r.to_dict(), **where[m]} for m, r in results.items()}
-    write_text(out / "audit.json", json.dumps(payload, indent=1))
-    rows = ["method,size,predicted,newton_step,actual,converged,bisection"]
-    for m, r in results.items():
-        for q in r.rounds:
-            rows.append(f"{m},{q['size']},{'' if q['predicted'] is None else q['predicted']},"
-                        f"{q['newton_step']},{q['actual']},{int(bool(q['converged']))},"
-                        f"{int(bool(q.get('bisection')))}")
-    write_text(out / "audit.csv", "\n".join(rows) + "\n")
+    _write_tables(out, results, where)
     au.plot(results, str(out / "audit.png"))
     trail = au.table(results)
-    write_text(out / "report.md", f"# Audit: {target.name}\n\n{text}\n\n{trail}\n\n"
-                                  "![audit](audit.png)\n")
+    _output.write_text(out / "report.md", f"# Audit: {target.name}\n\n{text}\n\n{trail}\n\n"
+                                          "![audit](audit.png)\n")
     print(text)
     if not args.quiet:
         print()

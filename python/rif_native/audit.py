@@ -43,13 +43,21 @@ class Target:
     """A conclusion ``f(theta) > 0``: ``value(theta, A)`` (A an Attribution at theta on the
     data in use, for standard errors) and ``gradient(theta, A)``. With ``oriented`` False the
     audit takes the conclusion to be the side of zero f is on at theta_hat (it flips f's sign
-    when f < 0 there)."""
+    when f < 0 there).
+
+    f is a quantity the user names, oriented and shifted: ``quantity`` names it (the
+    coefficient ``"b"``, ``"|z| of b"``, ...) and ``quantity = scale * f + offset`` gives it
+    back, so that reports show the coefficient itself, not f (the coefficient b < 0 is audited
+    as f = -b)."""
 
     name: str
     value: Callable[[np.ndarray, Any], float]
     gradient: Callable[[np.ndarray, Any], np.ndarray]
     needs_attribution: bool = False
     oriented: bool = True
+    quantity: str = "f"
+    scale: float = 1.0
+    offset: float = 0.0
 
     def at(self, A: Any) -> "Target":
         """The oriented target: f > 0 at A's theta (a Target with ``oriented`` already True
@@ -60,7 +68,8 @@ class Target:
         value, gradient = self.value, self.gradient
         return Target(name=self.name, value=lambda t, B: s * value(t, B),
                       gradient=lambda t, B: s * np.asarray(gradient(t, B)),
-                      needs_attribution=self.needs_attribution)
+                      needs_attribution=self.needs_attribution, quantity=self.quantity,
+                      scale=s * self.scale, offset=self.offset)
 
 
 def _labels(A: Attribution, names: Optional[Sequence[str]]) -> list:
@@ -104,7 +113,8 @@ def coefficient(A: Attribution, which: Union[int, str], *, margin: float = 0.0,
     label = _labels(A, names)[j]
     return Target(name=f"sign of {label}" + (f" by {margin:g}" if margin else ""),
                   value=lambda t, _A: float(s * t[j] + margin),
-                  gradient=lambda t, _A: _unit(len(t), j, s))
+                  gradient=lambda t, _A: _unit(len(t), j, s),
+                  quantity=label, scale=s, offset=-s * margin)
 
 
 def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1.96,
@@ -128,7 +138,7 @@ def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1
     return Target(name=f"|z| of {label} above {threshold:g}",
                   value=lambda t, B: float(abs(t[j]) / se(B) - threshold),
                   gradient=lambda t, B: _unit(len(t), j, (1.0 if t[j] >= 0 else -1.0) / se(B)),
-                  needs_attribution=True)
+                  needs_attribution=True, quantity=f"|z| of {label}", offset=threshold)
 
 
 def prediction(A: Attribution, x: Any) -> Target:
@@ -142,7 +152,7 @@ def prediction(A: Attribution, x: Any) -> Target:
     xt = np.r_[x, 1.0] if A.fit_intercept else x
     s = 1.0 if xt @ A.theta >= 0 else -1.0
     return Target(name="predicted class of the point", value=lambda t, _A: float(s * (xt @ t)),
-                  gradient=lambda t, _A: s * xt)
+                  gradient=lambda t, _A: s * xt, quantity="logit of the point", scale=s)
 
 
 def metric_threshold(metric: Any, threshold: float) -> Target:
@@ -152,7 +162,7 @@ def metric_threshold(metric: Any, threshold: float) -> Target:
     return Target(name=f"{getattr(metric, 'name', 'metric')} vs {threshold:g}",
                   value=lambda t, _A: float(metric.value(t) - threshold),
                   gradient=lambda t, _A: np.asarray(metric.gradient(t), dtype=np.float64),
-                  oriented=False)
+                  oriented=False, quantity=getattr(metric, "name", "metric"), offset=threshold)
 
 
 @dataclass
@@ -181,6 +191,9 @@ class AuditResult:
             tried did not converge: unverified).
         curve: f0 + the running sum of the method's scores at theta_hat along the order in
             which the search added samples (its additive prediction for each prefix).
+        quantity, quantity_scale, quantity_offset: what f is about, as the user names it (the
+            coefficient "b", ...), and how to get it back: quantity = scale * f + offset
+            (:meth:`quantity_of`, :meth:`in_quantity`). Every value above is of f.
     """
 
     target: str
@@ -199,9 +212,34 @@ class AuditResult:
     max_removed: int = 0
     curve: list = field(default_factory=list)
     stopped: str = ""
+    quantity: str = "f"
+    quantity_scale: float = 1.0
+    quantity_offset: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def quantity_of(self, f: Optional[float]) -> Optional[float]:
+        """The audited quantity (the coefficient itself, ...) where the target's f is f."""
+        return None if f is None else self.quantity_scale * f + self.quantity_offset
+
+    def flips_when(self) -> str:
+        """f <= 0 said of the quantity: "b >= 0" for a coefficient b < 0 at theta_hat."""
+        side = "<=" if self.quantity_scale > 0 else ">="
+        return f"{self.quantity} {side} {self.quantity_offset:.6g}"
+
+    def in_quantity(self) -> dict:
+        """to_dict() with every value of f (before, after, predictions, rounds, curve) given as
+        the quantity itself, f's own values before and after as f_before and f_after, and
+        when the quantity counts as flipped (flips_when)."""
+        q = self.quantity_of
+        rounds = [{**r, **{k: q(r[k]) for k in ("predicted", "newton_step", "actual")}}
+                  for r in self.rounds]
+        return {**self.to_dict(), "value_before": q(self.value_before),
+                "value_after": q(self.value_after), "predicted": q(self.predicted),
+                "newton_step": q(self.newton_step), "rounds": rounds,
+                "curve": [q(v) for v in self.curve], "f_before": self.value_before,
+                "f_after": self.value_after, "flips_when": self.flips_when()}
 
 
 class _Auditor:
@@ -324,7 +362,8 @@ class _Auditor:
             value_before=f0, value_after=None if final is None else final["actual"],
             predicted=pred, newton_step=None if final is None else final["newton_step"],
             predicted_size=predicted_size, rounds=rounds, max_removed=self.max_remove,
-            curve=curve, stopped=stopped)
+            curve=curve, stopped=stopped, quantity=tgt.quantity, quantity_scale=tgt.scale,
+            quantity_offset=tgt.offset)
 
 
 def audit(A: Attribution, target: Target, *, max_fraction: float = 0.05,
@@ -358,13 +397,14 @@ def report(results: dict, A: Any = None) -> str:
 
         lines.append(f"- trust: {line(A)}")
     for m, r in results.items():
+        q = r.quantity_of
         if r.flipped:
             lines.append(
                 f"- **{m.upper()}**: dropping {r.size} samples ({100 * r.fraction:.2f}% of n, "
                 f"{100 * r.weight_fraction:.2f}% of the weight) flips '{r.target}': "
-                f"{r.value_before:.4g} -> {r.value_after:.4g} by exact refit "
-                f"(additive {m.upper()} prediction {r.predicted:.4g}, Newton step "
-                f"{r.newton_step:.4g}); its scores at theta_hat alone predicted "
+                f"{r.quantity} = {q(r.value_before):.4g} -> {q(r.value_after):.4g} by exact "
+                f"refit (additive {m.upper()} prediction {q(r.predicted):.4g}, Newton step "
+                f"{q(r.newton_step):.4g}); its scores at theta_hat alone predicted "
                 + (f"{r.predicted_size} samples." if r.predicted_size else "no flip."))
         else:
             lines.append(f"- **{m.upper()}**: " + _not_flipped(r))
@@ -373,18 +413,19 @@ def report(results: dict, A: Any = None) -> str:
 
 def _not_flipped(r: AuditResult) -> str:
     """Why a search found no flipping set, in words, with f where it stopped."""
-    f = f"(f = {r.value_before:.4g} at theta_hat; it flips at f <= 0)"
+    name, q = r.quantity, r.quantity_of
+    f = f"({name} = {q(r.value_before):.4g} at theta_hat; it flips at {r.flips_when()})"
     last = r.rounds[-1] if r.rounds else None
     size = last["size"] if last else 0
     if r.stopped == "max_removed":
         return (f"no set of up to {r.max_removed} samples found by the search flips "
-                f"'{r.target}' {f}; f = {last['actual']:.4g} after dropping {size}.")
+                f"'{r.target}' {f}; {name} = {q(last['actual']):.4g} after dropping {size}.")
     if r.stopped == "not_converged":
         return (f"the search stopped unverified at {size} samples: the exact refit without "
                 "them did not converge (or the removal leaves H singular, with nothing to "
                 f"fit) {f}.")
     if r.stopped == "no_candidates":
-        where = f"after dropping {size} samples (f = {last['actual']:.4g})" if last else \
+        where = f"after dropping {size} samples ({name} = {q(last['actual']):.4g})" if last else \
             "at theta_hat"
         return (f"the search stopped {where}: no sample left is predicted to move "
                 f"'{r.target}' towards its threshold {f}.")
@@ -395,11 +436,12 @@ def _not_flipped(r: AuditResult) -> str:
 def table(results: dict) -> str:
     """Every refit the searches checked, as a Markdown table (sorted by method and size): the
     method's additive prediction from theta_hat for that many samples (along the search's
-    order), the Newton step's, and the actual value of the target after the refit."""
+    order), the Newton step's, and the actual value after the refit, each of the audited
+    quantity (the coefficient itself, ...; named in the header)."""
     from ._markdown import markdown_table
 
-    def fmt(v: Any) -> str:
-        return "" if v is None else f"{v:.4g}"
+    def fmt(r: AuditResult, v: Any) -> str:
+        return "" if v is None else f"{r.quantity_of(v):.4g}"
 
     rows = []
     for m, r in results.items():
@@ -407,11 +449,12 @@ def table(results: dict) -> str:
             additive = r.curve[q["size"] - 1] if 0 < q["size"] <= len(r.curve) else None
             verdict = ("not converged" if not q.get("converged", True)
                        else "flips" if q["actual"] <= 0 else "")
-            rows.append([m.upper(), q["size"], fmt(additive), fmt(q["newton_step"]),
-                         fmt(q["actual"]), verdict])
-    return markdown_table(["search", "samples dropped", "additive from theta_hat", "Newton step",
-                           "actual (refit)", ""], ["---", "---:", "---:", "---:", "---:", "---"],
-                          rows)
+            rows.append([m.upper(), q["size"], fmt(r, additive), fmt(r, q["newton_step"]),
+                         fmt(r, q["actual"]), verdict])
+    name = next(iter(results.values())).quantity if results else "f"
+    return markdown_table(["search", "samples dropped", f"{name}: additive from theta_hat",
+                           f"{name}: Newton step", f"{name}: actual (refit)", ""],
+                          ["---", "---:", "---:", "---:", "---:", "---"], rows)
 
 
 def write(results: dict, path: str) -> None:
@@ -434,20 +477,21 @@ def plot(results: dict, path: Optional[str] = None) -> Any:
     for m, r in results.items():
         rows = sorted(r.rounds, key=lambda q: q["size"])
         sizes = [0] + [q["size"] for q in rows]
-        ax.plot(sizes, [r.value_before] + [q["actual"] for q in rows], "o-",
+        start = r.quantity_of(r.value_before)
+        ax.plot(sizes, [start] + [r.quantity_of(q["actual"]) for q in rows], "o-",
                 color=colours.get(m), label=f"{m.upper()} search: actual (refit)")
-        ax.plot(sizes, [r.value_before] + [q["newton_step"] for q in rows], "x:",
+        ax.plot(sizes, [start] + [r.quantity_of(q["newton_step"]) for q in rows], "x:",
                 color=colours.get(m), label=f"{m.upper()} search: Newton step")
         if r.curve:
-            ax.plot(range(len(r.curve) + 1), [r.value_before] + list(r.curve), "-", lw=1,
-                    alpha=0.6, color=colours.get(m),
+            ax.plot(range(len(r.curve) + 1), [start] + [r.quantity_of(v) for v in r.curve],
+                    "-", lw=1, alpha=0.6, color=colours.get(m),
                     label=f"{m.upper()} additive prediction from theta_hat")
         if r.flipped:
             ax.axvline(r.size, color=colours.get(m), alpha=0.3)
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xlabel("samples dropped")
-    ax.set_ylabel("target f (flipped at f <= 0)")
     first = next(iter(results.values()))
+    ax.axhline(first.quantity_offset, color="k", lw=0.8)
+    ax.set_xlabel("samples dropped")
+    ax.set_ylabel(f"{first.quantity} (flipped at {first.flips_when()})")
     ax.set_title(first.target)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 import rif_native
-from rif_native import _memory, _output, _progress, _stats
+from rif_native import _memory, _output, _progress, _stats, _stdout
 from rif_native._markdown import markdown_table
 from rif_native import _cli_attribute, _cli_audit
 from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spam
@@ -61,6 +61,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """--seed: NumPy's generators take integers >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -135,7 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, *, reads_from_disk: bool = False) -> None:
+    """The data options; reads_from_disk: the command reads .npy, shards, .zarr and .h5 from
+    disk block by block (rif attribute), splitting them contiguously, not at random."""
     data = p.add_argument_group("data")
     data.add_argument(
         "--data", metavar="PATH", action="append",
@@ -173,12 +186,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--test-fraction", type=_fraction, default=None, metavar="F",
-        help="fraction of samples held out as the test part (default 0.2; "
-        "ignored when the .npz file has X_test and y_test); for data that 'rif attribute' "
-        "reads from disk (.npy, shards, .zarr, .h5) the LAST F of the rows, not a random part",
+        help="fraction of samples held out as the test part, chosen at random with --seed "
+        "(default 0.2; ignored when the .npz file has X_test and y_test)" + (
+            "; for data read from disk (.npy, shards, .zarr, .h5) the LAST F of the rows, not "
+            "a random part" if reads_from_disk else
+            "; data given as .npy, shards, .zarr or .h5 are read whole and split at random too"),
     )
     data.add_argument(
-        "--seed", type=int, default=0,
+        "--seed", type=_seed, default=0,
         help="seed of the random train/test split and of every random choice (default 0)",
     )
 
@@ -476,10 +491,6 @@ def _prepare(args) -> argparse.Namespace:
     if args.data is not None and args.max_features is not None:
         raise _UsageError("--max-features applies only to the built-in data set, not to --data")
     by_column = _by_column(args)
-    if getattr(args, "id_column", None) is not None and args.command not in ("attribute",
-                                                                            "audit"):
-        raise _UsageError(f"--id names samples in the output of rif attribute and rif audit; "
-                          f"rif {args.command} does not use it")
     if args.data is None and args.family == "multinomial":
         dataset = load_digits(n_features=args.max_features or 128)
         source = "built-in"
@@ -677,6 +688,9 @@ def _sweep(args, outputs: _output.Outputs) -> int:
 def _search(args, outputs: _output.Outputs) -> int:
     from . import experiment
 
+    if args.metric == "self_loss" and args.decrease:
+        raise _UsageError("--decrease with --metric self_loss: "
+                          f"{experiment.SELF_LOSS_ONLY_RISES}; drop --decrease")
     out = _out_dir(args, outputs)
     data = _prepare(args)
     n = data.y_train.size
@@ -685,17 +699,70 @@ def _search(args, outputs: _output.Outputs) -> int:
     rows = experiment.run_search(data.X_train, data.y_train, data.X_test, data.y_test,
                                  _experiment_config(args), ks=args.k, metric=args.metric,
                                  sign=-1 if args.decrease else +1, show_progress=not args.quiet)
-    files = experiment.write_table(out / "search", rows)
-    print(f"removing the k samples predicted to {'decrease' if args.decrease else 'increase'} "
-          f"{args.metric} the most (removal effects; 'actual' is exact retraining):")
-    print(markdown_table(
-        ["method", "k", "predicted (sum of scores)", "Newton step", "actual", "IF/RIF overlap"],
-        ["---"] + ["---:"] * 5,
-        ([r["method"], r["k"], f"{r['predicted']:.4g}", f"{r['ns']:.4g}", f"{r['actual']:.4g}",
-          r["overlap_if_rif"]] for r in rows)))
+    rows = [_search_row(row, data) for row in rows]
+    files = _write_search(out / "search", rows)
+    _print_search(rows, args, data)
     print()
     print(f"wrote {len(files)} files to {out.resolve()} (search.csv, search.json)")
     return 0
+
+
+def _search_row(row: dict, data) -> dict:
+    """A search row with its chosen set named as rows of the data set ("removed_rows") and, with
+    --id, by their ids ("removed_ids"), in place of positions in the training part."""
+    from ._cli_attribute import _id  # ids as JSON holds them
+
+    out = {k: v for k, v in row.items() if k != "chosen"}
+    out["removed_rows"] = [int(data.train[i]) for i in row["chosen"]]
+    ids = data.dataset.sample_ids
+    if ids is not None:
+        out["removed_ids"] = [_id(ids[j]) for j in out["removed_rows"]]
+    return out
+
+
+def _write_search(stem: Path, rows: list) -> list:
+    """search.json (the removed samples as lists) and search.csv (as space-separated cells)."""
+    from . import experiment
+
+    cells = [{k: " ".join(str(v) for v in value) if isinstance(value, list) else value
+              for k, value in row.items()} for row in rows]
+    csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
+    experiment._write_csv(csv_path, cells)
+    experiment.write_json(json_path, rows)
+    return [csv_path, json_path]
+
+
+#: The most removed samples a row of rif search's printed table names.
+_SHOWN = 8
+
+
+def _shown_samples(names: list) -> str:
+    """The first few of a chosen set, for a Markdown table cell (an id's '|' escaped)."""
+    more = f" ... (+{len(names) - _SHOWN})" if len(names) > _SHOWN else ""
+    return " ".join(_printable(str(v)).replace("|", "\\|") for v in names[:_SHOWN]) + more
+
+
+def _print_search(rows: list, args, data) -> None:
+    """The search's table: each set's predicted, Newton-step and actual effect, and its samples."""
+    by_id = data.dataset.sample_ids is not None
+    self_loss = args.metric == "self_loss"
+    print(f"removing the k samples predicted to {'decrease' if args.decrease else 'increase'} "
+          f"{args.metric} the most (removal effects; 'actual' is exact retraining):")
+    if self_loss:
+        print("(the self-loss's gradient vanishes at theta_hat: samples are ranked by their "
+              "second-order effect 0.5 delta_i^T H delta_i, and 'predicted' is that of the "
+              "set's summed IF or RIF rows)")
+    predicted = "predicted (second order)" if self_loss else "predicted (sum of scores)"
+    print(markdown_table(
+        ["method", "k", predicted, "Newton step", "actual", "IF/RIF overlap",
+         "removed (ids)" if by_id else "removed (rows of the data)"],
+        ["---"] + ["---:"] * 5 + ["---"],
+        ([r["method"], r["k"], f"{r['predicted']:.4g}", f"{r['ns']:.4g}", f"{r['actual']:.4g}",
+          r["overlap_if_rif"], _shown_samples(r["removed_ids" if by_id else "removed_rows"])]
+         for r in rows)))
+    if any(len(r["removed_rows"]) > _SHOWN for r in rows):
+        print(f"(the first {_SHOWN} removed samples of each set, in order of decreasing score; "
+              "search.json and search.csv list them all)")
 
 
 def _benchmark(args, outputs: _output.Outputs) -> int:
@@ -754,6 +821,16 @@ def _command_argv(argv: list[str]) -> list[str]:
                       f"{', '.join(_COMMANDS)} (see '{_PROG} --help')")
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments; an unknown option is a usage error that points at the help of the
+    command it was given to ('rif attribute --help'), not at 'rif --help'."""
+    args, extra = _build_parser().parse_known_args(argv)
+    if extra:
+        prog = f"{_PROG} {args.command}" if getattr(args, "command", None) else _PROG
+        raise _UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
+    return args
+
+
 def _run(args, outputs: _output.Outputs) -> int:
     """Run the command; if it does not finish, remove what it created (then re-raise)."""
     try:
@@ -806,13 +883,22 @@ def main(argv: list[str] | None = None) -> int:
     0: done. 2: one line on stderr (bad options or data, an output that must not or cannot be
     written, a failure while writing, not enough memory). 130: interrupted (Ctrl-C, within
     about a second: the native calls check for it). After 2 or 130, what the run had created is
-    removed again.
+    removed again. 141 (128 + SIGPIPE, what a shell reports for a command its pipe stopped): the
+    reader of stdout went away early (``rif ... | head``); the run still finished and wrote its
+    files, only the rest of the printed output was dropped.
     """
+    with _stdout.guarded() as stdout:
+        code = _main(argv)
+    return _stdout.EXIT_BROKEN_PIPE if stdout.broken and code == 0 else code
+
+
+def _main(argv: list[str] | None) -> int:
+    """main() behind its guard of stdout."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = None
     _memory.retain_freed_memory()  # this process is the command's: reuse freed pages
     try:
-        args = _build_parser().parse_args(_command_argv(argv))
+        args = _parse(_command_argv(argv))
         if hasattr(args, "l2") and args.l2 is None:
             args.l2 = (_DEFAULT_L2_MULTINOMIAL if getattr(args, "family", None) == "multinomial"
                        else _DEFAULT_L2)

@@ -1057,8 +1057,8 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
         return load_table(path)
     raise ValueError(
         f"{path}: unsupported file type {suffix or '(no extension)'!r}; use .npz (X, y), "
-        ".npy with --labels, .csv or .parquet (last column = label); with --labels also a folder "
-        "of .npy shards, a .zarr store or an .h5/.hdf5 file"
+        ".npy with --labels, .csv, .tsv or .parquet (last column = label); with --labels also a "
+        "folder of .npy shards, a .zarr store or an .h5/.hdf5 file"
     )
 
 

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -422,20 +423,28 @@ def run_search(
     show_progress: bool = True,
 ) -> list:
     """Search for the k training samples whose removal changes a metric most (in the direction
-    ``sign``), by IF and by RIF scores (assuming additivity), and check each chosen set by exact
-    retraining. Rows: method, k, predicted (sum of the k scores), ns (Newton step of the set),
-    actual, and the overlap of the IF and RIF choices."""
+    ``sign``), by IF and by RIF scores, and check each chosen set by exact retraining. Rows:
+    method, k, predicted, ns (Newton step of the set), actual, the overlap of the IF and RIF
+    choices, and ``chosen``: the set, as positions in X (ordered by decreasing score).
+
+    For the test metrics a sample's score is its first-order effect ``<grad f, IF_i>`` (RIF_i)
+    and ``predicted`` is the sum of the set's scores (additivity). The self-loss's gradient
+    vanishes at theta_hat, so there a sample's score is its second-order effect
+    ``0.5 delta_i^T H delta_i`` (delta_i its IF or RIF row, as the experiment's self-loss
+    "linear" estimates), and ``predicted`` is that of the set's summed rows: removing samples
+    can only raise the self-loss, so ``sign`` must be +1 for it."""
     cfg = config
     if metric not in PAPER_METRICS:
         raise ValueError(f"metric must be one of {', '.join(PAPER_METRICS)}, got {metric!r}")
+    if metric == "self_loss" and sign < 0:
+        raise ValueError(f"sign=-1 with metric='self_loss': {SELF_LOSS_ONLY_RISES}")
     rng = np.random.default_rng(cfg.seed)
     kw = dict(l2=cfg.l2, family=cfg.family, fit_intercept=cfg.fit_intercept)
     Xk = _kernel_view(X, cfg)
     theta = fit(Xk, y, tol=cfg.tol, num_threads=cfg.num_threads, **kw).theta
     A = Attribution(Xk, y, theta, num_threads=cfg.num_threads, backend=cfg.backend, **kw)
     (m,) = [q for q in _metrics_for(X, y, X_test, y_test, cfg, rng, A) if q.name == metric]
-    grad = m.gradient(theta)
-    scores = {meth: A.scores(grad, method=meth) for meth in ("if", "rif")}
+    scores = {meth: _search_scores(A, m, theta, meth) for meth in ("if", "rif")}
     chosen = {(meth, k): _removal.top_by_score(scores[meth], k, sign=sign)
               for meth in ("if", "rif") for k in ks}
     keys = list(chosen)
@@ -446,10 +455,53 @@ def run_search(
     ns_effect = m.removal_effect(theta[None, :] + ns, theta)
     rows = []
     for j, (meth, k) in enumerate(keys):
+        T = chosen[(meth, k)]
         other = chosen[("rif" if meth == "if" else "if", k)]
         rows.append({"metric": metric, "method": meth, "k": int(k), "sign": int(sign),
-                     "predicted": float(scores[meth][chosen[(meth, k)]].sum()),
+                     "predicted": _search_prediction(A, m, theta, meth, T, scores[meth]),
                      "ns": float(ns_effect[j]), "actual": float(actual[j]),
-                     "overlap_if_rif": int(np.intersect1d(chosen[(meth, k)], other).size),
-                     "retrain_grad_norm": float(retrained.grad_norm[j])})
+                     "overlap_if_rif": int(np.intersect1d(T, other).size),
+                     "retrain_grad_norm": float(retrained.grad_norm[j]),
+                     "chosen": [int(i) for i in T]})
     return rows
+
+
+#: Why a search cannot lower the self-loss (theta_hat minimises it over all samples).
+SELF_LOSS_ONLY_RISES = (
+    "the self-loss cannot decrease: theta_hat minimises the training objective over all "
+    "samples, so removing any set can only raise it")
+
+#: Rows of IF / RIF estimates built at once by _second_order_scores (each (block, p)).
+_SCORE_BLOCK = 1024
+
+
+def _search_scores(A, m, theta: np.ndarray, method: str) -> np.ndarray:
+    """Each sample's predicted removal effect on metric m: first order (<grad m, row_i>), or
+    for the self-loss, whose gradient vanishes at theta_hat, second order."""
+    if m.name == "self_loss":
+        return _second_order_scores(A, m, theta, method)
+    return np.asarray(A.scores(m.gradient(theta), method=method), dtype=np.float64)
+
+
+def _second_order_scores(A, m, theta: np.ndarray, method: str) -> np.ndarray:
+    """m.linear_effect (0.5 delta^T H delta for the self-loss) of each sample's IF or RIF row,
+    built a block of rows at a time; a singular sample's RIF row (inf) scores NaN, which
+    top_by_score ranks last (the refit without it would have nothing to fit)."""
+    rows = A.rescaled_influence if method == "rif" else A.influence
+    out = np.empty(A.n)
+    with warnings.catch_warnings():  # singular samples: inf rows, said by the inf score
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for begin in range(0, A.n, _SCORE_BLOCK):
+            idx = np.arange(begin, min(begin + _SCORE_BLOCK, A.n))
+            out[idx] = m.linear_effect(np.asarray(rows(idx)), theta)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _search_prediction(A, m, theta: np.ndarray, method: str, T: np.ndarray,
+                       scores: np.ndarray) -> float:
+    """The method's prediction for the set T: the sum of its scores, or for the self-loss the
+    second-order effect of the sum of its rows (the quadratic is not additive)."""
+    if m.name == "self_loss":
+        delta = np.asarray(A.group_effect([T], method=method))
+        return float(np.atleast_1d(m.linear_effect(delta, theta))[0])
+    return float(scores[T].sum())
