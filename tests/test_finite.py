@@ -147,3 +147,20 @@ def test_label_counts_agree_with_the_labels_left(rng, family):
         assert counts.one_kind_without(T) == want
         kinds.append(want)
     assert any(kinds) and not all(kinds)  # both verdicts exercised
+
+
+def test_the_dask_engine_says_so_for_an_intercept_over_one_class(rng):
+    """The Dask engine's fit and retraining check the labels as the in-process ones do."""
+    da = pytest.importorskip("dask.array")
+    X = rng.standard_normal((120, 3))
+    y = (rng.random(120) < 0.2).astype(float)
+    y[:2] = 1.0
+    dx = da.from_array(X, chunks=(40, 3))
+    with pytest.warns(rn.ConvergenceWarning, match="labels are all one class"):
+        assert not rn.fit(dx, np.zeros(120), l2=1.0, fit_intercept=True).converged
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(dx, y, theta, l2=1.0, fit_intercept=True)
+    assert type(A).__name__ == "DaskAttribution"
+    with pytest.warns(rn.ConvergenceWarning, match=r"without set\(s\) 0 the samples' labels"):
+        R = A.retrain([np.flatnonzero(y == 1), [5, 6]])
+    assert R.converged.tolist() == [False, True]

@@ -867,6 +867,13 @@ def test_layouts_and_dtypes_agree(spec, data):
     # float64 conversions are exact; float32 X is read exactly, computed in float64
     _compare_results(got, ref, 1e-13 + 50 * EPS * R.kappa * R.amp, f"X={xk} y={yk}")
     fit_kw = dict(case.kw, sample_weight=w, max_iter=50)
+    if case.l2 > 0 and not has_finite_minimiser(case, _live_weights(case)):
+        # an intercept over one kind of label: both fits must say there is no finite answer
+        for args, kw in (((case.X, case.y), dict(case.kw, max_iter=50)),
+                         ((X, y), dict(fit_kw, theta0=theta))):
+            with pytest.warns(rn.ConvergenceWarning, match="no finite"):
+                assert not call(rn.fit, *args, **kw).converged
+        return
     f1 = call(rn.fit, case.X, case.y, **dict(case.kw, max_iter=50))
     f2 = call(rn.fit, X, y, theta0=theta, **fit_kw)
     bound = 1e-9 * max(1.0, float(norm(R.gradient(np.zeros(case.p), R.w))))
@@ -964,6 +971,11 @@ def test_concurrent_calls_on_one_object(spec, data):
 # ----------------------------------------------------------------------------------------------
 # 4. fit and retrain against Newton in NumPy
 # ----------------------------------------------------------------------------------------------
+def _live_weights(case: Case) -> np.ndarray:
+    """The case's weights (ones where it has none)."""
+    return np.ones(case.n) if case.w is None else np.asarray(case.w, dtype=np.float64)
+
+
 def has_finite_minimiser(case: Case, w: np.ndarray) -> bool:
     """Structural: l2 > 0 bounds the coefficients; an unpenalised intercept also needs both labels
     (logistic) or a positive count (poisson) among the live samples; l2 = 0 only for squared

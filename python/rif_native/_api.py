@@ -1272,8 +1272,10 @@ def fit(
                          fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, theta0=theta0,
                          num_threads=num_threads, progress=progress)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
-    if wa is not None and n and not np.any(wa > 0):
-        raise ValueError("sample_weight is 0 for every sample: there is nothing to fit")
+    if wa is not None and n and not np.any(wa > 0) and (fit_intercept or float(l2) == 0.0):
+        raise ValueError("sample_weight is 0 for every sample: the "
+                         + ("intercept" if fit_intercept else "model (l2 = 0)")
+                         + " has no data to be fitted to")
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)

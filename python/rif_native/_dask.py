@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _core, _progress, sources
+from . import _core, _finite, _progress, sources
 from ._api import (
     Attribution,
     ConvergenceWarning,
@@ -769,13 +769,38 @@ class DaskAttribution(Attribution):
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
         result = _Retrain(self, indices, offsets, float(tol), int(max_iter)).run()
+        infinite = self._one_kind_left(result, indices, offsets)
         if single:
             result = {k: v[0] for k, v in result.items()}
-        bad = np.flatnonzero(~np.atleast_1d(result["converged"]))
+        bad = np.flatnonzero(~np.atleast_1d(result["converged"]) & ~infinite)
         if len(bad):
             warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped above the tolerance.",
                           ConvergenceWarning, stacklevel=2)
         return RetrainResult(**result)
+
+    def _one_kind_left(self, result: dict, indices: np.ndarray,
+                       offsets: np.ndarray) -> np.ndarray:
+        """Sets (a mask) that leave an unpenalised intercept one kind of label: no finite refit
+        (rif_native._finite), so converged False, with a warning. (The separation checks of
+        l2 = 0 are the in-process engine's: they read X.)"""
+        m = len(offsets) - 1
+        infinite = np.zeros(m, dtype=bool)
+        if not self.fit_intercept or self.family not in ("logistic", "poisson"):
+            return infinite
+        ch = self._chunks
+        live = np.ones(self.n, dtype=bool) if ch.w is None else ch.w > 0
+        counts = _finite.LabelCounts(np.asarray(ch.y), live, self.family)
+        for j in np.flatnonzero(result["converged"]):
+            infinite[j] = counts.one_kind_without(np.unique(indices[offsets[j]:offsets[j + 1]]))
+        if infinite.any():
+            result["converged"][infinite] = False
+            warnings.warn(
+                f"without set(s) {_name_some(np.flatnonzero(infinite))} "
+                f"{_finite.one_kind_clause(self.family)}: there is no finite refit, and the "
+                "returned theta only met the gradient tolerance on its way to infinity "
+                "(converged False). Keep samples of both kinds, or fit without the intercept.",
+                ConvergenceWarning, stacklevel=3)
+        return infinite
 
     def __repr__(self) -> str:
         return (f"DaskAttribution(n={self.n}, d={self.n_features}, family={self.family!r}, "
@@ -943,9 +968,17 @@ def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_wei
         total = ch.hessian(theta)
         passes += 1
         F = total["loss"] + 0.5 * l2 * theta[:d] @ theta[:d]
+    live = np.ones(ch.n, dtype=bool) if ch.w is None else ch.w > 0
+    infinite = converged and fit_intercept and _finite.one_kind(np.asarray(ch.y), live, family)
     result = FitResult(theta=params.point_to_user(theta), grad_norm=norm, n_iter=it,
-                       converged=converged, loss=float(F), stalled=stalled, passes=passes)
-    if not converged:
+                       converged=converged and not infinite, loss=float(F), stalled=stalled,
+                       passes=passes)
+    if infinite:
+        warnings.warn(f"fit has no finite answer: {_finite.one_kind_clause(family)}. The "
+                      "returned theta only met the gradient tolerance on its way to infinity "
+                      "(converged False). Keep samples of both kinds, or fit without the "
+                      "intercept.", ConvergenceWarning, stacklevel=2)
+    elif not converged:
         warnings.warn(f"fit stopped after {it} iterations with gradient norm {norm:.3g} above "
                       "the tolerance; add l2 > 0 or raise max_iter.", ConvergenceWarning,
                       stacklevel=2)

@@ -12,12 +12,15 @@ logistic and poisson losses lose it in two ways:
   Quasi-complete separation (some samples on the boundary) shows in the Newton step from the
   returned theta: the samples it separates have curvature that falls as fast as their
   gradient, so the step keeps moving their linear predictors by about 1 (exactly 1 in the
-  limit, for both losses' exponential tails), where at a finite minimiser the step is as small
-  as the gradient that met the tolerance. A step that moves some z by STEP_Z or more is taken
-  as separation: the gap between the two regimes is many orders of magnitude, so the verdict
-  does not hang on rounding. The step costs an attribution's passes, so it is computed only
-  where some sample of positive weight has curvature below SATURATED of the largest (as
-  separated samples must, for the tolerance to have been met), and for X in memory.
+  limit, for both losses' exponential tails), while the others, on the boundary (x_i . v = 0
+  along the separating direction v), stay where they are; at a finite minimiser the step is as
+  small as the gradient that met the tolerance. A step that moves some saturated sample's z
+  (curvature below SATURATED of the largest) by STEP_Z or more, and no other sample's, is taken
+  as separation: the gap between the regimes is many orders of magnitude, so the verdict does
+  not hang on rounding. Where other samples move too (a loose tolerance, short of the
+  minimiser), or H is singular at theta, it cannot tell and says nothing. The step costs an
+  attribution's passes, so it is computed only where some sample is saturated (as separated
+  samples must be, for the tolerance to have been met), and for X in memory.
 """
 
 from __future__ import annotations
@@ -50,37 +53,43 @@ def separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
     return bool(np.all((z[live] > 0) == (y[live] == 1)))
 
 
-def _saturated(z: np.ndarray, live: np.ndarray, family: str) -> bool:
-    """Whether some live sample's curvature per unit weight is below SATURATED of the largest
-    (logistic mu (1 - mu); poisson mu = e^z)."""
+def saturated(z: np.ndarray, live: np.ndarray, family: str) -> np.ndarray:
+    """The live samples (a mask) whose curvature per unit weight is below SATURATED of the
+    largest among them (logistic mu (1 - mu); poisson mu = e^z)."""
+    out = np.zeros(len(z), dtype=bool)
+    if not live.any():
+        return out
     zl = z[live]
     if family == "logistic":
         mu = 0.5 * (1.0 + np.tanh(0.5 * zl))  # sigma(z) without overflow
         a = mu * (1.0 - mu)
     else:
         a = np.exp(np.minimum(zl - zl.max(), 0.0))  # relative to the largest: no overflow
-    return bool(a.size and a.min() < SATURATED * a.max())
+    out[live] = a < SATURATED * a.max()
+    return out
 
 
 def step_moves(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
-               family: str, fit_intercept: bool, live: np.ndarray,
+               family: str, fit_intercept: bool, sat: np.ndarray, live: np.ndarray,
                num_threads: Optional[int]) -> np.ndarray:
-    """With l2 = 0, the live samples whose linear predictor one Newton step from theta moves by
-    at least STEP_Z (none: the step is that of a finite minimiser). A Hessian at theta that is
-    not positive definite names every saturated sample: theta is then no minimiser either."""
+    """With l2 = 0, the saturated samples `sat` whose linear predictor one Newton step from
+    theta moves by at least STEP_Z while no other live sample's does (else none: a finite
+    minimiser, or no telling: see the module's docstring)."""
     from ._api import Attribution, NotPositiveDefiniteError, _matvec
 
     try:
         A = Attribution(X, y, theta, l2=0.0, family=family, sample_weight=w,
                         fit_intercept=fit_intercept, num_threads=num_threads)
     except NotPositiveDefiniteError:
-        return np.flatnonzero(live)
+        return np.empty(0, dtype=np.int64)
     r = A.residuals
     g = np.asarray(X.T @ r, dtype=np.float64).reshape(-1)
     if fit_intercept:
         g = np.append(g, r.sum())
-    dz = _matvec(X, A.solve(g), fit_intercept)
-    return np.flatnonzero(live & (np.abs(dz) >= STEP_Z))
+    moves = np.abs(_matvec(X, A.solve(g), fit_intercept)) >= STEP_Z
+    if np.any(moves & live & ~sat):
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(moves & sat)
 
 
 def one_kind_clause(family: str) -> str:
@@ -142,9 +151,10 @@ def why_separated(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
     if family == "logistic" and separated(z, y, live):
         return ("the logistic data are linearly separable, so with l2 = 0 the loss has no "
                 "finite minimiser")
-    if not _saturated(z, live, family) or not _in_memory(X):
+    sat = saturated(z, live, family)
+    if not sat.any() or not _in_memory(X):
         return ""
-    moved = step_moves(X, y, w, theta, family, fit_intercept, live, num_threads)
+    moved = step_moves(X, y, w, theta, family, fit_intercept, sat, live, num_threads)
     if len(moved) == 0:
         return ""
     from ._api import _name_some

@@ -4,7 +4,8 @@
 ``path`` with one ``os.replace`` only when the block ends normally, so a reader never sees half a
 file. A symbolic link is followed (the file it names is replaced, the link stays); a device, FIFO
 or socket (``/dev/null``, ``/dev/stdout`` on a pipe) is written in place instead, from a temporary
-file in the system's temporary folder, since replacing it would put a regular file in its place. ``Outputs`` holds what one run of the ``rif`` command writes: every output folder and file is
+file in the system's temporary folder, since replacing it would put a regular file in its place.
+``Outputs`` holds what one run of the ``rif`` command writes: every output folder and file is
 checked (creatable, writable, not overwriting an earlier run's files unless forced) before the
 work starts, and ``discard()`` removes what the run created if it does not finish.
 """
