@@ -431,11 +431,16 @@ def test_fit_intercept_must_be_a_bool(value):
     assert rn.fit(X, y, l2=1.0, fit_intercept=np.bool_(True)).converged
 
 
-def test_fit_with_every_weight_zero_is_refused():
+def test_fit_with_every_weight_zero():
+    """The intercept (or, with l2 = 0, every parameter) has no data: refused, where theta = 0
+    came back as converged. With l2 > 0 and no intercept theta = 0 is the minimiser."""
     X = np.random.default_rng(0).standard_normal((20, 2))
     y = (X[:, 0] > 0).astype(float)
-    with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
-        rn.fit(X, y, l2=1.0, sample_weight=np.zeros(20))
+    for kw in (dict(l2=1.0, fit_intercept=True), dict(l2=0.0)):
+        with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
+            rn.fit(X, y, sample_weight=np.zeros(20), **kw)
+    res = rn.fit(X, y, l2=1.0, sample_weight=np.zeros(20))
+    assert res.converged and not np.any(res.theta)
 
 
 def test_a_path_to_x_that_is_not_npy_says_what_it_is(tmp_path):
