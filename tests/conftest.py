@@ -146,6 +146,19 @@ def assert_close(got, ref, tol, what, seed=None, rowwise=True, per=None):
 # --------------------------------------------------------------------------------------------
 # Independent float64 reference
 # --------------------------------------------------------------------------------------------
+def tree_snapshot(folder) -> dict:
+    """Every file under folder (relative path: its bytes) and every folder (relative path:
+    None): what a refused or failed write must leave as it was."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(root, name), folder)] = None
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = Path(path).read_bytes()
+    return out
+
+
 def sigmoid(z):
     z = np.asarray(z, dtype=np.float64)
     out = np.empty_like(z)

@@ -43,19 +43,6 @@ def _assert_one_line_error(code, out, err, *fragments):
         assert str(fragment) in err, (fragment, err)
 
 
-def _tree(path):
-    """Every file and folder under path, relative, with file contents (for before/after)."""
-    out = {}
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            out[os.path.relpath(os.path.join(root, name), path)] = None
-        for name in files:
-            full = os.path.join(root, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, path)] = f.read()
-    return out
-
-
 @pytest.fixture
 def data(tmp_path):
     """A small logistic problem as .npz, .csv (with header) and .npy + labels."""
@@ -193,7 +180,7 @@ def _bad_files(folder):
 
 
 def test_bad_files_are_one_line_errors_and_write_nothing(capsys, tmp_path, data):
-    before = _tree(tmp_path)
+    before = tree_snapshot(tmp_path)
     for name, (payload, fragment) in _bad_files(data).items():
         path = tmp_path / "bad" / name
         path.parent.mkdir(exist_ok=True)
@@ -209,7 +196,7 @@ def test_bad_files_are_one_line_errors_and_write_nothing(capsys, tmp_path, data)
                           "--out", tmp_path / "new" / "out")
     _assert_one_line_error(code, out, err, "archive is damaged")
     assert not (tmp_path / "new").exists()
-    assert {k: v for k, v in _tree(tmp_path).items() if not k.startswith("bad")} == before
+    assert {k: v for k, v in tree_snapshot(tmp_path).items() if not k.startswith("bad")} == before
 
 
 def test_bad_labels_file_for_npy(capsys, tmp_path, data):
@@ -467,11 +454,11 @@ def test_unwritable_out_is_refused_before_the_work(capsys, tmp_path, data, monke
     blocker = tmp_path / "plain.txt"
     blocker.write_text("x\n")
     monkeypatch.setattr(cli, "_prepare", lambda args: pytest.fail("work started"))
-    before = _tree(tmp_path)
+    before = tree_snapshot(tmp_path)
     code, out, err = _run(capsys, "experiment", "--data", data / "ok.npz",
                           "--out", where.format(file=blocker))
     _assert_one_line_error(code, out, err, fragment)
-    assert _tree(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("where, fragment", [

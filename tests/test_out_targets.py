@@ -28,18 +28,6 @@ def problem():
     return X, y, theta
 
 
-def snapshot(folder: Path) -> dict:
-    """Every file under folder (relative path: bytes) and every folder (relative path: None)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            out[os.path.relpath(os.path.join(root, name), folder)] = None
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = Path(path).read_bytes()
-    return out
-
-
 def zarr_store(path: Path, X: np.ndarray):
     z = zarr.create_array(str(path), shape=X.shape, chunks=(128, X.shape[1]), dtype="f8")
     z[:] = X
@@ -56,10 +44,10 @@ def shards(folder: Path, X: np.ndarray) -> list:
 
 def refused(A, out, folder: Path, error, match: str) -> None:
     """A's RIF to out is refused with error(match), and nothing under folder changes."""
-    before = snapshot(folder)
+    before = tree_snapshot(folder)
     with pytest.raises(error, match=match):
         A.rescaled_influence(out=out)
-    assert snapshot(folder) == before
+    assert tree_snapshot(folder) == before
 
 
 def test_x_own_zarr_store_is_refused(problem, tmp_path, monkeypatch):

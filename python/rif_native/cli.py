@@ -54,25 +54,24 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def _int_from(text: str, low: int, expected: str) -> int:
+    """An integer option's value, at least `low`; else argparse's error saying `expected`."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_from(text, 1, "a positive integer")
 
 
 def _seed(text: str) -> int:
     """--seed: NumPy's generators take integers >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _int_from(text, 0, "an integer >= 0")
 
 
 def _nonnegative_float(text: str) -> float:
