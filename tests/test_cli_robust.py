@@ -25,6 +25,8 @@ import rif_native
 from rif_native import _output, cli, datasets, experiment, plots
 from rif_native.cli import main
 
+from conftest import tree_snapshot
+
 COMMANDS = ("attribute", "experiment", "poisoning", "sweep", "search", "benchmark")
 
 

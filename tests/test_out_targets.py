@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rif_native as rn
-from conftest import FIXED_SEED
+from conftest import FIXED_SEED, tree_snapshot
 
 zarr = pytest.importorskip("zarr")
 
