@@ -68,8 +68,10 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
     direct[j] += column;
   }
   h_.resize(n);
-  for (Index i = 0; i < n; ++i) {
-    h_[i] = direct[i] < 0.5 ? std::max(direct[i], 0.0) : 1.0 - l2 * Ginv(i, i);
+  if (!intercept_) {
+    for (Index i = 0; i < n; ++i) {
+      h_[i] = direct[i] < 0.5 ? std::max(direct[i], 0.0) : 1.0 - l2 * Ginv(i, i);
+    }
   }
   if (intercept_) {
     // With the intercept H = [B b; b^T sum a] (B = Y^T Y + l2 I, b = Y^T sqrt(a)). Its Schur
@@ -92,10 +94,55 @@ DualFactor::DualFactor(const Design& X, const Vector& a, double l2, int threads)
           << "curvature, and X's columns at a scale float64 resolves (standardise X).";
       throw not_positive_definite(msg.str(), d, schur_);
     }
-    h_ = (h_.array() + (l2 * q.col(0).array()).square() / schur_).matrix();
+    // h = a x^T B^{-1} x + (l2 q_i)^2 / S, sums of positive terms, keep their relative
+    // accuracy where h is small; where it is near 1 the gap 1 - h = l2 [G^{-1} - G^{-1} r r^T
+    // G^{-1} / (r^T G^{-1} r)]_ii (r = sqrt(a)) is again a difference, which cancels where r
+    // lies near K's null space (few samples with curvature, l2 tiny: a review found h > 1 and
+    // RIF wrong by 100% there). So the gaps of samples with h >= 1/2 come from the projection
+    // instead: l2 [P (P^T G P)^{-1} P^T]_ii, P an orthonormal basis of r's complement.
+    for (Index i = 0; i < n; ++i) {
+      h_[i] = std::max(direct[i], 0.0) + (l2 * q(i, 0)) * (l2 * q(i, 0)) / schur_;
+    }
+    std::vector<Index> near;
+    for (Index i = 0; i < n; ++i) {
+      if (h_[i] >= 0.5) near.push_back(i);
+    }
+    if (!near.empty()) {
+      const Vector gap = projected_gaps(K, l2, root, near, threads);
+      for (size_t c = 0; c < near.size(); ++c) h_[near[c]] = 1.0 - gap[static_cast<Index>(c)];
+    }
   }
   // (A sample without curvature has leverage exactly 0: its row of Y, of K and its sqrt(a_i)
   // are 0, so both terms above are.)
+}
+
+Vector DualFactor::projected_gaps(const Matrix& K, double l2, const Vector& r,
+                                  const std::vector<Index>& samples, int threads) {
+  // A Householder reflector Q = I - tau v v^T with Q r = alpha e_0: P = Q[:, 1:], so
+  // P^T G P = (Q G Q)[1:, 1:] and P^T e_i = Q[1:, i].
+  const Index n = K.rows(), m = static_cast<Index>(samples.size());
+  const double norm = r.norm();
+  const double alpha = r[0] > 0 ? -norm : norm;
+  Vector v = r;
+  v[0] -= alpha;
+  const double tau = 2.0 / v.squaredNorm();
+  Matrix G = K.selfadjointView<Eigen::Lower>();
+  G.diagonal().array() += l2;
+  const Vector u = G * v;  // Q G Q = G - tau (v w^T + w v^T), w = u - (tau v.u / 2) v
+  const Vector w = u - (0.5 * tau * v.dot(u)) * v;
+  Matrix C = G.bottomRightCorner(n - 1, n - 1);
+  C.noalias() -= tau * (v.tail(n - 1) * w.tail(n - 1).transpose() +
+                        w.tail(n - 1) * v.tail(n - 1).transpose());
+  cholesky_in_place(C, "The dual matrix G projected off sqrt(a) (the intercept's leverage gaps)",
+                    threads);
+  Matrix B(n - 1, m);  // columns Q[1:, i] = e_i[1:] - tau v[1:] v_i
+  for (Index c = 0; c < m; ++c) {
+    const Index i = samples[static_cast<size_t>(c)];
+    B.col(c) = -tau * v[i] * v.tail(n - 1);
+    if (i > 0) B(i - 1, c) += 1.0;
+  }
+  solve_lower_columns(C, B, false, threads);
+  return l2 * B.colwise().squaredNorm().transpose();
 }
 
 void DualFactor::solve_features(Eigen::Ref<Matrix> u, int threads) const {

@@ -17,6 +17,7 @@
 #include "rif/types.hpp"
 
 #include <cstdint>
+#include <vector>
 
 namespace rif {
 
@@ -45,6 +46,10 @@ class DualFactor {
  private:
   /// u <- B^{-1} u (d x m).
   void solve_features(Eigen::Ref<Matrix> u, int threads) const;
+  /// 1 - h_i of the given samples with the intercept: l2 [P (P^T G P)^{-1} P^T]_ii, P an
+  /// orthonormal basis of the complement of r = sqrt(a) (G = K + l2 I, K's lower triangle).
+  static Vector projected_gaps(const Matrix& K, double l2, const Vector& r,
+                               const std::vector<Index>& samples, int threads);
   /// v <- H^{-1} v given u = B^{-1} v_f: the intercept's Schur step (intercept only).
   void through_intercept(Eigen::Ref<Matrix> v, const Matrix& u) const;
 
