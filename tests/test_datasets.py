@@ -326,7 +326,7 @@ def test_npz_errors(tmp_path, arrays_in, pattern):
         ("a,b,y\n", "header but no data rows"),
         ("\n\n", "no data rows"),
         ("1,2,0\n3,nan,1\n", "NaN or infinity"),
-        ("1,2,spam\n3,4,ham\n", "1 distinct text values"),  # a header, one text label
+        ("1,2,spam\n3,4,ham\n", "is not a number; text labels need a header line"),
     ],
 )
 def test_csv_errors(tmp_path, content, pattern):
@@ -388,3 +388,12 @@ def test_csv_with_text_labels_in_the_last_column_reads_as_a_table(tmp_path):
     (tmp_path / "u.csv").write_text("a,b,label\n1,x,0\n2,3,1\n")
     with pytest.raises(ValueError, match="column 2: 'x' is not a number"):
         datasets.load_dataset(tmp_path / "u.csv")
+
+
+def test_headerless_csv_with_text_labels_is_refused_whole(tmp_path):
+    """Without a header, text labels are refused: read as a table, the first row would have
+    become the header and a sample been lost."""
+    path = tmp_path / "h.csv"
+    path.write_text("1,2,yes\n3,4,no\n5,6,yes\n7,8,no\n")
+    with pytest.raises(ValueError, match="line 1, column 3: 'yes' is not a number"):
+        datasets.load_dataset(path)

@@ -53,3 +53,16 @@ def test_a_link_is_followed_and_kept(tmp_path):
     link.symlink_to(target)
     _output.write_text(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_dev_stdout_on_a_pipe_is_written(tmp_path):
+    """/dev/stdout resolves to a pipe under /proc that cannot be opened by that name: the name
+    as given is written (it failed after all the work: "No such file or directory")."""
+    import subprocess
+    import sys
+
+    code = "from rif_native import _output; _output.write_text('/dev/stdout', 'through\\n')"
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"through\n"

@@ -348,10 +348,37 @@ def _reading(X: Any, progress: Optional[bool]) -> Any:
     return contextlib.nullcontext()
 
 
-def _finite_advice(l2: float) -> str:
-    """What to do about a loss without a finite minimiser."""
-    return ("Add l2 > 0." if l2 == 0.0 else
-            "Keep samples of both kinds, or fit without the intercept.")
+def _check_some_weight(w: Optional[np.ndarray], fit_intercept: bool, l2: float) -> None:
+    """ValueError where every weight is 0 and something unpenalised is left without data (the
+    intercept, or every parameter with l2 = 0); with l2 > 0 and no intercept, theta = 0 is the
+    minimiser."""
+    if w is not None and len(w) and not np.any(w > 0) and (fit_intercept or l2 == 0.0):
+        raise ValueError("sample_weight is 0 for every sample: the "
+                         + ("intercept" if fit_intercept else "model (l2 = 0)")
+                         + " has no data to be fitted to")
+
+
+def _finite_advice(why: str) -> str:
+    """What to do about a loss without a finite minimiser, for the reason `why`."""
+    return ("Keep samples of both kinds, or fit without the intercept." if "intercept" in why
+            else "Add l2 > 0.")
+
+
+def _finite_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], result: "FitResult",
+                    l2: float, family: str, fit_intercept: bool, tol: float,
+                    num_threads: Optional[int]) -> tuple:
+    """(why the fit's loss has no finite minimiser, or ""; a hint that it may have none, or "")
+    for a fit that met its tolerance (rif_native._finite). z = X theta is read only where
+    l2 = 0 needs it (for X from a source, a pass)."""
+    if not result.converged or family not in ("logistic", "poisson"):
+        return "", ""
+    live = np.ones(len(y), dtype=bool) if w is None else w > 0
+    z = _matvec(X, result.theta, fit_intercept) if l2 == 0.0 else None
+    why = _finite.why_infinite(y, family, fit_intercept, l2, z, live)
+    if why or z is None:
+        return why, ""
+    return "", _finite.quasi_hint(X, y, w, result.theta, family, fit_intercept, z, live, tol,
+                                  num_threads)
 
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -956,9 +983,10 @@ class Attribution(_frames.Named):
 
     def _check_finite(self, fields: dict, indices: np.ndarray,
                       offsets: np.ndarray) -> np.ndarray:
-        """The sets (a mask) whose refit has no finite minimiser (see _finite: one kind of
-        label left for the intercept, or separation with l2 = 0): converged False, and a
-        warning. theta is what the iterations reached on their way to infinity."""
+        """The sets (a mask) whose refit has no finite minimiser, decided exactly (see
+        _finite: one kind of label left for the intercept; complete separation of the logistic
+        loss with l2 = 0): converged False, and a warning. theta is what the iterations
+        reached on their way to infinity."""
         m = len(fields["theta"])
         infinite = np.zeros(m, dtype=bool)
         if self.family not in ("logistic", "poisson") or m == 0:
@@ -966,19 +994,18 @@ class Attribution(_frames.Named):
         X, y, w = self._data
         live_all = np.ones(self.n, dtype=bool) if w is None else w > 0
         counts = _finite.LabelCounts(y, live_all, self.family) if self.fit_intercept else None
-        # X theta of every set in one pass, where l2 = 0 needs them
-        Z = _matvec(X, fields["theta"].T, self.fit_intercept) if self.l2 == 0.0 else None
+        # X theta of every set in one pass, where separation is possible (logistic, l2 = 0)
+        Z = (_matvec(X, fields["theta"].T, self.fit_intercept)
+             if self.l2 == 0.0 and self.family == "logistic" else None)
         found: dict = {}
         for j in np.flatnonzero(fields["converged"]):
             T = np.unique(indices[offsets[j]:offsets[j + 1]])
             if counts is not None and counts.one_kind_without(T):
                 why = _finite.one_kind_clause(self.family)
-            elif Z is not None:
+            elif Z is not None:  # (complete separation: the refit's z, O(n) per set)
                 live = live_all.copy()
                 live[T] = False
-                wj = np.where(live, 1.0 if w is None else w, 0.0)
-                why = _finite.why_separated(X, y, wj, fields["theta"][j], 0.0, self.family,
-                                            self.fit_intercept, Z[:, j], live, self._threads)
+                why = _finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
             else:
                 continue
             if why:
@@ -989,7 +1016,7 @@ class Attribution(_frames.Named):
             warnings.warn(
                 f"without set(s) {_name_some(np.asarray(sets))} {why}: there is no finite "
                 "refit, and the returned theta only met the gradient tolerance on its way to "
-                f"infinity (converged False). {_finite_advice(self.l2)}",
+                f"infinity (converged False). {_finite_advice(why)}",
                 ConvergenceWarning, stacklevel=3)
         return infinite
 
@@ -1272,10 +1299,7 @@ def fit(
                          fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, theta0=theta0,
                          num_threads=num_threads, progress=progress)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
-    if wa is not None and n and not np.any(wa > 0) and (fit_intercept or float(l2) == 0.0):
-        raise ValueError("sample_weight is 0 for every sample: the "
-                         + ("intercept" if fit_intercept else "model (l2 = 0)")
-                         + " has no data to be fitted to")
+    _check_some_weight(wa, fit_intercept, float(l2))
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
@@ -1297,17 +1321,17 @@ def fit(
                        hessians=int(out["hessians"]),
                        sampled_hessians=int(out["sampled_hessians"]),
                        lbfgs_steps=int(out["lbfgs_steps"]))
-    why = ""
-    if result.converged and family in ("logistic", "poisson"):
-        live = np.ones(n, dtype=bool) if wa is None else wa > 0
-        why = _finite.why_infinite(Xa, ya, wa, result.theta, float(l2), family, fit_intercept,
-                                   live, num_threads)
+    why, hint = _finite_verdict(Xa, ya, wa, result, float(l2), family, fit_intercept,
+                                float(tol), num_threads)
     if why:
         result = dataclasses.replace(result, converged=False)
         warnings.warn(
             f"fit has no finite answer: {why}. The returned theta only met the gradient "
-            "tolerance on its way to infinity (converged False). "
-            + _finite_advice(float(l2)), ConvergenceWarning, stacklevel=2)
+            "tolerance on its way to infinity (converged False). " + _finite_advice(why),
+            ConvergenceWarning, stacklevel=2)
+    elif hint:
+        warnings.warn(f"fit met its tolerance, but {hint}. Add l2 > 0 to be sure of a finite "
+                      "answer.", ConvergenceWarning, stacklevel=2)
     elif result.stalled and not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations: the gradient norm "

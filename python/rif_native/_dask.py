@@ -36,7 +36,9 @@ from ._api import (
     NotPositiveDefiniteError,
     RetrainResult,
     SingularRemovalWarning,
+    _check_some_weight,
     _check_stopping,
+    _flag,
     _family,
     _top,
     _method,
@@ -564,7 +566,7 @@ class DaskAttribution(Attribution):
         self.family, self.l2 = _family(family), _real(l2, "l2")
         if not self.l2 >= 0 or not np.isfinite(self.l2):
             raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
-        self.fit_intercept = bool(fit_intercept)
+        self.fit_intercept = _flag(fit_intercept, "fit_intercept")
         self.backend, self._progress, self._max_memory = "dask", progress, max_memory
         self._chunks, t = _setup(X, y, theta, sample_weight, self.family, self.fit_intercept,
                                  num_threads, "theta", progress)
@@ -908,8 +910,9 @@ def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_wei
     the same pass)."""
     family, l2 = _family(family), _real(l2, "l2")
     _check_stopping(tol, max_iter)
-    ch, t0 = _setup(X, y, theta0, sample_weight, family, bool(fit_intercept), num_threads,
-                    "theta0", progress)
+    ch, t0 = _setup(X, y, theta0, sample_weight, family, _flag(fit_intercept, "fit_intercept"),
+                    num_threads, "theta0", progress)
+    _check_some_weight(None if ch.w is None else np.asarray(ch.w), bool(fit_intercept), l2)
     d = ch.d
     p = d + int(fit_intercept)
     params = _Params(d, ch.centre)

@@ -6,21 +6,18 @@ logistic and poisson losses lose it in two ways:
 
 * An unpenalised intercept whose samples of positive weight are all of one kind: logistic
   labels all 0 or all 1, poisson counts all 0. The intercept runs to -inf or +inf, whatever
-  l2 is. Decided exactly, from the labels.
+  l2 is. Decided exactly, from the labels (why_infinite).
 * With l2 = 0, separation: a direction along which no sample's loss rises and some fall.
-  Complete separation (logistic: every z on its label's side) is decided exactly from z.
-  Quasi-complete separation (some samples on the boundary) shows in the Newton step from the
-  returned theta: the samples it separates have curvature that falls as fast as their
-  gradient, so the step keeps moving their linear predictors by about 1 (exactly 1 in the
-  limit, for both losses' exponential tails), while the others, on the boundary (x_i . v = 0
-  along the separating direction v), stay where they are; at a finite minimiser the step is as
-  small as the gradient that met the tolerance. A step that moves some saturated sample's z
-  (curvature below SATURATED of the largest) by STEP_Z or more, and no other sample's, is taken
-  as separation: the gap between the regimes is many orders of magnitude, so the verdict does
-  not hang on rounding. Where other samples move too (a loose tolerance, short of the
-  minimiser), or H is singular at theta, it cannot tell and says nothing. The step costs an
-  attribution's passes, so it is computed only where some sample is saturated (as separated
-  samples must be, for the tolerance to have been met), and for X in memory.
+  Complete separation (logistic: every z on its label's side) is decided exactly from z
+  (why_infinite). Quasi-complete separation (some samples on the boundary) is not decided, only
+  suspected (quasi_hint): the samples it separates have curvature that falls as fast as their
+  gradient, so a Newton step from the returned theta keeps moving their linear predictors by
+  about 1 (exactly 1 in the limit, for both losses' exponential tails), while the others, on
+  the boundary, stay where they are. But a finite minimiser whose saturated samples sit far
+  out (|z| of 15 or more) looks the same from a point short of it: the step there is the
+  gradient over a tiny curvature. So it is only a hint, given for tight tolerances (at most
+  TIGHT), where a minimiser is rarely that far, and it leaves ``converged`` alone; deciding it
+  would take a linear programme over the samples.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-#: A Newton step that moves a linear predictor by this much or more means separation.
+#: A Newton step that moves a linear predictor by this much or more suggests separation.
 STEP_Z = 0.1
 #: Curvature (a_i / w_i) below this share of the largest marks a sample as saturated.
 SATURATED = 1e-4
@@ -124,46 +121,47 @@ class LabelCounts:
         return marked == 0 or (self.family == "logistic" and marked == left)
 
 
-def why_infinite(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray, l2: float,
-                 family: str, fit_intercept: bool, live: np.ndarray,
-                 num_threads: Optional[int] = None) -> str:
-    """Why the loss of the samples `live` has no finite minimiser, as a clause for a warning,
-    or "" when it has one (as far as the checks above tell)."""
+def why_infinite(y: np.ndarray, family: str, fit_intercept: bool, l2: float,
+                 z: Optional[np.ndarray], live: np.ndarray) -> str:
+    """Why the loss of the samples `live` has no finite minimiser, decided exactly (an
+    intercept over one kind of label; with l2 = 0 and the logistic loss, complete separation,
+    which needs z = X theta), as a clause for a warning; "" when neither holds."""
     if family not in ("logistic", "poisson") or not live.any():
         return ""
     if fit_intercept and one_kind(y, live, family):
         return one_kind_clause(family)
-    return why_separated(X, y, w, theta, l2, family, fit_intercept, None, live, num_threads)
-
-
-def why_separated(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray, l2: float,
-                  family: str, fit_intercept: bool, z: Optional[np.ndarray], live: np.ndarray,
-                  num_threads: Optional[int] = None) -> str:
-    """With l2 = 0: why the separated samples `live` leave the loss no finite minimiser, or "".
-    z = X theta, or None to compute it here, only where l2 = 0 needs it (for X from a source,
-    a pass)."""
-    if l2 != 0.0 or family not in ("logistic", "poisson") or not live.any():
-        return ""
-    if z is None:
-        from ._api import _matvec
-
-        z = _matvec(X, theta, fit_intercept)
-    if family == "logistic" and separated(z, y, live):
+    if l2 == 0.0 and family == "logistic" and z is not None and separated(z, y, live):
         return ("the logistic data are linearly separable, so with l2 = 0 the loss has no "
                 "finite minimiser")
+    return ""
+
+
+#: The loosest fit tolerance at which quasi_hint speaks.
+TIGHT = 1e-8
+
+
+def quasi_hint(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
+               family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray, tol: float,
+               num_threads: Optional[int] = None) -> str:
+    """With l2 = 0, a fit at a tolerance of at most TIGHT and X in memory: the saturated samples
+    one more Newton step would move by STEP_Z or more while no other sample moves, as a clause
+    for a warning; "" otherwise (see the module's docstring)."""
+    if tol > TIGHT or family not in ("logistic", "poisson") or not _in_memory(X):
+        return ""
     sat = saturated(z, live, family)
-    if not sat.any() or not _in_memory(X):
+    if not sat.any():
         return ""
     moved = step_moves(X, y, w, theta, family, fit_intercept, sat, live, num_threads)
     if len(moved) == 0:
         return ""
     from ._api import _name_some
 
-    return (f"the data are quasi-separated, so with l2 = 0 the loss has no finite minimiser (one "
-            f"more Newton step would still move the linear predictors of sample(s) "
-            f"{_name_some(moved)} by {STEP_Z:g} or more)")
+    return (f"one more Newton step would still move the linear predictors of sample(s) "
+            f"{_name_some(moved)} by {STEP_Z:g} or more, and no other sample's: the data look "
+            "quasi-separated, and with l2 = 0 the loss may then have no finite minimiser")
 
 
 def _in_memory(X: Any) -> bool:
-    """X as a NumPy array or a SciPy sparse matrix (the Newton step's extra passes are cheap)."""
-    return isinstance(X, np.ndarray) or hasattr(X, "tocsr")
+    """X as a NumPy array (the Newton step's extra passes are cheap; sparse X and sources are
+    left out)."""
+    return isinstance(X, np.ndarray)

@@ -74,7 +74,10 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     open it again by name. On any exception, KeyboardInterrupt included, it is removed and
     ``path`` is left as it was.
     """
-    path = Path(os.path.realpath(path))
+    path = Path(path)
+    if not _special(path):  # (a special file keeps the name given: /dev/stdout's target, a
+        # pipe under /proc, cannot be opened by its resolved name)
+        path = Path(os.path.realpath(path))
     try:
         tmp = _new_temporary(path)
     except OSError as exc:

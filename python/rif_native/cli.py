@@ -165,8 +165,8 @@ def _add_data_args(p: argparse.ArgumentParser, *, reads_from_disk: bool = False)
     )
     data.add_argument(
         "--id", metavar="COLUMN", dest="id_column",
-        help="a table's column of sample ids: not a feature, shown and written instead of row "
-        "numbers",
+        help="a table's column of sample ids: never a feature; rif attribute, audit and search "
+        "show and write the ids instead of row numbers",
     )
     data.add_argument(
         "--one-hot", action="store_true",

@@ -864,25 +864,33 @@ def _first_non_utf8(path: Path) -> tuple[int, int]:
 
 
 def _csv_header(rows, source: str):
-    """The header (or None) and the first data row; a first line not all numbers is a header."""
+    """The header (or None) and the data rows read to decide it (one or two). A first line of
+    numbers is data; so is one whose only text is in the columns where the second line has
+    text too (text labels without a header: "1,2,yes" over "3,4,no"); else it is a header."""
     first = next(rows, None)
     if first is None:
         raise ValueError(f"{source}: the file has no data rows")
     fields = [field.strip() for field in first[1]]
     if all(_is_number(field) for field in fields):
-        return None, first
-    first = next(rows, None)
-    if first is None:
+        return None, [first]
+    second = next(rows, None)
+    if second is None:
         raise ValueError(f"{source}: the file has a header but no data rows")
-    return fields, first
+    below = [field.strip() for field in second[1]]
+    if len(below) == len(fields) and all(_is_number(f) or not _is_number(b)
+                                         for f, b in zip(fields, below)):
+        return None, [first, second]
+    return fields, [second]
 
 
 class _TextLabel(ValueError):
     """A table's last column (its labels) holds text: read as a table, labels numbered."""
 
 
-def _csv_values(rows, width: int, source: str, expected: str) -> np.ndarray:
-    """Parse every row into one float64 array, block by block (no list of strings of all rows)."""
+def _csv_values(rows, width: int, source: str, expected: str,
+                text_labels: bool = False) -> np.ndarray:
+    """Parse every row into one float64 array, block by block (no list of strings of all rows);
+    text in the last column raises _TextLabel where `text_labels` (a table with a header)."""
     block_rows = max(1, _CSV_BLOCK_BYTES // (8 * width))
     blocks, block, filled = [], np.empty((block_rows, width)), 0
     for lineno, row in rows:
@@ -894,9 +902,14 @@ def _csv_values(rows, width: int, source: str, expected: str) -> np.ndarray:
             block[filled] = [float(field) for field in row]
         except ValueError:
             j = next(j for j, field in enumerate(row) if not _is_number(field))
-            error = _TextLabel if j == width - 1 else ValueError
+            # (text labels only under a header: without one, load_table would take the first
+            # row for a header and lose a sample)
+            error = _TextLabel if text_labels and j == width - 1 else ValueError
+            hint = ("; text labels need a header line naming the columns"
+                    if j == width - 1 and not text_labels else "")
             raise error(
-                f"{source}: line {lineno}, column {j + 1}: {row[j].strip()!r} is not a number"
+                f"{source}: line {lineno}, column {j + 1}: {row[j].strip()!r} is not a "
+                f"number{hint}"
             ) from None
         filled += 1
         if filled == block_rows:
@@ -912,15 +925,16 @@ def _load_csv(path: Path) -> Dataset:
     _check_csv_bytes(path)
     rows = _csv_rows(path, delimiter)
     try:
-        header, first = _csv_header(rows, source)
-        width = len(header) if header is not None else len(first[1])
+        header, pending = _csv_header(rows, source)
+        width = len(header) if header is not None else len(pending[0][1])
         if width < 2:
             raise ValueError(
                 f"{source}: needs at least 2 columns (features, then the label in the last "
                 f"column), found {width}"
             )
         expected = "as in the header" if header is not None else "as in the first row"
-        values = _csv_values(itertools.chain([first], rows), width, source, expected)
+        values = _csv_values(itertools.chain(pending, rows), width, source, expected,
+                             text_labels=header is not None)
     except MemoryError as exc:
         raise _too_large(source, "the table", exc) from None
     finally:

@@ -96,7 +96,7 @@ class _Problem:
         """An attribution's peak: the Hessian pass, or H and H^{-1} held through the leverage
         pass or through the per-sample algebra, whose blocks of _BLOCK samples take about
         6 m^2 + m doubles each while computed (measured with tracemalloc at K = 3 to 11:
-        26 to 610 doubles; not counted before 2026-12-06, which a build without OpenBLAS, with
+        26 to 610 doubles; counted as 6 m^2 + 2 m + 2; not counted before 2026-12-06, which a build without OpenBLAS, with
         its smaller row blocks, showed: 43.0 MB at 200,000 x 50, K = 3, against 33.3 MB
         estimated); and the per-sample vectors."""
         cores = _cores(self.threads)

@@ -180,8 +180,11 @@ _OTHER_FILES = (
 
 def _not_npy(path: str) -> str:
     """What the file at path is when it is not a .npy file ("" when it is one)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        return f"not a readable .npy file ({exc.strerror or exc})"
     if head.startswith(b"\x93NUMPY"):
         return ""
     for magic, what in _OTHER_FILES:
