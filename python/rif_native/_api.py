@@ -1299,7 +1299,7 @@ def fit(
                          fit_intercept=fit_intercept, tol=tol, max_iter=max_iter, theta0=theta0,
                          num_threads=num_threads, progress=progress)
     Xa, ya, t0, wa, n, d = _data(X, y, sample_weight, fit_intercept, theta0, "theta0")
-    _check_some_weight(wa, fit_intercept, float(l2))
+    _check_some_weight(wa, fit_intercept, _real(l2, "l2"))
     if t0 is None:
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
