@@ -358,12 +358,6 @@ def _check_some_weight(w: Optional[np.ndarray], fit_intercept: bool, l2: float) 
                          + " has no data to be fitted to")
 
 
-def _finite_advice(why: str) -> str:
-    """What to do about a loss without a finite minimiser, for the reason `why`."""
-    return ("Keep samples of both kinds, or fit without the intercept." if "intercept" in why
-            else "Add l2 > 0.")
-
-
 def _finite_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], result: "FitResult",
                     l2: float, family: str, fit_intercept: bool, tol: float,
                     num_threads: Optional[int]) -> tuple:
@@ -372,7 +366,7 @@ def _finite_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], result: "Fit
     l2 = 0 needs it (for X from a source, a pass)."""
     if not result.converged or family not in ("logistic", "poisson"):
         return "", ""
-    live = np.ones(len(y), dtype=bool) if w is None else w > 0
+    live = _finite.live_samples(w, len(y))
     z = _matvec(X, result.theta, fit_intercept) if l2 == 0.0 else None
     why = _finite.why_infinite(y, family, fit_intercept, l2, z, live)
     if why or z is None:
@@ -992,32 +986,26 @@ class Attribution(_frames.Named):
         if self.family not in ("logistic", "poisson") or m == 0:
             return infinite
         X, y, w = self._data
-        live_all = np.ones(self.n, dtype=bool) if w is None else w > 0
-        counts = _finite.LabelCounts(y, live_all, self.family) if self.fit_intercept else None
-        # X theta of every set in one pass, where separation is possible (logistic, l2 = 0)
-        Z = (_matvec(X, fields["theta"].T, self.fit_intercept)
-             if self.l2 == 0.0 and self.family == "logistic" else None)
+        live_all = _finite.live_samples(w, self.n)
         found: dict = {}
-        for j in np.flatnonzero(fields["converged"]):
-            T = np.unique(indices[offsets[j]:offsets[j + 1]])
-            if counts is not None and counts.one_kind_without(T):
-                why = _finite.one_kind_clause(self.family)
-            elif Z is not None:  # (complete separation: the refit's z, O(n) per set)
+        if self.fit_intercept:
+            infinite = _finite.one_kind_sets(y, live_all, self.family, indices, offsets,
+                                             fields["converged"])
+            if infinite.any():
+                found[_finite.one_kind_clause(self.family)] = list(np.flatnonzero(infinite))
+        if self.l2 == 0.0 and self.family == "logistic":  # complete separation, O(n) per set
+            Z = _matvec(X, fields["theta"].T, self.fit_intercept)  # every set's z, one pass
+            for j in np.flatnonzero(fields["converged"] & ~infinite):
                 live = live_all.copy()
-                live[T] = False
+                live[indices[offsets[j]:offsets[j + 1]]] = False
                 why = _finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
-            else:
-                continue
-            if why:
-                found.setdefault(why, []).append(j)
-                fields["converged"][j] = False
-                infinite[j] = True
+                if why:
+                    found.setdefault(why, []).append(j)
+                    infinite[j] = True
+        fields["converged"][infinite] = False
         for why, sets in found.items():
-            warnings.warn(
-                f"without set(s) {_name_some(np.asarray(sets))} {why}: there is no finite "
-                "refit, and the returned theta only met the gradient tolerance on its way to "
-                f"infinity (converged False). {_finite_advice(why)}",
-                ConvergenceWarning, stacklevel=3)
+            warnings.warn(_finite.no_finite_refit(_name_some(np.asarray(sets)), why),
+                          ConvergenceWarning, stacklevel=3)
         return infinite
 
     @property
@@ -1325,10 +1313,7 @@ def fit(
                                 float(tol), num_threads)
     if why:
         result = dataclasses.replace(result, converged=False)
-        warnings.warn(
-            f"fit has no finite answer: {why}. The returned theta only met the gradient "
-            "tolerance on its way to infinity (converged False). " + _finite_advice(why),
-            ConvergenceWarning, stacklevel=2)
+        warnings.warn(_finite.no_finite_fit(why), ConvergenceWarning, stacklevel=2)
     elif hint:
         warnings.warn(f"fit met its tolerance, but {hint}. Add l2 > 0 to be sure of a finite "
                       "answer.", ConvergenceWarning, stacklevel=2)

@@ -785,23 +785,16 @@ class DaskAttribution(Attribution):
         """Sets (a mask) that leave an unpenalised intercept one kind of label: no finite refit
         (rif_native._finite), so converged False, with a warning. (The separation checks of
         l2 = 0 are the in-process engine's: they read X.)"""
-        m = len(offsets) - 1
-        infinite = np.zeros(m, dtype=bool)
         if not self.fit_intercept or self.family not in ("logistic", "poisson"):
-            return infinite
+            return np.zeros(len(offsets) - 1, dtype=bool)
         ch = self._chunks
-        live = np.ones(self.n, dtype=bool) if ch.w is None else ch.w > 0
-        counts = _finite.LabelCounts(np.asarray(ch.y), live, self.family)
-        for j in np.flatnonzero(result["converged"]):
-            infinite[j] = counts.one_kind_without(np.unique(indices[offsets[j]:offsets[j + 1]]))
+        infinite = _finite.one_kind_sets(np.asarray(ch.y), _finite.live_samples(ch.w, self.n),
+                                         self.family, indices, offsets, result["converged"])
         if infinite.any():
             result["converged"][infinite] = False
-            warnings.warn(
-                f"without set(s) {_name_some(np.flatnonzero(infinite))} "
-                f"{_finite.one_kind_clause(self.family)}: there is no finite refit, and the "
-                "returned theta only met the gradient tolerance on its way to infinity "
-                "(converged False). Keep samples of both kinds, or fit without the intercept.",
-                ConvergenceWarning, stacklevel=3)
+            warnings.warn(_finite.no_finite_refit(_name_some(np.flatnonzero(infinite)),
+                                                  _finite.one_kind_clause(self.family)),
+                          ConvergenceWarning, stacklevel=3)
         return infinite
 
     def __repr__(self) -> str:
@@ -971,16 +964,14 @@ def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_wei
         total = ch.hessian(theta)
         passes += 1
         F = total["loss"] + 0.5 * l2 * theta[:d] @ theta[:d]
-    live = np.ones(ch.n, dtype=bool) if ch.w is None else ch.w > 0
-    infinite = converged and fit_intercept and _finite.one_kind(np.asarray(ch.y), live, family)
+    infinite = converged and fit_intercept and _finite.one_kind(
+        np.asarray(ch.y), _finite.live_samples(ch.w, ch.n), family)
     result = FitResult(theta=params.point_to_user(theta), grad_norm=norm, n_iter=it,
                        converged=converged and not infinite, loss=float(F), stalled=stalled,
                        passes=passes)
     if infinite:
-        warnings.warn(f"fit has no finite answer: {_finite.one_kind_clause(family)}. The "
-                      "returned theta only met the gradient tolerance on its way to infinity "
-                      "(converged False). Keep samples of both kinds, or fit without the "
-                      "intercept.", ConvergenceWarning, stacklevel=2)
+        warnings.warn(_finite.no_finite_fit(_finite.one_kind_clause(family)),
+                      ConvergenceWarning, stacklevel=2)
     elif not converged:
         warnings.warn(f"fit stopped after {it} iterations with gradient norm {norm:.3g} above "
                       "the tolerance; add l2 > 0 or raise max_iter.", ConvergenceWarning,

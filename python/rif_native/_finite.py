@@ -32,15 +32,26 @@ STEP_Z = 0.1
 SATURATED = 1e-4
 
 
+def live_samples(w: Optional[np.ndarray], n: int) -> np.ndarray:
+    """The samples of positive weight (a mask; all without weights)."""
+    return np.ones(n, dtype=bool) if w is None else np.asarray(w) > 0
+
+
 def one_kind(y: np.ndarray, live: np.ndarray, family: str) -> bool:
     """Whether the samples `live` (a mask) leave an unpenalised intercept no finite value:
     logistic labels all 0 or all 1, poisson counts all 0 (none live: False)."""
-    if family not in ("logistic", "poisson") or not live.any():
-        return False
-    labels = y[live]
-    if family == "poisson":
-        return bool(np.all(labels == 0))
-    return bool(np.all(labels == labels[0]))
+    return LabelCounts(y, live, family).one_kind_without(np.empty(0, dtype=np.int64))
+
+
+def one_kind_sets(y: np.ndarray, live: np.ndarray, family: str, indices: np.ndarray,
+                  offsets: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The sets (a mask over len(offsets) - 1) among `candidates` (a mask) whose removal leaves
+    the live samples one kind of label, at O(set size) each."""
+    counts = LabelCounts(y, live, family)
+    out = np.zeros(len(offsets) - 1, dtype=bool)
+    for j in np.flatnonzero(candidates):
+        out[j] = counts.one_kind_without(np.unique(indices[offsets[j]:offsets[j + 1]]))
+    return out
 
 
 def separated(z: np.ndarray, y: np.ndarray, live: Any) -> bool:
@@ -94,6 +105,26 @@ def one_kind_clause(family: str) -> str:
     kind = "counts are all 0" if family == "poisson" else "labels are all one class"
     return (f"the samples' {kind}, so the unpenalised intercept has no finite value (it runs "
             "to infinity whatever l2 is)")
+
+
+def _advice(why: str) -> str:
+    """What to do, for the reason `why` (a clause of this module)."""
+    if why in (one_kind_clause("logistic"), one_kind_clause("poisson")):
+        return "Keep samples of both kinds, or fit without the intercept."
+    return "Add l2 > 0."
+
+
+def no_finite_fit(why: str) -> str:
+    """The warning of a fit whose loss has no finite minimiser, for the reason `why`."""
+    return (f"fit has no finite answer: {why}. The returned theta only met the gradient "
+            f"tolerance on its way to infinity (converged False). {_advice(why)}")
+
+
+def no_finite_refit(sets: str, why: str) -> str:
+    """The warning of refits (the sets named by `sets`) without a finite minimiser."""
+    return (f"without set(s) {sets} {why}: there is no finite refit, and the returned theta "
+            f"only met the gradient tolerance on its way to infinity (converged False). "
+            f"{_advice(why)}")
 
 
 class LabelCounts:
