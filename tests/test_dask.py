@@ -182,6 +182,21 @@ def test_rows_written_to_a_file(client, tmp_path):
     close(written, A.rescaled_influence())
 
 
+def test_chosen_rows_written_to_a_file(client, tmp_path):
+    """Rows of chosen samples go to out= as well (they were returned and out= ignored)."""
+    X, y, w = problem(10, n=900)
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    B = rn.Attribution(da.from_array(X, chunks=(300, X.shape[1])), y, theta, l2=1.0,
+                       fit_intercept=True)
+    idx = [899, 3, 450]
+    written = B.rescaled_influence(idx, out=tmp_path / "rif.npy")
+    close(np.load(tmp_path / "rif.npy"), A.rescaled_influence(idx))
+    close(written, A.rescaled_influence(idx))
+    close(B.influence(idx, out=tmp_path / "if.zarr")[:], A.influence(idx))
+    assert (tmp_path / "if.zarr").is_dir()
+
+
 @pytest.mark.parametrize("rows", [(0, 100, 0, 300, 300, 0), (100, 0, 0, 300, 0, 300),
                                   (700, 0)])
 @pytest.mark.parametrize("fit_intercept", [False, True])
@@ -309,3 +324,18 @@ def test_a_progress_bar_counts_the_chunks_of_each_pass(request, capfd, cluster):
         assert bars == set(range(1, int(fitted.passes) + 1)), (bars, fitted.passes)
         assert "(line search)" in err and "(gradient)" in err
         close(fitted.theta, rn.fit(Xd, y, tol=1e-12, progress=False, **kw).theta, 1e-14)
+
+
+def test_column_sums_overflow_named_without_numpy_warnings():
+    """Finite X whose column sums overflow float64: the ValueError that says so, and no NumPy
+    RuntimeWarning before it (the sums' overflow is expected and checked)."""
+    import dask
+    import warnings
+
+    X, y, w = problem(11, n=400, d=5, weights=False)
+    X[:, 2] = 1e308
+    with dask.config.set(scheduler="sync"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="overflow"):
+            rn.Attribution(da.from_array(X, chunks=(100, 5)), y, np.zeros(6), l2=1.0,
+                           fit_intercept=True)

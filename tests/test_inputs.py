@@ -425,7 +425,10 @@ def test_fit_intercept_must_be_a_bool(value):
     y = (X[:, 0] > 0).astype(float)
     for call in (lambda: rn.fit(X, y, l2=1.0, fit_intercept=value),
                  lambda: rn.Attribution(X, y, np.zeros(3), l2=1.0, fit_intercept=value),
-                 lambda: rn.fit(X, y, l2=1.0, family="multinomial", fit_intercept=value)):
+                 lambda: rn.fit(X, y, l2=1.0, family="multinomial", fit_intercept=value),
+                 lambda: rn.metrics.TestPrediction(X, fit_intercept=value),
+                 lambda: rn.metrics.Logit(X[0], fit_intercept=value),
+                 lambda: rn.multiclass_metrics.TestLoss(X, y, fit_intercept=value)):
         with pytest.raises(TypeError, match="fit_intercept must be True or False"):
             call()
     assert rn.fit(X, y, l2=1.0, fit_intercept=np.bool_(True)).converged

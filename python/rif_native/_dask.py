@@ -89,10 +89,12 @@ def _persists(X: Any, client: Any) -> bool:
 
 
 def _add(*parts: dict) -> dict:
+    """The sum of partial sums; an overflow gives inf silently (the callers check for it)."""
     out = dict(parts[0])
-    for p in parts[1:]:
-        for k, v in p.items():
-            out[k] = out[k] + v
+    with np.errstate(over="ignore", invalid="ignore"):
+        for p in parts[1:]:
+            for k, v in p.items():
+                out[k] = out[k] + v
     return out
 
 
@@ -330,13 +332,15 @@ def _task(fn: Callable) -> Callable:
 
 @_task
 def _weighted_sum(X: Any, y: np.ndarray, w: Optional[np.ndarray]) -> dict:
-    """{s: sum_i w_i x_i} over the chunk's rows (w None: all 1)."""
+    """{s: sum_i w_i x_i} over the chunk's rows (w None: all 1); an overflow gives inf
+    silently (column_means checks for it)."""
     s, begin = 0.0, 0
-    for rows in row_arrays(X):
-        rows = np.asarray(rows, dtype=np.float64)
-        s = s + (rows.sum(axis=0) if w is None
-                 else np.asarray(w[begin:begin + len(rows)], dtype=np.float64) @ rows)
-        begin += len(rows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for rows in row_arrays(X):
+            rows = np.asarray(rows, dtype=np.float64)
+            s = s + (rows.sum(axis=0) if w is None
+                     else np.asarray(w[begin:begin + len(rows)], dtype=np.float64) @ rows)
+            begin += len(rows)
     return {"s": s}
 
 
@@ -712,7 +716,12 @@ class DaskAttribution(Attribution):
             rows = self._params.point_to_user((Xk @ Hinv) * coef[:, None])
             if rescaled:
                 self._warn_samples(idx[np.isinf(coef)])
-            return rows
+            if out is None:
+                return rows
+            from ._targets import write_rows
+
+            return write_rows(out, len(idx), self.n_params, max(1, len(idx)),
+                              lambda a, b: rows[a:b], reads=ch.source)
         parts = [da.from_delayed(delayed(_chunk_rows, pure=True)(
             b, r, Hinv, ch.centre, self.fit_intercept, rescaled),
             (int(s), self.n_params), dtype=np.float64)

@@ -33,6 +33,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ._api import _flag
+
 __all__ = [
     "Custom",
     "Logit",
@@ -309,7 +311,7 @@ class _LinearPredictor(Metric):
     """Shared machinery: z = X theta[:d] (+ theta[d]) for a block of rows and many thetas."""
 
     def __init__(self, X: ArrayLike, fit_intercept: bool, name: str) -> None:
-        self.fit_intercept = bool(fit_intercept)
+        self.fit_intercept = _flag(fit_intercept, "fit_intercept")
         self.X = _matrix(X, name, self.fit_intercept)
         self.n_rows, self.n_features = self.X.shape
         self.n_params = self.n_features + int(self.fit_intercept)
@@ -610,7 +612,7 @@ class Logit(Metric):
     """
 
     def __init__(self, x: ArrayLike, *, fit_intercept: bool = False) -> None:
-        self.fit_intercept = bool(fit_intercept)
+        self.fit_intercept = _flag(fit_intercept, "fit_intercept")
         xa = _vector(x, "x", None, "the features of one point")
         if xa.shape[0] == 0 and not self.fit_intercept:
             raise ValueError("x has no features (d = 0)")

@@ -20,6 +20,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ._api import _flag
+
 __all__ = ["ClassProbability", "LogitMargin", "SelfLoss", "TestLoss", "paper_metrics"]
 
 ArrayLike = Any
@@ -34,7 +36,7 @@ def _design(X: ArrayLike, fit_intercept: bool, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be 2-D (points x features), got shape {A.shape}")
     if not np.all(np.isfinite(A)):
         raise ValueError(f"{name} has non-finite entries")
-    return np.hstack([A, np.ones((len(A), 1))]) if fit_intercept else A
+    return np.hstack([A, np.ones((len(A), 1))]) if _flag(fit_intercept, "fit_intercept") else A
 
 
 def _logsumexp(Z: np.ndarray) -> np.ndarray:
