@@ -185,3 +185,24 @@ def test_id_is_taken_out_of_the_features(rng, tmp_path, capsys, command, extra, 
         runs[name] = json.loads((tmp_path / f"out_{name}" / result).read_text())
     capsys.readouterr()
     assert runs["t"] == runs["n"]
+
+
+def test_search_csv_ids_with_spaces_read_back(rng, tmp_path, capsys):
+    """search.csv's cells of ids: ids holding spaces or quotes come back whole through
+    shlex.split (joined by spaces, "p 1 x" was three ids)."""
+    import shlex
+
+    df = _table(rng)
+    df["id"] = [f"p {i} \"o'k\"" if i % 3 else f"p{i}" for i in range(len(df))]
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["search", "--data", str(tmp_path / "t.csv"), "--label", "outcome", "--id", "id",
+                 "--one-hot", "--k", "4", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    rows = json.loads((tmp_path / "s" / "search.json").read_text())
+    with open(tmp_path / "s" / "search.csv", newline="") as fh:
+        cells = list(csv.DictReader(fh))
+    assert len(rows) == len(cells) > 0
+    for r, c in zip(rows, cells):
+        assert r["removed_ids"] == [df["id"][j] for j in r["removed_rows"]]
+        assert shlex.split(c["removed_ids"]) == r["removed_ids"]
+        assert [int(v) for v in shlex.split(c["removed_rows"])] == r["removed_rows"]

@@ -721,10 +721,13 @@ def _search_row(row: dict, data) -> dict:
 
 
 def _write_search(stem: Path, rows: list) -> list:
-    """search.json (the removed samples as lists) and search.csv (as space-separated cells)."""
+    """search.json (the removed samples as lists) and search.csv (as space-separated cells,
+    an id with spaces or quotes quoted as a shell would: shlex.split reads a cell back)."""
+    import shlex
+
     from . import experiment
 
-    cells = [{k: " ".join(str(v) for v in value) if isinstance(value, list) else value
+    cells = [{k: shlex.join(str(v) for v in value) if isinstance(value, list) else value
               for k, value in row.items()} for row in rows]
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
     experiment._write_csv(csv_path, cells)
