@@ -1,7 +1,8 @@
 """Losses without a finite minimiser: fit and retrain must say so where it is decided exactly
 (a ConvergenceWarning and converged False) instead of returning a point on the way to infinity
-as converged; fit hints at quasi-separation (a warning, converged left alone); and both stay
-silent where a minimiser exists.
+as converged; fit decides quasi-separation by a linear programme where SciPy is there and
+otherwise hints at it (a warning, converged left alone); and both stay silent where a
+minimiser exists.
 
 Each "no minimiser" case is confirmed independently of the package: the float64 loss written
 here keeps falling along a known direction beyond the returned theta.
@@ -32,7 +33,40 @@ def quasi_separated(rng, n=300):
     return np.column_stack([x, rng.standard_normal(n)]), y
 
 
-def test_fit_hints_at_quasi_separated_logistic_data(rng):
+def without_scipy(monkeypatch):
+    """The linear programme unavailable, as without SciPy: quasi-separation is only hinted."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)
+
+
+def test_fit_decides_quasi_separated_logistic_data(rng):
+    """The linear programme decides it: converged False, the samples named are among those the
+    direction of x's coefficient separates (x = +-1)."""
+    X, y = quasi_separated(rng)
+    with pytest.warns(rn.ConvergenceWarning, match="quasi-completely separated") as caught:
+        res = rn.fit(X, y, fit_intercept=True)
+    assert len(caught) == 1 and "Add l2 > 0" in str(caught[0].message)
+    assert not res.converged
+    from rif_native import _separation
+
+    apart = _separation.separated_samples(X, y, "logistic", True, np.ones(len(y), dtype=bool))
+    assert len(apart) > 0 and np.all(X[apart, 0] != 0)
+    rn.fit(X, y, fit_intercept=True, tol=1e-6)  # looser than _finite.TIGHT: no check
+    # the loss still falls along x's coefficient, however far: no finite minimiser
+    e = np.array([1.0, 0.0, 0.0])
+    f = [loss(X, y, res.theta + t * e, "logistic", True) for t in (0.0, 5.0, 20.0)]
+    assert f[0] > f[1] > f[2]
+
+
+@pytest.mark.parametrize("why", ["no scipy", "too large"])
+def test_fit_hints_at_quasi_separation_without_the_programme(rng, monkeypatch, why):
+    from rif_native import _separation
+
+    if why == "no scipy":
+        without_scipy(monkeypatch)
+    else:
+        monkeypatch.setattr(_separation, "MAX_ENTRIES", 100)
     X, y = quasi_separated(rng)
     with pytest.warns(rn.ConvergenceWarning, match="quasi-separated") as caught:
         res = rn.fit(X, y, fit_intercept=True)
@@ -41,24 +75,29 @@ def test_fit_hints_at_quasi_separated_logistic_data(rng):
     with pytest.warns(rn.ConvergenceWarning, match="quasi-separated"):
         rn.fit(X, y, fit_intercept=True, tol=1e-8)
     rn.fit(X, y, fit_intercept=True, tol=1e-6)  # looser than _finite.TIGHT: no hint
-    # the loss still falls along x's coefficient, however far: no finite minimiser
-    e = np.array([1.0, 0.0, 0.0])
-    f = [loss(X, y, res.theta + t * e, "logistic", True) for t in (0.0, 5.0, 20.0)]
-    assert f[0] > f[1] > f[2]
 
 
-def test_fit_hints_at_a_poisson_feature_only_on_zero_counts(rng):
+def test_fit_decides_a_poisson_feature_only_on_zero_counts(rng):
     n = 300
     x = np.zeros(n)
     x[:20] = 1.0
     y = rng.poisson(2.0, n).astype(float)
     y[:20] = 0.0
     X = np.column_stack([x, rng.standard_normal(n)])
-    with pytest.warns(rn.ConvergenceWarning, match="may then have no finite minimiser"):
+    with pytest.warns(rn.ConvergenceWarning, match="quasi-completely separated"):
         res = rn.fit(X, y, family="poisson", fit_intercept=True)
+    assert not res.converged
+    from rif_native import _separation
+
+    apart = _separation.separated_samples(X, y, "poisson", True, np.ones(n, dtype=bool))
+    np.testing.assert_array_equal(apart, np.arange(20))  # x = 1 on exactly these, all y = 0
     e = np.array([-1.0, 0.0, 0.0])
     f = [loss(X, y, res.theta + t * e, "poisson", True) for t in (0.0, 5.0, 20.0)]
     assert f[0] > f[1] > f[2]
+    without_poisson_zeros = y.copy()
+    without_poisson_zeros[0] = 1.0  # one count on the feature: a finite minimiser
+    assert len(_separation.separated_samples(X, without_poisson_zeros, "poisson", True,
+                                             np.ones(n, dtype=bool))) == 0
 
 
 def strong_overlap(rng, n=3000):
@@ -124,6 +163,19 @@ def test_fit_stays_silent_short_of_a_far_minimiser(rng):
     X, y = strong_overlap(np.random.default_rng(4))
     rn.fit(X, y, fit_intercept=True, tol=1e-4)  # filterwarnings=error: any warning fails
     assert rn.fit(X, y, fit_intercept=True).converged
+
+
+def test_the_programme_clears_a_false_suspicion(monkeypatch):
+    """The reviewer's case with the suspicion raised at tol 1e-4 too (TIGHT raised): the Newton
+    check alone hints at separation, the linear programme finds none and the fit is silent."""
+    from rif_native import _finite
+
+    X, y = strong_overlap(np.random.default_rng(4))
+    monkeypatch.setattr(_finite, "TIGHT", 1.0)
+    assert rn.fit(X, y, fit_intercept=True, tol=1e-4).converged  # no warning (error)
+    without_scipy(monkeypatch)
+    with pytest.warns(rn.ConvergenceWarning, match="quasi-separated"):
+        assert rn.fit(X, y, fit_intercept=True, tol=1e-4).converged
 
 
 @pytest.mark.parametrize("family", ["logistic", "poisson"])

@@ -371,8 +371,8 @@ def _finite_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], result: "Fit
     why = _finite.why_infinite(y, family, fit_intercept, l2, z, live)
     if why or z is None:
         return why, ""
-    return "", _finite.quasi_hint(X, y, w, result.theta, family, fit_intercept, z, live, tol,
-                                  num_threads)
+    return _finite.quasi_verdict(X, y, w, result.theta, family, fit_intercept, z, live, tol,
+                                 num_threads)
 
 
 _EPS = float(np.finfo(np.float64).eps)

@@ -9,15 +9,16 @@ logistic and poisson losses lose it in two ways:
   l2 is. Decided exactly, from the labels (why_infinite).
 * With l2 = 0, separation: a direction along which no sample's loss rises and some fall.
   Complete separation (logistic: every z on its label's side) is decided exactly from z
-  (why_infinite). Quasi-complete separation (some samples on the boundary) is not decided, only
-  suspected (quasi_hint): the samples it separates have curvature that falls as fast as their
+  (why_infinite). Quasi-complete separation (some samples on the boundary) is first suspected
+  (quasi_hint): the samples it separates have curvature that falls as fast as their
   gradient, so a Newton step from the returned theta keeps moving their linear predictors by
   about 1 (exactly 1 in the limit, for both losses' exponential tails), while the others, on
   the boundary, stay where they are. But a finite minimiser whose saturated samples sit far
   out (|z| of 15 or more) looks the same from a point short of it: the step there is the
-  gradient over a tiny curvature. So it is only a hint, given for tight tolerances (at most
-  TIGHT), where a minimiser is rarely that far, and it leaves ``converged`` alone; deciding it
-  would take a linear programme over the samples.
+  gradient over a tiny curvature. So the suspicion is raised only for tight tolerances (at
+  most TIGHT), and then decided by a linear programme over the samples (_separation, with
+  SciPy); where that cannot tell (no SciPy, a programme too large), it stays a hint and leaves
+  ``converged`` alone (quasi_verdict).
 """
 
 from __future__ import annotations
@@ -190,6 +191,23 @@ def quasi_hint(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray
     return (f"one more Newton step would still move the linear predictors of sample(s) "
             f"{_name_some(moved)} by {STEP_Z:g} or more, and no other sample's: the data look "
             "quasi-separated, and with l2 = 0 the loss may then have no finite minimiser")
+
+
+def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
+                  family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
+                  tol: float, num_threads: Optional[int] = None) -> tuple:
+    """With l2 = 0 and no complete separation: (why the loss has no finite minimiser, decided
+    by the linear programme, or ""; the quasi_hint where the programme cannot tell, or "")."""
+    hint = quasi_hint(X, y, w, theta, family, fit_intercept, z, live, tol, num_threads)
+    if not hint:
+        return "", ""
+    from . import _separation
+    from ._api import _name_some
+
+    apart = _separation.separated_samples(X, y, family, fit_intercept, live)
+    if apart is None:
+        return "", hint
+    return (_separation.clause(apart, _name_some) if len(apart) else ""), ""
 
 
 def _in_memory(X: Any) -> bool:
