@@ -233,3 +233,18 @@ def test_the_dask_engine_refuses_what_the_in_process_one_does(rng):
         rn.fit(dx, y, fit_intercept=True, l2=1.0, sample_weight=np.zeros(60))
     with pytest.raises(TypeError, match="fit_intercept must be True or False"):
         rn.Attribution(dx, y, np.zeros(3), l2=1.0, fit_intercept="False")
+
+
+def test_the_dask_fit_refuses_zero_weights_before_reading_x():
+    """The refusal comes before any pass over X (the column means' pass came first): X's chunks
+    here cannot be read at all."""
+    da = pytest.importorskip("dask.array")
+    from dask import delayed
+
+    def unreadable():
+        raise RuntimeError("X was read")
+
+    dx = da.from_delayed(delayed(unreadable)(), shape=(60, 2), dtype=np.float64)
+    y = np.r_[np.zeros(30), np.ones(30)]
+    with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
+        rn.fit(dx, y, fit_intercept=True, l2=1.0, sample_weight=np.zeros(60))

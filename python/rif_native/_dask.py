@@ -513,7 +513,10 @@ def _cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_intercept: bool,
-           num_threads: Optional[int], theta_name: str, progress: Optional[bool]) -> tuple:
+           num_threads: Optional[int], theta_name: str, progress: Optional[bool],
+           fit_l2: Optional[float] = None) -> tuple:
+    """(the chunks, theta as given); for a fit (fit_l2 its l2), weights that leave it no data
+    are refused before any pass over X."""
     sources.check_known_shape(X)
     # a source the workers open themselves, as is a Dask array straight from a Zarr store
     X = StoredSource(X) if not is_dask_array(X) else stored_instead(X)
@@ -532,6 +535,8 @@ def _setup(X: Any, y: Any, theta: Any, sample_weight: Any, family: str, fit_inte
     if w is not None and w.shape != (n,):
         raise ValueError(f"sample_weight must have {n} entries, got shape {w.shape}")
     _check_labels(family, y, w)
+    if fit_l2 is not None:
+        _check_some_weight(w, fit_intercept, fit_l2)
     p = d + int(fit_intercept)
     t = None
     if theta is not None:
@@ -913,8 +918,7 @@ def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_wei
     family, l2 = _family(family), _real(l2, "l2")
     _check_stopping(tol, max_iter)
     ch, t0 = _setup(X, y, theta0, sample_weight, family, _flag(fit_intercept, "fit_intercept"),
-                    num_threads, "theta0", progress)
-    _check_some_weight(None if ch.w is None else np.asarray(ch.w), bool(fit_intercept), l2)
+                    num_threads, "theta0", progress, fit_l2=l2)
     d = ch.d
     p = d + int(fit_intercept)
     params = _Params(d, ch.centre)
