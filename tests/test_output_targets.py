@@ -66,3 +66,19 @@ def test_dev_stdout_on_a_pipe_is_written(tmp_path):
                           stderr=subprocess.PIPE, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == b"through\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_an_error_on_a_special_files_temporary_names_the_target(tmp_path):
+    """A special file's temporary lives in the system's temporary folder: an error naming it
+    (a full disk there, say) is told as the target's, whose name the user gave."""
+    import errno
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as info:
+        with _output.atomic_target(fifo) as tmp:
+            assert tmp.parent != tmp_path
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert info.value.filename == str(fifo) and info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]

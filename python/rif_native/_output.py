@@ -43,8 +43,11 @@ class OutputError(Exception):
 def _temporary_name(path: Path) -> Path:
     """A fresh hidden name beside ``path`` (same folder, hence same file system for os.replace);
     for a special file, in the system's temporary folder (a device's folder may not be ours)."""
-    folder = Path(tempfile.gettempdir()) if _special(path) else path.parent
-    return folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    return _temporary_folder(path) / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
+def _temporary_folder(path: Path) -> Path:
+    return Path(tempfile.gettempdir()) if _special(path) else path.parent
 
 
 def _special(path: Path) -> bool:
@@ -106,7 +109,8 @@ def _about_target(exc: OSError, path: Path) -> OSError:
         return exc
     if exc.filename is not None:
         named = Path(str(exc.filename))
-        if named.parent != path.parent or not named.name.startswith(f".{path.name}.") \
+        if named.parent != _temporary_folder(path) \
+                or not named.name.startswith(f".{path.name}.") \
                 or not named.name.endswith(".tmp"):
             return exc
     return OSError(exc.errno, exc.strerror, str(path))
