@@ -361,16 +361,17 @@ def _check_some_weight(w: Optional[np.ndarray], fit_intercept: bool, l2: float) 
 def _finite_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], result: "FitResult",
                     l2: float, family: str, fit_intercept: bool, tol: float,
                     num_threads: Optional[int]) -> tuple:
-    """(why the fit's loss has no finite minimiser, or ""; a hint that it may have none, or "")
-    for a fit that met its tolerance (rif_native._finite). z = X theta is read only where
-    l2 = 0 needs it (for X from a source, a pass)."""
+    """(why the fit's loss has no finite minimiser, or ""; a hint that it may have none, or "";
+    the samples either names) for a fit that met its tolerance (rif_native._finite).
+    z = X theta is read only where l2 = 0 needs it (for X from a source, a pass)."""
+    none = np.empty(0, dtype=np.int64)
     if not result.converged or family not in ("logistic", "poisson"):
-        return "", ""
+        return "", "", none
     live = _finite.live_samples(w, len(y))
     z = _matvec(X, result.theta, fit_intercept) if l2 == 0.0 else None
     why = _finite.why_infinite(y, family, fit_intercept, l2, z, live)
     if why or z is None:
-        return why, ""
+        return why, "", none
     return _finite.quasi_verdict(X, y, w, result.theta, family, fit_intercept, z, live, tol,
                                  num_threads)
 
@@ -494,6 +495,14 @@ def _check_overflow(out: np.ndarray, what: str, expected_inf: Any = None,
         scale = (f" (its largest entry is {float(np.abs(source).max()):.3g})"
                  if source is not None and source.size else "")
         raise ValueError(f"{what} overflows float64{scale}: rescale the input, or X")
+
+
+def _naming(warning: Warning, samples: Any) -> Warning:
+    """``warning`` carrying the samples its text names (``.samples``: positions among the rows
+    given), so that a caller who passed a part of its data can name them as rows of the whole
+    (the rif command does)."""
+    warning.samples = np.asarray(samples, dtype=np.int64)  # type: ignore[attr-defined]
+    return warning
 
 
 def _name_some(items: np.ndarray) -> str:
@@ -1097,10 +1106,10 @@ class Attribution(_frames.Named):
 
     def _warn_samples(self, singular: np.ndarray) -> None:
         if len(singular):
-            warnings.warn(
+            warnings.warn(_naming(SingularRemovalWarning(
                 f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
-                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible.",
-                SingularRemovalWarning, stacklevel=3)
+                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible."), singular),
+                stacklevel=3)
 
 
 def _direction_matrix(v: ArrayLike, p: int, name: str) -> np.ndarray:
@@ -1309,14 +1318,16 @@ def fit(
                        hessians=int(out["hessians"]),
                        sampled_hessians=int(out["sampled_hessians"]),
                        lbfgs_steps=int(out["lbfgs_steps"]))
-    why, hint = _finite_verdict(Xa, ya, wa, result, float(l2), family, fit_intercept,
-                                float(tol), num_threads)
+    why, hint, named = _finite_verdict(Xa, ya, wa, result, float(l2), family, fit_intercept,
+                                       float(tol), num_threads)
     if why:
         result = dataclasses.replace(result, converged=False)
-        warnings.warn(_finite.no_finite_fit(why), ConvergenceWarning, stacklevel=2)
+        warnings.warn(_naming(ConvergenceWarning(_finite.no_finite_fit(why)), named),
+                      stacklevel=2)
     elif hint:
-        warnings.warn(f"fit met its tolerance, but {hint}. Add l2 > 0 to be sure of a finite "
-                      "answer.", ConvergenceWarning, stacklevel=2)
+        warnings.warn(_naming(ConvergenceWarning(
+            f"fit met its tolerance, but {hint}. Add l2 > 0 to be sure of a finite answer."),
+            named), stacklevel=2)
     elif result.stalled and not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations: the gradient norm "

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 import rif_native
-from rif_native import _cli_cluster, _output, _progress, _stats
+from rif_native import _cli_cluster, _cli_warnings, _output, _progress, _stats
 from rif_native.metrics import TestLoss
 
 #: What --out DIR receives (nothing is written without --out).
@@ -300,7 +300,7 @@ def _fit_and_score(data, args, timings: dict) -> argparse.Namespace:
                 correct_train = attribution.probabilities.argmax(axis=1) == y_train
         else:
             train_loss_mean = float(loss_train.mean())
-    caught_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    caught_warnings = [_cli_warnings.line(w.category, w.message) for w in caught]
     for line in caught_warnings:
         print(f"{_PROG}: warning: {_printable(line)}", file=sys.stderr)
 

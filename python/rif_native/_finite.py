@@ -174,40 +174,42 @@ TIGHT = 1e-8
 
 def quasi_hint(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
                family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray, tol: float,
-               num_threads: Optional[int] = None) -> str:
+               num_threads: Optional[int] = None) -> tuple:
     """With l2 = 0, a fit at a tolerance of at most TIGHT and X in memory: the saturated samples
-    one more Newton step would move by STEP_Z or more while no other sample moves, as a clause
-    for a warning; "" otherwise (see the module's docstring)."""
+    one more Newton step would move by STEP_Z or more while no other sample moves, as (a clause
+    for a warning, those samples); ("", none) otherwise (see the module's docstring)."""
+    none = np.empty(0, dtype=np.int64)
     if tol > TIGHT or family not in ("logistic", "poisson") or not _in_memory(X):
-        return ""
+        return "", none
     sat = saturated(z, live, family)
     if not sat.any():
-        return ""
+        return "", none
     moved = step_moves(X, y, w, theta, family, fit_intercept, sat, live, num_threads)
     if len(moved) == 0:
-        return ""
+        return "", none
     from ._api import _name_some
 
     return (f"one more Newton step would still move the linear predictors of sample(s) "
             f"{_name_some(moved)} by {STEP_Z:g} or more, and no other sample's: the data look "
-            "quasi-separated, and with l2 = 0 the loss may then have no finite minimiser")
+            "quasi-separated, and with l2 = 0 the loss may then have no finite minimiser"), moved
 
 
 def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
                   family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
                   tol: float, num_threads: Optional[int] = None) -> tuple:
     """With l2 = 0 and no complete separation: (why the loss has no finite minimiser, decided
-    by the linear programme, or ""; the quasi_hint where the programme cannot tell, or "")."""
-    hint = quasi_hint(X, y, w, theta, family, fit_intercept, z, live, tol, num_threads)
+    by the linear programme, or ""; the quasi_hint where the programme cannot tell, or "";
+    the samples either names)."""
+    hint, moved = quasi_hint(X, y, w, theta, family, fit_intercept, z, live, tol, num_threads)
     if not hint:
-        return "", ""
+        return "", "", moved
     from . import _separation
     from ._api import _name_some
 
     apart = _separation.separated_samples(X, y, family, fit_intercept, live)
     if apart is None:
-        return "", hint
-    return (_separation.clause(apart, _name_some) if len(apart) else ""), ""
+        return "", hint, moved
+    return (_separation.clause(apart, _name_some) if len(apart) else ""), "", apart
 
 
 def _in_memory(X: Any) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 import rif_native
-from rif_native import _memory, _output, _progress, _stats, _stdout
+from rif_native import _cli_warnings, _memory, _output, _progress, _stats, _stdout
 from rif_native._markdown import markdown_table
 from rif_native import _cli_attribute, _cli_audit
 from rif_native.datasets import Dataset, load_dataset, load_digits, load_sms_spam
@@ -519,6 +519,7 @@ def _prepare(args) -> argparse.Namespace:
     else:
         X_test = np.ascontiguousarray(dataset.X[test])
         y_test = np.ascontiguousarray(dataset.y[test])
+    _cli_warnings.training_rows(train)
     return argparse.Namespace(
         dataset=dataset, source=source, split_note=split_note, train=train, test=test,
         contiguous=False, X_train=np.ascontiguousarray(dataset.X[train]),
@@ -569,6 +570,7 @@ def _prepare_on_disk(dataset: Dataset, source: str, args) -> argparse.Namespace:
         )
     X = open_source(dataset.X, name=dataset.name)
     label = Path(dataset.name).name
+    _cli_warnings.training_rows(np.arange(n_train))
     return argparse.Namespace(
         dataset=dataset, source=source, contiguous=True,
         split_note=(f"the last {fraction:g} of the rows, rows {n_train}..{n - 1}; contiguous: "
@@ -906,7 +908,8 @@ def _main(argv: list[str] | None) -> int:
             args.l2 = (_DEFAULT_L2_MULTINOMIAL if getattr(args, "family", None) == "multinomial"
                        else _DEFAULT_L2)
         _check_backend(getattr(args, "backend", None))
-        return _run_command(args)
+        with _cli_warnings.shown(_PROG, _printable):
+            return _run_command(args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

@@ -47,7 +47,7 @@ import numpy as np
 
 from . import _core, _frames, _memory, _softmax
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
-                   _as_design, _check_stopping, _cores, _method, _name_some, _parse_sets,
+                   _as_design, _check_stopping, _cores, _method, _name_some, _naming, _parse_sets,
                    _flag, _reading, _real, _threads, _top)
 
 __all__ = ["MultinomialAttribution", "fit"]
@@ -624,9 +624,9 @@ class MultinomialAttribution(_frames.Named):
 
     def _warn_samples(self, singular: np.ndarray) -> None:
         if len(singular):
-            warnings.warn(f"removing sample(s) {_name_some(np.asarray(singular))} leaves the "
-                          "Hessian singular (leverage 1): their RIF is inf. Add l2 > 0.",
-                          SingularRemovalWarning, stacklevel=3)
+            warnings.warn(_naming(SingularRemovalWarning(
+                f"removing sample(s) {_name_some(np.asarray(singular))} leaves the Hessian "
+                "singular (leverage 1): their RIF is inf. Add l2 > 0."), singular), stacklevel=3)
 
 
 def _well_posed(system: np.ndarray, E: np.ndarray, ST: np.ndarray) -> bool:
