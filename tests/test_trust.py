@@ -83,3 +83,22 @@ def test_no_warning_when_nothing_is_flagged(rng, recwarn):
     assert report["flagged_sets"].size == 0
     assert not [w for w in recwarn if issubclass(w.category, rn.TrustWarning)]
     assert np.isscalar(A.trust([0, 1], warn=False)["additivity_gap"])
+
+
+def test_a_set_whose_removal_changes_nothing_is_not_flagged(rng, recwarn):
+    # Samples of zero weight: removing them leaves F, hence theta_hat, exactly as it is (the
+    # exact refit is theta_hat), so the sum of their RIF and their Newton step are both 0 and
+    # they cannot interact. The gap was 0 / 0, counted as inf and flagged.
+    n, d = 150, 6
+    X = rng.standard_normal((n, d))
+    y = (X[:, 0] + rng.standard_normal(n) > 0).astype(np.float64)
+    w = np.ones(n)
+    w[:4] = 0.0
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True, sample_weight=w, tol=1e-12).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, sample_weight=w)
+    refit = A.retrain([0, 1, 2, 3], tol=1e-12).theta
+    np.testing.assert_allclose(refit, theta, rtol=0, atol=1e-10)  # removal changes nothing
+    report = A.trust([[0, 1, 2, 3], [0, 10], [20, 21]])
+    assert report["additivity_gap"][0] == 0.0
+    assert report["flagged_sets"].size == 0
+    assert not [r for r in recwarn if issubclass(r.category, rn.TrustWarning)]

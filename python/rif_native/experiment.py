@@ -98,15 +98,6 @@ def _multiclass_metrics(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> 
                                             fit_intercept=cfg.fit_intercept)
 
 
-def _additivity_gaps(rif: np.ndarray, ns: np.ndarray) -> np.ndarray:
-    """||sum RIF - NS|| / ||NS|| of each set (rif_native.trust's rule)."""
-    a = np.asarray(rif, dtype=np.float64).reshape(len(rif), -1)
-    b = np.asarray(ns, dtype=np.float64).reshape(len(ns), -1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
-    return np.where(np.isfinite(gap), gap, np.inf)
-
-
 def _metrics_for(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> list:
     """The paper's three metrics for the configured family."""
     if cfg.family == "multinomial":
@@ -180,7 +171,7 @@ def run_experiment(
     t0 = time.perf_counter()
     estimates = {m: A.group_effect(index_lists, method=m) for m in METHODS}
     res.runtime["estimates"] = time.perf_counter() - t0
-    gaps = _additivity_gaps(estimates["rif"], estimates["ns"])
+    gaps = _trust.additivity_gaps(estimates["rif"], estimates["ns"])
     res.fit_info["trust"] = _trust.line(A)
     res.fit_info["flagged_sets"] = int(np.count_nonzero(gaps > _trust.ADDITIVITY_LIMIT))
 

@@ -63,11 +63,7 @@ def trust(A: Any, sets: Optional[Any] = None, *, warn: bool = True) -> dict:
     lists = [indices[offsets[j]:offsets[j + 1]] for j in range(len(offsets) - 1)]
     rif = np.asarray(A.group_effect(lists, method="rif"), dtype=np.float64)
     ns = np.asarray(A.group_effect(lists, method="ns"), dtype=np.float64)
-    rif = rif.reshape(len(lists), -1)
-    ns = ns.reshape(len(lists), -1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.linalg.norm(rif - ns, axis=1) / np.linalg.norm(ns, axis=1)
-    gap = np.where(np.isfinite(gap), gap, np.inf)
+    gap = additivity_gaps(rif, ns)
     flagged = np.flatnonzero(gap > ADDITIVITY_LIMIT)
     out["additivity_gap"] = gap[0] if single else gap
     out["flagged_sets"] = flagged
@@ -79,6 +75,18 @@ def trust(A: Any, sets: Optional[Any] = None, *, warn: bool = True) -> dict:
             "gap): their members interact, so take their effect from group_effect(T, 'ns') or "
             "an exact refit, not from the additive RIF.", TrustWarning, stacklevel=3)
     return out
+
+
+def additivity_gaps(rif: Any, ns: Any) -> np.ndarray:
+    """``||sum RIF - NS|| / ||NS||`` of each set (rows of ``rif`` and ``ns``, one per set): 0
+    where the two agree exactly (a set whose removal moves nothing, as one of samples of zero
+    weight: 0 / 0), inf where they cannot be compared (a singular removal's inf)."""
+    a = np.asarray(rif, dtype=np.float64).reshape(len(rif), -1)
+    b = np.asarray(ns, dtype=np.float64).reshape(len(ns), -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.linalg.norm(a - b, axis=1)
+        gap = np.where(diff == 0, 0.0, diff / np.linalg.norm(b, axis=1))
+    return np.where(np.isfinite(gap), gap, np.inf)
 
 
 def line(A: Any) -> str:
