@@ -105,6 +105,9 @@ def test_unflippable_target_is_reported(rng):
     for r in results.values():
         assert not r.flipped and r.removed == [] and r.max_removed == 2
     assert "no set of up to 2 samples" in au.report(results)
+    # the threshold of a sign is zero, said as "0", not "-0" (-1 * 0.0)
+    assert theta[1] > 0 and results["rif"].flips_when() == "x2 <= 0"
+    assert "it flips at x2 <= 0)" in au.report(results)
 
 
 def test_bad_input(rng):

@@ -114,7 +114,7 @@ def coefficient(A: Attribution, which: Union[int, str], *, margin: float = 0.0,
     return Target(name=f"sign of {label}" + (f" by {margin:g}" if margin else ""),
                   value=lambda t, _A: float(s * t[j] + margin),
                   gradient=lambda t, _A: _unit(len(t), j, s),
-                  quantity=label, scale=s, offset=-s * margin)
+                  quantity=label, scale=s, offset=-s * margin + 0.0)  # + 0.0: not -0
 
 
 def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1.96,
