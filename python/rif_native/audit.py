@@ -263,6 +263,19 @@ class _Auditor:
         return Attribution(self.X, self.y, theta, l2=A.l2, family=A.family, sample_weight=w,
                            fit_intercept=A.fit_intercept, num_threads=A._threads)
 
+    def _value(self, theta: np.ndarray, removed: Sequence[int]) -> float:
+        """f at theta on the data without `removed`; NaN where it has none: a removal that
+        leaves H singular (a Newton step of inf, or no standard error for a significance)."""
+        if not np.all(np.isfinite(theta)):
+            return float("nan")
+        if not self.target.needs_attribution:
+            return self.target.value(theta, None)
+        try:
+            B = self._attribution(theta, removed)
+        except np.linalg.LinAlgError:  # H without `removed` is singular
+            return float("nan")
+        return self.target.value(theta, B)
+
     def refit(self, removed: Sequence[int]) -> dict:
         """The exact refit without `removed`: theta, f there, and NS's prediction."""
         key = tuple(sorted(removed))
@@ -271,11 +284,9 @@ class _Auditor:
         A, tgt = self.A, self.target
         res = A.retrain(list(removed), tol=self.tol)
         theta = res.theta
-        B = self._attribution(theta, removed) if tgt.needs_attribution else None
         ns_theta = A.theta + np.asarray(A.group_effect(list(removed), method="ns"))
-        C = self._attribution(ns_theta, removed) if tgt.needs_attribution else None
-        out = {"theta": theta, "actual": tgt.value(theta, B),
-               "newton_step": tgt.value(ns_theta, C), "converged": bool(res.converged)}
+        out = {"theta": theta, "actual": self._value(theta, removed),
+               "newton_step": self._value(ns_theta, removed), "converged": bool(res.converged)}
         self.cache[key] = out
         return out
 
@@ -458,10 +469,13 @@ def table(results: dict) -> str:
 
 
 def write(results: dict, path: str) -> None:
-    """The results as JSON (written atomically)."""
+    """The results as JSON (written atomically; NaN and inf, where a refit or Newton step
+    left H singular, as null)."""
     from ._output import write_text
+    from .experiment import _jsonable
 
-    write_text(path, json.dumps({m: r.to_dict() for m, r in results.items()}, indent=1))
+    write_text(path, json.dumps(_jsonable({m: r.to_dict() for m, r in results.items()}),
+                                indent=1, allow_nan=False))
 
 
 def plot(results: dict, path: Optional[str] = None) -> Any:
