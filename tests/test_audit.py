@@ -6,6 +6,7 @@ input; the rif audit command."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,8 +125,14 @@ def test_bad_input(rng):
     with pytest.raises(ValueError, match="max_fraction"):
         au.audit(A, au.coefficient(A, 0), max_fraction=0.0)
     z0 = abs(_z(X, y, np.ones(len(y)), A.theta, 0))
-    with pytest.raises(ValueError, match="already"):  # a target already at its threshold
+    with pytest.raises(ValueError, match="already") as info:  # already at its threshold
         au.audit(A, au.significance(A, 0, threshold=z0 + 1.0))
+    # said of |z| itself (it was f = |z| - threshold, "value -1", a negative |z|)
+    said = re.search(r"\(\|z\| of x1 = (\S+), flipped at \|z\| of x1 <= (\S+)\)",
+                     str(info.value))
+    assert said, str(info.value)
+    assert float(said.group(1)) == pytest.approx(z0, rel=1e-3)
+    assert float(said.group(2)) == pytest.approx(z0 + 1.0, rel=1e-5)
 
 
 def test_rif_audit_command(capsys, tmp_path, rng):

@@ -225,8 +225,7 @@ class AuditResult:
 
     def flips_when(self) -> str:
         """f <= 0 said of the quantity: "b >= 0" for a coefficient b < 0 at theta_hat."""
-        side = "<=" if self.quantity_scale > 0 else ">="
-        return f"{self.quantity} {side} {self.quantity_offset:.6g}"
+        return _flips_when(self.quantity, self.quantity_scale, self.quantity_offset)
 
     def in_quantity(self) -> dict:
         """to_dict() with every value of f (before, after, predictions, rounds, curve) given as
@@ -240,6 +239,11 @@ class AuditResult:
                 "newton_step": q(self.newton_step), "rounds": rounds,
                 "curve": [q(v) for v in self.curve], "f_before": self.value_before,
                 "f_after": self.value_after, "flips_when": self.flips_when()}
+
+
+def _flips_when(quantity: str, scale: float, offset: float) -> str:
+    """Where ``quantity = scale * f + offset`` has f <= 0: "b >= 0" for scale < 0."""
+    return f"{quantity} {'<=' if scale > 0 else '>='} {offset:.6g}"
 
 
 class _Auditor:
@@ -295,7 +299,10 @@ class _Auditor:
         f0 = tgt.value(A.theta, A)
         if not f0 > 0:
             raise ValueError(f"the target '{tgt.name}' is already at or past its threshold at "
-                             f"theta_hat (value {f0:.4g}): nothing to flip")
+                             f"theta_hat ({tgt.quantity} = {tgt.scale * f0 + tgt.offset:.4g}, "
+                             "flipped at "
+                             f"{_flips_when(tgt.quantity, tgt.scale, tgt.offset)}): nothing "
+                             "to flip")
         order: list = []
         rounds: list = []
         theta, B, f_cur = A.theta, A, f0
