@@ -4,7 +4,8 @@ RIF_i is exactly the Newton step of leaving sample i out, so its error against e
 comes from the loss's curvature changing along that step, and, for a set, from adding up steps
 that interact. ``trust(A)`` reports what can be computed cheaply:
 
-* ``n / p``: the regime (the paper's high-dimensional one is n / p of order 1);
+* ``n / p``: the regime (the paper's high-dimensional one is n / p of order 1), n counting
+  the samples in the fit (of positive weight), as every number below does;
 * leverage quantiles and the number of samples above 0.5: where RIF and IF part, since
   ``RIF_i - IF_i = IF_i h_i / (1 - h_i)``;
 * ``max_rif_if_gap = max_i h_i / (1 - h_i)``: the largest ``|RIF_i - IF_i| / |IF_i|``;
@@ -35,15 +36,20 @@ class TrustWarning(UserWarning):
 
 
 def summary(A: Any) -> dict:
-    """The per-attribution numbers (no sets)."""
+    """The per-attribution numbers (no sets), over the samples of positive weight: a sample
+    of weight 0 is not in the fit (its leverage is 0)."""
     h = np.asarray(A.leverage, dtype=np.float64)
     p = A.n_params if getattr(A, "family", None) != "multinomial" else \
         A.n_params * (A.n_classes - 1)
+    data = getattr(A, "_data", None)
+    w = data[2] if isinstance(data, tuple) and len(data) == 3 else None
+    if w is not None:
+        h = h[np.asarray(w, dtype=np.float64) > 0]
     finite = h[np.isfinite(h)]
     with np.errstate(divide="ignore"):
         gap = np.where(finite < 1, finite / np.maximum(1 - finite, 1e-300), np.inf)
     q = np.quantile(finite, [0.5, 0.9, 0.99]) if len(finite) else np.zeros(3)
-    return {"n": int(A.n), "p": int(p), "n_over_p": A.n / p,
+    return {"n": int(h.size), "p": int(p), "n_over_p": h.size / p,
             "leverage_median": float(q[0]), "leverage_q90": float(q[1]),
             "leverage_q99": float(q[2]), "leverage_max": float(finite.max()) if len(finite) else 0.0,
             "above_half": int(np.count_nonzero(h > 0.5)),
