@@ -6,6 +6,7 @@ input; the rif audit command."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,6 +106,9 @@ def test_unflippable_target_is_reported(rng):
     for r in results.values():
         assert not r.flipped and r.removed == [] and r.max_removed == 2
     assert "no set of up to 2 samples" in au.report(results)
+    # the threshold of a sign is zero, said as "0", not "-0" (-1 * 0.0)
+    assert theta[1] > 0 and results["rif"].flips_when() == "x2 <= 0"
+    assert "it flips at x2 <= 0)" in au.report(results)
 
 
 def test_bad_input(rng):
@@ -121,8 +125,14 @@ def test_bad_input(rng):
     with pytest.raises(ValueError, match="max_fraction"):
         au.audit(A, au.coefficient(A, 0), max_fraction=0.0)
     z0 = abs(_z(X, y, np.ones(len(y)), A.theta, 0))
-    with pytest.raises(ValueError, match="already"):  # a target already at its threshold
+    with pytest.raises(ValueError, match="already") as info:  # already at its threshold
         au.audit(A, au.significance(A, 0, threshold=z0 + 1.0))
+    # said of |z| itself (it was f = |z| - threshold, "value -1", a negative |z|)
+    said = re.search(r"\(\|z\| of x1 = (\S+), flipped at \|z\| of x1 <= (\S+)\)",
+                     str(info.value))
+    assert said, str(info.value)
+    assert float(said.group(1)) == pytest.approx(z0, rel=1e-3)
+    assert float(said.group(2)) == pytest.approx(z0 + 1.0, rel=1e-5)
 
 
 def test_rif_audit_command(capsys, tmp_path, rng):
@@ -288,3 +298,75 @@ def test_prediction_needs_a_logistic_model(rng, tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 2 and "--family logistic" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_a_removal_that_leaves_h_singular_stops_a_significance_audit_unverified(rng,
+                                                                                 monkeypatch):
+    """Feature 2 lives in samples 0 and 1 only, so without both H (l2 = 0) is singular: the
+    refit is not attempted, and there is no standard error either at it or at the Newton step
+    (inf). The search stops unverified, as the README says, where building the Attribution for
+    the standard error raised NotPositiveDefiniteError out of audit()."""
+    n = 60
+    X = rng.standard_normal((n, 3))
+    X[:, 2] = 0.0
+    X[:2, 2] = [1.0, 2.0]
+    y = X[:, 0] + rng.standard_normal(n)
+    A = rn.Attribution(X, y, rn.fit(X, y, family="squared", fit_intercept=True).theta,
+                       family="squared", fit_intercept=True)
+    H = A.hessian()
+    keep = np.ones(n, dtype=bool)
+    keep[:2] = False
+    Z = _design(X[keep])
+    assert np.linalg.matrix_rank(Z.T @ Z) < H.shape[0]  # singular without samples 0 and 1
+    picked = np.where(np.arange(n) < 2, -1.0, 1.0)  # the search takes samples 0 and 1 first
+    monkeypatch.setattr(rn.Attribution, "scores", lambda self, g, method="rif": picked)
+    with pytest.warns(Warning):  # the retrain says it was not attempted
+        results = au.audit(A, au.significance(A, 0), max_fraction=0.5)
+    for r in results.values():
+        assert not r.flipped and r.stopped == "not_converged" and r.removed == []
+        assert r.rounds[-1]["size"] == 2 and not r.rounds[-1]["converged"]
+        assert np.isnan(r.rounds[-1]["actual"]) and np.isnan(r.rounds[-1]["newton_step"])
+    assert "did not converge" in au.report(results)
+
+
+def _strict_json(text):
+    """JSON as a strict parser (a browser's, jq's) reads it: no NaN or Infinity tokens."""
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("kind", ["sign", "significance"])
+def test_audit_json_stays_json_when_a_removal_leaves_h_singular(rng, monkeypatch, tmp_path,
+                                                                 capsys, kind):
+    """The same singular removal through rif audit and audit.write: the Newton step there is
+    inf (and the significance's value NaN), written as null, not as the NaN / Infinity tokens
+    that json.dumps writes by default and JSON parsers refuse."""
+    n = 60
+    X = rng.standard_normal((n, 3))
+    X[:, 2] = 0.0
+    X[:2, 2] = [1.0, 2.0]
+    y = X[:, 0] + rng.standard_normal(n)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y, X_test=X[:5], y_test=y[:5])  # every row trains, in this order
+    picked = np.where(np.arange(n) < 2, -1.0, 1.0)
+    monkeypatch.setattr(rn.Attribution, "scores", lambda self, g, method="rif": picked)
+    out = tmp_path / "audit"
+    with pytest.warns(Warning):
+        code = main(["audit", "--data", str(path), "--family", "squared", "--l2", "0",
+                     "--kind", kind, "--coef", "0", "--max-fraction", "0.5", "--out", str(out),
+                     "--quiet"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    payload = _strict_json((out / "audit.json").read_text())
+    last = payload["rif"]["rounds"][-1]
+    assert payload["rif"]["stopped"] == "not_converged" and last["size"] == 2
+    assert last["newton_step"] is None
+    A = rn.Attribution(X, y, rn.fit(X, y, family="squared", fit_intercept=True).theta,
+                       family="squared", fit_intercept=True)
+    target = au.coefficient(A, 0) if kind == "sign" else au.significance(A, 0)
+    with pytest.warns(Warning):
+        results = au.audit(A, target, max_fraction=0.5)
+    au.write(results, str(tmp_path / "api.json"))
+    assert _strict_json((tmp_path / "api.json").read_text())["if"]["rounds"][-1][
+        "newton_step"] is None

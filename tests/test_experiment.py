@@ -553,3 +553,44 @@ def test_a_bag_of_words_is_read_sparsely(monkeypatch):
         for key in ("actual", "if", "rif", "ns"):
             scale = max(abs(b["actual"]), abs(b["ns"]), 1e-12)
             assert abs(a[key] - b[key]) <= 1e-8 * scale, (key, a, b)
+
+
+def test_a_set_without_an_exact_refit_is_no_actual_effect(monkeypatch):
+    """A removal set holding every sample of class 1 leaves labels of one kind: the intercept
+    runs to infinity, there is no refit to measure (retrain says converged False), so its
+    'actual' is NaN and the agreement is over the other sets only; it was the refit's stopping
+    point, which dragged the slopes of a small run (rif sweep at n = 5) towards 0. Same for
+    run_search's sets."""
+    X, y, X_test, y_test = _logistic_data(11, 40, 3, 30)
+    ones = np.flatnonzero(y == 1)
+    sets = [R.RemovalSet(ones, "custom", ones.size), R.RemovalSet(np.array([0, 1]), "custom", 2),
+            R.RemovalSet(np.array([2, 5, 7]), "custom", 3)]
+    monkeypatch.setattr(R, "make_sets", lambda *a, **k: sets)
+    cfg = E.ExperimentConfig(l2=L2, n_sizes=1, seed=0)
+    with pytest.warns(rn.ConvergenceWarning):
+        res = E.run_experiment(X, y, X_test, y_test, cfg, show_progress=False)
+    theta = rn.fit(X, y, l2=L2, fit_intercept=True, tol=1e-12).theta
+    for row in res.rows:
+        if row["set_id"] == 0:
+            assert math.isnan(row["actual"]) and row["retrain_converged"] is False
+            continue
+        assert row["retrain_converged"] is True
+        w = np.ones(len(y))
+        w[sets[row["set_id"]].indices] = 0.0
+        ref = rn.fit(X, y, l2=L2, fit_intercept=True, sample_weight=w, tol=1e-12).theta
+        if row["metric"] == "test_loss":  # the experiment's subset is all 30 test points here
+            expected = (_metric_value("test_loss", ref, X_test, y_test, X, y, L2)
+                        - _metric_value("test_loss", theta, X_test, y_test, X, y, L2))
+            assert abs(row["actual"] - expected) <= 1e-6 * abs(expected) + 1e-10
+    for s in res.summary:
+        sub = [r for r in res.rows if r["metric"] == s["metric"] and r["set_id"] > 0]
+        a = np.array([r["actual"] for r in sub])
+        p = np.array([r[s["method"]] for r in sub])
+        assert s["n_sets"] == 2
+        assert s["slope"] == pytest.approx(float(a @ p / (a @ a)), rel=1e-10)
+    monkeypatch.setattr(R, "top_by_score", lambda scores, k, sign=1: ones[:k])
+    with pytest.warns(rn.ConvergenceWarning):
+        rows = E.run_search(X, y, X_test, y_test, cfg, ks=(ones.size, 2), show_progress=False)
+    for row in rows:
+        whole = row["k"] == ones.size
+        assert row["retrain_converged"] is not whole and math.isnan(row["actual"]) is whole

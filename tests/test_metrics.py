@@ -204,6 +204,29 @@ def test_self_loss_at_fitted_theta(rng, seed, family):
     assert _rel(eff, sl.linear_effect(small, th)) <= 1e-3
 
 
+def test_self_loss_refuses_the_hessian_of_a_differently_weighted_fit(rng):
+    """SelfLoss(X, y, hessian=A) with A weighted and the metric not (or the other way round):
+    its removal effects summed unweighted losses while its linear effect used A's weighted
+    Hessian, silently (35% apart in one example). Now refused, naming sample_weight; with the
+    weights given, both agree with the NumPy F and Hessian of the weighted fit."""
+    prob = make_problem(rng, "logistic", n=60, d=4, fit_intercept=True, weighted=True)
+    kw = prob.kw
+    th = rn.fit(prob.X, prob.y, tol=1e-12, **kw).theta
+    A = rn.Attribution(prob.X, prob.y, th, **kw)
+    unweighted = {**kw, "sample_weight": None}
+    with pytest.raises(ValueError, match="sample_weight"):
+        M.SelfLoss(prob.X, prob.y, hessian=A, **unweighted)
+    B = rn.Attribution(prob.X, prob.y, th, **unweighted)
+    with pytest.raises(ValueError, match="sample_weight"):
+        M.SelfLoss(prob.X, prob.y, hessian=B, **kw)
+    sl = M.SelfLoss(prob.X, prob.y, hessian=A, **kw)
+    d = 1e-3 * rng.standard_normal(th.size)
+    H = hessian(prob.X, prob.y, th, **kw)
+    assert _rel(sl.linear_effect(d, th), 0.5 * d @ H @ d) <= 1e-10
+    ref = objective(prob.X, prob.y, th + d, **kw) - objective(prob.X, prob.y, th, **kw)
+    assert _rel(sl.removal_effect(th + d, th), ref) <= 1e-6  # F - F: cancellation
+
+
 # ----------------------------------------------------------------------------------------------
 # vectorisation and accuracy of removal effects
 # ----------------------------------------------------------------------------------------------

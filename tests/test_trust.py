@@ -10,6 +10,8 @@ import pytest
 
 import rif_native as rn
 
+from conftest import Reference
+
 
 def _problem(rng, n=300, d=120):
     X = rng.standard_normal((n, d)) / np.sqrt(d) * 2.5
@@ -83,3 +85,42 @@ def test_no_warning_when_nothing_is_flagged(rng, recwarn):
     assert report["flagged_sets"].size == 0
     assert not [w for w in recwarn if issubclass(w.category, rn.TrustWarning)]
     assert np.isscalar(A.trust([0, 1], warn=False)["additivity_gap"])
+
+
+def test_a_set_whose_removal_changes_nothing_is_not_flagged(rng, recwarn):
+    # Samples of zero weight: removing them leaves F, hence theta_hat, exactly as it is (the
+    # exact refit is theta_hat), so the sum of their RIF and their Newton step are both 0 and
+    # they cannot interact. The gap was 0 / 0, counted as inf and flagged.
+    n, d = 150, 6
+    X = rng.standard_normal((n, d))
+    y = (X[:, 0] + rng.standard_normal(n) > 0).astype(np.float64)
+    w = np.ones(n)
+    w[:4] = 0.0
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True, sample_weight=w, tol=1e-12).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, sample_weight=w)
+    refit = A.retrain([0, 1, 2, 3], tol=1e-12).theta
+    np.testing.assert_allclose(refit, theta, rtol=0, atol=1e-10)  # removal changes nothing
+    report = A.trust([[0, 1, 2, 3], [0, 10], [20, 21]])
+    assert report["additivity_gap"][0] == 0.0
+    assert report["flagged_sets"].size == 0
+    assert not [r for r in recwarn if issubclass(r.category, rn.TrustWarning)]
+
+
+def test_summary_counts_only_the_samples_in_the_fit(rng):
+    """Samples of weight 0 are not in the fit (leverage 0): with half the samples masked out,
+    n / p and the leverage quantiles are those of the other half (a NumPy reference on the
+    samples of positive weight), not diluted by zeros (they said n/p = 16.7 and a median
+    leverage of 0.002 where the fit has n/p = 8.3 and a median of 0.075)."""
+    n, d = 120, 6
+    X = rng.standard_normal((n, d))
+    y = (X[:, 0] + rng.standard_normal(n) > 0).astype(np.float64)
+    w = rng.uniform(0.5, 2.0, n)
+    w[rng.permutation(n)[: n // 2]] = 0.0
+    theta = rn.fit(X, y, l2=1.0, sample_weight=w, tol=1e-12).theta
+    s = rn.Attribution(X, y, theta, l2=1.0, sample_weight=w).trust()
+    live = w > 0
+    h = Reference(X[live], y[live], theta, l2=1.0, sample_weight=w[live]).h
+    assert s["n"] == n // 2 and s["n_over_p"] == pytest.approx(n / 2 / d)
+    for key, q in (("leverage_median", 0.5), ("leverage_q90", 0.9), ("leverage_q99", 0.99)):
+        assert s[key] == pytest.approx(np.quantile(h, q), rel=1e-9), key
+    assert s["leverage_max"] == pytest.approx(h.max(), rel=1e-9)

@@ -113,8 +113,11 @@ def _removed_lines(where: dict, shown: int = 20) -> str:
 def _write_tables(out, results: dict, where: dict) -> None:
     """audit.json and audit.csv: every value of the audited quantity itself (the coefficient,
     not the oriented f the search drives to 0; f_before, f_after and flips_when say that)."""
+    from .experiment import _jsonable  # NaN and inf (a removal that left H singular): null
+
     payload = {m: {**r.in_quantity(), **where[m]} for m, r in results.items()}
-    _output.write_text(out / "audit.json", json.dumps(payload, indent=1))
+    _output.write_text(out / "audit.json", json.dumps(_jsonable(payload), indent=1,
+                                                      allow_nan=False))
     text = io.StringIO()
     table = csv.writer(text, lineterminator="\n")  # quotes a name holding a comma
     table.writerow(["method", "quantity", "size", "predicted", "newton_step", "actual",

@@ -114,7 +114,7 @@ def coefficient(A: Attribution, which: Union[int, str], *, margin: float = 0.0,
     return Target(name=f"sign of {label}" + (f" by {margin:g}" if margin else ""),
                   value=lambda t, _A: float(s * t[j] + margin),
                   gradient=lambda t, _A: _unit(len(t), j, s),
-                  quantity=label, scale=s, offset=-s * margin)
+                  quantity=label, scale=s, offset=-s * margin + 0.0)  # + 0.0: not -0
 
 
 def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1.96,
@@ -225,8 +225,7 @@ class AuditResult:
 
     def flips_when(self) -> str:
         """f <= 0 said of the quantity: "b >= 0" for a coefficient b < 0 at theta_hat."""
-        side = "<=" if self.quantity_scale > 0 else ">="
-        return f"{self.quantity} {side} {self.quantity_offset:.6g}"
+        return _flips_when(self.quantity, self.quantity_scale, self.quantity_offset)
 
     def in_quantity(self) -> dict:
         """to_dict() with every value of f (before, after, predictions, rounds, curve) given as
@@ -240,6 +239,11 @@ class AuditResult:
                 "newton_step": q(self.newton_step), "rounds": rounds,
                 "curve": [q(v) for v in self.curve], "f_before": self.value_before,
                 "f_after": self.value_after, "flips_when": self.flips_when()}
+
+
+def _flips_when(quantity: str, scale: float, offset: float) -> str:
+    """Where ``quantity = scale * f + offset`` has f <= 0: "b >= 0" for scale < 0."""
+    return f"{quantity} {'<=' if scale > 0 else '>='} {offset:.6g}"
 
 
 class _Auditor:
@@ -263,6 +267,19 @@ class _Auditor:
         return Attribution(self.X, self.y, theta, l2=A.l2, family=A.family, sample_weight=w,
                            fit_intercept=A.fit_intercept, num_threads=A._threads)
 
+    def _value(self, theta: np.ndarray, removed: Sequence[int]) -> float:
+        """f at theta on the data without `removed`; NaN where it has none: a removal that
+        leaves H singular (a Newton step of inf, or no standard error for a significance)."""
+        if not np.all(np.isfinite(theta)):
+            return float("nan")
+        if not self.target.needs_attribution:
+            return self.target.value(theta, None)
+        try:
+            B = self._attribution(theta, removed)
+        except np.linalg.LinAlgError:  # H without `removed` is singular
+            return float("nan")
+        return self.target.value(theta, B)
+
     def refit(self, removed: Sequence[int]) -> dict:
         """The exact refit without `removed`: theta, f there, and NS's prediction."""
         key = tuple(sorted(removed))
@@ -271,11 +288,9 @@ class _Auditor:
         A, tgt = self.A, self.target
         res = A.retrain(list(removed), tol=self.tol)
         theta = res.theta
-        B = self._attribution(theta, removed) if tgt.needs_attribution else None
         ns_theta = A.theta + np.asarray(A.group_effect(list(removed), method="ns"))
-        C = self._attribution(ns_theta, removed) if tgt.needs_attribution else None
-        out = {"theta": theta, "actual": tgt.value(theta, B),
-               "newton_step": tgt.value(ns_theta, C), "converged": bool(res.converged)}
+        out = {"theta": theta, "actual": self._value(theta, removed),
+               "newton_step": self._value(ns_theta, removed), "converged": bool(res.converged)}
         self.cache[key] = out
         return out
 
@@ -284,7 +299,10 @@ class _Auditor:
         f0 = tgt.value(A.theta, A)
         if not f0 > 0:
             raise ValueError(f"the target '{tgt.name}' is already at or past its threshold at "
-                             f"theta_hat (value {f0:.4g}): nothing to flip")
+                             f"theta_hat ({tgt.quantity} = {tgt.scale * f0 + tgt.offset:.4g}, "
+                             "flipped at "
+                             f"{_flips_when(tgt.quantity, tgt.scale, tgt.offset)}): nothing "
+                             "to flip")
         order: list = []
         rounds: list = []
         theta, B, f_cur = A.theta, A, f0
@@ -458,10 +476,13 @@ def table(results: dict) -> str:
 
 
 def write(results: dict, path: str) -> None:
-    """The results as JSON (written atomically)."""
+    """The results as JSON (written atomically; NaN and inf, where a refit or Newton step
+    left H singular, as null)."""
     from ._output import write_text
+    from .experiment import _jsonable
 
-    write_text(path, json.dumps({m: r.to_dict() for m, r in results.items()}, indent=1))
+    write_text(path, json.dumps(_jsonable({m: r.to_dict() for m, r in results.items()}),
+                                indent=1, allow_nan=False))
 
 
 def plot(results: dict, path: Optional[str] = None) -> Any:

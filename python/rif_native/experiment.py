@@ -98,15 +98,6 @@ def _multiclass_metrics(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> 
                                             fit_intercept=cfg.fit_intercept)
 
 
-def _additivity_gaps(rif: np.ndarray, ns: np.ndarray) -> np.ndarray:
-    """||sum RIF - NS|| / ||NS|| of each set (rif_native.trust's rule)."""
-    a = np.asarray(rif, dtype=np.float64).reshape(len(rif), -1)
-    b = np.asarray(ns, dtype=np.float64).reshape(len(ns), -1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
-    return np.where(np.isfinite(gap), gap, np.inf)
-
-
 def _metrics_for(X, y, X_test, y_test, cfg: ExperimentConfig, rng, A) -> list:
     """The paper's three metrics for the configured family."""
     if cfg.family == "multinomial":
@@ -180,7 +171,7 @@ def run_experiment(
     t0 = time.perf_counter()
     estimates = {m: A.group_effect(index_lists, method=m) for m in METHODS}
     res.runtime["estimates"] = time.perf_counter() - t0
-    gaps = _additivity_gaps(estimates["rif"], estimates["ns"])
+    gaps = _trust.additivity_gaps(estimates["rif"], estimates["ns"])
     res.fit_info["trust"] = _trust.line(A)
     res.fit_info["flagged_sets"] = int(np.count_nonzero(gaps > _trust.ADDITIVITY_LIMIT))
 
@@ -188,13 +179,20 @@ def run_experiment(
     retrained = A.retrain(index_lists, tol=cfg.tol, show_progress=show_progress,
                           batch=cfg.batch)
     theta_T, grad_norms = retrained.theta, retrained.grad_norm
+    converged = np.asarray(retrained.converged, dtype=bool).reshape(-1)
     res.runtime["retrain"] = time.perf_counter() - t0
     per_set = res.runtime["retrain"] / max(len(sets), 1)
     log(f"retrained {len(sets)} sets in {res.runtime['retrain']:.2f} s "
         f"(max final ||grad|| {grad_norms.max():.2e})")
+    if not converged.all():
+        log(f"{int(np.count_nonzero(~converged))} set(s) have no exact refit (no finite or no "
+            "unique minimiser without them): their actual effect is NaN, left out of the "
+            "agreement")
 
     for m in mets:
-        actual = m.removal_effect(theta_T, theta)
+        # a refit that did not converge (theta on its way to infinity, or theta_hat itself
+        # where the refit was not attempted) measures nothing: NaN, skipped by the statistics
+        actual = np.where(converged, m.removal_effect(theta_T, theta), np.nan)
         pred = {k: m.removal_effect(theta[None, :] + e, theta) for k, e in estimates.items()}
         lin = {f"{k}_linear": m.linear_effect(e, theta) for k, e in estimates.items()}
         for j, s in enumerate(sets):
@@ -203,6 +201,7 @@ def run_experiment(
             row.update({k: float(v[j]) for k, v in pred.items()})
             row.update({k: float(v[j]) for k, v in lin.items()})
             row["retrain_grad_norm"] = float(grad_norms[j])
+            row["retrain_converged"] = bool(converged[j])
             row["additivity_gap"] = float(gaps[j])
             row["seconds"] = per_set
             res.rows.append(row)
@@ -288,7 +287,8 @@ def write_outputs(res: ExperimentResult, outdir: Path) -> list:
         f"Fit: {res.fit_info.get('n_iter')} Newton iterations, final ||grad F|| = "
         f"{res.fit_info.get('grad_norm', float('nan')):.2e}.",
         f"{len({r['set_id'] for r in res.rows})} removal sets, seed {res.config.seed}. "
-        "Effects are removal effects f(theta_{-T}) - f(theta_hat); 'actual' is exact retraining.",
+        "Effects are removal effects f(theta_{-T}) - f(theta_hat); 'actual' is exact retraining "
+        "(NaN, and left out, for a set without a finite refit: retrain_converged False).",
         "",
         f"Trust: {res.fit_info.get('trust', 'n/a')}. {res.fit_info.get('flagged_sets', 0)} "
         "sets have an additivity gap above 20% (the sum of their members' RIF differs from "
@@ -424,7 +424,8 @@ def run_search(
 ) -> list:
     """Search for the k training samples whose removal changes a metric most (in the direction
     ``sign``), by IF and by RIF scores, and check each chosen set by exact retraining. Rows:
-    method, k, predicted, ns (Newton step of the set), actual, the overlap of the IF and RIF
+    method, k, predicted, ns (Newton step of the set), actual (NaN where the set has no exact
+    refit: retrain_converged False), the overlap of the IF and RIF
     choices, and ``chosen``: the set, as positions in X (ordered by decreasing score).
 
     For the test metrics a sample's score is its first-order effect ``<grad f, IF_i>`` (RIF_i)
@@ -451,7 +452,8 @@ def run_search(
     sets = [chosen[key] for key in keys]
     ns = A.group_effect(sets, method="ns")
     retrained = A.retrain(sets, tol=cfg.tol, show_progress=show_progress, batch=cfg.batch)
-    actual = m.removal_effect(retrained.theta, theta)
+    converged = np.asarray(retrained.converged, dtype=bool).reshape(-1)
+    actual = np.where(converged, m.removal_effect(retrained.theta, theta), np.nan)  # as above
     ns_effect = m.removal_effect(theta[None, :] + ns, theta)
     rows = []
     for j, (meth, k) in enumerate(keys):
@@ -462,6 +464,7 @@ def run_search(
                      "ns": float(ns_effect[j]), "actual": float(actual[j]),
                      "overlap_if_rif": int(np.intersect1d(T, other).size),
                      "retrain_grad_norm": float(retrained.grad_norm[j]),
+                     "retrain_converged": bool(converged[j]),
                      "chosen": [int(i) for i in T]})
     return rows
 

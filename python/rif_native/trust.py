@@ -4,7 +4,8 @@ RIF_i is exactly the Newton step of leaving sample i out, so its error against e
 comes from the loss's curvature changing along that step, and, for a set, from adding up steps
 that interact. ``trust(A)`` reports what can be computed cheaply:
 
-* ``n / p``: the regime (the paper's high-dimensional one is n / p of order 1);
+* ``n / p``: the regime (the paper's high-dimensional one is n / p of order 1), n counting
+  the samples in the fit (of positive weight), as every number below does;
 * leverage quantiles and the number of samples above 0.5: where RIF and IF part, since
   ``RIF_i - IF_i = IF_i h_i / (1 - h_i)``;
 * ``max_rif_if_gap = max_i h_i / (1 - h_i)``: the largest ``|RIF_i - IF_i| / |IF_i|``;
@@ -35,15 +36,20 @@ class TrustWarning(UserWarning):
 
 
 def summary(A: Any) -> dict:
-    """The per-attribution numbers (no sets)."""
+    """The per-attribution numbers (no sets), over the samples of positive weight: a sample
+    of weight 0 is not in the fit (its leverage is 0)."""
     h = np.asarray(A.leverage, dtype=np.float64)
     p = A.n_params if getattr(A, "family", None) != "multinomial" else \
         A.n_params * (A.n_classes - 1)
+    data = getattr(A, "_data", None)
+    w = data[2] if isinstance(data, tuple) and len(data) == 3 else None
+    if w is not None:
+        h = h[np.asarray(w, dtype=np.float64) > 0]
     finite = h[np.isfinite(h)]
     with np.errstate(divide="ignore"):
         gap = np.where(finite < 1, finite / np.maximum(1 - finite, 1e-300), np.inf)
     q = np.quantile(finite, [0.5, 0.9, 0.99]) if len(finite) else np.zeros(3)
-    return {"n": int(A.n), "p": int(p), "n_over_p": A.n / p,
+    return {"n": int(h.size), "p": int(p), "n_over_p": h.size / p,
             "leverage_median": float(q[0]), "leverage_q90": float(q[1]),
             "leverage_q99": float(q[2]), "leverage_max": float(finite.max()) if len(finite) else 0.0,
             "above_half": int(np.count_nonzero(h > 0.5)),
@@ -63,11 +69,7 @@ def trust(A: Any, sets: Optional[Any] = None, *, warn: bool = True) -> dict:
     lists = [indices[offsets[j]:offsets[j + 1]] for j in range(len(offsets) - 1)]
     rif = np.asarray(A.group_effect(lists, method="rif"), dtype=np.float64)
     ns = np.asarray(A.group_effect(lists, method="ns"), dtype=np.float64)
-    rif = rif.reshape(len(lists), -1)
-    ns = ns.reshape(len(lists), -1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.linalg.norm(rif - ns, axis=1) / np.linalg.norm(ns, axis=1)
-    gap = np.where(np.isfinite(gap), gap, np.inf)
+    gap = additivity_gaps(rif, ns)
     flagged = np.flatnonzero(gap > ADDITIVITY_LIMIT)
     out["additivity_gap"] = gap[0] if single else gap
     out["flagged_sets"] = flagged
@@ -79,6 +81,18 @@ def trust(A: Any, sets: Optional[Any] = None, *, warn: bool = True) -> dict:
             "gap): their members interact, so take their effect from group_effect(T, 'ns') or "
             "an exact refit, not from the additive RIF.", TrustWarning, stacklevel=3)
     return out
+
+
+def additivity_gaps(rif: Any, ns: Any) -> np.ndarray:
+    """``||sum RIF - NS|| / ||NS||`` of each set (rows of ``rif`` and ``ns``, one per set): 0
+    where the two agree exactly (a set whose removal moves nothing, as one of samples of zero
+    weight: 0 / 0), inf where they cannot be compared (a singular removal's inf)."""
+    a = np.asarray(rif, dtype=np.float64).reshape(len(rif), -1)
+    b = np.asarray(ns, dtype=np.float64).reshape(len(ns), -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.linalg.norm(a - b, axis=1)
+        gap = np.where(diff == 0, 0.0, diff / np.linalg.norm(b, axis=1))
+    return np.where(np.isfinite(gap), gap, np.inf)
 
 
 def line(A: Any) -> str:
