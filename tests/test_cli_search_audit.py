@@ -211,3 +211,42 @@ def test_audit_sign_of_a_negative_coefficient(capsys, tmp_path, problem):
     if r["flipped"]:
         assert r["value_after"] == pytest.approx(_without(X, y, r["removed"])[j], rel=1e-6)
         assert r["value_after"] >= 0
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--kind", "sign", "--coef", "0", "--threshold", "2"], "--threshold"),
+    (["--kind", "significance", "--coef", "0", "--margin", "0.1"], "--margin"),
+    (["--kind", "test-loss", "--threshold", "9", "--coef", "0"], "--coef"),
+    (["--kind", "sign", "--coef", "0", "--point", "1"], "--point"),
+])
+def test_audit_refuses_options_its_kind_would_ignore(capsys, tmp_path, problem, argv, option):
+    """They were silently ignored (a --threshold given to a sign audit changed nothing)."""
+    code, out, err = _run(capsys, "audit", "--data", problem[0], *argv, "--out", tmp_path / "a")
+    assert code == 2 and f"{option} is for --kind" in err and "ignored" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_audit_coef_names_a_column_named_like_a_number(capsys, tmp_path, rng):
+    """--coef 1990 is the column headed "1990" where there is one (it was read as index 1990)."""
+    n = 120
+    X = rng.standard_normal((n, 3))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ [0.2, 1.0, -0.5])))).astype(float)
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as fh:
+        table = csv.writer(fh)
+        table.writerow(["a", "1990", "b", "label"])
+        table.writerows([[*row, int(lab)] for row, lab in zip(X, y)])
+    code, out, err = _run(capsys, "audit", "--data", path, "--coef", "1990", "--l2", L2,
+                          "--test-fraction", "0.2", "--max-fraction", "0.3", "--quiet",
+                          "--out", tmp_path / "a")
+    assert code == 0, err
+    by_name = json.loads((tmp_path / "a" / "audit.json").read_text())["rif"]
+    assert by_name["quantity"] == "1990"
+    # the same audit as of the second column by its index (same data, same split)
+    code, out, err = _run(capsys, "audit", "--data", path, "--coef", "1", "--l2", L2,
+                          "--test-fraction", "0.2", "--max-fraction", "0.3", "--quiet",
+                          "--out", tmp_path / "b")
+    assert code == 0, err
+    by_index = json.loads((tmp_path / "b" / "audit.json").read_text())["rif"]
+    assert by_name["value_before"] == by_index["value_before"] != 0.0
+    assert by_name["removed_rows"] == by_index["removed_rows"]

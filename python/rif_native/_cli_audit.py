@@ -43,18 +43,37 @@ def add_parser(sub) -> None:
     aud.add_argument("--threshold", type=float, default=None, metavar="T",
                      help="--kind significance: the |z| to fall to (default 1.96); --kind "
                      "test-loss: the total test loss to cross (required)")
-    aud.add_argument("--margin", type=float, default=0.0, metavar="M",
+    aud.add_argument("--margin", type=float, default=None, metavar="M",
                      help="--kind sign: cross zero by this much (default 0)")
     aud.add_argument("--max-fraction", type=float, default=0.05, metavar="F",
                      help="drop at most this fraction of the training samples (default 0.05)")
     _add_output_args(aud, "rif-output/audit")
 
 
-def _coef(text: str) -> object:
+def _coef(text: str, names: list) -> object:
+    """--coef as a column name where the data have one so named (a column "1990"), else as
+    an index where it reads as one."""
+    if text in names:
+        return text
     try:
         return int(text)
     except ValueError:
         return text
+
+
+def _check_options(args) -> None:
+    """Before any work: each option the --kind reads, and none it would ignore."""
+    from .cli import _UsageError
+
+    if args.kind in ("sign", "significance") and args.coef is None:
+        raise _UsageError(f"--kind {args.kind} needs --coef NAME|INDEX")
+    for option, value, kinds in (("--threshold", args.threshold, ("significance", "test-loss")),
+                                 ("--margin", args.margin, ("sign",)),
+                                 ("--point", args.point, ("prediction",)),
+                                 ("--coef", args.coef, ("sign", "significance"))):
+        if value is not None and args.kind not in kinds:
+            raise _UsageError(f"{option} is for --kind {' / '.join(kinds)}, not --kind "
+                              f"{args.kind} (it would be ignored)")
 
 
 def _target(args, A, names, data):
@@ -62,12 +81,11 @@ def _target(args, A, names, data):
     from .cli import _UsageError
     from .metrics import TestLoss
 
-    if args.kind in ("sign", "significance") and args.coef is None:
-        raise _UsageError(f"--kind {args.kind} needs --coef NAME|INDEX")
     if args.kind == "sign":
-        return au.coefficient(A, _coef(args.coef), margin=args.margin, names=names)
+        return au.coefficient(A, _coef(args.coef, names), margin=args.margin or 0.0,
+                              names=names)
     if args.kind == "significance":
-        return au.significance(A, _coef(args.coef), names=names,
+        return au.significance(A, _coef(args.coef, names), names=names,
                                threshold=1.96 if args.threshold is None else args.threshold)
     if args.kind == "prediction":
         n_test = data.y_test.shape[0]
@@ -143,6 +161,7 @@ def run(args, outputs) -> int:
                           "logistic (for other families use --kind test-loss)")
     if not 0 < args.max_fraction <= 1:
         raise _UsageError(f"--max-fraction must be in (0, 1], got {args.max_fraction:g}")
+    _check_options(args)
     out = _out_dir(args, outputs)
     say = (lambda line="": None) if args.quiet else print
     data = _prepare(args)
