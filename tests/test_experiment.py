@@ -594,3 +594,23 @@ def test_a_set_without_an_exact_refit_is_no_actual_effect(monkeypatch):
     for row in rows:
         whole = row["k"] == ones.size
         assert row["retrain_converged"] is not whole and math.isnan(row["actual"]) is whole
+
+
+def test_outputs_without_any_exact_refit(monkeypatch, tmp_path):
+    """Every set leaves one kind of label: every actual is NaN. The tables and the report are
+    written and say so; Figure 1, with nothing to plot, is left out (it raised, and the run
+    failed after all its work)."""
+    X, y, X_test, y_test = _logistic_data(12, 40, 3, 30)
+    ones = np.flatnonzero(y == 1)
+    sets = [R.RemovalSet(ones, "custom", ones.size),
+            R.RemovalSet(np.flatnonzero(y == 0), "custom", int(np.count_nonzero(y == 0)))]
+    monkeypatch.setattr(R, "make_sets", lambda *a, **k: sets)
+    cfg = E.ExperimentConfig(l2=L2, n_sizes=1, seed=0)
+    with pytest.warns(rn.ConvergenceWarning):
+        res = E.run_experiment(X, y, X_test, y_test, cfg, show_progress=False)
+    assert res.rows and all(math.isnan(r["actual"]) for r in res.rows)
+    files = E.write_outputs(res, tmp_path / "o")
+    assert not any(f.name.startswith("figure1") for f in files)
+    assert not list((tmp_path / "o").glob("figure1*"))
+    assert "no removal set has an exact refit" in (tmp_path / "o" / "report.md").read_text()
+    assert (tmp_path / "o" / "estimates.csv").exists()

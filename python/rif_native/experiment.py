@@ -275,8 +275,11 @@ def write_outputs(res: ExperimentResult, outdir: Path) -> list:
     files += write_table(outdir / "summary", res.summary)
     write_json(outdir / "runtime.json", res.runtime)
     files.append(outdir / "runtime.json")
-    files += plots.figure1(res.rows, outdir / "figure1",
-                           title=f"{res.name}: n={res.n}, d={res.d}, l2={res.config.l2:g}")
+    # no set with an exact refit (each one's actual NaN): nothing to plot, the rest is written
+    plotted = any(np.isfinite(r["actual"]) for r in res.rows)
+    if plotted:
+        files += plots.figure1(res.rows, outdir / "figure1",
+                               title=f"{res.name}: n={res.n}, d={res.d}, l2={res.config.l2:g}")
     report = [
         f"# Removal effects on {res.name}",
         "",
@@ -309,7 +312,8 @@ def write_outputs(res: ExperimentResult, outdir: Path) -> list:
         "",
         runtime_markdown(res.runtime),
         "",
-        "![Figure 1](figure1.png)",
+        "![Figure 1](figure1.png)" if plotted else
+        "No Figure 1: no removal set has an exact refit to compare with.",
         "",
     ]
     write_text(outdir / "report.md", "\n".join(report))
