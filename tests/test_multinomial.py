@@ -776,3 +776,33 @@ def test_repeated_passes_give_the_same_bits(rng):
         again = rn.MultinomialAttribution(X, y, theta, l2=1.0, num_threads=2)
         np.testing.assert_array_equal(again._H, first._H)
         assert again.gradient_norm == first.gradient_norm
+
+
+def test_retrain_without_every_sample_of_a_class():
+    """Removing every sample of a class: with every parameter penalised (l2 > 0, no intercept)
+    F_{-T} is strongly convex and has one finite minimiser, which retrain finds (it was refused
+    as having none), equal to the reference Newton refit within its a-posteriori distance
+    bound; with an unpenalised intercept that class's intercept runs off to -inf, and the set
+    is still not refitted (ConvergenceWarning, singular True)."""
+    rng = np.random.default_rng(2100)
+    n, d, K = 60, 3, 3
+    X = rng.standard_normal((n, d))
+    y = np.r_[rng.integers(0, 2, n - 2), 2, 2]
+    T = np.array([n - 2, n - 1])  # every sample of class 2
+    kw = dict(l2=1.0, fit_intercept=False)
+    theta_hat, gn, g0 = newton_fit_mn(X, y, K, **kw)
+    assert gn <= 1e-10 * max(1.0, g0)
+    res = rn.MultinomialAttribution(X, y, theta_hat, **kw).retrain([T])
+    assert res.converged[0] and not res.singular[0]
+    ref_theta, gref, g0T = newton_fit_mn(X, y, K, theta0=theta_hat, drop=T, **kw)
+    assert gref <= 1e-10 * max(1.0, g0T)
+    bound = distance_bound(X, y, res.theta[0], ref_theta, drop=T, **kw)
+    assert bound <= 1e-6 * np.linalg.norm(ref_theta - theta_hat)
+    assert np.linalg.norm(project_S(res.theta[0]) - ref_theta) <= bound
+
+    kw = dict(l2=1.0, fit_intercept=True)
+    theta_hat, _, _ = newton_fit_mn(X, y, K, **kw)
+    A = rn.MultinomialAttribution(X, y, theta_hat, **kw)
+    with pytest.warns(rn.ConvergenceWarning, match="every sample of a class"):
+        res = A.retrain([T])
+    assert res.singular[0] and not res.converged[0]

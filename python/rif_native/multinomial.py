@@ -436,9 +436,10 @@ class MultinomialAttribution(_frames.Named):
         Woodbury on the held inverse; one cheap pass over X per step, O(n d K)) and switches to
         Newton steps with fresh Hessians after three consecutive chord steps that each shrink
         the gradient norm by less than the factor 0.7. A set that takes every sample of some
-        class (that class's parameters then have no finite minimiser), or whose removal leaves
-        the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is not refitted:
-        ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
+        class (with an intercept or l2 = 0, that class's parameters then have no finite
+        minimiser; with every parameter penalised they do, and the set is refitted), or whose
+        removal leaves the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is
+        not refitted: ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
         over the sets (``batch`` is accepted for the binary API's sake). The memory any set
         may need (its solver, a Newton step's Hessian pass and inverse) is checked first
         against the cap in force (the constructor's ``max_memory``, else ``RIF_MAX_MEMORY``,
