@@ -806,3 +806,37 @@ def test_retrain_without_every_sample_of_a_class():
     with pytest.warns(rn.ConvergenceWarning, match="every sample of a class"):
         res = A.retrain([T])
     assert res.singular[0] and not res.converged[0]
+
+
+def test_class_metrics_check_their_class_indices():
+    """ClassProbability and LogitMargin: values and gradients against NumPy softmax (1e-12) and
+    central differences (1e-7) for classes of theta; a negative class (it read the last class's
+    probability, and the gradient failed on a broadcast) or one beyond theta's K (an IndexError
+    from NumPy) is a ValueError naming the argument."""
+    from rif_native.multiclass_metrics import ClassProbability, LogitMargin
+
+    rng = np.random.default_rng(2200)
+    K, d = 4, 3
+    X = rng.standard_normal((7, d))
+    theta = rng.standard_normal((K, d + 1))
+    P = softmax(design(X, True) @ theta.T)
+    Z = design(X, True) @ theta.T
+    for metric, value in ((ClassProbability(X, 2, fit_intercept=True), P[:, 2].sum()),
+                          (LogitMargin(X[3], 3, 1, fit_intercept=True), Z[3, 3] - Z[3, 1])):
+        assert abs(metric.value(theta) - value) <= 1e-12 * max(1.0, abs(value))
+        fd = np.zeros_like(theta)
+        for idx in np.ndindex(*theta.shape):
+            e = np.zeros_like(theta)
+            e[idx] = 1e-6
+            fd[idx] = (metric.value(theta + e) - metric.value(theta - e)) / 2e-6
+        np.testing.assert_allclose(metric.gradient(theta), fd, rtol=0, atol=1e-7)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="k must be a class index"):
+            ClassProbability(X, bad)
+    with pytest.raises(ValueError, match="l must be a class index"):
+        LogitMargin(X[0], 0, -2)
+    for metric in (ClassProbability(X, K, fit_intercept=True),
+                   LogitMargin(X[0], 0, K + 1, fit_intercept=True)):
+        for call in (metric.value, metric.gradient):
+            with pytest.raises(ValueError, match=f"is not a class of theta, which has {K}"):
+                call(theta)
