@@ -112,3 +112,23 @@ def test_csv_with_text_class_labels(capsys, tmp_path):
     assert results[0]["metrics"] == results[1]["metrics"]
     code, out, err = _run(capsys, "attribute", "--data", csv, "--quiet")
     assert code == 2 and "logistic" in err and "--family" in err
+
+
+@pytest.mark.parametrize("rare", [3, 1])
+def test_a_class_only_in_the_test_part_is_named(capsys, tmp_path, rare):
+    """A class whose only sample the random split puts in the test part: a one-line error
+    naming the class and the split (it was 'y_test has class 3 but theta has 3 classes', or,
+    for a class in the middle, 'Relabel the classes', though the file's labels are 0..K-1)."""
+    rng = np.random.default_rng(6)
+    n = 100
+    X = rng.standard_normal((n, 3))
+    y = rng.integers(0, 3, n).astype(float)
+    y[y >= rare] += 1  # labels 0..3 without the rare class
+    test = np.sort(np.random.default_rng(0).permutation(n)[:20])  # the CLI's split, seed 0
+    y[test[0]] = rare
+    path = tmp_path / "rare.npz"
+    np.savez(path, X=X, y=y)
+    code, out, err = _run(capsys, "attribute", "--family", "multinomial", "--data", path,
+                          "--seed", 0, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"class(es) {rare} have no samples in the training part (seed 0)" in err
