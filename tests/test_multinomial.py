@@ -840,3 +840,29 @@ def test_class_metrics_check_their_class_indices():
         for call in (metric.value, metric.gradient):
             with pytest.raises(ValueError, match=f"is not a class of theta, which has {K}"):
                 call(theta)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_nonfinite_x_and_l2_are_named(tmp_path, fit_intercept):
+    """NaN or inf in X (in memory, float32, or a .npy read in blocks) is a ValueError naming
+    its first entry, as for the binary families, and l2 = inf one naming l2: both were reported
+    as a Hessian that is not positive definite ('pivot nan ... add a ridge penalty l2 > 0')."""
+    rng = np.random.default_rng(2300)
+    X = rng.standard_normal((50, 4))
+    y = np.r_[0, 1, 2, rng.integers(0, 3, 47)]
+    X[31, 3], X[12, 2] = np.inf, np.nan
+    i, j = np.argwhere(~np.isfinite(X))[0]  # the first in row-major order: (12, 2)
+    np.save(tmp_path / "x.npy", X)
+    theta = np.zeros((3, 4 + fit_intercept))
+    kw = dict(l2=1.0, fit_intercept=fit_intercept)
+    for data in (X, X.astype(np.float32), str(tmp_path / "x.npy")):
+        with pytest.raises(ValueError, match=rf"X contains NaN or inf \(first at row {i}, "
+                                             rf"column {j}\)"):
+            rn.MultinomialAttribution(data, y, theta, **kw)
+    with pytest.raises(ValueError, match=rf"first at row {i}, column {j}"):
+        rn.fit(X, y, family="multinomial", **kw)
+    for call in (lambda: rn.fit(np.nan_to_num(X), y, family="multinomial", l2=np.inf),
+                 lambda: rn.MultinomialAttribution(np.nan_to_num(X), y, theta, l2=np.inf,
+                                                   fit_intercept=fit_intercept)):
+        with pytest.raises(ValueError, match="l2 must be a finite number >= 0, got inf"):
+            call()
