@@ -86,3 +86,49 @@ def test_bad_labels_are_a_usage_error(capsys, tmp_path, labels):
     code, out, err = _run(capsys, "attribute", "--family", "multinomial", "--data", path)
     assert code == 2
     assert "multinomial" in err and "labels" in err
+
+
+def test_csv_with_text_class_labels(capsys, tmp_path):
+    """A .csv with a header and three text classes in its last column is read with the classes
+    numbered in sorted order under --family multinomial (it was refused as 'a binary model needs
+    two'), answering as the same data with the labels numbered by np.unique; the logistic family
+    refuses the three classes in one line."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((90, 3))
+    words = np.array(["red", "green", "blue"])[rng.integers(0, 3, 90)]
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b,c,colour\n" + "".join(
+        f"{r[0]!r},{r[1]!r},{r[2]!r},{w}\n" for r, w in zip(X.tolist(), words)))
+    npz = tmp_path / "t.npz"
+    np.savez(npz, X=X, y=np.unique(words, return_inverse=True)[1].astype(float))
+    results = []
+    for path in (csv, npz):
+        code, out, err = _run(capsys, "attribute", "--family", "multinomial", "--data", path,
+                              "--top", 5, "--json", tmp_path / f"{path.suffix[1:]}.json",
+                              "--quiet")
+        assert code == 0, err
+        results.append(json.loads((tmp_path / f"{path.suffix[1:]}.json").read_text()))
+    assert results[0]["attribution"]["top_rif"] == results[1]["attribution"]["top_rif"]
+    assert results[0]["metrics"] == results[1]["metrics"]
+    code, out, err = _run(capsys, "attribute", "--data", csv, "--quiet")
+    assert code == 2 and "logistic" in err and "--family" in err
+
+
+@pytest.mark.parametrize("rare", [3, 1])
+def test_a_class_only_in_the_test_part_is_named(capsys, tmp_path, rare):
+    """A class whose only sample the random split puts in the test part: a one-line error
+    naming the class and the split (it was 'y_test has class 3 but theta has 3 classes', or,
+    for a class in the middle, 'Relabel the classes', though the file's labels are 0..K-1)."""
+    rng = np.random.default_rng(6)
+    n = 100
+    X = rng.standard_normal((n, 3))
+    y = rng.integers(0, 3, n).astype(float)
+    y[y >= rare] += 1  # labels 0..3 without the rare class
+    test = np.sort(np.random.default_rng(0).permutation(n)[:20])  # the CLI's split, seed 0
+    y[test[0]] = rare
+    path = tmp_path / "rare.npz"
+    np.savez(path, X=X, y=y)
+    code, out, err = _run(capsys, "attribute", "--family", "multinomial", "--data", path,
+                          "--seed", 0, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"class(es) {rare} have no samples in the training part (seed 0)" in err

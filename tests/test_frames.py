@@ -145,3 +145,26 @@ def test_pipeline_with_an_unsupported_last_step_is_refused(rng):
     X, y, Xf, yf = _frame(rng)
     with pytest.raises(TypeError, match="unsupported estimator LinearSVC"):
         rn.Attribution.from_estimator(make_pipeline(StandardScaler(), LinearSVC()), Xf, yf)
+
+
+def test_estimator_on_a_frame_with_bool_and_nullable_integer_columns(rng):
+    """A DataFrame of numbers with a bool and a nullable Int64 column (which scikit-learn fits
+    on; np.asarray of it is an object array): from_estimator reads it as the float64 matrix it
+    holds (it raised "X must hold real numbers, got dtype object"), with the leverages and RIF
+    rows of the float64 NumPy reference to 1e-9 relative, and the column names carried."""
+    from conftest import Reference
+    from sklearn.linear_model import LogisticRegression
+
+    n = 120
+    Xf = pd.DataFrame({"age": rng.standard_normal(n),
+                       "member": rng.random(n) < 0.5,
+                       "visits": pd.array(rng.integers(0, 6, n), dtype="Int64")})
+    X = np.column_stack([Xf["age"], Xf["member"].astype(float), Xf["visits"].astype(float)])
+    y = (X[:, 0] + 0.3 * X[:, 2] - 1 + rng.standard_normal(n) > 0).astype(int)
+    clf = LogisticRegression(C=2.0, tol=1e-12, max_iter=10000).fit(Xf, y)
+    A = rn.Attribution.from_estimator(clf, Xf, y, num_threads=1)
+    ref = Reference(X, y, np.r_[clf.coef_[0], clf.intercept_], l2=0.5, fit_intercept=True)
+    assert A.param_names == ["age", "member", "visits", "const"]
+    np.testing.assert_allclose(A.leverage, ref.h, rtol=1e-9)
+    np.testing.assert_allclose(A.rescaled_influence().to_numpy(), ref.RIF,
+                               rtol=1e-9, atol=1e-9 * np.abs(ref.RIF).max())

@@ -776,3 +776,93 @@ def test_repeated_passes_give_the_same_bits(rng):
         again = rn.MultinomialAttribution(X, y, theta, l2=1.0, num_threads=2)
         np.testing.assert_array_equal(again._H, first._H)
         assert again.gradient_norm == first.gradient_norm
+
+
+def test_retrain_without_every_sample_of_a_class():
+    """Removing every sample of a class: with every parameter penalised (l2 > 0, no intercept)
+    F_{-T} is strongly convex and has one finite minimiser, which retrain finds (it was refused
+    as having none), equal to the reference Newton refit within its a-posteriori distance
+    bound; with an unpenalised intercept that class's intercept runs off to -inf, and the set
+    is still not refitted (ConvergenceWarning, singular True)."""
+    rng = np.random.default_rng(2100)
+    n, d, K = 60, 3, 3
+    X = rng.standard_normal((n, d))
+    y = np.r_[rng.integers(0, 2, n - 2), 2, 2]
+    T = np.array([n - 2, n - 1])  # every sample of class 2
+    kw = dict(l2=1.0, fit_intercept=False)
+    theta_hat, gn, g0 = newton_fit_mn(X, y, K, **kw)
+    assert gn <= 1e-10 * max(1.0, g0)
+    res = rn.MultinomialAttribution(X, y, theta_hat, **kw).retrain([T])
+    assert res.converged[0] and not res.singular[0]
+    ref_theta, gref, g0T = newton_fit_mn(X, y, K, theta0=theta_hat, drop=T, **kw)
+    assert gref <= 1e-10 * max(1.0, g0T)
+    bound = distance_bound(X, y, res.theta[0], ref_theta, drop=T, **kw)
+    assert bound <= 1e-6 * np.linalg.norm(ref_theta - theta_hat)
+    assert np.linalg.norm(project_S(res.theta[0]) - ref_theta) <= bound
+
+    kw = dict(l2=1.0, fit_intercept=True)
+    theta_hat, _, _ = newton_fit_mn(X, y, K, **kw)
+    A = rn.MultinomialAttribution(X, y, theta_hat, **kw)
+    with pytest.warns(rn.ConvergenceWarning, match="every sample of a class"):
+        res = A.retrain([T])
+    assert res.singular[0] and not res.converged[0]
+
+
+def test_class_metrics_check_their_class_indices():
+    """ClassProbability and LogitMargin: values and gradients against NumPy softmax (1e-12) and
+    central differences (1e-7) for classes of theta; a negative class (it read the last class's
+    probability, and the gradient failed on a broadcast) or one beyond theta's K (an IndexError
+    from NumPy) is a ValueError naming the argument."""
+    from rif_native.multiclass_metrics import ClassProbability, LogitMargin
+
+    rng = np.random.default_rng(2200)
+    K, d = 4, 3
+    X = rng.standard_normal((7, d))
+    theta = rng.standard_normal((K, d + 1))
+    P = softmax(design(X, True) @ theta.T)
+    Z = design(X, True) @ theta.T
+    for metric, value in ((ClassProbability(X, 2, fit_intercept=True), P[:, 2].sum()),
+                          (LogitMargin(X[3], 3, 1, fit_intercept=True), Z[3, 3] - Z[3, 1])):
+        assert abs(metric.value(theta) - value) <= 1e-12 * max(1.0, abs(value))
+        fd = np.zeros_like(theta)
+        for idx in np.ndindex(*theta.shape):
+            e = np.zeros_like(theta)
+            e[idx] = 1e-6
+            fd[idx] = (metric.value(theta + e) - metric.value(theta - e)) / 2e-6
+        np.testing.assert_allclose(metric.gradient(theta), fd, rtol=0, atol=1e-7)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="k must be a class index"):
+            ClassProbability(X, bad)
+    with pytest.raises(ValueError, match="l must be a class index"):
+        LogitMargin(X[0], 0, -2)
+    for metric in (ClassProbability(X, K, fit_intercept=True),
+                   LogitMargin(X[0], 0, K + 1, fit_intercept=True)):
+        for call in (metric.value, metric.gradient):
+            with pytest.raises(ValueError, match=f"is not a class of theta, which has {K}"):
+                call(theta)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_nonfinite_x_and_l2_are_named(tmp_path, fit_intercept):
+    """NaN or inf in X (in memory, float32, or a .npy read in blocks) is a ValueError naming
+    its first entry, as for the binary families, and l2 = inf one naming l2: both were reported
+    as a Hessian that is not positive definite ('pivot nan ... add a ridge penalty l2 > 0')."""
+    rng = np.random.default_rng(2300)
+    X = rng.standard_normal((50, 4))
+    y = np.r_[0, 1, 2, rng.integers(0, 3, 47)]
+    X[31, 3], X[12, 2] = np.inf, np.nan
+    i, j = np.argwhere(~np.isfinite(X))[0]  # the first in row-major order: (12, 2)
+    np.save(tmp_path / "x.npy", X)
+    theta = np.zeros((3, 4 + fit_intercept))
+    kw = dict(l2=1.0, fit_intercept=fit_intercept)
+    for data in (X, X.astype(np.float32), str(tmp_path / "x.npy")):
+        with pytest.raises(ValueError, match=rf"X contains NaN or inf \(first at row {i}, "
+                                             rf"column {j}\)"):
+            rn.MultinomialAttribution(data, y, theta, **kw)
+    with pytest.raises(ValueError, match=rf"first at row {i}, column {j}"):
+        rn.fit(X, y, family="multinomial", **kw)
+    for call in (lambda: rn.fit(np.nan_to_num(X), y, family="multinomial", l2=np.inf),
+                 lambda: rn.MultinomialAttribution(np.nan_to_num(X), y, theta, l2=np.inf,
+                                                   fit_intercept=fit_intercept)):
+        with pytest.raises(ValueError, match="l2 must be a finite number >= 0, got inf"):
+            call()

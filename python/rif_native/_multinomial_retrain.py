@@ -7,9 +7,10 @@ _STALLS consecutive steps that each shrink the gradient norm by less than the fa
 the set continues with Newton steps at fresh Hessians (one Hessian pass each, with a
 backtracking line search).
 
-A set whose removal leaves no sample of some class, or leaves the Hessian singular (l2 = 0 and
-the remaining rows rank-deficient: no unique minimiser), is not refitted: ``singular``, with
-``converged`` False.
+A set whose removal leaves no sample of some class (with an intercept or l2 = 0; with every
+parameter penalised, that class's rows are held by the penalty and are refitted), or leaves the
+Hessian singular (l2 = 0 and the remaining rows rank-deficient: no unique minimiser), is not
+refitted: ``singular``, with ``converged`` False.
 """
 
 from __future__ import annotations
@@ -154,7 +155,10 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
                    singular=True, why=why)
         return out
 
-    if np.any(np.bincount(pb.y[w > 0], minlength=pb.K) == 0):
+    # a class without samples: its unpenalised intercept (or, with l2 = 0, its coefficients)
+    # runs off to -inf; with every parameter penalised, F_{-T} still has a unique minimiser
+    if (pb.fit_intercept or pb.l2 == 0) and \
+            np.any(np.bincount(pb.y[w > 0], minlength=pb.K) == 0):
         return not_refitted("class")
     if att._structurally_singular(T):
         return not_refitted("hessian")

@@ -406,6 +406,13 @@ def _split(dataset: Dataset, args, family: str):
             f"the training part (seed {args.seed}) has a single class; use more data, another "
             "--seed or a smaller --test-fraction"
         )
+    lost = np.setdiff1d(dataset.y[test], dataset.y[train]) if family == "multinomial" else []
+    if len(lost):  # (else refused as a class without samples, or a test class beyond K)
+        raise _UsageError(
+            f"class(es) {', '.join(f'{c:g}' for c in lost[:10])} have no samples in the training "
+            f"part (seed {args.seed}), only in the test part; use more data, another --seed or a "
+            "smaller --test-fraction"
+        )
     return train, test, f"random {fraction:g} of the samples (seed {args.seed})"
 
 

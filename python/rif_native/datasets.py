@@ -982,6 +982,7 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
       or neither) for a held-out test part.
     * ``.csv`` (comma) or ``.tsv`` (tab): one sample per line, features then the label in the
       last column; a first line that is not all numbers is taken as a header (column names).
+      Under a header, text labels are numbered 0, 1, ... in sorted order.
 
     and, with the labels from a second ``.npy`` given as ``labels`` (on the command line
     ``--labels PATH``), X kept on disk and read block by block (``Dataset.on_disk``):
@@ -1063,8 +1064,9 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
     if suffix in (".csv", ".tsv"):
         try:
             return _load_csv(path)
-        except _TextLabel:  # text labels, numbered in sorted order as with --label
-            return load_table(path)
+        except _TextLabel:  # text labels, numbered in sorted order as with --label; any
+            # number of them (the family, which says how many it takes, checks the labels)
+            return load_table(path, family="multinomial")
     if suffix in (".h5", ".hdf5"):
         return _load_hdf5(path, None, labels)
     if suffix == ".parquet":

@@ -39,6 +39,18 @@ def _design(X: ArrayLike, fit_intercept: bool, name: str) -> np.ndarray:
     return np.hstack([A, np.ones((len(A), 1))]) if _flag(fit_intercept, "fit_intercept") else A
 
 
+def _class(k: Any, name: str) -> int:
+    """A class index k >= 0 (checked against K when theta is seen: _check_class)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"{name} must be a class index 0..K-1, got {k!r}")
+    return int(k)
+
+
+def _check_class(k: int, K: int, name: str) -> None:
+    if k >= K:
+        raise ValueError(f"{name} = {k} is not a class of theta, which has {K} (0..{K - 1})")
+
+
 def _logsumexp(Z: np.ndarray) -> np.ndarray:
     top = Z.max(axis=-1, keepdims=True)
     return (top + np.log(np.exp(Z - top).sum(axis=-1, keepdims=True)))[..., 0]
@@ -161,12 +173,14 @@ class ClassProbability(_Metric):
 
     def __init__(self, X_test: ArrayLike, k: int, *, fit_intercept: bool = False) -> None:
         super().__init__(_design(X_test, fit_intercept, "X_test"))
-        self.k = int(k)
+        self.k = _class(k, "k")
 
     def _per_point(self, Z: np.ndarray, rows: slice) -> np.ndarray:
+        _check_class(self.k, Z.shape[-1], "k")
         return _softmax(Z)[..., self.k]
 
     def _dz(self, Z: np.ndarray, rows: slice) -> np.ndarray:
+        _check_class(self.k, Z.shape[-1], "k")
         P = _softmax(Z)
         D = -P * P[:, self.k:self.k + 1]
         D[:, self.k] += P[:, self.k]
@@ -183,12 +197,14 @@ class LogitMargin(_Metric):
         if len(X) != 1:
             raise ValueError("LogitMargin takes one point x")
         super().__init__(X)
-        self.k, self.l = int(k), int(l)
+        self.k, self.l = _class(k, "k"), _class(l, "l")
 
     def _per_point(self, Z: np.ndarray, rows: slice) -> np.ndarray:
+        _check_class(max(self.k, self.l), Z.shape[-1], "k" if self.k >= self.l else "l")
         return Z[..., self.k] - Z[..., self.l]
 
     def _dz(self, Z: np.ndarray, rows: slice) -> np.ndarray:
+        _check_class(max(self.k, self.l), Z.shape[-1], "k" if self.k >= self.l else "l")
         D = np.zeros_like(Z)
         D[:, self.k] += 1.0
         D[:, self.l] -= 1.0

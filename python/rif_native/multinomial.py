@@ -75,8 +75,8 @@ class _Problem:
                  fit_intercept: bool, n_classes: Optional[int], num_threads: Optional[int],
                  l2: Any):
         self.l2 = _real(l2, "l2")
-        if self.l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        if not (np.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {self.l2}")
         self.fit_intercept = _flag(fit_intercept, "fit_intercept")
         self.X = _as_design(X, self.fit_intercept)
         self.n, self.d = self.X.shape
@@ -86,8 +86,11 @@ class _Problem:
         centre = None
         if self.fit_intercept and isinstance(self.X, np.ndarray) and self.n:
             total = self.n if self.w is None else float(self.w.sum())
-            centre = (np.average(self.X, axis=0, weights=self.w).astype(np.float64)
-                      if total > 0 else None)
+            with np.errstate(invalid="ignore", over="ignore"):  # (named below)
+                centre = (np.average(self.X, axis=0, weights=self.w).astype(np.float64)
+                          if total > 0 else None)
+            if centre is not None and not np.all(np.isfinite(centre)):
+                self._check_finite()
         self.c = _softmax.Coordinates(self.K, self.d, self.fit_intercept, centre)
         self.p, self.m = self.c.p, self.c.m
         self.q = self.m * self.p
@@ -160,8 +163,21 @@ class _Problem:
             out = _core.softmax_pass(self.X, self.y, self.w if w is None else w,
                                      np.ascontiguousarray(R.T), self.c.Q, self.l2,
                                      self.fit_intercept, self.c.centre, self.threads, hessian)
+        if not np.isfinite(out["loss"]):
+            self._check_finite()
         out["G"] = np.ascontiguousarray(out["G"].T)  # (m, p)
         return out
+
+    def _check_finite(self) -> None:
+        """ValueError naming X's first NaN or inf, as the binary kernel does (a read of X in
+        blocks, made only once a pass's loss or X's column means have come out non-finite)."""
+        step = _block_rows(self.d)
+        for b in range(0, self.n, step):
+            bad = ~np.isfinite(_softmax.rows(self.X, np.arange(b, min(b + step, self.n)), False,
+                                             None))
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise ValueError(f"X contains NaN or inf (first at row {b + i}, column {j})")
 
     def user_norm(self, G: np.ndarray) -> float:
         """||grad F|| in the user's (K, p) parameters of a reduced gradient (m, p)."""
@@ -436,9 +452,10 @@ class MultinomialAttribution(_frames.Named):
         Woodbury on the held inverse; one cheap pass over X per step, O(n d K)) and switches to
         Newton steps with fresh Hessians after three consecutive chord steps that each shrink
         the gradient norm by less than the factor 0.7. A set that takes every sample of some
-        class (that class's parameters then have no finite minimiser), or whose removal leaves
-        the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is not refitted:
-        ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
+        class (with an intercept or l2 = 0, that class's parameters then have no finite
+        minimiser; with every parameter penalised they do, and the set is refitted), or whose
+        removal leaves the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is
+        not refitted: ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
         over the sets (``batch`` is accepted for the binary API's sake). The memory any set
         may need (its solver, a Newton step's Hessian pass and inverse) is checked first
         against the cap in force (the constructor's ``max_memory``, else ``RIF_MAX_MEMORY``,

@@ -213,7 +213,9 @@ def _design(X: Any, estimator: Any, kind: str) -> Any:
             raise ValueError(f"X's columns {got[:5]}... differ from the feature names the "
                              f"{kind} was fitted with {list(names)[:5]}...; pass the training "
                              "data with the same columns in the same order")
-    arr = np.asarray(X)
+    # a DataFrame's columns of several dtypes (bool, nullable Int64) as one float array
+    arr = _frames._frame_array(X) if columns is not None and _frames.is_pandas(X) \
+        else np.asarray(X)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"X must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
