@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -352,12 +353,14 @@ def test_audit_json_stays_json_when_a_removal_leaves_h_singular(rng, monkeypatch
     picked = np.where(np.arange(n) < 2, -1.0, 1.0)
     monkeypatch.setattr(rn.Attribution, "scores", lambda self, g, method="rif": picked)
     out = tmp_path / "audit"
-    with pytest.warns(Warning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the command shows them on stderr
         code = main(["audit", "--data", str(path), "--family", "squared", "--l2", "0",
                      "--kind", kind, "--coef", "0", "--max-fraction", "0.5", "--out", str(out),
                      "--quiet"])
     _, err = capsys.readouterr()
     assert code == 0, err
+    assert "rif: warning: SingularRemovalWarning: " in err
     payload = _strict_json((out / "audit.json").read_text())
     last = payload["rif"]["rounds"][-1]
     assert payload["rif"]["stopped"] == "not_converged" and last["size"] == 2
