@@ -861,6 +861,10 @@ def test_nonfinite_x_and_l2_are_named(tmp_path, fit_intercept):
             rn.MultinomialAttribution(data, y, theta, **kw)
     with pytest.raises(ValueError, match=rf"first at row {i}, column {j}"):
         rn.fit(X, y, family="multinomial", **kw)
+    sparse = pytest.importorskip("scipy.sparse")
+    # sparse X: the same error, without NumPy's RuntimeWarning first (filterwarnings=error)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        rn.MultinomialAttribution(sparse.csr_matrix(X), y, theta, **kw)
     for call in (lambda: rn.fit(np.nan_to_num(X), y, family="multinomial", l2=np.inf),
                  lambda: rn.MultinomialAttribution(np.nan_to_num(X), y, theta, l2=np.inf,
                                                    fit_intercept=fit_intercept)):

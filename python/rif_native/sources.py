@@ -590,9 +590,10 @@ class _SparseRows:
         if not len(self.data) or n < 2:
             return 0.0
         v = self.data.astype(np.float64)
-        mean = np.bincount(self.indices, weights=v, minlength=d) / n
-        var = np.bincount(self.indices, weights=v * v, minlength=d) / n - mean ** 2
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # (NaN or inf in X, named by the passes, make NaN here without NumPy's warnings)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mean = np.bincount(self.indices, weights=v, minlength=d) / n
+            var = np.bincount(self.indices, weights=v * v, minlength=d) / n - mean ** 2
             ratio = np.where(mean != 0, mean ** 2 / np.maximum(var, 0.0), 0.0)
         return float(np.nanmax(np.where(np.isnan(ratio), np.inf, ratio)))
 
