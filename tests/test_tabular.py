@@ -64,6 +64,26 @@ def test_multiclass_text_labels(rng, tmp_path):
         load_table(tmp_path / "t.csv", label="colour", id_column="id", one_hot=True)
 
 
+def test_categorical_labels_keep_their_categories_order(rng, tmp_path):
+    """A categorical label column (Parquet keeps the dtype) is numbered in its categories'
+    order, as its owner ordered them ("low", "mid", "high"; sorted as text: high, low, mid)."""
+    pytest.importorskip("pyarrow")
+    df = _table(rng)
+    df["grade"] = pd.Categorical(rng.choice(["low", "mid", "high"], len(df)),
+                                 categories=["low", "mid", "high"], ordered=True)
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    g = load_table(tmp_path / "t.parquet", label="grade", id_column="id", one_hot=True,
+                   family="multinomial")
+    np.testing.assert_array_equal(g.y, df["grade"].astype(str).map({"low": 0, "mid": 1,
+                                                                     "high": 2}))
+    assert g.target_names == ("low", "mid", "high")
+    # without the dtype (CSV), sorted as text
+    df.to_csv(tmp_path / "t.csv", index=False)
+    c = load_table(tmp_path / "t.csv", label="grade", id_column="id", one_hot=True,
+                   family="multinomial")
+    assert c.target_names == ("high", "low", "mid")
+
+
 def test_errors_name_what_to_do(rng, tmp_path):
     df = _table(rng)
     path = tmp_path / "t.csv"

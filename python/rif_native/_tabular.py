@@ -55,7 +55,9 @@ def _column(frame: Any, name: str, option: str, path: Path) -> str:
 
 def _labels(values: Any, family: str, name: str, path: Path, notes: list) -> tuple:
     """(y float64, target names or None): numbers as they are; text classes numbered in sorted
-    order (two for the binary families, any number for multinomial), the numbering noted."""
+    order, a categorical column's in its categories' order (numbers by value: 10 before 100;
+    two classes for the binary families, any number for multinomial), the numbering noted."""
+    from pandas import CategoricalDtype
     from pandas.api.types import is_numeric_dtype
 
     missing = np.flatnonzero(values.isna().to_numpy())
@@ -64,7 +66,9 @@ def _labels(values: Any, family: str, name: str, path: Path, notes: list) -> tup
                          f"the first data row {int(missing[0]) + 1}")
     if is_numeric_dtype(values.dtype):
         return values.to_numpy(dtype=np.float64), None
-    classes = sorted(str(v) for v in values.astype(str).unique())
+    present = {str(v) for v in values.astype(str).unique()}
+    classes = ([str(c) for c in values.cat.categories if str(c) in present]
+               if isinstance(values.dtype, CategoricalDtype) else sorted(present))
     if family != "multinomial" and len(classes) != 2:
         raise ValueError(f"{path}: the label column {name!r} holds {len(classes)} distinct text "
                          f"values ({', '.join(classes[:5])}{' ...' if len(classes) > 5 else ''}); "
@@ -110,7 +114,8 @@ def load_table(path: Any, *, label: Optional[str] = None, id_column: Optional[st
         one_hot: encode non-numeric columns as 0/1 columns ``name=value``, the first value in
             sorted order dropped (the reference); without it they are an error that names them.
         family: "multinomial" numbers any number of text classes; the other families need
-            numbers or two text classes (numbered 0 and 1 in sorted order).
+            numbers or two text classes (numbered 0 and 1 in sorted order; a categorical
+            column, as Parquet keeps it, in its categories' order).
 
     ``Dataset.description`` lists every change made (labels numbered, columns encoded).
     """
