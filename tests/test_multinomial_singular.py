@@ -88,3 +88,17 @@ def test_retraining_nothing_from_a_non_minimiser_finds_the_minimiser(fit_interce
     res = A.retrain([[]])
     assert res.converged[0]
     assert np.linalg.norm(res.theta[0] - ref) <= 1e-8 * np.linalg.norm(ref)
+
+
+def test_a_class_whose_samples_all_weigh_nothing_is_named_so():
+    """A class present only with weight 0 (a scikit-learn user's sample_weight) is refused
+    saying so, not only as a class without samples."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 3))
+    y = np.r_[0, 1, 2, rng.integers(0, 3, 27)]
+    w = np.where(y == 2, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"class\(es\) 2 of 0\.\.2 have no samples of positive "
+                                         r"weight \(every sample of theirs has weight 0\)"):
+        rn.fit(X, y, family="multinomial", l2=1.0, sample_weight=w)
+    with pytest.raises(ValueError, match=r"have no samples \(with positive weight\)"):
+        rn.fit(X, np.where(y == 2, 0, y), family="multinomial", l2=1.0, n_classes=3)

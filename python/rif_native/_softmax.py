@@ -69,9 +69,13 @@ def labels(y: ArrayLike, n: int, n_classes: Optional[int],
     counts = np.bincount(y64[live], minlength=K)
     empty = np.flatnonzero(counts == 0)
     if len(empty):
+        weighed = np.bincount(y64, minlength=K)[empty] > 0  # there, but all of weight 0
+        why = ("samples of positive weight (every sample of theirs has weight 0)" if weighed.all()
+               else "samples (with positive weight)")
         raise ValueError(f"class(es) {', '.join(map(str, empty[:10]))} of 0..{K - 1} have no "
-                         "samples (with positive weight): their parameters are not identified. "
-                         "Relabel the classes that occur as 0..K'-1 (K' of them).")
+                         f"{why}: the model cannot be fitted to them. Give them samples of "
+                         "positive weight, or relabel the classes that do have some as 0..K'-1 "
+                         "(K' of them).")
     return y64, K
 
 
