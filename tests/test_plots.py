@@ -147,6 +147,28 @@ def test_slope_through_origin_matches_formula_and_skips_nonfinite(rng):
         plots.slope_through_origin([1.0, 2.0], [1.0])
 
 
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 1e300])
+def test_slope_and_correlation_do_not_overflow_at_extreme_scales(rng, scale):
+    """Effects of 1e200 or 1e-200 gave NaN slopes and correlations (x * x overflowed to inf or
+    underflowed to 0, with a RuntimeWarning) where the scale-free answers are ordinary numbers."""
+    from rif_native._stats import agreement, pearson
+
+    x = rng.normal(size=40)
+    y = 0.8 * x + 0.1 * rng.normal(size=40)
+    slope = float(np.sum(x * y) / np.sum(x * x))
+    r = float(np.corrcoef(x, y)[0, 1])
+    assert plots.slope_through_origin(x * scale, y * scale) == pytest.approx(slope, rel=1e-12)
+    assert plots.slope_through_origin(x * scale, y) == pytest.approx(slope / scale, rel=1e-12)
+    assert pearson(x * scale, y * scale) == pytest.approx(r, rel=1e-12)
+    stats = agreement(x * scale, y * scale)
+    assert stats["slope"] == pytest.approx(slope, rel=1e-12)
+    assert stats["pearson"] == pytest.approx(r, rel=1e-12)
+    rows = [{"metric": "m", "actual": a * scale, "if": b * scale} for a, b in zip(x, y)]
+    fig = plots._build_figure1(rows)
+    assert f"IF  (slope {plots._fmt(slope)})" in legend_texts(fig)
+    close(fig)
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [(0.98213, "0.982"), (0.41, "0.410"), (12.345, "12.3"), (1234.5, "1230"), (0.99996, "1.00"),

@@ -127,6 +127,22 @@ def test_damaged_and_foreign_files(rng, tmp_path):
         A.save(tmp_path / "a.bin")
 
 
+def test_files_that_are_not_npz_archives_are_named(rng, tmp_path):
+    """A file that is not a .npz archive (text, a truncated save, a .npy array, an empty file)
+    is a ValueError naming it, not NumPy's advice to load it with allow_pickle=True."""
+    X, y, w, theta = _problem(rng)
+    rn.Attribution(X, y, theta, l2=0.5, fit_intercept=True).save(tmp_path / "a.npz")
+    whole = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "text.npz").write_text("not an archive")
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "x.npy", X)
+    for name in ("text.npz", "cut.npz", "empty.npz", "x.npy"):
+        with pytest.raises(ValueError, match="not a saved rif-native attribution") as info:
+            rn.Attribution.load(tmp_path / name)
+        assert name in str(info.value) and "pickle" not in str(info.value)
+
+
 def test_a_failed_save_leaves_nothing(rng, tmp_path):
     X, y, w, theta = _problem(rng)
     A = rn.Attribution(X, y, theta, l2=0.5, fit_intercept=True)

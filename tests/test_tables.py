@@ -151,3 +151,25 @@ def test_text_ids_read_back_as_text(rng, tmp_path, suffix):
     got = rn.SampleTable.read(tmp_path / f"d{suffix}").columns["sample_id"]
     assert list(got) == list(D.columns["sample_id"])
     assert got[0] == "2026-01-01 00:00:00"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_numeric_looking_and_64_bit_ids_read_back_equal(rng, tmp_path, suffix):
+    """Text ids that are all numbers but not written as a float writes them ("007", "1e3") stay
+    text in a CSV (they read back as 7.0 and 1000.0, merging "7" and "007"); unsigned 64-bit ids
+    above int64 (hashes) read back as uint64 (CSV and JSON raised OverflowError)."""
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+    X, y, w = _data(rng)
+    theta = logistic_refit(X[:, :3], y, w)
+    text = [f"{i:03d}" for i in range(len(y))]
+    text[1] = "1e3"
+    hashed = np.uint64(2**63) + rng.choice(2**40, len(y), replace=False).astype(np.uint64)
+    for ids in (text, hashed):
+        t = rn.Attribution(pd.DataFrame(X[:, :3], index=ids), y, theta,
+                           fit_intercept=True).table()
+        t.write(tmp_path / f"t{suffix}")
+        got = rn.SampleTable.read(tmp_path / f"t{suffix}").columns["sample_id"]
+        assert list(got) == list(ids)
+        assert {type(v) for v in got.tolist()} == {type(v) for v in np.asarray(ids).tolist()}

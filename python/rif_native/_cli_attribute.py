@@ -61,11 +61,12 @@ def add_parser(sub) -> None:
         ),
         epilog=(
             "Data files: .npz with arrays X (n x d) and y (n,), optionally X_test and y_test "
-            "(then used as the test part instead of a random split); .csv/.tsv with the label in "
-            "the last column and an optional header line. Large data stay on disk and are read "
-            "block by block, with the labels from --labels PATH.npy: a .npy file (memory-mapped), "
-            "a folder of .npy shards (stacked in the order of their file names: pad numbers with "
-            "zeros, part-000.npy, part-001.npy, ...), --data given several times (.npy shards "
+            "(then used as the test part instead of a random split); .csv/.tsv/.parquet with the "
+            "label in the last column (or --label) and an optional header line. Large data stay "
+            "on disk and are read block by block, with the labels from --labels PATH.npy: a .npy "
+            "file (memory-mapped), a folder of .npy shards (stacked in the order of their file "
+            "names, numbers compared as numbers: part-2.npy before part-10.npy), --data given "
+            "several times (.npy shards "
             "stacked in the order given), a .zarr store holding one 2-D array (or STORE.zarr:NAME) "
             "and an HDF5 file FILE.h5 / FILE.hdf5 (its only 2-D dataset, or FILE.h5:NAME). Such "
             "data are split contiguously, not shuffled: the last --test-fraction of the rows are "

@@ -27,7 +27,8 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 2:
         return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
+    xc, yc = _unit_scale(x), _unit_scale(y)  # no overflow in the mean or the squares
+    xc, yc = xc - xc.mean(), yc - yc.mean()
     denom = np.sqrt((xc @ xc) * (yc @ yc))
     return float(xc @ yc / denom) if denom > 0 else float("nan")
 
@@ -49,10 +50,21 @@ def slope_through_origin(actual: Any, predicted: Any) -> float:
     if x.shape != y.shape:
         raise ValueError(f"actual has {x.size} values but predicted has {y.size}; they must match")
     ok = np.isfinite(x) & np.isfinite(y)
-    sxx = float(np.dot(x[ok], x[ok]))
-    if sxx == 0.0:
+    x, y = x[ok], y[ok]
+    sx = float(np.max(np.abs(x))) if x.size else 0.0
+    sy = float(np.max(np.abs(y))) if y.size else 0.0
+    if sx == 0.0:
         return float("nan")
-    return float(np.dot(x[ok], y[ok])) / sxx
+    if sy == 0.0:
+        return 0.0
+    x, y = x / sx, y / sy  # effects of 1e200 or 1e-200 would overflow or underflow in x * x
+    return float(np.dot(x, y)) / float(np.dot(x, x)) * (sy / sx)
+
+
+def _unit_scale(v: np.ndarray) -> np.ndarray:
+    """``v`` divided by its largest magnitude (unchanged when that is 0)."""
+    scale = float(np.max(np.abs(v))) if v.size else 0.0
+    return v / scale if scale > 0 else v
 
 
 def median_relative_error(actual: np.ndarray, predicted: np.ndarray) -> float:

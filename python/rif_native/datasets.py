@@ -988,8 +988,8 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
     ``--labels PATH``), X kept on disk and read block by block (``Dataset.on_disk``):
 
     * ``.npy``: X (n x d) memory-mapped read-only, never read whole;
-    * a folder of ``.npy`` shards, stacked in the order of their names (``part-000.npy``,
-      ``part-001.npy``, ...: pad numbers with zeros), or a list of ``.npy`` paths, stacked in
+    * a folder of ``.npy`` shards, stacked in the order of their names with numbers compared
+      as numbers (``part-2.npy`` before ``part-10.npy``), or a list of ``.npy`` paths, stacked in
       the order given; every shard 2-D with the same number of columns;
     * a Zarr store (a folder ``NAME.zarr``): its one 2-D array, or ``STORE.zarr:ARRAY``;
     * an HDF5 file ``FILE.h5`` / ``FILE.hdf5``: its only 2-D dataset, or ``FILE.h5:DATASET``.

@@ -135,8 +135,7 @@ def load(path: Any, X: Any = None, *, num_threads: Optional[int] = None,
     it holds one, else X as given to Attribution (an array, a path, shards, ...)."""
     from ._api import Attribution, _as_design, _reading, _threads, _vectors
 
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        stored = {k: f[k] for k in f.files}
+    stored = _read(path)
     _check_format(stored, path)
     n, d = int(stored["n"]), int(stored["d"])
     fit_intercept = bool(stored["fit_intercept"])
@@ -173,6 +172,23 @@ def _kept_keys(stored: dict, path: Any) -> tuple:
         raise ValueError(f"load: {path!r} lacks {sorted(set(_KEPT) - set(present))}: the file "
                          "is damaged")
     return tuple(present)
+
+
+def _read(path: Any) -> dict:
+    """The arrays of the .npz file at ``path``; a ValueError naming it for any other file (NumPy
+    would say that it holds pickled data and suggest ``allow_pickle``, or give an array). The
+    file is opened here, so that it is closed whatever NumPy makes of it."""
+    import zipfile
+
+    with open(os.fspath(path), "rb") as fh:
+        try:
+            f = np.load(fh, allow_pickle=False)
+            if isinstance(f, np.lib.npyio.NpzFile):
+                return {k: f[k] for k in f.files}
+        except (ValueError, EOFError, zipfile.BadZipFile):
+            pass
+    raise ValueError(f"load: {path!r} is not a saved rif-native attribution (not a NumPy .npz "
+                     "file)")
 
 
 def _check_format(stored: dict, path: Any) -> None:

@@ -10,7 +10,10 @@ On disk (``SampleTable.write(path)`` / ``SampleTable.read(path)``, by the file's
 * ``.csv``: a header line with the column names, then one line per sample; ``sample_id`` first.
   Numbers are written in the shortest form that reads back to the same double. A column reads
   back as integers when every cell is an integer written canonically ("7", not "007"), else as
-  floats when every cell is a number, else as text. The run's description (``meta``) is not in
+  floats when every cell is a number, else as text; ``sample_id`` reads back as floats only when
+  every cell is a float written so ("1.5", "nan"; not "1e3" or "007", which stay text). A CSV
+  cannot tell the text "7" from the number 7: text ids that are all canonical numbers read back
+  as numbers (JSON and Parquet keep their kind). The run's description (``meta``) is not in
   a CSV.
 * ``.json``: ``{"format": "rif-native sample table", "version": 1, "meta": {...},
   "dtypes": {name: "int" | "float" | "bool" | "str"}, "columns": {name: [values, ...]}}``;
@@ -129,7 +132,8 @@ class SampleTable:
         if not rows:
             raise ValueError(f"{path} is empty")
         names = rows[0]
-        return cls({k: _array([r[j] for r in rows[1:]]) for j, k in enumerate(names)}, {})
+        return cls({k: _array([r[j] for r in rows[1:]], exact=k == "sample_id")
+                    for j, k in enumerate(names)}, {})
 
 
 def _suffix(path: Union[str, Path]) -> str:
@@ -164,7 +168,7 @@ def _typed(values: list, kind: Optional[str]) -> np.ndarray:
     if kind == "float":
         return np.array([float(x) for x in values], dtype=np.float64)
     if kind == "int":
-        return np.array(values, dtype=np.int64)
+        return _integers(values)
     if kind == "bool":
         return np.array(values, dtype=bool)
     if kind == "str":
@@ -172,18 +176,33 @@ def _typed(values: list, kind: Optional[str]) -> np.ndarray:
     return _array([str(x) for x in values])
 
 
-def _array(values: list) -> np.ndarray:
+def _array(values: list, exact: bool = False) -> np.ndarray:
     """CSV cells (text) as integers when each is an integer written canonically, else as floats
-    when each is a number, else as text."""
+    when each is a number (``exact``: a float written as ``_cell`` writes it, so that ids such
+    as "007" or "1e3" are not merged into numbers), else as text."""
     try:
         if all(str(int(v)) == v for v in values):
-            return np.array([int(v) for v in values], dtype=np.int64)
+            return _integers([int(v) for v in values])
     except ValueError:
         pass
     try:
-        return np.array([float(v) for v in values], dtype=np.float64)
+        floats = np.array([float(v) for v in values], dtype=np.float64)
     except ValueError:
         return np.array(values, dtype=object)
+    if exact and any(repr(float(v)) != v for v in values):
+        return np.array(values, dtype=object)
+    return floats
+
+
+def _integers(values: list) -> np.ndarray:
+    """Python ints as int64, or as uint64 where they need it (ids such as 64-bit hashes); NumPy
+    alone would make such a column float64 and merge neighbouring ids."""
+    for dtype in (np.int64, np.uint64):
+        try:
+            return np.array(values, dtype=dtype)
+        except OverflowError:
+            pass
+    return np.array(values, dtype=object)
 
 
 def _ids(ids: Any) -> np.ndarray:
