@@ -248,3 +248,45 @@ def test_the_dask_fit_refuses_zero_weights_before_reading_x():
     y = np.r_[np.zeros(30), np.ones(30)]
     with pytest.raises(ValueError, match="sample_weight is 0 for every sample"):
         rn.fit(dx, y, fit_intercept=True, l2=1.0, sample_weight=np.zeros(60))
+
+
+def test_retrain_decides_quasi_separation_left_by_a_set(rng):
+    """Removing the only negatives on a 0/1 feature leaves its samples quasi-separated (l2 = 0):
+    that refit has no finite minimiser (converged False, a warning; it was reported converged
+    with the feature's coefficient at 23 and rising). Other sets refit as before."""
+    n = 300
+    x = (rng.random(n) < 0.1).astype(float)
+    x[:3] = 1.0
+    y = (rng.random(n) < 0.5).astype(float)
+    y[x == 1] = 1.0
+    y[:2] = 0.0  # the feature's only negatives
+    X = np.column_stack([x, rng.standard_normal(n)])
+    A = rn.Attribution(X, y, rn.fit(X, y, fit_intercept=True).theta, fit_intercept=True)
+    with pytest.warns(rn.ConvergenceWarning, match=r"without set\(s\) 0 the data are "
+                      "quasi-completely separated") as caught:
+        R = A.retrain([[0, 1], [5, 6], [0]])
+    assert len(caught) == 1
+    assert R.converged.tolist() == [False, True, True]
+    live = np.ones(n, dtype=bool)
+    live[:2] = False
+    e = np.array([1.0, 0.0, 0.0])
+    f = [loss(X, y, R.theta[0] + t * e, "logistic", True, live=live) for t in (0.0, 5.0, 20.0)]
+    assert f[0] > f[1] > f[2]
+
+
+def test_retrain_stays_silent_where_saturated_samples_overlap(rng, monkeypatch):
+    """Overlapping data with saturated samples (a finite minimiser without each set): no
+    warning, and the programme runs for no set (the Newton check clears them), or, where the
+    check is made to suspect every set, finds no separating direction for any."""
+    from rif_native import _finite, _separation
+
+    calls = []
+    real = _separation.separated_samples
+    monkeypatch.setattr(_separation, "separated_samples",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    X, y = strong_overlap(np.random.default_rng(4), n=1000)
+    A = rn.Attribution(X, y, rn.fit(X, y, fit_intercept=True).theta, fit_intercept=True)
+    sets = [[0, 1, 2], [10], list(range(20, 60))]
+    assert A.retrain(sets).converged.all() and not calls  # filterwarnings=error
+    monkeypatch.setattr(_finite, "step_moves", lambda *a, **k: np.array([0]))
+    assert A.retrain(sets).converged.all() and len(calls) == 3

@@ -987,9 +987,10 @@ class Attribution(_frames.Named):
     def _check_finite(self, fields: dict, indices: np.ndarray,
                       offsets: np.ndarray) -> np.ndarray:
         """The sets (a mask) whose refit has no finite minimiser, decided exactly (see
-        _finite: one kind of label left for the intercept; complete separation of the logistic
-        loss with l2 = 0): converged False, and a warning. theta is what the iterations
-        reached on their way to infinity."""
+        _finite: one kind of label left for the intercept; with l2 = 0, complete separation of
+        the logistic loss, and quasi-complete separation by the linear programme where a
+        Newton step would move only saturated samples and X is in memory): converged False,
+        and a warning. theta is what the iterations reached on their way to infinity."""
         m = len(fields["theta"])
         infinite = np.zeros(m, dtype=bool)
         if self.family not in ("logistic", "poisson") or m == 0:
@@ -1002,12 +1003,15 @@ class Attribution(_frames.Named):
                                              fields["converged"])
             if infinite.any():
                 found[_finite.one_kind_clause(self.family)] = list(np.flatnonzero(infinite))
-        if self.l2 == 0.0 and self.family == "logistic":  # complete separation, O(n) per set
+        if self.l2 == 0.0:  # separation: complete in O(n) per set, else the programme
             Z = _matvec(X, fields["theta"].T, self.fit_intercept)  # every set's z, one pass
             for j in np.flatnonzero(fields["converged"] & ~infinite):
                 live = live_all.copy()
                 live[indices[offsets[j]:offsets[j + 1]]] = False
-                why = _finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
+                why = (_finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
+                       or _finite.refit_separated(X, y, w, fields["theta"][j], self.family,
+                                                  self.fit_intercept, Z[:, j], live,
+                                                  self._threads))
                 if why:
                     found.setdefault(why, []).append(j)
                     infinite[j] = True

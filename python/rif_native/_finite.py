@@ -212,6 +212,31 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
     return (_separation.clause(apart, _name_some) if len(apart) else ""), "", apart
 
 
+def refit_separated(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
+                    family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
+                    num_threads: Optional[int] = None) -> str:
+    """With l2 = 0, a refit (theta, z = X theta) that met its tolerance on the samples `live`:
+    why its loss has no finite minimiser where the linear programme finds quasi-complete
+    separation, as a clause for a warning; "" otherwise. As for a fit, the programme runs only
+    where one more Newton step would move some saturated samples and no others (step_moves:
+    two passes, far cheaper than the programme) and X is in memory (_separation's size limit
+    applies)."""
+    if family not in ("logistic", "poisson") or not _in_memory(X):
+        return ""
+    sat = saturated(z, live, family)
+    if not sat.any():
+        return ""
+    weights = (np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)) * live
+    if len(step_moves(X, y, weights, theta, family, fit_intercept, sat, live,
+                      num_threads)) == 0:
+        return ""
+    from . import _separation
+    from ._api import _name_some
+
+    apart = _separation.separated_samples(X, y, family, fit_intercept, live)
+    return _separation.clause(apart, _name_some) if apart is not None and len(apart) else ""
+
+
 def _in_memory(X: Any) -> bool:
     """X as a NumPy array (the Newton step's extra passes are cheap; sparse X and sources are
     left out)."""
