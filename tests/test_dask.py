@@ -4,6 +4,7 @@ thread each) and on Dask's local scheduler: every answer equal to 1e-10 relative
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import pytest
@@ -339,3 +340,26 @@ def test_column_sums_overflow_named_without_numpy_warnings():
         with pytest.raises(ValueError, match="overflow"):
             rn.Attribution(da.from_array(X, chunks=(100, 5)), y, np.zeros(6), l2=1.0,
                            fit_intercept=True)
+
+
+def test_retraining_a_set_with_a_far_sample(client):
+    """A removed sample with z = x . theta far below -709 (a confident y = 0): the set's gradient
+    took sigma(z) as 1 / (1 + exp(-z)), whose exp overflowed (a RuntimeWarning, an error under
+    strict warnings). The refit against the in-memory one."""
+    X, y, w = problem(6, n=600, d=5)
+    n, d = X.shape
+    X[0] = 0.0
+    X[0, 0] = 1.0
+    y[0] = 0.0
+    kw = dict(l2=1.0, sample_weight=w)
+    theta = rn.fit(X, y, tol=1e-13, **kw).theta
+    X[0, 0] = -760.0 / theta[0]  # z_0 = -760 at theta (after the fit: keep it finite)
+    A = rn.Attribution(X, y, theta, **kw)
+    B = rn.Attribution(da.from_array(X, chunks=(150, d)), y, theta, **kw)
+    sets = [np.array([0, 1, 2])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = B.retrain(sets, tol=1e-12)
+    ref = A.retrain(sets, tol=1e-12)
+    assert got.converged.all()
+    close(got.theta, ref.theta, 1e-9)

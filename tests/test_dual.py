@@ -5,6 +5,8 @@ independent float64 NumPy reference for the leverages."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -322,3 +324,35 @@ def test_dual_intercept_gaps_in_the_recorded_case():
         P, D = _pair(X, np.array([1.0, 0.0]), np.zeros(16), **kw)
     assert np.all(np.abs((1 - D.leverage) - (1 - P.leverage)) <= 4 * np.finfo(float).eps)
     assert np.all(np.abs(1 - D.leverage - 3.2517e-10) <= 1e-13)
+
+
+@pytest.mark.parametrize("family", ["logistic", "squared"])
+def test_dual_one_sample_with_intercept(rng, tmp_path, family):
+    """n = 1 with an intercept: removing the sample leaves the intercept without data (h = 1
+    exactly, RIF inf). The leverage gap is a projection onto the (n - 1) = 0 dimensional
+    complement; LAPACK was handed that empty matrix with leading dimension 0 and printed
+    "On entry to DPOTRF parameter number 4 had an illegal value" (OpenBLAS prints it on C's
+    stdout, seen whole only when the process ends: hence a child process; a LAPACK that stops
+    on such errors would end it)."""
+    d = 6
+    X = rng.standard_normal((1, d))
+    theta = 0.1 * rng.standard_normal(d + 1)
+    code = (
+        "import sys, numpy as np, rif_native as rn\n"
+        "X = np.array(eval(sys.argv[1])); theta = np.array(eval(sys.argv[2]))\n"
+        f"D = rn.Attribution(X, np.array([1.0]), theta, l2=1.0, family={family!r}, "
+        "fit_intercept=True, solver='dual')\n"
+        "assert D.solver == 'dual'\n"
+        "np.save(sys.argv[3], np.concatenate([D.leverage, D.solve(np.eye(X.shape[1] + 1))"
+        ".ravel()]))\n")
+    path = tmp_path / "out.npy"
+    run = subprocess.run([sys.executable, "-c", code, repr(X.tolist()), repr(theta.tolist()),
+                          str(path)], capture_output=True, text=True, check=True)
+    assert "illegal" not in run.stdout + run.stderr, run.stdout + run.stderr
+    out = np.load(path)
+    assert out[0] == 1.0  # leverage, exactly
+    s = sigmoid(X @ theta[:d] + theta[d])
+    a = np.ones(1) if family == "squared" else s * (1 - s)
+    H = _hessian(X, a, 1.0, True)
+    assert_close(out[1:].reshape(d + 1, d + 1), np.linalg.inv(H),
+                 10 * np.finfo(float).eps * np.linalg.cond(H), "H^{-1}", per="whole")

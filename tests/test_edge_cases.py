@@ -86,3 +86,41 @@ def test_fit_stopped_by_max_iter_says_what_to_do(rng):
     assert "separable" not in str(caught[0].message)
     with pytest.warns(rn.ConvergenceWarning, match="with l2 = 0 the data may be separable"):
         rn.fit(X, y, max_iter=1)
+
+
+def test_confident_logistic_samples_keep_their_relative_precision():
+    """Samples with sigma(z) near 1 (z from 20 to 40, confident and correct: common in separable
+    embeddings): a_i = sigma(z)(1 - sigma(z)) and, for y = 1, r_i = sigma(z) - 1 lose their
+    relative precision in the difference 1 - sigma(z) (a 1e-3 error at z = 30, all of it from
+    z = 37: a_i = r_i = 0, so the sample's leverage, IF and RIF were 0). Against sigma(-z)
+    computed directly, per entry, for every sample: within a few eps times z's magnitude (z
+    itself is rounded there), and the leverages and RIF rows within eps cond(H)."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(3)
+    n, d = 120, 3
+    X = rng.standard_normal((n, d))
+    X[:, 0] = np.linspace(-40.0, 40.0, n)
+    theta = np.array([1.0, 0.3, -0.2])
+    z = X @ theta
+    y = (z > 0).astype(float)
+    y[np.abs(z) < 3] = rng.random(int((np.abs(z) < 3).sum())) < 0.5  # overlap near 0
+    for w in (None, np.linspace(0.5, 2.0, n)):
+        A = rn.Attribution(X, y, theta, l2=1.0, sample_weight=w, num_threads=1)
+        wt = np.ones(n) if w is None else w
+        z_ = X @ theta
+        a = wt * expit(z_) * expit(-z_)
+        r = wt * np.where(y == 1, -expit(-z_), expit(z_))
+        tol_z = 8 * np.finfo(float).eps * np.max(np.abs(z_))
+        assert np.all(A.curvature > 0)
+        np.testing.assert_allclose(A.curvature, a, rtol=tol_z, atol=0)
+        np.testing.assert_allclose(A.residuals, r, rtol=tol_z, atol=0)
+        H = X.T @ (a[:, None] * X) + np.eye(d)
+        Hinv = np.linalg.inv(H)
+        h = a * np.einsum("ij,jk,ik->i", X, Hinv, X)
+        tol = tol_z + 10 * np.finfo(float).eps * np.linalg.cond(H)
+        np.testing.assert_allclose(A.leverage, h, rtol=tol, atol=0)
+        rif = (r[:, None] * X) @ Hinv / (1 - h)[:, None]
+        got = A.rescaled_influence()
+        err = np.linalg.norm(got - rif, axis=1) / np.linalg.norm(rif, axis=1)
+        assert err.max() <= tol, f"RIF rows: relative error {err.max():.3e} > {tol:.1e}"

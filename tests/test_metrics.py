@@ -353,3 +353,28 @@ def test_errors(rng):
         M.SelfLoss(X, y, hessian=np.eye(4))
     with pytest.raises(ValueError, match="l2"):
         M.SelfLoss(X, y, l2=-1.0)
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_gradients_of_confident_test_points_keep_their_precision(target):
+    """Test points the model is sure of (|z| from 20 to 40): the prediction metric's gradient
+    sigma(z)(1 - sigma(z)) x and the loss's sigma(z) - 1 for y = 1 lost their relative precision
+    in 1 - sigma(z) (1e-3 at z = 30, all of it from z = 37: a zero gradient, so every score of a
+    metric on such a point was 0). Against sigma(-z) computed directly, per point."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(5)
+    d = 3
+    theta = np.array([1.0, 0.5, -0.5])
+    for z in (-38.0, -30.0, 20.0, 30.0, 38.0):
+        x = rng.standard_normal(d)
+        x[0] = z - x[1:] @ theta[1:]
+        zz = x @ theta
+        pred = M.TestPrediction(x[None, :], target=target)
+        s = 1.0 if target == 1 else -1.0
+        want = s * expit(zz) * expit(-zz) * x
+        tol = 8 * np.finfo(float).eps * abs(zz)
+        np.testing.assert_allclose(pred.gradient(theta), want, rtol=tol, atol=0)
+        loss = M.TestLoss(x[None, :], np.array([float(target)]))
+        want = (-expit(-zz) if target == 1 else expit(zz)) * x
+        np.testing.assert_allclose(loss.gradient(theta), want, rtol=tol, atol=0)

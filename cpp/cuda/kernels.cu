@@ -86,9 +86,10 @@ __global__ void glm_derivatives_kernel(const double* z, const double* y, const d
       continue;
     }
     const double mean = family_mean(family, z[i]);
-    r[i] = wi * (mean - y[i]);
-    // the CPU's order of operations
-    a[i] = family == 0 ? wi * mean * (1.0 - mean) : family == 1 ? wi : wi * mean;
+    // the CPU's order of operations (logistic: 1 - sigma(z) as sigma(-z), no cancellation)
+    const double other = family == 0 ? family_mean(0, -z[i]) : 0.0;
+    r[i] = family == 0 && y[i] == 1.0 ? -wi * other : wi * (mean - y[i]);
+    a[i] = family == 0 ? wi * mean * other : family == 1 ? wi : wi * mean;
   }
 }
 
@@ -99,7 +100,9 @@ __global__ void residual_columns_kernel(double* Z, const double* y, const double
        e += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long i = e % count;
     const double wi = w ? w[i] : 1.0;
-    Z[e] = wi == 0 ? 0.0 : wi * (family_mean(family, Z[e]) - y[i]);
+    Z[e] = wi == 0                      ? 0.0
+           : family == 0 && y[i] == 1.0 ? -wi * family_mean(0, -Z[e])  // as glm.hpp
+                                        : wi * (family_mean(family, Z[e]) - y[i]);
   }
 }
 

@@ -152,6 +152,7 @@ template <class T, class M>
 void syrk_any(M& C, const T* A, Index k, int threads, bool overwrite = false) {
   const Index p = C.rows();
 #ifdef RIF_HAVE_OPENBLAS
+  if (p == 0) return;  // (LAPACK's leading dimension must be >= 1: it reports 0 as illegal)
   OpenblasThreads scope(threads);
   const int n = as_int(p), kk = as_int(k);
   const T one = 1, beta = overwrite ? 0 : 1;  // beta = 0: C's lower triangle is not read
@@ -167,6 +168,7 @@ template <class T, class M>
 void trsm_any(const M& L, T* B, Index k, int threads, bool transpose) {
   const Index p = L.rows();
 #ifdef RIF_HAVE_OPENBLAS
+  if (p == 0) return;  // (as in syrk_any)
   OpenblasThreads scope(threads);
   const int m = as_int(p), n = as_int(k);
   const T one = 1;
@@ -187,6 +189,7 @@ template <class T, class M>
 void trmm_any(const M& tri, T* B, Index k, int threads) {
   const Index p = tri.rows();
 #ifdef RIF_HAVE_OPENBLAS
+  if (p == 0) return;  // (as in syrk_any)
   OpenblasThreads scope(threads);
   const int m = as_int(p), n = as_int(k);
   const T one = 1;
@@ -305,6 +308,9 @@ int potrf_halves(double* a, int p) {
 Index potrf_lower(Matrix& A, double* pivot, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
   const int n = as_int(A.rows());
+  // An empty matrix (the dual path's projected G for one sample) is its own factor; LAPACK
+  // would print that its leading dimension 0 is illegal.
+  if (n == 0) return -1;
   int info = 0;
   // BLAS threads from p = 1024 (idle BLAS threads spin and would slow an OpenMP pass that
   // follows: below, the passes always run on OpenMP threads); below that, two OpenMP threads
@@ -399,6 +405,7 @@ void trtri_halves(Matrix& L) {
 
 void trtri_lower(Matrix& L, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
+  if (L.rows() == 0) return;  // (as in potrf_lower)
   if (threads >= 2 && L.rows() >= 256 && L.rows() < 1024) return trtri_halves(L);
   OpenblasThreads scope(threads);
   const int n = as_int(L.rows());
@@ -413,6 +420,7 @@ void trtri_lower(Matrix& L, int threads) {
 
 void potri_lower(Matrix& L, int threads) {
 #ifdef RIF_HAVE_OPENBLAS
+  if (L.rows() == 0) return;  // (as in potrf_lower)
   OpenblasThreads scope(threads);
   const int n = as_int(L.rows());
   int info = 0;

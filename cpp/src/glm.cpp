@@ -81,9 +81,10 @@ void derivatives_range(Family family, const Vector& z, const Vector& y, const Ve
     }
     switch (family) {
       case Family::logistic: {
-        const double s = sigmoid(z[i]);
-        r[i] = wi * (s - y[i]);
-        a[i] = wi * s * (1.0 - s);
+        double s, t;  // sigma(z), 1 - sigma(z)
+        sigmoid_pair(z[i], &s, &t);
+        r[i] = wi * (y[i] == 1.0 ? -t : s - y[i]);
+        a[i] = wi * s * t;
         break;
       }
       case Family::squared:

@@ -50,6 +50,7 @@ from ._api import (
 )
 from ._dask_sources import (TASK_BYTES, StoredRows, StoredSource, opened, row_arrays,
                             stored_instead)
+from .metrics import _dloss
 
 _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
 _FAN_IN = 8
@@ -901,11 +902,8 @@ def _factor_or_none(H: np.ndarray) -> Optional[np.ndarray]:
 
 
 def _first_derivative(family: str, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    if family == "logistic":
-        return 1.0 / (1.0 + np.exp(-z)) - y
-    if family == "poisson":
-        return np.exp(z) - y
-    return z - y
+    # (logistic: sigma without overflow, and 1 - sigma(z) without cancellation, as the kernel)
+    return _dloss(family, y, z)
 
 
 def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_weight: Any = None,

@@ -92,9 +92,10 @@ def _loss_diff(family: str, y: np.ndarray, z0: np.ndarray, dz: np.ndarray) -> np
 
 
 def _dloss(family: str, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """d loss / dz (unweighted): sigmoid(z) - y, z - y, e^z - y."""
+    """d loss / dz (unweighted): sigmoid(z) - y, z - y, e^z - y (logistic with y = 1 as
+    -sigmoid(-z): the difference 1 - sigmoid(z) cancels for large z)."""
     if family == "logistic":
-        return _sigmoid(z) - y
+        return np.where(y == 1, -_sigmoid(-z), _sigmoid(z) - y)
     if family == "squared":
         return z - y
     return np.exp(z) - y
@@ -123,10 +124,10 @@ def _mean_diff(family: str, z0: np.ndarray, dz: np.ndarray) -> np.ndarray:
 
 
 def _dmean(family: str, z: np.ndarray) -> np.ndarray:
-    """d mean / dz: sigmoid(z)(1 - sigmoid(z)), 1, e^z."""
+    """d mean / dz: sigmoid(z) sigmoid(-z) (= sigmoid(z)(1 - sigmoid(z)) without that
+    difference's cancellation for large z), 1, e^z."""
     if family == "logistic":
-        s = _sigmoid(z)
-        return s * (1.0 - s)
+        return _sigmoid(z) * _sigmoid(-z)
     if family == "squared":
         return np.ones_like(z)
     return np.exp(z)

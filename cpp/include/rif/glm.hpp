@@ -26,6 +26,21 @@ inline double sigmoid(double z) {
   return e / (1.0 + e);
 }
 
+/// sigma(z) and sigma(-z) = 1 - sigma(z) from one exp, each to full relative precision: the
+/// difference 1 - sigma(z) cancels for large z (all of it from z = 37, a 1e-3 error at z = 30).
+inline void sigmoid_pair(double z, double* s, double* t) {
+  const double e = std::exp(-std::abs(z));
+  const double big = 1.0 / (1.0 + e), small = e / (1.0 + e);
+  *s = z >= 0 ? big : small;  // (the bits of sigmoid(z))
+  *t = z >= 0 ? small : big;
+}
+
+/// Unweighted logistic dloss/dz = sigma(z) - y for y in {0, 1}: -sigma(-z) when y = 1, which
+/// keeps its relative precision where sigma(z) nears 1.
+inline double logistic_residual(double y, double z) {
+  return y == 1.0 ? -sigmoid(-z) : sigmoid(z) - y;
+}
+
 /// log(1 + e^z) without overflow.
 inline double softplus(double z) {
   return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
@@ -34,7 +49,7 @@ inline double softplus(double z) {
 /// Unweighted dloss/dz at (y, z).
 inline double first_derivative(Family family, double y, double z) {
   switch (family) {
-    case Family::logistic: return sigmoid(z) - y;
+    case Family::logistic: return logistic_residual(y, z);
     case Family::squared: return z - y;
     case Family::poisson: return std::exp(z) - y;
   }
