@@ -46,15 +46,16 @@ def test_warnings_name_rows_of_the_data_set(tmp_path, capsys, command):
                  "--l2", "0", "--quiet", "--out", str(tmp_path / "o"), *extra])
     out, err = capsys.readouterr()
     assert code == 0, err
-    lines = [ln for ln in err.splitlines() if "quasi-completely separated" in ln]
+    lines = [ln for ln in err.splitlines() if "fit has no finite answer" in ln]
     assert len(lines) == 1 and lines[0].startswith("rif: warning: ConvergenceWarning: ")
+    assert "quasi-completely separated" in lines[0]
     assert ".py:" not in err  # no Python file and line
     violet = set(np.flatnonzero(df["colour"] == "violet"))
     rows = _named_rows(lines[0])
     assert rows and set(rows) <= violet
     # the training samples' numbering differs from the rows (the split shuffles)
-    counted = re.search(r"sample\(s\) ([0-9, ]+) ", lines[0]).group(1).rstrip(", ").split(", ")
-    assert [int(v) for v in counted] != rows
+    counted = re.search(r"among them sample\(s\) ([0-9]+(?:, [0-9]+)*)", lines[0]).group(1)
+    assert [int(v) for v in counted.split(", ")] != rows
 
 
 def test_library_warnings_carry_the_samples_they_name(rng):
@@ -85,3 +86,25 @@ def test_library_warnings_carry_the_samples_they_name(rng):
     assert [w.category for w in caught] == [rn.SingularRemovalWarning]
     np.testing.assert_array_equal(caught[0].message.samples, [7])
     assert "sample(s) 7 " in str(caught[0].message)
+
+
+@pytest.mark.filterwarnings("always")
+def test_warnings_about_other_data_keep_their_numbers(tmp_path, capsys):
+    """rif poisoning fits on the training rows plus a poisoned point: a warning naming that
+    point (number n_train) is shown as it is, not mapped through the training rows (it raised
+    IndexError: a reviewer's case)."""
+    rng = np.random.default_rng(3)
+    n, n_test = 60, 10
+    X = np.c_[rng.standard_normal((n, 2)), np.zeros(n)]
+    y = (rng.random(n) < 0.5).astype(float)
+    X[0, 2], y[0] = 1.0, 1.0  # the third feature: one training sample, a positive
+    X_test = np.c_[rng.standard_normal((n_test, 2)), np.ones(n_test)]
+    y_test = np.zeros(n_test)  # poisoned (flipped) to 1: the feature's samples all positive
+    np.savez(tmp_path / "d.npz", X=X, y=y, X_test=X_test, y_test=y_test)
+    code = main(["poisoning", "--data", str(tmp_path / "d.npz"), "--l2", "0", "--points", "1",
+                 "--quiet", "--out", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    # the poisoned fit's: the point appended to the 60 training rows is number 60
+    poisoned = [ln for ln in err.splitlines() if "sample(s) 0, 60)" in ln]
+    assert poisoned and not any("as rows of the data set" in ln for ln in poisoned)

@@ -52,7 +52,10 @@ def test_fit_decides_quasi_separated_logistic_data(rng):
 
     apart = _separation.separated_samples(X, y, "logistic", True, np.ones(len(y), dtype=bool))
     assert len(apart) > 0 and np.all(X[apart, 0] != 0)
-    rn.fit(X, y, fit_intercept=True, tol=1e-6)  # looser than _finite.TIGHT: no check
+    # decided at looser tolerances too, once the fit has saturated the separated samples (a
+    # reviewer's case at 1e-6, left unchecked while the suspicion waited for _finite.TIGHT)
+    with pytest.warns(rn.ConvergenceWarning, match="quasi-completely separated"):
+        assert not rn.fit(X, y, fit_intercept=True, tol=1e-6).converged
     # the loss still falls along x's coefficient, however far: no finite minimiser
     e = np.array([1.0, 0.0, 0.0])
     f = [loss(X, y, res.theta + t * e, "logistic", True) for t in (0.0, 5.0, 20.0)]
@@ -276,9 +279,10 @@ def test_retrain_decides_quasi_separation_left_by_a_set(rng):
 
 def test_retrain_stays_silent_where_saturated_samples_overlap(rng, monkeypatch):
     """Overlapping data with saturated samples (a finite minimiser without each set): no
-    warning, and the programme runs for no set (the Newton check clears them), or, where the
-    check is made to suspect every set, finds no separating direction for any."""
-    from rif_native import _finite, _separation
+    warning, whether the programme runs for the sets whose refit moved a saturated sample by 1
+    (here at most the largest set) or, forced, for every set: it finds no separating
+    direction."""
+    from rif_native import _separation
 
     calls = []
     real = _separation.separated_samples
@@ -287,6 +291,7 @@ def test_retrain_stays_silent_where_saturated_samples_overlap(rng, monkeypatch):
     X, y = strong_overlap(np.random.default_rng(4), n=1000)
     A = rn.Attribution(X, y, rn.fit(X, y, fit_intercept=True).theta, fit_intercept=True)
     sets = [[0, 1, 2], [10], list(range(20, 60))]
-    assert A.retrain(sets).converged.all() and not calls  # filterwarnings=error
-    monkeypatch.setattr(_finite, "step_moves", lambda *a, **k: np.array([0]))
+    assert A.retrain(sets).converged.all() and len(calls) <= 1  # filterwarnings=error
+    calls.clear()
+    monkeypatch.setattr(np, "abs", lambda v: np.full(np.shape(v), np.inf))  # all moved
     assert A.retrain(sets).converged.all() and len(calls) == 3

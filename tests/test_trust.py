@@ -120,7 +120,7 @@ def test_summary_counts_only_the_samples_in_the_fit(rng):
     s = rn.Attribution(X, y, theta, l2=1.0, sample_weight=w).trust()
     live = w > 0
     h = Reference(X[live], y[live], theta, l2=1.0, sample_weight=w[live]).h
-    assert s["n"] == n // 2 and s["n_over_p"] == pytest.approx(n / 2 / d)
+    assert s["n"] == n and s["n_fit"] == n // 2 and s["n_over_p"] == pytest.approx(n / 2 / d)
     for key, q in (("leverage_median", 0.5), ("leverage_q90", 0.9), ("leverage_q99", 0.99)):
         assert s[key] == pytest.approx(np.quantile(h, q), rel=1e-9), key
     assert s["leverage_max"] == pytest.approx(h.max(), rel=1e-9)

@@ -497,11 +497,12 @@ def _check_overflow(out: np.ndarray, what: str, expected_inf: Any = None,
         raise ValueError(f"{what} overflows float64{scale}: rescale the input, or X")
 
 
-def _naming(warning: Warning, samples: Any) -> Warning:
-    """``warning`` carrying the samples its text names (``.samples``: positions among the rows
-    given), so that a caller who passed a part of its data can name them as rows of the whole
-    (the rif command does)."""
+def _naming(warning: Warning, samples: Any, rows: int) -> Warning:
+    """``warning`` carrying the samples its text names (``.samples``: positions among the
+    ``rows`` rows given, ``.rows``), so that a caller who passed a part of its data can name
+    them as rows of the whole (the rif command does)."""
     warning.samples = np.asarray(samples, dtype=np.int64)  # type: ignore[attr-defined]
+    warning.rows = int(rows)  # type: ignore[attr-defined]
     return warning
 
 
@@ -988,8 +989,8 @@ class Attribution(_frames.Named):
                       offsets: np.ndarray) -> np.ndarray:
         """The sets (a mask) whose refit has no finite minimiser, decided exactly (see
         _finite: one kind of label left for the intercept; with l2 = 0, complete separation of
-        the logistic loss, and quasi-complete separation by the linear programme where a
-        Newton step would move only saturated samples and X is in memory): converged False,
+        the logistic loss, and quasi-complete separation by the linear programme where the
+        refit saturates samples that moved and X is a dense array in memory): converged False,
         and a warning. theta is what the iterations reached on their way to infinity."""
         m = len(fields["theta"])
         infinite = np.zeros(m, dtype=bool)
@@ -1003,15 +1004,18 @@ class Attribution(_frames.Named):
                                              fields["converged"])
             if infinite.any():
                 found[_finite.one_kind_clause(self.family)] = list(np.flatnonzero(infinite))
-        if self.l2 == 0.0:  # separation: complete in O(n) per set, else the programme
+        programme = _finite._in_memory(X)  # (the quasi-complete case: dense X in memory)
+        if self.l2 == 0.0 and (self.family == "logistic" or programme):
+            # separation: complete in O(n) per set, quasi-complete by the programme
             Z = _matvec(X, fields["theta"].T, self.fit_intercept)  # every set's z, one pass
+            z_hat = _matvec(X, self.theta, self.fit_intercept) if programme else None
             for j in np.flatnonzero(fields["converged"] & ~infinite):
                 live = live_all.copy()
                 live[indices[offsets[j]:offsets[j + 1]]] = False
-                why = (_finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
-                       or _finite.refit_separated(X, y, w, fields["theta"][j], self.family,
-                                                  self.fit_intercept, Z[:, j], live,
-                                                  self._threads))
+                why = _finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
+                if not why and programme:
+                    why = _finite.refit_separated(X, y, self.family, self.fit_intercept,
+                                                  Z[:, j], z_hat, live)
                 if why:
                     found.setdefault(why, []).append(j)
                     infinite[j] = True
@@ -1112,8 +1116,8 @@ class Attribution(_frames.Named):
         if len(singular):
             warnings.warn(_naming(SingularRemovalWarning(
                 f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
-                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible."), singular),
-                stacklevel=3)
+                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible."), singular,
+                self.n), stacklevel=3)
 
 
 def _direction_matrix(v: ArrayLike, p: int, name: str) -> np.ndarray:
@@ -1326,12 +1330,12 @@ def fit(
                                        float(tol), num_threads)
     if why:
         result = dataclasses.replace(result, converged=False)
-        warnings.warn(_naming(ConvergenceWarning(_finite.no_finite_fit(why)), named),
-                      stacklevel=2)
+        warnings.warn(_naming(ConvergenceWarning(_finite.no_finite_fit(why)), named,
+                              len(ya)), stacklevel=2)
     elif hint:
         warnings.warn(_naming(ConvergenceWarning(
             f"fit met its tolerance, but {hint}. Add l2 > 0 to be sure of a finite answer."),
-            named), stacklevel=2)
+            named, len(ya)), stacklevel=2)
     elif result.stalled and not result.converged:
         warnings.warn(
             f"fit stopped after {result.n_iter} iterations: the gradient norm "

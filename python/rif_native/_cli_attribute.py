@@ -80,9 +80,10 @@ def add_parser(sub) -> None:
     att.add_argument(
         "--precision", choices=("double", "mixed"), default="double",
         help="mixed: the fit's Hessians and the attribution's Hessian and leverage passes form "
-        "their products in float32 (1.5x to 1.8x faster on float32 data here; the fit still "
-        "meets its float64 gradient tolerance; leverage and RIF errors grow with H's condition "
-        "number, 1e-7 to 4e-4 relative in benchmarks/mixed_precision.py). Default double",
+        "their products in float32 (1.5x to 1.8x faster on float32 data in the README's runs "
+        "on a 2-core AMD EPYC; the fit still meets its float64 gradient tolerance; leverage "
+        "and RIF errors grow with H's condition number, 1e-7 to 4e-4 relative in "
+        "benchmarks/mixed_precision.py). Default double",
     )
     att.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_cli_cluster.HELP)
     out = att.add_argument_group("output")

@@ -1,7 +1,8 @@
 """How the rif command shows Python warnings: one line each on stderr, ``rif: warning:
 Category: message``, without Python's file, line number and source line. The samples a warning
-names (its ``samples``: positions among the rows the library was given, the training samples)
-are also named as rows of the data set, which is what the command's tables and files show."""
+names (its ``samples``: positions among the rows the library was given, when those are the
+training samples) are also named as rows of the data set, which is what the command's tables
+and files show."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ def line(category: type, message: Any) -> str:
     text = f"{category.__name__}: {message}"
     samples = getattr(message, "samples", None)
     rows = _training_rows
-    if samples is not None and len(samples) and rows is not None:
+    # (only where the library was given the training rows: rif poisoning adds a point to
+    # them, rif sweep takes subsets, and their numbers are not the training samples')
+    if samples is not None and len(samples) and rows is not None \
+            and getattr(message, "rows", None) == len(rows):
         from ._api import _name_some
 
         text += (f" [sample numbers count the {len(rows)} training samples; as rows of the "

@@ -15,10 +15,12 @@ logistic and poisson losses lose it in two ways:
   about 1 (exactly 1 in the limit, for both losses' exponential tails), while the others, on
   the boundary, stay where they are. But a finite minimiser whose saturated samples sit far
   out (|z| of 15 or more) looks the same from a point short of it: the step there is the
-  gradient over a tiny curvature. So the suspicion is raised only for tight tolerances (at
-  most TIGHT), and then decided by a linear programme over the samples (_separation, with
-  SciPy); where that cannot tell (no SciPy, a programme too large), it stays a hint and leaves
-  ``converged`` alone (quasi_verdict).
+  gradient over a tiny curvature. So it is decided by a linear programme over the samples
+  (_separation, with SciPy), run where some sample is saturated, whatever the tolerance
+  (quasi_verdict; for a refit, refit_separated). Where the programme cannot run (no SciPy,
+  sparse X or a source, a programme too large), the Newton step's suspicion is given as a hint
+  for tight tolerances (at most TIGHT), where a minimiser is rarely that far, and leaves
+  ``converged`` alone.
 """
 
 from __future__ import annotations
@@ -198,43 +200,50 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
                   family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
                   tol: float, num_threads: Optional[int] = None) -> tuple:
     """With l2 = 0 and no complete separation: (why the loss has no finite minimiser, decided
-    by the linear programme, or ""; the quasi_hint where the programme cannot tell, or "";
-    the samples either names)."""
+    by the linear programme, or ""; the quasi_hint where the programme cannot run, or "";
+    the samples either names). The programme runs, whatever the tolerance, where some live
+    sample is saturated (separated samples are) or, poisson, every live count is 0."""
+    none = np.empty(0, dtype=np.int64)
+    if family not in ("logistic", "poisson") or not _in_memory(X):
+        return "", "", none
+    if saturated(z, live, family).any() or (family == "poisson" and not np.any(y[live] > 0)):
+        decided = _programme(X, y, family, fit_intercept, live)
+        if decided is not None:
+            return decided[0], "", decided[1]
     hint, moved = quasi_hint(X, y, w, theta, family, fit_intercept, z, live, tol, num_threads)
-    if not hint:
-        return "", "", moved
+    return "", hint, moved
+
+
+def refit_separated(X: Any, y: np.ndarray, family: str, fit_intercept: bool, z: np.ndarray,
+                    z_hat: np.ndarray, live: np.ndarray) -> str:
+    """With l2 = 0, a refit (z = X theta) that met its tolerance on the samples `live`: why its
+    loss has no finite minimiser where the linear programme finds quasi-complete separation,
+    as a clause for a warning; "" otherwise. Per set the programme would cost far more than the
+    refit, so it runs only where the refit has some live sample saturated that moved by 1 or
+    more from the fit's z_hat (the samples a removal separates run off to infinity; with a
+    finite refit near theta_hat none moves that far), or, poisson, every live count is 0."""
+    if family not in ("logistic", "poisson") or not _in_memory(X):
+        return ""
+    moved = saturated(z, live, family) & (np.abs(z - z_hat) >= 1.0)
+    if not moved.any() and not (family == "poisson" and not np.any(y[live] > 0)):
+        return ""
+    decided = _programme(X, y, family, fit_intercept, live, named=False)
+    return decided[0] if decided is not None else ""
+
+
+def _programme(X: Any, y: np.ndarray, family: str, fit_intercept: bool, live: np.ndarray,
+               named: bool = True) -> Optional[tuple]:
+    """(the clause of no finite minimiser or "", the separated samples) by the linear
+    programme (_separation); None where it cannot run."""
     from . import _separation
     from ._api import _name_some
 
     apart = _separation.separated_samples(X, y, family, fit_intercept, live)
     if apart is None:
-        return "", hint, moved
-    return (_separation.clause(apart, _name_some) if len(apart) else ""), "", apart
-
-
-def refit_separated(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
-                    family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
-                    num_threads: Optional[int] = None) -> str:
-    """With l2 = 0, a refit (theta, z = X theta) that met its tolerance on the samples `live`:
-    why its loss has no finite minimiser where the linear programme finds quasi-complete
-    separation, as a clause for a warning; "" otherwise. As for a fit, the programme runs only
-    where one more Newton step would move some saturated samples and no others (step_moves:
-    two passes, far cheaper than the programme) and X is in memory (_separation's size limit
-    applies)."""
-    if family not in ("logistic", "poisson") or not _in_memory(X):
-        return ""
-    sat = saturated(z, live, family)
-    if not sat.any():
-        return ""
-    weights = (np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)) * live
-    if len(step_moves(X, y, weights, theta, family, fit_intercept, sat, live,
-                      num_threads)) == 0:
-        return ""
-    from . import _separation
-    from ._api import _name_some
-
-    apart = _separation.separated_samples(X, y, family, fit_intercept, live)
-    return _separation.clause(apart, _name_some) if apart is not None and len(apart) else ""
+        return None
+    if not len(apart):
+        return "", apart
+    return _separation.clause(apart, _name_some if named else None), apart
 
 
 def _in_memory(X: Any) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 #: machine; beyond it, nothing is decided.
 MAX_ENTRIES = 2_000_000
 #: A margin below this share of its row's l1 norm counts as 0.
-TOL_MARGIN = 1e-7
+TOL_MARGIN = 1e-6
 #: A margin of the wrong sign by more than this share of its row's l1 norm voids the direction.
 TOL_SIGN = 1e-9
 
@@ -80,8 +80,10 @@ def _signs(y: np.ndarray, family: str) -> np.ndarray:
     return np.where(y == 0, -1.0, 0.0)
 
 
-def clause(samples: np.ndarray, describe: Any) -> str:
-    """The warning's clause for the samples a direction separates (describe: names some)."""
-    return (f"the data are quasi-completely separated (a linear programme found a direction "
-            f"that lowers the losses of sample(s) {describe(samples)} without end and raises "
-            "none), so with l2 = 0 the loss has no finite minimiser")
+def clause(samples: np.ndarray, describe: Optional[Any]) -> str:
+    """The warning's clause for the samples a direction separates (describe: names some; None:
+    no names, as for several refits at once)."""
+    which = f" (among them sample(s) {describe(samples)})" if describe else ""
+    return ("the data are quasi-completely separated (a linear programme found a direction "
+            f"that lowers the losses of some samples{which} without end and raises none), so "
+            "with l2 = 0 the loss has no finite minimiser")

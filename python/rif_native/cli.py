@@ -152,8 +152,8 @@ def _add_data_args(p: argparse.ArgumentParser, *, reads_from_disk: bool = False)
     data.add_argument(
         "--data", metavar="PATH", action="append",
         help="your data: a .npz, .csv, .tsv or .parquet file; or X alone, with --labels: a "
-        ".npy file (memory-mapped), a folder of .npy shards (stacked in file name order, part-2 before "
-        "part-10), a .zarr store, "
+        ".npy file (memory-mapped), a folder of .npy shards (stacked in file name order, part-2 "
+        "before part-10), a .zarr store, "
         "FILE.h5[:NAME] / FILE.hdf5[:NAME], or --data given several times (.npy shards stacked "
         "in that order), which 'rif attribute' reads from disk block by block and the other "
         "commands read whole. Default: the built-in SMS Spam data",

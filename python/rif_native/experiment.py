@@ -185,8 +185,8 @@ def run_experiment(
     log(f"retrained {len(sets)} sets in {res.runtime['retrain']:.2f} s "
         f"(max final ||grad|| {grad_norms.max():.2e})")
     if not converged.all():
-        log(f"{int(np.count_nonzero(~converged))} set(s) have no exact refit (no finite or no "
-            "unique minimiser without them): their actual effect is NaN, left out of the "
+        log(f"{int(np.count_nonzero(~converged))} set(s) have no converged refit (the "
+            "retraining warnings say why): their actual effect is NaN, left out of the "
             "agreement")
 
     for m in mets:
@@ -291,7 +291,7 @@ def write_outputs(res: ExperimentResult, outdir: Path) -> list:
         f"{res.fit_info.get('grad_norm', float('nan')):.2e}.",
         f"{len({r['set_id'] for r in res.rows})} removal sets, seed {res.config.seed}. "
         "Effects are removal effects f(theta_{-T}) - f(theta_hat); 'actual' is exact retraining "
-        "(NaN, and left out, for a set without a finite refit: retrain_converged False).",
+        "(NaN, and left out, for a set whose refit did not converge: retrain_converged False).",
         "",
         f"Trust: {res.fit_info.get('trust', 'n/a')}. {res.fit_info.get('flagged_sets', 0)} "
         "sets have an additivity gap above 20% (the sum of their members' RIF differs from "

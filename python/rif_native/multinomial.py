@@ -643,7 +643,8 @@ class MultinomialAttribution(_frames.Named):
         if len(singular):
             warnings.warn(_naming(SingularRemovalWarning(
                 f"removing sample(s) {_name_some(np.asarray(singular))} leaves the Hessian "
-                "singular (leverage 1): their RIF is inf. Add l2 > 0."), singular), stacklevel=3)
+                "singular (leverage 1): their RIF is inf. Add l2 > 0."), singular, self.n),
+                stacklevel=3)
 
 
 def _well_posed(system: np.ndarray, E: np.ndarray, ST: np.ndarray) -> bool:

@@ -5,7 +5,8 @@ comes from the loss's curvature changing along that step, and, for a set, from a
 that interact. ``trust(A)`` reports what can be computed cheaply:
 
 * ``n / p``: the regime (the paper's high-dimensional one is n / p of order 1), n counting
-  the samples in the fit (of positive weight), as every number below does;
+  the samples in the fit (of positive weight: ``n_fit``; ``n`` counts them all), as every
+  number below does;
 * leverage quantiles and the number of samples above 0.5: where RIF and IF part, since
   ``RIF_i - IF_i = IF_i h_i / (1 - h_i)``;
 * ``max_rif_if_gap = max_i h_i / (1 - h_i)``: the largest ``|RIF_i - IF_i| / |IF_i|``;
@@ -49,7 +50,7 @@ def summary(A: Any) -> dict:
     with np.errstate(divide="ignore"):
         gap = np.where(finite < 1, finite / np.maximum(1 - finite, 1e-300), np.inf)
     q = np.quantile(finite, [0.5, 0.9, 0.99]) if len(finite) else np.zeros(3)
-    return {"n": int(h.size), "p": int(p), "n_over_p": h.size / p,
+    return {"n": int(A.n), "n_fit": int(h.size), "p": int(p), "n_over_p": h.size / p,
             "leverage_median": float(q[0]), "leverage_q90": float(q[1]),
             "leverage_q99": float(q[2]), "leverage_max": float(finite.max()) if len(finite) else 0.0,
             "above_half": int(np.count_nonzero(h > 0.5)),
