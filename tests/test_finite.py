@@ -265,8 +265,8 @@ def test_retrain_decides_quasi_separation_left_by_a_set(rng):
     y[:2] = 0.0  # the feature's only negatives
     X = np.column_stack([x, rng.standard_normal(n)])
     A = rn.Attribution(X, y, rn.fit(X, y, fit_intercept=True).theta, fit_intercept=True)
-    with pytest.warns(rn.ConvergenceWarning, match=r"without set\(s\) 0 the data are "
-                      "quasi-completely separated") as caught:
+    with pytest.warns(rn.ConvergenceWarning, match=r"without set\(s\) 0 feature 0 alone "
+                      "separates sample") as caught:
         R = A.retrain([[0, 1], [5, 6], [0]])
     assert len(caught) == 1
     assert R.converged.tolist() == [False, True, True]
@@ -279,14 +279,14 @@ def test_retrain_decides_quasi_separation_left_by_a_set(rng):
 
 def test_retrain_stays_silent_where_saturated_samples_overlap(rng, monkeypatch):
     """Overlapping data with saturated samples (a finite minimiser without each set): no
-    warning, whether the programme runs for the sets whose refit moved a saturated sample by 1
-    (here at most the largest set) or, forced, for every set: it finds no separating
-    direction."""
+    warning, whether the single-feature check runs for the sets whose refit moved a saturated
+    sample by 1 (here at most the largest set) or, forced, for every set: no feature
+    separates."""
     from rif_native import _separation
 
     calls = []
-    real = _separation.separated_samples
-    monkeypatch.setattr(_separation, "separated_samples",
+    real = _separation.FeatureSigns.separating_without
+    monkeypatch.setattr(_separation.FeatureSigns, "separating_without",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     X, y = strong_overlap(np.random.default_rng(4), n=1000)
     A = rn.Attribution(X, y, rn.fit(X, y, fit_intercept=True).theta, fit_intercept=True)
@@ -295,3 +295,44 @@ def test_retrain_stays_silent_where_saturated_samples_overlap(rng, monkeypatch):
     calls.clear()
     monkeypatch.setattr(np, "abs", lambda v: np.full(np.shape(v), np.inf))  # all moved
     assert A.retrain(sets).converged.all() and len(calls) == 3
+
+
+@pytest.mark.parametrize("family", ["logistic", "poisson"])
+def test_separating_feature_against_brute_force(rng, family):
+    """_separation.FeatureSigns.separating_without(T) (counted once, then O(|T| d)) against the
+    definition over the samples left, column by column, on random sparse 0 / +-1 data, and
+    against counting afresh; the programme agrees wherever a feature separates."""
+    from rif_native import _separation
+
+    found = 0
+    for _ in range(60):
+        n, d = int(rng.integers(3, 12)), int(rng.integers(1, 4))
+        X = rng.choice([-1.0, 0.0, 0.0, 1.0], (n, d))
+        y = ((rng.random(n) < 0.5).astype(float) if family == "logistic"
+             else rng.choice([0.0, 0.0, 2.0], n))
+        everyone = rng.random(n) < 0.9
+        T = np.unique(rng.choice(n, int(rng.integers(0, 3)), replace=False))
+        live = everyone.copy()
+        live[T] = False
+        got = _separation.FeatureSigns(X, y, family, everyone).separating_without(T)
+        s = (np.where(y == 1, 1.0, -1.0) if family == "logistic"
+             else np.where(y == 0, -1.0, 0.0))
+        want = []
+        for j in range(d):
+            m = s[live] * X[live, j]
+            two = (s[live] == 0) & (X[live, j] != 0)
+            if not two.any() and ((m >= 0).all() and (m > 0).any()
+                                  or (m <= 0).all() and (m < 0).any()):
+                want.append(j)
+        again = _separation.separating_feature(X, y, family, live)  # counted afresh
+        assert (got is None) == (again is None)
+        if not want:
+            assert got is None
+            continue
+        assert again[0] == got[0]
+        found += 1
+        j, apart = got
+        assert j == want[0]
+        np.testing.assert_array_equal(apart, np.flatnonzero(live & (X[:, j] != 0)))
+        assert len(_separation.separated_samples(X, y, family, False, live)) > 0
+    assert found > 5

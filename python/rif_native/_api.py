@@ -989,7 +989,7 @@ class Attribution(_frames.Named):
                       offsets: np.ndarray) -> np.ndarray:
         """The sets (a mask) whose refit has no finite minimiser, decided exactly (see
         _finite: one kind of label left for the intercept; with l2 = 0, complete separation of
-        the logistic loss, and quasi-complete separation by the linear programme where the
+        the logistic loss, and quasi-complete separation along a single feature where the
         refit saturates samples that moved and X is a dense array in memory): converged False,
         and a warning. theta is what the iterations reached on their way to infinity."""
         m = len(fields["theta"])
@@ -1004,18 +1004,20 @@ class Attribution(_frames.Named):
                                              fields["converged"])
             if infinite.any():
                 found[_finite.one_kind_clause(self.family)] = list(np.flatnonzero(infinite))
-        programme = _finite._in_memory(X)  # (the quasi-complete case: dense X in memory)
+        programme = _finite._in_memory(X)  # (quasi-complete along a feature: dense X)
         if self.l2 == 0.0 and (self.family == "logistic" or programme):
             # separation: complete in O(n) per set, quasi-complete by the programme
             Z = _matvec(X, fields["theta"].T, self.fit_intercept)  # every set's z, one pass
             z_hat = _matvec(X, self.theta, self.fit_intercept) if programme else None
+            signs = _finite.LazySigns(X, y, self.family, live_all)
             for j in np.flatnonzero(fields["converged"] & ~infinite):
+                removed = np.unique(indices[offsets[j]:offsets[j + 1]])
                 live = live_all.copy()
-                live[indices[offsets[j]:offsets[j + 1]]] = False
+                live[removed] = False
                 why = _finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
                 if not why and programme:
-                    why = _finite.refit_separated(X, y, self.family, self.fit_intercept,
-                                                  Z[:, j], z_hat, live)
+                    why = _finite.refit_separated(signs, self.family, Z[:, j], z_hat, live,
+                                                  removed)
                 if why:
                     found.setdefault(why, []).append(j)
                     infinite[j] = True

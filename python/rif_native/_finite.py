@@ -9,18 +9,18 @@ logistic and poisson losses lose it in two ways:
   l2 is. Decided exactly, from the labels (why_infinite).
 * With l2 = 0, separation: a direction along which no sample's loss rises and some fall.
   Complete separation (logistic: every z on its label's side) is decided exactly from z
-  (why_infinite). Quasi-complete separation (some samples on the boundary) is first suspected
-  (quasi_hint): the samples it separates have curvature that falls as fast as their
-  gradient, so a Newton step from the returned theta keeps moving their linear predictors by
-  about 1 (exactly 1 in the limit, for both losses' exponential tails), while the others, on
-  the boundary, stay where they are. But a finite minimiser whose saturated samples sit far
-  out (|z| of 15 or more) looks the same from a point short of it: the step there is the
-  gradient over a tiny curvature. So it is decided by a linear programme over the samples
-  (_separation, with SciPy), run where some sample is saturated, whatever the tolerance
-  (quasi_verdict; for a refit, refit_separated). Where the programme cannot run (no SciPy,
-  sparse X or a source, a programme too large), the Newton step's suspicion is given as a hint
-  for tight tolerances (at most TIGHT), where a minimiser is rarely that far, and leaves
-  ``converged`` alone.
+  (why_infinite). Quasi-complete separation (some samples on the boundary) is first suspected:
+  the samples it separates have curvature that falls as fast as their gradient, so a Newton
+  step from the returned theta keeps moving their linear predictors by about 1 (exactly 1 in
+  the limit, for both losses' exponential tails), while the others, on the boundary, stay
+  where they are (step_moves). But a finite minimiser whose saturated samples sit far out
+  (|z| of 15 or more) looks the same from a point short of it: the step there is the gradient
+  over a tiny curvature. So a fit's suspicion is decided by a linear programme over the
+  samples (_separation, with SciPy; quasi_verdict), at any tolerance; where the programme
+  cannot run (no SciPy, a programme too large) it is given as a hint for tight tolerances
+  (at most TIGHT), where a minimiser is rarely that far, and leaves ``converged`` alone. Both
+  need X as a dense array in memory. A refit, where the Newton step or the programme would cost many times
+  the refit itself, is checked for separation along a single feature only (refit_separated).
 """
 
 from __future__ import annotations
@@ -170,30 +170,17 @@ def why_infinite(y: np.ndarray, family: str, fit_intercept: bool, l2: float,
     return ""
 
 
-#: The loosest fit tolerance at which quasi_hint speaks.
+#: The loosest fit tolerance at which the hint (no programme to decide) speaks.
 TIGHT = 1e-8
 
 
-def quasi_hint(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
-               family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray, tol: float,
-               num_threads: Optional[int] = None) -> tuple:
-    """With l2 = 0, a fit at a tolerance of at most TIGHT and X in memory: the saturated samples
-    one more Newton step would move by STEP_Z or more while no other sample moves, as (a clause
-    for a warning, those samples); ("", none) otherwise (see the module's docstring)."""
-    none = np.empty(0, dtype=np.int64)
-    if tol > TIGHT or family not in ("logistic", "poisson") or not _in_memory(X):
-        return "", none
-    sat = saturated(z, live, family)
-    if not sat.any():
-        return "", none
-    moved = step_moves(X, y, w, theta, family, fit_intercept, sat, live, num_threads)
-    if len(moved) == 0:
-        return "", none
+def _hint(moved: np.ndarray) -> str:
+    """The hint's clause, for the samples one more Newton step would move (step_moves)."""
     from ._api import _name_some
 
     return (f"one more Newton step would still move the linear predictors of sample(s) "
             f"{_name_some(moved)} by {STEP_Z:g} or more, and no other sample's: the data look "
-            "quasi-separated, and with l2 = 0 the loss may then have no finite minimiser"), moved
+            "quasi-separated, and with l2 = 0 the loss may then have no finite minimiser")
 
 
 def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndarray,
@@ -201,34 +188,63 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
                   tol: float, num_threads: Optional[int] = None) -> tuple:
     """With l2 = 0 and no complete separation: (why the loss has no finite minimiser, decided
     by the linear programme, or ""; the quasi_hint where the programme cannot run, or "";
-    the samples either names). The programme runs, whatever the tolerance, where some live
-    sample is saturated (separated samples are) or, poisson, every live count is 0."""
+    the samples either names). The programme runs, at any tolerance, where one more Newton
+    step would move only saturated samples (step_moves: about one attribution's work, where
+    the programme can cost 50 of them) or, poisson, every live count is 0."""
     none = np.empty(0, dtype=np.int64)
     if family not in ("logistic", "poisson") or not _in_memory(X):
         return "", "", none
-    if saturated(z, live, family).any() or (family == "poisson" and not np.any(y[live] > 0)):
+    moved = none
+    sat = saturated(z, live, family)
+    if sat.any():
+        moved = step_moves(X, y, w, theta, family, fit_intercept, sat, live, num_threads)
+    if len(moved) or (family == "poisson" and not np.any(y[live] > 0)):
         decided = _programme(X, y, family, fit_intercept, live)
         if decided is not None:
             return decided[0], "", decided[1]
-    hint, moved = quasi_hint(X, y, w, theta, family, fit_intercept, z, live, tol, num_threads)
-    return "", hint, moved
+    if tol > TIGHT or not len(moved):
+        return "", "", none
+    return "", _hint(moved), moved
 
 
-def refit_separated(X: Any, y: np.ndarray, family: str, fit_intercept: bool, z: np.ndarray,
-                    z_hat: np.ndarray, live: np.ndarray) -> str:
+class LazySigns:
+    """The _separation.FeatureSigns of the samples `live`, counted (a pass over X) the first
+    time a refit needs them."""
+
+    def __init__(self, X: Any, y: np.ndarray, family: str, live: np.ndarray) -> None:
+        self.args, self.y, self._signs = (X, y, family, live), y, None
+
+    def separating_without(self, removed: np.ndarray) -> Optional[tuple]:
+        if self._signs is None:
+            from ._separation import FeatureSigns
+
+            self._signs = FeatureSigns(*self.args)
+        return self._signs.separating_without(removed)
+
+
+def refit_separated(signs: LazySigns, family: str, z: np.ndarray, z_hat: np.ndarray,
+                    live: np.ndarray, removed: np.ndarray) -> str:
     """With l2 = 0, a refit (z = X theta) that met its tolerance on the samples `live`: why its
-    loss has no finite minimiser where the linear programme finds quasi-complete separation,
-    as a clause for a warning; "" otherwise. Per set the programme would cost far more than the
-    refit, so it runs only where the refit has some live sample saturated that moved by 1 or
-    more from the fit's z_hat (the samples a removal separates run off to infinity; with a
-    finite refit near theta_hat none moves that far), or, poisson, every live count is 0."""
-    if family not in ("logistic", "poisson") or not _in_memory(X):
+    loss has no finite minimiser where a single feature separates some samples (a 0/1 feature
+    left with positives only, say; signs: the fit's samples' feature signs, from which the set
+    `removed` costs O(|set| d)), as a clause for a warning; "" otherwise. Directions that combine features are not looked for: per set,
+    the Newton step or the linear programme would cost many times the refit. It runs only where
+    the refit has some live sample saturated that moved by 1 or more from the fit's z_hat (the
+    samples a removal separates run off to infinity)."""
+    if family not in ("logistic", "poisson"):
         return ""
     moved = saturated(z, live, family) & (np.abs(z - z_hat) >= 1.0)
-    if not moved.any() and not (family == "poisson" and not np.any(y[live] > 0)):
+    if not moved.any() and not (family == "poisson" and not np.any(signs.y[live] > 0)):
         return ""
-    decided = _programme(X, y, family, fit_intercept, live, named=False)
-    return decided[0] if decided is not None else ""
+    from ._api import _name_some
+
+    found = signs.separating_without(removed)
+    if found is None:
+        return ""
+    j, apart = found
+    return (f"feature {j} alone separates sample(s) {_name_some(apart)} from the rest (their "
+            "losses fall without end along its coefficient, and no other sample's rises), so "
+            "with l2 = 0 the loss has no finite minimiser")
 
 
 def _programme(X: Any, y: np.ndarray, family: str, fit_intercept: bool, live: np.ndarray,

@@ -72,6 +72,50 @@ def separated_samples(X: np.ndarray, y: np.ndarray, family: str, fit_intercept: 
     return rows[apart] if wrong.max() <= TOL_SIGN else None
 
 
+def separating_feature(X: np.ndarray, y: np.ndarray, family: str,
+                       live: np.ndarray) -> Optional[tuple]:
+    """(a feature j, the samples it separates) where the direction +e_j or -e_j alone lowers
+    some live samples' losses without end and raises none (a 0/1 feature that is 1 only on
+    positives, say), else None: exact, and O(n d), but blind to directions that combine
+    features (separated_samples sees those)."""
+    return FeatureSigns(X, y, family, live).separating_without(np.empty(0, dtype=np.int64))
+
+
+class FeatureSigns:
+    """Per feature, how many live samples have a signed entry s_i x_ij > 0, < 0, and a nonzero
+    entry where the loss rises both ways (a count > 0), counted once in O(n d), so that whether
+    a feature separates the samples left without a set T costs O(|T| d)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, family: str, live: np.ndarray) -> None:
+        self.X, self.y, self.family, self.live = X, y, family, live
+        rows = np.flatnonzero(live)
+        d = X.shape[1]
+        self.counts = np.zeros((3, d), dtype=np.int64)
+        step = max(1, (1 << 22) // max(d, 1))
+        for b in range(0, len(rows), step):
+            self.counts += self._count(rows[b:b + step])
+
+    def _count(self, rows: np.ndarray) -> np.ndarray:
+        """(3, d): positive and negative signed entries, nonzero two-sided ones, of `rows`."""
+        block = np.asarray(self.X[rows], dtype=np.float64)
+        s = _signs(self.y[rows], self.family)
+        signed = block * s[:, None]
+        return np.stack([(signed > 0).sum(axis=0), (signed < 0).sum(axis=0),
+                         ((block != 0) & (s == 0)[:, None]).sum(axis=0)])
+
+    def separating_without(self, T: np.ndarray) -> Optional[tuple]:
+        """separating_feature of the live samples outside T (distinct indices)."""
+        gone = T[self.live[T]]
+        pos, neg, two = self.counts - (self._count(gone) if len(gone) else 0)
+        apart = (two == 0) & ((pos > 0) != (neg > 0))
+        if not apart.any():
+            return None
+        j = int(np.flatnonzero(apart)[0])
+        left = self.live.copy()
+        left[gone] = False
+        return j, np.flatnonzero(left & (np.asarray(self.X[:, j]) != 0))
+
+
 def _signs(y: np.ndarray, family: str) -> np.ndarray:
     """+1 where a sample's loss falls as its linear predictor rises without end, -1 where it
     falls as it sinks, 0 where it rises both ways."""
