@@ -19,8 +19,9 @@ logistic and poisson losses lose it in two ways:
   samples (_separation, with SciPy; quasi_verdict), at any tolerance; where the programme
   cannot run (no SciPy, a programme too large) it is given as a hint for tight tolerances
   (at most TIGHT), where a minimiser is rarely that far, and leaves ``converged`` alone. Both
-  need X as a dense array in memory. A refit, where the Newton step or the programme would cost many times
-  the refit itself, is checked for separation along a single feature only (refit_separated).
+  need X as a dense array in memory. A refit, where the Newton step or the programme would
+  cost many times the refit itself, is checked for separation along a single feature only
+  (refit_separated).
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
                   family: str, fit_intercept: bool, z: np.ndarray, live: np.ndarray,
                   tol: float, num_threads: Optional[int] = None) -> tuple:
     """With l2 = 0 and no complete separation: (why the loss has no finite minimiser, decided
-    by the linear programme, or ""; the quasi_hint where the programme cannot run, or "";
+    by the linear programme, or ""; the Newton step's hint where the programme cannot run, or
+    "";
     the samples either names). The programme runs, at any tolerance, where one more Newton
     step would move only saturated samples (step_moves: about one attribution's work, where
     the programme can cost 50 of them) or, poisson, every live count is 0."""
@@ -227,10 +229,11 @@ def refit_separated(signs: LazySigns, family: str, z: np.ndarray, z_hat: np.ndar
     """With l2 = 0, a refit (z = X theta) that met its tolerance on the samples `live`: why its
     loss has no finite minimiser where a single feature separates some samples (a 0/1 feature
     left with positives only, say; signs: the fit's samples' feature signs, from which the set
-    `removed` costs O(|set| d)), as a clause for a warning; "" otherwise. Directions that combine features are not looked for: per set,
-    the Newton step or the linear programme would cost many times the refit. It runs only where
-    the refit has some live sample saturated that moved by 1 or more from the fit's z_hat (the
-    samples a removal separates run off to infinity)."""
+    `removed` costs O(|set| d)), as a clause for a warning; "" otherwise. Directions that
+    combine features are not looked for: per set, the Newton step or the linear programme
+    would cost many times the refit. It runs only where the refit has some live sample
+    saturated that moved by 1 or more from the fit's z_hat (the samples a removal separates
+    run off to infinity)."""
     if family not in ("logistic", "poisson"):
         return ""
     moved = saturated(z, live, family) & (np.abs(z - z_hat) >= 1.0)
@@ -247,8 +250,8 @@ def refit_separated(signs: LazySigns, family: str, z: np.ndarray, z_hat: np.ndar
             "with l2 = 0 the loss has no finite minimiser")
 
 
-def _programme(X: Any, y: np.ndarray, family: str, fit_intercept: bool, live: np.ndarray,
-               named: bool = True) -> Optional[tuple]:
+def _programme(X: Any, y: np.ndarray, family: str, fit_intercept: bool,
+               live: np.ndarray) -> Optional[tuple]:
     """(the clause of no finite minimiser or "", the separated samples) by the linear
     programme (_separation); None where it cannot run."""
     from . import _separation
@@ -259,7 +262,7 @@ def _programme(X: Any, y: np.ndarray, family: str, fit_intercept: bool, live: np
         return None
     if not len(apart):
         return "", apart
-    return _separation.clause(apart, _name_some if named else None), apart
+    return _separation.clause(apart, _name_some), apart
 
 
 def _in_memory(X: Any) -> bool:
