@@ -298,7 +298,7 @@ def test_retrain_stays_silent_where_saturated_samples_overlap(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("family", ["logistic", "poisson"])
-def test_separating_feature_against_brute_force(rng, family):
+def test_feature_signs_against_brute_force(rng, family):
     """_separation.FeatureSigns.separating_without(T) (counted once, then O(|T| d)) against the
     definition over the samples left, column by column, on random sparse 0 / +-1 data, and
     against counting afresh; the programme agrees wherever a feature separates."""
@@ -324,7 +324,8 @@ def test_separating_feature_against_brute_force(rng, family):
             if not two.any() and ((m >= 0).all() and (m > 0).any()
                                   or (m <= 0).all() and (m < 0).any()):
                 want.append(j)
-        again = _separation.separating_feature(X, y, family, live)  # counted afresh
+        again = _separation.FeatureSigns(X, y, family, live).separating_without(
+            np.empty(0, dtype=np.int64))  # counted afresh
         assert (got is None) == (again is None)
         if not want:
             assert got is None

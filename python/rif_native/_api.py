@@ -1004,20 +1004,19 @@ class Attribution(_frames.Named):
                                              fields["converged"])
             if infinite.any():
                 found[_finite.one_kind_clause(self.family)] = list(np.flatnonzero(infinite))
-        programme = _finite._in_memory(X)  # (quasi-complete along a feature: dense X)
-        if self.l2 == 0.0 and (self.family == "logistic" or programme):
-            # separation: complete in O(n) per set, quasi-complete by the programme
+        dense = _finite._in_memory(X)  # (quasi-complete separation is looked for there)
+        if self.l2 == 0.0 and (self.family == "logistic" or dense):
+            # separation: complete in O(n) per set, quasi-complete along a single feature
             Z = _matvec(X, fields["theta"].T, self.fit_intercept)  # every set's z, one pass
-            z_hat = _matvec(X, self.theta, self.fit_intercept) if programme else None
+            z_hat = _matvec(X, self.theta, self.fit_intercept) if dense else None
             signs = _finite.LazySigns(X, y, self.family, live_all)
             for j in np.flatnonzero(fields["converged"] & ~infinite):
                 removed = np.unique(indices[offsets[j]:offsets[j + 1]])
                 live = live_all.copy()
                 live[removed] = False
                 why = _finite.why_infinite(y, self.family, False, 0.0, Z[:, j], live)
-                if not why and programme:
-                    why = _finite.refit_separated(signs, self.family, Z[:, j], z_hat, live,
-                                                  removed)
+                if not why and dense:
+                    why = _finite.refit_separated(signs, Z[:, j], z_hat, live, removed)
                 if why:
                     found.setdefault(why, []).append(j)
                     infinite[j] = True

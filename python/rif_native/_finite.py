@@ -189,10 +189,9 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
                   tol: float, num_threads: Optional[int] = None) -> tuple:
     """With l2 = 0 and no complete separation: (why the loss has no finite minimiser, decided
     by the linear programme, or ""; the Newton step's hint where the programme cannot run, or
-    "";
-    the samples either names). The programme runs, at any tolerance, where one more Newton
-    step would move only saturated samples (step_moves: about one attribution's work, where
-    the programme can cost 50 of them) or, poisson, every live count is 0."""
+    ""; the samples either names). The programme runs, at any tolerance, where one more
+    Newton step would move only saturated samples (step_moves: about one attribution's work,
+    where the programme can cost 50 of them) or, poisson, every live count is 0."""
     none = np.empty(0, dtype=np.int64)
     if family not in ("logistic", "poisson") or not _in_memory(X):
         return "", "", none
@@ -200,7 +199,7 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
     sat = saturated(z, live, family)
     if sat.any():
         moved = step_moves(X, y, w, theta, family, fit_intercept, sat, live, num_threads)
-    if len(moved) or (family == "poisson" and not np.any(y[live] > 0)):
+    if len(moved) or _no_counts(y, live, family):
         decided = _programme(X, y, family, fit_intercept, live)
         if decided is not None:
             return decided[0], "", decided[1]
@@ -209,12 +208,17 @@ def quasi_verdict(X: Any, y: np.ndarray, w: Optional[np.ndarray], theta: np.ndar
     return "", _hint(moved), moved
 
 
+def _no_counts(y: np.ndarray, live: np.ndarray, family: str) -> bool:
+    """Poisson counts of the samples `live` all 0 (LabelCounts' rule)."""
+    return family == "poisson" and one_kind(y, live, family)
+
+
 class LazySigns:
     """The _separation.FeatureSigns of the samples `live`, counted (a pass over X) the first
     time a refit needs them."""
 
     def __init__(self, X: Any, y: np.ndarray, family: str, live: np.ndarray) -> None:
-        self.args, self.y, self._signs = (X, y, family, live), y, None
+        self.args, self.y, self.family, self._signs = (X, y, family, live), y, family, None
 
     def separating_without(self, removed: np.ndarray) -> Optional[tuple]:
         if self._signs is None:
@@ -224,8 +228,8 @@ class LazySigns:
         return self._signs.separating_without(removed)
 
 
-def refit_separated(signs: LazySigns, family: str, z: np.ndarray, z_hat: np.ndarray,
-                    live: np.ndarray, removed: np.ndarray) -> str:
+def refit_separated(signs: LazySigns, z: np.ndarray, z_hat: np.ndarray, live: np.ndarray,
+                    removed: np.ndarray) -> str:
     """With l2 = 0, a refit (z = X theta) that met its tolerance on the samples `live`: why its
     loss has no finite minimiser where a single feature separates some samples (a 0/1 feature
     left with positives only, say; signs: the fit's samples' feature signs, from which the set
@@ -234,10 +238,11 @@ def refit_separated(signs: LazySigns, family: str, z: np.ndarray, z_hat: np.ndar
     would cost many times the refit. It runs only where the refit has some live sample
     saturated that moved by 1 or more from the fit's z_hat (the samples a removal separates
     run off to infinity)."""
+    family = signs.family
     if family not in ("logistic", "poisson"):
         return ""
     moved = saturated(z, live, family) & (np.abs(z - z_hat) >= 1.0)
-    if not moved.any() and not (family == "poisson" and not np.any(signs.y[live] > 0)):
+    if not moved.any() and not _no_counts(signs.y, live, family):
         return ""
     from ._api import _name_some
 

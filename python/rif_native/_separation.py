@@ -76,15 +76,6 @@ def separated_samples(X: np.ndarray, y: np.ndarray, family: str, fit_intercept: 
     return rows[apart] if wrong.max() <= TOL_SIGN else None
 
 
-def separating_feature(X: np.ndarray, y: np.ndarray, family: str,
-                       live: np.ndarray) -> Optional[tuple]:
-    """(a feature j, the samples it separates) where the direction +e_j or -e_j alone lowers
-    some live samples' losses without end and raises none (a 0/1 feature that is 1 only on
-    positives, say), else None: exact, and O(n d), but blind to directions that combine
-    features (separated_samples sees those)."""
-    return FeatureSigns(X, y, family, live).separating_without(np.empty(0, dtype=np.int64))
-
-
 class FeatureSigns:
     """Per feature, how many live samples have a signed entry s_i x_ij > 0, < 0, and a nonzero
     entry where the loss rises both ways (a count > 0), counted once in O(n d), so that whether
@@ -108,7 +99,10 @@ class FeatureSigns:
                          ((block != 0) & (s == 0)[:, None]).sum(axis=0)])
 
     def separating_without(self, T: np.ndarray) -> Optional[tuple]:
-        """separating_feature of the live samples outside T (distinct indices)."""
+        """(a feature j, the samples it separates) where the direction +e_j or -e_j alone
+        lowers some of the live samples outside T (distinct indices) without end and raises
+        none (a 0/1 feature that is 1 only on positives, say), else None: exact, but blind to
+        directions that combine features (separated_samples sees those)."""
         gone = T[self.live[T]]
         pos, neg, two = self.counts - (self._count(gone) if len(gone) else 0)
         apart = (two == 0) & ((pos > 0) != (neg > 0))
