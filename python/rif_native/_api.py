@@ -758,6 +758,12 @@ class Attribution(_frames.Named):
         return np.flatnonzero(np.isinf(self._rescale))
 
     @property
+    def _weights(self) -> Optional[np.ndarray]:
+        """The sample weights this was built with (None: all 1), for the checks of metrics and
+        trust that must count the same samples."""
+        return self._data[2]
+
+    @property
     def gradient_norm(self) -> float:
         """||grad F(theta)||_2: near 0 when theta is a minimiser, as the estimates assume."""
         return float(self._core.gradient_norm)

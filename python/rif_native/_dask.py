@@ -50,7 +50,7 @@ from ._api import (
 )
 from ._dask_sources import (TASK_BYTES, StoredRows, StoredSource, opened, row_arrays,
                             stored_instead)
-from .metrics import _dloss
+from .metrics import _dloss  # (logistic: no overflow, no cancellation in 1 - sigma(z))
 
 _SINGULAR = 1e-10  # rescale is inf when 1 - h_i is within this of 0 (the kernel's tolerance)
 _FAN_IN = 8
@@ -837,7 +837,7 @@ class _Retrain:
         for k, j in enumerate(which):
             s, Xk, w = self.sets[j], self.rows[j], self.weights[j]
             if len(s):
-                out[k] = Xk.T @ (w * _first_derivative(self.A.family, y[s], Xk @ thetas[k]))
+                out[k] = Xk.T @ (w * _dloss(self.A.family, y[s], Xk @ thetas[k]))
         return out
 
     def _gradients(self, thetas: np.ndarray, which: np.ndarray) -> np.ndarray:
@@ -899,11 +899,6 @@ def _factor_or_none(H: np.ndarray) -> Optional[np.ndarray]:
         return np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
         return None
-
-
-def _first_derivative(family: str, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    # (logistic: sigma without overflow, and 1 - sigma(z) without cancellation, as the kernel)
-    return _dloss(family, y, z)
 
 
 def fit(X: Any, y: Any, *, l2: float = 0.0, family: str = "logistic", sample_weight: Any = None,

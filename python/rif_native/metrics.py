@@ -542,9 +542,8 @@ class SelfLoss(TestLoss):
         theirs_l2 = float(getattr(A, "l2", self.l2))
         if not np.isclose(theirs_l2, self.l2, rtol=1e-12, atol=0.0):
             mismatch.append(f"l2={theirs_l2!r} (metric has {self.l2!r})")
-        data = getattr(A, "_data", None)
-        if data is not None and len(data) == 3 and not mismatch:  # weights: None means all 1
-            theirs_w, mine_w = data[2], self.w
+        if hasattr(A, "_weights") and not mismatch:  # weights: None means all 1
+            theirs_w, mine_w = A._weights, self.w
             ones = np.ones(self.n_rows)
             if not np.array_equal(ones if theirs_w is None else np.asarray(theirs_w, float),
                                   ones if mine_w is None else mine_w):

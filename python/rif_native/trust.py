@@ -42,8 +42,7 @@ def summary(A: Any) -> dict:
     h = np.asarray(A.leverage, dtype=np.float64)
     p = A.n_params if getattr(A, "family", None) != "multinomial" else \
         A.n_params * (A.n_classes - 1)
-    data = getattr(A, "_data", None)
-    w = data[2] if isinstance(data, tuple) and len(data) == 3 else None
+    w = getattr(A, "_weights", None)  # (a multinomial attribution does not say: all kept)
     if w is not None:
         h = h[np.asarray(w, dtype=np.float64) > 0]
     finite = h[np.isfinite(h)]
