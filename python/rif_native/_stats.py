@@ -27,7 +27,7 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 2:
         return float("nan")
-    xc, yc = _unit_scale(x), _unit_scale(y)  # no overflow in the mean or the squares
+    (xc, _), (yc, _) = _unit_scale(x), _unit_scale(y)  # no overflow in the mean or squares
     xc, yc = xc - xc.mean(), yc - yc.mean()
     denom = np.sqrt((xc @ xc) * (yc @ yc))
     return float(xc @ yc / denom) if denom > 0 else float("nan")
@@ -50,21 +50,19 @@ def slope_through_origin(actual: Any, predicted: Any) -> float:
     if x.shape != y.shape:
         raise ValueError(f"actual has {x.size} values but predicted has {y.size}; they must match")
     ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    sx = float(np.max(np.abs(x))) if x.size else 0.0
-    sy = float(np.max(np.abs(y))) if y.size else 0.0
+    # effects of 1e200 or 1e-200 would overflow or underflow in x * x
+    (x, sx), (y, sy) = _unit_scale(x[ok]), _unit_scale(y[ok])
     if sx == 0.0:
         return float("nan")
     if sy == 0.0:
         return 0.0
-    x, y = x / sx, y / sy  # effects of 1e200 or 1e-200 would overflow or underflow in x * x
     return float(np.dot(x, y)) / float(np.dot(x, x)) * (sy / sx)
 
 
-def _unit_scale(v: np.ndarray) -> np.ndarray:
-    """``v`` divided by its largest magnitude (unchanged when that is 0)."""
+def _unit_scale(v: np.ndarray) -> tuple:
+    """(``v`` divided by its largest magnitude, that magnitude); v itself where it is 0."""
     scale = float(np.max(np.abs(v))) if v.size else 0.0
-    return v / scale if scale > 0 else v
+    return (v / scale if scale > 0 else v), scale
 
 
 def median_relative_error(actual: np.ndarray, predicted: np.ndarray) -> float:

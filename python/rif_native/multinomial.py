@@ -455,11 +455,12 @@ class MultinomialAttribution(_frames.Named):
         class (with an intercept or l2 = 0, that class's parameters then have no finite
         minimiser; with every parameter penalised they do, and the set is refitted), or whose
         removal leaves the Hessian singular (l2 = 0 and the remaining rows rank-deficient), is
-        not refitted: ``singular`` True, ``converged`` False, with a warning. ``show_progress`` draws a bar
-        over the sets (``batch`` is accepted for the binary API's sake). The memory any set
-        may need (its solver, a Newton step's Hessian pass and inverse) is checked first
-        against the cap in force (the constructor's ``max_memory``, else ``RIF_MAX_MEMORY``,
-        else what the machine has available): ``MemoryError`` before any work.
+        not refitted: ``singular`` True, ``converged`` False, with a warning. ``show_progress``
+        draws a bar over the sets (``batch`` is accepted for the binary API's sake). The memory
+        any set may need (its solver, a Newton step's Hessian pass and inverse) is checked
+        first against the cap in force (the constructor's ``max_memory``, else
+        ``RIF_MAX_MEMORY``, else what the machine has available): ``MemoryError`` before any
+        work.
         """
         _check_stopping(tol, max_iter)
         indices, offsets, single = _parse_sets(sets, self.n)
