@@ -92,13 +92,40 @@ def test_retraining_nothing_from_a_non_minimiser_finds_the_minimiser(fit_interce
 
 def test_a_class_whose_samples_all_weigh_nothing_is_named_so():
     """A class present only with weight 0 (a scikit-learn user's sample_weight) is refused
-    saying so, not only as a class without samples."""
+    saying so, not only as a class without samples, where some parameter is unpenalised (an
+    intercept, or l2 = 0): that class's parameters have no finite minimiser."""
     rng = np.random.default_rng(5)
     X = rng.standard_normal((30, 3))
     y = np.r_[0, 1, 2, rng.integers(0, 3, 27)]
     w = np.where(y == 2, 0.0, 1.0)
     with pytest.raises(ValueError, match=r"class\(es\) 2 of 0\.\.2 have no samples of positive "
                                          r"weight \(every sample of theirs has weight 0\)"):
-        rn.fit(X, y, family="multinomial", l2=1.0, sample_weight=w)
+        rn.fit(X, y, family="multinomial", l2=1.0, sample_weight=w, fit_intercept=True)
     with pytest.raises(ValueError, match=r"have no samples \(with positive weight\)"):
-        rn.fit(X, np.where(y == 2, 0, y), family="multinomial", l2=1.0, n_classes=3)
+        rn.fit(X, np.where(y == 2, 0, y), family="multinomial", l2=0.0, n_classes=3)
+
+
+@pytest.mark.parametrize("how", ["weight 0", "n_classes"])
+def test_a_class_without_samples_is_fitted_when_every_parameter_is_penalised(how):
+    """With l2 > 0 and no intercept the penalty holds an empty class's rows and F has a finite
+    minimiser: fit, the attribution and retraining run (they refused) and equal the damped
+    Newton reference written in test_multinomial (float64), to 1e-8 of theta's scale."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((80, 4))
+    y = rng.integers(0, 3, 80)
+    w, K = None, 3
+    if how == "weight 0":
+        w = np.where(y == 2, 0.0, rng.uniform(0.5, 2.0, 80))
+    else:
+        y, K = np.minimum(y, 1), 4  # classes 2 and 3 have no samples
+    res = rn.fit(X, y, family="multinomial", l2=0.5, sample_weight=w, n_classes=K)
+    ref, gn, g0 = newton_fit_mn(X, y, K, l2=0.5, sample_weight=w)
+    assert gn <= 1e-10 * max(1.0, g0) and res.converged
+    scale = np.linalg.norm(ref)
+    assert np.linalg.norm(res.theta - ref) <= 1e-8 * scale
+    A = rn.MultinomialAttribution(X, y, res.theta, l2=0.5, sample_weight=w, n_classes=K)
+    T = np.flatnonzero(y == 1)[:5]
+    refit = A.retrain([T])
+    drop, _, _ = newton_fit_mn(X, y, K, l2=0.5, sample_weight=w, drop=T)
+    assert refit.converged[0]
+    assert np.linalg.norm(refit.theta[0] - drop) <= 1e-8 * scale

@@ -35,10 +35,11 @@ def basis(K: int) -> np.ndarray:
     return Q
 
 
-def labels(y: ArrayLike, n: int, n_classes: Optional[int],
-           weights: Optional[np.ndarray]) -> tuple[np.ndarray, int]:
+def labels(y: ArrayLike, n: int, n_classes: Optional[int], weights: Optional[np.ndarray],
+           empty_ok: bool = False) -> tuple[np.ndarray, int]:
     """y as int64 class indices 0..K-1 and K; ValueError for anything else, and for a class
-    without samples (of positive weight)."""
+    without samples (of positive weight) unless ``empty_ok`` (every parameter penalised: the
+    penalty holds such a class's rows, and the minimiser is finite)."""
     a = np.asarray(y)
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"y must be a 1-D array of {n} class labels (one per row of X), "
@@ -68,7 +69,7 @@ def labels(y: ArrayLike, n: int, n_classes: Optional[int],
     live = np.ones(n, dtype=bool) if weights is None else weights > 0
     counts = np.bincount(y64[live], minlength=K)
     empty = np.flatnonzero(counts == 0)
-    if len(empty):
+    if len(empty) and not empty_ok:
         weighed = np.bincount(y64, minlength=K)[empty] > 0  # there, but all of weight 0
         why = ("samples of positive weight (every sample of theirs has weight 0)" if weighed.all()
                else "samples (with positive weight)")

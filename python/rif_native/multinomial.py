@@ -81,7 +81,8 @@ class _Problem:
         self.X = _as_design(X, self.fit_intercept)
         self.n, self.d = self.X.shape
         self.w = _softmax.weights(sample_weight, self.n)
-        self.y, self.K = _softmax.labels(y, self.n, n_classes, self.w)
+        self.y, self.K = _softmax.labels(y, self.n, n_classes, self.w,
+                                         empty_ok=self.l2 > 0 and not self.fit_intercept)
         self.threads = _threads(num_threads) or int(_core.default_threads())
         centre = None
         if self.fit_intercept and isinstance(self.X, np.ndarray) and self.n:
@@ -204,8 +205,9 @@ class MultinomialAttribution(_frames.Named):
         fit_intercept: X has a trailing column of ones, unpenalised.
         num_threads: threads for every computation (None: the idle cores now).
         n_classes: K, checked against y: labels must lie in 0..K-1, and every class needs
-            samples of positive weight (an error otherwise: a class without samples has no
-            identified parameters). Default ``y.max() + 1``.
+            samples of positive weight unless every parameter is penalised (l2 > 0 and no
+            intercept; otherwise an error: such a class's intercept, or with l2 = 0 its
+            coefficients, have no finite minimiser). Default ``y.max() + 1``.
         max_memory, progress: as for :class:`rif_native.Attribution`.
 
     Every estimate is a removal effect ``theta_{-T} - theta_hat`` of shape (K, p), lying in the
