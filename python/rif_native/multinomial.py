@@ -495,6 +495,15 @@ class MultinomialAttribution(_frames.Named):
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
 
+    def table(self, directions: Any = None) -> Any:
+        """Every sample's id, class, weight, probability of its class, leverage, rescale factor
+        and IF / RIF scores for each direction ((K, p), a metric of
+        rif_native.multiclass_metrics, or {name: either}), as a SampleTable with ``to_frame()``
+        and ``write(path)``: see :mod:`rif_native.tables`."""
+        from .tables import sample_table
+
+        return sample_table(self, directions)
+
     def trust(self, sets: Any = None, *, warn: bool = True) -> dict:
         """How far to trust RIF here (see rif_native.trust); p counts the K - 1 free class
         rows."""

@@ -1,9 +1,9 @@
 """One table of per-sample answers, and files that read back equal.
 
-``A.table(directions)`` (:func:`sample_table`) gathers what an Attribution knows about each
-sample: its id, label and weight, leverage, residual and RIF rescale factor, and for each named
-direction (a metric's gradient) its IF and RIF scores; with ``diagnostics=True`` also the
-statsmodels-style columns of :mod:`rif_native.diagnostics`.
+``A.table(directions)`` (:func:`sample_table`) gathers what an Attribution (binary or
+multinomial) knows about each sample: its id, label and weight, leverage, residual and RIF
+rescale factor, and for each named direction (a metric's gradient) its IF and RIF scores; with
+``diagnostics=True`` also the statsmodels-style columns of :mod:`rif_native.diagnostics`.
 
 On disk (``SampleTable.write(path)`` / ``SampleTable.read(path)``, by the file's suffix):
 
@@ -26,7 +26,11 @@ text.
 
 Columns (n rows each): ``sample_id``, ``label``, ``weight``, ``leverage``, ``residual``
 (r_i = w_i dloss/dz), ``rescale`` (1 / (1 - h_i)), then ``if_<name>`` and ``rif_<name>`` for
-each direction, then the diagnostics' columns when asked.
+each direction, then the diagnostics' columns when asked. For the multinomial family:
+``sample_id``, ``label`` (the class index), ``weight``, ``prob_label`` (the predicted
+probability of the sample's class), ``leverage`` (the largest eigenvalue of the K x K
+generalised leverage), ``rescale`` (1 / (1 - leverage)), then the score columns; ``meta`` also
+holds the class names.
 """
 
 from __future__ import annotations
@@ -220,28 +224,27 @@ def _ids(ids: Any) -> np.ndarray:
 
 def sample_table(A: Any, directions: Optional[Union[Mapping[str, Any], Any]] = None, *,
                  diagnostics: bool = False) -> SampleTable:
-    """Every sample's answers from Attribution A (binary GLM families) as a SampleTable.
+    """Every sample's answers from Attribution A as a SampleTable.
 
     Args:
-        directions: a metric's gradient (p,), or {name: gradient} for several; a metric object
-            of rif_native.metrics is taken at A's theta. Each gives ``if_<name>`` and
+        directions: a metric's gradient ((p,), or (K, p) for the multinomial family), or
+            {name: gradient} for several; a metric object of rif_native.metrics (or
+            multiclass_metrics) is taken at A's theta. Each gives ``if_<name>`` and
             ``rif_<name>`` score columns (removal effects on that metric); one unnamed
             direction is named "score".
-        diagnostics: add the columns of :func:`rif_native.diagnostics.diagnostics`.
+        diagnostics: add the columns of :func:`rif_native.diagnostics.diagnostics` (binary GLM
+            families).
     """
-    if getattr(A, "family", None) == "multinomial":
-        raise ValueError("sample_table covers the binary GLM families, not multinomial")
+    multinomial = getattr(A, "family", None) == "multinomial"
+    if multinomial and diagnostics:
+        raise ValueError("diagnostics=True covers the binary GLM families, not multinomial "
+                         "(statsmodels' diagnostics are for one linear predictor)")
     if directions is None:
         directions = {}
     elif not isinstance(directions, Mapping):
         directions = {"score": directions}
-    X, y, w = A._data
-    cols = {"sample_id": _ids(A.sample_ids),
-            "label": np.asarray(y, dtype=np.float64),
-            "weight": np.ones(A.n) if w is None else np.asarray(w, dtype=np.float64),
-            "leverage": np.asarray(A.leverage, dtype=np.float64),
-            "residual": np.asarray(A.residuals, dtype=np.float64),
-            "rescale": np.asarray(A.rescale, dtype=np.float64)}
+    cols = {"sample_id": _ids(A.sample_ids)}
+    cols.update(_multinomial_columns(A) if multinomial else _binary_columns(A))
     for name, v in directions.items():
         if hasattr(v, "gradient") and callable(v.gradient):
             v = v.gradient(A.theta)
@@ -255,4 +258,36 @@ def sample_table(A: Any, directions: Optional[Union[Mapping[str, Any], Any]] = N
     meta = {"family": A.family, "l2": A.l2, "fit_intercept": A.fit_intercept, "n": A.n,
             "p": A.n_params, "param_names": list(A.param_names),
             "directions": list(directions)}
+    if multinomial:
+        labels = getattr(A, "_labels", None)
+        classes = None if labels is None else labels.classes
+        meta["classes"] = ([str(c) for c in classes] if classes is not None
+                           else [str(k) for k in range(A.n_classes)])
     return SampleTable(cols, meta)
+
+
+def _binary_columns(A: Any) -> dict:
+    """label, weight, leverage, residual and rescale of a binary GLM family's Attribution."""
+    X, y, w = A._data
+    return {"label": np.asarray(y, dtype=np.float64),
+            "weight": np.ones(A.n) if w is None else np.asarray(w, dtype=np.float64),
+            "leverage": np.asarray(A.leverage, dtype=np.float64),
+            "residual": np.asarray(A.residuals, dtype=np.float64),
+            "rescale": np.asarray(A.rescale, dtype=np.float64)}
+
+
+def _multinomial_columns(A: Any) -> dict:
+    """A MultinomialAttribution's per-sample columns: the class index as ``label``, weight,
+    ``prob_label`` (the predicted probability of the sample's own class), ``leverage`` (the
+    largest eigenvalue of its K x K generalised leverage) and ``rescale``, 1 / (1 - leverage):
+    the most that RIF's rescaling stretches IF in any direction."""
+    pb = A._pb
+    w = pb.weight()
+    lev = np.asarray(A.leverage, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        rescale = 1.0 / (1.0 - lev)
+    rescale[A.singular_samples] = np.inf  # (their RIF is inf)
+    return {"label": np.asarray(pb.y, dtype=np.int64),
+            "weight": np.asarray(w, dtype=np.float64),
+            "prob_label": A.probabilities[np.arange(A.n), pb.y].astype(np.float64),
+            "leverage": lev, "rescale": rescale}
