@@ -134,3 +134,63 @@ def test_one_call_functions_list_their_keywords(f):
             rn.rescaled_influence: A.rescaled_influence,
             rn.newton_step: lambda: A.group_effect([[0, 1]], method="ns")}[f]()
     np.testing.assert_array_equal(got, want)
+
+
+def _multinomial_setup():
+    """Three classes with an intercept, l2 = 0.5; the fitted theta by the float64 reference,
+    a set of 4 samples and the exact refit without them (test_multinomial's damped Newton)."""
+    from test_multinomial import make_data, newton_fit_mn
+
+    rng = np.random.default_rng(21)
+    X, y, w, _ = make_data(rng, 100, 4, 3, fit_intercept=True, weighted=True)
+    kw = dict(l2=0.5, sample_weight=w, fit_intercept=True)
+    theta, gn, g0 = newton_fit_mn(X, y, 3, **kw)
+    assert gn <= 1e-11 * max(1.0, g0)
+    T = np.array([3, 17, 40, 41])
+    exact, gn, g0 = newton_fit_mn(X, y, 3, drop=T, theta0=theta, **kw)
+    assert gn <= 1e-11 * max(1.0, g0)
+    A = rn.MultinomialAttribution(X, y, theta, **kw)
+    return X, y, w, A, T, exact
+
+
+def test_multinomial_refits_are_checked_in_the_subspace_of_the_estimates():
+    """The exact refit is judgeable and the Newton step's error against it is the reference's
+    (the dense float64 Newton step of test_multinomial); a refit loose by e in S is measured
+    (solver_error = -e to second order); shifting every class row by one vector (no prediction
+    changes: the intercepts, as scikit-learn leaves them) changes nothing."""
+    from test_multinomial import DenseMultinomial
+
+    X, y, w, A, T, exact = _multinomial_setup()
+    effect = exact - A.theta
+    c = A.check_refit(T, exact)
+    assert c.judgeable and c.noise < 1e-8
+    assert c.predicted.shape == (3, A.n_params)
+    np.testing.assert_allclose(c.reported, effect, rtol=0, atol=1e-14)
+    ns = DenseMultinomial(X, y, A.theta, l2=0.5, sample_weight=w, fit_intercept=True).ns(T)
+    assert np.linalg.norm(c.predicted - ns) <= 1e-9 * np.linalg.norm(ns)
+    assert c.error_vs_corrected == pytest.approx(
+        np.linalg.norm(ns - effect) / np.linalg.norm(effect), rel=1e-6)
+
+    shift = np.zeros_like(exact)
+    shift[:, -1] = 0.3  # every class's intercept up by 0.3
+    s = A.check_refit(T, exact + shift)
+    np.testing.assert_allclose(s.reported, c.reported, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(s.solver_error, c.solver_error, rtol=0,
+                               atol=1e-9 * np.linalg.norm(effect))
+
+    e = np.random.default_rng(4).standard_normal(exact.shape)
+    e -= e.mean(axis=0)  # in S
+    e *= 0.05 * np.linalg.norm(effect) / np.linalg.norm(e)
+    loose = A.check_refit(T, exact + e, method="rif")
+    assert np.linalg.norm(loose.solver_error + e) <= 1e-2 * np.linalg.norm(e)
+    assert loose.noise == pytest.approx(0.05, rel=0.05) and loose.judgeable
+
+
+def test_multinomial_theta_refit_is_checked():
+    X, y, w, A, T, exact = _multinomial_setup()
+    with pytest.raises(ValueError, match=r"theta_refit must have shape \(K, p\) = \(3, 5\)"):
+        A.check_refit(T, exact[:2])
+    bad = exact.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="theta_refit has non-finite entries"):
+        A.check_refit(T, bad)

@@ -495,6 +495,14 @@ class MultinomialAttribution(_frames.Named):
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
 
+    def check_refit(self, removed: Any, theta_refit: ArrayLike, *, method: str = "ns") -> Any:
+        """Compare this object's estimate of removing ``removed`` with your own refit ((K, p)),
+        and say whether that refit is converged enough to judge it: see
+        :func:`rif_native.check_refit`."""
+        from .refit_check import check_refit
+
+        return check_refit(self, removed, theta_refit, method=method)
+
     def table(self, directions: Any = None) -> Any:
         """Every sample's id, class, weight, probability of its class, leverage, rescale factor
         and IF / RIF scores for each direction ((K, p), a metric of

@@ -79,17 +79,38 @@ def check_refit(A: Any, removed: Sequence[int], theta_refit: Any, *,
     that refit is from the exact one (see the module's docstring).
 
     Args:
-        A: an Attribution at the fitted theta (binary GLM families).
+        A: an Attribution at the fitted theta (binary GLM families, or multinomial).
         removed: the sample indices your refit left out.
-        theta_refit: (p,) your refit's parameters, the intercept last.
+        theta_refit: your refit's parameters, as A's theta: (p,) with the intercept last, or
+            (K, p) for the multinomial family (whose effects are compared in the subspace where
+            the class rows sum to zero, as it computes them: a shift of every class row by one
+            vector, which changes no prediction, is not counted).
         method: the estimate: "ns" (the Newton step of the set; for one sample equal to RIF),
             "rif" (sum of RIF rows) or "if".
     """
-    from ._api import Attribution, _one_set
+    from ._api import _one_set
 
-    if getattr(A, "family", None) == "multinomial":
-        raise ValueError("check_refit covers the binary GLM families, not multinomial")
     T = np.unique(_one_set(removed, A.n, "removed"))  # indices, or a boolean mask
+    if getattr(A, "family", None) == "multinomial":
+        reported, solver_error = _multinomial_refit(A, T, theta_refit)
+    else:
+        reported, solver_error = _glm_refit(A, T, theta_refit)
+    predicted = np.asarray(A.group_effect(T, method=method), dtype=np.float64)
+    corrected = reported + solver_error
+    size = float(np.linalg.norm(corrected))
+    scale = size if size > 0 else 1.0
+    noise = float(np.linalg.norm(solver_error)) / scale
+    return RefitCheck(method=method, predicted=predicted, reported=reported,
+                      solver_error=solver_error, corrected=corrected, noise=noise,
+                      judgeable=noise <= _JUDGEABLE,
+                      error_vs_reported=float(np.linalg.norm(predicted - reported)) / scale,
+                      error_vs_corrected=float(np.linalg.norm(predicted - corrected)) / scale)
+
+
+def _glm_refit(A: Any, T: np.ndarray, theta_refit: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A binary GLM's reported effect and the Newton step from theta_refit for F_{-T}."""
+    from ._api import Attribution
+
     theta_refit = np.asarray(theta_refit, dtype=np.float64).reshape(-1)
     if theta_refit.shape != (A.n_params,):
         raise ValueError(f"theta_refit must have {A.n_params} entries (as A's theta), got "
@@ -102,19 +123,31 @@ def check_refit(A: Any, removed: Sequence[int], theta_refit: Any, *,
     B = Attribution(X, y, theta_refit, l2=A.l2, family=A.family, sample_weight=w,
                     fit_intercept=A.fit_intercept, num_threads=A._threads)
     # grad F_{-T} = sum_i g_i + l2 P theta, and sum_i H^{-1} g_i is the sum of B's IF rows
+    step = B.group_effect(np.arange(A.n), method="if") + B.solve(_penalty(A) * theta_refit)
+    return theta_refit - A.theta, -step
+
+
+def _multinomial_refit(A: Any, T: np.ndarray, theta_refit: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The same for a MultinomialAttribution, in the subspace S where the class rows sum to
+    zero: the reported effect projected on S, and the Newton step (H_{-T} inverted on S)."""
+    from . import _softmax
+    from .multinomial import MultinomialAttribution
+
+    pb = A._pb
+    theta_refit = _softmax.parameters(theta_refit, pb.K, pb.p, "theta_refit")
+    w = np.array(pb.weight(), dtype=np.float64)
+    w[T] = 0.0
+    B = MultinomialAttribution(pb.X, pb.y, theta_refit, l2=A.l2, sample_weight=w,
+                               fit_intercept=A.fit_intercept, n_classes=pb.K,
+                               num_threads=pb.threads, progress=A._progress)
+    step = B.group_effect(np.arange(A.n), method="if") + B.solve(_penalty(A) * theta_refit)
+    reported = theta_refit - A.theta
+    return reported - reported.mean(axis=0), -np.asarray(step, dtype=np.float64)
+
+
+def _penalty(A: Any) -> np.ndarray:
+    """l2 on each coefficient, 0 on the intercept (the last parameter)."""
     penalty = np.full(A.n_params, A.l2)
     if A.fit_intercept:
         penalty[-1] = 0.0
-    step = B.group_effect(np.arange(A.n), method="if") + B.solve(penalty * theta_refit)
-    solver_error = -step
-    predicted = np.asarray(A.group_effect(T, method=method), dtype=np.float64)
-    reported = theta_refit - A.theta
-    corrected = reported + solver_error
-    size = float(np.linalg.norm(corrected))
-    scale = size if size > 0 else 1.0
-    noise = float(np.linalg.norm(solver_error)) / scale
-    return RefitCheck(method=method, predicted=predicted, reported=reported,
-                      solver_error=solver_error, corrected=corrected, noise=noise,
-                      judgeable=noise <= _JUDGEABLE,
-                      error_vs_reported=float(np.linalg.norm(predicted - reported)) / scale,
-                      error_vs_corrected=float(np.linalg.norm(predicted - corrected)) / scale)
+    return penalty
