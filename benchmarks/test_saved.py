@@ -1,6 +1,7 @@
-"""Loading a saved Attribution (rif_native.saved) against building it: the load reads X once
-(z = X theta, to check the data) instead of the Hessian pass, the factorisation and the leverage
-pass. Run: ``pytest benchmarks/test_saved.py`` and compare the rows of the group."""
+"""Loading a saved Attribution (rif_native.saved; binary and multinomial) against building it:
+the load reads X once (z = X theta, to check the data) instead of the Hessian pass, the
+factorisation (or the multinomial inverse) and the leverage pass. Run:
+``pytest benchmarks/test_saved.py`` and compare the rows of each group."""
 
 import pytest
 
@@ -28,3 +29,33 @@ def test_build_or_load(benchmark, saved, how):
         fn = lambda: rn.Attribution.load(path, p.X)  # noqa: E731
     A = benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
     assert A.n == N
+
+
+MN, MD, MK = 20_000, 256, 5  # multinomial: q = (K - 1)(d + 1) = 1028
+
+
+@pytest.fixture(scope="module")
+def saved_multinomial(tmp_path_factory):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((MN, MD))
+    y = rng.integers(0, MK, MN)
+    theta = 0.05 * rng.standard_normal((MK, MD + 1))
+    path = tmp_path_factory.mktemp("saved") / "multinomial.npz"
+    kw = dict(l2=1.0, fit_intercept=True)
+    rn.MultinomialAttribution(X, y, theta, **kw).save(path, include_x=False)
+    return X, y, theta, kw, path
+
+
+@pytest.mark.parametrize("how", ["build", "load"])
+def test_multinomial_build_or_load(benchmark, saved_multinomial, how):
+    X, y, theta, kw, path = saved_multinomial
+    benchmark.group = (f"MultinomialAttribution of {MN} x {MD}, K = {MK}: built, or loaded "
+                       "from its file")
+    if how == "build":
+        fn = lambda: rn.MultinomialAttribution(X, y, theta, **kw)  # noqa: E731
+    else:
+        fn = lambda: rn.Attribution.load(path, X)  # noqa: E731
+    A = benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
+    assert A.n == MN

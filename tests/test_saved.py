@@ -151,14 +151,6 @@ def test_a_failed_save_leaves_nothing(rng, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_multinomial_is_refused(rng, tmp_path):
-    X = rng.standard_normal((90, 3))
-    y = np.arange(90) % 3
-    M = rn.MultinomialAttribution(X, y, np.zeros((3, 3)), l2=1.0)
-    with pytest.raises(TypeError, match="only an Attribution of the binary families"):
-        rn.saved.save(M, tmp_path / "m.npz")
-
-
 def test_a_column_theta_ignores_is_checked(rng, tmp_path):
     """r and a do not see X where theta is 0; the leverages checked on load do."""
     X, y, w, theta = _problem(rng)

@@ -235,18 +235,9 @@ class MultinomialAttribution(_frames.Named):
                              "not available for it")
         X, y, sample_weight, self._labels = _frames.unwrap(X, y, sample_weight)
         pb = _Problem(X, y, sample_weight, fit_intercept, n_classes, num_threads, l2)
-        self._pb, self._progress, self._max_memory = pb, progress, max_memory
-        self.n, self.n_features, self.n_params, self.n_classes = pb.n, pb.d, pb.p, pb.K
-        self.l2, self.fit_intercept = pb.l2, pb.fit_intercept
-        self._theta = _softmax.parameters(theta, pb.K, pb.p)
-        self._theta.setflags(write=False)
+        self._setup(pb, theta, progress, max_memory)
         if directions is not None:  # checked as for the binary families; each score is a pass
             self._directions(directions)
-        need = pb.attribution_bytes()
-        _memory.require(need, f"a multinomial attribution with n = {pb.n}, K = {pb.K}, "
-                        f"p = {pb.p} (H and its inverse: {pb.q} x {pb.q})",
-                        _memory.advice_for(pb.X, need, _memory.ADVICE_FACTOR), max_memory)
-        self._R = pb.c.point_to_kernel(self._theta)
         t0 = time.perf_counter()
         out = pb.run(self._R, hessian=True, progress=progress)
         t1 = time.perf_counter()
@@ -262,6 +253,21 @@ class MultinomialAttribution(_frames.Named):
         self._per_sample(S)
         self._timings = {"hessian": t1 - t0, "factor": t2 - t1,
                          "leverage": time.perf_counter() - t2}
+
+    def _setup(self, pb: _Problem, theta: ArrayLike, progress: Optional[bool],
+               max_memory: _memory.MemorySize) -> None:
+        """The problem, theta and the options, once the memory an attribution holds is there
+        (the constructor's first stage, and rif_native.saved's load)."""
+        self._pb, self._progress, self._max_memory = pb, progress, max_memory
+        self.n, self.n_features, self.n_params, self.n_classes = pb.n, pb.d, pb.p, pb.K
+        self.l2, self.fit_intercept = pb.l2, pb.fit_intercept
+        self._theta = _softmax.parameters(theta, pb.K, pb.p)
+        self._theta.setflags(write=False)
+        need = pb.attribution_bytes()
+        _memory.require(need, f"a multinomial attribution with n = {pb.n}, K = {pb.K}, "
+                        f"p = {pb.p} (H and its inverse: {pb.q} x {pb.q})",
+                        _memory.advice_for(pb.X, need, _memory.ADVICE_FACTOR), max_memory)
+        self._R = pb.c.point_to_kernel(self._theta)
 
     # -- the per-sample algebra
     def _per_sample(self, S: np.ndarray) -> None:
@@ -494,6 +500,29 @@ class MultinomialAttribution(_frames.Named):
         if single:
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
+
+    def save(self, path: Any, *, include_x: Optional[bool] = None) -> None:
+        """Write this object with H and its inverse to ``path`` (an uncompressed ``.npz``), so
+        that :meth:`load` builds it again from one pass over X, without the Hessian and
+        leverage passes or the inverse; see :mod:`rif_native.saved` and
+        :mod:`rif_native._saved_multinomial` for the layout."""
+        from .saved import save
+
+        save(self, path, include_x=include_x)
+
+    @classmethod
+    def load(cls, path: Any, X: Optional[ArrayLike] = None, *,
+             num_threads: Optional[int] = None, max_memory: _memory.MemorySize = None,
+             progress: Optional[bool] = None) -> "MultinomialAttribution":
+        """A MultinomialAttribution written by :meth:`save` (X from the file, or given when the
+        file holds none); ``rn.Attribution.load`` reads it too."""
+        from .saved import load
+
+        A = load(path, X, num_threads=num_threads, max_memory=max_memory, progress=progress)
+        if not isinstance(A, cls):
+            raise ValueError(f"load: {path!r} holds a {A.family} attribution, not a "
+                             "multinomial one: use rn.Attribution.load")
+        return A
 
     def check_refit(self, removed: Any, theta_refit: ArrayLike, *, method: str = "ns") -> Any:
         """Compare this object's estimate of removing ``removed`` with your own refit ((K, p)),

@@ -50,6 +50,10 @@ X is saved when it is in memory (``include_x=None``); X read from files (``.npy`
 Zarr, HDF5) is not, and is passed again to ``load(path, X)``. The file is written to a
 temporary name and renamed, so it appears complete or not at all.
 
+A MultinomialAttribution is saved in the same file with entries of its own (family
+"multinomial"; see :mod:`rif_native._saved_multinomial`), in place of those of the table's
+``theta_kernel`` to ``factor`` rows and ``precision``, and ``Attribution.load`` builds it again.
+
 >>> A.save("attribution.npz")                          # doctest: +SKIP
 >>> B = rn.Attribution.load("attribution.npz")        # doctest: +SKIP
 """
@@ -76,23 +80,31 @@ _KEPT = ("kept_V", "kept_U", "kept_scale", "kept_scale_u", "kept_P")
 
 def save(A: Any, path: Any, *, include_x: Optional[bool] = None) -> None:
     """Write Attribution A with its factor to ``path`` (see the module's docstring)."""
+    from . import _saved_multinomial
     from ._api import Attribution
     from ._output import atomic_target
+    from .multinomial import MultinomialAttribution
 
-    if type(A) is not Attribution:
-        raise TypeError(f"only an Attribution of the binary families can be saved, not a "
-                        f"{type(A).__name__}: pickle its arguments and build it again")
-    X, y, w = A._data
+    if type(A) is Attribution:
+        X, y, w = A._data
+        family = {"y": np.asarray(y, dtype=np.float64), "precision": np.array(A.precision)}
+        family.update(A._core.state())
+    elif type(A) is MultinomialAttribution:
+        X, y, w = A._pb.X, A._pb.y, A._pb.w
+        family = {"y": y}
+        family.update(_saved_multinomial.arrays(A))
+    else:
+        raise TypeError(f"only an Attribution (or a MultinomialAttribution) can be saved, not "
+                        f"a {type(A).__name__}: pickle its arguments and build it again")
     arrays: dict = {
         "format": np.array(FORMAT), "version": np.array(VERSION),
         "rif_native_version": np.array(_core.build_info()["version"]),
         "family": np.array(A.family), "l2": np.array(A.l2),
         "fit_intercept": np.array(A.fit_intercept), "n": np.array(A.n),
-        "d": np.array(A.n_features), "theta": A.theta, "y": np.asarray(y, dtype=np.float64),
+        "d": np.array(A.n_features), "theta": A.theta,
         "sample_weight": np.zeros(0) if w is None else np.asarray(w, dtype=np.float64),
-        "precision": np.array(A.precision),
     }
-    arrays.update(A._core.state())
+    arrays.update(family)
     arrays.update(_x_arrays(X, include_x))
     labels = getattr(A, "_labels", None)
     if labels is not None:
@@ -145,6 +157,12 @@ def load(path: Any, X: Any = None, *, num_threads: Optional[int] = None,
     if tuple(Xa.shape) != (n, d):
         raise ValueError(f"load: X has shape {tuple(Xa.shape)}; {path!r} was saved for "
                          f"({n}, {d})")
+    if str(stored["family"]) == "multinomial":
+        from . import _saved_multinomial
+
+        return _saved_multinomial.load(stored, path, Xa, _labels(stored, fit_intercept),
+                                       num_threads=num_threads, max_memory=max_memory,
+                                       progress=progress)
     ya, _, wa = _vectors(stored["y"], w if len(w) else None, stored["theta"], "theta", n, d,
                          fit_intercept)
     A = Attribution.__new__(Attribution)
@@ -192,10 +210,13 @@ def _read(path: Any) -> dict:
 
 
 def _check_format(stored: dict, path: Any) -> None:
-    missing = [k for k in ("format", "version", "family", "l2", "fit_intercept", "n", "d",
-                           "theta", "y", "sample_weight") + _STATE if k not in stored]
+    from ._saved_multinomial import KEYS
+
     if "format" not in stored or str(stored["format"]) != FORMAT:
         raise ValueError(f"load: {path!r} is not a saved rif-native attribution")
+    own = KEYS if "family" in stored and str(stored["family"]) == "multinomial" else _STATE
+    missing = [k for k in ("format", "version", "family", "l2", "fit_intercept", "n", "d",
+                           "theta", "y", "sample_weight") + own if k not in stored]
     if missing:
         raise ValueError(f"load: {path!r} lacks {missing}: the file is damaged")
     if int(stored["version"]) > VERSION:
