@@ -535,6 +535,22 @@ def test_max_iter_bounds_iterations():
     assert any(issubclass(w.category, rn.ConvergenceWarning) for w in caught)
 
 
+def test_retrain_stopped_by_max_iter_says_what_to_do():
+    """A refit cut short by max_iter: the warning asks for more iterations (naming the limit),
+    and mentions a missing finite minimiser (add l2 > 0) only where l2 = 0 allows one to be
+    missing. It had always said 'may have no finite minimiser (add l2 > 0)', with l2 = 1."""
+    rng = np.random.default_rng(2)
+    n, d = 80, 4
+    X, y, _ = make_data(rng, "logistic", n, d, fit_intercept=True, weighted=False, scale=2.0)
+    T = np.arange(30)
+    for l2, penalised in ((1.0, True), (0.0, False)):
+        A, _ = fitted_attribution(X, y, l2=l2, family="logistic", fit_intercept=True)
+        with pytest.warns(rn.ConvergenceWarning, match=r"raise max_iter \(it was 1\)") as caught:
+            res = A.retrain(T, max_iter=1)
+        assert not res.converged and res.n_iter == 1
+        assert ("l2 > 0" in str(caught[0].message)) != penalised
+
+
 def test_anderson_acceleration_avoids_refresh(monkeypatch):
     """On a fixed problem where the plain chord iteration stalls (and refreshes), the accelerated
     one needs fewer refreshes (none, as tuned) and reaches the same refits (1e-9); a bad
