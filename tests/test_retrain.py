@@ -511,6 +511,17 @@ def test_bad_sets(small_attribution, sets, pattern):
         small_attribution.retrain(sets)
 
 
+@pytest.mark.parametrize("sets", [[1.0, 2.0], [1, 2.5], ["a", "b"]])
+def test_one_set_of_non_integers_is_named(small_attribution, sets):
+    """A list of numbers that are not all integers is one set of bad indices: a TypeError that
+    says indices must be integers (it was read as a list of sets, each a scalar: 'set 0 must be
+    1-D ..., got shape ()')."""
+    A = small_attribution
+    for call in (lambda: A.retrain(sets), lambda: A.group_effect(sets, method="ns")):
+        with pytest.raises(TypeError, match=r"the set must hold integer sample indices"):
+            call()
+
+
 def test_bad_inputs_change_nothing(small_attribution):
     """After refused calls the object still answers correctly."""
     A = small_attribution

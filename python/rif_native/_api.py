@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import threading
 import warnings
@@ -457,8 +458,11 @@ def _one_set(s: ArrayLike, n: int, label: str) -> np.ndarray:
     return idx
 
 
-def _is_scalar_index(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+def _is_one_set(sets: Sequence[Any]) -> bool:
+    """Whether a non-empty list or tuple is one set rather than a list of sets: all its entries
+    scalars (integer indices or booleans; other scalars, such as floats, make one set of bad
+    indices, refused as such)."""
+    return all(isinstance(x, (numbers.Number, str, bytes, np.generic)) for x in sets)
 
 
 def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -467,8 +471,7 @@ def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
         parts = [_one_set(row, n, f"set {j}") for j, row in enumerate(sets)]
         single = False
     elif isinstance(sets, np.ndarray) or (
-        isinstance(sets, (list, tuple)) and len(sets) > 0
-        and (all(map(_is_scalar_index, sets)) or all(isinstance(x, (bool, np.bool_)) for x in sets))
+        isinstance(sets, (list, tuple)) and len(sets) > 0 and _is_one_set(sets)
     ):
         parts = [_one_set(sets, n, "the set")]
         single = True
