@@ -924,7 +924,7 @@ class Attribution(_frames.Named):
             if singular:
                 warnings.warn(
                     f"removing set(s) {_name_some(np.asarray(singular))} makes the Hessian "
-                    "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                    f"singular: their Newton step is inf. {self._singular_advice()}",
                     SingularRemovalWarning, stacklevel=2)
         else:
             out = self._core.group_sums(indices, offsets, method == "rif", self._threads)
@@ -1141,8 +1141,16 @@ class Attribution(_frames.Named):
         if len(singular):
             warnings.warn(_naming(SingularRemovalWarning(
                 f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
-                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible."), singular,
+                f"(leverage 1): their RIF is inf. {self._singular_advice()}"), singular,
                 self.n), stacklevel=3)
+
+    def _singular_advice(self) -> str:
+        """What to do about a removal that makes the Hessian singular: with l2 > 0 only the
+        unpenalised intercept can be left without data."""
+        if self.l2 > 0:
+            return ("With l2 > 0 that leaves the unpenalised intercept without data: keep a "
+                    "sample of positive weight outside the set.")
+        return "Add l2 > 0 to keep it invertible."
 
 
 def _direction_matrix(v: ArrayLike, p: int, name: str) -> np.ndarray:
