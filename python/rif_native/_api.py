@@ -413,10 +413,16 @@ def _cores(threads: int) -> int:
     return min(threads, cores) if threads > 0 else cores
 
 
+_FAMILY_NAMES = "'logistic', 'squared', 'poisson' or 'multinomial'"
+
+
 def _family(family: Any) -> str:
+    """A binary GLM family's name, checked; the message lists every family the public entry
+    points take (the multinomial one is dispatched before this check)."""
     if not isinstance(family, str):
-        raise TypeError(f"family must be a str ('logistic', 'squared' or 'poisson'), got "
-                        f"{type(family).__name__}")
+        raise TypeError(f"family must be a str ({_FAMILY_NAMES}), got {type(family).__name__}")
+    if family not in ("logistic", "squared", "poisson"):
+        raise ValueError(f"family must be {_FAMILY_NAMES}, got {family!r}")
     return family
 
 
