@@ -124,3 +124,55 @@ def test_confident_logistic_samples_keep_their_relative_precision():
         got = A.rescaled_influence()
         err = np.linalg.norm(got - rif, axis=1) / np.linalg.norm(rif, axis=1)
         assert err.max() <= tol, f"RIF rows: relative error {err.max():.3e} > {tol:.1e}"
+
+
+@pytest.mark.parametrize("scale", [1e14, 1e20])
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_poisson_fit_from_zero_reaches_huge_counts(scale, solver):
+    """Poisson counts of 1e14 and more: Newton's first step from theta = 0 moves z by about
+    the counts, so every length down to 1e-12 of it still overflows exp(z); the line search
+    gave up there, and fit stopped after 0 iterations at theta = 0 with a 'stalled (float64
+    rounding), raise tol' warning. Against SciPy's minimiser of the same loss, started from
+    the counts' log (where it is well scaled)."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    n, d = 40, 3
+    X = rng.standard_normal((n, d))
+    y = scale * rng.uniform(0.5, 2.0, n)
+    res = rn.fit(X, y, family="poisson", fit_intercept=True, solver=solver)
+    Z = np.c_[X, np.ones(n)]
+    u = y / y.mean()  # the loss divided by mean(y), shifted: e^{z - log mean y} - u z
+
+    def f(t):
+        z = Z @ t
+        return np.sum(np.exp(z) - u * z), Z.T @ (np.exp(z) - u)
+
+    ref = minimize(f, np.zeros(d + 1), jac=True, method="BFGS", options={"gtol": 1e-13}).x
+    ref[-1] += np.log(y.mean())
+    assert res.converged and res.n_iter > 0
+    np.testing.assert_allclose(res.theta, ref, rtol=0, atol=1e-9)
+
+
+def test_singular_removal_with_a_penalty_blames_the_intercept():
+    """With l2 > 0 only the unpenalised intercept can be left without data (a set holding every
+    sample of positive weight): the SingularRemovalWarning said 'Add l2 > 0' with l2 = 1. The
+    estimates are inf either way (H_{-T}'s intercept entry is 0, as NumPy's H_{-T} shows)."""
+    rng = np.random.default_rng(5)
+    n, d = 12, 3
+    X = rng.standard_normal((n, d))
+    y = (rng.random(n) < 0.5).astype(float)
+    y[:2] = [0.0, 1.0]
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    A = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True)
+    Z = np.c_[X, np.ones(n)]
+    H_minus_all = A.hessian() - Z.T @ (A.curvature[:, None] * Z)
+    np.testing.assert_allclose(H_minus_all, np.diag([1.0] * d + [0.0]), atol=1e-12)
+    with pytest.warns(rn.SingularRemovalWarning, match="intercept") as caught:
+        ns = A.group_effect(np.arange(n), method="ns")
+    assert np.isinf(ns).all() and "Add l2 > 0" not in str(caught[0].message)
+    w = np.r_[1.0, np.zeros(n - 1)]  # one sample of positive weight: its leverage is 1
+    B = rn.Attribution(X, y, theta, l2=1.0, fit_intercept=True, sample_weight=w)
+    with pytest.warns(rn.SingularRemovalWarning, match="intercept") as caught:
+        rif = B.rescaled_influence([0])
+    assert np.isinf(rif).all() and "Add l2 > 0" not in str(caught[0].message)

@@ -485,3 +485,13 @@ def test_memory_refusal_names_the_store_chunks_when_they_dominate(tmp_path):
     with pytest.raises(MemoryError, match="fewer features"):
         rn.Attribution(str(tmp_path / "x.npy"), y, np.zeros(65), l2=1.0, fit_intercept=True,
                        num_threads=1, max_memory=1e5)
+
+
+@pytest.mark.parametrize("entry", ["fit", "Attribution"])
+def test_unknown_family_lists_multinomial(entry):
+    """fit and Attribution take family='multinomial' too; an unknown family's message listed
+    only 'logistic', 'squared' or 'poisson' (the compiled core's three)."""
+    P = _base()
+    kw = dict(P.kw, family="gaussian")
+    _check(ValueError, [r"'multinomial'", r"'gaussian'"],
+           lambda: ENTRIES[entry](P.X, P.y, P.theta, **kw))

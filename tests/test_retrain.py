@@ -511,6 +511,17 @@ def test_bad_sets(small_attribution, sets, pattern):
         small_attribution.retrain(sets)
 
 
+@pytest.mark.parametrize("sets", [[1.0, 2.0], [1, 2.5], ["a", "b"]])
+def test_one_set_of_non_integers_is_named(small_attribution, sets):
+    """A list of numbers that are not all integers is one set of bad indices: a TypeError that
+    says indices must be integers (it was read as a list of sets, each a scalar: 'set 0 must be
+    1-D ..., got shape ()')."""
+    A = small_attribution
+    for call in (lambda: A.retrain(sets), lambda: A.group_effect(sets, method="ns")):
+        with pytest.raises(TypeError, match=r"the set must hold integer sample indices"):
+            call()
+
+
 def test_bad_inputs_change_nothing(small_attribution):
     """After refused calls the object still answers correctly."""
     A = small_attribution
@@ -533,6 +544,22 @@ def test_max_iter_bounds_iterations():
     assert res.n_iter <= 0, f"max_iter=0 but n_iter={res.n_iter}, converged={res.converged}"
     assert not res.converged
     assert any(issubclass(w.category, rn.ConvergenceWarning) for w in caught)
+
+
+def test_retrain_stopped_by_max_iter_says_what_to_do():
+    """A refit cut short by max_iter: the warning asks for more iterations (naming the limit),
+    and mentions a missing finite minimiser (add l2 > 0) only where l2 = 0 allows one to be
+    missing. It had always said 'may have no finite minimiser (add l2 > 0)', with l2 = 1."""
+    rng = np.random.default_rng(2)
+    n, d = 80, 4
+    X, y, _ = make_data(rng, "logistic", n, d, fit_intercept=True, weighted=False, scale=2.0)
+    T = np.arange(30)
+    for l2, penalised in ((1.0, True), (0.0, False)):
+        A, _ = fitted_attribution(X, y, l2=l2, family="logistic", fit_intercept=True)
+        with pytest.warns(rn.ConvergenceWarning, match=r"raise max_iter \(it was 1\)") as caught:
+            res = A.retrain(T, max_iter=1)
+        assert not res.converged and res.n_iter == 1
+        assert ("l2 > 0" in str(caught[0].message)) != penalised
 
 
 def test_anderson_acceleration_avoids_refresh(monkeypatch):

@@ -167,10 +167,14 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     full_step = rounding_regime || F <= F_k + 1e-4 * slope;
     if (full_step) continue;
     // Backtrack along the step: z is linear in t, z_k + t (z - z_k), so no pass is needed
-    // until a length is accepted.
+    // until a length is accepted. Halving goes on past 1e-12 while the step still moves z by
+    // more than rounding: far from the optimum (poisson counts of 1e14, whose first step moves
+    // z by about the counts) every longer length overflows exp(z).
     const Vector u = z - z_k;
+    const double reach = u.cwiseAbs().maxCoeff();
+    const double negligible = 1e-12 * (1.0 + z_k.cwiseAbs().maxCoeff());
     bool accepted = false;
-    for (double t = 0.5; t > 1e-12; t *= 0.5) {
+    for (double t = 0.5; t > 0 && (t > 1e-12 || t * reach > negligible); t *= 0.5) {
       Vector candidate = theta_k + t * step;
       const Vector z_t = z_k + t * u;
       if (penalised_objective(problem, candidate, z_t) <= F_k + 1e-4 * t * slope) {

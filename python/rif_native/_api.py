@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import threading
 import warnings
@@ -412,10 +413,16 @@ def _cores(threads: int) -> int:
     return min(threads, cores) if threads > 0 else cores
 
 
+_FAMILY_NAMES = "'logistic', 'squared', 'poisson' or 'multinomial'"
+
+
 def _family(family: Any) -> str:
+    """A binary GLM family's name, checked; the message lists every family the public entry
+    points take (the multinomial one is dispatched before this check)."""
     if not isinstance(family, str):
-        raise TypeError(f"family must be a str ('logistic', 'squared' or 'poisson'), got "
-                        f"{type(family).__name__}")
+        raise TypeError(f"family must be a str ({_FAMILY_NAMES}), got {type(family).__name__}")
+    if family not in ("logistic", "squared", "poisson"):
+        raise ValueError(f"family must be {_FAMILY_NAMES}, got {family!r}")
     return family
 
 
@@ -457,8 +464,11 @@ def _one_set(s: ArrayLike, n: int, label: str) -> np.ndarray:
     return idx
 
 
-def _is_scalar_index(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+def _is_one_set(sets: Sequence[Any]) -> bool:
+    """Whether a non-empty list or tuple is one set rather than a list of sets: all its entries
+    scalars (integer indices or booleans; other scalars, such as floats, make one set of bad
+    indices, refused as such)."""
+    return all(isinstance(x, (numbers.Number, str, bytes, np.generic)) for x in sets)
 
 
 def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -467,8 +477,7 @@ def _parse_sets(sets: SetsLike, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
         parts = [_one_set(row, n, f"set {j}") for j, row in enumerate(sets)]
         single = False
     elif isinstance(sets, np.ndarray) or (
-        isinstance(sets, (list, tuple)) and len(sets) > 0
-        and (all(map(_is_scalar_index, sets)) or all(isinstance(x, (bool, np.bool_)) for x in sets))
+        isinstance(sets, (list, tuple)) and len(sets) > 0 and _is_one_set(sets)
     ):
         parts = [_one_set(sets, n, "the set")]
         single = True
@@ -921,7 +930,7 @@ class Attribution(_frames.Named):
             if singular:
                 warnings.warn(
                     f"removing set(s) {_name_some(np.asarray(singular))} makes the Hessian "
-                    "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                    f"singular: their Newton step is inf. {self._singular_advice()}",
                     SingularRemovalWarning, stacklevel=2)
         else:
             out = self._core.group_sums(indices, offsets, method == "rif", self._threads)
@@ -984,12 +993,27 @@ class Attribution(_frames.Named):
         if len(bad):
             warnings.warn(
                 f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
-                f"{float(fields['grad_norm'][bad].max()):.3g} above the tolerance; without these "
-                "samples the problem may have no finite minimiser (add l2 > 0).",
+                f"{float(fields['grad_norm'][bad].max()):.3g} above the tolerance; "
+                f"{self._retrain_advice(fields['n_iter'][bad], int(max_iter))}.",
                 ConvergenceWarning, stacklevel=2)
         if single:
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
+
+    def _retrain_advice(self, n_iter: np.ndarray, max_iter: int) -> str:
+        """What to do about refits that stopped above their tolerance, having taken `n_iter`
+        iterations: more iterations where the limit stopped them; l2 > 0 only where l2 = 0
+        lets the problem without the set lack a minimiser or a positive-definite Hessian."""
+        advice = []
+        if np.any(n_iter >= max_iter):
+            advice.append(f"raise max_iter (it was {max_iter})")
+        if self.l2 == 0.0:
+            advice.append("without these samples the problem may have no finite minimiser "
+                          "(add l2 > 0)")
+        elif np.any(n_iter < max_iter):
+            advice.append("the gradient norm may no longer decrease in float64 rounding "
+                          "(raise tol)")
+        return "; or ".join(advice)
 
     def _check_finite(self, fields: dict, indices: np.ndarray,
                       offsets: np.ndarray) -> np.ndarray:
@@ -1123,8 +1147,16 @@ class Attribution(_frames.Named):
         if len(singular):
             warnings.warn(_naming(SingularRemovalWarning(
                 f"removing sample(s) {_name_some(singular)} makes the Hessian singular "
-                "(leverage 1): their RIF is inf. Add l2 > 0 to keep it invertible."), singular,
+                f"(leverage 1): their RIF is inf. {self._singular_advice()}"), singular,
                 self.n), stacklevel=3)
+
+    def _singular_advice(self) -> str:
+        """What to do about a removal that makes the Hessian singular: with l2 > 0 only the
+        unpenalised intercept can be left without data."""
+        if self.l2 > 0:
+            return ("With l2 > 0 that leaves the unpenalised intercept without data: keep a "
+                    "sample of positive weight outside the set.")
+        return "Add l2 > 0 to keep it invertible."
 
 
 def _direction_matrix(v: ArrayLike, p: int, name: str) -> np.ndarray:
