@@ -585,3 +585,16 @@ def test_anderson_acceleration_avoids_refresh(monkeypatch):
     monkeypatch.setenv("RIF_RETRAIN_ANDERSON", "yes")
     with pytest.raises(ValueError, match="RIF_RETRAIN_ANDERSON must be 0 or 1"):
         A.retrain(sets[0])
+
+
+@pytest.mark.parametrize("batch", ["x", 2.7, 0, True])
+def test_batch_is_checked(small_attribution, batch):
+    """retrain's batch of sets is an int >= 1, named when it is not (a string failed in a bare
+    int(), 2.7 was truncated to 2 and 0 taken as 1), in each engine."""
+    X, y, w = small_attribution._data
+    Xm = np.asarray(X)
+    M = rn.MultinomialAttribution(Xm, (np.arange(len(y)) % 3), np.zeros((3, Xm.shape[1])),
+                                  l2=1.0)
+    for A in (small_attribution, M):
+        with pytest.raises(ValueError, match=r"batch must be an int >= 1, got"):
+            A.retrain([[1, 2]], show_progress=True, batch=batch)

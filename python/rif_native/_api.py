@@ -396,9 +396,12 @@ def _flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def _check_stopping(tol: float, max_iter: int) -> None:
+def _check_stopping(tol: float, max_iter: int, batch: int = 1) -> None:
+    """fit's and retrain's tol and max_iter (and retrain's batch of sets), checked."""
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
     tol = _real(tol, "tol")
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
@@ -948,17 +951,17 @@ class Attribution(_frames.Named):
         (Woodbury on the cached factor, all small sets in one multi-column solve), each step
         Anderson-accelerated from the set's last five (``RIF_RETRAIN_ANDERSON=0`` turns that
         off). Sets that still converge slowly switch to Newton steps with fresh Hessians. Stops
-        on ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``, never
-        on an iteration count alone, and reports the final norm; warns ConvergenceWarning for
-        sets that did not get there (or whose problem without T has no positive-definite
-        Hessian). ``max_iter`` bounds the iterations of each set. ``show_progress`` shows a progress bar over batches of
-        ``batch`` sets (each batch one call into the kernel).
+        on ``||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||)``, never on an iteration
+        count alone, and reports the final norm; warns ConvergenceWarning for sets that did not
+        get there (or whose problem without T has no positive-definite Hessian). ``max_iter``
+        bounds the iterations of each set. ``show_progress`` shows a progress bar over batches
+        of ``batch`` sets (an integer >= 1; each batch one call into the kernel).
         """
-        _check_stopping(tol, max_iter)
+        _check_stopping(tol, max_iter, batch)
         indices, offsets, single = _parse_sets(sets, self.n)
         self._need_host()
         m = len(offsets) - 1
-        step = max(1, int(batch)) if show_progress else max(m, 1)
+        step = int(batch) if show_progress else max(m, 1)
         parts = []
         from ._progress import progress
 

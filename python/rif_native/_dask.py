@@ -783,7 +783,7 @@ class DaskAttribution(Attribution):
         (one distributed gradient pass per iteration for all sets), then Newton steps with fresh
         distributed Hessians for sets still short of the tolerance after a few. Stops on
         ||grad F_{-T}|| <= tol * max(1, ||grad F_{-T}(0)||), as Attribution.retrain."""
-        _check_stopping(tol, max_iter)
+        _check_stopping(tol, max_iter, batch)
         indices, offsets, single = _parse_sets(sets, self.n)
         result = _Retrain(self, indices, offsets, float(tol), int(max_iter)).run()
         infinite = self._one_kind_left(result, indices, offsets)

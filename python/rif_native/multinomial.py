@@ -470,7 +470,7 @@ class MultinomialAttribution(_frames.Named):
         ``RIF_MAX_MEMORY``, else what the machine has available): ``MemoryError`` before any
         work.
         """
-        _check_stopping(tol, max_iter)
+        _check_stopping(tol, max_iter, batch)
         indices, offsets, single = _parse_sets(sets, self.n)
         distinct = [np.unique(indices[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
         sizes = {len(T) for T in distinct}
