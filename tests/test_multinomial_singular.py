@@ -129,3 +129,16 @@ def test_a_class_without_samples_is_fitted_when_every_parameter_is_penalised(how
     drop, _, _ = newton_fit_mn(X, y, K, l2=0.5, sample_weight=w, drop=T)
     assert refit.converged[0]
     assert np.linalg.norm(refit.theta[0] - drop) <= 1e-8 * scale
+
+
+def test_removing_every_sample_with_a_penalty_blames_the_intercept():
+    """With l2 > 0 only the unpenalised intercepts can be left without data: the warning said
+    'Add l2 > 0' with l2 = 1. H_{-T} is l2 on the coefficients and 0 on the intercepts (the
+    dense reference's H less every sample's H_i)."""
+    rng = np.random.default_rng(8)
+    X, y, _, _ = make_data(rng, 30, 3, 3, fit_intercept=True, weighted=False)
+    theta, gn, g0 = newton_fit_mn(X, y, 3, l2=1.0, fit_intercept=True)
+    A = rn.MultinomialAttribution(X, y, theta, l2=1.0, fit_intercept=True)
+    with pytest.warns(rn.SingularRemovalWarning, match="intercept without data") as caught:
+        ns = A.group_effect([np.arange(30)], method="ns")
+    assert np.isinf(ns).all() and "Add l2 > 0" not in str(caught[0].message)

@@ -1154,12 +1154,16 @@ class Attribution(_frames.Named):
                 self.n), stacklevel=3)
 
     def _singular_advice(self) -> str:
-        """What to do about a removal that makes the Hessian singular: with l2 > 0 only the
-        unpenalised intercept can be left without data."""
-        if self.l2 > 0:
-            return ("With l2 > 0 that leaves the unpenalised intercept without data: keep a "
-                    "sample of positive weight outside the set.")
-        return "Add l2 > 0 to keep it invertible."
+        return singular_advice(self.l2)
+
+
+def singular_advice(l2: float) -> str:
+    """What to do about a removal that makes the Hessian singular: with l2 > 0 only the
+    unpenalised intercept can be left without data (every engine's warnings end with this)."""
+    if l2 > 0:
+        return ("With l2 > 0 that leaves the unpenalised intercept without data: keep a "
+                "sample of positive weight outside the set.")
+    return "Add l2 > 0 to keep it invertible."
 
 
 def _direction_matrix(v: ArrayLike, p: int, name: str) -> np.ndarray:

@@ -47,6 +47,7 @@ from ._api import (
     _parse_sets,
     _real,
     _METHODS,
+    singular_advice,
 )
 from ._dask_sources import (TASK_BYTES, StoredRows, StoredSource, opened, row_arrays,
                             stored_instead)
@@ -765,7 +766,7 @@ class DaskAttribution(Attribution):
         out = self._params.point_to_user(out)
         if singular:
             warnings.warn(f"removing set(s) {_name_some(np.asarray(singular))} makes the Hessian "
-                          "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                          f"singular: their Newton step is inf. {singular_advice(self.l2)}",
                           SingularRemovalWarning, stacklevel=2)
         return out[0] if single else out
 

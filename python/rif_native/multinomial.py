@@ -48,7 +48,7 @@ import numpy as np
 from . import _core, _frames, _memory, _softmax
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
                    _as_design, _check_stopping, _cores, _method, _name_some, _naming, _parse_sets,
-                   _flag, _reading, _real, _threads, _top)
+                   _flag, _reading, _real, _threads, _top, singular_advice)
 
 __all__ = ["MultinomialAttribution", "fit"]
 
@@ -447,7 +447,7 @@ class MultinomialAttribution(_frames.Named):
             self._warn_samples(np.intersect1d(indices, self._singular))
         if bad:
             warnings.warn(f"removing set(s) {_name_some(np.asarray(bad))} makes the Hessian "
-                          "singular: their Newton step is inf. Add l2 > 0 to keep it invertible.",
+                          f"singular: their Newton step is inf. {singular_advice(self.l2)}",
                           SingularRemovalWarning, stacklevel=2)
         return out[0] if single else out
 
@@ -692,7 +692,8 @@ class MultinomialAttribution(_frames.Named):
         if len(singular):
             warnings.warn(_naming(SingularRemovalWarning(
                 f"removing sample(s) {_name_some(np.asarray(singular))} leaves the Hessian "
-                "singular (leverage 1): their RIF is inf. Add l2 > 0."), singular, self.n),
+                f"singular (leverage 1): their RIF is inf. {singular_advice(self.l2)}"),
+                singular, self.n),
                 stacklevel=3)
 
 
