@@ -495,3 +495,15 @@ def test_unknown_family_lists_multinomial(entry):
     kw = dict(P.kw, family="gaussian")
     _check(ValueError, [r"'multinomial'", r"'gaussian'"],
            lambda: ENTRIES[entry](P.X, P.y, P.theta, **kw))
+
+
+def test_n_classes_is_refused_outside_the_multinomial_family():
+    """fit(..., n_classes=3) with a binary family was silently ignored; 2 with logistic is
+    consistent and accepted (equal to the fit without it)."""
+    P = _base()
+    with pytest.raises(ValueError, match="n_classes is for family='multinomial'"):
+        rn.fit(P.X, P.y, n_classes=3)
+    with pytest.raises(ValueError, match="n_classes is for family='multinomial'"):
+        rn.fit(P.X, P.y, family="poisson", n_classes=2)
+    a = rn.fit(P.X, P.y, n_classes=2, l2=1.0)
+    np.testing.assert_array_equal(a.theta, rn.fit(P.X, P.y, l2=1.0).theta)
