@@ -73,6 +73,22 @@ def test_x_own_npy_file_is_refused(problem, tmp_path, monkeypatch, opened):
     np.testing.assert_array_equal(np.load("x.npy"), X)
 
 
+@pytest.mark.parametrize("function", [rn.influence, rn.rescaled_influence])
+def test_the_functions_refuse_before_reading_x(problem, tmp_path, function):
+    """rn.influence / rn.rescaled_influence refuse out= before any pass over X, as the methods
+    do (they built the whole attribution, two passes, and refused after)."""
+    X, y, theta = problem
+    np.save(tmp_path / "x.npy", X)
+    src = rn.sources.open_source(tmp_path / "x.npy")
+    for out in (tmp_path / "x.npy", tmp_path / "missing" / "rif.npy", tmp_path / "r.csv"):
+        before = tree_snapshot(tmp_path)
+        with pytest.raises((ValueError, FileNotFoundError)):
+            function(src, y, theta, l2=1.0, out=out)
+        assert tree_snapshot(tmp_path) == before
+    assert src.passes == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), X)
+
+
 def test_a_folder_holding_x_or_a_path_inside_x_is_refused(problem, tmp_path):
     X, y, theta = problem
     h5py = pytest.importorskip("h5py")

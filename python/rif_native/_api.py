@@ -1173,6 +1173,7 @@ def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, out: Optional[Any
     """(n, p) classic influence functions: row i is IF_i = H^{-1} g_i, the first-order removal
     effect theta_{-i} - theta_hat of sample i. ``out``: a ``.npy`` or ``.zarr`` path to write
     the rows to block by block (see :meth:`Attribution.influence`)."""
+    _check_out(out, X)
     return Attribution(X, y, theta, **_keywords(locals())).influence(out=out)
 
 
@@ -1185,7 +1186,16 @@ def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *,
     """(n, p) rescaled influence functions: row i is RIF_i = IF_i / (1 - h_i), the Newton-step
     removal effect theta_{-i} - theta_hat of sample i. A drop-in replacement for influence()
     that stays accurate when d is comparable to n. ``out`` as for :func:`influence`."""
+    _check_out(out, X)
     return Attribution(X, y, theta, **_keywords(locals())).rescaled_influence(out=out)
+
+
+def _check_out(out: Optional[Any], X: ArrayLike) -> None:
+    """Refuse a bad out= target before the attribution's passes over X, not after them."""
+    if out is not None:
+        from ._targets import check_target
+
+        check_target(out, X)
 
 
 def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike, *,

@@ -91,13 +91,14 @@ def _is_zarr_store(path: str) -> bool:
 
 
 def check_target(target: Target, reads: Any = None) -> None:
-    """Refuse (before any work) an out= path whose replacement would lose data that is not an
-    earlier output: X's own files or stores (``reads``: X as read), or what holds them or
-    lies inside them; a folder that is not a Zarr store; a folder at a .npy path; a file at
-    a .zarr path."""
+    """Refuse (before any work) an out= path in a folder that does not exist, or whose
+    replacement would lose data that is not an earlier output: X's own files or stores
+    (``reads``: X as read), or what holds them or lies inside them; a folder that is not a
+    Zarr store; a folder at a .npy path; a file at a .zarr path."""
     kind = _kind(target)
     path = os.fspath(target)
     full = os.path.realpath(path)
+    _partial_path(path)  # (raises when the folder it would go in is missing)
     for source in input_paths(reads):
         if _overlaps(full, source):
             what = ("is" if full == source else "holds" if source.startswith(full + os.sep)
