@@ -284,9 +284,11 @@ def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads:
 
 ADVICE_FACTOR = ("use fewer features (e.g. a PCA of the embeddings), float32 X does not help "
                  "here: the p x p factors dominate; or a machine with more memory")
-ADVICE_READERS = ("X's store is read in whole chunks of its own layout, and those held by its "
-                  "readers are most of the need: store X with fewer rows per chunk (e.g. "
-                  "zarr / h5py chunks of a few MiB), or as .npy files, which are read in place")
+ADVICE_READERS = ("X's store is read in whole chunks of its own layout, merged up to "
+                  "rif_native.sources.READ_BYTES (32 MiB by default) a read, and those held by its "
+                  "readers are most of the need: set sources.READ_BYTES lower before opening X (a "
+                  "store chunk larger than that is still read whole: zarr / h5py chunks of a "
+                  "few MiB), or store X as .npy files, which are read in place")
 
 
 def advice_for(X: object, nbytes: float, advice: str) -> str:
