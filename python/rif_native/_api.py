@@ -654,7 +654,9 @@ class Attribution(_frames.Named):
                     + _memory.source_bytes(Xa) + 8.0 * n * (0 if V is None else len(V)))
                 _memory.require(
                     need, f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
-                    "parameters", _memory.advice_for(Xa, need, _memory.ADVICE_FACTOR), max_memory)
+                    "parameters", _memory.advice_for(Xa, need, _memory.advice_for_shape(
+                        n, d + int(fit_intercept), _cores(self._threads), self._precision)),
+                    max_memory)
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                                fit_intercept, self._threads, use_cuda,
@@ -1326,10 +1328,11 @@ def fit(
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
     p = d + int(fit_intercept)
-    need = (_memory.fit_bytes(n, p, _cores(_threads(num_threads)), precision)
-            + _memory.source_bytes(Xa))
+    cores = _cores(_threads(num_threads))
+    need = _memory.fit_bytes(n, p, cores, precision) + _memory.source_bytes(Xa)
+    advice = _memory.advice_for_shape(n, p, cores, precision)
     _memory.require(need, f"fitting n = {n} samples with p = {p} parameters",
-                    _memory.advice_for(Xa, need, _memory.ADVICE_FACTOR), max_memory)
+                    _memory.advice_for(Xa, need, advice), max_memory)
     source = Xa if isinstance(Xa, sources.Source) else None
     before = source.passes if source else 0.0
     with _reading(Xa, progress):
