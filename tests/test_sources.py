@@ -1002,3 +1002,51 @@ def test_a_source_is_freed_when_its_last_reference_goes(kind, tmp_path):
             assert gone() is None
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize("kind", ["npy", "shards", "zarr"])
+def test_a_mapped_file_cut_short_is_refused_not_a_crash(tmp_path, kind):
+    """A memory-mapped file truncated after X was opened: reading its lost pages would end the
+    process with SIGBUS (it did, at the next call). Each call that reads X now checks the
+    mapped files' sizes first and raises SourceReadError naming the file; a file replaced at
+    its path (the map keeps the old one) is still read, and gives the old rows' answers."""
+    code = textwrap.dedent("""
+        import os, shutil, sys, numpy as np, rif_native as rn
+        kind, folder = sys.argv[1], sys.argv[2]
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((3000, 8)); y = (rng.random(3000) < 0.5).astype(float)
+        if kind == "zarr":
+            import zarr
+            z = zarr.create_array(folder + "/x.zarr", shape=X.shape, dtype="f8",
+                                  chunks=(1000, 8), compressors=None)
+            z[:] = X
+            Xs, victim = zarr.open_array(folder + "/x.zarr", mode="r"), folder + "/x.zarr/c/1/0"
+        else:
+            np.save(folder + "/a.npy", X[:1000]); np.save(folder + "/b.npy", X[1000:])
+            np.save(folder + "/x.npy", X)
+            Xs = folder + "/x.npy" if kind == "npy" else [folder + "/a.npy", folder + "/b.npy"]
+            victim = folder + ("/x.npy" if kind == "npy" else "/b.npy")
+        A = rn.Attribution(Xs, y, np.zeros(8), l2=1.0)
+        ref = rn.Attribution(X, y, np.zeros(8), l2=1.0).scores(np.ones(8))
+        shutil.copyfile(victim, folder + "/keep"); shutil.copyfile(victim, folder + "/copy")
+        os.replace(folder + "/copy", victim)
+        os.truncate(victim, 0)  # the file now at the path, not the one mapped: still read
+        assert np.allclose(A.scores(np.ones(8)), ref, rtol=1e-10, atol=0)
+        shutil.copyfile(folder + "/keep", victim)
+        src = rn.sources.open_source(Xs)
+        A = rn.Attribution(src, y, np.zeros(8), l2=1.0)
+        os.truncate(victim, os.path.getsize(victim) // 2)
+        for call in (lambda: A.scores(np.ones(8)), lambda: A.group_effect([[2999]], "ns"),
+                     lambda: rn.fit(src, y, l2=1.0)):
+            try:
+                call()
+            except rn.SourceReadError as e:
+                print("refused:", e)
+        """)
+    for_kind = subprocess.run([sys.executable, "-c", code, kind, str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+    assert for_kind.returncode == 0, (for_kind.returncode, for_kind.stderr[-2000:])
+    lines = for_kind.stdout.splitlines()
+    assert len(lines) == 3 and all("was cut short" in line for line in lines), lines
+    victim = {"npy": "x.npy", "shards": "b.npy", "zarr": os.path.join("c", "1", "0")}[kind]
+    assert all(victim in line for line in lines), lines

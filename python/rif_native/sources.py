@@ -123,6 +123,17 @@ def _file_span(a: Any) -> Optional[tuple]:
     return os.fspath(top.filename), int(top.offset) + a.ctypes.data - top.ctypes.data
 
 
+def _mapping(a: Any) -> Optional[tuple]:
+    """(the mmap.mmap an array's memory lies in, the bytes its file must hold for all of the
+    map to be read) for an array mapped from a file, else None."""
+    top: Any = a
+    while top is not None and not isinstance(getattr(top, "base", None), mmap.mmap):
+        top = getattr(top, "base", None)
+    if not isinstance(top, np.memmap):
+        return None
+    return top.base, int(top.offset) + int(top.nbytes)
+
+
 #: The most files read past the page cache (the reader holds two descriptors per file).
 _DIRECT_MAX_FILES = 128
 
@@ -278,6 +289,9 @@ class Source:
         me = weakref.ref(self)
         for j, reader in enumerate(self._readers or ()):
             reader.on_use = functools.partial(_use_shard, me, j)
+        # the memory maps of files that parts lie in (checked before each call: mapped_files)
+        self._maps = [(j, *m) for j, m in enumerate(_mapping(p) if isinstance(p, np.ndarray)
+                                                    else None for p in parts) if m]
         self._rows_read = 0
         self._lock = threading.Lock()
         self._show = progress
@@ -408,9 +422,28 @@ class Source:
         """Passes over X made by the kernel so far (rows read / n)."""
         return self._rows_read / max(self.shape[0], 1)
 
+    def check_mapped_files(self) -> None:
+        """Raise SourceReadError when a file X is memory-mapped from was cut short since: reading
+        its lost pages would end the process (SIGBUS). (The map's own file is checked, not the
+        path: a file replaced at the path leaves the mapped one whole.)"""
+        for j, mapped, end in self._maps:
+            try:
+                size = mapped.size()  # (fstat of the mapped file itself)
+            except (OSError, ValueError):
+                continue
+            if size < end:
+                raise SourceReadError(
+                    f"{self.name}: {describe(self._parts[j])} was cut short since X was opened "
+                    f"(it holds {size} bytes, the map {end}): reading it would crash the "
+                    "process; do not write X while it is used, and open it again")
+
     def show_progress(self, enabled: Optional[bool]) -> "_ProgressScope":
         """A context in which the kernel's passes over this source draw a tqdm bar (None: when
-        the source's own setting, else stderr being a terminal, says so)."""
+        the source's own setting, else stderr being a terminal, says so); the mapped files
+        are checked first (check_mapped_files) unless the kernel reads them past the page
+        cache (files), whose reader refuses a file cut short itself."""
+        if self.files is None:
+            self.check_mapped_files()
         return _ProgressScope(self,
                               _progress.wanted(self._show if enabled is None else enabled))
 
@@ -430,6 +463,7 @@ class Source:
         """(begin, rows as an array) for consecutive row blocks, read one ahead."""
         n, d = self.shape
         rows = rows or max(1, READ_BYTES // max(1, d * self.dtype.itemsize))
+        self.check_mapped_files()
         for begin in range(0, n, rows):
             out = np.empty((min(rows, n - begin), d), dtype=self.dtype)
             self.read_into(begin, out)
