@@ -1050,3 +1050,27 @@ def test_a_mapped_file_cut_short_is_refused_not_a_crash(tmp_path, kind):
     assert len(lines) == 3 and all("was cut short" in line for line in lines), lines
     victim = {"npy": "x.npy", "shards": "b.npy", "zarr": os.path.join("c", "1", "0")}[kind]
     assert all(victim in line for line in lines), lines
+
+
+def test_a_group_given_as_x_names_its_arrays(tmp_path):
+    """zarr.open() of a store holding a group, an h5py File or Group: X is refused in one line
+    naming what it is and the 2-D arrays to pick from (it was "AttributeError: 'Group' object
+    has no attribute 'shape'")."""
+    zarr = pytest.importorskip("zarr")
+    h5py = pytest.importorskip("h5py")
+    X = np.random.default_rng(FIXED_SEED).standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(float)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("sub/features", shape=X.shape, dtype="f8")[:] = X
+    group.create_array("labels", shape=(40,), dtype="f8")
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f.create_dataset("sub/features", data=X)
+        f.create_dataset("labels", data=y)
+    with h5py.File(tmp_path / "g.h5", "r") as f:
+        for X_given, kind in ((zarr.open(str(tmp_path / "g.zarr"), mode="r"), "a Zarr group"),
+                              (f, "an HDF5 group"), (f["sub"], "an HDF5 group")):
+            for call in (lambda: rn.fit(X_given, y, l2=1.0),
+                         lambda: rn.Attribution(X_given, y, np.zeros(3), l2=1.0)):
+                with pytest.raises(TypeError, match=f"X is {kind}, not an array") as info:
+                    call()
+                assert "features" in str(info.value) and "labels" not in str(info.value)

@@ -940,6 +940,27 @@ def _in_place_parts(part: Any) -> list:
     return [part]
 
 
+def _two_d_members(group: Any) -> list:
+    """The names of a Zarr or HDF5 group's 2-D arrays, at any depth."""
+    if _module_of(group) == "zarr":
+        return [k for k, v in group.members(max_depth=None) if len(getattr(v, "shape", ())) == 2]
+    found: list = []
+    group.visititems(lambda k, v: found.append(k) if len(getattr(v, "shape", ())) == 2 else None)
+    return found
+
+
+def _not_an_array(obj: Any, name: str) -> str:
+    """Why obj (without a shape) cannot be X: a group names its 2-D arrays."""
+    kind = {"zarr": "a Zarr", "h5py": "an HDF5"}.get(_module_of(obj))
+    if kind is None or not hasattr(obj, "keys"):
+        return (f"{name} must be an array (NumPy, Zarr, h5py, Dask), a .npy path or a list of "
+                f"them, got {type(obj).__name__}")
+    arrays = _two_d_members(obj)
+    shown = ", ".join(repr(k) for k in arrays[:5]) + (", ..." if len(arrays) > 5 else "")
+    return (f"{name} is {kind} group, not an array: pass the array that is {name}, "
+            f"group[NAME] (its 2-D arrays: {shown or 'none'})")
+
+
 def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> Source:
     """X (see the module's docstring) as a Source; a Source is returned as it is. An
     uncompressed Zarr array in a local folder is read in place from its chunk files, and a
@@ -949,6 +970,8 @@ def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> 
     items = list(X) if isinstance(X, (list, tuple)) else [X]
     parts = []
     for s in items:
+        if not isinstance(s, (str, os.PathLike)) and not hasattr(s, "shape"):
+            raise TypeError(_not_an_array(s, name))
         if _is_sparse(s):
             s = _SparseRows.of_scipy(s)
         parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
