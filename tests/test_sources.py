@@ -1074,3 +1074,21 @@ def test_a_group_given_as_x_names_its_arrays(tmp_path):
                 with pytest.raises(TypeError, match=f"X is {kind}, not an array") as info:
                     call()
                 assert "features" in str(info.value) and "labels" not in str(info.value)
+
+
+def test_one_stored_array_is_not_called_shard_0_in_errors(tmp_path):
+    """A 1-D or complex .npy given alone is X, and its errors say so as for X in memory (they
+    said 'X: shard 0 must be 2-D' and 'X (shard 0) must hold real numbers'); in a list of
+    several, the shard is still named."""
+    y = np.zeros(30)
+    y[::2] = 1
+    np.save(tmp_path / "one.npy", np.ones(30))
+    np.save(tmp_path / "cplx.npy", np.ones((30, 2), complex))
+    np.save(tmp_path / "ok.npy", np.ones((30, 2)))
+    with pytest.raises(ValueError, match=r"^X must be 2-D \(n samples x d features\), got "
+                                         r"shape \(30,\)$"):
+        rn.fit(str(tmp_path / "one.npy"), y, l2=1.0)
+    with pytest.raises(TypeError, match=r"^X must hold real numbers .* complex128$"):
+        rn.fit(str(tmp_path / "cplx.npy"), y, l2=1.0)
+    with pytest.raises(ValueError, match=r"^X: shard 1 must be 2-D"):
+        rn.fit([str(tmp_path / "ok.npy"), str(tmp_path / "one.npy")], np.r_[y, y], l2=1.0)

@@ -245,13 +245,17 @@ class Source:
         for p in parts:
             check_known_shape(p, name)
         widths = {int(p.shape[1]) if len(p.shape) == 2 else -1 for p in parts}
+        shard = ([f"{name} (shard {j})" for j in range(len(parts))] if len(parts) > 1
+                 else [name])  # (one array is X itself)
         for j, p in enumerate(parts):
             if len(p.shape) != 2:
-                raise ValueError(f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}")
+                raise ValueError(f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}"
+                                 if len(parts) > 1 else f"{name} must be 2-D (n samples x d "
+                                 f"features), got shape {tuple(p.shape)}")
         if len(widths) != 1:
             raise ValueError(f"{name}: shards must have the same number of columns, got "
                              f"{[int(p.shape[1]) for p in parts]}")
-        stored = [_check_dtype(p.dtype, f"{name} (shard {j})") for j, p in enumerate(parts)]
+        stored = [_check_dtype(p.dtype, shard[j]) for j, p in enumerate(parts)]
         self._parts = list(parts)
         self._starts = np.concatenate([[0], np.cumsum([int(p.shape[0]) for p in parts])])
         n, d = int(self._starts[-1]), widths.pop()
