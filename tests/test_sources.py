@@ -1092,3 +1092,19 @@ def test_one_stored_array_is_not_called_shard_0_in_errors(tmp_path):
         rn.fit(str(tmp_path / "cplx.npy"), y, l2=1.0)
     with pytest.raises(ValueError, match=r"^X: shard 1 must be 2-D"):
         rn.fit([str(tmp_path / "ok.npy"), str(tmp_path / "one.npy")], np.r_[y, y], l2=1.0)
+
+
+def test_an_hdf5_dataset_whose_file_was_closed_is_named_so(tmp_path):
+    """X from an h5py dataset used after its 'with h5py.File(...)' block closed the file: the
+    read that fails says the file was closed (it said 'of X (Dataset) failed: OSError: Can't
+    synchronously read data (identifier is not of specified type)')."""
+    h5py = pytest.importorskip("h5py")
+    X = np.random.default_rng(FIXED_SEED).standard_normal((500, 4))
+    y = (X[:, 0] > 0).astype(float)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=X, chunks=(50, 4))
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        A = rn.Attribution(f["x"], y, np.zeros(4), l2=1.0)
+    with pytest.raises(sources.SourceReadError, match=r"rows 5, 300 of X \(HDF5 dataset /x in "
+                                                       r".*x\.h5, whose file was closed"):
+        A.group_effect([[5, 300]], "ns")

@@ -293,6 +293,9 @@ class Source:
         me = weakref.ref(self)
         for j, reader in enumerate(self._readers or ()):
             reader.on_use = functools.partial(_use_shard, me, j)
+        # HDF5 datasets' names, for errors after their file was closed (_part_name)
+        self._h5_names = {j: describe(_hdf5_dataset(p)) for j, p in enumerate(parts)
+                          if _hdf5_dataset(p) is not None}
         # the memory maps of files that parts lie in (checked before each call: mapped_files)
         self._maps = [(j, *m) for j, m in enumerate(_mapping(p) if isinstance(p, np.ndarray)
                                                     else None for p in parts) if m]
@@ -320,7 +323,7 @@ class Source:
                       else (0, self._parts[j].shape[0]))
             raise SourceReadError(
                 f"reading rows {first + lo}:{first + hi} of {self.name} "
-                f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
+                f"({self._part_name(j)}) failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     def read_into(self, begin: int, out: np.ndarray) -> None:
@@ -359,8 +362,16 @@ class Source:
                          ", ".join(str(int(i)) for i in rows[:5]) + (" ..." if len(rows) > 5
                                                                      else ""))
                 raise SourceReadError(
-                    f"reading rows {shown} of {self.name} ({_describe_safely(self._parts[j])}) "
+                    f"reading rows {shown} of {self.name} ({self._part_name(j)}) "
                     f"failed: {type(exc).__name__}: {exc}") from exc
+
+    def _part_name(self, j: int) -> str:
+        """Part j as errors name it: an HDF5 dataset whose file was closed says so."""
+        dataset = _hdf5_dataset(self._parts[j])
+        if dataset is not None and not dataset.id.valid:
+            return (f"{self._h5_names[j]}, whose file was closed: keep the file open while X "
+                    "is used")
+        return _describe_safely(self._parts[j])
 
     def _use(self, j: int) -> None:
         """Shard j's reader is about to serve a chunk: the readers of shards read less recently
@@ -404,7 +415,7 @@ class Source:
             first = int(self._starts[j])
             raise SourceReadError(
                 f"reading rows {first + lo}:{first + hi} of {self.name} "
-                f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
+                f"({self._part_name(j)}) failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     @property
@@ -558,6 +569,12 @@ class _ProgressScope:
             with s._lock:
                 s._bar = None
             self._scope.__exit__(*exc)
+
+
+def _hdf5_dataset(part: Any) -> Any:
+    """The h5py dataset a part reads (itself, or the one a row range of it reads), else None."""
+    array = part.array if isinstance(part, _RowRange) else part
+    return array if _module_of(array) == "h5py" else None
 
 
 def _describe_safely(part: Any) -> str:
