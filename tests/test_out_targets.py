@@ -109,6 +109,19 @@ def test_a_folder_holding_x_or_a_path_inside_x_is_refused(problem, tmp_path):
             r"is inside .*x\.zarr")
 
 
+def test_rows_of_a_source_made_from_a_store_keep_it_refused(problem, tmp_path):
+    """sources.Source([z]).subset(a, b): the rows are read through a range of the store, and
+    out= the store was written over (X's own data lost); so was a Source whose part is the
+    store's chunk files decoded by the reader."""
+    X, y, theta = problem
+    z = zarr_store(tmp_path / "x.zarr", X)
+    for src in (rn.sources.Source([z]).subset(0, 300),
+                rn.sources.Source(rn.sources._in_place_parts(z))):
+        A = rn.Attribution(src, y[:src.shape[0]], theta, l2=1.0)
+        refused(A, tmp_path / "x.zarr", tmp_path, ValueError, "which X is read from")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "x.zarr"), mode="r")[:], X)
+
+
 def test_what_is_not_an_earlier_output_is_refused(problem, tmp_path):
     X, y, theta = problem
     A = rn.Attribution(X, y, theta, l2=1.0)

@@ -54,7 +54,8 @@ def _dask_inputs(X: Any) -> list:
 
 def input_paths(X: Any) -> list:
     """The files and stores (resolved paths) X is read from: paths, memory-mapped arrays,
-    Zarr arrays in local folders, h5py datasets, Sources, Dask arrays, lists of these."""
+    Zarr arrays in local folders, h5py datasets, Sources and their parts (row ranges of a
+    store, a Zarr store's chunk files), Dask arrays, lists of these."""
     from . import _zarr_files, sources
 
     if X is None:
@@ -71,6 +72,8 @@ def input_paths(X: Any) -> list:
         return input_paths([part[1] for part in X.parts])
     if isinstance(X, np.ndarray):
         return input_paths(_mapped_file(X))
+    if isinstance(X, (sources._RowRange, _zarr_files.CompressedChunks)):
+        return input_paths(X.array)  # (rows of a store, a store's chunk files: the store)
     module = sources._module_of(X)
     if module == "zarr":
         return input_paths(_zarr_files.local_root(X.store))
