@@ -173,6 +173,21 @@ def test_a_shard_without_rows_is_stacked_as_the_library_stacks_it(capsys, tmp_pa
     _assert_one_line_error(code, out, err, none, "X is empty", f"(0, {D})")
 
 
+def test_a_folder_among_several_data_is_refused_saying_what_to_give(capsys, tmp_path, data):
+    """--data given several times stacks .npy shards; a folder (of shards, or a Zarr store)
+    among them is refused saying so, not as 'the data file is not a regular file (a folder or
+    a device)'."""
+    folder, X, _ = data
+    zarr = pytest.importorskip("zarr")
+    zarr.create_array(str(tmp_path / "X.zarr"), shape=X.shape, dtype="f8")[:] = X
+    for other in (folder, tmp_path / "X.zarr"):
+        code, out, err = _run(capsys, "--data", folder / "X.npy", "--data", other, "--labels",
+                              folder / "y.npy")
+        _assert_one_line_error(code, out, err, other, "is a folder", "several times",
+                               ".npy files")
+        assert "regular file" not in err
+
+
 def test_zarr_store(capsys, tmp_path, data):
     zarr = pytest.importorskip("zarr")
     folder, X, y = data

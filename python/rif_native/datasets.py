@@ -1025,6 +1025,10 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
     if isinstance(path, (list, tuple)):
         if not path:
             raise ValueError("no data file given")
+        for p in map(Path, path):
+            if p.is_dir():
+                raise ValueError(f"{p}: is a folder, and --data given several times takes .npy "
+                                 "files, stacked in order: give the folder (or store) alone")
         paths = [_existing_file(p, "data") for p in path]
         for p in paths:
             if p.suffix.lower() != ".npy":
