@@ -245,17 +245,17 @@ class Source:
         for p in parts:
             check_known_shape(p, name)
         widths = {int(p.shape[1]) if len(p.shape) == 2 else -1 for p in parts}
-        shard = ([f"{name} (shard {j})" for j in range(len(parts))] if len(parts) > 1
-                 else [name])  # (one array is X itself)
+        one = len(parts) == 1  # (one array is X itself, not a shard of it)
         for j, p in enumerate(parts):
             if len(p.shape) != 2:
-                raise ValueError(f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}"
-                                 if len(parts) > 1 else f"{name} must be 2-D (n samples x d "
-                                 f"features), got shape {tuple(p.shape)}")
+                raise ValueError(f"{name} must be 2-D (n samples x d features), got shape "
+                                 f"{tuple(p.shape)}" if one else
+                                 f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}")
         if len(widths) != 1:
             raise ValueError(f"{name}: shards must have the same number of columns, got "
                              f"{[int(p.shape[1]) for p in parts]}")
-        stored = [_check_dtype(p.dtype, shard[j]) for j, p in enumerate(parts)]
+        stored = [_check_dtype(p.dtype, name if one else f"{name} (shard {j})")
+                  for j, p in enumerate(parts)]
         self._parts = list(parts)
         self._starts = np.concatenate([[0], np.cumsum([int(p.shape[0]) for p in parts])])
         n, d = int(self._starts[-1]), widths.pop()
@@ -296,7 +296,7 @@ class Source:
         # HDF5 datasets' names, for errors after their file was closed (_part_name)
         self._h5_names = {j: describe(_hdf5_dataset(p)) for j, p in enumerate(parts)
                           if _hdf5_dataset(p) is not None}
-        # the memory maps of files that parts lie in (checked before each call: mapped_files)
+        # the memory maps of files that parts lie in (check_mapped_files, before each call)
         self._maps = [(j, *m) for j, m in enumerate(_mapping(p) if isinstance(p, np.ndarray)
                                                     else None for p in parts) if m]
         self._rows_read = 0
