@@ -948,14 +948,26 @@ def _use_shard(source: "weakref.ref[Source]", j: int) -> None:
         live._use(j)
 
 
-#: The most chunk files an uncompressed Zarr array may have to be mapped in place.
+#: The most chunk files an uncompressed Zarr array may have to be mapped in place (and at most
+#: half of the open files the process may hold: each map holds a file descriptor).
 MAX_MAPPED_CHUNKS = 10000
+
+
+def _descriptors() -> int:
+    """The files this process may hold open (each mapped chunk file holds one)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 2 * MAX_MAPPED_CHUNKS
+    return 2 * MAX_MAPPED_CHUNKS if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _in_place_parts(part: Any) -> list:
     """A part as parts the kernel reads from their files where it can (Zarr chunk files)."""
     if _module_of(part) == "zarr":
-        parts = _zarr_files.in_place_parts(part, MAX_MAPPED_CHUNKS)
+        parts = _zarr_files.in_place_parts(part, min(MAX_MAPPED_CHUNKS, _descriptors() // 2))
         if parts:
             return parts
     return [part]
