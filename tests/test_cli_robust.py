@@ -416,6 +416,31 @@ def test_existing_json_is_refused_without_force(capsys, tmp_path, data):
     assert out_json.read_text().startswith("{")
 
 
+def test_an_output_is_never_the_data_the_run_reads_not_even_with_force(capsys, tmp_path, data):
+    """--json on the --data or --labels file, or an --out folder whose scores.csv is the data
+    file, is refused (--force replaces an earlier run's outputs, not the data), and named as
+    the data, not as 'an earlier run'. It wrote its JSON over X.npy and its scores over the
+    CSV being read."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scores.csv").write_text((data / "ok.csv").read_text())
+    (tmp_path / "link.npy").symlink_to(data / "X.npy")
+    cases = [(["--data", data / "X.npy", "--labels", data / "y.npy", "--json", data / "X.npy"],
+              data / "X.npy"),
+             (["--data", data / "X.npy", "--labels", data / "y.npy", "--json", data / "y.npy"],
+              data / "y.npy"),
+             (["--data", tmp_path / "link.npy", "--labels", data / "y.npy", "--json",
+               data / "X.npy"], data / "X.npy"),
+             (["--data", out / "scores.csv", "--out", out], out / "scores.csv")]
+    for argv, victim in cases:
+        before = tree_snapshot(tmp_path)
+        for force in ([], ["--force"]):
+            code, text, err = _run(capsys, "attribute", *argv, *force, "--quiet")
+            _assert_one_line_error(code, text, err, victim.name, "the data this run reads")
+            assert "earlier run" not in err and "already exists" not in err
+            assert tree_snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("command, extra", [
     ("search", ["--k", "2,3"]),
     ("poisoning", ["--points", "2"]),

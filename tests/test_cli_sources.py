@@ -154,6 +154,40 @@ def test_shards_folder_and_repeated_data(capsys, tmp_path, data):
     _assert_same(got, ref)
 
 
+def test_a_shard_without_rows_is_stacked_as_the_library_stacks_it(capsys, tmp_path, data):
+    """A partition writer may leave a part with no rows: it adds none (as in open_source);
+    only shards that hold no rows at all are refused."""
+    folder, X, y = data
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for j, (a, b) in enumerate([(0, 0), (0, 50), (50, 50), (50, N)]):
+        np.save(shards / f"part-{j}.npy", X[a:b])
+    got, _ = _attribute(capsys, tmp_path, "--data", shards, "--labels", folder / "y.npy")
+    _assert_same(got, _in_memory(capsys, tmp_path, X, y))
+    assert got["dataset"]["storage"] == "4 .npy shards"
+    none = tmp_path / "none"
+    none.mkdir()
+    np.save(none / "part-0.npy", X[:0])
+    np.save(none / "part-1.npy", X[:0])
+    code, out, err = _run(capsys, "--data", none, "--labels", folder / "y.npy")
+    _assert_one_line_error(code, out, err, none, "X is empty", f"(0, {D})")
+
+
+def test_a_folder_among_several_data_is_refused_saying_what_to_give(capsys, tmp_path, data):
+    """--data given several times stacks .npy shards; a folder (of shards, or a Zarr store)
+    among them is refused saying so, not as 'the data file is not a regular file (a folder or
+    a device)'."""
+    folder, X, _ = data
+    zarr = pytest.importorskip("zarr")
+    zarr.create_array(str(tmp_path / "X.zarr"), shape=X.shape, dtype="f8")[:] = X
+    for other in (folder, tmp_path / "X.zarr"):
+        code, out, err = _run(capsys, "--data", folder / "X.npy", "--data", other, "--labels",
+                              folder / "y.npy")
+        _assert_one_line_error(code, out, err, other, "is a folder", "several times",
+                               ".npy files")
+        assert "regular file" not in err
+
+
 def test_zarr_store(capsys, tmp_path, data):
     zarr = pytest.importorskip("zarr")
     folder, X, y = data

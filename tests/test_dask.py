@@ -183,6 +183,25 @@ def test_rows_written_to_a_file(client, tmp_path):
     close(written, A.rescaled_influence())
 
 
+def test_chosen_rows_to_a_bad_target_are_refused_before_they_are_read(client, tmp_path):
+    """out= in a missing folder, or X's own file, with indices: refused before the rows are
+    gathered and solved (they were computed first, then refused)."""
+    X, y, w = problem(11, n=600)
+    np.save(tmp_path / "x.npy", X)
+    B = rn.Attribution(str(tmp_path / "x.npy"), y, np.zeros(X.shape[1]), l2=1.0,
+                       backend="dask")
+
+    def read(idx):
+        raise AssertionError("rows were read before out= was checked")
+
+    B._chunks.rows = read
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        B.rescaled_influence([1, 2], out=tmp_path / "missing" / "rif.npy")
+    with pytest.raises(ValueError, match="which X is read from"):
+        B.influence([1, 2], out=tmp_path / "x.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), X)
+
+
 def test_chosen_rows_written_to_a_file(client, tmp_path):
     """Rows of chosen samples go to out= as well (they were returned and out= ignored)."""
     X, y, w = problem(10, n=900)

@@ -384,6 +384,22 @@ def test_arrays_the_workers_cannot_map(tmp_path):
         rn.Attribution(sources.Source([X]), y, np.zeros(D), l2=1.0, backend="dask")
 
 
+def test_a_memory_map_the_workers_cannot_open_is_told_why(tmp_path):
+    """A memory map of a file that the workers cannot open as it is gets the reason and what
+    to pass instead, not a request for 'a read-only memory map of a file', which it is."""
+    X, y, _ = problem(17, np.float64)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "F.npy", np.asfortranarray(X))
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    cases = [(mapped[:, :6], "not C-contiguous"), (mapped[::2], "not C-contiguous"),
+             (np.load(tmp_path / "F.npy", mmap_mode="r"), "not C-contiguous"),
+             (np.load(tmp_path / "X.npy", mmap_mode="r+"), "writable")]
+    for item, why in cases:
+        with pytest.raises(TypeError, match=r"memory map of .*[XF]\.npy") as info:
+            rn.Attribution(item, y, np.zeros(item.shape[1]), l2=1.0, backend="dask")
+        assert why in str(info.value) and "pass the file's path" in str(info.value)
+
+
 @pytest.mark.parametrize("data", ["npy", "npy-shards", "zarr-zstd", "h5py", "in-memory"])
 def test_rif_attribute_on_a_scheduler(client, small_tasks, tmp_path, capsys, data):
     """`rif attribute --scheduler ADDRESS` runs the fit and the attribution on the cluster:

@@ -482,7 +482,7 @@ def test_memory_refusal_names_the_store_chunks_when_they_dominate(tmp_path):
             rn.Attribution(f["X"], y, np.zeros(65), l2=1.0, fit_intercept=True,
                            num_threads=1, max_memory=need / 2)
     np.save(tmp_path / "x.npy", X)
-    with pytest.raises(MemoryError, match="fewer features"):
+    with pytest.raises(MemoryError, match="per-sample vectors"):  # 8 n doubles: most of it
         rn.Attribution(str(tmp_path / "x.npy"), y, np.zeros(65), l2=1.0, fit_intercept=True,
                        num_threads=1, max_memory=1e5)
 
@@ -507,3 +507,28 @@ def test_n_classes_is_refused_outside_the_multinomial_family():
         rn.fit(P.X, P.y, family="poisson", n_classes=2)
     a = rn.fit(P.X, P.y, n_classes=2, l2=1.0)
     np.testing.assert_array_equal(a.theta, rn.fit(P.X, P.y, l2=1.0).theta)
+
+
+@pytest.mark.parametrize("call", ["attribution", "fit"])
+def test_memory_refusal_names_what_dominates_the_need(call):
+    """'use fewer features ... the p x p factors dominate' was said for every shape. A tall X
+    (n = 200,000, p = 9) needs its per-sample vectors, 2,000 x 500 on two threads its row
+    blocks (per thread), and only a wide X (p = 400, n = 500) its p x p factors."""
+    rng = np.random.default_rng(3)
+    for (n, d), threads, said in (((200000, 8), 1, "per-sample vectors"),
+                                  ((2000, 499), 2, "fewer threads"),
+                                  ((500, 399), 1, "factors dominate")):
+        if threads > rn._core.build_info()["max_threads"]:
+            continue  # (one core: a pass holds one thread's row blocks, the least it can)
+        X = rng.standard_normal((n, d))
+        y = (X[:, 0] > 0).astype(float)
+        kw = dict(l2=1.0, fit_intercept=True, num_threads=threads, max_memory=1e5)
+        with pytest.raises(MemoryError) as info:
+            if call == "fit":
+                rn.fit(X, y, **kw)
+            else:
+                rn.Attribution(X, y, np.zeros(d + 1), **kw)
+        msg = str(info.value)
+        assert said in msg and len(msg) < 300, msg
+        others = {"per-sample vectors", "fewer threads", "factors dominate"} - {said}
+        assert not any(other in msg for other in others), msg

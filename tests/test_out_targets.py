@@ -73,6 +73,22 @@ def test_x_own_npy_file_is_refused(problem, tmp_path, monkeypatch, opened):
     np.testing.assert_array_equal(np.load("x.npy"), X)
 
 
+@pytest.mark.parametrize("function", [rn.influence, rn.rescaled_influence])
+def test_the_functions_refuse_before_reading_x(problem, tmp_path, function):
+    """rn.influence / rn.rescaled_influence refuse out= before any pass over X, as the methods
+    do (they built the whole attribution, two passes, and refused after)."""
+    X, y, theta = problem
+    np.save(tmp_path / "x.npy", X)
+    src = rn.sources.open_source(tmp_path / "x.npy")
+    for out in (tmp_path / "x.npy", tmp_path / "missing" / "rif.npy", tmp_path / "r.csv"):
+        before = tree_snapshot(tmp_path)
+        with pytest.raises((ValueError, FileNotFoundError)):
+            function(src, y, theta, l2=1.0, out=out)
+        assert tree_snapshot(tmp_path) == before
+    assert src.passes == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), X)
+
+
 def test_a_folder_holding_x_or_a_path_inside_x_is_refused(problem, tmp_path):
     X, y, theta = problem
     h5py = pytest.importorskip("h5py")
@@ -91,6 +107,19 @@ def test_a_folder_holding_x_or_a_path_inside_x_is_refused(problem, tmp_path):
     C = rn.Attribution(zarr.open_array(str(tmp_path / "x.zarr"), mode="r"), y, theta, l2=1.0)
     refused(C, tmp_path / "x.zarr" / "c" / "rif.zarr", tmp_path, ValueError,
             r"is inside .*x\.zarr")
+
+
+def test_rows_of_a_source_made_from_a_store_keep_it_refused(problem, tmp_path):
+    """sources.Source([z]).subset(a, b): the rows are read through a range of the store, and
+    out= the store was written over (X's own data lost); so was a Source whose part is the
+    store's chunk files decoded by the reader."""
+    X, y, theta = problem
+    z = zarr_store(tmp_path / "x.zarr", X)
+    for src in (rn.sources.Source([z]).subset(0, 300),
+                rn.sources.Source(rn.sources._in_place_parts(z))):
+        A = rn.Attribution(src, y[:src.shape[0]], theta, l2=1.0)
+        refused(A, tmp_path / "x.zarr", tmp_path, ValueError, "which X is read from")
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "x.zarr"), mode="r")[:], X)
 
 
 def test_what_is_not_an_earlier_output_is_refused(problem, tmp_path):

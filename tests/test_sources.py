@@ -1002,3 +1002,109 @@ def test_a_source_is_freed_when_its_last_reference_goes(kind, tmp_path):
             assert gone() is None
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize("kind", ["npy", "shards", "zarr"])
+def test_a_mapped_file_cut_short_is_refused_not_a_crash(tmp_path, kind):
+    """A memory-mapped file truncated after X was opened: reading its lost pages would end the
+    process with SIGBUS (it did, at the next call). Each call that reads X now checks the
+    mapped files' sizes first and raises SourceReadError naming the file; a file replaced at
+    its path (the map keeps the old one) is still read, and gives the old rows' answers."""
+    code = textwrap.dedent("""
+        import os, shutil, sys, numpy as np, rif_native as rn
+        kind, folder = sys.argv[1], sys.argv[2]
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((3000, 8)); y = (rng.random(3000) < 0.5).astype(float)
+        if kind == "zarr":
+            import zarr
+            z = zarr.create_array(folder + "/x.zarr", shape=X.shape, dtype="f8",
+                                  chunks=(1000, 8), compressors=None)
+            z[:] = X
+            Xs, victim = zarr.open_array(folder + "/x.zarr", mode="r"), folder + "/x.zarr/c/1/0"
+        else:
+            np.save(folder + "/a.npy", X[:1000]); np.save(folder + "/b.npy", X[1000:])
+            np.save(folder + "/x.npy", X)
+            Xs = folder + "/x.npy" if kind == "npy" else [folder + "/a.npy", folder + "/b.npy"]
+            victim = folder + ("/x.npy" if kind == "npy" else "/b.npy")
+        A = rn.Attribution(Xs, y, np.zeros(8), l2=1.0)
+        ref = rn.Attribution(X, y, np.zeros(8), l2=1.0).scores(np.ones(8))
+        shutil.copyfile(victim, folder + "/keep"); shutil.copyfile(victim, folder + "/copy")
+        os.replace(folder + "/copy", victim)
+        os.truncate(victim, 0)  # the file now at the path, not the one mapped: still read
+        assert np.allclose(A.scores(np.ones(8)), ref, rtol=1e-10, atol=0)
+        shutil.copyfile(folder + "/keep", victim)
+        src = rn.sources.open_source(Xs)
+        A = rn.Attribution(src, y, np.zeros(8), l2=1.0)
+        os.truncate(victim, os.path.getsize(victim) // 2)
+        for call in (lambda: A.scores(np.ones(8)), lambda: A.group_effect([[2999]], "ns"),
+                     lambda: rn.fit(src, y, l2=1.0)):
+            try:
+                call()
+            except rn.SourceReadError as e:
+                print("refused:", e)
+        """)
+    for_kind = subprocess.run([sys.executable, "-c", code, kind, str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+    assert for_kind.returncode == 0, (for_kind.returncode, for_kind.stderr[-2000:])
+    lines = for_kind.stdout.splitlines()
+    assert len(lines) == 3 and all("was cut short" in line for line in lines), lines
+    victim = {"npy": "x.npy", "shards": "b.npy", "zarr": os.path.join("c", "1", "0")}[kind]
+    assert all(victim in line for line in lines), lines
+
+
+def test_a_group_given_as_x_names_its_arrays(tmp_path):
+    """zarr.open() of a store holding a group, an h5py File or Group: X is refused in one line
+    naming what it is and the 2-D arrays to pick from (it was "AttributeError: 'Group' object
+    has no attribute 'shape'")."""
+    zarr = pytest.importorskip("zarr")
+    h5py = pytest.importorskip("h5py")
+    X = np.random.default_rng(FIXED_SEED).standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(float)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("sub/features", shape=X.shape, dtype="f8")[:] = X
+    group.create_array("labels", shape=(40,), dtype="f8")
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f.create_dataset("sub/features", data=X)
+        f.create_dataset("labels", data=y)
+    with h5py.File(tmp_path / "g.h5", "r") as f:
+        for X_given, kind in ((zarr.open(str(tmp_path / "g.zarr"), mode="r"), "a Zarr group"),
+                              (f, "an HDF5 group"), (f["sub"], "an HDF5 group")):
+            for call in (lambda: rn.fit(X_given, y, l2=1.0),
+                         lambda: rn.Attribution(X_given, y, np.zeros(3), l2=1.0)):
+                with pytest.raises(TypeError, match=f"X is {kind}, not an array") as info:
+                    call()
+                assert "features" in str(info.value) and "labels" not in str(info.value)
+
+
+def test_one_stored_array_is_not_called_shard_0_in_errors(tmp_path):
+    """A 1-D or complex .npy given alone is X, and its errors say so as for X in memory (they
+    said 'X: shard 0 must be 2-D' and 'X (shard 0) must hold real numbers'); in a list of
+    several, the shard is still named."""
+    y = np.zeros(30)
+    y[::2] = 1
+    np.save(tmp_path / "one.npy", np.ones(30))
+    np.save(tmp_path / "cplx.npy", np.ones((30, 2), complex))
+    np.save(tmp_path / "ok.npy", np.ones((30, 2)))
+    with pytest.raises(ValueError, match=r"^X must be 2-D \(n samples x d features\), got "
+                                         r"shape \(30,\)$"):
+        rn.fit(str(tmp_path / "one.npy"), y, l2=1.0)
+    with pytest.raises(TypeError, match=r"^X must hold real numbers .* complex128$"):
+        rn.fit(str(tmp_path / "cplx.npy"), y, l2=1.0)
+    with pytest.raises(ValueError, match=r"^X: shard 1 must be 2-D"):
+        rn.fit([str(tmp_path / "ok.npy"), str(tmp_path / "one.npy")], np.r_[y, y], l2=1.0)
+
+
+def test_an_hdf5_dataset_whose_file_was_closed_is_named_so(tmp_path):
+    """X from an h5py dataset used after its 'with h5py.File(...)' block closed the file: the
+    read that fails says the file was closed (it said 'of X (Dataset) failed: OSError: Can't
+    synchronously read data (identifier is not of specified type)')."""
+    h5py = pytest.importorskip("h5py")
+    X = np.random.default_rng(FIXED_SEED).standard_normal((500, 4))
+    y = (X[:, 0] > 0).astype(float)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=X, chunks=(50, 4))
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        A = rn.Attribution(f["x"], y, np.zeros(4), l2=1.0)
+    with pytest.raises(sources.SourceReadError, match=r"rows 5, 300 of X \(HDF5 dataset /x in "
+                                                       r".*x\.h5, whose file was closed"):
+        A.group_effect([[5, 300]], "ns")

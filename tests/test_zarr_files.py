@@ -293,3 +293,50 @@ def test_a_store_opened_through_fsspec_on_this_machine(compressed, tmp_path):
     assert (f"Zarr array {folder} (zstd, read from its chunk files)" if compressed
             else f"memory-mapped {folder}{os.sep}c{os.sep}0{os.sep}0") in repr(src)
     np.testing.assert_array_equal(np.concatenate([b for _, b in src.blocks(rows=50)]), z[:])
+
+
+def test_the_memory_advice_for_a_store_of_small_chunks_is_one_that_works(tmp_path, monkeypatch):
+    """The reader merges a store's small chunks into reads of READ_BYTES, so for chunks already
+    small, 'store X with fewer rows per chunk' frees nothing: the refusal must name
+    READ_BYTES, and lowering it as told must let the same call through under the same cap."""
+    monkeypatch.setattr(sources, "READ_BYTES", 4 << 20)  # (the default's role, at this size)
+    n, d = 40000, 64
+    X = _rows(FIXED_SEED + 7, n, d)
+    z = _store(X, tmp_path / "x.zarr", chunks=(250, d))  # zstd, 64 KiB chunks
+    y = (np.arange(n) % 3 == 0).astype(float)
+    kw = dict(l2=1.0, num_threads=1, max_memory="20M")
+    with pytest.raises(MemoryError, match=r"sources\.READ_BYTES") as info:
+        rn.Attribution(z, y, np.zeros(d), **kw)
+    assert "fewer rows per chunk" not in str(info.value)
+    monkeypatch.setattr(sources, "READ_BYTES", 512 << 10)
+    A = rn.Attribution(z, y, np.zeros(d), **kw)
+    B = rn.Attribution(X, y, np.zeros(d), l2=1.0, num_threads=1)
+    np.testing.assert_allclose(A.leverage, B.leverage, rtol=1e-10, atol=0)
+
+
+def test_chunk_files_mapped_leave_most_open_file_descriptors_free(tmp_path):
+    """Each mapped chunk file holds a file descriptor: under a limit of 256 open files a store
+    of 200 chunks was mapped whole, leaving the process about 50 (a second store, or any
+    other file, then failed or fell back). At most half of the limit is mapped now; the rows
+    read through zarr-python instead are the same."""
+    code = """if True:
+        import os, resource, sys, numpy as np, zarr, rif_native as rn
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        X = np.random.default_rng(0).standard_normal((400, 5))
+        z = zarr.create_array(sys.argv[1] + "/x.zarr", shape=X.shape, dtype="f8",
+                              chunks=(2, 5), compressors=None)
+        z[:] = X
+        src = rn.sources.open_source(zarr.open_array(sys.argv[1] + "/x.zarr", mode="r"))
+        rows = np.empty_like(X)
+        src.read_into(0, rows)
+        print(len(src._parts), len(os.listdir("/proc/self/fd")), np.array_equal(rows, X))
+    """
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert got.returncode == 0, got.stderr[-2000:]
+    parts, descriptors, same = got.stdout.split()
+    assert parts == "1" and int(descriptors) < 128 and same == "True", got.stdout

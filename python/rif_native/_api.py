@@ -666,7 +666,9 @@ class Attribution(_frames.Named):
                     + _memory.source_bytes(Xa) + 8.0 * n * (0 if V is None else len(V)))
                 _memory.require(
                     need, f"an attribution with n = {n} samples and p = {d + int(fit_intercept)} "
-                    "parameters", _memory.advice_for(Xa, need, _memory.ADVICE_FACTOR), max_memory)
+                    "parameters", _memory.advice_for(Xa, need, _memory.advice_for_shape(
+                        n, d + int(fit_intercept), _cores(self._threads), self._precision)),
+                    max_memory)
             with _reading(Xa, progress):
                 self._core = _core.Attribution(Xa, ya, ta, _real(l2, "l2"), _family(family), wa,
                                                fit_intercept, self._threads, use_cuda,
@@ -1212,6 +1214,7 @@ def influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *, out: Optional[Any
     """(n, p) classic influence functions: row i is IF_i = H^{-1} g_i, the first-order removal
     effect theta_{-i} - theta_hat of sample i. ``out``: a ``.npy`` or ``.zarr`` path to write
     the rows to block by block (see :meth:`Attribution.influence`)."""
+    _check_out(out, X)
     return Attribution(X, y, theta, **_keywords(locals())).influence(out=out)
 
 
@@ -1224,7 +1227,16 @@ def rescaled_influence(X: ArrayLike, y: ArrayLike, theta: ArrayLike, *,
     """(n, p) rescaled influence functions: row i is RIF_i = IF_i / (1 - h_i), the Newton-step
     removal effect theta_{-i} - theta_hat of sample i. A drop-in replacement for influence()
     that stays accurate when d is comparable to n. ``out`` as for :func:`influence`."""
+    _check_out(out, X)
     return Attribution(X, y, theta, **_keywords(locals())).rescaled_influence(out=out)
+
+
+def _check_out(out: Optional[Any], X: ArrayLike) -> None:
+    """Refuse a bad out= target before the attribution's passes over X, not after them."""
+    if out is not None:
+        from ._targets import check_target
+
+        check_target(out, X)
 
 
 def newton_step(X: ArrayLike, y: ArrayLike, theta: ArrayLike, sets: SetsLike, *,
@@ -1358,10 +1370,11 @@ def fit(
         t0 = np.zeros(d + int(fit_intercept))
     _check_stopping(tol, max_iter)
     p = d + int(fit_intercept)
-    need = (_memory.fit_bytes(n, p, _cores(_threads(num_threads)), precision)
-            + _memory.source_bytes(Xa))
+    cores = _cores(_threads(num_threads))
+    need = _memory.fit_bytes(n, p, cores, precision) + _memory.source_bytes(Xa)
+    advice = _memory.advice_for_shape(n, p, cores, precision)
     _memory.require(need, f"fitting n = {n} samples with p = {p} parameters",
-                    _memory.advice_for(Xa, need, _memory.ADVICE_FACTOR), max_memory)
+                    _memory.advice_for(Xa, need, advice), max_memory)
     source = Xa if isinstance(Xa, sources.Source) else None
     before = source.passes if source else 0.0
     with _reading(Xa, progress):

@@ -713,8 +713,12 @@ class DaskAttribution(Attribution):
         import dask.array as da
         from dask import delayed
 
-        Hinv = self._inverse()
+        from ._targets import check_target, write_rows
+
         ch = self._chunks
+        if out is not None:
+            check_target(out, ch.source)  # (before any rows are read)
+        Hinv = self._inverse()
         if indices is not None:
             idx = _one_set(indices, self.n, "indices")
             Xk = ch.rows(idx)
@@ -725,8 +729,6 @@ class DaskAttribution(Attribution):
                 self._warn_samples(idx[np.isinf(coef)])
             if out is None:
                 return rows
-            from ._targets import write_rows
-
             return write_rows(out, len(idx), self.n_params, max(1, len(idx)),
                               lambda a, b: rows[a:b], reads=ch.source)
         parts = [da.from_delayed(delayed(_chunk_rows, pure=True)(

@@ -62,11 +62,28 @@ def _part(item: Any) -> tuple:
         return ("zarr", _portable_zarr(item))
     if _is_h5py_dataset(item):
         return ("h5py", os.path.abspath(item.file.filename), item.name)
+    if isinstance(item, np.ndarray) and sources._file_backed(item):
+        raise TypeError(_unopenable_map(item))
     raise TypeError(
         "backend='dask' runs on the workers, which read X themselves: give X as a Dask array, or "
         "as a source they can open (a .npy path, a read-only memory map of a file, a Zarr array, "
         f"an h5py dataset, or a list of these); got {type(item).__name__}. An array in memory "
         "runs here (backend='cpu').")
+
+
+def _unopenable_map(a: np.ndarray) -> str:
+    """Why the workers cannot open this memory map of a file as it is, and what to pass."""
+    top: Any = a
+    while top is not None and not isinstance(top, np.memmap):
+        top = getattr(top, "base", None)
+    why = ("not C-contiguous (a column slice, a strided view or a Fortran-ordered file)"
+           if not a.flags.c_contiguous else "writable (opened with mode 'r+', 'w+' or 'c')"
+           if getattr(top, "mode", "r") != "r" else f"{a.ndim}-D, not 2-D")
+    what = sources.describe(a).replace("memory-mapped", "memory map of")
+    return (f"backend='dask': X is a {what} that the workers cannot open as it is: it is {why}. "
+            "They open read-only memory maps of files, or row ranges of them: pass the file's "
+            "path (for all of it), save the columns wanted as a .npy file of their own, or use "
+            "backend='cpu'")
 
 
 def _portable_zarr(z: Any) -> Any:

@@ -284,9 +284,27 @@ def sets_bytes(p: int, sizes: list, woodbury_limit: int, retrain: bool, threads:
 
 ADVICE_FACTOR = ("use fewer features (e.g. a PCA of the embeddings), float32 X does not help "
                  "here: the p x p factors dominate; or a machine with more memory")
-ADVICE_READERS = ("X's store is read in whole chunks of its own layout, and those held by its "
-                  "readers are most of the need: store X with fewer rows per chunk (e.g. "
-                  "zarr / h5py chunks of a few MiB), or as .npy files, which are read in place")
+ADVICE_SAMPLES = ("most of it is per-sample vectors (64 bytes a sample), which fewer features "
+                  "or float32 X do not shrink: a machine with more memory")
+ADVICE_BLOCKS = ("most of it is the passes' row blocks, one set per thread: fewer threads "
+                 "(num_threads=), or a machine with more memory")
+
+
+def advice_for_shape(n: int, p: int, threads: int, precision: str = "double") -> str:
+    """The advice for the largest part of an attribution's or fit's need (attribution_bytes):
+    the p x p matrices (ADVICE_FACTOR), the per-sample vectors or, on several threads, the
+    row blocks (one thread's are the least a pass holds)."""
+    parts = {ADVICE_FACTOR: 3 * p * p + partial_sums(n, p, threads, _hessian_sums(precision)),
+             ADVICE_SAMPLES: 8 * n,
+             ADVICE_BLOCKS: _row_blocks(n, p, threads, 2 * p) / _DOUBLE if threads > 1 else 0}
+    return max(parts, key=parts.__getitem__)
+
+
+ADVICE_READERS = ("X's store is read in whole chunks of its own layout, merged up to "
+                  "rif_native.sources.READ_BYTES (32 MiB by default) a read, and those held by its "
+                  "readers are most of the need: set sources.READ_BYTES lower before opening X (a "
+                  "store chunk larger than that is still read whole: zarr / h5py chunks of a "
+                  "few MiB), or store X as .npy files, which are read in place")
 
 
 def advice_for(X: object, nbytes: float, advice: str) -> str:

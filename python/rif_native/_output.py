@@ -178,13 +178,15 @@ def _probe(folder: Path, what: str) -> None:
 class Outputs:
     """The folders and files one run writes, checked before the work starts.
 
-    ``folder`` and ``file`` raise :class:`OutputError` when the destination cannot be written or
-    already holds a file the run would replace (unless ``force``). ``discard`` removes the files
-    and folders this run created, never a file that existed before it.
+    ``folder`` and ``file`` raise :class:`OutputError` when the destination cannot be written,
+    is one of the files the run reads its data from (``reads``; even with ``force``), or already
+    holds a file the run would replace (unless ``force``). ``discard`` removes the files and
+    folders this run created, never a file that existed before it.
     """
 
-    def __init__(self, *, force: bool = False) -> None:
+    def __init__(self, *, force: bool = False, reads: Sequence[str | os.PathLike] = ()) -> None:
         self.force = force
+        self._reads = [Path(p) for p in reads]
         self._new_files: list[Path] = []
         self._new_folders: list[Path] = []
 
@@ -247,10 +249,16 @@ class Outputs:
     # ---- the steps, one job each
 
     def _taken(self, targets: Sequence[Path], what: str) -> list[str]:
-        """Names among ``targets`` that exist and would be replaced (none when forced)."""
+        """Names among ``targets`` that exist and would be replaced (none when forced); a
+        target that is a data file the run reads is refused, forced or not."""
         for target in targets:
             if target.is_dir():
                 raise OutputError(f"cannot write {what}: {target} is a folder")
+            read = next((r for r in self._reads if _same_file(target, r)), None)
+            if read is not None:
+                raise OutputError(f"cannot write {what}: {target.name} is {read}, the data this "
+                                  "run reads (--force replaces earlier outputs, never the "
+                                  "data); choose another path")
         return [] if self.force else [t.name for t in targets if _occupied(t)]
 
     def _make_folders(self, path: Path, what: str) -> None:
@@ -274,6 +282,14 @@ def _check_parents(path: Path, what: str) -> None:
     if not existing.is_dir():
         where = "it" if existing == path else str(existing)
         raise OutputError(f"cannot write {what}: {where} is a file, not a folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name one existing file (through links too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _occupied(path: Path) -> bool:

@@ -54,7 +54,8 @@ def _dask_inputs(X: Any) -> list:
 
 def input_paths(X: Any) -> list:
     """The files and stores (resolved paths) X is read from: paths, memory-mapped arrays,
-    Zarr arrays in local folders, h5py datasets, Sources, Dask arrays, lists of these."""
+    Zarr arrays in local folders, h5py datasets, Sources and their parts (row ranges of a
+    store, a Zarr store's chunk files), Dask arrays, lists of these."""
     from . import _zarr_files, sources
 
     if X is None:
@@ -71,6 +72,8 @@ def input_paths(X: Any) -> list:
         return input_paths([part[1] for part in X.parts])
     if isinstance(X, np.ndarray):
         return input_paths(_mapped_file(X))
+    if isinstance(X, (sources._RowRange, _zarr_files.CompressedChunks)):
+        return input_paths(X.array)  # (rows of a store, a store's chunk files: the store)
     module = sources._module_of(X)
     if module == "zarr":
         return input_paths(_zarr_files.local_root(X.store))
@@ -91,13 +94,14 @@ def _is_zarr_store(path: str) -> bool:
 
 
 def check_target(target: Target, reads: Any = None) -> None:
-    """Refuse (before any work) an out= path whose replacement would lose data that is not an
-    earlier output: X's own files or stores (``reads``: X as read), or what holds them or
-    lies inside them; a folder that is not a Zarr store; a folder at a .npy path; a file at
-    a .zarr path."""
+    """Refuse (before any work) an out= path in a folder that does not exist, or whose
+    replacement would lose data that is not an earlier output: X's own files or stores
+    (``reads``: X as read), or what holds them or lies inside them; a folder that is not a
+    Zarr store; a folder at a .npy path; a file at a .zarr path."""
     kind = _kind(target)
     path = os.fspath(target)
     full = os.path.realpath(path)
+    _partial_path(path)  # (raises when the folder it would go in is missing)
     for source in input_paths(reads):
         if _overlaps(full, source):
             what = ("is" if full == source else "holds" if source.startswith(full + os.sep)

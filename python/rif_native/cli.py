@@ -852,11 +852,20 @@ def _run(args, outputs: _output.Outputs) -> int:
         raise
 
 
+def _data_files(args) -> list[str]:
+    """The files the run reads its data from (each --data file, FILE of FILE.h5:NAME, and
+    --labels), which no output may replace."""
+    named = [*(getattr(args, "data", None) or []), getattr(args, "labels", None)]
+    paths = [str(p) for p in named if p is not None]
+    return [f for p in paths for f in dict.fromkeys((p, p.rpartition(":")[0]))
+            if os.path.isfile(f)]
+
+
 def _run_command(args) -> int:
     """Run the command in this (the main) thread: the native kernel checks for Ctrl-C between
     row blocks and iterations, so KeyboardInterrupt arrives within about a second even during a
     long fit; _run has then removed what the run created."""
-    outputs = _output.Outputs(force=getattr(args, "force", False))
+    outputs = _output.Outputs(force=getattr(args, "force", False), reads=_data_files(args))
     try:
         return _run(args, outputs)
     except KeyboardInterrupt:

@@ -568,9 +568,11 @@ def _map_npy(path: Path, what: str) -> np.ndarray:
                          f"memory-mapped: {_one_line(exc)}; is it truncated?)") from None
 
 
-def _check_stored(X, source: str, xname: str = "X", shard: bool = False, hint: str = ""):
+def _check_stored(X, source: str, xname: str = "X", shard: bool = False, hint: str = "",
+                  rows: bool = True):
     """Checks of X on disk that read no data: a numeric dtype, 2-D (one .npy may be 1-D: one
-    column; a shard or a store's array may not), not empty. ``hint`` follows a 1-D shape."""
+    column; a shard or a store's array may not), not empty (``rows`` False: columns but no
+    rows allowed, for one shard of several). ``hint`` follows a 1-D shape."""
     if X.dtype.kind not in "biuf":
         raise ValueError(
             f"{source}: {xname} must be numeric (integer or floating point), got dtype {X.dtype}"
@@ -580,7 +582,7 @@ def _check_stored(X, source: str, xname: str = "X", shard: bool = False, hint: s
     if X.ndim != 2:
         raise ValueError(f"{source}: {xname} must be 2-D (n samples x d features), got shape "
                          f"{tuple(X.shape)}{hint if X.ndim == 1 else ''}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
+    if (rows and X.shape[0] == 0) or X.shape[1] == 0:
         raise ValueError(f"{source}: {xname} is empty (shape {tuple(X.shape)})")
     return X
 
@@ -655,7 +657,8 @@ def _load_shards(paths: list[Path], labels: Path, what: str, name: str) -> Datas
     parts, first = [], None
     for path in paths:
         X = _check_stored(_map_npy(path, "the features"), str(path), shard=True,
-                          hint=" (the labels? give them with --labels, outside the shards)")
+                          hint=" (the labels? give them with --labels, outside the shards)",
+                          rows=False)
         if first is None:
             first = (path, X.shape[1])
         elif X.shape[1] != first[1]:
@@ -666,6 +669,8 @@ def _load_shards(paths: list[Path], labels: Path, what: str, name: str) -> Datas
         parts.append(X)
     origin = f"{what} with labels {labels}"
     n = sum(int(X.shape[0]) for X in parts)
+    if n == 0:
+        raise ValueError(f"{origin}: X is empty (shape {(0, first[1])}: no shard has rows)")
     y = _labels_for(n, labels, origin)
     storage = f"{len(parts)} .npy shard{'s' if len(parts) > 1 else ''}"
     return _on_disk(_source(parts, name), y, name=name, origin=origin, storage=storage)
@@ -1020,6 +1025,10 @@ def load_dataset(path: str | os.PathLike | Sequence[str | os.PathLike],
     if isinstance(path, (list, tuple)):
         if not path:
             raise ValueError("no data file given")
+        for p in map(Path, path):
+            if p.is_dir():
+                raise ValueError(f"{p}: is a folder, and --data given several times takes .npy "
+                                 "files, stacked in order: give the folder (or store) alone")
         paths = [_existing_file(p, "data") for p in path]
         for p in paths:
             if p.suffix.lower() != ".npy":

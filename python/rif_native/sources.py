@@ -123,6 +123,17 @@ def _file_span(a: Any) -> Optional[tuple]:
     return os.fspath(top.filename), int(top.offset) + a.ctypes.data - top.ctypes.data
 
 
+def _mapping(a: Any) -> Optional[tuple]:
+    """(the mmap.mmap an array's memory lies in, the bytes its file must hold for all of the
+    map to be read) for an array mapped from a file, else None."""
+    top: Any = a
+    while top is not None and not isinstance(getattr(top, "base", None), mmap.mmap):
+        top = getattr(top, "base", None)
+    if not isinstance(top, np.memmap):
+        return None
+    return top.base, int(top.offset) + int(top.nbytes)
+
+
 #: The most files read past the page cache (the reader holds two descriptors per file).
 _DIRECT_MAX_FILES = 128
 
@@ -234,13 +245,17 @@ class Source:
         for p in parts:
             check_known_shape(p, name)
         widths = {int(p.shape[1]) if len(p.shape) == 2 else -1 for p in parts}
+        one = len(parts) == 1  # (one array is X itself, not a shard of it)
         for j, p in enumerate(parts):
             if len(p.shape) != 2:
-                raise ValueError(f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}")
+                raise ValueError(f"{name} must be 2-D (n samples x d features), got shape "
+                                 f"{tuple(p.shape)}" if one else
+                                 f"{name}: shard {j} must be 2-D, got shape {tuple(p.shape)}")
         if len(widths) != 1:
             raise ValueError(f"{name}: shards must have the same number of columns, got "
                              f"{[int(p.shape[1]) for p in parts]}")
-        stored = [_check_dtype(p.dtype, f"{name} (shard {j})") for j, p in enumerate(parts)]
+        stored = [_check_dtype(p.dtype, name if one else f"{name} (shard {j})")
+                  for j, p in enumerate(parts)]
         self._parts = list(parts)
         self._starts = np.concatenate([[0], np.cumsum([int(p.shape[0]) for p in parts])])
         n, d = int(self._starts[-1]), widths.pop()
@@ -278,6 +293,12 @@ class Source:
         me = weakref.ref(self)
         for j, reader in enumerate(self._readers or ()):
             reader.on_use = functools.partial(_use_shard, me, j)
+        # HDF5 datasets' names, for errors after their file was closed (_part_name)
+        self._h5_names = {j: describe(_hdf5_dataset(p)) for j, p in enumerate(parts)
+                          if _hdf5_dataset(p) is not None}
+        # the memory maps of files that parts lie in (check_mapped_files, before each call)
+        self._maps = [(j, *m) for j, m in enumerate(_mapping(p) if isinstance(p, np.ndarray)
+                                                    else None for p in parts) if m]
         self._rows_read = 0
         self._lock = threading.Lock()
         self._show = progress
@@ -302,7 +323,7 @@ class Source:
                       else (0, self._parts[j].shape[0]))
             raise SourceReadError(
                 f"reading rows {first + lo}:{first + hi} of {self.name} "
-                f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
+                f"({self._part_name(j)}) failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     def read_into(self, begin: int, out: np.ndarray) -> None:
@@ -341,8 +362,16 @@ class Source:
                          ", ".join(str(int(i)) for i in rows[:5]) + (" ..." if len(rows) > 5
                                                                      else ""))
                 raise SourceReadError(
-                    f"reading rows {shown} of {self.name} ({_describe_safely(self._parts[j])}) "
+                    f"reading rows {shown} of {self.name} ({self._part_name(j)}) "
                     f"failed: {type(exc).__name__}: {exc}") from exc
+
+    def _part_name(self, j: int) -> str:
+        """Part j as errors name it: an HDF5 dataset whose file was closed says so."""
+        dataset = _hdf5_dataset(self._parts[j])
+        if dataset is not None and not dataset.id.valid:
+            return (f"{self._h5_names[j]}, whose file was closed: keep the file open while X "
+                    "is used")
+        return _describe_safely(self._parts[j])
 
     def _use(self, j: int) -> None:
         """Shard j's reader is about to serve a chunk: the readers of shards read less recently
@@ -386,7 +415,7 @@ class Source:
             first = int(self._starts[j])
             raise SourceReadError(
                 f"reading rows {first + lo}:{first + hi} of {self.name} "
-                f"({_describe_safely(self._parts[j])}) failed: {type(exc).__name__}: {exc}"
+                f"({self._part_name(j)}) failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     @property
@@ -408,9 +437,28 @@ class Source:
         """Passes over X made by the kernel so far (rows read / n)."""
         return self._rows_read / max(self.shape[0], 1)
 
+    def check_mapped_files(self) -> None:
+        """Raise SourceReadError when a file X is memory-mapped from was cut short since: reading
+        its lost pages would end the process (SIGBUS). (The map's own file is checked, not the
+        path: a file replaced at the path leaves the mapped one whole.)"""
+        for j, mapped, end in self._maps:
+            try:
+                size = mapped.size()  # (fstat of the mapped file itself)
+            except (OSError, ValueError):
+                continue
+            if size < end:
+                raise SourceReadError(
+                    f"{self.name}: {describe(self._parts[j])} was cut short since X was opened "
+                    f"(it holds {size} bytes, the map {end}): reading it would crash the "
+                    "process; do not write X while it is used, and open it again")
+
     def show_progress(self, enabled: Optional[bool]) -> "_ProgressScope":
         """A context in which the kernel's passes over this source draw a tqdm bar (None: when
-        the source's own setting, else stderr being a terminal, says so)."""
+        the source's own setting, else stderr being a terminal, says so); the mapped files
+        are checked first (check_mapped_files) unless the kernel reads them past the page
+        cache (files), whose reader refuses a file cut short itself."""
+        if self.files is None:
+            self.check_mapped_files()
         return _ProgressScope(self,
                               _progress.wanted(self._show if enabled is None else enabled))
 
@@ -430,6 +478,7 @@ class Source:
         """(begin, rows as an array) for consecutive row blocks, read one ahead."""
         n, d = self.shape
         rows = rows or max(1, READ_BYTES // max(1, d * self.dtype.itemsize))
+        self.check_mapped_files()
         for begin in range(0, n, rows):
             out = np.empty((min(rows, n - begin), d), dtype=self.dtype)
             self.read_into(begin, out)
@@ -520,6 +569,12 @@ class _ProgressScope:
             with s._lock:
                 s._bar = None
             self._scope.__exit__(*exc)
+
+
+def _hdf5_dataset(part: Any) -> Any:
+    """The h5py dataset a part reads (itself, or the one a row range of it reads), else None."""
+    array = part.array if isinstance(part, _RowRange) else part
+    return array if _module_of(array) == "h5py" else None
 
 
 def _describe_safely(part: Any) -> str:
@@ -893,17 +948,50 @@ def _use_shard(source: "weakref.ref[Source]", j: int) -> None:
         live._use(j)
 
 
-#: The most chunk files an uncompressed Zarr array may have to be mapped in place.
+#: The most chunk files an uncompressed Zarr array may have to be mapped in place (and at most
+#: half of the open files the process may hold: each map holds a file descriptor).
 MAX_MAPPED_CHUNKS = 10000
+
+
+def _descriptors() -> int:
+    """The files this process may hold open (each mapped chunk file holds one)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 2 * MAX_MAPPED_CHUNKS
+    return 2 * MAX_MAPPED_CHUNKS if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _in_place_parts(part: Any) -> list:
     """A part as parts the kernel reads from their files where it can (Zarr chunk files)."""
     if _module_of(part) == "zarr":
-        parts = _zarr_files.in_place_parts(part, MAX_MAPPED_CHUNKS)
+        parts = _zarr_files.in_place_parts(part, min(MAX_MAPPED_CHUNKS, _descriptors() // 2))
         if parts:
             return parts
     return [part]
+
+
+def _two_d_members(group: Any) -> list:
+    """The names of a Zarr or HDF5 group's 2-D arrays, at any depth."""
+    if _module_of(group) == "zarr":
+        return [k for k, v in group.members(max_depth=None) if len(getattr(v, "shape", ())) == 2]
+    found: list = []
+    group.visititems(lambda k, v: found.append(k) if len(getattr(v, "shape", ())) == 2 else None)
+    return found
+
+
+def _not_an_array(obj: Any, name: str) -> str:
+    """Why obj (without a shape) cannot be X: a group names its 2-D arrays."""
+    kind = {"zarr": "a Zarr", "h5py": "an HDF5"}.get(_module_of(obj))
+    if kind is None or not hasattr(obj, "keys"):
+        return (f"{name} must be an array (NumPy, Zarr, h5py, Dask), a .npy path or a list of "
+                f"them, got {type(obj).__name__}")
+    arrays = _two_d_members(obj)
+    shown = ", ".join(repr(k) for k in arrays[:5]) + (", ..." if len(arrays) > 5 else "")
+    return (f"{name} is {kind} group, not an array: pass the array that is {name}, "
+            f"group[NAME] (its 2-D arrays: {shown or 'none'})")
 
 
 def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> Source:
@@ -915,6 +1003,8 @@ def open_source(X: Any, *, name: str = "X", progress: Optional[bool] = None) -> 
     items = list(X) if isinstance(X, (list, tuple)) else [X]
     parts = []
     for s in items:
+        if not isinstance(s, (str, os.PathLike)) and not hasattr(s, "shape"):
+            raise TypeError(_not_an_array(s, name))
         if _is_sparse(s):
             s = _SparseRows.of_scipy(s)
         parts.extend(_in_place_parts(_open_npy(s) if isinstance(s, (str, os.PathLike)) else s))
