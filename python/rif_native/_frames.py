@@ -239,6 +239,8 @@ def _label_classes(kind: str, out: Any, labels: Labels, params: list, n: int, K:
     if kind in ("class_effect", "class_solve") and out.ndim == 2:
         return pd.DataFrame(out, index=pd.Index(classes, name="class"), columns=params)
     if kind == "class_rows":
+        if kwargs.get("out") is not None:  # written to a file: returned as opened
+            return out
         outer = ids[rows]
         name = labels.ids.name if labels.ids is not None and labels.ids.name else "sample"
     else:

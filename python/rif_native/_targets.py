@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -127,25 +127,27 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def write_rows(target: Target, rows: int, cols: int, block: int,
+def write_rows(target: Target, rows: int, cols: Union[int, tuple], block: int,
                fill: Callable[[int, int], np.ndarray], reads: Any = None) -> Any:
-    """Writes a (rows, cols) float64 matrix to `target`, fill(begin, end) giving rows
-    [begin, end); returns the written matrix opened read-only (a memmap, or a Zarr array).
+    """Writes a (rows, cols) float64 matrix to `target` (cols a tuple: a (rows, *cols) array,
+    such as a multinomial model's (rows, K, p) rows), fill(begin, end) giving rows
+    [begin, end); returns the written array opened read-only (a memmap, or a Zarr array).
     ``reads``: X as the rows are computed from it, whose files the target may not touch
     (check_target)."""
     check_target(target, reads)
     kind = _kind(target)
     path = os.fspath(target)
     partial = _partial_path(path)
+    tail = (cols,) if isinstance(cols, (int, np.integer)) else tuple(cols)
     try:
         if kind == "npy":
             out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float64,
-                                            shape=(rows, cols))
+                                            shape=(rows, *tail))
         else:
             import zarr
 
-            out = zarr.open_array(partial, mode="w", shape=(rows, cols), dtype="f8",
-                                  chunks=(max(1, min(block, rows)), max(cols, 1)))
+            out = zarr.open_array(partial, mode="w", shape=(rows, *tail), dtype="f8",
+                                  chunks=(max(1, min(block, rows)), *(max(c, 1) for c in tail)))
         for begin in range(0, rows, block):
             end = min(rows, begin + block)
             out[begin:end] = fill(begin, end)

@@ -371,18 +371,40 @@ class MultinomialAttribution(_frames.Named):
 
     # -- estimates
     @_frames.labelled("class_rows")
-    def influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
-        """(k, K, p) IF rows H^+ g_i of samples indices (all when None): removal effects."""
-        idx = self._indices(indices)
-        return self._rows(idx, self._r[idx])
+    def influence(self, indices: Optional[ArrayLike] = None, *,
+                  out: Optional[Any] = None) -> np.ndarray:
+        """(k, K, p) IF rows H^+ g_i of samples indices (all when None): removal effects.
+        ``out``: a ``.npy`` or ``.zarr`` path to write them to block by block, as for
+        :meth:`rif_native.Attribution.influence` (the file appears complete or not at all, and
+        comes back opened read-only)."""
+        return self._estimates(self._indices(indices), self._r, out)
 
     @_frames.labelled("class_rows")
-    def rescaled_influence(self, indices: Optional[ArrayLike] = None) -> np.ndarray:
+    def rescaled_influence(self, indices: Optional[ArrayLike] = None, *,
+                           out: Optional[Any] = None) -> np.ndarray:
         """(k, K, p) RIF rows (H - H_i)^+ g_i: the exact Newton step of leaving each sample
-        out. Samples whose removal leaves H singular get inf rows (SingularRemovalWarning)."""
+        out. Samples whose removal leaves H singular get inf rows (SingularRemovalWarning).
+        ``out`` as for :meth:`influence`."""
         idx = self._indices(indices)
+        written = self._estimates(idx, self._coef, out)
         self._warn_samples(np.intersect1d(idx, self._singular))
-        return self._rows(idx, self._coef[idx])
+        return written
+
+    def _estimates(self, idx: np.ndarray, coef: np.ndarray, out: Optional[Any]) -> np.ndarray:
+        """The rows of samples idx from their Woodbury coefficients (IF's or RIF's), in memory
+        or written to ``out`` block by block."""
+        pb = self._pb
+        if out is None:
+            _memory.require(8.0 * len(idx) * pb.K * pb.p, f"{len(idx)} influence rows of "
+                            f"K x p = {pb.K} x {pb.p} entries", _memory.ADVICE_ROWS,
+                            self._max_memory)
+            return self._rows(idx, coef[idx])
+        from ._targets import write_rows
+
+        block = max(1, (16 << 20) // (8 * pb.K * pb.p))
+        with _reading(pb.X, self._progress):
+            return write_rows(out, len(idx), (pb.K, pb.p), block,
+                              lambda a, b: self._rows(idx[a:b], coef[idx[a:b]]), reads=pb.X)
 
     @_frames.labelled("class_solve")
     def solve(self, direction: ArrayLike) -> np.ndarray:
