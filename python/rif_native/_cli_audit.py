@@ -7,6 +7,8 @@ import csv
 import io
 import json
 
+import numpy as np
+
 from . import _output
 
 FILES = ("audit.json", "audit.csv", "audit.png", "report.md")
@@ -24,7 +26,9 @@ def add_parser(sub) -> None:
             "conclusion about one coefficient: its sign (--kind sign, optionally by --margin) "
             "or its significance |z| > --threshold (--kind significance; standard errors from "
             "H^{-1}, meaningful for --l2 0). The search is driven by RIF scores and, beside it, "
-            "by plain IF scores; every reported change comes from an exact refit. Writes "
+            "by plain IF scores; every reported change comes from an exact refit. Also the "
+            "predicted class of a test point (--kind prediction) or the total test loss "
+            "(--kind test-loss), which --family multinomial audits too. Writes "
             "audit.json, audit.csv (every refit checked), audit.png and report.md."
         ),
     )
@@ -95,7 +99,12 @@ def _target(args, A, names, data):
         return au.prediction(A, data.X_test[args.point])
     if args.threshold is None:
         raise _UsageError("--kind test-loss needs --threshold T (a total test loss)")
-    metric = TestLoss(data.X_test, data.y_test, fit_intercept=True, family=args.family)
+    if args.family == "multinomial":
+        from .multiclass_metrics import TestLoss as ClassTestLoss
+
+        metric = ClassTestLoss(data.X_test, data.y_test.astype(np.int64), fit_intercept=True)
+    else:
+        metric = TestLoss(data.X_test, data.y_test, fit_intercept=True, family=args.family)
     metric.name = "total test loss"
     return au.metric_threshold(metric, args.threshold)
 
@@ -154,11 +163,12 @@ def run(args, outputs) -> int:
     from ._api import Attribution, fit
     from .cli import _UsageError, _out_dir, _prepare
 
-    if args.family == "multinomial":
-        raise _UsageError("rif audit covers the binary GLM families; not --family multinomial")
-    if args.kind == "prediction" and args.family != "logistic":
+    if args.family == "multinomial" and args.kind in ("sign", "significance"):
+        raise _UsageError(f"--kind {args.kind} audits a coefficient of one linear predictor; "
+                          "with --family multinomial use --kind prediction or test-loss")
+    if args.kind == "prediction" and args.family not in ("logistic", "multinomial"):
         raise _UsageError("--kind prediction audits a predicted class: it needs --family "
-                          "logistic (for other families use --kind test-loss)")
+                          "logistic or multinomial (for other families use --kind test-loss)")
     if not 0 < args.max_fraction <= 1:
         raise _UsageError(f"--max-fraction must be in (0, 1], got {args.max_fraction:g}")
     _check_options(args)

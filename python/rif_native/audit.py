@@ -108,6 +108,7 @@ def coefficient(A: Attribution, which: Union[int, str], *, margin: float = 0.0,
     its sign at theta_hat)."""
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
+    _one_predictor(A, "a coefficient's sign")
     j = _index(A, which, names)
     s = 1.0 if A.theta[j] >= 0 else -1.0
     label = _labels(A, names)[j]
@@ -128,6 +129,7 @@ def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1
 
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
+    _one_predictor(A, "a coefficient's significance")
     j = _index(A, which, names)
     _dispersion(A)  # squared loss with no degrees of freedom left: refused here
 
@@ -141,8 +143,21 @@ def significance(A: Attribution, which: Union[int, str], *, threshold: float = 1
                   needs_attribution=True, quantity=f"|z| of {label}", offset=threshold)
 
 
+def _one_predictor(A: Any, what: str) -> None:
+    """Coefficient targets need one linear predictor: a multinomial model's coefficients are
+    identified only up to a shift shared by the classes, so their signs are not conclusions."""
+    if A.family == "multinomial":
+        raise ValueError(f"{what} is audited for the binary GLM families; a multinomial model's "
+                         "coefficients change with the shift shared by every class row (audit "
+                         "a prediction or a metric_threshold of rif_native.multiclass_metrics)")
+
+
 def prediction(A: Attribution, x: Any) -> Target:
-    """The predicted class (binary logistic) of point x: the sign of its logit."""
+    """The predicted class of point x: binary logistic, the sign of its logit; multinomial,
+    the margin of its class's logit over the largest other one (the other class taken afresh
+    at each point the search linearises at)."""
+    if A.family == "multinomial":
+        return _class_prediction(A, x)
     if A.family != "logistic":
         raise ValueError(f"a predicted class needs family='logistic', not {A.family!r} (for "
                          "other families audit a metric with metric_threshold)")
@@ -153,6 +168,33 @@ def prediction(A: Attribution, x: Any) -> Target:
     s = 1.0 if xt @ A.theta >= 0 else -1.0
     return Target(name="predicted class of the point", value=lambda t, _A: float(s * (xt @ t)),
                   gradient=lambda t, _A: s * xt, quantity="logit of the point", scale=s)
+
+
+def _class_prediction(A: Any, x: Any) -> Target:
+    """f = z_c - max_{k != c} z_k at point x, c its class at theta_hat."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.shape[0] != A.n_features:
+        raise ValueError(f"x must have {A.n_features} features, got {x.shape[0]}")
+    xt = np.r_[x, 1.0] if A.fit_intercept else x
+    c = int(np.argmax(A.theta @ xt))
+
+    def runner_up(t: np.ndarray) -> int:
+        z = t @ xt
+        z[c] = -np.inf
+        return int(np.argmax(z))
+
+    def value(t: np.ndarray, _A: Any) -> float:
+        z = t @ xt
+        return float(z[c] - z[runner_up(t)])
+
+    def gradient(t: np.ndarray, _A: Any) -> np.ndarray:
+        g = np.zeros_like(t, dtype=np.float64)
+        g[c] += xt
+        g[runner_up(t)] -= xt
+        return g
+
+    return Target(name=f"predicted class ({c}) of the point", value=value, gradient=gradient,
+                  quantity=f"margin of class {c}'s logit over the next")
 
 
 def metric_threshold(metric: Any, threshold: float) -> Target:
@@ -248,10 +290,8 @@ def _flips_when(quantity: str, scale: float, offset: float) -> str:
 
 class _Auditor:
     def __init__(self, A: Attribution, target: Target, max_fraction: float, tol: float):
-        if getattr(A, "family", None) == "multinomial":
-            raise ValueError("audit() covers the binary GLM families; multinomial models are not "
-                             "supported yet")
-        X, y, w = A._data
+        self.multinomial = getattr(A, "family", None) == "multinomial"
+        X, y, w = (A._pb.X, A._pb.y, A._pb.w) if self.multinomial else A._data
         if w is None:
             w = np.ones(A.n)
         self.A, self.X, self.y, self.w = A, X, y, np.asarray(w, float)
@@ -264,6 +304,12 @@ class _Auditor:
         w = self.w.copy()
         w[list(removed)] = 0.0
         A = self.A
+        if self.multinomial:
+            from .multinomial import MultinomialAttribution
+
+            return MultinomialAttribution(self.X, self.y, theta, l2=A.l2, sample_weight=w,
+                                          fit_intercept=A.fit_intercept, n_classes=A.n_classes,
+                                          num_threads=A._pb.threads)
         return Attribution(self.X, self.y, theta, l2=A.l2, family=A.family, sample_weight=w,
                            fit_intercept=A.fit_intercept, num_threads=A._threads)
 
@@ -390,7 +436,8 @@ def audit(A: Attribution, target: Target, *, max_fraction: float = 0.05,
     docstring), by RIF and by IF, each candidate verified by exact retraining.
 
     Args:
-        A: an Attribution at the fitted theta (binary GLM families).
+        A: an Attribution at the fitted theta (binary GLM families, or multinomial: a
+            prediction or a metric_threshold of rif_native.multiclass_metrics).
         target: from :func:`coefficient`, :func:`significance`, :func:`prediction` or
             :func:`metric_threshold`.
         max_fraction: the most samples the search may drop, as a fraction of n.
