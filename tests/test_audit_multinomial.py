@@ -62,7 +62,7 @@ def test_a_predicted_class_is_flipped_and_verified():
         z = _logits(Xt[i:i + 1], newton_fit_mn(X, y, 3, drop=T, **KW)[0])[0]
         return float(z[c] - np.delete(z, c).max())
 
-    for result in au.audit(A, target, max_fraction=0.1).values():
+    for result in A.audit(target, max_fraction=0.1).values():
         _check_verified(result, margin_without)
 
 

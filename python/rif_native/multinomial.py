@@ -546,6 +546,14 @@ class MultinomialAttribution(_frames.Named):
                              "multinomial one: use rn.Attribution.load")
         return A
 
+    def audit(self, target: Any, **kwargs: Any) -> dict:
+        """The fewest samples whose removal flips ``target`` (rif_native.audit's prediction or
+        metric_threshold), by RIF and by IF, verified by exact retraining: see
+        :func:`rif_native.audit.audit`."""
+        from .audit import audit
+
+        return audit(self, target, **kwargs)
+
     def check_refit(self, removed: Any, theta_refit: ArrayLike, *, method: str = "ns") -> Any:
         """Compare this object's estimate of removing ``removed`` with your own refit ((K, p)),
         and say whether that refit is converged enough to judge it: see
