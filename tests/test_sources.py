@@ -1035,9 +1035,12 @@ def test_a_mapped_file_cut_short_is_refused_not_a_crash(tmp_path, kind):
         shutil.copyfile(folder + "/keep", victim)
         src = rn.sources.open_source(Xs)
         A = rn.Attribution(src, y, np.zeros(8), l2=1.0)
+        yk = np.arange(3000) % 3
+        M = rn.MultinomialAttribution(src, yk, np.zeros((3, 8)), l2=1.0)  # (before the cut)
         os.truncate(victim, os.path.getsize(victim) // 2)
         for call in (lambda: A.scores(np.ones(8)), lambda: A.group_effect([[2999]], "ns"),
-                     lambda: rn.fit(src, y, l2=1.0)):
+                     lambda: rn.fit(src, y, l2=1.0), lambda: M.influence([2999]),
+                     lambda: M.group_effect([[2998, 2999]], "ns")):
             try:
                 call()
             except rn.SourceReadError as e:
@@ -1047,7 +1050,7 @@ def test_a_mapped_file_cut_short_is_refused_not_a_crash(tmp_path, kind):
                               capture_output=True, text=True, timeout=120)
     assert for_kind.returncode == 0, (for_kind.returncode, for_kind.stderr[-2000:])
     lines = for_kind.stdout.splitlines()
-    assert len(lines) == 3 and all("was cut short" in line for line in lines), lines
+    assert len(lines) == 5 and all("was cut short" in line for line in lines), lines
     victim = {"npy": "x.npy", "shards": "b.npy", "zarr": os.path.join("c", "1", "0")}[kind]
     assert all(victim in line for line in lines), lines
 

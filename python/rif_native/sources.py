@@ -491,6 +491,8 @@ class Source:
         if len(idx) and (idx.min() < 0 or idx.max() >= self.shape[0]):
             raise IndexError(f"{self.name}: row indices must lie in [0, {self.shape[0]})")
         out = np.empty((len(idx), self.shape[1]), dtype=self.dtype)
+        if self.files is None:  # (files read past the page cache refuse a cut file themselves)
+            self.check_mapped_files()
         self.take_into(idx, out)
         return out
 
