@@ -441,6 +441,39 @@ def test_an_output_is_never_the_data_the_run_reads_not_even_with_force(capsys, t
             assert tree_snapshot(tmp_path) == before
 
 
+def test_stores_and_folders_of_shards_are_protected_too(capsys, tmp_path, data):
+    """An HDF5 dataset whose name holds ':' (the store is split as the loader splits it), a
+    file directly in a folder of .npy shards and one inside a Zarr store are the data too:
+    refused, forced or not (the review found --force writing JSON over d.h5 and over a
+    shard). A subfolder of the shards' folder is not data and may take outputs."""
+    h5py = pytest.importorskip("h5py")
+    X, y = np.load(data / "X.npy"), np.load(data / "y.npy")
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["a:b"] = X
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.save(shards / "part-0.npy", X[:20])
+    np.save(shards / "part-1.npy", X[20:])
+    cases = [(["--data", f"{tmp_path / 'd.h5'}:a:b", "--json", tmp_path / "d.h5"], "d.h5"),
+             (["--data", shards, "--json", shards / "part-1.npy"], "part-1.npy"),
+             (["--data", shards, "--json", shards / "new.npy"], "new.npy")]
+    zarr = pytest.importorskip("zarr")
+    zarr.create_array(str(tmp_path / "x.zarr"), shape=X.shape, dtype="f8")[:] = X
+    cases.append((["--data", tmp_path / "x.zarr", "--json", tmp_path / "x.zarr" / "r.json"],
+                  "r.json"))
+    for argv, name in cases:
+        before = tree_snapshot(tmp_path)
+        for force in ([], ["--force"]):
+            code, text, err = _run(capsys, "attribute", *argv, "--labels", data / "y.npy",
+                                   *force, "--quiet")
+            _assert_one_line_error(code, text, err, name, "the data this run reads")
+            assert tree_snapshot(tmp_path) == before
+    (shards / "results").mkdir()
+    code, text, err = _run(capsys, "attribute", "--data", shards, "--labels", data / "y.npy",
+                           "--json", shards / "results" / "r.json", "--quiet")
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("command, extra", [
     ("search", ["--k", "2,3"]),
     ("poisoning", ["--points", "2"]),

@@ -259,6 +259,10 @@ class Outputs:
                 raise OutputError(f"cannot write {what}: {target.name} is {read}, the data this "
                                   "run reads (--force replaces earlier outputs, never the "
                                   "data); choose another path")
+            held = next((r for r in self._reads if _inside(target, r)), None)
+            if held is not None:
+                raise OutputError(f"cannot write {what}: {target} would lie among the data this "
+                                  f"run reads from {held}; choose another path")
         return [] if self.force else [t.name for t in targets if _occupied(t)]
 
     def _make_folders(self, path: Path, what: str) -> None:
@@ -290,6 +294,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _inside(target: Path, folder: Path) -> bool:
+    """Whether target lies among a read folder's data: anywhere in a Zarr store, directly in a
+    folder of .npy shards (a file there would be read as one; a subfolder is not)."""
+    if not folder.is_dir():
+        return False
+    where, root = target.resolve(), folder.resolve()
+    if any((root / marker).exists() for marker in ("zarr.json", ".zarray", ".zgroup")):
+        return where == root or root in where.parents
+    return where.parent == root
 
 
 def _occupied(path: Path) -> bool:

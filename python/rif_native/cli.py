@@ -853,12 +853,17 @@ def _run(args, outputs: _output.Outputs) -> int:
 
 
 def _data_files(args) -> list[str]:
-    """The files the run reads its data from (each --data file, FILE of FILE.h5:NAME, and
-    --labels), which no output may replace."""
+    """The files and folders the run reads its data from (each --data file or folder of
+    shards, the store of FILE.h5:NAME or STORE.zarr:NAME as the loader splits it, and
+    --labels), which no output may replace or lie inside."""
+    from .datasets import _store_member
+
     named = [*(getattr(args, "data", None) or []), getattr(args, "labels", None)]
-    paths = [str(p) for p in named if p is not None]
-    return [f for p in paths for f in dict.fromkeys((p, p.rpartition(":")[0]))
-            if os.path.isfile(f)]
+    paths = []
+    for p in (str(p) for p in named if p is not None):
+        member = _store_member(p)
+        paths.append(str(member[0]) if member else p)
+    return [p for p in paths if os.path.exists(p)]
 
 
 def _run_command(args) -> int:
