@@ -194,3 +194,13 @@ def test_multinomial_theta_refit_is_checked():
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="theta_refit has non-finite entries"):
         A.check_refit(T, bad)
+
+
+def test_a_multinomial_set_taking_a_whole_class_is_named():
+    """With an intercept, removing every sample of a class leaves no finite minimiser: said
+    so, not as 'class(es) 2 have no samples of positive weight ... relabel the classes' from
+    the check's internal rebuild (the review's case; the user gave no weights)."""
+    X, y, w, A, T, exact = _multinomial_setup()
+    whole = np.flatnonzero(y == 2)
+    with pytest.raises(ValueError, match=r"take every sample .* of class\(es\) 2: without them"):
+        A.check_refit(whole, exact)

@@ -1073,7 +1073,8 @@ def test_a_group_given_as_x_names_its_arrays(tmp_path):
         for X_given, kind in ((zarr.open(str(tmp_path / "g.zarr"), mode="r"), "a Zarr group"),
                               (f, "an HDF5 group"), (f["sub"], "an HDF5 group")):
             for call in (lambda: rn.fit(X_given, y, l2=1.0),
-                         lambda: rn.Attribution(X_given, y, np.zeros(3), l2=1.0)):
+                         lambda: rn.Attribution(X_given, y, np.zeros(3), l2=1.0),
+                         lambda: rn.fit([X_given, X_given], np.r_[y, y], l2=1.0)):
                 with pytest.raises(TypeError, match=f"X is {kind}, not an array") as info:
                     call()
                 assert "features" in str(info.value) and "labels" not in str(info.value)

@@ -91,3 +91,16 @@ def test_diagnostics_are_refused_for_the_multinomial_family():
     A = rn.MultinomialAttribution(X, y, theta, l2=1.0)
     with pytest.raises(ValueError, match="binary GLM families, not multinomial"):
         rn.tables.sample_table(A, diagnostics=True)
+
+
+def test_a_stack_of_directions_under_one_name_is_refused():
+    """scores() takes (k, K, p); a table column holds one direction (to_frame() failed on the
+    2-D column): refused naming the remedy, for either family."""
+    rng = np.random.default_rng(45)
+    X, y, _, theta = make_data(rng, 40, 2, 3, fit_intercept=False, weighted=False)
+    A = rn.MultinomialAttribution(X, y, theta, l2=1.0)
+    with pytest.raises(ValueError, match=r"holds 2 directions: a table takes one per name"):
+        A.table(rng.standard_normal((2, 3, 2)))
+    B = rn.Attribution(X, (y == 1).astype(float), np.zeros(2), l2=1.0)
+    with pytest.raises(ValueError, match=r"holds 2 directions"):
+        B.table(np.ones((2, 2)))

@@ -137,9 +137,16 @@ def _multinomial_refit(A: Any, T: np.ndarray, theta_refit: Any) -> tuple[np.ndar
     theta_refit = _softmax.parameters(theta_refit, pb.K, pb.p, "theta_refit")
     w = np.array(pb.weight(), dtype=np.float64)
     w[T] = 0.0
+    left = np.bincount(pb.y[w > 0], minlength=pb.K)
+    if (A.fit_intercept or A.l2 == 0) and np.any(left == 0):
+        gone = ", ".join(str(k) for k in np.flatnonzero(left == 0)[:10])
+        raise ValueError(f"the removed samples take every sample (of positive weight) of "
+                         f"class(es) {gone}: without them the model has no finite minimiser "
+                         "(with an intercept or l2 = 0), so no refit can be judged")
     B = MultinomialAttribution(pb.X, pb.y, theta_refit, l2=A.l2, sample_weight=w,
                                fit_intercept=A.fit_intercept, n_classes=pb.K,
-                               num_threads=pb.threads, progress=A._progress)
+                               num_threads=pb.threads, progress=A._progress,
+                               max_memory=A._max_memory)
     step = B.group_effect(np.arange(A.n), method="if") + B.solve(_penalty(A) * theta_refit)
     reported = theta_refit - A.theta
     return reported - reported.mean(axis=0), -np.asarray(step, dtype=np.float64)

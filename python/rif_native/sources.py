@@ -157,7 +157,11 @@ def _direct_limit() -> int:
 
 
 def _is_shard(s: Any) -> bool:
+    """Whether s, an item of a list given as X, is read as a shard (a Zarr or HDF5 group too:
+    open_source then names its arrays)."""
     if isinstance(s, (str, os.PathLike)):
+        return True
+    if _module_of(s) in ("zarr", "h5py") and not hasattr(s, "shape"):
         return True
     return getattr(s, "ndim", None) == 2 or (
         _module_of(s) in ("zarr", "h5py", "dask") and len(getattr(s, "shape", ())) == 2)

@@ -249,7 +249,11 @@ def sample_table(A: Any, directions: Optional[Union[Mapping[str, Any], Any]] = N
         if hasattr(v, "gradient") and callable(v.gradient):
             v = v.gradient(A.theta)
         for method in ("if", "rif"):
-            cols[f"{method}_{name}"] = np.asarray(A.scores(v, method=method), dtype=np.float64)
+            score = np.asarray(A.scores(v, method=method), dtype=np.float64)
+            if score.ndim != 1:
+                raise ValueError(f"direction {name!r} holds {score.shape[1]} directions: a "
+                                 "table takes one per name; pass {name: direction} for each")
+            cols[f"{method}_{name}"] = score
     if diagnostics:
         from .diagnostics import diagnostics as diag
 
