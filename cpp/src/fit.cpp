@@ -174,7 +174,11 @@ FitResult fit(const Problem& given, Vector theta0, const FitOptions& options) {
     const double reach = u.cwiseAbs().maxCoeff();
     const double negligible = 1e-12 * (1.0 + z_k.cwiseAbs().maxCoeff());
     bool accepted = false;
-    for (double t = 0.5; t > 0 && (t > 1e-12 || t * reach > negligible); t *= 0.5) {
+    // (At most 200 halvings: z moved by 1e60 then still moves by under 1e0; a step of inf or
+    // NaN stops at 1e-12 as before.)
+    const bool finite_reach = std::isfinite(reach);
+    for (double t = 0.5; t > 0x1p-200 && (t > 1e-12 || (finite_reach && t * reach > negligible));
+         t *= 0.5) {
       Vector candidate = theta_k + t * step;
       const Vector z_t = z_k + t * u;
       if (penalised_objective(problem, candidate, z_t) <= F_k + 1e-4 * t * slope) {
