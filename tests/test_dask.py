@@ -382,3 +382,15 @@ def test_retraining_a_set_with_a_far_sample(client):
     ref = A.retrain(sets, tol=1e-12)
     assert got.converged.all()
     close(got.theta, ref.theta, 1e-9)
+
+
+def test_a_refit_cut_short_says_what_to_do(client):
+    """The Dask retrain's warning gives the other engines' advice (it said only 'stopped
+    above the tolerance'): raise max_iter, naming it."""
+    X, y, w = problem(4)
+    theta = rn.fit(X, y, l2=1.0, fit_intercept=True).theta
+    B = rn.Attribution(da.from_array(X, chunks=(700, X.shape[1])), y, theta, l2=1.0,
+                       fit_intercept=True)
+    with pytest.warns(rn.ConvergenceWarning, match=r"raise max_iter \(it was 1\)"):
+        res = B.retrain([np.arange(200)], max_iter=1, tol=1e-13)
+    assert not res.converged[0]

@@ -142,3 +142,17 @@ def test_removing_every_sample_with_a_penalty_blames_the_intercept():
     with pytest.warns(rn.SingularRemovalWarning, match="intercept without data") as caught:
         ns = A.group_effect([np.arange(30)], method="ns")
     assert np.isinf(ns).all() and "Add l2 > 0" not in str(caught[0].message)
+
+
+def test_a_refit_cut_short_by_max_iter_says_what_to_do():
+    """The multinomial retrain's warning gives the binary engine's advice (it said only
+    'above the tolerance'): raise max_iter, naming it; l2 > 0 only where l2 = 0."""
+    rng = np.random.default_rng(9)
+    X, y, _, _ = make_data(rng, 90, 3, 3, fit_intercept=True, weighted=False)
+    for l2 in (1.0, 0.0):
+        theta = newton_fit_mn(X, y, 3, l2=l2, fit_intercept=True)[0]
+        A = rn.MultinomialAttribution(X, y, theta, l2=l2, fit_intercept=True)
+        with pytest.warns(rn.ConvergenceWarning, match=r"raise max_iter \(it was 1\)") as caught:
+            res = A.retrain([np.arange(25)], max_iter=1)
+        assert not res.converged[0]
+        assert ("add l2 > 0" in str(caught[0].message)) == (l2 == 0.0)

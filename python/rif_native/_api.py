@@ -999,26 +999,11 @@ class Attribution(_frames.Named):
             warnings.warn(
                 f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
                 f"{float(fields['grad_norm'][bad].max()):.3g} above the tolerance; "
-                f"{self._retrain_advice(fields['n_iter'][bad], int(max_iter))}.",
+                f"{retrain_advice(self.l2, fields['n_iter'][bad], int(max_iter))}.",
                 ConvergenceWarning, stacklevel=2)
         if single:
             fields = {k: v[0] for k, v in fields.items()}
         return RetrainResult(**fields)
-
-    def _retrain_advice(self, n_iter: np.ndarray, max_iter: int) -> str:
-        """What to do about refits that stopped above their tolerance, having taken `n_iter`
-        iterations: more iterations where the limit stopped them; l2 > 0 only where l2 = 0
-        lets the problem without the set lack a minimiser or a positive-definite Hessian."""
-        advice = []
-        if np.any(n_iter >= max_iter):
-            advice.append(f"raise max_iter (it was {max_iter})")
-        if self.l2 == 0.0:
-            advice.append("without these samples the problem may have no finite minimiser "
-                          "(add l2 > 0)")
-        elif np.any(n_iter < max_iter):
-            advice.append("the gradient norm may no longer decrease in float64 rounding "
-                          "(raise tol)")
-        return "; or ".join(advice)
 
     def _check_finite(self, fields: dict, indices: np.ndarray,
                       offsets: np.ndarray) -> np.ndarray:
@@ -1157,6 +1142,23 @@ class Attribution(_frames.Named):
 
     def _singular_advice(self) -> str:
         return singular_advice(self.l2)
+
+
+def retrain_advice(l2: float, n_iter: np.ndarray, max_iter: int) -> str:
+    """What to do about refits that stopped above their tolerance, having taken `n_iter`
+    iterations: more iterations where the limit stopped them; l2 > 0 only where l2 = 0 lets
+    the problem without the set lack a minimiser or a positive-definite Hessian (every
+    engine's retrain warning ends with this)."""
+    advice = []
+    if np.any(np.asarray(n_iter) >= max_iter):
+        advice.append(f"raise max_iter (it was {max_iter})")
+    if l2 == 0.0:
+        advice.append("without these samples the problem may have no finite minimiser "
+                      "(add l2 > 0)")
+    elif np.any(np.asarray(n_iter) < max_iter):
+        advice.append("the gradient norm may no longer decrease in float64 rounding "
+                      "(raise tol)")
+    return "; or ".join(advice)
 
 
 def singular_advice(l2: float) -> str:

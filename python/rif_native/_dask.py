@@ -47,6 +47,7 @@ from ._api import (
     _parse_sets,
     _real,
     _METHODS,
+    retrain_advice,
     singular_advice,
 )
 from ._dask_sources import (TASK_BYTES, StoredRows, StoredSource, opened, row_arrays,
@@ -794,7 +795,9 @@ class DaskAttribution(Attribution):
             result = {k: v[0] for k, v in result.items()}
         bad = np.flatnonzero(~np.atleast_1d(result["converged"]) & ~infinite)
         if len(bad):
-            warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped above the tolerance.",
+            n_iter = np.atleast_1d(result["n_iter"])[bad]
+            warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped above the tolerance; "
+                          f"{retrain_advice(self.l2, n_iter, int(max_iter))}.",
                           ConvergenceWarning, stacklevel=2)
         return RetrainResult(**result)
 

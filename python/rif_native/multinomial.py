@@ -48,7 +48,8 @@ import numpy as np
 from . import _core, _frames, _memory, _softmax
 from ._api import (ConvergenceWarning, FitResult, RetrainResult, SingularRemovalWarning, TopSamples,
                    _as_design, _check_stopping, _cores, _method, _name_some, _naming, _parse_sets,
-                   _flag, _reading, _real, _threads, _top, singular_advice)
+                   _flag, _reading, _real, _threads, _top, retrain_advice,
+                   singular_advice)
 
 __all__ = ["MultinomialAttribution", "fit"]
 
@@ -517,7 +518,8 @@ class MultinomialAttribution(_frames.Named):
         bad = np.flatnonzero(~fields["converged"] & ~fields["singular"])
         if len(bad):
             warnings.warn(f"retrain of set(s) {_name_some(bad)} stopped with gradient norm "
-                          f"{float(fields['grad_norm'][bad].max()):.3g} above the tolerance.",
+                          f"{float(fields['grad_norm'][bad].max()):.3g} above the tolerance; "
+                          f"{retrain_advice(self.l2, fields['n_iter'][bad], int(max_iter))}.",
                           ConvergenceWarning, stacklevel=2)
         if single:
             fields = {k: v[0] for k, v in fields.items()}
