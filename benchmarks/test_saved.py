@@ -3,6 +3,7 @@ the load reads X once (z = X theta, to check the data) instead of the Hessian pa
 factorisation (or the multinomial inverse) and the leverage pass. Run:
 ``pytest benchmarks/test_saved.py`` and compare the rows of each group."""
 
+import numpy as np
 import pytest
 
 import rif_native as rn
@@ -36,8 +37,6 @@ MN, MD, MK = 20_000, 256, 5  # multinomial: q = (K - 1)(d + 1) = 1028
 
 @pytest.fixture(scope="module")
 def saved_multinomial(tmp_path_factory):
-    import numpy as np
-
     rng = np.random.default_rng(3)
     X = rng.standard_normal((MN, MD))
     y = rng.integers(0, MK, MN)
@@ -58,4 +57,7 @@ def test_multinomial_build_or_load(benchmark, saved_multinomial, how):
     else:
         fn = lambda: rn.Attribution.load(path, X)  # noqa: E731
     A = benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
-    assert A.n == MN
+    built = rn.MultinomialAttribution(X, y, theta, **kw)  # both rows answer alike
+    assert np.abs(A.leverage - built.leverage).max() <= 1e-12
+    assert np.abs(A.rescaled_influence([0, MN - 1]) - built.rescaled_influence([0, MN - 1])).max() \
+        <= 1e-12 * np.abs(built.rescaled_influence([0, MN - 1])).max()

@@ -505,6 +505,10 @@ def test_n_classes_is_refused_outside_the_multinomial_family():
         rn.fit(P.X, P.y, n_classes=3)
     with pytest.raises(ValueError, match="n_classes is for family='multinomial'"):
         rn.fit(P.X, P.y, family="poisson", n_classes=2)
+    with pytest.raises(ValueError, match="n_classes is for family='multinomial'"):
+        rn.fit(P.X, P.y, n_classes=2.0)
+    with pytest.raises(ValueError, match="family must be .*got 'gaussian'"):
+        rn.fit(P.X, P.y, family="gaussian", n_classes=3)
     a = rn.fit(P.X, P.y, n_classes=2, l2=1.0)
     np.testing.assert_array_equal(a.theta, rn.fit(P.X, P.y, l2=1.0).theta)
 

@@ -314,6 +314,7 @@ def test_the_memory_advice_for_a_store_of_small_chunks_is_one_that_works(tmp_pat
     np.testing.assert_allclose(A.leverage, B.leverage, rtol=1e-10, atol=0)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd (Linux)")
 def test_chunk_files_mapped_leave_most_open_file_descriptors_free(tmp_path):
     """Each mapped chunk file holds a file descriptor: under a limit of 256 open files a store
     of 200 chunks was mapped whole, leaving the process about 50 (a second store, or any

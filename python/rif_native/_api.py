@@ -1352,7 +1352,9 @@ def fit(
                                fit_intercept=fit_intercept, tol=tol, max_iter=max_iter,
                                theta0=theta0, num_threads=num_threads, progress=progress,
                                n_classes=n_classes)
-    if n_classes is not None and not (family == "logistic" and n_classes == 2):
+    _family(family)
+    if n_classes is not None and not (family == "logistic" and n_classes == 2 and isinstance(
+            n_classes, (int, np.integer)) and not isinstance(n_classes, bool)):
         raise ValueError(f"n_classes is for family='multinomial' (got n_classes={n_classes!r} "
                          f"with family={family!r})")
     if backend is not None and _backend_choice(backend) == "cuda":

@@ -78,7 +78,8 @@ def _unopenable_map(a: np.ndarray) -> str:
         top = getattr(top, "base", None)
     why = ("not C-contiguous (a column slice, a strided view or a Fortran-ordered file)"
            if not a.flags.c_contiguous else "writable (opened with mode 'r+', 'w+' or 'c')"
-           if getattr(top, "mode", "r") != "r" else f"{a.ndim}-D, not 2-D")
+           if getattr(top, "mode", "r") != "r" else f"{a.ndim}-D, not 2-D" if a.ndim != 2
+           else "not a map of a named file")
     what = sources.describe(a).replace("memory-mapped", "memory map of")
     return (f"backend='dask': X is a {what} that the workers cannot open as it is: it is {why}. "
             "They open read-only memory maps of files, or row ranges of them: pass the file's "

@@ -74,9 +74,10 @@ def labels(y: ArrayLike, n: int, n_classes: Optional[int], weights: Optional[np.
         why = ("samples of positive weight (every sample of theirs has weight 0)" if weighed.all()
                else "samples (with positive weight)")
         raise ValueError(f"class(es) {', '.join(map(str, empty[:10]))} of 0..{K - 1} have no "
-                         f"{why}: the model cannot be fitted to them. Give them samples of "
-                         "positive weight, or relabel the classes that do have some as 0..K'-1 "
-                         "(K' of them).")
+                         f"{why}: with an intercept or l2 = 0 the model has no finite "
+                         "minimiser for them. Give them samples of positive weight, relabel "
+                         "the classes that do have some as 0..K'-1 (K' of them), or penalise "
+                         "every parameter (l2 > 0, no intercept).")
     return y64, K
 
 

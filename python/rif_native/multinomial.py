@@ -542,11 +542,8 @@ class MultinomialAttribution(_frames.Named):
         file holds none); ``rn.Attribution.load`` reads it too."""
         from .saved import load
 
-        A = load(path, X, num_threads=num_threads, max_memory=max_memory, progress=progress)
-        if not isinstance(A, cls):
-            raise ValueError(f"load: {path!r} holds a {A.family} attribution, not a "
-                             "multinomial one: use rn.Attribution.load")
-        return A
+        return load(path, X, num_threads=num_threads, max_memory=max_memory, progress=progress,
+                    multinomial=True)
 
     def audit(self, target: Any, **kwargs: Any) -> dict:
         """The fewest samples whose removal flips ``target`` (rif_native.audit's prediction or

@@ -141,14 +141,21 @@ def _x_arrays(X: Any, include_x: Optional[bool]) -> dict:
 
 
 def load(path: Any, X: Any = None, *, num_threads: Optional[int] = None,
-         max_memory: _memory.MemorySize = None, progress: Optional[bool] = None) -> Any:
+         max_memory: _memory.MemorySize = None, progress: Optional[bool] = None,
+         multinomial: Optional[bool] = None) -> Any:
     """The Attribution saved at ``path``, built again from its factor (one pass over X, which
     checks that X, y and the weights are the data it was saved from). X: the file's own when
-    it holds one, else X as given to Attribution (an array, a path, shards, ...)."""
+    it holds one, else X as given to Attribution (an array, a path, shards, ...).
+    ``multinomial``: True or False to refuse a file of the other kind before any work."""
     from ._api import Attribution, _as_design, _reading, _threads, _vectors
 
     stored = _read(path)
     _check_format(stored, path)
+    family = str(stored["family"])
+    if multinomial is not None and (family == "multinomial") != multinomial:
+        raise ValueError(f"load: {path!r} holds a {family} attribution, not a "
+                         f"{'multinomial' if multinomial else 'binary'} one: use "
+                         f"rn.Attribution.load")
     n, d = int(stored["n"]), int(stored["d"])
     fit_intercept = bool(stored["fit_intercept"])
     w = stored["sample_weight"]
