@@ -73,9 +73,7 @@ def _part(item: Any) -> tuple:
 
 def _unopenable_map(a: np.ndarray) -> str:
     """Why the workers cannot open this memory map of a file as it is, and what to pass."""
-    top: Any = a
-    while top is not None and not isinstance(top, np.memmap):
-        top = getattr(top, "base", None)
+    top = sources.memmap_of(a)
     why = ("not C-contiguous (a column slice, a strided view or a Fortran-ordered file)"
            if not a.flags.c_contiguous else "writable (opened with mode 'r+', 'w+' or 'c')"
            if getattr(top, "mode", "r") != "r" else f"{a.ndim}-D, not 2-D" if a.ndim != 2

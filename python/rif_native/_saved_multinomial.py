@@ -102,11 +102,7 @@ def _check_data(stored: dict, pb: Any, P: np.ndarray, path: Any) -> None:
     idx = np.unique(np.linspace(0, pb.n - 1, _CHECKED).astype(np.int64)) if pb.n else []
     if not len(idx):
         return
-    from . import sources
-
-    rows = pb.X.take(idx) if isinstance(pb.X, sources.Source) else pb.X[idx]
-    rows = np.ascontiguousarray(np.asarray(rows, dtype=np.float64))
-    S = _core.softmax_quadforms(rows, stored["inverse"], pb.m, pb.fit_intercept, pb.c.centre,
+    S = _core.softmax_quadforms(_softmax.raw_rows(pb.X, idx), stored["inverse"], pb.m, pb.fit_intercept, pb.c.centre,
                                 pb.threads)
     saved = stored["quadforms"][idx]
     if np.abs(S - saved).max() > _AGREE * max(np.abs(saved).max(), 1e-300):

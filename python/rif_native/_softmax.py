@@ -149,11 +149,16 @@ class Coordinates:
         return B
 
 
-def rows(X: Any, idx: np.ndarray, fit_intercept: bool, centre: Optional[np.ndarray]) -> np.ndarray:
-    """The kernel's rows [x_i - c, 1] (k, p) of samples idx, float64."""
+def raw_rows(X: Any, idx: np.ndarray) -> np.ndarray:
+    """Rows idx of X (an array or a Source) as they are, float64 and C-contiguous."""
     idx = np.asarray(idx, dtype=np.int64)
     Xr = X.take(idx) if isinstance(X, sources.Source) else X[idx]
-    Xr = np.asarray(Xr, dtype=np.float64)
+    return np.ascontiguousarray(Xr, dtype=np.float64)
+
+
+def rows(X: Any, idx: np.ndarray, fit_intercept: bool, centre: Optional[np.ndarray]) -> np.ndarray:
+    """The kernel's rows [x_i - c, 1] (k, p) of samples idx, float64."""
+    Xr = raw_rows(X, idx)
     if centre is not None:
         Xr = Xr - centre
     if fit_intercept:

@@ -37,12 +37,10 @@ def _partial_path(path: str) -> str:
 
 def _mapped_file(a: np.ndarray) -> Optional[str]:
     """The file an array's memory maps (np.memmap, np.load(mmap_mode=...)), else None."""
-    base: Any = a
-    while base is not None:
-        if isinstance(base, np.memmap) and getattr(base, "filename", None):
-            return os.fspath(base.filename)
-        base = getattr(base, "base", None)
-    return None
+    from .sources import memmap_of
+
+    top = memmap_of(a)
+    return os.fspath(top.filename) if top is not None and top.filename else None
 
 
 def _dask_inputs(X: Any) -> list:

@@ -114,24 +114,26 @@ def _file_span(a: Any) -> Optional[tuple]:
     file (np.load(mmap_mode="r"), np.memmap(mode="r") and their row slices), else None."""
     if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
         return None
+    top = memmap_of(a)
+    if top is None or getattr(top, "mode", None) != "r" or not getattr(top, "filename", None):
+        return None
+    return os.fspath(top.filename), int(top.offset) + a.ctypes.data - top.ctypes.data
+
+
+def memmap_of(a: Any) -> Optional[np.memmap]:
+    """The np.memmap that maps the file an array's memory lies in (np.memmap, np.load(
+    mmap_mode=...) and views of them: the one whose base is the mmap itself), else None."""
     top: Any = a
     while top is not None and not isinstance(getattr(top, "base", None), mmap.mmap):
         top = getattr(top, "base", None)
-    if (not isinstance(top, np.memmap) or getattr(top, "mode", None) != "r"
-            or not getattr(top, "filename", None)):
-        return None
-    return os.fspath(top.filename), int(top.offset) + a.ctypes.data - top.ctypes.data
+    return top if isinstance(top, np.memmap) else None
 
 
 def _mapping(a: Any) -> Optional[tuple]:
     """(the mmap.mmap an array's memory lies in, the bytes its file must hold for all of the
     map to be read) for an array mapped from a file, else None."""
-    top: Any = a
-    while top is not None and not isinstance(getattr(top, "base", None), mmap.mmap):
-        top = getattr(top, "base", None)
-    if not isinstance(top, np.memmap):
-        return None
-    return top.base, int(top.offset) + int(top.nbytes)
+    top = memmap_of(a)
+    return None if top is None else (top.base, int(top.offset) + int(top.nbytes))
 
 
 #: The most files read past the page cache (the reader holds two descriptors per file).
