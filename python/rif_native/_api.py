@@ -1294,7 +1294,10 @@ def fit(
     """Minimise F(theta) = sum_i w_i loss(y_i, x_i . theta) + l2/2 ||theta||_P^2 by Newton's method.
 
     Damped Newton steps with a backtracking line search, from ``theta0`` (zeros by default),
-    until ``||grad F|| <= tol * max(1, ||grad F(0)||)``.
+    until ``||grad F|| <= tol * max(1, ||grad F(0)||)``. The tolerance is absolute where
+    ``||grad F(0)|| < 1``: with sample weights far below 1 (1e-10, say; weights summing to 1
+    over thousands of samples are fine) theta can meet it far from the minimiser; scale the
+    weights up (with l2 scaled alike, the minimiser does not change) or lower ``tol``.
 
     ``solver="auto"`` first takes L-BFGS steps (diagonally preconditioned, one pass over X
     each) where a Hessian costs many passes: dense X in memory with p >= 256 and n < 512 p,
