@@ -48,12 +48,12 @@ def test_repeated_calls_reuse_their_pages():
     retained = _run("retain")
     assert retained["applied"] is True
     # H and its factor alone hold 23 MB (5,600 pages of 4 KiB) a call; reused, the calls
-    # after the first fault in almost none of them. glibc may grow
-    # its heap once more on the way to its steady state (the CUDA build, whose libraries
-    # allocate too, faulted one p x p matrix, 2,807 pages, on the third call of
-    # [3, 0, 2807, 0, 0, 0] in 7 runs of 8): at most one such call, and none at the end.
+    # after the first fault in almost none of them. glibc may grow its heap once more on the
+    # way to its steady state, at a call that depends on timing (one p x p matrix, about 2,800
+    # pages: the CUDA build's third call of [3, 0, 2807, 0, 0, 0], the main build's fifth of
+    # [1, 0, 0, 1, 2804, 0]): at most one such call of the six, and few faults in all.
     faults = retained["faults"]
-    assert sum(faults) < 4000 and max(faults[-3:]) < 1500, retained
+    assert sum(f >= 1500 for f in faults) <= 1 and sum(faults) < 4000, retained
 
 
 def test_the_command_line_retains_them(monkeypatch, capsys):
