@@ -157,8 +157,7 @@ def _refit(att: Any, T: np.ndarray, tol: float, max_iter: int) -> dict:
 
     # a class without samples: its unpenalised intercept (or, with l2 = 0, its coefficients)
     # runs off to -inf; with every parameter penalised, F_{-T} still has a unique minimiser
-    if (pb.fit_intercept or pb.l2 == 0) and \
-            np.any(np.bincount(pb.y[w > 0], minlength=pb.K) == 0):
+    if len(pb.classes_without_minimiser(w)):
         return not_refitted("class")
     if att._structurally_singular(T):
         return not_refitted("hessian")

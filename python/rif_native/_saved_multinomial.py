@@ -102,8 +102,8 @@ def _check_data(stored: dict, pb: Any, P: np.ndarray, path: Any) -> None:
     idx = np.unique(np.linspace(0, pb.n - 1, _CHECKED).astype(np.int64)) if pb.n else []
     if not len(idx):
         return
-    S = _core.softmax_quadforms(_softmax.raw_rows(pb.X, idx), stored["inverse"], pb.m, pb.fit_intercept, pb.c.centre,
-                                pb.threads)
+    S = _core.softmax_quadforms(_softmax.raw_rows(pb.X, idx), stored["inverse"], pb.m,
+                                pb.fit_intercept, pb.c.centre, pb.threads)
     saved = stored["quadforms"][idx]
     if np.abs(S - saved).max() > _AGREE * max(np.abs(saved).max(), 1e-300):
         raise ValueError(f"load: X's rows differ from those {path!r} was saved from (the "

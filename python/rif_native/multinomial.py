@@ -148,6 +148,14 @@ class _Problem:
         return (max(8.0 * built, 8.0 * held + refresh, support)
                 + _memory.source_bytes(self.X) + 8.0 * self.n * (3 * self.K + 2))
 
+    def classes_without_minimiser(self, w: np.ndarray) -> np.ndarray:
+        """The classes with no sample of positive weight under weights w, where that leaves F
+        without a finite minimiser (an unpenalised intercept, or l2 = 0); none where every
+        parameter is penalised."""
+        if not (self.fit_intercept or self.l2 == 0):
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.bincount(self.y[w > 0], minlength=self.K) == 0)
+
     def weight(self) -> np.ndarray:
         """The sample weights; without any, n ones made once and read-only (callers that
         change weights copy them)."""

@@ -137,9 +137,9 @@ def _multinomial_refit(A: Any, T: np.ndarray, theta_refit: Any) -> tuple[np.ndar
     theta_refit = _softmax.parameters(theta_refit, pb.K, pb.p, "theta_refit")
     w = np.array(pb.weight(), dtype=np.float64)
     w[T] = 0.0
-    left = np.bincount(pb.y[w > 0], minlength=pb.K)
-    if (A.fit_intercept or A.l2 == 0) and np.any(left == 0):
-        gone = ", ".join(str(k) for k in np.flatnonzero(left == 0)[:10])
+    empty = pb.classes_without_minimiser(w)
+    if len(empty):
+        gone = ", ".join(str(k) for k in empty[:10])
         raise ValueError(f"the removed samples take every sample (of positive weight) of "
                          f"class(es) {gone}: without them the model has no finite minimiser "
                          "(with an intercept or l2 = 0), so no refit can be judged")
